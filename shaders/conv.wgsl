@@ -1,0 +1,186 @@
+// Conv2d as an implicit GEMM, forward and backward-data.
+//
+// One GEMM per group: C[co, pix] = sum_r W[r, co] * X[r, pix], where r runs over
+// (reduction channel, kh, kw). The same code serves both directions; only the gather
+// from output coordinate to source coordinate differs (override BACKWARD):
+//   forward:        src = o * stride - pad + k * dil
+//   backward-data:  o = src * stride - pad + k * dil  solved for src (must divide exactly)
+// Weights are packed by the host as vec4 over output channels: w[(g * K + r) * out_cg4 + co4].
+
+override BACKWARD: bool = false;
+
+struct ConvParams {
+    batch: u32, in_c: u32, in_h: u32, in_w: u32,
+    out_c: u32, out_h: u32, out_w: u32, groups: u32,
+    red_c: u32, out_cg: u32, out_cg4: u32, k_h: u32,
+    k_w: u32, stride_h: u32, stride_w: u32, pad_h: u32,
+    pad_w: u32, dil_h: u32, dil_w: u32, flags: u32,
+}
+
+const FLAG_RELU: u32 = 1u;
+const FLAG_BIAS: u32 = 2u;
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+// Source coordinate for output coordinate `o` and kernel tap `k`, or -1 if outside.
+fn src(o: i32, k: u32, stride: u32, pad: u32, dil: u32, size: u32) -> i32 {
+    if (o < 0) { return -1; }
+    if (BACKWARD) {
+        let t = o + i32(pad) - i32(k * dil);
+        if (t < 0 || (t % i32(stride)) != 0) { return -1; }
+        let i = t / i32(stride);
+        return select(-1, i, i < i32(size));
+    }
+    let i = o * i32(stride) - i32(pad) + i32(k * dil);
+    return select(-1, i, i >= 0 && i < i32(size));
+}
+
+fn load_x(row: i32, ox: i32, kw: u32) -> f32 {
+    if (row < 0) { return 0.0; }
+    let ix = src(ox, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
+    if (ix < 0) { return 0.0; }
+    return x[u32(row + ix)];
+}
+
+// Row start (flat index of x[n, c, iy, 0]) or -1.
+fn row_of(plane: u32, oy: i32, kh: u32) -> i32 {
+    let iy = src(oy, kh, p.stride_h, p.pad_h, p.dil_h, p.in_h);
+    if (iy < 0) { return -1; }
+    return i32(plane + u32(iy) * p.in_w);
+}
+
+fn store(n: u32, g: u32, co: u32, pix: u32, v: f32) {
+    let plane = p.out_h * p.out_w;
+    if (co >= p.out_cg || pix >= plane) { return; }
+    let c = g * p.out_cg + co;
+    var r = v;
+    if ((p.flags & FLAG_BIAS) != 0u) { r += bias[c]; }
+    if ((p.flags & FLAG_RELU) != 0u) { r = max(r, 0.0); }
+    y[(n * p.out_c + c) * plane + pix] = r;
+}
+
+fn store4(n: u32, g: u32, co4: u32, pix: u32, v: vec4<f32>) {
+    store(n, g, co4 * 4u, pix, v.x);
+    store(n, g, co4 * 4u + 1u, pix, v.y);
+    store(n, g, co4 * 4u + 2u, pix, v.z);
+    store(n, g, co4 * 4u + 3u, pix, v.w);
+}
+
+// Barrier-free variant for CPU adapters (lavapipe): each invocation owns a
+// 4 output channels x 4 pixels register block and reads weights as vec4.
+@compute @workgroup_size(64)
+fn conv_blocked(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let tid = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let plane = p.out_h * p.out_w;
+    let px4 = (plane + 3u) / 4u;
+    let per_group = p.out_cg4 * px4;
+    let per_img = p.groups * per_group;
+    if (tid >= p.batch * per_img) { return; }
+    let n = tid / per_img;
+    let g = (tid % per_img) / per_group;
+    let co4 = (tid % per_group) / px4;
+    let pb = (tid % px4) * 4u;
+
+    // Output coordinates of the 4 pixels; -1 marks padding past the plane.
+    let p0 = pb; let p1 = pb + 1u; let p2 = pb + 2u; let p3 = pb + 3u;
+    let oy0 = select(-1, i32(p0 / p.out_w), p0 < plane);
+    let oy1 = select(-1, i32(p1 / p.out_w), p1 < plane);
+    let oy2 = select(-1, i32(p2 / p.out_w), p2 < plane);
+    let oy3 = select(-1, i32(p3 / p.out_w), p3 < plane);
+    let ox0 = i32(p0 % p.out_w); let ox1 = i32(p1 % p.out_w);
+    let ox2 = i32(p2 % p.out_w); let ox3 = i32(p3 % p.out_w);
+
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    let in_plane = p.in_h * p.in_w;
+    let kred = p.red_c * p.k_h * p.k_w;
+    var wi = g * kred * p.out_cg4 + co4;
+    for (var c = 0u; c < p.red_c; c++) {
+        let xp = (n * p.in_c + g * p.red_c + c) * in_plane;
+        for (var kh = 0u; kh < p.k_h; kh++) {
+            let r0 = row_of(xp, oy0, kh); let r1 = row_of(xp, oy1, kh);
+            let r2 = row_of(xp, oy2, kh); let r3 = row_of(xp, oy3, kh);
+            for (var kw = 0u; kw < p.k_w; kw++) {
+                let wv = w[wi];
+                wi += p.out_cg4;
+                a0 += wv * load_x(r0, ox0, kw);
+                a1 += wv * load_x(r1, ox1, kw);
+                a2 += wv * load_x(r2, ox2, kw);
+                a3 += wv * load_x(r3, ox3, kw);
+            }
+        }
+    }
+    store4(n, g, co4, p0, a0);
+    store4(n, g, co4, p1, a1);
+    store4(n, g, co4, p2, a2);
+    store4(n, g, co4, p3, a3);
+}
+
+// Shared-memory tiled variant for GPUs: a 16x16 workgroup computes a 64 channel x 64 pixel
+// tile, 4x4 per invocation, staging 16-deep slices of weights and gathered inputs.
+const TILE_K: u32 = 16u;
+var<workgroup> ws: array<vec4<f32>, 256>; // [kk][co4 within tile]
+var<workgroup> xs: array<vec4<f32>, 256>; // [kk][pixel quad within tile]
+
+fn gather(n: u32, g: u32, r: u32, pix: u32) -> f32 {
+    let plane = p.out_h * p.out_w;
+    let kk = p.k_h * p.k_w;
+    if (pix >= plane || r >= p.red_c * kk) { return 0.0; }
+    let c = r / kk;
+    let kh = (r % kk) / p.k_w;
+    let kw = r % p.k_w;
+    let xp = (n * p.in_c + g * p.red_c + c) * p.in_h * p.in_w;
+    let row = row_of(xp, i32(pix / p.out_w), kh);
+    return load_x(row, i32(pix % p.out_w), kw);
+}
+
+@compute @workgroup_size(256)
+fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let tiles_co = (p.out_cg4 + 15u) / 16u;
+    let n = wid.z;
+    let g = wid.y / tiles_co;
+    let tile_co4 = (wid.y % tiles_co) * 16u;
+    let tile_px = wid.x * 64u;
+    let tx = lid % 16u; // pixel quad
+    let ty = lid / 16u; // channel quad
+    let kred = p.red_c * p.k_h * p.k_w;
+
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < kred; k0 += TILE_K) {
+        // Each invocation stages one weight vec4 and one pixel quad.
+        let kk = lid / 16u;
+        let q = lid % 16u;
+        let r = k0 + kk;
+        let co4 = tile_co4 + q;
+        var wv = vec4<f32>(0.0);
+        if (r < kred && co4 < p.out_cg4) { wv = w[(g * kred + r) * p.out_cg4 + co4]; }
+        ws[lid] = wv;
+        let px = tile_px + q * 4u;
+        xs[lid] = vec4<f32>(gather(n, g, r, px), gather(n, g, r, px + 1u),
+                            gather(n, g, r, px + 2u), gather(n, g, r, px + 3u));
+        workgroupBarrier();
+        for (var k = 0u; k < TILE_K; k++) {
+            let wk = ws[k * 16u + ty];
+            let xk = xs[k * 16u + tx];
+            a0 += wk * xk.x;
+            a1 += wk * xk.y;
+            a2 += wk * xk.z;
+            a3 += wk * xk.w;
+        }
+        workgroupBarrier();
+    }
+    let co4 = tile_co4 + ty;
+    let px = tile_px + tx * 4u;
+    store4(n, g, co4, px, a0);
+    store4(n, g, co4, px + 1u, a1);
+    store4(n, g, co4, px + 2u, a2);
+    store4(n, g, co4, px + 3u, a3);
+}

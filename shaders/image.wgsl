@@ -1,0 +1,142 @@
+// Image-space kernels: input preprocessing, OpenCV-exact bilinear resize of CAM maps, and the
+// JET overlay of pytorch-grad-cam's show_cam_on_image(img, cam, use_rgb=True, image_weight=0.5).
+// Pixels are packed RGBA8 in a u32 (r in the low byte).
+
+struct ImageParams {
+    rows: u32, in_h: u32, in_w: u32, out_h: u32,
+    out_w: u32, rep: u32, _p0: u32, _p1: u32,
+    mean: vec4<f32>,
+    std: vec4<f32>,
+}
+
+@group(0) @binding(0) var<uniform> p: ImageParams;
+@group(0) @binding(1) var<storage, read> pixels: array<u32>;
+@group(0) @binding(2) var<storage, read> maps: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out_f32: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out_u32: array<u32>;
+
+fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + wid.y * nwg.x) * 64u + lid;
+}
+
+fn channel(px: u32, c: u32) -> f32 {
+    return f32((px >> (8u * c)) & 0xffu);
+}
+
+// pixels [rows, h*w] -> out_f32 [rows, 3, h, w] = (x / 255 - mean) / std.
+@compute @workgroup_size(64)
+fn preprocess(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    let plane = p.in_h * p.in_w;
+    if (i >= p.rows * plane) { return; }
+    let n = i / plane;
+    let s = i % plane;
+    let px = pixels[i];
+    for (var c = 0u; c < 3u; c++) {
+        out_f32[(n * 3u + c) * plane + s] = (channel(px, c) / 255.0 - p.mean[c]) / p.std[c];
+    }
+}
+
+// cv2.resize INTER_LINEAR on float maps: half-pixel centres, taps clamped at the edges.
+fn taps(d: u32, in_size: u32, out_size: u32) -> vec3<f32> {
+    let scale = f32(in_size) / f32(out_size);
+    var f = (f32(d) + 0.5) * scale - 0.5;
+    var s = floor(f);
+    f -= s;
+    if (s < 0.0) { s = 0.0; f = 0.0; }
+    if (s >= f32(in_size) - 1.0) { s = f32(in_size) - 1.0; f = 0.0; }
+    let s1 = min(s + 1.0, f32(in_size) - 1.0);
+    return vec3<f32>(s, s1, f);
+}
+
+// maps [rows, in_h, in_w] -> out_f32 [rows, out_h, out_w].
+@compute @workgroup_size(64)
+fn upsample_bilinear(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    let out_plane = p.out_h * p.out_w;
+    if (i >= p.rows * out_plane) { return; }
+    let row = i / out_plane;
+    let ty = taps((i % out_plane) / p.out_w, p.in_h, p.out_h);
+    let tx = taps(i % p.out_w, p.in_w, p.out_w);
+    let base = row * p.in_h * p.in_w;
+    let y0 = u32(ty.x) * p.in_w; let y1 = u32(ty.y) * p.in_w;
+    let x0 = u32(tx.x); let x1 = u32(tx.y);
+    let top = maps[base + y0 + x0] * (1.0 - tx.z) + maps[base + y0 + x1] * tx.z;
+    let bottom = maps[base + y1 + x0] * (1.0 - tx.z) + maps[base + y1 + x1] * tx.z;
+    out_f32[i] = top * (1.0 - ty.z) + bottom * ty.z;
+}
+
+// OpenCV COLORMAP_JET, RGB packed as r | g << 8 | b << 16 (dumped by tools/dump_jet.py).
+const JET = array<u32, 256>(
+    0x800000u, 0x840000u, 0x880000u, 0x8c0000u, 0x900000u, 0x940000u, 0x980000u, 0x9c0000u,
+    0xa00000u, 0xa40000u, 0xa80000u, 0xac0000u, 0xb00000u, 0xb40000u, 0xb80000u, 0xbc0000u,
+    0xc00000u, 0xc40000u, 0xc80000u, 0xcc0000u, 0xd00000u, 0xd40000u, 0xd80000u, 0xdc0000u,
+    0xe00000u, 0xe40000u, 0xe80000u, 0xec0000u, 0xf00000u, 0xf40000u, 0xf80000u, 0xfc0000u,
+    0xff0000u, 0xff0400u, 0xff0800u, 0xff0c00u, 0xff1000u, 0xff1400u, 0xff1800u, 0xff1c00u,
+    0xff2000u, 0xff2400u, 0xff2800u, 0xff2c00u, 0xff3000u, 0xff3400u, 0xff3800u, 0xff3c00u,
+    0xff4000u, 0xff4400u, 0xff4800u, 0xff4c00u, 0xff5000u, 0xff5400u, 0xff5800u, 0xff5c00u,
+    0xff6000u, 0xff6400u, 0xff6800u, 0xff6c00u, 0xff7000u, 0xff7400u, 0xff7800u, 0xff7c00u,
+    0xff8000u, 0xff8400u, 0xff8800u, 0xff8c00u, 0xff9000u, 0xff9400u, 0xff9800u, 0xff9c00u,
+    0xffa000u, 0xffa400u, 0xffa800u, 0xffac00u, 0xffb000u, 0xffb400u, 0xffb800u, 0xffbc00u,
+    0xffc000u, 0xffc400u, 0xffc800u, 0xffcc00u, 0xffd000u, 0xffd400u, 0xffd800u, 0xffdc00u,
+    0xffe000u, 0xffe400u, 0xffe800u, 0xffec00u, 0xfff000u, 0xfff400u, 0xfff800u, 0xfffc00u,
+    0xfeff02u, 0xfaff06u, 0xf6ff0au, 0xf2ff0eu, 0xeeff12u, 0xeaff16u, 0xe6ff1au, 0xe2ff1eu,
+    0xdeff22u, 0xdaff26u, 0xd6ff2au, 0xd2ff2eu, 0xceff32u, 0xcaff36u, 0xc6ff3au, 0xc2ff3eu,
+    0xbeff42u, 0xbaff46u, 0xb6ff4au, 0xb2ff4eu, 0xaeff52u, 0xaaff56u, 0xa6ff5au, 0xa2ff5eu,
+    0x9eff62u, 0x9aff66u, 0x96ff6au, 0x92ff6eu, 0x8eff72u, 0x8aff76u, 0x86ff7au, 0x82ff7eu,
+    0x7eff82u, 0x7aff86u, 0x76ff8au, 0x72ff8eu, 0x6eff92u, 0x6aff96u, 0x66ff9au, 0x62ff9eu,
+    0x5effa2u, 0x5affa6u, 0x56ffaau, 0x52ffaeu, 0x4effb2u, 0x4affb6u, 0x46ffbau, 0x42ffbeu,
+    0x3effc2u, 0x3affc6u, 0x36ffcau, 0x32ffceu, 0x2effd2u, 0x2affd6u, 0x26ffdau, 0x22ffdeu,
+    0x1effe2u, 0x1affe6u, 0x16ffeau, 0x12ffeeu, 0x0efff2u, 0x0afff6u, 0x06fffau, 0x01fffeu,
+    0x00fcffu, 0x00f8ffu, 0x00f4ffu, 0x00f0ffu, 0x00ecffu, 0x00e8ffu, 0x00e4ffu, 0x00e0ffu,
+    0x00dcffu, 0x00d8ffu, 0x00d4ffu, 0x00d0ffu, 0x00ccffu, 0x00c8ffu, 0x00c4ffu, 0x00c0ffu,
+    0x00bcffu, 0x00b8ffu, 0x00b4ffu, 0x00b0ffu, 0x00acffu, 0x00a8ffu, 0x00a4ffu, 0x00a0ffu,
+    0x009cffu, 0x0098ffu, 0x0094ffu, 0x0090ffu, 0x008cffu, 0x0088ffu, 0x0084ffu, 0x0080ffu,
+    0x007cffu, 0x0078ffu, 0x0074ffu, 0x0070ffu, 0x006cffu, 0x0068ffu, 0x0064ffu, 0x0060ffu,
+    0x005cffu, 0x0058ffu, 0x0054ffu, 0x0050ffu, 0x004cffu, 0x0048ffu, 0x0044ffu, 0x0040ffu,
+    0x003cffu, 0x0038ffu, 0x0034ffu, 0x0030ffu, 0x002cffu, 0x0028ffu, 0x0024ffu, 0x0020ffu,
+    0x001cffu, 0x0018ffu, 0x0014ffu, 0x0010ffu, 0x000cffu, 0x0008ffu, 0x0004ffu, 0x0000ffu,
+    0x0000fcu, 0x0000f8u, 0x0000f4u, 0x0000f0u, 0x0000ecu, 0x0000e8u, 0x0000e4u, 0x0000e0u,
+    0x0000dcu, 0x0000d8u, 0x0000d4u, 0x0000d0u, 0x0000ccu, 0x0000c8u, 0x0000c4u, 0x0000c0u,
+    0x0000bcu, 0x0000b8u, 0x0000b4u, 0x0000b0u, 0x0000acu, 0x0000a8u, 0x0000a4u, 0x0000a0u,
+    0x00009cu, 0x000098u, 0x000094u, 0x000090u, 0x00008cu, 0x000088u, 0x000084u, 0x000080u
+);
+
+fn blend(row: u32, s: u32, plane: u32) -> vec3<f32> {
+    let m = maps[row * plane + s];
+    let heat = JET[min(u32(255.0 * m), 255u)];
+    let px = pixels[(row / p.rep) * plane + s];
+    let h = vec3<f32>(channel(heat, 0u), channel(heat, 1u), channel(heat, 2u)) / 255.0;
+    let img = vec3<f32>(channel(px, 0u), channel(px, 1u), channel(px, 2u)) / 255.0;
+    return 0.5 * h + 0.5 * img;
+}
+
+var<workgroup> peak: array<f32, 256>;
+
+// One workgroup per map: blend JET(map) with the image, divide by the global max, to RGBA8.
+@compute @workgroup_size(256)
+fn overlay(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) { return; }
+    let plane = p.in_h * p.in_w;
+    var mx = 0.0;
+    for (var s = lid; s < plane; s += 256u) {
+        let v = blend(row, s, plane);
+        mx = max(mx, max(v.x, max(v.y, v.z)));
+    }
+    peak[lid] = mx;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) { peak[lid] = max(peak[lid], peak[lid + stride]); }
+        workgroupBarrier();
+    }
+    let m = peak[0];
+    for (var s = lid; s < plane; s += 256u) {
+        let v = blend(row, s, plane) / m;
+        let q = vec3<u32>(min(255.0 * v, vec3<f32>(255.0)));
+        out_u32[row * plane + s] = q.x | (q.y << 8u) | (q.z << 16u) | (255u << 24u);
+    }
+}

@@ -1,0 +1,53 @@
+// Target selection and gradient seeding, so no readback is needed between forward and
+// backward: top-k of the logits per image, then one-hot seeds of dy^c/dlogits.
+
+struct TargetParams {
+    images: u32, classes: u32, k: u32, t0: u32,
+    tc: u32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: TargetParams;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read_write> targets: array<u32>; // [images, k]
+@group(0) @binding(3) var<storage, read_write> seed: array<f32>;    // [images * tc, classes]
+
+// Descending by value, ascending index among ties (a total order, so no duplicates).
+fn before(v: f32, i: u32, pv: f32, pi: u32) -> bool {
+    return v > pv || (v == pv && i < pi);
+}
+
+@compute @workgroup_size(64)
+fn topk(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    if (n >= p.images) { return; }
+    let base = n * p.classes;
+    var prev_v = bitcast<f32>(0x7f800000u);
+    var prev_i = 0xffffffffu;
+    for (var t = 0u; t < p.k; t++) {
+        var best_v = 0.0;
+        var best_i = 0xffffffffu;
+        for (var c = 0u; c < p.classes; c++) {
+            let v = logits[base + c];
+            let after_prev = t == 0u || before(prev_v, prev_i, v, c);
+            if (after_prev && (best_i == 0xffffffffu || before(v, c, best_v, best_i))) {
+                best_v = v;
+                best_i = c;
+            }
+        }
+        targets[n * p.k + t] = best_i;
+        prev_v = best_v;
+        prev_i = best_i;
+    }
+}
+
+// seed[row, c] = (c == target of row), rows = (image, t0 + j) for j < tc.
+@compute @workgroup_size(64)
+fn seed_onehot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (i >= p.images * p.tc * p.classes) { return; }
+    let row = i / p.classes;
+    let c = i % p.classes;
+    let target_class = targets[(row / p.tc) * p.k + p.t0 + row % p.tc];
+    seed[i] = select(0.0, 1.0, c == target_class);
+}

@@ -1,0 +1,113 @@
+//! Buffer creation, upload and blocking readback.
+
+use super::GpuContext;
+use crate::error::{Error, Result};
+use wgpu::util::DeviceExt;
+
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// A zero-initialised storage buffer of `bytes` (at least 16, so empty tensors still bind).
+pub fn storage(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes.max(16).next_multiple_of(16),
+        usage: STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
+/// A storage buffer holding `data` (padded to 16 bytes).
+pub fn storage_init(ctx: &GpuContext, label: &str, data: &[u8]) -> wgpu::Buffer {
+    let padded = data.len().max(16).next_multiple_of(16);
+    if padded == data.len() {
+        return ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: data,
+                usage: STORAGE,
+            });
+    }
+    let mut v = data.to_vec();
+    v.resize(padded, 0);
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: &v,
+            usage: STORAGE,
+        })
+}
+
+pub fn storage_f32(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
+    storage_init(ctx, label, bytemuck::cast_slice(data))
+}
+
+pub fn uniform(ctx: &GpuContext, label: &str, data: &[u8]) -> wgpu::Buffer {
+    let mut v = data.to_vec();
+    v.resize(data.len().max(16).next_multiple_of(16), 0);
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: &v,
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+}
+
+/// Copies `bytes` from the start of each source into mappable buffers, submits `encoder`
+/// and waits, returning the bytes of each source.
+pub fn submit_and_read(
+    ctx: &GpuContext,
+    mut encoder: wgpu::CommandEncoder,
+    sources: &[(&wgpu::Buffer, u64)],
+) -> Result<Vec<Vec<u8>>> {
+    let staging: Vec<wgpu::Buffer> = sources
+        .iter()
+        .map(|(src, bytes)| {
+            let size = bytes.max(&4).next_multiple_of(4);
+            let dst = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            encoder.copy_buffer_to_buffer(src, 0, &dst, 0, size);
+            dst
+        })
+        .collect();
+    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    ctx.queue.submit([encoder.finish()]);
+    if let Some(e) = pollster::block_on(oom.pop()) {
+        return Err(Error::Gpu(format!("out of memory: {e}")));
+    }
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(Error::Gpu(e.to_string()));
+    }
+    for s in &staging {
+        s.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+    }
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
+    let mut out = Vec::with_capacity(staging.len());
+    for (s, (_, bytes)) in staging.iter().zip(sources) {
+        let view = s
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(format!("map failed: {e}")))?;
+        out.push(view[..*bytes as usize].to_vec());
+        drop(view);
+        s.unmap();
+    }
+    Ok(out)
+}
+
+/// Reads `len` f32 values from the start of `buffer` (blocking).
+pub fn read_f32(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+    let encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read") });
+    let bytes = submit_and_read(ctx, encoder, &[(buffer, (len * 4) as u64)])?;
+    Ok(bytemuck::pod_collect_to_vec(&bytes[0]))
+}

@@ -1,0 +1,151 @@
+//! Device creation (own or borrowed) and the facts about it the engine plans with.
+
+use crate::error::{Error, Result};
+
+/// Broad adapter classes; kernel variants are chosen per class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterClass {
+    /// A CPU implementation such as lavapipe: barriers are very slow, register blocking wins.
+    Cpu,
+    /// A real GPU: shared-memory tiling wins.
+    Gpu,
+}
+
+/// A device and queue plus the limits the engine must respect.
+#[derive(Clone, Debug)]
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub class: AdapterClass,
+    /// Largest storage-buffer binding the engine may use, in bytes. Tests lower it
+    /// to exercise the chunked paths on small models.
+    pub max_binding: u64,
+    /// Largest buffer the device allows.
+    pub max_buffer: u64,
+    pub max_workgroups_per_dim: u32,
+}
+
+impl GpuContext {
+    /// Creates a device on the best adapter. Honours `WGPU_BACKEND` (vulkan, metal, dx12,
+    /// gl) and `WGPU_ADAPTER_NAME` (substring match), prefers hardware over CPU adapters,
+    /// and requests the adapter's real limits instead of the WebGPU defaults.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    pub async fn new_async() -> Result<Self> {
+        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        let backends = desc.backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapters = instance.enumerate_adapters(backends).await;
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter {
+                detail: format!(" (backends searched: {backends:?})"),
+            });
+        }
+        let wanted = std::env::var("WGPU_ADAPTER_NAME")
+            .ok()
+            .map(|s| s.to_lowercase());
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        let adapter = adapters
+            .into_iter()
+            .filter(|a| {
+                wanted
+                    .as_ref()
+                    .is_none_or(|w| a.get_info().name.to_lowercase().contains(w))
+            })
+            .max_by_key(|a| rank(a.get_info().device_type))
+            .ok_or_else(|| Error::NoAdapter {
+                detail: format!(
+                    " matching WGPU_ADAPTER_NAME={:?} (available: {})",
+                    wanted.unwrap_or_default(),
+                    names.join(", ")
+                ),
+            })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features() & optional_features();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("gradcam-wgpu"),
+                required_features: features,
+                required_limits: limits,
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|source| Error::RequestDevice {
+                adapter: info.name.clone(),
+                source,
+            })?;
+        Self::from_device(device, queue, info)
+    }
+
+    /// Wraps a device the caller already owns (e.g. a renderer's). Fails with a clear
+    /// message if the device's limits are below what the engine needs.
+    pub fn from_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+    ) -> Result<Self> {
+        let limits = device.limits();
+        if limits.max_storage_buffers_per_shader_stage < 6 {
+            return Err(Error::DeviceUnsuitable(format!(
+                "max_storage_buffers_per_shader_stage is {}, need 6",
+                limits.max_storage_buffers_per_shader_stage
+            )));
+        }
+        if limits.max_compute_invocations_per_workgroup < 256
+            || limits.max_compute_workgroup_storage_size < 16384
+        {
+            return Err(Error::DeviceUnsuitable(format!(
+                "compute limits too small (invocations/workgroup {}, workgroup storage {} bytes); need 256 and 16384",
+                limits.max_compute_invocations_per_workgroup,
+                limits.max_compute_workgroup_storage_size
+            )));
+        }
+        let class = match info.device_type {
+            wgpu::DeviceType::Cpu => AdapterClass::Cpu,
+            _ => AdapterClass::Gpu,
+        };
+        Ok(Self {
+            max_binding: limits.max_storage_buffer_binding_size.min(limits.max_buffer_size),
+            max_buffer: limits.max_buffer_size,
+            max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+            device,
+            queue,
+            info,
+            class,
+        })
+    }
+
+    /// A one-line description for logs and benchmarks.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}, driver {} {}), max binding {} MiB",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info,
+            self.max_binding >> 20
+        )
+    }
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 1,
+        wgpu::DeviceType::Cpu => 0,
+    }
+}
+
+/// Features used when present; nothing here is required.
+fn optional_features() -> wgpu::Features {
+    wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::PIPELINE_CACHE
+}

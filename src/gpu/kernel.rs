@@ -1,0 +1,190 @@
+//! Compute pipelines with explicit layouts, and recorded dispatches.
+//!
+//! Convention for every kernel in `shaders/`: group 0, binding 0 is a uniform block of
+//! parameters, bindings 1.. are storage buffers in the order the entry point lists them.
+
+use super::GpuContext;
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+/// One compute entry point with its bind-group layout.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    pub label: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    storage: Vec<Access>,
+    /// Invocations per workgroup (x only; kernels use 1-D workgroups).
+    pub workgroup_size: u32,
+}
+
+impl Kernel {
+    /// `constants` set WGSL `override` values (e.g. the conv direction).
+    pub fn new(
+        ctx: &GpuContext,
+        module: &wgpu::ShaderModule,
+        entry: &'static str,
+        storage: &[Access],
+        constants: &[(&str, f64)],
+        workgroup_size: u32,
+    ) -> Self {
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        for (i, a) in storage.iter().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: *a == Access::Read,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let layout = ctx
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(entry),
+                entries: &entries,
+            });
+        let pipeline_layout = ctx
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = ctx
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pipeline_layout),
+                module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        Self {
+            label: entry,
+            pipeline,
+            layout,
+            storage: storage.to_vec(),
+            workgroup_size,
+        }
+    }
+
+    /// Binds `params` and `buffers` and returns a dispatch of `threads` invocations,
+    /// spread over x and y so no dimension exceeds the device limit.
+    pub fn dispatch<P: bytemuck::Pod>(
+        &self,
+        ctx: &GpuContext,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        threads: u64,
+    ) -> Dispatch {
+        let groups = threads.div_ceil(self.workgroup_size as u64).max(1);
+        self.dispatch_groups(ctx, params, buffers, grid(groups, ctx.max_workgroups_per_dim))
+    }
+
+    /// Like [`Kernel::dispatch`] with an explicit workgroup grid.
+    pub fn dispatch_groups<P: bytemuck::Pod>(
+        &self,
+        ctx: &GpuContext,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> Dispatch {
+        assert_eq!(
+            buffers.len(),
+            self.storage.len(),
+            "kernel {} takes {} storage buffers",
+            self.label,
+            self.storage.len()
+        );
+        let uniform = super::buffer::uniform(ctx, self.label, bytemuck::bytes_of(params));
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.label),
+            layout: &self.layout,
+            entries: &entries,
+        });
+        Dispatch {
+            label: self.label,
+            pipeline: self.pipeline.clone(),
+            bind_group,
+            workgroups,
+            _uniform: Arc::new(uniform),
+        }
+    }
+}
+
+/// Splits a workgroup count over x and y. Shaders recover the linear index as
+/// `wid.x + wid.y * num_workgroups.x`.
+pub fn grid(groups: u64, max_per_dim: u32) -> [u32; 3] {
+    let max = max_per_dim.max(1) as u64;
+    if groups <= max {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(max);
+        let x = groups.div_ceil(y);
+        [x as u32, y as u32, 1]
+    }
+}
+
+/// A recorded dispatch: pipeline, bindings and grid, replayable across batches.
+#[derive(Clone, Debug)]
+pub struct Dispatch {
+    pub label: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+    _uniform: Arc<wgpu::Buffer>,
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Records a list of dispatches into one compute pass of `encoder`.
+pub fn record_all(encoder: &mut wgpu::CommandEncoder, label: &str, dispatches: &[Dispatch]) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some(label),
+        timestamp_writes: None,
+    });
+    for d in dispatches {
+        d.record(&mut pass);
+    }
+}

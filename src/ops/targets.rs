@@ -1,0 +1,82 @@
+//! Top-k target selection and one-hot gradient seeds (shaders/targets.wgsl).
+
+use super::{module, u};
+use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct TargetParams {
+    images: u32,
+    classes: u32,
+    k: u32,
+    t0: u32,
+    tc: u32,
+    _p: [u32; 3],
+}
+
+pub struct TargetKernels {
+    topk: Kernel,
+    seed: Kernel,
+}
+
+impl TargetKernels {
+    pub fn new(ctx: &GpuContext) -> Self {
+        let m = module(ctx, "targets.wgsl");
+        let st = [Access::Read, Access::ReadWrite, Access::ReadWrite];
+        Self {
+            topk: Kernel::new(ctx, &m, "topk", &st, &[], 64),
+            seed: Kernel::new(ctx, &m, "seed_onehot", &st, &[], 64),
+        }
+    }
+
+    /// targets[n, 0..k] = indices of the k largest logits of image n, descending.
+    pub fn topk(
+        &self,
+        ctx: &GpuContext,
+        images: usize,
+        classes: usize,
+        k: usize,
+        logits: &wgpu::Buffer,
+        targets: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = TargetParams {
+            images: u(images),
+            classes: u(classes),
+            k: u(k),
+            ..Default::default()
+        };
+        self.topk
+            .dispatch(ctx, &p, &[logits, targets, dummy], images as u64)
+    }
+
+    /// seed[(n, j), c] = 1 where c is target t0 + j of image n (targets has k per image).
+    #[allow(clippy::too_many_arguments)]
+    pub fn seed(
+        &self,
+        ctx: &GpuContext,
+        images: usize,
+        classes: usize,
+        k: usize,
+        t0: usize,
+        tc: usize,
+        targets: &wgpu::Buffer,
+        seed: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = TargetParams {
+            images: u(images),
+            classes: u(classes),
+            k: u(k),
+            t0: u(t0),
+            tc: u(tc),
+            ..Default::default()
+        };
+        self.seed.dispatch(
+            ctx,
+            &p,
+            &[dummy, targets, seed],
+            (images * tc * classes) as u64,
+        )
+    }
+}
