@@ -3,5 +3,6 @@
 pub mod error;
 pub mod gpu;
 pub mod ops;
+pub mod reference;
 
 pub use error::{Error, Result};
