@@ -6,6 +6,8 @@
 //   forward:        src = o * stride - pad + k * dil
 //   backward-data:  o = src * stride - pad + k * dil  solved for src (must divide exactly)
 // Weights are packed by the host as vec4 over output channels: w[(g * K + r) * out_cg4 + co4].
+// A weight too large for one binding is split along output channels: each chunk computes
+// channels co_base .. co_base + out_cg of every group (out_cg_total per group).
 
 override BACKWARD: bool = false;
 
@@ -15,6 +17,7 @@ struct ConvParams {
     red_c: u32, out_cg: u32, out_cg4: u32, k_h: u32,
     k_w: u32, stride_h: u32, stride_w: u32, pad_h: u32,
     pad_w: u32, dil_h: u32, dil_w: u32, flags: u32,
+    co_base: u32, out_cg_total: u32, _p0: u32, _p1: u32,
 }
 
 const FLAG_RELU: u32 = 1u;
@@ -56,7 +59,7 @@ fn row_of(plane: u32, oy: i32, kh: u32) -> i32 {
 fn store(n: u32, g: u32, co: u32, pix: u32, v: f32) {
     let plane = p.out_h * p.out_w;
     if (co >= p.out_cg || pix >= plane) { return; }
-    let c = g * p.out_cg + co;
+    let c = g * p.out_cg_total + p.co_base + co;
     var r = v;
     if ((p.flags & FLAG_BIAS) != 0u) { r += bias[c]; }
     if ((p.flags & FLAG_RELU) != 0u) { r = max(r, 0.0); }

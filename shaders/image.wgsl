@@ -6,7 +6,7 @@ struct ImageParams {
     rows: u32, in_h: u32, in_w: u32, out_h: u32,
     out_w: u32, rep: u32, _p0: u32, _p1: u32,
     mean: vec4<f32>,
-    std: vec4<f32>,
+    stdev: vec4<f32>,
 }
 
 @group(0) @binding(0) var<uniform> p: ImageParams;
@@ -34,7 +34,7 @@ fn preprocess(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let s = i % plane;
     let px = pixels[i];
     for (var c = 0u; c < 3u; c++) {
-        out_f32[(n * 3u + c) * plane + s] = (channel(px, c) / 255.0 - p.mean[c]) / p.std[c];
+        out_f32[(n * 3u + c) * plane + s] = (channel(px, c) / 255.0 - p.mean[c]) / p.stdev[c];
     }
 }
 

@@ -1,7 +1,7 @@
 //! Conv2d forward and backward-data (shaders/conv.wgsl).
 
 use super::{module, u};
-use crate::gpu::{Access, AdapterClass, Dispatch, GpuContext, Kernel};
+use crate::gpu::{Access, AdapterClass, Dispatch, GpuContext, Kernel, buffer};
 
 /// Geometry of one conv2d, PyTorch semantics (weight `[out_c, in_c / groups, k_h, k_w]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,10 +70,98 @@ struct ConvParams {
     dil_h: u32,
     dil_w: u32,
     flags: u32,
+    co_base: u32,
+    out_cg_total: u32,
+    _pad: [u32; 2],
 }
 
 const FLAG_RELU: u32 = 1;
 const FLAG_BIAS: u32 = 2;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Forward = 0,
+    Backward = 1,
+}
+
+impl ConvParams {
+    /// Parameters for the GEMM computing output channels `co0 .. co0 + count` of each group.
+    fn new(s: &ConvShape, dir: Dir, co0: usize, count: usize, flags: u32) -> Self {
+        let g = s.groups;
+        // Backward-data is the same gather with the roles of input and output swapped.
+        let (src_c, src_h, src_w, dst_c, dst_h, dst_w) = match dir {
+            Dir::Forward => (s.in_c, s.in_h, s.in_w, s.out_c, s.out_h(), s.out_w()),
+            Dir::Backward => (s.out_c, s.out_h(), s.out_w(), s.in_c, s.in_h, s.in_w),
+        };
+        Self {
+            batch: u(s.batch),
+            in_c: u(src_c),
+            in_h: u(src_h),
+            in_w: u(src_w),
+            out_c: u(dst_c),
+            out_h: u(dst_h),
+            out_w: u(dst_w),
+            groups: u(g),
+            red_c: u(src_c / g),
+            out_cg: u(count),
+            out_cg4: u(count.div_ceil(4)),
+            k_h: u(s.kernel[0]),
+            k_w: u(s.kernel[1]),
+            stride_h: u(s.stride[0]),
+            stride_w: u(s.stride[1]),
+            pad_h: u(s.padding[0]),
+            pad_w: u(s.padding[1]),
+            dil_h: u(s.dilation[0]),
+            dil_w: u(s.dilation[1]),
+            flags,
+            co_base: u(co0),
+            out_cg_total: u(dst_c / g),
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// A conv weight packed for both directions, split along each direction's output channels
+/// into chunks that fit one storage binding.
+pub struct ConvWeight {
+    /// (first channel within the group, channels, packed buffer) for the forward pass.
+    pub forward: Vec<(usize, usize, wgpu::Buffer)>,
+    /// The same for backward-data (channels are the conv's input channels).
+    pub backward: Vec<(usize, usize, wgpu::Buffer)>,
+}
+
+impl ConvWeight {
+    pub fn upload(ctx: &GpuContext, name: &str, w: &[f32], s: &ConvShape) -> crate::Result<Self> {
+        let g = s.groups;
+        let kk = s.kernel[0] * s.kernel[1];
+        let chunks = |channels: usize, reduction: usize, pack: fn(&[f32], &ConvShape, usize, usize) -> Vec<f32>| {
+            // Bytes per 4 output channels: every group stores reduction x vec4.
+            let quad = (g * reduction * kk * 16) as u64;
+            let quads = (ctx.max_binding / quad) as usize;
+            if quads == 0 {
+                return Err(crate::Error::Tensor {
+                    name: name.to_string(),
+                    message: format!(
+                        "4 output channels of this conv need {quad} bytes, above the device's storage binding limit of {} bytes",
+                        ctx.max_binding
+                    ),
+                });
+            }
+            let step = quads * 4;
+            Ok((0..channels)
+                .step_by(step)
+                .map(|c0| {
+                    let count = step.min(channels - c0);
+                    (c0, count, buffer::storage_f32(ctx, name, &pack(w, s, c0, count)))
+                })
+                .collect())
+        };
+        Ok(Self {
+            forward: chunks(s.out_c / g, s.in_c / g, pack_forward_range)?,
+            backward: chunks(s.in_c / g, s.out_c / g, pack_backward_range)?,
+        })
+    }
+}
 
 pub struct ConvKernels {
     pub variant: ConvVariant,
@@ -111,30 +199,9 @@ impl ConvKernels {
         y: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Dispatch {
-        let g = s.groups;
-        let p = ConvParams {
-            batch: u(s.batch),
-            in_c: u(s.in_c),
-            in_h: u(s.in_h),
-            in_w: u(s.in_w),
-            out_c: u(s.out_c),
-            out_h: u(s.out_h()),
-            out_w: u(s.out_w()),
-            groups: u(g),
-            red_c: u(s.in_c / g),
-            out_cg: u(s.out_c / g),
-            out_cg4: u((s.out_c / g).div_ceil(4)),
-            k_h: u(s.kernel[0]),
-            k_w: u(s.kernel[1]),
-            stride_h: u(s.stride[0]),
-            stride_w: u(s.stride[1]),
-            pad_h: u(s.padding[0]),
-            pad_w: u(s.padding[1]),
-            dil_h: u(s.dilation[0]),
-            dil_w: u(s.dilation[1]),
-            flags: (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS),
-        };
-        self.dispatch(ctx, &p, 0, [x, w, bias.unwrap_or(dummy), y])
+        let flags = (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS);
+        let p = ConvParams::new(s, Dir::Forward, 0, s.out_c / s.groups, flags);
+        self.dispatch(ctx, &p, Dir::Forward, [x, w, bias.unwrap_or(dummy), y])
     }
 
     /// dx = conv_transpose(dy, w): the gradient of a conv's input. `w` holds
@@ -148,76 +215,101 @@ impl ConvKernels {
         dx: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Dispatch {
-        let g = s.groups;
-        let p = ConvParams {
-            batch: u(s.batch),
-            in_c: u(s.out_c),
-            in_h: u(s.out_h()),
-            in_w: u(s.out_w()),
-            out_c: u(s.in_c),
-            out_h: u(s.in_h),
-            out_w: u(s.in_w),
-            groups: u(g),
-            red_c: u(s.out_c / g),
-            out_cg: u(s.in_c / g),
-            out_cg4: u((s.in_c / g).div_ceil(4)),
-            k_h: u(s.kernel[0]),
-            k_w: u(s.kernel[1]),
-            stride_h: u(s.stride[0]),
-            stride_w: u(s.stride[1]),
-            pad_h: u(s.padding[0]),
-            pad_w: u(s.padding[1]),
-            dil_h: u(s.dilation[0]),
-            dil_w: u(s.dilation[1]),
-            flags: 0,
-        };
-        self.dispatch(ctx, &p, 1, [dy, w, dummy, dx])
+        let p = ConvParams::new(s, Dir::Backward, 0, s.in_c / s.groups, 0);
+        self.dispatch(ctx, &p, Dir::Backward, [dy, w, dummy, dx])
+    }
+
+    /// [`ConvKernels::forward`] over a chunked weight: one dispatch per chunk.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_chunked(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        relu: bool,
+        x: &wgpu::Buffer,
+        w: &ConvWeight,
+        bias: Option<&wgpu::Buffer>,
+        y: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let flags = (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS);
+        w.forward
+            .iter()
+            .map(|(c0, count, buf)| {
+                let p = ConvParams::new(s, Dir::Forward, *c0, *count, flags);
+                self.dispatch(ctx, &p, Dir::Forward, [x, buf, bias.unwrap_or(dummy), y])
+            })
+            .collect()
+    }
+
+    /// [`ConvKernels::backward_data`] over a chunked weight.
+    pub fn backward_data_chunked(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        dy: &wgpu::Buffer,
+        w: &ConvWeight,
+        dx: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        w.backward
+            .iter()
+            .map(|(c0, count, buf)| {
+                let p = ConvParams::new(s, Dir::Backward, *c0, *count, 0);
+                self.dispatch(ctx, &p, Dir::Backward, [dy, buf, dummy, dx])
+            })
+            .collect()
     }
 
     fn dispatch(
         &self,
         ctx: &GpuContext,
         p: &ConvParams,
-        dir: usize,
+        dir: Dir,
         bufs: [&wgpu::Buffer; 4],
     ) -> Dispatch {
         let plane = (p.out_h * p.out_w) as u64;
+        let dir = dir as usize;
+        let blocked_threads =
+            p.batch as u64 * p.groups as u64 * p.out_cg4 as u64 * plane.div_ceil(4);
+        let tiled_grid = [
+            plane.div_ceil(64) as u32,
+            p.out_cg4.div_ceil(16) * p.groups,
+            p.batch,
+        ];
         match self.variant {
-            ConvVariant::Blocked => {
-                let threads =
-                    p.batch as u64 * p.groups as u64 * p.out_cg4 as u64 * plane.div_ceil(4);
-                self.blocked[dir].dispatch(ctx, p, &bufs, threads)
+            ConvVariant::Tiled if tiled_grid.iter().all(|&d| d <= ctx.max_workgroups_per_dim) => {
+                self.tiled[dir].dispatch_groups(ctx, p, &bufs, tiled_grid)
             }
-            ConvVariant::Tiled => {
-                let tiles_px = plane.div_ceil(64) as u32;
-                let tiles_co = p.out_cg4.div_ceil(16) * p.groups;
-                let wg = [tiles_px, tiles_co, p.batch];
-                if wg.iter().any(|&d| d > ctx.max_workgroups_per_dim) {
-                    // Fall back rather than exceed the grid limit.
-                    let threads =
-                        p.batch as u64 * p.groups as u64 * p.out_cg4 as u64 * plane.div_ceil(4);
-                    return self.blocked[dir].dispatch(ctx, p, &bufs, threads);
-                }
-                self.tiled[dir].dispatch_groups(ctx, p, &bufs, wg)
-            }
+            // The blocked variant also serves grids the tiled one can't express.
+            _ => self.blocked[dir].dispatch(ctx, p, &bufs, blocked_threads),
         }
     }
 }
 
 /// Packs a PyTorch weight `[out_c, in_c/g, kh, kw]` as `[g][r = (ci, kh, kw)][co padded to 4]`.
 pub fn pack_forward(w: &[f32], s: &ConvShape) -> Vec<f32> {
+    pack_forward_range(w, s, 0, s.out_c / s.groups)
+}
+
+/// Packs the same weight for backward-data: `[g][r = (co, kh, kw)][ci padded to 4]`.
+pub fn pack_backward(w: &[f32], s: &ConvShape) -> Vec<f32> {
+    pack_backward_range(w, s, 0, s.in_c / s.groups)
+}
+
+/// [`pack_forward`] restricted to output channels `c0 .. c0 + count` of each group.
+fn pack_forward_range(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec<f32> {
     let g = s.groups;
     let (ocg, icg) = (s.out_c / g, s.in_c / g);
     let kk = s.kernel[0] * s.kernel[1];
-    let ocp = ocg.div_ceil(4) * 4;
+    let ocp = count.div_ceil(4) * 4;
     let mut out = vec![0.0; g * icg * kk * ocp];
     for gi in 0..g {
-        for co in 0..ocg {
+        for co in 0..count {
             for ci in 0..icg {
                 for k in 0..kk {
-                    let src = (((gi * ocg + co) * icg + ci) * kk) + k;
-                    let r = ci * kk + k;
-                    out[(gi * icg * kk + r) * ocp + co] = w[src];
+                    let src = (((gi * ocg + c0 + co) * icg + ci) * kk) + k;
+                    out[(gi * icg * kk + ci * kk + k) * ocp + co] = w[src];
                 }
             }
         }
@@ -225,20 +317,19 @@ pub fn pack_forward(w: &[f32], s: &ConvShape) -> Vec<f32> {
     out
 }
 
-/// Packs the same weight for backward-data: `[g][r = (co, kh, kw)][ci padded to 4]`.
-pub fn pack_backward(w: &[f32], s: &ConvShape) -> Vec<f32> {
+/// [`pack_backward`] restricted to input channels `c0 .. c0 + count` of each group.
+fn pack_backward_range(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec<f32> {
     let g = s.groups;
     let (ocg, icg) = (s.out_c / g, s.in_c / g);
     let kk = s.kernel[0] * s.kernel[1];
-    let icp = icg.div_ceil(4) * 4;
+    let icp = count.div_ceil(4) * 4;
     let mut out = vec![0.0; g * ocg * kk * icp];
     for gi in 0..g {
         for co in 0..ocg {
-            for ci in 0..icg {
+            for ci in 0..count {
                 for k in 0..kk {
-                    let src = (((gi * ocg + co) * icg + ci) * kk) + k;
-                    let r = co * kk + k;
-                    out[(gi * ocg * kk + r) * icp + ci] = w[src];
+                    let src = (((gi * ocg + co) * icg + c0 + ci) * kk) + k;
+                    out[(gi * ocg * kk + co * kk + k) * icp + ci] = w[src];
                 }
             }
         }

@@ -18,6 +18,9 @@ struct ImageParams {
 }
 
 pub struct ImageKernels {
+    /// Fills the unused read_write binding: one buffer may not be bound both read-only and
+    /// read_write in a dispatch, so the shared `dummy` can't serve there.
+    unused_out: wgpu::Buffer,
     preprocess: Kernel,
     upsample: Kernel,
     overlay: Kernel,
@@ -33,6 +36,7 @@ impl ImageKernels {
             Access::ReadWrite,
         ];
         Self {
+            unused_out: crate::gpu::buffer::storage(ctx, "unused", 16),
             preprocess: Kernel::new(ctx, &m, "preprocess", &st, &[], 64),
             upsample: Kernel::new(ctx, &m, "upsample_bilinear", &st, &[], 64),
             overlay: Kernel::new(ctx, &m, "overlay", &st, &[], 256),
@@ -63,7 +67,7 @@ impl ImageKernels {
         self.preprocess.dispatch(
             ctx,
             &p,
-            &[pixels, dummy, input, dummy],
+            &[pixels, dummy, input, &self.unused_out],
             (rows * size[0] * size[1]) as u64,
         )
     }
@@ -90,7 +94,7 @@ impl ImageKernels {
         self.upsample.dispatch(
             ctx,
             &p,
-            &[dummy, maps, out, dummy],
+            &[dummy, maps, out, &self.unused_out],
             (rows * to[0] * to[1]) as u64,
         )
     }
@@ -106,7 +110,6 @@ impl ImageKernels {
         pixels: &wgpu::Buffer,
         maps: &wgpu::Buffer,
         out: &wgpu::Buffer,
-        dummy: &wgpu::Buffer,
     ) -> Dispatch {
         let p = ImageParams {
             rows: u(rows),
@@ -118,7 +121,7 @@ impl ImageKernels {
         self.overlay.dispatch_groups(
             ctx,
             &p,
-            &[pixels, maps, dummy, out],
+            &[pixels, maps, &self.unused_out, out],
             grid(rows as u64, ctx.max_workgroups_per_dim),
         )
     }

@@ -1,0 +1,555 @@
+//! The engine: runs forward, target seeding, the backward pass down to the target layer and
+//! the CAM stage as one command buffer per batch, with buffers kept across batches.
+
+pub mod plan;
+pub mod targets;
+
+pub use plan::{Plan, Step, StepOp};
+pub use targets::TargetSpec;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, GpuContext, buffer, record_all};
+use crate::model::Model;
+use crate::ops::Ops;
+use crate::ops::conv::ConvShape;
+use crate::ops::pool::PoolShape;
+use std::collections::HashMap;
+
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Memory the engine allows itself for per-target backward rows.
+const BACKWARD_BUDGET: u64 = 1 << 30;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Target layer (torchvision module path); `None` picks the model's default.
+    pub layer: Option<String>,
+    /// Model input size `[H, W]`.
+    pub size: [usize; 2],
+    /// Images per batch (lowered if one binding can't hold that many).
+    pub batch: usize,
+    pub targets: TargetSpec,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// Read the normalised maps back (for `.npy` output).
+    pub read_maps: bool,
+    /// Cap on (image, target) rows per backward pass; `None` sizes it from the device limits.
+    pub backward_rows: Option<usize>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            layer: None,
+            size: [224, 224],
+            batch: 8,
+            targets: TargetSpec::TopK(1),
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            read_maps: false,
+            backward_rows: None,
+        }
+    }
+}
+
+/// One explained class of one image.
+#[derive(Clone, Debug)]
+pub struct TargetResult {
+    pub class: usize,
+    /// The map in [0, 1] at the input size, row-major, when `read_maps` is set.
+    pub map: Option<Vec<f32>>,
+    /// The JET overlay at the input size.
+    pub overlay: image::RgbImage,
+}
+
+#[derive(Clone, Debug)]
+pub struct ImageResult {
+    /// Pre-softmax logits.
+    pub logits: Vec<f32>,
+    pub targets: Vec<TargetResult>,
+}
+
+pub struct Engine {
+    ctx: GpuContext,
+    ops: Ops,
+    plan: Plan,
+    cfg: EngineConfig,
+    layer: String,
+    classes: usize,
+    /// Targets per image.
+    per_image: usize,
+    /// Images per batch.
+    cap_n: usize,
+    /// Backward rows (image, target) per pass.
+    cap_rows: usize,
+    acts: Vec<wgpu::Buffer>,
+    /// Step -> index into `acts` (aliases share their input's buffer).
+    act_of: Vec<usize>,
+    argmax: Vec<Option<wgpu::Buffer>>,
+    grads: Vec<Option<wgpu::Buffer>>,
+    scratch_mask: wgpu::Buffer,
+    scratch_contrib: wgpu::Buffer,
+    pixels: wgpu::Buffer,
+    targets: wgpu::Buffer,
+    alpha: wgpu::Buffer,
+    cam_small: wgpu::Buffer,
+    cam_big: wgpu::Buffer,
+    overlay: wgpu::Buffer,
+    forward_cache: HashMap<usize, Vec<Dispatch>>,
+    backward_cache: HashMap<(usize, usize), Vec<Dispatch>>,
+}
+
+impl Engine {
+    pub fn new(ctx: GpuContext, model: &Model, cfg: EngineConfig) -> Result<Self> {
+        let graph = &model.graph;
+        let layer = cfg.layer.clone().unwrap_or_else(|| model.default_layer.clone());
+        let target_node = graph.find(&layer).ok_or_else(|| Error::UnknownLayer {
+            name: layer.clone(),
+            valid: graph.layer_names().join(", "),
+        })?;
+        if target_node == 0 {
+            return Err(Error::Invalid("the input is not a layer to explain".into()));
+        }
+        if cfg.batch == 0 {
+            return Err(Error::Invalid("--batch must be at least 1".into()));
+        }
+        let plan = Plan::new(&ctx, graph, &model.weights, cfg.size, target_node)?;
+        let classes = plan.steps.last().expect("plan has steps").shape[0];
+        let per_image = cfg.targets.count(classes)?;
+        let ops = Ops::new(&ctx);
+        let [h, w] = cfg.size;
+        let numel = |s: &Step| (s.shape[0] * s.shape[1] * s.shape[2]) as u64;
+
+        // Images per batch: every per-batch tensor must fit one binding.
+        let per_image_bytes = plan
+            .steps
+            .iter()
+            .map(|s| numel(s) * 4)
+            .max()
+            .unwrap_or(0)
+            .max((h * w * 4) as u64);
+        let fit = (ctx.max_binding / per_image_bytes) as usize;
+        if fit == 0 {
+            return Err(Error::Invalid(format!(
+                "one image's activations ({per_image_bytes} bytes) exceed the device's storage binding limit ({} bytes); use a smaller --size",
+                ctx.max_binding
+            )));
+        }
+        let mut cap_n = cfg.batch.min(fit);
+
+        // Backward rows: within one binding and the memory budget.
+        let region: Vec<usize> = (0..plan.steps.len()).filter(|&s| plan.in_region[s]).collect();
+        let region_max = region.iter().map(|&s| numel(&plan.steps[s])).max().unwrap_or(1);
+        let t = &plan.steps[plan.target];
+        let row_bytes_max = (region_max.max((h * w) as u64)) * 4;
+        let row_bytes_total = (region.iter().map(|&s| numel(&plan.steps[s])).sum::<u64>()
+            + 2 * region_max
+            + t.shape[0] as u64
+            + numel(t)
+            + 2 * (h * w) as u64)
+            * 4;
+        let rows_fit = ((ctx.max_binding / row_bytes_max) as usize)
+            .min((BACKWARD_BUDGET / row_bytes_total).max(1) as usize)
+            .min(cfg.backward_rows.unwrap_or(usize::MAX));
+        cap_n = cap_n.min(rows_fit);
+        let cap_rows = (cap_n * per_image).min(rows_fit).max(cap_n);
+
+        let mut acts = Vec::new();
+        let mut act_of = Vec::new();
+        let mut argmax = Vec::new();
+        for s in &plan.steps {
+            if matches!(s.op, StepOp::Alias) {
+                act_of.push(act_of[s.inputs[0]]);
+            } else {
+                act_of.push(acts.len());
+                acts.push(buffer::storage(&ctx, &s.name, cap_n as u64 * numel(s) * 4));
+            }
+            argmax.push(
+                matches!(s.op, StepOp::MaxPool(_))
+                    .then(|| buffer::storage(&ctx, "argmax", cap_n as u64 * numel(s) * 4)),
+            );
+        }
+        let grads = plan
+            .steps
+            .iter()
+            .zip(&plan.in_region)
+            .map(|(s, &r)| r.then(|| buffer::storage(&ctx, "grad", cap_rows as u64 * numel(s) * 4)))
+            .collect();
+        let rows = cap_rows as u64;
+        Ok(Self {
+            scratch_mask: buffer::storage(&ctx, "scratch", rows * region_max * 4),
+            scratch_contrib: buffer::storage(&ctx, "scratch", rows * region_max * 4),
+            pixels: buffer::storage(&ctx, "pixels", (cap_n * h * w * 4) as u64),
+            targets: buffer::storage(&ctx, "targets", (cap_n * per_image * 4) as u64),
+            alpha: buffer::storage(&ctx, "alpha", rows * t.shape[0] as u64 * 4),
+            cam_small: buffer::storage(&ctx, "cam", rows * (t.shape[1] * t.shape[2]) as u64 * 4),
+            cam_big: buffer::storage(&ctx, "cam", rows * (h * w) as u64 * 4),
+            overlay: buffer::storage(&ctx, "overlay", rows * (h * w) as u64 * 4),
+            acts,
+            act_of,
+            argmax,
+            grads,
+            ctx,
+            ops,
+            plan,
+            cfg,
+            layer,
+            classes,
+            per_image,
+            cap_n,
+            cap_rows,
+            forward_cache: HashMap::new(),
+            backward_cache: HashMap::new(),
+        })
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+    /// Images per GPU batch; [`Engine::explain`] splits longer slices.
+    pub fn batch_size(&self) -> usize {
+        self.cap_n
+    }
+    pub fn layer(&self) -> &str {
+        &self.layer
+    }
+    pub fn num_classes(&self) -> usize {
+        self.classes
+    }
+    pub fn input_size(&self) -> [usize; 2] {
+        self.cfg.size
+    }
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Explains `images` (each exactly the input size) for the configured targets.
+    pub fn explain(&mut self, images: &[image::RgbImage]) -> Result<Vec<ImageResult>> {
+        if let TargetSpec::PerImage(_) = self.cfg.targets {
+            return Err(Error::Invalid(
+                "TargetSpec::PerImage needs the classes: call explain_for".into(),
+            ));
+        }
+        self.explain_inner(images, None)
+    }
+
+    /// Explains each image for its own classes (`TargetSpec::PerImage(k)`: k classes each).
+    pub fn explain_for(
+        &mut self,
+        images: &[image::RgbImage],
+        classes: &[Vec<usize>],
+    ) -> Result<Vec<ImageResult>> {
+        if !matches!(self.cfg.targets, TargetSpec::PerImage(_)) {
+            return Err(Error::Invalid(
+                "explain_for needs an engine configured with TargetSpec::PerImage".into(),
+            ));
+        }
+        if classes.len() != images.len() {
+            return Err(Error::Invalid(format!(
+                "{} images but {} target lists",
+                images.len(),
+                classes.len()
+            )));
+        }
+        for (i, c) in classes.iter().enumerate() {
+            if c.len() != self.per_image {
+                return Err(Error::Invalid(format!(
+                    "image {i} has {} targets, expected {}",
+                    c.len(),
+                    self.per_image
+                )));
+            }
+            if let Some(bad) = c.iter().find(|&&c| c >= self.classes) {
+                return Err(Error::Invalid(format!(
+                    "image {i}: class {bad} is out of range (the model has {} classes)",
+                    self.classes
+                )));
+            }
+        }
+        self.explain_inner(images, Some(classes))
+    }
+
+    fn explain_inner(
+        &mut self,
+        images: &[image::RgbImage],
+        classes: Option<&[Vec<usize>]>,
+    ) -> Result<Vec<ImageResult>> {
+        let [h, w] = self.cfg.size;
+        if let Some(bad) = images
+            .iter()
+            .position(|im| im.dimensions() != (w as u32, h as u32))
+        {
+            return Err(Error::Invalid(format!(
+                "image {bad} is {:?}, expected {w}x{h}",
+                images[bad].dimensions()
+            )));
+        }
+        let mut out = Vec::with_capacity(images.len());
+        for (b, chunk) in images.chunks(self.cap_n).enumerate() {
+            let c = classes.map(|c| &c[b * self.cap_n..b * self.cap_n + chunk.len()]);
+            out.extend(self.explain_batch(chunk, c)?);
+        }
+        Ok(out)
+    }
+
+    fn explain_batch(
+        &mut self,
+        images: &[image::RgbImage],
+        classes: Option<&[Vec<usize>]>,
+    ) -> Result<Vec<ImageResult>> {
+        let n = images.len();
+        let [h, w] = self.cfg.size;
+        let plane = h * w;
+        let pixels: Vec<u32> = images
+            .iter()
+            .flat_map(|im| {
+                im.pixels()
+                    .map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255]))
+            })
+            .collect();
+        self.ctx
+            .queue
+            .write_buffer(&self.pixels, 0, bytemuck::cast_slice(&pixels));
+        let explicit: Option<Vec<u32>> = match &self.cfg.targets {
+            TargetSpec::TopK(_) => None,
+            TargetSpec::Classes(c) => Some((0..n).flat_map(|_| c.iter().map(|&c| c as u32)).collect()),
+            TargetSpec::All => Some((0..n).flat_map(|_| 0..self.classes as u32).collect()),
+            TargetSpec::PerImage(_) => classes
+                .map(|c| c.iter().flatten().map(|&c| c as u32).collect()),
+        };
+        if let Some(t) = explicit {
+            self.ctx
+                .queue
+                .write_buffer(&self.targets, 0, bytemuck::cast_slice(&t));
+        }
+        let tc_max = (self.cap_rows / n).clamp(1, self.per_image);
+        let mut results: Vec<ImageResult> = Vec::new();
+        let mut t0 = 0;
+        while t0 < self.per_image {
+            let tc = tc_max.min(self.per_image - t0);
+            let mut dispatches = Vec::new();
+            if t0 == 0 {
+                if !self.forward_cache.contains_key(&n) {
+                    let f = self.forward(n);
+                    self.forward_cache.insert(n, f);
+                }
+                dispatches.extend(self.forward_cache[&n].iter().cloned());
+            }
+            dispatches.push(self.ops.targets.seed(
+                &self.ctx,
+                n,
+                self.classes,
+                self.per_image,
+                t0,
+                tc,
+                &self.targets,
+                self.grads[self.plan.steps.len() - 1].as_ref().expect("output is in the region"),
+                &self.ops.dummy,
+            ));
+            if !self.backward_cache.contains_key(&(n, tc)) {
+                let b = self.backward_and_cam(n, tc);
+                self.backward_cache.insert((n, tc), b);
+            }
+            dispatches.extend(self.backward_cache[&(n, tc)].iter().cloned());
+            let mut encoder = self
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch") });
+            record_all(&mut encoder, "gradcam", &dispatches);
+            let rows = n * tc;
+            let logits = &self.acts[self.act_of[self.plan.steps.len() - 1]];
+            let mut reads = vec![
+                (logits, (n * self.classes * 4) as u64),
+                (&self.targets, (n * self.per_image * 4) as u64),
+                (&self.overlay, (rows * plane * 4) as u64),
+            ];
+            if self.cfg.read_maps {
+                reads.push((&self.cam_big, (rows * plane * 4) as u64));
+            }
+            let bytes = buffer::submit_and_read(&self.ctx, encoder, &reads)?;
+            let logits: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[0]);
+            let targets: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[1]);
+            let overlays: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[2]);
+            let maps: Option<Vec<f32>> = bytes.get(3).map(|b| bytemuck::pod_collect_to_vec(b));
+            if t0 == 0 {
+                results = (0..n)
+                    .map(|i| ImageResult {
+                        logits: logits[i * self.classes..(i + 1) * self.classes].to_vec(),
+                        targets: Vec::with_capacity(self.per_image),
+                    })
+                    .collect();
+            }
+            for row in 0..rows {
+                let (i, j) = (row / tc, row % tc);
+                let px = &overlays[row * plane..(row + 1) * plane];
+                let rgb: Vec<u8> = px
+                    .iter()
+                    .flat_map(|p| {
+                        let b = p.to_le_bytes();
+                        [b[0], b[1], b[2]]
+                    })
+                    .collect();
+                results[i].targets.push(TargetResult {
+                    class: targets[i * self.per_image + t0 + j] as usize,
+                    map: maps
+                        .as_ref()
+                        .map(|m| m[row * plane..(row + 1) * plane].to_vec()),
+                    overlay: image::RgbImage::from_raw(w as u32, h as u32, rgb)
+                        .expect("overlay has h*w pixels"),
+                });
+            }
+            t0 += tc;
+        }
+        Ok(results)
+    }
+
+    fn act(&self, step: usize) -> &wgpu::Buffer {
+        &self.acts[self.act_of[step]]
+    }
+
+    fn forward(&self, n: usize) -> Vec<Dispatch> {
+        let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
+        let mut d = vec![ops.image.preprocess(
+            ctx,
+            n,
+            self.cfg.size,
+            self.cfg.mean,
+            self.cfg.std,
+            &self.pixels,
+            self.act(0),
+            dummy,
+        )];
+        for (s, step) in self.plan.steps.iter().enumerate().skip(1) {
+            let y = self.act(s);
+            let x = self.act(step.inputs[0]);
+            let in_shape = self.plan.steps[step.inputs[0]].shape;
+            let [c, oh, ow] = step.shape;
+            let len = n * c * oh * ow;
+            let pool = PoolShape {
+                planes: n * c,
+                channels: c,
+                input: [in_shape[1], in_shape[2]],
+                output: [oh, ow],
+            };
+            match &step.op {
+                StepOp::Input | StepOp::Alias => {}
+                StepOp::Conv {
+                    shape,
+                    weight,
+                    bias,
+                } => {
+                    let shape = ConvShape { batch: n, ..*shape };
+                    d.extend(ops.conv.forward_chunked(ctx, &shape, step.relu, x, weight, bias.as_ref(), y, dummy));
+                }
+                StepOp::Affine { scale_shift } => {
+                    d.push(ops.eltwise.affine_forward(ctx, len, c, oh * ow, step.relu, x, scale_shift, y))
+                }
+                StepOp::Relu => d.push(ops.eltwise.relu_forward(ctx, len, x, y, dummy)),
+                StepOp::MaxPool(win) => {
+                    let am = self.argmax[s].as_ref().expect("max pool has an argmax buffer");
+                    d.push(ops.pool.max_forward(ctx, &pool, win, x, y, am))
+                }
+                StepOp::AvgPool(win) => d.push(ops.pool.avg_forward(ctx, &pool, win, x, y, dummy)),
+                StepOp::AdaptiveAvgPool => d.push(ops.pool.adaptive_forward(ctx, &pool, x, y, dummy)),
+                StepOp::Linear { weight, bias } => {
+                    d.extend(ops.linear.forward(ctx, weight, n, step.relu, x, bias.as_ref(), y, dummy))
+                }
+                StepOp::Add => {
+                    let b = self.act(step.inputs[1]);
+                    d.push(ops.eltwise.add(ctx, len, step.relu, x, b, y))
+                }
+            }
+        }
+        if let TargetSpec::TopK(k) = self.cfg.targets {
+            let logits = self.act(self.plan.steps.len() - 1);
+            d.push(ops.targets.topk(ctx, n, self.classes, k, logits, &self.targets, dummy));
+        }
+        d
+    }
+
+    /// Backward from the seeded logits to the target, then the CAM stage, for `n * tc` rows.
+    fn backward_and_cam(&self, n: usize, tc: usize) -> Vec<Dispatch> {
+        let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
+        let rows = n * tc;
+        let steps = &self.plan.steps;
+        let grad = |s: usize| self.grads[s].as_ref().expect("region step has a gradient");
+        let numel = |s: usize| steps[s].shape[0] * steps[s].shape[1] * steps[s].shape[2];
+        let mut written = vec![false; steps.len()];
+        let mut d = Vec::new();
+        for s in (self.plan.target + 1..steps.len()).rev() {
+            if !self.plan.in_region[s] {
+                continue;
+            }
+            let step = &steps[s];
+            let per = numel(s);
+            let [c, oh, ow] = step.shape;
+            let g = if step.relu {
+                d.push(ops.eltwise.relu_backward(ctx, rows, per, tc, grad(s), self.act(s), &self.scratch_mask));
+                &self.scratch_mask
+            } else {
+                grad(s)
+            };
+            for &i in &step.inputs {
+                if !self.plan.in_region[i] {
+                    continue;
+                }
+                let accumulate = written[i];
+                written[i] = true;
+                let in_shape = steps[i].shape;
+                let pool = PoolShape {
+                    planes: rows * c,
+                    channels: c,
+                    input: [in_shape[1], in_shape[2]],
+                    output: [oh, ow],
+                };
+                // Identity-gradient ops deliver straight into the input's gradient.
+                if matches!(step.op, StepOp::Add | StepOp::Alias) {
+                    d.push(ops.eltwise.add_into(ctx, rows * per, accumulate, g, grad(i), dummy));
+                    continue;
+                }
+                let dst = if accumulate { &self.scratch_contrib } else { grad(i) };
+                match &step.op {
+                    StepOp::Conv { shape, weight, .. } => {
+                        let shape = ConvShape { batch: rows, ..*shape };
+                        d.extend(ops.conv.backward_data_chunked(ctx, &shape, g, weight, dst, dummy));
+                    }
+                    StepOp::Affine { scale_shift } => {
+                        d.push(ops.eltwise.affine_backward(ctx, rows * per, c, oh * ow, g, scale_shift, dst))
+                    }
+                    StepOp::Relu => {
+                        d.push(ops.eltwise.relu_backward(ctx, rows, per, tc, g, self.act(s), dst))
+                    }
+                    StepOp::MaxPool(win) => {
+                        let am = self.argmax[s].as_ref().expect("max pool has an argmax buffer");
+                        d.push(ops.pool.max_backward(ctx, &pool, win, tc, g, am, dst))
+                    }
+                    StepOp::AvgPool(win) => d.push(ops.pool.avg_backward(ctx, &pool, win, g, dst, dummy)),
+                    StepOp::AdaptiveAvgPool => {
+                        d.push(ops.pool.adaptive_backward(ctx, &pool, g, dst, dummy))
+                    }
+                    StepOp::Linear { weight, .. } => {
+                        d.extend(ops.linear.backward(ctx, weight, rows, g, dst, dummy))
+                    }
+                    StepOp::Input | StepOp::Add | StepOp::Alias => {
+                        unreachable!("handled above; the input has no inputs")
+                    }
+                }
+                if accumulate {
+                    let len = rows * numel(i);
+                    d.push(ops.eltwise.add_into(ctx, len, true, &self.scratch_contrib, grad(i), dummy));
+                }
+            }
+        }
+        let t = self.plan.target;
+        let [c, th, tw] = steps[t].shape;
+        let [h, w] = self.cfg.size;
+        d.push(ops.cam.alpha(ctx, rows, c, th * tw, grad(t), &self.alpha, dummy));
+        d.push(ops.cam.weighted_sum(ctx, rows, c, th * tw, tc, self.act(t), &self.alpha, &self.cam_small));
+        d.push(ops.cam.normalize(ctx, rows, th * tw, &self.cam_small, dummy));
+        d.push(ops.image.upsample(ctx, rows, [th, tw], [h, w], &self.cam_small, &self.cam_big, dummy));
+        d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
+        d.push(ops.image.overlay(ctx, rows, tc, [h, w], &self.pixels, &self.cam_big, &self.overlay));
+        d
+    }
+}

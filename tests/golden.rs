@@ -1,0 +1,255 @@
+//! Whole-model parity with PyTorch + pytorch-grad-cam 1.5.7, from fixtures written by
+//! tools/make_fixtures.py. Weights are regenerated bit-exactly from the fixture's seed.
+
+use gradcam_wgpu::model::{Model, Tensor, detweights};
+use gradcam_wgpu::{Engine, EngineConfig, GpuContext, TargetSpec};
+use safetensors::SafeTensors;
+use std::path::Path;
+
+struct Fixture {
+    name: String,
+    arch: String,
+    layer: String,
+    size: [usize; 2],
+    targets_rule: String,
+    model: Model,
+    images: Vec<image::RgbImage>,
+    logits: Vec<f32>,
+    targets: Vec<i64>,
+    cams: Vec<f32>,
+    overlays: Vec<u8>,
+}
+
+fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
+    bytemuck::pod_collect_to_vec(st.tensor(name).unwrap().data())
+}
+
+fn load(name: &str) -> Fixture {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.safetensors"));
+    let bytes = std::fs::read(&path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let m = |k: &str| meta[k].clone();
+    let spec: Vec<(String, Vec<usize>)> = serde_json::from_str(&m("tensors")).unwrap();
+    let mut weights = detweights::generate(&spec, m("seed").parse().unwrap());
+    for (tname, view) in st.tensors() {
+        if let Some(target) = tname.strip_prefix("override.") {
+            weights.tensors.insert(
+                target.to_string(),
+                Tensor {
+                    shape: view.shape().to_vec(),
+                    data: bytemuck::pod_collect_to_vec(view.data()),
+                },
+            );
+        }
+    }
+    let arch = m("arch");
+    let model = Model::from_weights(weights, Some(&arch)).unwrap();
+    let (h, w): (usize, usize) = (m("height").parse().unwrap(), m("width").parse().unwrap());
+    let u8s = st.tensor("input_u8").unwrap();
+    let n = u8s.shape()[0];
+    let images = (0..n)
+        .map(|i| {
+            let px = u8s.data()[i * h * w * 3..(i + 1) * h * w * 3].to_vec();
+            image::RgbImage::from_raw(w as u32, h as u32, px).unwrap()
+        })
+        .collect();
+    Fixture {
+        name: name.into(),
+        arch,
+        layer: m("layer"),
+        size: [h, w],
+        targets_rule: m("targets_rule"),
+        model,
+        images,
+        logits: f32s(&st, "logits"),
+        targets: bytemuck::pod_collect_to_vec(st.tensor("targets").unwrap().data()),
+        cams: f32s(&st, "cams"),
+        overlays: st.tensor("overlays").unwrap().data().to_vec(),
+    }
+}
+
+struct Errors {
+    logits_rel: f32,
+    cam_abs: f32,
+    overlay_off_by_more_than_one: f64,
+    overlay_max_diff: u8,
+}
+
+/// Runs the fixture through the engine and checks it against the references.
+fn check(fx: &Fixture, ctx: GpuContext, backward_rows: Option<usize>, batch: usize) -> Errors {
+    let n = fx.images.len();
+    let per_image = fx.targets.len() / n;
+    let targets = match fx.targets_rule.strip_prefix("top") {
+        Some(k) => TargetSpec::TopK(k.parse().unwrap()),
+        None => TargetSpec::PerImage(per_image),
+    };
+    let lists: Vec<Vec<usize>> = fx
+        .targets
+        .chunks(per_image)
+        .map(|c| c.iter().map(|&t| t as usize).collect())
+        .collect();
+    // The same list for every image is also the CLI's `--target 3,7`.
+    let shared = lists.iter().all(|l| *l == lists[0]);
+    let cfg = EngineConfig {
+        layer: Some(fx.layer.clone()),
+        size: fx.size,
+        batch,
+        targets: if shared && targets == TargetSpec::PerImage(per_image) {
+            TargetSpec::Classes(lists[0].clone())
+        } else {
+            targets
+        },
+        read_maps: true,
+        backward_rows,
+        ..Default::default()
+    };
+    let mut engine = Engine::new(ctx, &fx.model, cfg).unwrap();
+    let results = if shared || fx.targets_rule.starts_with("top") {
+        engine.explain(&fx.images).unwrap()
+    } else {
+        engine.explain_for(&fx.images, &lists).unwrap()
+    };
+    assert_eq!(results.len(), n);
+    let classes = fx.logits.len() / n;
+    let plane = fx.size[0] * fx.size[1];
+
+    let max_ref = fx.logits.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let mut logits_err = 0f32;
+    let mut cam_err = 0f32;
+    let (mut off, mut total, mut max_diff) = (0usize, 0usize, 0u8);
+    for (i, r) in results.iter().enumerate() {
+        for (c, v) in r.logits.iter().enumerate() {
+            logits_err = logits_err.max((v - fx.logits[i * classes + c]).abs());
+        }
+        assert_eq!(r.targets.len(), per_image, "{}: targets per image", fx.name);
+        for (t, tr) in r.targets.iter().enumerate() {
+            let row = i * per_image + t;
+            assert_eq!(tr.class as i64, fx.targets[row], "{}: image {i} target {t}", fx.name);
+            let map = tr.map.as_ref().unwrap();
+            for (a, b) in map.iter().zip(&fx.cams[row * plane..(row + 1) * plane]) {
+                cam_err = cam_err.max((a - b).abs());
+            }
+            let expected = &fx.overlays[row * plane * 3..(row + 1) * plane * 3];
+            for (a, b) in tr.overlay.as_raw().iter().zip(expected) {
+                let d = a.abs_diff(*b);
+                max_diff = max_diff.max(d);
+                off += (d > 1) as usize;
+                total += 1;
+            }
+        }
+    }
+    let e = Errors {
+        logits_rel: logits_err / max_ref,
+        cam_abs: cam_err,
+        overlay_off_by_more_than_one: off as f64 / total as f64,
+        overlay_max_diff: max_diff,
+    };
+    println!(
+        "{} ({}, layer {}): logits rel err {:.2e}, cam max abs err {:.2e}, overlay >1 level {:.4}% (max diff {})",
+        fx.name,
+        fx.arch,
+        fx.layer,
+        e.logits_rel,
+        e.cam_abs,
+        100.0 * e.overlay_off_by_more_than_one,
+        e.overlay_max_diff
+    );
+    assert!(e.logits_rel <= 1e-4, "{}: logits relative error {}", fx.name, e.logits_rel);
+    assert!(e.cam_abs <= 1e-3, "{}: cam max abs error {}", fx.name, e.cam_abs);
+    assert!(
+        e.overlay_off_by_more_than_one <= 1e-3,
+        "{}: {:.4}% of overlay values differ by more than 1 level",
+        fx.name,
+        100.0 * e.overlay_off_by_more_than_one
+    );
+    e
+}
+
+fn ctx() -> GpuContext {
+    GpuContext::new().expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)")
+}
+
+#[test]
+fn resnet18_layer4_top2_nonsquare() {
+    check(&load("resnet18_layer4"), ctx(), None, 8);
+}
+
+#[test]
+fn resnet18_layer3_explicit_targets() {
+    check(&load("resnet18_layer3"), ctx(), None, 8);
+}
+
+#[test]
+fn resnet50_bottleneck() {
+    check(&load("resnet50_layer4"), ctx(), None, 8);
+}
+
+#[test]
+fn vgg11_bn_last_relu_adaptive_upsampling() {
+    // FC1 is 411 MB: on a 128 MiB binding (lavapipe) it runs in row chunks.
+    check(&load("vgg11_bn_features"), ctx(), None, 8);
+}
+
+#[test]
+fn vgg11_bn_mid_layer() {
+    check(&load("vgg11_bn_mid"), ctx(), None, 8);
+}
+
+#[test]
+fn all_negative_cam_is_all_zeros() {
+    let fx = load("resnet18_negative");
+    assert!(fx.cams.iter().all(|&v| v == 0.0));
+    let e = check(&fx, ctx(), None, 8);
+    assert_eq!(e.cam_abs, 0.0, "an all-negative cam must be exactly zero");
+}
+
+#[test]
+fn small_bindings_chunk_everything() {
+    // A binding too small for one batch: images run one at a time, each target in its own
+    // backward pass, and the linear weights split into many row chunks.
+    let fx = load("resnet18_layer4");
+    let mut c = ctx();
+    c.max_binding = 400 << 10;
+    check(&fx, c, Some(1), 8);
+
+    let fx = load("vgg11_bn_features");
+    let mut c = ctx();
+    c.max_binding = 8 << 20;
+    check(&fx, c, Some(1), 1);
+}
+
+#[test]
+fn detweights_match_python_vectors() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/detweights_vectors.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for case in v["hash_cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let seed: u64 = case["seed"].as_str().unwrap().parse().unwrap();
+        let h = detweights::fnv1a64(name.as_bytes());
+        assert_eq!(format!("{h:#018x}"), case["fnv1a64"].as_str().unwrap());
+        let key = h ^ seed;
+        let qs: Vec<i64> = (0..8).map(|i| detweights::q(key, i)).collect();
+        let want: Vec<i64> = case["q_first8"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+        assert_eq!(qs, want, "q values of {name}");
+    }
+    let seed = v["seed_for_values"].as_u64().unwrap();
+    let cases = v["value_cases"].as_array().unwrap();
+    let spec: Vec<(String, Vec<usize>)> = cases
+        .iter()
+        .map(|c| {
+            let shape = c["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+            (c["name"].as_str().unwrap().to_string(), shape)
+        })
+        .collect();
+    let w = detweights::generate(&spec, seed);
+    for c in cases {
+        let t = &w.tensors[c["name"].as_str().unwrap()];
+        let bits: Vec<String> = t.data[..4].iter().map(|v| format!("{:#010x}", v.to_bits())).collect();
+        let want: Vec<String> = c["first4_bits"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+        assert_eq!(bits, want, "{}", c["name"]);
+        let sum: f64 = t.data.iter().map(|&v| v as f64).sum();
+        assert_eq!(sum, c["sum_f64"].as_f64().unwrap(), "{}", c["name"]);
+    }
+}
