@@ -35,10 +35,22 @@ impl GpuContext {
     }
 
     pub async fn new_async() -> Result<Self> {
-        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-        let backends = desc.backends;
-        let instance = wgpu::Instance::new(desc);
-        let adapters = instance.enumerate_adapters(backends).await;
+        // Without WGPU_BACKEND, try the native APIs first: GL is a last resort (and its EGL
+        // probe is noisy on headless machines).
+        let from_env = std::env::var_os("WGPU_BACKEND").is_some();
+        let mut backends = wgpu::Backends::PRIMARY;
+        let mut adapters = Vec::new();
+        for attempt in [false, true] {
+            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+            if !from_env {
+                desc.backends = if attempt { wgpu::Backends::all() } else { wgpu::Backends::PRIMARY };
+            }
+            backends = desc.backends;
+            adapters = wgpu::Instance::new(desc).enumerate_adapters(backends).await;
+            if !adapters.is_empty() || from_env {
+                break;
+            }
+        }
         if adapters.is_empty() {
             return Err(Error::NoAdapter {
                 detail: format!(" (backends searched: {backends:?})"),
@@ -55,7 +67,10 @@ impl GpuContext {
                     .as_ref()
                     .is_none_or(|w| a.get_info().name.to_lowercase().contains(w))
             })
-            .max_by_key(|a| rank(a.get_info().device_type))
+            .max_by_key(|a| {
+                let info = a.get_info();
+                (rank(info.device_type), info.backend != wgpu::Backend::Gl)
+            })
             .ok_or_else(|| Error::NoAdapter {
                 detail: format!(
                     " matching WGPU_ADAPTER_NAME={:?} (available: {})",

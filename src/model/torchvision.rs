@@ -291,3 +291,34 @@ fn resnet(arch: &str, weights: &Weights) -> Result<Graph> {
     b.linear("fc", x, inplanes, classes);
     Ok(b.finish())
 }
+
+/// Tensor names and shapes of `arch`'s torchvision state dict with `num_classes` outputs
+/// (without the integer `num_batches_tracked` buffers).
+pub fn state_dict_spec(arch: &str, num_classes: usize) -> Result<Vec<(String, Vec<usize>)>> {
+    // The builders read only these shapes from the weights.
+    let mut stub = Weights::default();
+    let mut put = |name: &str, shape: Vec<usize>| {
+        stub.tensors.insert(
+            name.to_string(),
+            super::weights::Tensor {
+                shape,
+                data: Vec::new(),
+            },
+        );
+    };
+    put("classifier.0.weight", vec![4096, 512 * 49]);
+    put("classifier.3.weight", vec![4096, 4096]);
+    put("classifier.6.weight", vec![num_classes, 4096]);
+    put("fc.weight", vec![num_classes, 512]);
+    let graph = match arch {
+        a if a.starts_with("vgg") && ARCHS.contains(&a) => vgg(a, &stub)?,
+        a if a.starts_with("resnet") && ARCHS.contains(&a) => resnet(a, &stub)?,
+        _ => {
+            return Err(Error::Model(format!(
+                "unknown arch `{arch}`; supported: {}",
+                ARCHS.join(", ")
+            )));
+        }
+    };
+    Ok(graph.tensors())
+}

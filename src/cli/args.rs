@@ -1,0 +1,85 @@
+//! Command-line arguments (the `explain` contract is fixed; other tools depend on it).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "gradcam", version, about = "Grad-CAM on the GPU with WGSL compute shaders")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Explain images: heatmap overlays (and optionally raw maps) per target class.
+    Explain(ExplainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// Image files or directories (walked recursively).
+    #[arg(required = true, value_name = "IMAGE|DIR")]
+    pub inputs: Vec<PathBuf>,
+    /// Model weights: a torchvision state dict saved with safetensors.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Architecture (e.g. resnet50, vgg16_bn); inferred from the tensor names if omitted.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Target layer as a torchvision module path (e.g. layer4, features.29).
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// CAM method.
+    #[arg(long, default_value = "gradcam")]
+    pub method: String,
+    /// Classes to explain: top1, topK, all, or a list like 3,7.
+    #[arg(long, default_value = "top1")]
+    pub target: String,
+    /// Model input size HxW (or one number for square).
+    #[arg(long, default_value = "224x224")]
+    pub size: String,
+    /// Normalisation mean, R,G,B.
+    #[arg(long, default_value = "0.485,0.456,0.406")]
+    pub mean: String,
+    /// Normalisation std, R,G,B.
+    #[arg(long, default_value = "0.229,0.224,0.225")]
+    pub std: String,
+    /// Images per GPU batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Output directory.
+    #[arg(long, default_value = "gradcam-out")]
+    pub out: PathBuf,
+    /// Also write each map as float32 .npy in [0, 1].
+    #[arg(long)]
+    pub save_cam: bool,
+}
+
+/// Parses `HxW` or `N`.
+pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
+    let bad = || format!("--size `{s}`: expected HxW like 224x224, or one number");
+    let parts: Vec<&str> = s.split(['x', 'X']).collect();
+    let nums: Vec<usize> = parts
+        .iter()
+        .map(|p| p.trim().parse::<usize>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    match nums[..] {
+        [n] if n > 0 => Ok([n, n]),
+        [h, w] if h > 0 && w > 0 => Ok([h, w]),
+        _ => Err(bad()),
+    }
+}
+
+/// Parses `R,G,B` floats.
+pub fn parse_rgb(flag: &str, s: &str) -> Result<[f32; 3], String> {
+    let bad = || format!("--{flag} `{s}`: expected three numbers R,G,B");
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f32>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    match v[..] {
+        [r, g, b] if v.iter().all(|x| x.is_finite()) => Ok([r, g, b]),
+        _ => Err(bad()),
+    }
+}

@@ -1,0 +1,137 @@
+//! `gradcam explain`: batch explanation of image files and folders.
+
+use super::args::{ExplainArgs, parse_rgb, parse_size};
+use super::{inputs, outputs};
+use gradcam_wgpu::{Engine, EngineConfig, Error, GpuContext, Model, Result, TargetSpec};
+use rayon::prelude::*;
+use std::path::PathBuf;
+
+/// Runs the job; returns how many inputs failed. Errors are fatal (model, layer, args).
+pub fn run(a: &ExplainArgs) -> Result<usize> {
+    if a.method != "gradcam" {
+        return Err(Error::Invalid(format!(
+            "--method `{}` is not available yet; supported: gradcam",
+            a.method
+        )));
+    }
+    let size = parse_size(&a.size).map_err(Error::Invalid)?;
+    let mean = parse_rgb("mean", &a.mean).map_err(Error::Invalid)?;
+    let std = parse_rgb("std", &a.std).map_err(Error::Invalid)?;
+    if std.contains(&0.0) {
+        return Err(Error::Invalid("--std must not contain 0".into()));
+    }
+    let targets: TargetSpec = a.target.parse()?;
+    let model_path = a.model.clone().ok_or_else(|| {
+        Error::Invalid(
+            "no --model given; pass a torchvision state dict saved as safetensors \
+             (see README: `cargo run --release --example random_model` makes one)"
+                .into(),
+        )
+    })?;
+    let model = Model::load(&model_path, a.arch.as_deref())?;
+    let ctx = GpuContext::new()?;
+    let cfg = EngineConfig {
+        layer: a.layer.clone(),
+        size,
+        batch: a.batch,
+        targets,
+        mean,
+        std,
+        read_maps: a.save_cam,
+        backward_rows: None,
+    };
+    let mut engine = Engine::new(ctx, &model, cfg)?;
+    eprintln!(
+        "{} on {}; layer {}; batch {}",
+        model.arch,
+        engine.context().describe(),
+        engine.layer(),
+        engine.batch_size()
+    );
+
+    let (files, walk_errors) = inputs::collect(&a.inputs);
+    let mut failed = walk_errors.len();
+    for (p, e) in &walk_errors {
+        eprintln!("error: {}: {e}", p.display());
+    }
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::File {
+        path: a.out.clone(),
+        message: format!("cannot create output directory: {e}"),
+    })?;
+    let manifest_path = a.out.join("predictions.jsonl");
+    let mut manifest = std::fs::File::create(&manifest_path).map_err(|e| Error::File {
+        path: manifest_path.clone(),
+        message: e.to_string(),
+    })?;
+
+    let batch = engine.batch_size();
+    let batches = files.len().div_ceil(batch);
+    let bar = (batches > 1).then(|| {
+        let b = indicatif::ProgressBar::new(files.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} images {per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        b
+    });
+    for chunk in files.chunks(batch) {
+        let decoded: Vec<(PathBuf, std::result::Result<image::RgbImage, String>)> = chunk
+            .par_iter()
+            .map(|p| (p.clone(), inputs::load(p, size)))
+            .collect();
+        let mut good_paths = Vec::new();
+        let mut images = Vec::new();
+        for (p, r) in decoded {
+            match r {
+                Ok(img) => {
+                    good_paths.push(p);
+                    images.push(img);
+                }
+                Err(e) => {
+                    failed += 1;
+                    let msg = format!("error: {}: {e}", p.display());
+                    match &bar {
+                        Some(b) => b.println(msg),
+                        None => eprintln!("{msg}"),
+                    }
+                }
+            }
+        }
+        if !images.is_empty() {
+            let results = engine.explain(&images)?;
+            let written: Vec<std::result::Result<String, String>> = good_paths
+                .par_iter()
+                .zip(&results)
+                .map(|(p, r)| {
+                    outputs::write_image(&a.out, p, &a.method, r, size)
+                        .map(|_| outputs::prediction_line(p, r))
+                })
+                .collect();
+            let mut lines = Vec::new();
+            for w in written {
+                match w {
+                    Ok(l) => lines.push(l),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {e}");
+                    }
+                }
+            }
+            outputs::append_predictions(&mut manifest, &lines).map_err(|e| Error::File {
+                path: manifest_path.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        if let Some(b) = &bar {
+            b.inc(chunk.len() as u64);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let ok = files.len() + walk_errors.len() - failed;
+    eprintln!("explained {ok} image(s) into {}", a.out.display());
+    Ok(failed)
+}

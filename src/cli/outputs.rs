@@ -1,0 +1,89 @@
+//! Writing overlays, maps and the predictions manifest.
+
+use gradcam_wgpu::ImageResult;
+use npyz::WriterBuilder;
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Serialize)]
+struct Prediction {
+    class: usize,
+    logit: f32,
+    prob: f64,
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    image: &'a str,
+    top5: Vec<Prediction>,
+}
+
+/// One `predictions.jsonl` line: the five highest logits with softmax probabilities.
+pub fn prediction_line(image: &Path, r: &ImageResult) -> String {
+    let max = r.logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let z: f64 = r.logits.iter().map(|&v| (v as f64 - max).exp()).sum();
+    let mut order: Vec<usize> = (0..r.logits.len()).collect();
+    order.sort_by(|&a, &b| r.logits[b].total_cmp(&r.logits[a]).then(a.cmp(&b)));
+    let top5 = order
+        .iter()
+        .take(5)
+        .map(|&c| Prediction {
+            class: c,
+            logit: r.logits[c],
+            prob: (r.logits[c] as f64 - max).exp() / z,
+        })
+        .collect();
+    let record = Record {
+        image: &image.to_string_lossy(),
+        top5,
+    };
+    serde_json::to_string(&record).expect("records serialise")
+}
+
+/// Writes `{stem}.{method}.{class}.png` (and `.npy`) for every target of one image.
+pub fn write_image(
+    out: &Path,
+    image: &Path,
+    method: &str,
+    r: &ImageResult,
+    size: [usize; 2],
+) -> Result<(), String> {
+    let stem = image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    for t in &r.targets {
+        let base = format!("{stem}.{method}.{}", t.class);
+        let png = out.join(format!("{base}.png"));
+        t.overlay
+            .save(&png)
+            .map_err(|e| format!("{}: {e}", png.display()))?;
+        if let Some(map) = &t.map {
+            let npy = out.join(format!("{base}.npy"));
+            write_npy(&npy, map, size).map_err(|e| format!("{}: {e}", npy.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_npy(path: &Path, map: &[f32], size: [usize; 2]) -> std::io::Result<()> {
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&[size[0] as u64, size[1] as u64])
+        .writer(file)
+        .begin_nd()?;
+    w.extend(map.iter().copied())?;
+    w.finish()
+}
+
+/// Appends lines to `predictions.jsonl`.
+pub fn append_predictions(file: &mut std::fs::File, lines: &[String]) -> std::io::Result<()> {
+    let mut buf = String::new();
+    for l in lines {
+        buf.push_str(l);
+        buf.push('\n');
+    }
+    file.write_all(buf.as_bytes())
+}
