@@ -14,14 +14,20 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let classes: usize = args.get(2).map_or(Ok(1000), |s| s.parse()).unwrap_or_else(|_| {
-        eprintln!("NUM_CLASSES must be a positive integer");
-        std::process::exit(2)
-    });
-    let seed: u64 = args.get(3).map_or(Ok(0), |s| s.parse()).unwrap_or_else(|_| {
-        eprintln!("SEED must be an unsigned integer");
-        std::process::exit(2)
-    });
+    let classes: usize = args
+        .get(2)
+        .map_or(Ok(1000), |s| s.parse())
+        .unwrap_or_else(|_| {
+            eprintln!("NUM_CLASSES must be a positive integer");
+            std::process::exit(2)
+        });
+    let seed: u64 = args
+        .get(3)
+        .map_or(Ok(0), |s| s.parse())
+        .unwrap_or_else(|_| {
+            eprintln!("SEED must be an unsigned integer");
+            std::process::exit(2)
+        });
     let result = torchvision::state_dict_spec(&args[0], classes)
         .map(|spec| detweights::generate(&spec, seed))
         .and_then(|w| w.to_bytes())
@@ -30,5 +36,8 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(2);
     }
-    eprintln!("wrote {} ({}, {classes} classes, seed {seed})", args[1], args[0]);
+    eprintln!(
+        "wrote {} ({}, {classes} classes, seed {seed})",
+        args[1], args[0]
+    );
 }

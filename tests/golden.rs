@@ -25,7 +25,8 @@ fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
 }
 
 fn load(name: &str) -> Fixture {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.safetensors"));
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.safetensors"));
     let bytes = std::fs::read(&path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
@@ -126,7 +127,11 @@ fn check(fx: &Fixture, ctx: GpuContext, backward_rows: Option<usize>, batch: usi
         assert_eq!(r.targets.len(), per_image, "{}: targets per image", fx.name);
         for (t, tr) in r.targets.iter().enumerate() {
             let row = i * per_image + t;
-            assert_eq!(tr.class as i64, fx.targets[row], "{}: image {i} target {t}", fx.name);
+            assert_eq!(
+                tr.class as i64, fx.targets[row],
+                "{}: image {i} target {t}",
+                fx.name
+            );
             let map = tr.map.as_ref().unwrap();
             for (a, b) in map.iter().zip(&fx.cams[row * plane..(row + 1) * plane]) {
                 cam_err = cam_err.max((a - b).abs());
@@ -156,8 +161,18 @@ fn check(fx: &Fixture, ctx: GpuContext, backward_rows: Option<usize>, batch: usi
         100.0 * e.overlay_off_by_more_than_one,
         e.overlay_max_diff
     );
-    assert!(e.logits_rel <= 1e-4, "{}: logits relative error {}", fx.name, e.logits_rel);
-    assert!(e.cam_abs <= 1e-3, "{}: cam max abs error {}", fx.name, e.cam_abs);
+    assert!(
+        e.logits_rel <= 1e-4,
+        "{}: logits relative error {}",
+        fx.name,
+        e.logits_rel
+    );
+    assert!(
+        e.cam_abs <= 1e-3,
+        "{}: cam max abs error {}",
+        fx.name,
+        e.cam_abs
+    );
     assert!(
         e.overlay_off_by_more_than_one <= 1e-3,
         "{}: {:.4}% of overlay values differ by more than 1 level",
@@ -231,7 +246,12 @@ fn detweights_match_python_vectors() {
         assert_eq!(format!("{h:#018x}"), case["fnv1a64"].as_str().unwrap());
         let key = h ^ seed;
         let qs: Vec<i64> = (0..8).map(|i| detweights::q(key, i)).collect();
-        let want: Vec<i64> = case["q_first8"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+        let want: Vec<i64> = case["q_first8"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
         assert_eq!(qs, want, "q values of {name}");
     }
     let seed = v["seed_for_values"].as_u64().unwrap();
@@ -239,15 +259,28 @@ fn detweights_match_python_vectors() {
     let spec: Vec<(String, Vec<usize>)> = cases
         .iter()
         .map(|c| {
-            let shape = c["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+            let shape = c["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect();
             (c["name"].as_str().unwrap().to_string(), shape)
         })
         .collect();
     let w = detweights::generate(&spec, seed);
     for c in cases {
         let t = &w.tensors[c["name"].as_str().unwrap()];
-        let bits: Vec<String> = t.data[..4].iter().map(|v| format!("{:#010x}", v.to_bits())).collect();
-        let want: Vec<String> = c["first4_bits"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+        let bits: Vec<String> = t.data[..4]
+            .iter()
+            .map(|v| format!("{:#010x}", v.to_bits()))
+            .collect();
+        let want: Vec<String> = c["first4_bits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
         assert_eq!(bits, want, "{}", c["name"]);
         let sum: f64 = t.data.iter().map(|&v| v as f64).sum();
         assert_eq!(sum, c["sum_f64"].as_f64().unwrap(), "{}", c["name"]);

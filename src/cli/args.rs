@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "gradcam", version, about = "Grad-CAM on the GPU with WGSL compute shaders")]
+#[command(
+    name = "gradcam",
+    version,
+    about = "Grad-CAM on the GPU with WGSL compute shaders"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -17,14 +17,19 @@ pub fn collect(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
     let mut errors = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            for entry in walkdir::WalkDir::new(input).follow_links(true).sort_by_file_name() {
+            for entry in walkdir::WalkDir::new(input)
+                .follow_links(true)
+                .sort_by_file_name()
+            {
                 match entry {
                     Ok(e) if e.file_type().is_file() && is_image_name(e.path()) => {
                         files.push(e.into_path())
                     }
                     Ok(_) => {}
                     Err(e) => errors.push((
-                        e.path().map(Path::to_path_buf).unwrap_or_else(|| input.clone()),
+                        e.path()
+                            .map(Path::to_path_buf)
+                            .unwrap_or_else(|| input.clone()),
                         e.to_string(),
                     )),
                 }

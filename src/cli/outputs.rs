@@ -21,7 +21,10 @@ struct Record<'a> {
 
 /// One `predictions.jsonl` line: the five highest logits with softmax probabilities.
 pub fn prediction_line(image: &Path, r: &ImageResult) -> String {
-    let max = r.logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let max = r
+        .logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
     let z: f64 = r.logits.iter().map(|&v| (v as f64 - max).exp()).sum();
     let mut order: Vec<usize> = (0..r.logits.len()).collect();
     order.sort_by(|&a, &b| r.logits[b].total_cmp(&r.logits[a]).then(a.cmp(&b)));

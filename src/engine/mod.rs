@@ -103,7 +103,10 @@ pub struct Engine {
 impl Engine {
     pub fn new(ctx: GpuContext, model: &Model, cfg: EngineConfig) -> Result<Self> {
         let graph = &model.graph;
-        let layer = cfg.layer.clone().unwrap_or_else(|| model.default_layer.clone());
+        let layer = cfg
+            .layer
+            .clone()
+            .unwrap_or_else(|| model.default_layer.clone());
         let target_node = graph.find(&layer).ok_or_else(|| Error::UnknownLayer {
             name: layer.clone(),
             valid: graph.layer_names().join(", "),
@@ -139,8 +142,14 @@ impl Engine {
         let mut cap_n = cfg.batch.min(fit);
 
         // Backward rows: within one binding and the memory budget.
-        let region: Vec<usize> = (0..plan.steps.len()).filter(|&s| plan.in_region[s]).collect();
-        let region_max = region.iter().map(|&s| numel(&plan.steps[s])).max().unwrap_or(1);
+        let region: Vec<usize> = (0..plan.steps.len())
+            .filter(|&s| plan.in_region[s])
+            .collect();
+        let region_max = region
+            .iter()
+            .map(|&s| numel(&plan.steps[s]))
+            .max()
+            .unwrap_or(1);
         let t = &plan.steps[plan.target];
         let row_bytes_max = (region_max.max((h * w) as u64)) * 4;
         let row_bytes_total = (region.iter().map(|&s| numel(&plan.steps[s])).sum::<u64>()
@@ -313,10 +322,13 @@ impl Engine {
             .write_buffer(&self.pixels, 0, bytemuck::cast_slice(&pixels));
         let explicit: Option<Vec<u32>> = match &self.cfg.targets {
             TargetSpec::TopK(_) => None,
-            TargetSpec::Classes(c) => Some((0..n).flat_map(|_| c.iter().map(|&c| c as u32)).collect()),
+            TargetSpec::Classes(c) => {
+                Some((0..n).flat_map(|_| c.iter().map(|&c| c as u32)).collect())
+            }
             TargetSpec::All => Some((0..n).flat_map(|_| 0..self.classes as u32).collect()),
-            TargetSpec::PerImage(_) => classes
-                .map(|c| c.iter().flatten().map(|&c| c as u32).collect()),
+            TargetSpec::PerImage(_) => {
+                classes.map(|c| c.iter().flatten().map(|&c| c as u32).collect())
+            }
         };
         if let Some(t) = explicit {
             self.ctx
@@ -336,26 +348,32 @@ impl Engine {
                 }
                 dispatches.extend(self.forward_cache[&n].iter().cloned());
             }
-            dispatches.push(self.ops.targets.seed(
-                &self.ctx,
-                n,
-                self.classes,
-                self.per_image,
-                t0,
-                tc,
-                &self.targets,
-                self.grads[self.plan.steps.len() - 1].as_ref().expect("output is in the region"),
-                &self.ops.dummy,
-            ));
+            dispatches.push(
+                self.ops.targets.seed(
+                    &self.ctx,
+                    n,
+                    self.classes,
+                    self.per_image,
+                    t0,
+                    tc,
+                    &self.targets,
+                    self.grads[self.plan.steps.len() - 1]
+                        .as_ref()
+                        .expect("output is in the region"),
+                    &self.ops.dummy,
+                ),
+            );
             if !self.backward_cache.contains_key(&(n, tc)) {
                 let b = self.backward_and_cam(n, tc);
                 self.backward_cache.insert((n, tc), b);
             }
             dispatches.extend(self.backward_cache[&(n, tc)].iter().cloned());
-            let mut encoder = self
-                .ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch") });
+            let mut encoder =
+                self.ctx
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("batch"),
+                    });
             record_all(&mut encoder, "gradcam", &dispatches);
             let rows = n * tc;
             let logits = &self.acts[self.act_of[self.plan.steps.len() - 1]];
@@ -440,21 +458,48 @@ impl Engine {
                     bias,
                 } => {
                     let shape = ConvShape { batch: n, ..*shape };
-                    d.extend(ops.conv.forward_chunked(ctx, &shape, step.relu, x, weight, bias.as_ref(), y, dummy));
+                    d.extend(ops.conv.forward_chunked(
+                        ctx,
+                        &shape,
+                        step.relu,
+                        x,
+                        weight,
+                        bias.as_ref(),
+                        y,
+                        dummy,
+                    ));
                 }
-                StepOp::Affine { scale_shift } => {
-                    d.push(ops.eltwise.affine_forward(ctx, len, c, oh * ow, step.relu, x, scale_shift, y))
-                }
+                StepOp::Affine { scale_shift } => d.push(ops.eltwise.affine_forward(
+                    ctx,
+                    len,
+                    c,
+                    oh * ow,
+                    step.relu,
+                    x,
+                    scale_shift,
+                    y,
+                )),
                 StepOp::Relu => d.push(ops.eltwise.relu_forward(ctx, len, x, y, dummy)),
                 StepOp::MaxPool(win) => {
-                    let am = self.argmax[s].as_ref().expect("max pool has an argmax buffer");
+                    let am = self.argmax[s]
+                        .as_ref()
+                        .expect("max pool has an argmax buffer");
                     d.push(ops.pool.max_forward(ctx, &pool, win, x, y, am))
                 }
                 StepOp::AvgPool(win) => d.push(ops.pool.avg_forward(ctx, &pool, win, x, y, dummy)),
-                StepOp::AdaptiveAvgPool => d.push(ops.pool.adaptive_forward(ctx, &pool, x, y, dummy)),
-                StepOp::Linear { weight, bias } => {
-                    d.extend(ops.linear.forward(ctx, weight, n, step.relu, x, bias.as_ref(), y, dummy))
+                StepOp::AdaptiveAvgPool => {
+                    d.push(ops.pool.adaptive_forward(ctx, &pool, x, y, dummy))
                 }
+                StepOp::Linear { weight, bias } => d.extend(ops.linear.forward(
+                    ctx,
+                    weight,
+                    n,
+                    step.relu,
+                    x,
+                    bias.as_ref(),
+                    y,
+                    dummy,
+                )),
                 StepOp::Add => {
                     let b = self.act(step.inputs[1]);
                     d.push(ops.eltwise.add(ctx, len, step.relu, x, b, y))
@@ -463,7 +508,10 @@ impl Engine {
         }
         if let TargetSpec::TopK(k) = self.cfg.targets {
             let logits = self.act(self.plan.steps.len() - 1);
-            d.push(ops.targets.topk(ctx, n, self.classes, k, logits, &self.targets, dummy));
+            d.push(
+                ops.targets
+                    .topk(ctx, n, self.classes, k, logits, &self.targets, dummy),
+            );
         }
         d
     }
@@ -485,7 +533,15 @@ impl Engine {
             let per = numel(s);
             let [c, oh, ow] = step.shape;
             let g = if step.relu {
-                d.push(ops.eltwise.relu_backward(ctx, rows, per, tc, grad(s), self.act(s), &self.scratch_mask));
+                d.push(ops.eltwise.relu_backward(
+                    ctx,
+                    rows,
+                    per,
+                    tc,
+                    grad(s),
+                    self.act(s),
+                    &self.scratch_mask,
+                ));
                 &self.scratch_mask
             } else {
                 grad(s)
@@ -505,26 +561,52 @@ impl Engine {
                 };
                 // Identity-gradient ops deliver straight into the input's gradient.
                 if matches!(step.op, StepOp::Add | StepOp::Alias) {
-                    d.push(ops.eltwise.add_into(ctx, rows * per, accumulate, g, grad(i), dummy));
+                    d.push(
+                        ops.eltwise
+                            .add_into(ctx, rows * per, accumulate, g, grad(i), dummy),
+                    );
                     continue;
                 }
-                let dst = if accumulate { &self.scratch_contrib } else { grad(i) };
+                let dst = if accumulate {
+                    &self.scratch_contrib
+                } else {
+                    grad(i)
+                };
                 match &step.op {
                     StepOp::Conv { shape, weight, .. } => {
-                        let shape = ConvShape { batch: rows, ..*shape };
-                        d.extend(ops.conv.backward_data_chunked(ctx, &shape, g, weight, dst, dummy));
+                        let shape = ConvShape {
+                            batch: rows,
+                            ..*shape
+                        };
+                        d.extend(
+                            ops.conv
+                                .backward_data_chunked(ctx, &shape, g, weight, dst, dummy),
+                        );
                     }
-                    StepOp::Affine { scale_shift } => {
-                        d.push(ops.eltwise.affine_backward(ctx, rows * per, c, oh * ow, g, scale_shift, dst))
-                    }
+                    StepOp::Affine { scale_shift } => d.push(ops.eltwise.affine_backward(
+                        ctx,
+                        rows * per,
+                        c,
+                        oh * ow,
+                        g,
+                        scale_shift,
+                        dst,
+                    )),
                     StepOp::Relu => {
-                        d.push(ops.eltwise.relu_backward(ctx, rows, per, tc, g, self.act(s), dst))
+                        d.push(
+                            ops.eltwise
+                                .relu_backward(ctx, rows, per, tc, g, self.act(s), dst),
+                        )
                     }
                     StepOp::MaxPool(win) => {
-                        let am = self.argmax[s].as_ref().expect("max pool has an argmax buffer");
+                        let am = self.argmax[s]
+                            .as_ref()
+                            .expect("max pool has an argmax buffer");
                         d.push(ops.pool.max_backward(ctx, &pool, win, tc, g, am, dst))
                     }
-                    StepOp::AvgPool(win) => d.push(ops.pool.avg_backward(ctx, &pool, win, g, dst, dummy)),
+                    StepOp::AvgPool(win) => {
+                        d.push(ops.pool.avg_backward(ctx, &pool, win, g, dst, dummy))
+                    }
                     StepOp::AdaptiveAvgPool => {
                         d.push(ops.pool.adaptive_backward(ctx, &pool, g, dst, dummy))
                     }
@@ -537,19 +619,57 @@ impl Engine {
                 }
                 if accumulate {
                     let len = rows * numel(i);
-                    d.push(ops.eltwise.add_into(ctx, len, true, &self.scratch_contrib, grad(i), dummy));
+                    d.push(ops.eltwise.add_into(
+                        ctx,
+                        len,
+                        true,
+                        &self.scratch_contrib,
+                        grad(i),
+                        dummy,
+                    ));
                 }
             }
         }
         let t = self.plan.target;
         let [c, th, tw] = steps[t].shape;
         let [h, w] = self.cfg.size;
-        d.push(ops.cam.alpha(ctx, rows, c, th * tw, grad(t), &self.alpha, dummy));
-        d.push(ops.cam.weighted_sum(ctx, rows, c, th * tw, tc, self.act(t), &self.alpha, &self.cam_small));
-        d.push(ops.cam.normalize(ctx, rows, th * tw, &self.cam_small, dummy));
-        d.push(ops.image.upsample(ctx, rows, [th, tw], [h, w], &self.cam_small, &self.cam_big, dummy));
+        d.push(
+            ops.cam
+                .alpha(ctx, rows, c, th * tw, grad(t), &self.alpha, dummy),
+        );
+        d.push(ops.cam.weighted_sum(
+            ctx,
+            rows,
+            c,
+            th * tw,
+            tc,
+            self.act(t),
+            &self.alpha,
+            &self.cam_small,
+        ));
+        d.push(
+            ops.cam
+                .normalize(ctx, rows, th * tw, &self.cam_small, dummy),
+        );
+        d.push(ops.image.upsample(
+            ctx,
+            rows,
+            [th, tw],
+            [h, w],
+            &self.cam_small,
+            &self.cam_big,
+            dummy,
+        ));
         d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
-        d.push(ops.image.overlay(ctx, rows, tc, [h, w], &self.pixels, &self.cam_big, &self.overlay));
+        d.push(ops.image.overlay(
+            ctx,
+            rows,
+            tc,
+            [h, w],
+            &self.pixels,
+            &self.cam_big,
+            &self.overlay,
+        ));
         d
     }
 }

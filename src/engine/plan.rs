@@ -18,7 +18,9 @@ pub enum StepOp {
         bias: Option<wgpu::Buffer>,
     },
     /// Per-channel `x * scale + shift` (an unfolded BatchNorm).
-    Affine { scale_shift: wgpu::Buffer },
+    Affine {
+        scale_shift: wgpu::Buffer,
+    },
     Relu,
     MaxPool(PoolWindow),
     AvgPool(PoolWindow),
@@ -101,7 +103,10 @@ impl Plan {
                         && !st.relu
                         && matches!(
                             kind,
-                            Op::Conv2d { .. } | Op::BatchNorm2d { .. } | Op::Linear { .. } | Op::Add
+                            Op::Conv2d { .. }
+                                | Op::BatchNorm2d { .. }
+                                | Op::Linear { .. }
+                                | Op::Add
                         ))
                     .then_some(s)
                 }
@@ -155,7 +160,11 @@ impl Plan {
                 }
             }
         }
-        let in_region: Vec<bool> = from_target.iter().zip(&to_output).map(|(a, b)| *a && *b).collect();
+        let in_region: Vec<bool> = from_target
+            .iter()
+            .zip(&to_output)
+            .map(|(a, b)| *a && *b)
+            .collect();
         if !in_region[steps.len() - 1] {
             return Err(Error::Invalid(format!(
                 "the output does not depend on layer `{}`",
@@ -212,7 +221,12 @@ fn lower(
                 dilation: *dilation,
                 groups: *groups,
             };
-            let mut w: Vec<f64> = weights.get(weight)?.data.iter().map(|&v| v as f64).collect();
+            let mut w: Vec<f64> = weights
+                .get(weight)?
+                .data
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
             let mut b: Vec<f64> = match bias {
                 Some(name) => weights.get(name)?.data.iter().map(|&v| v as f64).collect(),
                 None => vec![0.0; *out_channels],
@@ -249,7 +263,9 @@ fn lower(
             padding,
             dilation,
             ceil_mode,
-        } => StepOp::MaxPool(window(*kernel, *stride, *padding, *dilation, *ceil_mode, false)),
+        } => StepOp::MaxPool(window(
+            *kernel, *stride, *padding, *dilation, *ceil_mode, false,
+        )),
         Op::AvgPool2d {
             kernel,
             stride,
@@ -301,8 +317,17 @@ fn bn_affine(graph: &Graph, weights: &Weights, node: usize) -> Result<(Vec<f64>,
             .map(|&v| v as f64)
             .collect())
     };
-    let (g, b, m, v) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
-    let scale: Vec<f64> = g.iter().zip(&v).map(|(g, v)| g / (v + eps).sqrt()).collect();
+    let (g, b, m, v) = (
+        get("weight")?,
+        get("bias")?,
+        get("running_mean")?,
+        get("running_var")?,
+    );
+    let scale: Vec<f64> = g
+        .iter()
+        .zip(&v)
+        .map(|(g, v)| g / (v + eps).sqrt())
+        .collect();
     let shift = b
         .iter()
         .zip(&m)

@@ -107,7 +107,9 @@ pub fn submit_and_read(
 pub fn read_f32(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
     let encoder = ctx
         .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read") });
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("read"),
+        });
     let bytes = submit_and_read(ctx, encoder, &[(buffer, (len * 4) as u64)])?;
     Ok(bytemuck::pod_collect_to_vec(&bytes[0]))
 }

@@ -43,7 +43,11 @@ impl GpuContext {
         for attempt in [false, true] {
             let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
             if !from_env {
-                desc.backends = if attempt { wgpu::Backends::all() } else { wgpu::Backends::PRIMARY };
+                desc.backends = if attempt {
+                    wgpu::Backends::all()
+                } else {
+                    wgpu::Backends::PRIMARY
+                };
             }
             backends = desc.backends;
             adapters = wgpu::Instance::new(desc).enumerate_adapters(backends).await;
@@ -126,7 +130,9 @@ impl GpuContext {
             _ => AdapterClass::Gpu,
         };
         Ok(Self {
-            max_binding: limits.max_storage_buffer_binding_size.min(limits.max_buffer_size),
+            max_binding: limits
+                .max_storage_buffer_binding_size
+                .min(limits.max_buffer_size),
             max_buffer: limits.max_buffer_size,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
             device,

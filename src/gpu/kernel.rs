@@ -102,7 +102,12 @@ impl Kernel {
         threads: u64,
     ) -> Dispatch {
         let groups = threads.div_ceil(self.workgroup_size as u64).max(1);
-        self.dispatch_groups(ctx, params, buffers, grid(groups, ctx.max_workgroups_per_dim))
+        self.dispatch_groups(
+            ctx,
+            params,
+            buffers,
+            grid(groups, ctx.max_workgroups_per_dim),
+        )
     }
 
     /// Like [`Kernel::dispatch`] with an explicit workgroup grid.

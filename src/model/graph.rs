@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// The image batch, `[channels, H, W]` per image.
-    Input { channels: usize },
+    Input {
+        channels: usize,
+    },
     Conv2d {
         weight: String,
         bias: Option<String>,
@@ -44,7 +46,9 @@ pub enum Op {
         ceil_mode: bool,
         count_include_pad: bool,
     },
-    AdaptiveAvgPool2d { output: [usize; 2] },
+    AdaptiveAvgPool2d {
+        output: [usize; 2],
+    },
     Flatten,
     /// Identity at inference.
     Dropout,
@@ -191,8 +195,10 @@ impl Graph {
                     ceil_mode,
                 } => {
                     let [c, h, w] = inp(0);
-                    let oh = pool_out_size(h, kernel[0], stride[0], padding[0], dilation[0], *ceil_mode);
-                    let ow = pool_out_size(w, kernel[1], stride[1], padding[1], dilation[1], *ceil_mode);
+                    let oh =
+                        pool_out_size(h, kernel[0], stride[0], padding[0], dilation[0], *ceil_mode);
+                    let ow =
+                        pool_out_size(w, kernel[1], stride[1], padding[1], dilation[1], *ceil_mode);
                     if oh == 0 || ow == 0 {
                         return Err(err(format!("input {h}x{w} is too small to pool")));
                     }

@@ -6,8 +6,19 @@ use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
 pub const ARCHS: &[&str] = &[
-    "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
 ];
 
 const BN_EPS: f64 = 1e-5;
@@ -38,7 +49,9 @@ pub fn infer_arch(weights: &Weights) -> Option<&'static str> {
         let convs = weights
             .tensors
             .iter()
-            .filter(|(k, t)| k.starts_with("features.") && k.ends_with(".weight") && t.shape.len() == 4)
+            .filter(|(k, t)| {
+                k.starts_with("features.") && k.ends_with(".weight") && t.shape.len() == 4
+            })
             .count();
         let bn = has("features.1.running_mean");
         return match (convs, bn) {
@@ -54,7 +67,11 @@ pub fn infer_arch(weights: &Weights) -> Option<&'static str> {
         };
     }
     if has("conv1.weight") && has("fc.weight") {
-        let blocks = |l: usize| (0..64).take_while(|b| has(&format!("layer{l}.{b}.conv1.weight"))).count();
+        let blocks = |l: usize| {
+            (0..64)
+                .take_while(|b| has(&format!("layer{l}.{b}.conv1.weight")))
+                .count()
+        };
         let counts = [blocks(1), blocks(2), blocks(3), blocks(4)];
         let bottleneck = has("layer1.0.conv3.weight");
         return match (counts, bottleneck) {
@@ -161,7 +178,11 @@ fn dim(weights: &Weights, name: &str, axis: usize) -> Result<usize> {
     let t = weights.get(name)?;
     t.shape.get(axis).copied().ok_or_else(|| Error::Tensor {
         name: name.into(),
-        message: format!("has shape {:?}, expected at least {} dimensions", t.shape, axis + 1),
+        message: format!(
+            "has shape {:?}, expected at least {} dimensions",
+            t.shape,
+            axis + 1
+        ),
     })
 }
 
@@ -169,7 +190,9 @@ fn vgg(arch: &str, weights: &Weights) -> Result<Graph> {
     const M: usize = 0;
     let cfg: &[usize] = match arch.trim_end_matches("_bn") {
         "vgg11" => &[64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M],
-        "vgg13" => &[64, 64, M, 128, 128, M, 256, 256, M, 512, 512, M, 512, 512, M],
+        "vgg13" => &[
+            64, 64, M, 128, 128, M, 256, 256, M, 512, 512, M, 512, 512, M,
+        ],
         "vgg16" => &[
             64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512, M,
         ],
@@ -257,21 +280,48 @@ fn resnet(arch: &str, weights: &Weights) -> Result<Graph> {
                 y = b.conv(&format!("{p}.conv1"), x, inplanes, planes, 1, 1, 0, false);
                 y = b.bn(&format!("{p}.bn1"), y, planes);
                 y = b.push(format!("{p}.relu"), Op::Relu, vec![y]);
-                y = b.conv(&format!("{p}.conv2"), y, planes, planes, 3, stride, 1, false);
+                y = b.conv(
+                    &format!("{p}.conv2"),
+                    y,
+                    planes,
+                    planes,
+                    3,
+                    stride,
+                    1,
+                    false,
+                );
                 y = b.bn(&format!("{p}.bn2"), y, planes);
                 // torchvision reuses one ReLU module; later uses get a suffix.
                 y = b.push(format!("{p}.relu:1"), Op::Relu, vec![y]);
                 y = b.conv(&format!("{p}.conv3"), y, planes, out_c, 1, 1, 0, false);
                 y = b.bn(&format!("{p}.bn3"), y, out_c);
             } else {
-                y = b.conv(&format!("{p}.conv1"), x, inplanes, planes, 3, stride, 1, false);
+                y = b.conv(
+                    &format!("{p}.conv1"),
+                    x,
+                    inplanes,
+                    planes,
+                    3,
+                    stride,
+                    1,
+                    false,
+                );
                 y = b.bn(&format!("{p}.bn1"), y, planes);
                 y = b.push(format!("{p}.relu"), Op::Relu, vec![y]);
                 y = b.conv(&format!("{p}.conv2"), y, planes, planes, 3, 1, 1, false);
                 y = b.bn(&format!("{p}.bn2"), y, planes);
             }
             let shortcut = if stride != 1 || inplanes != out_c {
-                let d = b.conv(&format!("{p}.downsample.0"), x, inplanes, out_c, 1, stride, 0, false);
+                let d = b.conv(
+                    &format!("{p}.downsample.0"),
+                    x,
+                    inplanes,
+                    out_c,
+                    1,
+                    stride,
+                    0,
+                    false,
+                );
                 let d = b.bn(&format!("{p}.downsample.1"), d, out_c);
                 b.aliases.insert(format!("{p}.downsample"), d);
                 d

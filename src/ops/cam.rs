@@ -48,8 +48,12 @@ impl CamKernels {
             plane: u(plane),
             rep: 1,
         };
-        self.alpha
-            .dispatch(ctx, &p, &[gradients, dummy, alpha], (rows * channels) as u64)
+        self.alpha.dispatch(
+            ctx,
+            &p,
+            &[gradients, dummy, alpha],
+            (rows * channels) as u64,
+        )
     }
 
     /// cam[row] = ReLU(sum_c alpha[row, c] * activations[row / rep, c]).

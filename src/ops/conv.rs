@@ -20,10 +20,22 @@ pub struct ConvShape {
 
 impl ConvShape {
     pub fn out_h(&self) -> usize {
-        out_size(self.in_h, self.kernel[0], self.stride[0], self.padding[0], self.dilation[0])
+        out_size(
+            self.in_h,
+            self.kernel[0],
+            self.stride[0],
+            self.padding[0],
+            self.dilation[0],
+        )
     }
     pub fn out_w(&self) -> usize {
-        out_size(self.in_w, self.kernel[1], self.stride[1], self.padding[1], self.dilation[1])
+        out_size(
+            self.in_w,
+            self.kernel[1],
+            self.stride[1],
+            self.padding[1],
+            self.dilation[1],
+        )
     }
     pub fn weight_len(&self) -> usize {
         self.out_c * (self.in_c / self.groups) * self.kernel[0] * self.kernel[1]
@@ -134,7 +146,9 @@ impl ConvWeight {
     pub fn upload(ctx: &GpuContext, name: &str, w: &[f32], s: &ConvShape) -> crate::Result<Self> {
         let g = s.groups;
         let kk = s.kernel[0] * s.kernel[1];
-        let chunks = |channels: usize, reduction: usize, pack: fn(&[f32], &ConvShape, usize, usize) -> Vec<f32>| {
+        let chunks = |channels: usize,
+                      reduction: usize,
+                      pack: fn(&[f32], &ConvShape, usize, usize) -> Vec<f32>| {
             // Bytes per 4 output channels: every group stores reduction x vec4.
             let quad = (g * reduction * kk * 16) as u64;
             let quads = (ctx.max_binding / quad) as usize;
@@ -152,7 +166,11 @@ impl ConvWeight {
                 .step_by(step)
                 .map(|c0| {
                     let count = step.min(channels - c0);
-                    (c0, count, buffer::storage_f32(ctx, name, &pack(w, s, c0, count)))
+                    (
+                        c0,
+                        count,
+                        buffer::storage_f32(ctx, name, &pack(w, s, c0, count)),
+                    )
                 })
                 .collect())
         };
@@ -174,15 +192,28 @@ impl ConvKernels {
         let m = module(ctx, "conv.wgsl");
         let st = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
         let make = |entry, backward: bool, wg| {
-            Kernel::new(ctx, &m, entry, &st, &[("BACKWARD", backward as u32 as f64)], wg)
+            Kernel::new(
+                ctx,
+                &m,
+                entry,
+                &st,
+                &[("BACKWARD", backward as u32 as f64)],
+                wg,
+            )
         };
         Self {
             variant: match ctx.class {
                 AdapterClass::Cpu => ConvVariant::Blocked,
                 AdapterClass::Gpu => ConvVariant::Tiled,
             },
-            blocked: [make("conv_blocked", false, 64), make("conv_blocked", true, 64)],
-            tiled: [make("conv_tiled", false, 256), make("conv_tiled", true, 256)],
+            blocked: [
+                make("conv_blocked", false, 64),
+                make("conv_blocked", true, 64),
+            ],
+            tiled: [
+                make("conv_tiled", false, 256),
+                make("conv_tiled", true, 256),
+            ],
         }
     }
 

@@ -43,12 +43,7 @@ impl EltwiseKernels {
         }
     }
 
-    fn run(
-        k: &Kernel,
-        ctx: &GpuContext,
-        p: EltParams,
-        bufs: [&wgpu::Buffer; 3],
-    ) -> Dispatch {
+    fn run(k: &Kernel, ctx: &GpuContext, p: EltParams, bufs: [&wgpu::Buffer; 3]) -> Dispatch {
         k.dispatch(ctx, &p, &bufs, p.len as u64)
     }
 

@@ -85,7 +85,13 @@ impl LinearKernels {
         }
     }
 
-    fn params(w: &LinearWeight, batch: usize, row0: usize, rows: usize, flags: u32) -> LinearParams {
+    fn params(
+        w: &LinearWeight,
+        batch: usize,
+        row0: usize,
+        rows: usize,
+        flags: u32,
+    ) -> LinearParams {
         LinearParams {
             batch: u(batch),
             in_f: u(w.in_f),

@@ -45,7 +45,11 @@ pub fn pool_out_size(
         return 0;
     }
     let s = stride as i64;
-    let mut out = if ceil { (span + s - 1) / s + 1 } else { span / s + 1 };
+    let mut out = if ceil {
+        (span + s - 1) / s + 1
+    } else {
+        span / s + 1
+    };
     if ceil && (out - 1) * s >= (input + pad) as i64 {
         out -= 1;
     }

@@ -1,1 +1,25 @@
 //! f64 CPU references of every kernel, used by the tests.
+//!
+//! One module per shader family, mirroring [`crate::ops`]. Everything is a plain loop over
+//! NCHW slices with PyTorch (and, for image-space ops, OpenCV / pytorch-grad-cam) semantics;
+//! inputs are `&[f64]`, outputs `Vec<f64>`. Gradient tensors may hold `rep` rows per forward
+//! image (several targets sharing one forward pass): row `r` reads forward image `r / rep`.
+
+pub mod cam;
+pub mod conv;
+pub mod eltwise;
+pub mod image;
+pub mod linear;
+pub mod pool;
+pub mod targets;
+
+pub use cam::{alpha, gradcam, minmax_normalize, weighted_sum};
+pub use conv::{conv2d_backward_data, conv2d_forward};
+pub use eltwise::{add, affine_backward, affine_forward, relu, relu_backward};
+pub use image::{jet, overlay, preprocess, upsample_bilinear};
+pub use linear::{linear_backward, linear_forward};
+pub use pool::{
+    adaptive_avgpool_backward, adaptive_avgpool_forward, avgpool_backward, avgpool_forward,
+    maxpool_backward, maxpool_forward,
+};
+pub use targets::{seed_onehot, topk};

@@ -1,0 +1,110 @@
+//! Preprocessing, OpenCV bilinear resize and the JET overlay (twin of `shaders/image.wgsl`).
+//! Pixels are RGBA8 bytes, 4 per pixel.
+
+use std::sync::OnceLock;
+
+/// OpenCV's COLORMAP_JET as RGB triples (`tools/jet_lut.json`, the table the shader embeds).
+pub fn jet() -> &'static [[u8; 3]; 256] {
+    static JET: OnceLock<[[u8; 3]; 256]> = OnceLock::new();
+    JET.get_or_init(|| {
+        let rows: Vec<[u8; 3]> = serde_json::from_str(include_str!("../../tools/jet_lut.json"))
+            .expect("tools/jet_lut.json is a list of [r, g, b]");
+        rows.try_into().expect("tools/jet_lut.json has 256 entries")
+    })
+}
+
+/// RGBA8 `[rows, h, w, 4]` to the network input `[rows, 3, h, w]` = (x / 255 - mean) / std.
+pub fn preprocess(
+    pixels: &[u8],
+    rows: usize,
+    size: [usize; 2],
+    mean: [f64; 3],
+    std: [f64; 3],
+) -> Vec<f64> {
+    let plane = size[0] * size[1];
+    assert_eq!(pixels.len(), rows * plane * 4, "pixels length");
+    let mut out = vec![0.0; rows * 3 * plane];
+    for n in 0..rows {
+        for s in 0..plane {
+            for c in 0..3 {
+                let v = pixels[(n * plane + s) * 4 + c] as f64 / 255.0;
+                out[(n * 3 + c) * plane + s] = (v - mean[c]) / std[c];
+            }
+        }
+    }
+    out
+}
+
+/// cv2.resize INTER_LINEAR taps along one axis: (s0, s1, fraction of s1).
+fn taps(d: usize, input: usize, output: usize) -> (usize, usize, f64) {
+    let src = (d as f64 + 0.5) * (input as f64 / output as f64) - 0.5;
+    let mut s = src.floor();
+    let mut f = src - s;
+    if s < 0.0 {
+        s = 0.0;
+        f = 0.0;
+    }
+    let last = (input - 1) as f64;
+    if s >= last {
+        s = last;
+        f = 0.0;
+    }
+    let s = s as usize;
+    (s, (s + 1).min(input - 1), f)
+}
+
+/// Resizes `rows` maps from `from` to `to` like cv2.resize(INTER_LINEAR) on float images.
+pub fn upsample_bilinear(maps: &[f64], rows: usize, from: [usize; 2], to: [usize; 2]) -> Vec<f64> {
+    let [ih, iw] = from;
+    let [oh, ow] = to;
+    assert_eq!(maps.len(), rows * ih * iw, "maps length");
+    let mut out = Vec::with_capacity(rows * oh * ow);
+    for r in 0..rows {
+        let m = &maps[r * ih * iw..(r + 1) * ih * iw];
+        for oy in 0..oh {
+            let (y0, y1, fy) = taps(oy, ih, oh);
+            for ox in 0..ow {
+                let (x0, x1, fx) = taps(ox, iw, ow);
+                let top = m[y0 * iw + x0] * (1.0 - fx) + m[y0 * iw + x1] * fx;
+                let bottom = m[y1 * iw + x0] * (1.0 - fx) + m[y1 * iw + x1] * fx;
+                out.push(top * (1.0 - fy) + bottom * fy);
+            }
+        }
+    }
+    out
+}
+
+/// pytorch-grad-cam's show_cam_on_image(img / 255, mask, use_rgb=True, image_weight=0.5)
+/// for `rows` maps in [0, 1] (row r over image r / rep): heat = JET[floor(255 mask)] / 255,
+/// v = 0.5 heat + 0.5 img, v /= max(v) over the whole image, out = floor(255 v). Returns
+/// RGBA8 `[rows, h, w, 4]` with alpha 255.
+pub fn overlay(pixels: &[u8], maps: &[f64], rows: usize, rep: usize, size: [usize; 2]) -> Vec<u8> {
+    let rep = rep.max(1);
+    let plane = size[0] * size[1];
+    assert_eq!(maps.len(), rows * plane, "maps length");
+    assert_eq!(
+        pixels.len(),
+        rows.div_ceil(rep) * plane * 4,
+        "pixels length"
+    );
+    let lut = jet();
+    let mut out = Vec::with_capacity(rows * plane * 4);
+    for r in 0..rows {
+        let img = &pixels[(r / rep) * plane * 4..(r / rep + 1) * plane * 4];
+        let blend: Vec<[f64; 3]> = (0..plane)
+            .map(|s| {
+                let heat = lut[((255.0 * maps[r * plane + s]).floor() as usize).min(255)];
+                [0, 1, 2]
+                    .map(|c| 0.5 * (heat[c] as f64 / 255.0) + 0.5 * (img[s * 4 + c] as f64 / 255.0))
+            })
+            .collect();
+        let max = blend.iter().flatten().copied().fold(0.0, f64::max);
+        for v in blend {
+            for c in v {
+                out.push((255.0 * (c / max)).floor().min(255.0) as u8);
+            }
+            out.push(255);
+        }
+    }
+    out
+}
