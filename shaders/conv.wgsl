@@ -42,6 +42,14 @@ fn src(o: i32, k: u32, stride: u32, pad: u32, dil: u32, size: u32) -> i32 {
     return select(-1, i, i >= 0 && i < i32(size));
 }
 
+// Offset of the source pixel within a channel plane for output (oy, ox) and tap (kh, kw),
+// or -1 if it falls outside the input.
+fn tap(oy: i32, ox: i32, kh: u32, kw: u32) -> i32 {
+    let iy = src(oy, kh, p.stride_h, p.pad_h, p.dil_h, p.in_h);
+    let ix = src(ox, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
+    return select(-1, iy * i32(p.in_w) + ix, iy >= 0 && ix >= 0);
+}
+
 fn load_x(row: i32, ox: i32, kw: u32) -> f32 {
     if (row < 0) { return 0.0; }
     let ix = src(ox, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
@@ -102,20 +110,29 @@ fn conv_blocked(@builtin(workgroup_id) wid: vec3<u32>,
     var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
     let in_plane = p.in_h * p.in_w;
-    let kred = p.red_c * p.k_h * p.k_w;
-    var wi = g * kred * p.out_cg4 + co4;
-    for (var c = 0u; c < p.red_c; c++) {
-        let xp = (n * p.in_c + g * p.red_c + c) * in_plane;
-        for (var kh = 0u; kh < p.k_h; kh++) {
-            let r0 = row_of(xp, oy0, kh); let r1 = row_of(xp, oy1, kh);
-            let r2 = row_of(xp, oy2, kh); let r3 = row_of(xp, oy3, kh);
-            for (var kw = 0u; kw < p.k_w; kw++) {
+    let kk = p.k_h * p.k_w;
+    let x0 = (n * p.in_c + g * p.red_c) * in_plane;
+    // Taps outermost: the 4 source offsets and their validity are computed once per tap and
+    // reused across all reduction channels, keeping index math out of the inner loop.
+    for (var kh = 0u; kh < p.k_h; kh++) {
+        for (var kw = 0u; kw < p.k_w; kw++) {
+            let t0 = tap(oy0, ox0, kh, kw); let t1 = tap(oy1, ox1, kh, kw);
+            let t2 = tap(oy2, ox2, kh, kw); let t3 = tap(oy3, ox3, kh, kw);
+            // Invalid taps read offset 0 (in bounds) and are multiplied by 0.
+            let m = vec4<f32>(vec4<bool>(t0 >= 0, t1 >= 0, t2 >= 0, t3 >= 0));
+            let i0 = u32(max(t0, 0)); let i1 = u32(max(t1, 0));
+            let i2 = u32(max(t2, 0)); let i3 = u32(max(t3, 0));
+            var xi = x0;
+            var wi = (g * p.red_c * kk + kh * p.k_w + kw) * p.out_cg4 + co4;
+            let wstep = kk * p.out_cg4;
+            for (var c = 0u; c < p.red_c; c++) {
                 let wv = w[wi];
-                wi += p.out_cg4;
-                a0 += wv * load_x(r0, ox0, kw);
-                a1 += wv * load_x(r1, ox1, kw);
-                a2 += wv * load_x(r2, ox2, kw);
-                a3 += wv * load_x(r3, ox3, kw);
+                a0 += wv * (x[xi + i0] * m.x);
+                a1 += wv * (x[xi + i1] * m.y);
+                a2 += wv * (x[xi + i2] * m.z);
+                a3 += wv * (x[xi + i3] * m.w);
+                xi += in_plane;
+                wi += wstep;
             }
         }
     }

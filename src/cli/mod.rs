@@ -9,7 +9,7 @@ mod outputs;
 pub fn run(cli: args::Cli) -> u8 {
     match cli.command {
         args::Command::Explain(a) => match explain::run(&a) {
-            Ok(failed) if failed == 0 => 0,
+            Ok(0) => 0,
             Ok(failed) => {
                 eprintln!("{failed} input(s) failed; see the errors above");
                 1

@@ -73,6 +73,7 @@ impl ImageKernels {
     }
 
     /// Resizes `rows` maps from `from` to `to` like cv2.resize(INTER_LINEAR).
+    #[allow(clippy::too_many_arguments)]
     pub fn upsample(
         &self,
         ctx: &GpuContext,

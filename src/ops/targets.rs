@@ -30,6 +30,7 @@ impl TargetKernels {
     }
 
     /// targets[n, 0..k] = indices of the k largest logits of image n, descending.
+    #[allow(clippy::too_many_arguments)]
     pub fn topk(
         &self,
         ctx: &GpuContext,

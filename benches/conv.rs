@@ -1,0 +1,80 @@
+//! Conv kernels on the shapes of resnet18/50 and vgg16, both variants, forward and
+//! backward-data. Throughput is reported in FLOP (2 per multiply-add).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gradcam_wgpu::GpuContext;
+use gradcam_wgpu::gpu::{buffer, record_all};
+use gradcam_wgpu::ops::Ops;
+use gradcam_wgpu::ops::conv::{ConvShape, ConvVariant, pack_backward, pack_forward};
+
+fn shape(batch: usize, cin: usize, hw: usize, cout: usize, k: usize, stride: usize) -> ConvShape {
+    ConvShape {
+        batch,
+        in_c: cin,
+        in_h: hw,
+        in_w: hw,
+        out_c: cout,
+        kernel: [k, k],
+        stride: [stride, stride],
+        padding: [k / 2, k / 2],
+        dilation: [1, 1],
+        groups: 1,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let ctx = GpuContext::new().expect("adapter");
+    let mut ops = Ops::new(&ctx);
+    let batch = 4;
+    let cases = [
+        ("r18.layer1.3x3", shape(batch, 64, 56, 64, 3, 1)),
+        ("r18.layer4.3x3", shape(batch, 512, 7, 512, 3, 1)),
+        ("r50.layer1.1x1a", shape(batch, 256, 56, 64, 1, 1)),
+        ("r50.layer1.1x1b", shape(batch, 64, 56, 256, 1, 1)),
+        ("r50.layer3.3x3", shape(batch, 256, 14, 256, 3, 1)),
+        ("r50.conv1.7x7s2", shape(batch, 3, 224, 64, 7, 2)),
+        ("vgg16.conv1_2", shape(batch, 64, 224, 64, 3, 1)),
+        ("vgg16.conv4_2", shape(batch, 512, 28, 512, 3, 1)),
+    ];
+    let variants: &[ConvVariant] = match ctx.class {
+        gradcam_wgpu::gpu::AdapterClass::Cpu => &[ConvVariant::Blocked],
+        gradcam_wgpu::gpu::AdapterClass::Gpu => &[ConvVariant::Tiled, ConvVariant::Blocked],
+    };
+    let mut g = c.benchmark_group("conv");
+    g.sample_size(10);
+    g.measurement_time(std::time::Duration::from_secs(3));
+    for (name, s) in cases {
+        let wlen = s.weight_len();
+        let w: Vec<f32> = (0..wlen).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
+        let x_len = s.batch * s.in_c * s.in_h * s.in_w;
+        let y_len = s.batch * s.out_c * s.out_h() * s.out_w();
+        let x = buffer::storage_f32(&ctx, "x", &vec![0.5; x_len]);
+        let y = buffer::storage(&ctx, "y", (y_len * 4) as u64);
+        let wf = buffer::storage_f32(&ctx, "w", &pack_forward(&w, &s));
+        let wb = buffer::storage_f32(&ctx, "w", &pack_backward(&w, &s));
+        g.throughput(Throughput::Elements(2 * s.macs() as u64));
+        for &v in variants {
+            ops.conv.variant = v;
+            let fwd = ops
+                .conv
+                .forward(&ctx, &s, true, &x, &wf, None, &y, &ops.dummy);
+            let bwd = ops.conv.backward_data(&ctx, &s, &y, &wb, &x, &ops.dummy);
+            for (dir, d) in [("fwd", fwd), ("bwd", bwd)] {
+                g.bench_function(format!("{name}/{v:?}/{dir}"), |b| {
+                    b.iter(|| {
+                        let mut enc = ctx.device.create_command_encoder(&Default::default());
+                        record_all(&mut enc, "bench", std::slice::from_ref(&d));
+                        ctx.queue.submit([enc.finish()]);
+                        ctx.device
+                            .poll(wgpu::PollType::wait_indefinitely())
+                            .expect("poll");
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
