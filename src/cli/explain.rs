@@ -91,11 +91,7 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
                 }
                 Err(e) => {
                     failed += 1;
-                    let msg = format!("error: {}: {e}", p.display());
-                    match &bar {
-                        Some(b) => b.println(msg),
-                        None => eprintln!("{msg}"),
-                    }
+                    report(&bar, &format!("error: {}: {e}", p.display()));
                 }
             }
         }
@@ -115,7 +111,7 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
                     Ok(l) => lines.push(l),
                     Err(e) => {
                         failed += 1;
-                        eprintln!("error: {e}");
+                        report(&bar, &format!("error: {e}"));
                     }
                 }
             }
@@ -134,4 +130,12 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
     let ok = files.len() + walk_errors.len() - failed;
     eprintln!("explained {ok} image(s) into {}", a.out.display());
     Ok(failed)
+}
+
+/// Prints a line above the progress bar (a hidden bar's own println would drop it).
+fn report(bar: &Option<indicatif::ProgressBar>, line: &str) {
+    match bar {
+        Some(b) => b.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
 }

@@ -1,0 +1,185 @@
+//! The `gradcam explain` contract: outputs, manifest, bad inputs and exit codes.
+
+use gradcam_wgpu::model::{detweights, torchvision};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gradcam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .args(args)
+        .output()
+        .expect("run gradcam")
+}
+
+/// A resnet18 state dict with 10 classes in `dir`.
+fn model(dir: &Path) -> PathBuf {
+    let spec = torchvision::state_dict_spec("resnet18", 10).unwrap();
+    let path = dir.join("resnet18.safetensors");
+    std::fs::write(&path, detweights::generate(&spec, 7).to_bytes().unwrap()).unwrap();
+    path
+}
+
+fn image(path: &Path, w: u32, h: u32) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, 90]));
+    img.save(path).unwrap();
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn explains_a_folder_and_reports_bad_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let imgs = tmp.path().join("imgs");
+    std::fs::create_dir_all(imgs.join("sub")).unwrap();
+    image(&imgs.join("a.png"), 64, 64);
+    image(&imgs.join("sub/b.jpg"), 90, 50); // resized to the model size
+    std::fs::write(imgs.join("corrupt.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    std::fs::write(imgs.join("empty.jpg"), b"").unwrap();
+    let out = tmp.path().join("out");
+    let o = gradcam(&[
+        "explain",
+        imgs.to_str().unwrap(),
+        "--model",
+        m.to_str().unwrap(),
+        "--size",
+        "64x64",
+        "--target",
+        "top2",
+        "--batch",
+        "1",
+        "--save-cam",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    // (Drivers may print their own lines to stderr; count only ours about inputs.)
+    let prefix = format!("error: {}", imgs.display());
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with(&prefix)).collect();
+    assert_eq!(error_lines.len(), 2, "{err}");
+    assert!(
+        error_lines.iter().any(|l| l.contains("corrupt.png")),
+        "{err}"
+    );
+    assert!(error_lines.iter().any(|l| l.contains("empty.jpg")), "{err}");
+
+    let manifest = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = manifest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        let top5 = r["top5"].as_array().unwrap();
+        assert_eq!(top5.len(), 5);
+        let probs: Vec<f64> = top5.iter().map(|p| p["prob"].as_f64().unwrap()).collect();
+        assert!(probs.windows(2).all(|w| w[0] >= w[1]));
+        let stem = Path::new(r["image"].as_str().unwrap())
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        for p in &top5[..2] {
+            let class = p["class"].as_u64().unwrap();
+            let png = out.join(format!("{stem}.gradcam.{class}.png"));
+            let overlay = image::open(&png).unwrap();
+            assert_eq!((overlay.width(), overlay.height()), (64, 64));
+            let npy = std::fs::read(out.join(format!("{stem}.gradcam.{class}.npy"))).unwrap();
+            let arr = npyz::NpyFile::new(&npy[..]).unwrap();
+            assert_eq!(arr.shape(), &[64, 64]);
+            let values: Vec<f32> = arr.into_vec().unwrap();
+            assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
+            assert!(
+                values.iter().any(|&v| v > 0.99),
+                "maps are min-max normalised"
+            );
+        }
+    }
+}
+
+#[test]
+fn explicit_and_all_targets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let img = tmp.path().join("x.png");
+    image(&img, 48, 40);
+    for (target, expect) in [("3,7", vec![3, 7]), ("all", (0..10).collect::<Vec<_>>())] {
+        let out = tmp.path().join(format!("out-{}", target.replace(',', "_")));
+        let o = gradcam(&[
+            "explain",
+            img.to_str().unwrap(),
+            "--model",
+            m.to_str().unwrap(),
+            "--size",
+            "40x48",
+            "--target",
+            target,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        for c in expect {
+            let png = out.join(format!("x.gradcam.{c}.png"));
+            let im = image::open(&png).unwrap();
+            assert_eq!((im.width(), im.height()), (48, 40), "{}", png.display());
+        }
+    }
+}
+
+#[test]
+fn bad_model_layer_and_arguments_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let img = tmp.path().join("x.png");
+    image(&img, 32, 32);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["explain", img.to_str().unwrap(), "--size", "32"];
+        args.extend_from_slice(extra);
+        gradcam(&args)
+    };
+    let m = m.to_str().unwrap();
+
+    let o = run(&["--model", m, "--layer", "layer9"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("layer9") && e.contains("layer4.1.conv2") && e.contains("avgpool"),
+        "{e}"
+    );
+
+    let o = run(&["--model", m, "--arch", "vgg16"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("classifier.0.weight"), "{}", stderr(&o));
+
+    let o = run(&["--model", m, "--arch", "resnet50"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("layer1.0.conv1.weight"),
+        "{}",
+        stderr(&o)
+    );
+
+    let garbage = tmp.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"\xff\xff\xff\xff\xff\xff\xff\x7f{}").unwrap();
+    let o = run(&["--model", garbage.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("garbage.safetensors"), "{}", stderr(&o));
+
+    let o = run(&["--model", m, "--target", "top11"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("10 classes"), "{}", stderr(&o));
+
+    let o = run(&["--model", m, "--size", "0x3"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    let o = run(&["--model", m, "--method", "nonsense"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--model"), "{}", stderr(&o));
+}
