@@ -1,50 +1,113 @@
-// Grad-CAM reductions: alpha (spatial mean of gradients), the alpha-weighted channel sum
-// with ReLU, and per-map min-max normalisation as pytorch-grad-cam's scale_cam_image does:
-// x = (x - min) / (1e-7 + (max - min)).
-// Gradient rows are (image, target) pairs; rows / rep gives the forward image.
+// CAM reductions shared by every method. Rows are (image, target) pairs; activations are
+// per image, so row r reads image r / rep. A method is a choice of modes:
+//   channel_weights  w[row, c] from gradients (and activations): Grad-CAM, Grad-CAM++, XGrad-CAM
+//   combine          cam[row, s] = ReLU(sum_c term(row, c, s))
+//   product          term(row, c, s) itself, the input of the eigen projection
+//   minmax_normalize pytorch-grad-cam's scale_cam_image: (x - min) / (1e-7 + (max - min))
+// with term = w * A (weighted), G * A (HiResCAM), ReLU(G * A) (element-wise Grad-CAM),
+// ReLU(G) * A (LayerCAM), A (EigenCAM), G * A (EigenGradCAM).
 
 struct CamParams {
     rows: u32, channels: u32, plane: u32, rep: u32,
+    mode: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
+const WEIGHTS_MEAN: u32 = 0u;
+const WEIGHTS_PLUSPLUS: u32 = 1u;
+const WEIGHTS_XGRAD: u32 = 2u;
+
+const TERM_WEIGHTED: u32 = 0u;
+const TERM_GRAD_ACT: u32 = 1u;
+const TERM_RELU_GRAD_ACT: u32 = 2u;
+const TERM_RELU_GRAD_TIMES_ACT: u32 = 3u;
+const TERM_ACT: u32 = 4u;
+
 @group(0) @binding(0) var<uniform> p: CamParams;
-@group(0) @binding(1) var<storage, read> src: array<f32>;   // gradients, or activations
-@group(0) @binding(2) var<storage, read> aux: array<f32>;   // alpha for weighted_sum
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> act: array<f32>;  // [images, C, plane]
+@group(0) @binding(2) var<storage, read> grad: array<f32>; // [rows, C, plane]
+@group(0) @binding(3) var<storage, read> w: array<f32>;    // [rows, C]
+@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
 fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.x + wid.y * nwg.x) * 64u + lid;
 }
 
-// dst[row, c] = mean over the plane of src[row, c, :].
-@compute @workgroup_size(64)
-fn alpha_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wid, nwg, lid);
-    if (i >= p.rows * p.channels) { return; }
-    let base = i * p.plane;
-    var acc = 0.0;
-    for (var s = 0u; s < p.plane; s++) { acc += src[base + s]; }
-    dst[i] = acc / f32(p.plane);
+fn act_base(row: u32, c: u32) -> u32 {
+    return ((row / p.rep) * p.channels + c) * p.plane;
 }
 
-// dst[row, s] = ReLU(sum_c aux[row, c] * src[row / rep, c, s]), src being the activations.
+// dst[row, c]: per-channel weights.
 @compute @workgroup_size(64)
-fn weighted_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
+fn channel_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= p.rows * p.channels) { return; }
+    let g0 = i * p.plane;
+    let a0 = act_base(i / p.channels, i % p.channels);
+    if (p.mode == WEIGHTS_MEAN) {
+        var acc = 0.0;
+        for (var s = 0u; s < p.plane; s++) { acc += grad[g0 + s]; }
+        dst[i] = acc / f32(p.plane);
+        return;
+    }
+    var sum_a = 0.0;
+    for (var s = 0u; s < p.plane; s++) { sum_a += act[a0 + s]; }
+    var acc = 0.0;
+    for (var s = 0u; s < p.plane; s++) {
+        let g = grad[g0 + s];
+        if (p.mode == WEIGHTS_PLUSPLUS) {
+            // Grad-CAM++ eq. 19 with alpha = 0 where the gradient is 0, then ReLU(g) * alpha.
+            let g2 = g * g;
+            let g3 = g2 * g;
+            let alpha = select(0.0, g2 / (2.0 * g2 + sum_a * g3 + 1e-6), g != 0.0);
+            acc += max(g, 0.0) * alpha;
+        } else {
+            acc += g * act[a0 + s] / (sum_a + 1e-7);
+        }
+    }
+    dst[i] = acc;
+}
+
+fn term(row: u32, c: u32, s: u32) -> f32 {
+    let a = act[act_base(row, c) + s];
+    switch p.mode {
+        case TERM_WEIGHTED: { return w[row * p.channels + c] * a; }
+        case TERM_ACT: { return a; }
+        default: {}
+    }
+    let g = grad[(row * p.channels + c) * p.plane + s];
+    switch p.mode {
+        case TERM_GRAD_ACT: { return g * a; }
+        case TERM_RELU_GRAD_ACT: { return max(g * a, 0.0); }
+        default: { return max(g, 0.0) * a; }
+    }
+}
+
+// dst[row, s] = ReLU(sum_c term).
+@compute @workgroup_size(64)
+fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wid, nwg, lid);
     if (i >= p.rows * p.plane) { return; }
     let row = i / p.plane;
     let s = i % p.plane;
-    let img = row / p.rep;
     var acc = 0.0;
-    for (var c = 0u; c < p.channels; c++) {
-        acc += aux[row * p.channels + c] * src[(img * p.channels + c) * p.plane + s];
-    }
+    for (var c = 0u; c < p.channels; c++) { acc += term(row, c, s); }
     dst[i] = max(acc, 0.0);
 }
 
-// In place on dst: one workgroup per map of `plane` values (rows maps).
+// dst[row, c, s] = term, for the eigen projection.
+@compute @workgroup_size(64)
+fn product(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= p.rows * p.channels * p.plane) { return; }
+    let row = i / (p.channels * p.plane);
+    let c = (i / p.plane) % p.channels;
+    dst[i] = term(row, c, i % p.plane);
+}
+
+// In place on dst: one workgroup per map of `plane` values.
 var<workgroup> lo: array<f32, 256>;
 var<workgroup> hi: array<f32, 256>;
 

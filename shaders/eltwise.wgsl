@@ -5,11 +5,13 @@
 
 struct EltParams {
     len: u32, per_img: u32, rep: u32, channels: u32,
-    plane: u32, flags: u32, _p0: u32, _p1: u32,
+    plane: u32, flags: u32, scale: f32, _p1: u32,
 }
 
 const FLAG_RELU: u32 = 1u;
 const FLAG_ACCUMULATE: u32 = 4u;
+const FLAG_MAX: u32 = 8u;
+const FLAG_SCALE: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: EltParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -71,13 +73,17 @@ fn affine_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     dst[i] = a[i] * b[c];
 }
 
-// dst = a, or dst += a with FLAG_ACCUMULATE: sums gradients of a tensor with several consumers.
+// dst = a, dst += a (FLAG_ACCUMULATE) or dst = max(dst, a) (FLAG_MAX), with a scaled by
+// `scale` under FLAG_SCALE: sums gradients of a tensor with several consumers, and fuses
+// the maps of several layers.
 @compute @workgroup_size(256)
 fn add_into(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= p.len) { return; }
     var v = a[i];
+    if ((p.flags & FLAG_SCALE) != 0u) { v *= p.scale; }
     if ((p.flags & FLAG_ACCUMULATE) != 0u) { v += dst[i]; }
+    if ((p.flags & FLAG_MAX) != 0u) { v = max(v, dst[i]); }
     dst[i] = v;
 }

@@ -51,3 +51,16 @@ fn seed_onehot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let target_class = targets[(row / p.tc) * p.k + p.t0 + row % p.tc];
     seed[i] = select(0.0, 1.0, c == target_class);
 }
+
+// seed[(n, j), c] = logits[target(n, t0 + j), c]: the classifier row of each row's class, for
+// CAM (here `logits` is the [classes, channels] weight and `classes` counts channels).
+@compute @workgroup_size(64)
+fn classifier_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (i >= p.images * p.tc * p.classes) { return; }
+    let row = i / p.classes;
+    let c = i % p.classes;
+    let target_class = targets[(row / p.tc) * p.k + p.t0 + row % p.tc];
+    seed[i] = logits[target_class * p.classes + c];
+}

@@ -16,7 +16,7 @@
 //!
 //! let ctx = GpuContext::new()?; // or GpuContext::from_device(device, queue, info)
 //! let cfg = EngineConfig {
-//!     layer: Some("layer4".into()),
+//!     layers: vec!["layer4".into()],
 //!     size: [64, 64],
 //!     targets: TargetSpec::TopK(2),
 //!     read_maps: true,

@@ -94,7 +94,7 @@ fn check(fx: &Fixture, ctx: GpuContext, backward_rows: Option<usize>, batch: usi
     // The same list for every image is also the CLI's `--target 3,7`.
     let shared = lists.iter().all(|l| *l == lists[0]);
     let cfg = EngineConfig {
-        layer: Some(fx.layer.clone()),
+        layers: vec![fx.layer.clone()],
         size: fx.size,
         batch,
         targets: if shared && targets == TargetSpec::PerImage(per_image) {

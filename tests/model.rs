@@ -166,7 +166,7 @@ fn fusion_keeps_the_target_output() {
     let m = Model::from_weights(detweights::generate(&spec, 3), None).unwrap();
     let node = |n: &str| m.graph.find(n).unwrap();
     // Default: conv+bn+relu are one step.
-    let plan = Plan::new(&ctx, &m.graph, &m.weights, [64, 64], node("layer4")).unwrap();
+    let plan = Plan::new(&ctx, &m.graph, &m.weights, [64, 64], &[node("layer4")]).unwrap();
     assert!(
         !plan
             .steps
@@ -179,16 +179,23 @@ fn fusion_keeps_the_target_output() {
             .any(|s| s.name == "layer1.0.relu" && s.relu)
     );
     // Targeting a conv that has a BatchNorm after it keeps the BN unfolded.
-    let plan = Plan::new(&ctx, &m.graph, &m.weights, [64, 64], node("layer4.1.conv2")).unwrap();
-    assert_eq!(plan.steps[plan.target].name, "layer4.1.conv2");
+    let plan = Plan::new(
+        &ctx,
+        &m.graph,
+        &m.weights,
+        [64, 64],
+        &[node("layer4.1.conv2")],
+    )
+    .unwrap();
+    assert_eq!(plan.steps[plan.targets[0]].name, "layer4.1.conv2");
     assert!(
         plan.steps
             .iter()
             .any(|s| s.name == "layer4.1.bn2" && matches!(s.op, StepOp::Affine { .. }))
     );
     // The backward region starts at the target.
-    assert!(plan.in_region[plan.target]);
-    assert!(!plan.in_region[plan.target - 1]);
+    assert!(plan.in_region[plan.targets[0]]);
+    assert!(!plan.in_region[plan.targets[0] - 1]);
 }
 
 #[test]
@@ -206,7 +213,7 @@ fn any_layer_explains_and_errors_are_values() {
         "classifier.0",
     ] {
         let cfg = EngineConfig {
-            layer: Some(layer.into()),
+            layers: vec![layer.into()],
             size: [32, 40],
             batch: 2,
             targets: TargetSpec::TopK(2),
@@ -225,7 +232,7 @@ fn any_layer_explains_and_errors_are_values() {
         assert_eq!(r[0].targets[0].map, r[1].targets[0].map, "{layer}");
     }
     let bad = EngineConfig {
-        layer: Some("features.99".into()),
+        layers: vec!["features.99".into()],
         ..Default::default()
     };
     assert!(matches!(

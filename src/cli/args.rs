@@ -31,12 +31,19 @@ pub struct ExplainArgs {
     /// Architecture (e.g. resnet50, vgg16_bn); inferred from the tensor names if omitted.
     #[arg(long)]
     pub arch: Option<String>,
-    /// Target layer as a torchvision module path (e.g. layer4, features.29).
+    /// Target layer as a torchvision module path (e.g. layer4, features.29). Repeat for
+    /// several layers: their normalised maps are fused (see --fuse).
     #[arg(long)]
-    pub layer: Option<String>,
+    pub layer: Vec<String>,
     /// CAM method.
-    #[arg(long, default_value = "gradcam")]
+    #[arg(long, default_value = "gradcam", value_parser = methods())]
     pub method: String,
+    /// How the maps of several --layer are fused: mean (pytorch-grad-cam) or max (torch-cam).
+    #[arg(long, default_value = "mean", value_parser = ["mean", "max"])]
+    pub fuse: String,
+    /// Replace the channel sum by the first principal component of the weighted activations.
+    #[arg(long)]
+    pub eigen_smooth: bool,
     /// Classes to explain: top1, topK, all, or a list like 3,7.
     #[arg(long, default_value = "top1")]
     pub target: String,
@@ -58,6 +65,14 @@ pub struct ExplainArgs {
     /// Also write each map as float32 .npy in [0, 1].
     #[arg(long)]
     pub save_cam: bool,
+}
+
+fn methods() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        gradcam_wgpu::engine::METHODS
+            .iter()
+            .map(|(_, name, help)| clap::builder::PossibleValue::new(*name).help(*help)),
+    )
 }
 
 /// Parses `HxW` or `N`.

@@ -2,18 +2,14 @@
 
 use super::args::{ExplainArgs, parse_rgb, parse_size};
 use super::{inputs, outputs};
+use gradcam_wgpu::engine::Method;
 use gradcam_wgpu::{Engine, EngineConfig, Error, GpuContext, Model, Result, TargetSpec};
 use rayon::prelude::*;
 use std::path::PathBuf;
 
 /// Runs the job; returns how many inputs failed. Errors are fatal (model, layer, args).
 pub fn run(a: &ExplainArgs) -> Result<usize> {
-    if a.method != "gradcam" {
-        return Err(Error::Invalid(format!(
-            "--method `{}` is not available yet; supported: gradcam",
-            a.method
-        )));
-    }
+    let method: Method = a.method.parse()?;
     let size = parse_size(&a.size).map_err(Error::Invalid)?;
     let mean = parse_rgb("mean", &a.mean).map_err(Error::Invalid)?;
     let std = parse_rgb("std", &a.std).map_err(Error::Invalid)?;
@@ -31,7 +27,10 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
     let model = Model::load(&model_path, a.arch.as_deref())?;
     let ctx = GpuContext::new()?;
     let cfg = EngineConfig {
-        layer: a.layer.clone(),
+        layers: a.layer.clone(),
+        method,
+        fuse: a.fuse.parse()?,
+        eigen_smooth: a.eigen_smooth,
         size,
         batch: a.batch,
         targets,
@@ -42,10 +41,11 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
     };
     let mut engine = Engine::new(ctx, &model, cfg)?;
     eprintln!(
-        "{} on {}; layer {}; batch {}",
+        "{} {} on {}; layer {}; batch {}",
         model.arch,
+        method.name(),
         engine.context().describe(),
-        engine.layer(),
+        engine.layers().join(", "),
         engine.batch_size()
     );
 

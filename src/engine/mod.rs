@@ -1,11 +1,18 @@
 //! The engine: runs forward, target seeding, the backward pass down to the target layer and
 //! the CAM stage as one command buffer per batch, with buffers kept across batches.
 
+pub mod method;
 pub mod plan;
 pub mod targets;
 
+pub use method::{Fuse, METHODS, Method};
 pub use plan::{Plan, Step, StepOp};
 pub use targets::TargetSpec;
+
+use crate::ops::cam::{CamShape, Term};
+use crate::ops::eigen::EigenKernels;
+use crate::ops::eltwise::Merge;
+use method::Recipe;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext, buffer, record_all};
@@ -23,8 +30,14 @@ const BACKWARD_BUDGET: u64 = 1 << 30;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Target layer (torchvision module path); `None` picks the model's default.
-    pub layer: Option<String>,
+    /// Target layers (torchvision module paths); empty picks the model's default. Several
+    /// layers give one map fused from the per-layer maps.
+    pub layers: Vec<String>,
+    pub method: Method,
+    /// How several layers' maps are fused.
+    pub fuse: Fuse,
+    /// Replace the channel sum by the first principal component of the weighted terms.
+    pub eigen_smooth: bool,
     /// Model input size `[H, W]`.
     pub size: [usize; 2],
     /// Images per batch (lowered if one binding can't hold that many).
@@ -41,7 +54,10 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            layer: None,
+            layers: Vec::new(),
+            method: Method::GradCam,
+            fuse: Fuse::Mean,
+            eigen_smooth: false,
             size: [224, 224],
             batch: 8,
             targets: TargetSpec::TopK(1),
@@ -75,7 +91,10 @@ pub struct Engine {
     ops: Ops,
     plan: Plan,
     cfg: EngineConfig,
-    layer: String,
+    layers: Vec<String>,
+    recipe: Recipe,
+    /// CAM: the classifier weight `[classes, channels]`.
+    classifier: Option<wgpu::Buffer>,
     classes: usize,
     /// Targets per image.
     per_image: usize,
@@ -93,7 +112,12 @@ pub struct Engine {
     pixels: wgpu::Buffer,
     targets: wgpu::Buffer,
     alpha: wgpu::Buffer,
+    /// Per-element terms for the eigen projection, and its work space.
+    terms: wgpu::Buffer,
+    eigen_work: wgpu::Buffer,
     cam_small: wgpu::Buffer,
+    /// One layer's upsampled map when several layers are fused.
+    layer_map: wgpu::Buffer,
     cam_big: wgpu::Buffer,
     overlay: wgpu::Buffer,
     forward_cache: HashMap<usize, Vec<Dispatch>>,
@@ -103,21 +127,32 @@ pub struct Engine {
 impl Engine {
     pub fn new(ctx: GpuContext, model: &Model, cfg: EngineConfig) -> Result<Self> {
         let graph = &model.graph;
-        let layer = cfg
-            .layer
-            .clone()
-            .unwrap_or_else(|| model.default_layer.clone());
-        let target_node = graph.find(&layer).ok_or_else(|| Error::UnknownLayer {
-            name: layer.clone(),
-            valid: graph.layer_names().join(", "),
+        let recipe = cfg.method.recipe().ok_or_else(|| {
+            Error::Invalid(format!(
+                "--method {} is not available yet",
+                cfg.method.name()
+            ))
         })?;
-        if target_node == 0 {
-            return Err(Error::Invalid("the input is not a layer to explain".into()));
+        let layers = if cfg.layers.is_empty() {
+            vec![model.default_layer.clone()]
+        } else {
+            cfg.layers.clone()
+        };
+        let mut target_nodes = Vec::new();
+        for layer in &layers {
+            let node = graph.find(layer).ok_or_else(|| Error::UnknownLayer {
+                name: layer.clone(),
+                valid: graph.layer_names().join(", "),
+            })?;
+            if node == 0 {
+                return Err(Error::Invalid("the input is not a layer to explain".into()));
+            }
+            target_nodes.push(node);
         }
         if cfg.batch == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
-        let plan = Plan::new(&ctx, graph, &model.weights, cfg.size, target_node)?;
+        let plan = Plan::new(&ctx, graph, &model.weights, cfg.size, &target_nodes)?;
         let classes = plan.steps.last().expect("plan has steps").shape[0];
         let per_image = cfg.targets.count(classes)?;
         let ops = Ops::new(&ctx);
@@ -150,13 +185,33 @@ impl Engine {
             .map(|&s| numel(&plan.steps[s]))
             .max()
             .unwrap_or(1);
-        let t = &plan.steps[plan.target];
-        let row_bytes_max = (region_max.max((h * w) as u64)) * 4;
+        let tsteps: Vec<&Step> = plan.targets.iter().map(|&t| &plan.steps[t]).collect();
+        let max_c = tsteps.iter().map(|t| t.shape[0]).max().unwrap_or(1) as u64;
+        let max_numel = tsteps.iter().map(|t| numel(t)).max().unwrap_or(1);
+        let max_plane = tsteps
+            .iter()
+            .map(|t| (t.shape[1] * t.shape[2]) as u64)
+            .max()
+            .unwrap_or(1);
+        let eigen = cfg.eigen_smooth || matches!(recipe, Recipe::Eigen(_));
+        let term_len = if eigen { max_numel } else { 1 };
+        let work_len = if eigen {
+            tsteps
+                .iter()
+                .map(|t| EigenKernels::work_len(t.shape[0], t.shape[1] * t.shape[2]) as u64)
+                .max()
+                .unwrap_or(1)
+        } else {
+            1
+        };
+        let row_bytes_max = (region_max.max((h * w) as u64).max(term_len)) * 4;
         let row_bytes_total = (region.iter().map(|&s| numel(&plan.steps[s])).sum::<u64>()
             + 2 * region_max
-            + t.shape[0] as u64
-            + numel(t)
-            + 2 * (h * w) as u64)
+            + max_c
+            + term_len
+            + work_len
+            + max_plane
+            + 3 * (h * w) as u64)
             * 4;
         let rows_fit = ((ctx.max_binding / row_bytes_max) as usize)
             .min((BACKWARD_BUDGET / row_bytes_total).max(1) as usize)
@@ -186,13 +241,28 @@ impl Engine {
             .map(|(s, &r)| r.then(|| buffer::storage(&ctx, "grad", cap_rows as u64 * numel(s) * 4)))
             .collect();
         let rows = cap_rows as u64;
+        let classifier = match recipe {
+            Recipe::Classifier => Some(classifier_weight(&ctx, model, &plan)?),
+            _ => None,
+        };
         Ok(Self {
             scratch_mask: buffer::storage(&ctx, "scratch", rows * region_max * 4),
             scratch_contrib: buffer::storage(&ctx, "scratch", rows * region_max * 4),
             pixels: buffer::storage(&ctx, "pixels", (cap_n * h * w * 4) as u64),
             targets: buffer::storage(&ctx, "targets", (cap_n * per_image * 4) as u64),
-            alpha: buffer::storage(&ctx, "alpha", rows * t.shape[0] as u64 * 4),
-            cam_small: buffer::storage(&ctx, "cam", rows * (t.shape[1] * t.shape[2]) as u64 * 4),
+            alpha: buffer::storage(&ctx, "alpha", rows * max_c * 4),
+            terms: buffer::storage(&ctx, "terms", rows * term_len * 4),
+            eigen_work: buffer::storage(&ctx, "eigen", rows * work_len * 4),
+            cam_small: buffer::storage(&ctx, "cam", rows * max_plane * 4),
+            layer_map: buffer::storage(
+                &ctx,
+                "cam",
+                if layers.len() > 1 {
+                    rows * (h * w) as u64 * 4
+                } else {
+                    16
+                },
+            ),
             cam_big: buffer::storage(&ctx, "cam", rows * (h * w) as u64 * 4),
             overlay: buffer::storage(&ctx, "overlay", rows * (h * w) as u64 * 4),
             acts,
@@ -202,8 +272,10 @@ impl Engine {
             ctx,
             ops,
             plan,
+            classifier,
+            recipe,
             cfg,
-            layer,
+            layers,
             classes,
             per_image,
             cap_n,
@@ -220,8 +292,9 @@ impl Engine {
     pub fn batch_size(&self) -> usize {
         self.cap_n
     }
-    pub fn layer(&self) -> &str {
-        &self.layer
+    /// The target layers, as given or defaulted.
+    pub fn layers(&self) -> &[String] {
+        &self.layers
     }
     pub fn num_classes(&self) -> usize {
         self.classes
@@ -517,6 +590,110 @@ impl Engine {
     }
 
     /// Backward from the seeded logits to the target, then the CAM stage, for `n * tc` rows.
+    /// Per layer: the method's map at the layer's resolution, ReLU, min-max, upsampling;
+    /// then the layers fused, min-max again and the overlay.
+    fn cam_stage(&self, d: &mut Vec<Dispatch>, n: usize, tc: usize) {
+        let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
+        let rows = n * tc;
+        let [h, w] = self.cfg.size;
+        let layers = self.plan.targets.len();
+        for (li, &t) in self.plan.targets.iter().enumerate() {
+            let [c, th, tw] = self.plan.steps[t].shape;
+            let shape = CamShape {
+                rows,
+                channels: c,
+                plane: th * tw,
+                rep: tc,
+            };
+            let a = self.act(t);
+            let g = self.grads[t]
+                .as_ref()
+                .filter(|_| self.cfg.method.needs_gradients())
+                .unwrap_or(dummy);
+            let term = match self.recipe {
+                Recipe::Weights(how) => {
+                    d.push(ops.cam.weights(ctx, &shape, how, a, g, &self.alpha, dummy));
+                    Term::Weighted
+                }
+                Recipe::Classifier => {
+                    let weight = self.classifier.as_ref().expect("CAM has its classifier");
+                    d.push(ops.targets.classifier_rows(
+                        ctx,
+                        n,
+                        c,
+                        self.per_image,
+                        0,
+                        tc,
+                        weight,
+                        &self.targets,
+                        &self.alpha,
+                    ));
+                    Term::Weighted
+                }
+                Recipe::Term(term) | Recipe::Eigen(term) => term,
+            };
+            if self.cfg.eigen_smooth || matches!(self.recipe, Recipe::Eigen(_)) {
+                d.push(
+                    ops.cam
+                        .product(ctx, &shape, term, a, g, &self.alpha, &self.terms),
+                );
+                d.push(ops.eigen.project(
+                    ctx,
+                    rows,
+                    c,
+                    th * tw,
+                    &self.terms,
+                    &self.eigen_work,
+                    &self.cam_small,
+                ));
+            } else {
+                d.push(
+                    ops.cam
+                        .combine(ctx, &shape, term, a, g, &self.alpha, &self.cam_small),
+                );
+            }
+            d.push(
+                ops.cam
+                    .normalize(ctx, rows, th * tw, &self.cam_small, dummy),
+            );
+            let up = if layers == 1 {
+                &self.cam_big
+            } else {
+                &self.layer_map
+            };
+            d.push(
+                ops.image
+                    .upsample(ctx, rows, [th, tw], [h, w], &self.cam_small, up, dummy),
+            );
+            if layers > 1 {
+                let merge = match (self.cfg.fuse, li) {
+                    (Fuse::Mean, 0) => Merge::Set(1.0 / layers as f32),
+                    (Fuse::Mean, _) => Merge::Add(1.0 / layers as f32),
+                    (Fuse::Max, 0) => Merge::Set(1.0),
+                    (Fuse::Max, _) => Merge::Max,
+                };
+                d.push(ops.eltwise.combine_into(
+                    ctx,
+                    rows * h * w,
+                    merge,
+                    &self.layer_map,
+                    &self.cam_big,
+                    dummy,
+                ));
+            }
+        }
+        d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
+        d.push(ops.image.overlay(
+            ctx,
+            rows,
+            tc,
+            [h, w],
+            &self.pixels,
+            &self.cam_big,
+            &self.overlay,
+        ));
+    }
+
     fn backward_and_cam(&self, n: usize, tc: usize) -> Vec<Dispatch> {
         let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
         let rows = n * tc;
@@ -525,7 +702,13 @@ impl Engine {
         let numel = |s: usize| steps[s].shape[0] * steps[s].shape[1] * steps[s].shape[2];
         let mut written = vec![false; steps.len()];
         let mut d = Vec::new();
-        for s in (self.plan.target + 1..steps.len()).rev() {
+        let lowest = *self.plan.targets.iter().min().expect("at least one target");
+        let backward = if self.cfg.method.needs_gradients() {
+            lowest + 1
+        } else {
+            steps.len()
+        };
+        for s in (backward..steps.len()).rev() {
             if !self.plan.in_region[s] {
                 continue;
             }
@@ -630,46 +813,50 @@ impl Engine {
                 }
             }
         }
-        let t = self.plan.target;
-        let [c, th, tw] = steps[t].shape;
-        let [h, w] = self.cfg.size;
-        d.push(
-            ops.cam
-                .alpha(ctx, rows, c, th * tw, grad(t), &self.alpha, dummy),
-        );
-        d.push(ops.cam.weighted_sum(
-            ctx,
-            rows,
-            c,
-            th * tw,
-            tc,
-            self.act(t),
-            &self.alpha,
-            &self.cam_small,
-        ));
-        d.push(
-            ops.cam
-                .normalize(ctx, rows, th * tw, &self.cam_small, dummy),
-        );
-        d.push(ops.image.upsample(
-            ctx,
-            rows,
-            [th, tw],
-            [h, w],
-            &self.cam_small,
-            &self.cam_big,
-            dummy,
-        ));
-        d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
-        d.push(ops.image.overlay(
-            ctx,
-            rows,
-            tc,
-            [h, w],
-            &self.pixels,
-            &self.cam_big,
-            &self.overlay,
-        ));
+        self.cam_stage(&mut d, n, tc);
         d
     }
+}
+
+/// CAM needs a global-average-pool + linear head right after the target layer; returns the
+/// linear weight `[classes, channels]` on the device.
+fn classifier_weight(ctx: &GpuContext, model: &Model, plan: &Plan) -> Result<wgpu::Buffer> {
+    let bad = || {
+        Error::Invalid(
+            "--method cam needs the target layer to feed a global average pool and a linear \
+             classifier (e.g. layer4 of a ResNet); use gradcam for other heads"
+                .into(),
+        )
+    };
+    if plan.targets.len() != 1 {
+        return Err(Error::Invalid("--method cam takes one --layer".into()));
+    }
+    let t = plan.targets[0];
+    let rest: Vec<&Step> = plan.steps[t + 1..]
+        .iter()
+        .filter(|s| !matches!(s.op, StepOp::Alias))
+        .collect();
+    let [c, _, _] = plan.steps[t].shape;
+    match rest[..] {
+        [pool, lin]
+            if matches!(pool.op, StepOp::AdaptiveAvgPool)
+                && pool.shape == [c, 1, 1]
+                && matches!(lin.op, StepOp::Linear { .. })
+                && !lin.relu => {}
+        _ => return Err(bad()),
+    }
+    let node = model
+        .graph
+        .nodes
+        .iter()
+        .find(|n| n.name == plan.steps.last().expect("steps").name)
+        .ok_or_else(bad)?;
+    let crate::model::Op::Linear { weight, .. } = &node.op else {
+        return Err(bad());
+    };
+    Ok(buffer::storage_f32(
+        ctx,
+        weight,
+        &model.weights.get(weight)?.data,
+    ))
 }

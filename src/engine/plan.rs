@@ -47,10 +47,10 @@ pub struct Step {
 
 pub struct Plan {
     pub steps: Vec<Step>,
-    /// The step whose output is the target layer's activations.
-    pub target: usize,
-    /// Steps whose gradient the backward pass computes: the target and everything after it
-    /// that depends on it.
+    /// The steps whose outputs are the target layers' activations, in the order asked.
+    pub targets: Vec<usize>,
+    /// Steps whose gradient the backward pass computes: the targets and everything after
+    /// them that the output depends on.
     pub in_region: Vec<bool>,
 }
 
@@ -69,7 +69,7 @@ impl Plan {
         graph: &Graph,
         weights: &Weights,
         size: [usize; 2],
-        target_node: usize,
+        target_nodes: &[usize],
     ) -> Result<Self> {
         let shapes = graph.shapes(size)?;
         let mut consumers = vec![0usize; graph.nodes.len()];
@@ -79,8 +79,8 @@ impl Plan {
             }
         }
         // Fuse a node into its producer's step only if the producer's own output is not
-        // needed by anything else: one consumer, and not the target.
-        let fusable = |p: usize| consumers[p] == 1 && p != target_node;
+        // needed by anything else: one consumer, and not a target.
+        let fusable = |p: usize| consumers[p] == 1 && !target_nodes.contains(&p);
         let mut pending: Vec<Pending> = Vec::new();
         let mut step_of = vec![usize::MAX; graph.nodes.len()];
         for (i, n) in graph.nodes.iter().enumerate() {
@@ -131,8 +131,7 @@ impl Plan {
                 relu: false,
             });
         }
-        let target = step_of[target_node];
-        debug_assert_eq!(pending[target].out_node, target_node);
+        let targets: Vec<usize> = target_nodes.iter().map(|&t| step_of[t]).collect();
 
         let mut steps = Vec::with_capacity(pending.len());
         for p in &pending {
@@ -145,11 +144,13 @@ impl Plan {
                 relu: p.relu,
             });
         }
-        // The region: descendants of the target that the output depends on.
+        // The region: descendants of the targets that the output depends on.
         let mut from_target = vec![false; steps.len()];
-        from_target[target] = true;
-        for s in target + 1..steps.len() {
-            from_target[s] = steps[s].inputs.iter().any(|&i| from_target[i]);
+        for &t in &targets {
+            from_target[t] = true;
+        }
+        for s in 0..steps.len() {
+            from_target[s] |= steps[s].inputs.iter().any(|&i| from_target[i]);
         }
         let mut to_output = vec![false; steps.len()];
         to_output[steps.len() - 1] = true;
@@ -165,15 +166,15 @@ impl Plan {
             .zip(&to_output)
             .map(|(a, b)| *a && *b)
             .collect();
-        if !in_region[steps.len() - 1] {
+        if let Some(&t) = targets.iter().find(|&&t| !in_region[t]) {
             return Err(Error::Invalid(format!(
                 "the output does not depend on layer `{}`",
-                graph.nodes[target_node].name
+                steps[t].name
             )));
         }
         Ok(Self {
             steps,
-            target,
+            targets,
             in_region,
         })
     }

@@ -1,36 +1,141 @@
-//! Grad-CAM reductions: alpha, the weighted channel sum, min-max normalisation
-//! (shaders/cam.wgsl).
+//! CAM reductions shared by every method (shaders/cam.wgsl).
 
 use super::{module, u};
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel, grid};
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct CamParams {
     rows: u32,
     channels: u32,
     plane: u32,
     rep: u32,
+    mode: u32,
+    _p: [u32; 3],
+}
+
+/// How per-channel weights come from gradients (and activations).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weighting {
+    /// Spatial mean of the gradients (Grad-CAM's alpha).
+    Mean = 0,
+    /// Grad-CAM++: sum of ReLU(g) * g^2 / (2 g^2 + sum(A) g^3 + 1e-6).
+    PlusPlus = 1,
+    /// XGrad-CAM: sum of g * A / (sum(A) + 1e-7).
+    XGrad = 2,
+}
+
+/// The per-element term that a map sums over channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Term {
+    /// w[row, c] * A.
+    Weighted = 0,
+    /// G * A (HiResCAM, EigenGradCAM).
+    GradAct = 1,
+    /// ReLU(G * A) (element-wise Grad-CAM).
+    ReluGradAct = 2,
+    /// ReLU(G) * A (LayerCAM).
+    ReluGradTimesAct = 3,
+    /// A (EigenCAM).
+    Act = 4,
+}
+
+/// Shapes of one CAM reduction: `rows` (image, target) pairs, activations of `rows / rep`
+/// images with `channels` x `plane` values.
+#[derive(Clone, Copy, Debug)]
+pub struct CamShape {
+    pub rows: usize,
+    pub channels: usize,
+    pub plane: usize,
+    pub rep: usize,
+}
+
+impl CamShape {
+    fn params(&self, mode: u32) -> CamParams {
+        CamParams {
+            rows: u(self.rows),
+            channels: u(self.channels),
+            plane: u(self.plane),
+            rep: u(self.rep.max(1)),
+            mode,
+            _p: [0; 3],
+        }
+    }
 }
 
 pub struct CamKernels {
-    alpha: Kernel,
-    weighted_sum: Kernel,
+    weights: Kernel,
+    combine: Kernel,
+    product: Kernel,
     normalize: Kernel,
 }
 
 impl CamKernels {
     pub fn new(ctx: &GpuContext) -> Self {
         let m = module(ctx, "cam.wgsl");
-        let st = [Access::Read, Access::Read, Access::ReadWrite];
+        let st = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
         Self {
-            alpha: Kernel::new(ctx, &m, "alpha_mean", &st, &[], 64),
-            weighted_sum: Kernel::new(ctx, &m, "weighted_sum", &st, &[], 64),
+            weights: Kernel::new(ctx, &m, "channel_weights", &st, &[], 64),
+            combine: Kernel::new(ctx, &m, "combine", &st, &[], 64),
+            product: Kernel::new(ctx, &m, "product", &st, &[], 64),
             normalize: Kernel::new(ctx, &m, "minmax_normalize", &st, &[], 256),
         }
     }
 
-    /// alpha[row, c] = spatial mean of gradients[row, c].
+    /// weights[row, c] from gradients[row] and activations[row / rep].
+    pub fn weights(
+        &self,
+        ctx: &GpuContext,
+        s: &CamShape,
+        how: Weighting,
+        activations: &wgpu::Buffer,
+        gradients: &wgpu::Buffer,
+        weights: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = s.params(how as u32);
+        let bufs = [activations, gradients, dummy, weights];
+        self.weights
+            .dispatch(ctx, &p, &bufs, (s.rows * s.channels) as u64)
+    }
+
+    /// cam[row, s] = ReLU(sum_c term). Unused inputs may be `dummy`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn combine(
+        &self,
+        ctx: &GpuContext,
+        s: &CamShape,
+        term: Term,
+        activations: &wgpu::Buffer,
+        gradients: &wgpu::Buffer,
+        weights: &wgpu::Buffer,
+        cam: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = s.params(term as u32);
+        let bufs = [activations, gradients, weights, cam];
+        self.combine
+            .dispatch(ctx, &p, &bufs, (s.rows * s.plane) as u64)
+    }
+
+    /// out[row, c, s] = term.
+    #[allow(clippy::too_many_arguments)]
+    pub fn product(
+        &self,
+        ctx: &GpuContext,
+        s: &CamShape,
+        term: Term,
+        activations: &wgpu::Buffer,
+        gradients: &wgpu::Buffer,
+        weights: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = s.params(term as u32);
+        let bufs = [activations, gradients, weights, out];
+        let n = (s.rows * s.channels * s.plane) as u64;
+        self.product.dispatch(ctx, &p, &bufs, n)
+    }
+
+    /// alpha[row, c] = spatial mean of gradients[row, c] (Grad-CAM's weights).
     #[allow(clippy::too_many_arguments)]
     pub fn alpha(
         &self,
@@ -42,18 +147,13 @@ impl CamKernels {
         alpha: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = CamParams {
-            rows: u(rows),
-            channels: u(channels),
-            plane: u(plane),
+        let s = CamShape {
+            rows,
+            channels,
+            plane,
             rep: 1,
         };
-        self.alpha.dispatch(
-            ctx,
-            &p,
-            &[gradients, dummy, alpha],
-            (rows * channels) as u64,
-        )
+        self.weights(ctx, &s, Weighting::Mean, dummy, gradients, alpha, dummy)
     }
 
     /// cam[row] = ReLU(sum_c alpha[row, c] * activations[row / rep, c]).
@@ -69,14 +169,14 @@ impl CamKernels {
         alpha: &wgpu::Buffer,
         cam: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = CamParams {
-            rows: u(rows),
-            channels: u(channels),
-            plane: u(plane),
-            rep: u(rep),
+        let s = CamShape {
+            rows,
+            channels,
+            plane,
+            rep,
         };
-        self.weighted_sum
-            .dispatch(ctx, &p, &[activations, alpha, cam], (rows * plane) as u64)
+        // The gradient binding is unused by this term; alpha stands in (read-only twice is fine).
+        self.combine(ctx, &s, Term::Weighted, activations, alpha, alpha, cam)
     }
 
     /// In place: each of `rows` maps of `plane` values becomes (x - min) / (1e-7 + max - min).
@@ -88,16 +188,16 @@ impl CamKernels {
         maps: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = CamParams {
-            rows: u(rows),
+        let s = CamShape {
+            rows,
             channels: 0,
-            plane: u(plane),
+            plane,
             rep: 1,
         };
         self.normalize.dispatch_groups(
             ctx,
-            &p,
-            &[dummy, dummy, maps],
+            &s.params(0),
+            &[dummy, dummy, dummy, maps],
             grid(rows as u64, ctx.max_workgroups_per_dim),
         )
     }

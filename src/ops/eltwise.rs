@@ -12,12 +12,14 @@ struct EltParams {
     channels: u32,
     plane: u32,
     flags: u32,
-    _p0: u32,
+    scale: f32,
     _p1: u32,
 }
 
 const FLAG_RELU: u32 = 1;
 const FLAG_ACCUMULATE: u32 = 4;
+const FLAG_MAX: u32 = 8;
+const FLAG_SCALE: u32 = 16;
 
 pub struct EltwiseKernels {
     add: Kernel,
@@ -159,6 +161,43 @@ impl EltwiseKernels {
         let p = EltParams {
             len: u(len),
             flags: accumulate as u32 * FLAG_ACCUMULATE,
+            ..Default::default()
+        };
+        Self::run(&self.add_into, ctx, p, [src, dummy, dst])
+    }
+}
+
+/// How [`EltwiseKernels::combine_into`] merges into its destination.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Merge {
+    /// dst = scale * src
+    Set(f32),
+    /// dst += scale * src
+    Add(f32),
+    /// dst = max(dst, src)
+    Max,
+}
+
+impl EltwiseKernels {
+    /// Merges `src` into `dst` element-wise.
+    pub fn combine_into(
+        &self,
+        ctx: &GpuContext,
+        len: usize,
+        merge: Merge,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let (flags, scale) = match merge {
+            Merge::Set(s) => (FLAG_SCALE, s),
+            Merge::Add(s) => (FLAG_SCALE | FLAG_ACCUMULATE, s),
+            Merge::Max => (FLAG_MAX, 1.0),
+        };
+        let p = EltParams {
+            len: u(len),
+            flags,
+            scale,
             ..Default::default()
         };
         Self::run(&self.add_into, ctx, p, [src, dummy, dst])

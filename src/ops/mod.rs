@@ -4,6 +4,7 @@
 
 pub mod cam;
 pub mod conv;
+pub mod eigen;
 pub mod eltwise;
 pub mod image;
 pub mod linear;
@@ -15,6 +16,7 @@ use crate::gpu::{GpuContext, buffer};
 /// Every kernel of the engine, compiled once per device.
 pub struct Ops {
     pub conv: conv::ConvKernels,
+    pub eigen: eigen::EigenKernels,
     pub pool: pool::PoolKernels,
     pub linear: linear::LinearKernels,
     pub eltwise: eltwise::EltwiseKernels,
@@ -29,6 +31,7 @@ impl Ops {
     pub fn new(ctx: &GpuContext) -> Self {
         Self {
             conv: conv::ConvKernels::new(ctx),
+            eigen: eigen::EigenKernels::new(ctx),
             pool: pool::PoolKernels::new(ctx),
             linear: linear::LinearKernels::new(ctx),
             eltwise: eltwise::EltwiseKernels::new(ctx),
@@ -44,6 +47,7 @@ impl Ops {
 pub const SHADERS: &[(&str, &str)] = &[
     ("cam.wgsl", include_str!("../../shaders/cam.wgsl")),
     ("conv.wgsl", include_str!("../../shaders/conv.wgsl")),
+    ("eigen.wgsl", include_str!("../../shaders/eigen.wgsl")),
     ("eltwise.wgsl", include_str!("../../shaders/eltwise.wgsl")),
     ("image.wgsl", include_str!("../../shaders/image.wgsl")),
     ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),

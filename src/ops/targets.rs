@@ -17,6 +17,7 @@ struct TargetParams {
 pub struct TargetKernels {
     topk: Kernel,
     seed: Kernel,
+    classifier: Kernel,
 }
 
 impl TargetKernels {
@@ -26,6 +27,7 @@ impl TargetKernels {
         Self {
             topk: Kernel::new(ctx, &m, "topk", &st, &[], 64),
             seed: Kernel::new(ctx, &m, "seed_onehot", &st, &[], 64),
+            classifier: Kernel::new(ctx, &m, "classifier_rows", &st, &[], 64),
         }
     }
 
@@ -78,6 +80,37 @@ impl TargetKernels {
             &p,
             &[dummy, targets, seed],
             (images * tc * classes) as u64,
+        )
+    }
+
+    /// rows[(n, j), :] = weight[class of target t0 + j of image n, :] (`weight` is
+    /// `[classes, channels]`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn classifier_rows(
+        &self,
+        ctx: &GpuContext,
+        images: usize,
+        channels: usize,
+        k: usize,
+        t0: usize,
+        tc: usize,
+        weight: &wgpu::Buffer,
+        targets: &wgpu::Buffer,
+        rows: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = TargetParams {
+            images: u(images),
+            classes: u(channels),
+            k: u(k),
+            t0: u(t0),
+            tc: u(tc),
+            ..Default::default()
+        };
+        self.classifier.dispatch(
+            ctx,
+            &p,
+            &[weight, targets, rows],
+            (images * tc * channels) as u64,
         )
     }
 }

@@ -1,0 +1,176 @@
+//! CAM methods. Each is a small recipe over the shared reductions in `ops::cam`.
+
+use crate::error::{Error, Result};
+use crate::ops::cam::{Term, Weighting};
+use std::str::FromStr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    GradCam,
+    HiResCam,
+    GradCamElementWise,
+    GradCamPlusPlus,
+    XGradCam,
+    LayerCam,
+    EigenCam,
+    EigenGradCam,
+    ScoreCam,
+    AblationCam,
+    GuidedGradCam,
+    FullGrad,
+    Cam,
+}
+
+/// (method, CLI name, one-line description).
+pub const METHODS: &[(Method, &str, &str)] = &[
+    (
+        Method::GradCam,
+        "gradcam",
+        "channel weights = spatial mean of the gradients",
+    ),
+    (
+        Method::HiResCam,
+        "hirescam",
+        "sum over channels of gradients x activations",
+    ),
+    (
+        Method::GradCamElementWise,
+        "gradcam-elementwise",
+        "sum over channels of ReLU(gradients x activations)",
+    ),
+    (
+        Method::GradCamPlusPlus,
+        "gradcam++",
+        "weights from positive gradients with Grad-CAM++'s alpha",
+    ),
+    (
+        Method::XGradCam,
+        "xgradcam",
+        "weights = sum(gradients x activations) / sum(activations)",
+    ),
+    (
+        Method::LayerCam,
+        "layercam",
+        "sum over channels of ReLU(gradients) x activations",
+    ),
+    (
+        Method::EigenCam,
+        "eigencam",
+        "first principal component of the activations (no gradients)",
+    ),
+    (
+        Method::EigenGradCam,
+        "eigengradcam",
+        "first principal component of gradients x activations",
+    ),
+    (
+        Method::ScoreCam,
+        "scorecam",
+        "weights = softmax of the target score of the input masked by each channel",
+    ),
+    (
+        Method::AblationCam,
+        "ablationcam",
+        "weights = relative score drop when each channel is ablated",
+    ),
+    (
+        Method::GuidedGradCam,
+        "guided-gradcam",
+        "guided backpropagation to the input times the Grad-CAM map",
+    ),
+    (
+        Method::FullGrad,
+        "fullgrad",
+        "input-gradient and bias-gradient maps of every layer (ignores --layer)",
+    ),
+    (
+        Method::Cam,
+        "cam",
+        "weights = the classifier row of the class (global-average-pool + linear heads)",
+    ),
+];
+
+/// How a method turns one layer's activations (and gradients) into a map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Recipe {
+    /// Per-channel weights from gradients, then the weighted channel sum.
+    Weights(Weighting),
+    /// Weights are the classifier's row for the class.
+    Classifier,
+    /// A per-element term summed over channels.
+    Term(Term),
+    /// The first principal component of a per-element term.
+    Eigen(Term),
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        METHODS
+            .iter()
+            .find(|m| m.0 == self)
+            .map(|m| m.1)
+            .expect("every method is listed")
+    }
+
+    pub(crate) fn recipe(self) -> Option<Recipe> {
+        Some(match self {
+            Method::GradCam | Method::GuidedGradCam => Recipe::Weights(Weighting::Mean),
+            Method::GradCamPlusPlus => Recipe::Weights(Weighting::PlusPlus),
+            Method::XGradCam => Recipe::Weights(Weighting::XGrad),
+            Method::Cam => Recipe::Classifier,
+            Method::HiResCam => Recipe::Term(Term::GradAct),
+            Method::GradCamElementWise => Recipe::Term(Term::ReluGradAct),
+            Method::LayerCam => Recipe::Term(Term::ReluGradTimesAct),
+            Method::EigenCam => Recipe::Eigen(Term::Act),
+            Method::EigenGradCam => Recipe::Eigen(Term::GradAct),
+            Method::ScoreCam | Method::AblationCam | Method::FullGrad => return None,
+        })
+    }
+
+    /// Whether the method needs the backward pass.
+    pub fn needs_gradients(self) -> bool {
+        !matches!(
+            self,
+            Method::EigenCam | Method::Cam | Method::ScoreCam | Method::AblationCam
+        )
+    }
+}
+
+impl FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        METHODS
+            .iter()
+            .find(|m| m.1 == s)
+            .map(|m| m.0)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "unknown --method `{s}`; available: {}",
+                    METHODS.iter().map(|m| m.1).collect::<Vec<_>>().join(", ")
+                ))
+            })
+    }
+}
+
+/// How maps of several layers are fused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Fuse {
+    /// pytorch-grad-cam: the mean of the per-layer normalised maps.
+    #[default]
+    Mean,
+    /// torch-cam: their element-wise maximum.
+    Max,
+}
+
+impl FromStr for Fuse {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mean" => Ok(Fuse::Mean),
+            "max" => Ok(Fuse::Max),
+            _ => Err(Error::Invalid(format!(
+                "--fuse `{s}`: expected mean or max"
+            ))),
+        }
+    }
+}
