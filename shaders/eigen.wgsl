@@ -1,114 +1,155 @@
 // First principal component projection, pytorch-grad-cam's get_2d_projection: for each row,
-// M = X^T (plane x C) centred per channel; v1 = top right singular vector of M, found by power
-// iteration on M^T M; out = M v1. The sign of an SVD is arbitrary; ours makes the entry of
-// largest magnitude positive. One workgroup per row.
+// M = X^T (plane x C) centred per channel, v1 = top right singular vector of M, and
+// out = ReLU(M v1) (the ReLU every CAM gets before normalisation). The sign of an SVD is
+// arbitrary; ours makes the entry of largest magnitude positive.
+//
+// Barrier-free (lavapipe runs barriers slowly): the Gram matrix K of the smaller side
+// (M M^T when plane <= C, else M^T M) is raised to the power 2^J by repeated squaring, each
+// square divided by its trace so it stays bounded; K^(2^J) applied to a start vector gives the
+// top eigenvector. One invocation per output element in every entry point.
 
 struct EigenParams {
-    rows: u32, channels: u32, plane: u32, iterations: u32,
+    rows: u32, channels: u32, plane: u32, k: u32,
+    // Offsets within a row's work area; `src`/`dst` select the Gram buffers being squared.
+    src: u32, dst: u32, _p0: u32, _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: EigenParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // [rows, C, plane]
-@group(0) @binding(2) var<storage, read_write> work: array<f32>; // [rows, 2C + plane]
+@group(0) @binding(2) var<storage, read_write> work: array<f32>; // [rows, work_len]
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [rows, plane]
 
-const WG: u32 = 256u;
-var<workgroup> red: array<f32, 256>;
-var<workgroup> red_i: array<u32, 256>;
-
-fn sum_all(v: f32, lid: u32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { red[lid] += red[lid + s]; }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
+fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + wid.y * nwg.x) * 64u + lid;
 }
 
-@compute @workgroup_size(256)
-fn project(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+// Work layout per row: mean [C], trace [1], vec [k], three k x k matrices.
+fn row_len() -> u32 { return p.channels + 1u + p.k + 3u * p.k * p.k; }
+fn w_mean(row: u32) -> u32 { return row * row_len(); }
+fn w_trace(row: u32) -> u32 { return w_mean(row) + p.channels; }
+fn w_vec(row: u32) -> u32 { return w_trace(row) + 1u; }
+fn w_mat(row: u32, m: u32) -> u32 { return w_vec(row) + p.k + m * p.k * p.k; }
+
+// Centred M[s, c] of a row.
+fn m_at(row: u32, s: u32, c: u32) -> f32 {
+    return x[(row * p.channels + c) * p.plane + s] - work[w_mean(row) + c];
+}
+
+@compute @workgroup_size(64)
+fn center(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= p.rows * p.channels) { return; }
+    let row = i / p.channels;
+    let c = i % p.channels;
+    var m = 0.0;
+    for (var s = 0u; s < p.plane; s++) { m += x[(row * p.channels + c) * p.plane + s]; }
+    work[w_mean(row) + c] = m / f32(p.plane);
+}
+
+// Matrix 0 = K, copied to matrix 1 (the first squaring source).
+@compute @workgroup_size(64)
+fn gram(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    let kk = p.k * p.k;
+    if (i >= p.rows * kk) { return; }
+    let row = i / kk;
+    let a = (i % kk) / p.k;
+    let b = i % p.k;
+    var acc = 0.0;
+    if (p.plane <= p.channels) {
+        for (var c = 0u; c < p.channels; c++) { acc += m_at(row, a, c) * m_at(row, b, c); }
+    } else {
+        for (var s = 0u; s < p.plane; s++) { acc += m_at(row, s, a) * m_at(row, s, b); }
+    }
+    work[w_mat(row, 0u) + a * p.k + b] = acc;
+    work[w_mat(row, 1u) + a * p.k + b] = acc;
+}
+
+// trace of matrix `src`, one invocation per row.
+@compute @workgroup_size(64)
+fn trace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let row = linear_id(wid, nwg, lid);
     if (row >= p.rows) { return; }
-    let C = p.channels;
-    let P = p.plane;
-    let xb = row * C * P;
-    let wb = row * (2u * C + P);
-    let mean = wb;          // [C]
-    let v = wb + C;         // [C]
-    let u = wb + 2u * C;    // [P]
+    var t = 0.0;
+    for (var a = 0u; a < p.k; a++) { t += work[w_mat(row, p.src) + a * p.k + a]; }
+    work[w_trace(row)] = select(1.0, t, t > 0.0);
+}
 
-    var local = 0.0;
-    for (var c = lid; c < C; c += WG) {
-        var m = 0.0;
-        for (var s = 0u; s < P; s++) { m += x[xb + c * P + s]; }
-        work[mean + c] = m / f32(P);
-        // A fixed, generic start vector.
-        let v0 = 1.0 + 0.5 * sin(f32(c) * 1.7 + 0.3);
-        work[v + c] = v0;
-        local += v0 * v0;
+// dst = (src / trace)^2.
+@compute @workgroup_size(64)
+fn square(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    let kk = p.k * p.k;
+    if (i >= p.rows * kk) { return; }
+    let row = i / kk;
+    let a = (i % kk) / p.k;
+    let b = i % p.k;
+    let s = w_mat(row, p.src);
+    var acc = 0.0;
+    for (var l = 0u; l < p.k; l++) { acc += work[s + a * p.k + l] * work[s + l * p.k + b]; }
+    let t = work[w_trace(row)];
+    work[w_mat(row, p.dst) + a * p.k + b] = acc / (t * t);
+}
+
+// vec = K^(2^J) (matrix `src`) applied to a fixed start vector.
+@compute @workgroup_size(64)
+fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= p.rows * p.k) { return; }
+    let row = i / p.k;
+    let a = i % p.k;
+    var acc = 0.0;
+    for (var l = 0u; l < p.k; l++) {
+        acc += work[w_mat(row, p.src) + a * p.k + l] * (1.0 + 0.5 * sin(f32(l) * 1.7 + 0.3));
     }
-    let n0 = sqrt(sum_all(local, lid));
-    storageBarrier();
-    for (var c = lid; c < C; c += WG) { work[v + c] /= n0; }
-    storageBarrier();
-    workgroupBarrier();
+    work[w_vec(row) + a] = acc;
+}
 
-    for (var it = 0u; it <= p.iterations; it++) {
-        // u = M v
-        for (var s = lid; s < P; s += WG) {
-            var acc = 0.0;
-            for (var c = 0u; c < C; c++) {
-                acc += (x[xb + c * P + s] - work[mean + c]) * work[v + c];
-            }
-            work[u + s] = acc;
-        }
-        storageBarrier();
-        workgroupBarrier();
-        if (it == p.iterations) { break; }
-        // v = M^T u / |M^T u|
-        var sq = 0.0;
-        for (var c = lid; c < C; c += WG) {
-            var acc = 0.0;
-            let m = work[mean + c];
-            for (var s = 0u; s < P; s++) { acc += (x[xb + c * P + s] - m) * work[u + s]; }
-            work[v + c] = acc;
-            sq += acc * acc;
-        }
-        let norm = sqrt(sum_all(sq, lid));
-        storageBarrier();
-        workgroupBarrier();
-        if (norm > 0.0) {
-            for (var c = lid; c < C; c += WG) { work[v + c] /= norm; }
-        }
-        storageBarrier();
-        workgroupBarrier();
+// out = ReLU(sign * M v1), one invocation per row.
+@compute @workgroup_size(64)
+fn finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let row = linear_id(wid, nwg, lid);
+    if (row >= p.rows) { return; }
+    let v = w_vec(row);
+    var norm = 0.0;
+    for (var a = 0u; a < p.k; a++) { norm += work[v + a] * work[v + a]; }
+    norm = sqrt(norm);
+    if (norm == 0.0) {
+        for (var s = 0u; s < p.plane; s++) { out[row * p.plane + s] = 0.0; }
+        return;
     }
-
-    // Sign: the entry of largest magnitude (lowest index among ties) becomes positive.
+    // Either M v1 directly (K = M^T M), or sigma1 u1 with u1 the top eigenvector of K = M M^T.
+    var sigma = 1.0;
+    if (p.plane <= p.channels) {
+        var lambda = 0.0;
+        let k0 = w_mat(row, 0u);
+        for (var a = 0u; a < p.k; a++) {
+            var ka = 0.0;
+            for (var b = 0u; b < p.k; b++) { ka += work[k0 + a * p.k + b] * work[v + b]; }
+            lambda += work[v + a] * ka;
+        }
+        sigma = sqrt(max(lambda, 0.0)) / norm;
+    }
     var best = 0.0;
-    var best_i = 0xffffffffu;
-    for (var s = lid; s < P; s += WG) {
-        let a = abs(work[u + s]);
-        if (best_i == 0xffffffffu || a > best) { best = a; best_i = s; }
-    }
-    red[lid] = best;
-    red_i[lid] = best_i;
-    workgroupBarrier();
-    for (var st = WG / 2u; st > 0u; st >>= 1u) {
-        if (lid < st) {
-            let oi = red_i[lid + st];
-            if (oi != 0xffffffffu && (red_i[lid] == 0xffffffffu || red[lid + st] > red[lid]
-                || (red[lid + st] == red[lid] && oi < red_i[lid]))) {
-                red[lid] = red[lid + st];
-                red_i[lid] = oi;
-            }
+    for (var s = 0u; s < p.plane; s++) {
+        var y = 0.0;
+        if (p.plane <= p.channels) {
+            y = work[v + s] * sigma / norm;
+        } else {
+            for (var c = 0u; c < p.channels; c++) { y += m_at(row, s, c) * work[v + c]; }
+            y /= norm;
         }
-        workgroupBarrier();
+        out[row * p.plane + s] = y;
+        if (abs(y) > abs(best)) { best = y; }
     }
-    let sign = select(1.0, -1.0, work[u + red_i[0]] < 0.0);
-    for (var s = lid; s < P; s += WG) { out[row * P + s] = sign * work[u + s]; }
+    let sign = select(1.0, -1.0, best < 0.0);
+    for (var s = 0u; s < p.plane; s++) {
+        out[row * p.plane + s] = max(sign * out[row * p.plane + s], 0.0);
+    }
 }

@@ -1,9 +1,11 @@
 //! Whole-model parity with PyTorch + pytorch-grad-cam 1.5.7, from fixtures written by
 //! tools/make_fixtures.py. Weights are regenerated bit-exactly from the fixture's seed.
 
-use gradcam_wgpu::model::{Model, Tensor, detweights};
+mod fixture;
+
+use fixture::Fixture as Raw;
+use gradcam_wgpu::model::{Model, detweights};
 use gradcam_wgpu::{Engine, EngineConfig, GpuContext, TargetSpec};
-use safetensors::SafeTensors;
 use std::path::Path;
 
 struct Fixture {
@@ -20,54 +22,20 @@ struct Fixture {
     overlays: Vec<u8>,
 }
 
-fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
-    bytemuck::pod_collect_to_vec(st.tensor(name).unwrap().data())
-}
-
 fn load(name: &str) -> Fixture {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.safetensors"));
-    let bytes = std::fs::read(&path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = meta.metadata().clone().unwrap();
-    let m = |k: &str| meta[k].clone();
-    let spec: Vec<(String, Vec<usize>)> = serde_json::from_str(&m("tensors")).unwrap();
-    let mut weights = detweights::generate(&spec, m("seed").parse().unwrap());
-    for (tname, view) in st.tensors() {
-        if let Some(target) = tname.strip_prefix("override.") {
-            weights.tensors.insert(
-                target.to_string(),
-                Tensor {
-                    shape: view.shape().to_vec(),
-                    data: bytemuck::pod_collect_to_vec(view.data()),
-                },
-            );
-        }
-    }
-    let arch = m("arch");
-    let model = Model::from_weights(weights, Some(&arch)).unwrap();
-    let (h, w): (usize, usize) = (m("height").parse().unwrap(), m("width").parse().unwrap());
-    let u8s = st.tensor("input_u8").unwrap();
-    let n = u8s.shape()[0];
-    let images = (0..n)
-        .map(|i| {
-            let px = u8s.data()[i * h * w * 3..(i + 1) * h * w * 3].to_vec();
-            image::RgbImage::from_raw(w as u32, h as u32, px).unwrap()
-        })
-        .collect();
+    let raw = Raw::load(&format!("{name}.safetensors"));
     Fixture {
         name: name.into(),
-        arch,
-        layer: m("layer"),
-        size: [h, w],
-        targets_rule: m("targets_rule"),
-        model,
-        images,
-        logits: f32s(&st, "logits"),
-        targets: bytemuck::pod_collect_to_vec(st.tensor("targets").unwrap().data()),
-        cams: f32s(&st, "cams"),
-        overlays: st.tensor("overlays").unwrap().data().to_vec(),
+        arch: raw.meta["arch"].clone(),
+        layer: raw.meta["layer"].clone(),
+        size: raw.size,
+        targets_rule: raw.meta["targets_rule"].clone(),
+        logits: raw.f32s("logits"),
+        targets: raw.i64s("targets"),
+        cams: raw.f32s("cams"),
+        overlays: raw.u8s("overlays"),
+        images: raw.images,
+        model: raw.model,
     }
 }
 

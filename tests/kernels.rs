@@ -1298,3 +1298,62 @@ fn golden_fixtures() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Eigen projection (EigenCAM, eigen-smoothing)
+
+#[test]
+fn eigen_projection_matches_dense_eigendecomposition() {
+    use gradcam_wgpu::ops::eigen::EigenKernels;
+    let e = env();
+    let mut rng = Rng::new(23);
+    // Both Gram sides (plane <= C and plane > C), and a rank-1-dominated case.
+    for (rows, channels, plane) in [(3, 37, 12), (2, 5, 49), (1, 64, 49), (2, 128, 256)] {
+        let mut x = rng.vec(rows * channels * plane, 0.0, 1.0);
+        if channels == 64 {
+            // A strong first component, as real activations have.
+            let dir = rng.vec(channels, -1.0, 1.0);
+            let coef = rng.vec(plane, -2.0, 2.0);
+            for c in 0..channels {
+                for s in 0..plane {
+                    x[c * plane + s] += 3.0 * dir[c] * coef[s];
+                }
+            }
+        }
+        let want: Vec<f64> = r::eigen::projection(&f64s(&x), rows, channels, plane)
+            .into_iter()
+            .map(|v| v.max(0.0))
+            .collect();
+        let xb = upload(&x);
+        let work = zeros(rows * EigenKernels::work_len(channels, plane));
+        let out = garbage(rows * plane);
+        let d = e
+            .ops
+            .eigen
+            .project(&e.ctx, rows, channels, plane, &xb, &work, &out);
+        let got = run(
+            &d,
+            &[
+                (&out, rows * plane),
+                (&work, rows * EigenKernels::work_len(channels, plane)),
+            ],
+        );
+        if std::env::var_os("EIGEN_DEBUG").is_some() {
+            eprintln!("out[120..136] = {:?}", got[0].get(120..136));
+            let wl = EigenKernels::work_len(channels, plane);
+            eprintln!(
+                "nan in work: {:?}",
+                got[1]
+                    .iter()
+                    .position(|v| v.is_nan())
+                    .map(|i| (i / wl, i % wl))
+            );
+        }
+        check_rel(
+            &format!("eigen {rows}x{channels}x{plane}"),
+            &got[0],
+            &want,
+            1e-4,
+        );
+    }
+}

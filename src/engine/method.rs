@@ -101,6 +101,10 @@ pub(crate) enum Recipe {
     Term(Term),
     /// The first principal component of a per-element term.
     Eigen(Term),
+    /// Softmax of the target scores of inputs masked by each channel.
+    Score,
+    /// Relative score drop when each channel is ablated.
+    Ablation,
 }
 
 impl Method {
@@ -123,7 +127,9 @@ impl Method {
             Method::LayerCam => Recipe::Term(Term::ReluGradTimesAct),
             Method::EigenCam => Recipe::Eigen(Term::Act),
             Method::EigenGradCam => Recipe::Eigen(Term::GradAct),
-            Method::ScoreCam | Method::AblationCam | Method::FullGrad => return None,
+            Method::ScoreCam => Recipe::Score,
+            Method::AblationCam => Recipe::Ablation,
+            Method::FullGrad => return None,
         })
     }
 

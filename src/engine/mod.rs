@@ -1,6 +1,7 @@
 //! The engine: runs forward, target seeding, the backward pass down to the target layer and
 //! the CAM stage as one command buffer per batch, with buffers kept across batches.
 
+mod activations;
 pub mod method;
 pub mod plan;
 pub mod targets;
@@ -12,6 +13,8 @@ pub use targets::TargetSpec;
 use crate::ops::cam::{CamShape, Term};
 use crate::ops::eigen::EigenKernels;
 use crate::ops::eltwise::Merge;
+use crate::ops::perturb::TargetRows;
+use activations::Activations;
 use method::Recipe;
 
 use crate::error::{Error, Result};
@@ -102,10 +105,7 @@ pub struct Engine {
     cap_n: usize,
     /// Backward rows (image, target) per pass.
     cap_rows: usize,
-    acts: Vec<wgpu::Buffer>,
-    /// Step -> index into `acts` (aliases share their input's buffer).
-    act_of: Vec<usize>,
-    argmax: Vec<Option<wgpu::Buffer>>,
+    main: Activations,
     grads: Vec<Option<wgpu::Buffer>>,
     scratch_mask: wgpu::Buffer,
     scratch_contrib: wgpu::Buffer,
@@ -121,7 +121,9 @@ pub struct Engine {
     cam_big: wgpu::Buffer,
     overlay: wgpu::Buffer,
     forward_cache: HashMap<usize, Vec<Dispatch>>,
-    backward_cache: HashMap<(usize, usize), Vec<Dispatch>>,
+    /// Seed, backward and CAM stage by (images, targets per pass, first target).
+    backward_cache: HashMap<(usize, usize, usize), Vec<Dispatch>>,
+    probe: Option<Probe>,
 }
 
 impl Engine {
@@ -219,21 +221,7 @@ impl Engine {
         cap_n = cap_n.min(rows_fit);
         let cap_rows = (cap_n * per_image).min(rows_fit).max(cap_n);
 
-        let mut acts = Vec::new();
-        let mut act_of = Vec::new();
-        let mut argmax = Vec::new();
-        for s in &plan.steps {
-            if matches!(s.op, StepOp::Alias) {
-                act_of.push(act_of[s.inputs[0]]);
-            } else {
-                act_of.push(acts.len());
-                acts.push(buffer::storage(&ctx, &s.name, cap_n as u64 * numel(s) * 4));
-            }
-            argmax.push(
-                matches!(s.op, StepOp::MaxPool(_))
-                    .then(|| buffer::storage(&ctx, "argmax", cap_n as u64 * numel(s) * 4)),
-            );
-        }
+        let main = Activations::new(&ctx, &plan, cap_n, &vec![true; plan.steps.len()]);
         let grads = plan
             .steps
             .iter()
@@ -241,6 +229,10 @@ impl Engine {
             .map(|(s, &r)| r.then(|| buffer::storage(&ctx, "grad", cap_rows as u64 * numel(s) * 4)))
             .collect();
         let rows = cap_rows as u64;
+        let probe = match recipe {
+            Recipe::Score | Recipe::Ablation => Some(Probe::new(&ctx, &plan, cap_rows)?),
+            _ => None,
+        };
         let classifier = match recipe {
             Recipe::Classifier => Some(classifier_weight(&ctx, model, &plan)?),
             _ => None,
@@ -265,14 +257,13 @@ impl Engine {
             ),
             cam_big: buffer::storage(&ctx, "cam", rows * (h * w) as u64 * 4),
             overlay: buffer::storage(&ctx, "overlay", rows * (h * w) as u64 * 4),
-            acts,
-            act_of,
-            argmax,
+            main,
             grads,
             ctx,
             ops,
             plan,
             classifier,
+            probe,
             recipe,
             cfg,
             layers,
@@ -421,26 +412,12 @@ impl Engine {
                 }
                 dispatches.extend(self.forward_cache[&n].iter().cloned());
             }
-            dispatches.push(
-                self.ops.targets.seed(
-                    &self.ctx,
-                    n,
-                    self.classes,
-                    self.per_image,
-                    t0,
-                    tc,
-                    &self.targets,
-                    self.grads[self.plan.steps.len() - 1]
-                        .as_ref()
-                        .expect("output is in the region"),
-                    &self.ops.dummy,
-                ),
-            );
-            if !self.backward_cache.contains_key(&(n, tc)) {
-                let b = self.backward_and_cam(n, tc);
-                self.backward_cache.insert((n, tc), b);
+            let key = (n, tc, t0);
+            if !self.backward_cache.contains_key(&key) {
+                let b = self.backward_and_cam(n, tc, t0);
+                self.backward_cache.insert(key, b);
             }
-            dispatches.extend(self.backward_cache[&(n, tc)].iter().cloned());
+            dispatches.extend(self.backward_cache[&key].iter().cloned());
             let mut encoder =
                 self.ctx
                     .device
@@ -449,7 +426,7 @@ impl Engine {
                     });
             record_all(&mut encoder, "gradcam", &dispatches);
             let rows = n * tc;
-            let logits = &self.acts[self.act_of[self.plan.steps.len() - 1]];
+            let logits = self.act(self.plan.steps.len() - 1);
             let mut reads = vec![
                 (logits, (n * self.classes * 4) as u64),
                 (&self.targets, (n * self.per_image * 4) as u64),
@@ -496,7 +473,7 @@ impl Engine {
     }
 
     fn act(&self, step: usize) -> &wgpu::Buffer {
-        &self.acts[self.act_of[step]]
+        self.main.act(step)
     }
 
     fn forward(&self, n: usize) -> Vec<Dispatch> {
@@ -511,74 +488,8 @@ impl Engine {
             self.act(0),
             dummy,
         )];
-        for (s, step) in self.plan.steps.iter().enumerate().skip(1) {
-            let y = self.act(s);
-            let x = self.act(step.inputs[0]);
-            let in_shape = self.plan.steps[step.inputs[0]].shape;
-            let [c, oh, ow] = step.shape;
-            let len = n * c * oh * ow;
-            let pool = PoolShape {
-                planes: n * c,
-                channels: c,
-                input: [in_shape[1], in_shape[2]],
-                output: [oh, ow],
-            };
-            match &step.op {
-                StepOp::Input | StepOp::Alias => {}
-                StepOp::Conv {
-                    shape,
-                    weight,
-                    bias,
-                } => {
-                    let shape = ConvShape { batch: n, ..*shape };
-                    d.extend(ops.conv.forward_chunked(
-                        ctx,
-                        &shape,
-                        step.relu,
-                        x,
-                        weight,
-                        bias.as_ref(),
-                        y,
-                        dummy,
-                    ));
-                }
-                StepOp::Affine { scale_shift } => d.push(ops.eltwise.affine_forward(
-                    ctx,
-                    len,
-                    c,
-                    oh * ow,
-                    step.relu,
-                    x,
-                    scale_shift,
-                    y,
-                )),
-                StepOp::Relu => d.push(ops.eltwise.relu_forward(ctx, len, x, y, dummy)),
-                StepOp::MaxPool(win) => {
-                    let am = self.argmax[s]
-                        .as_ref()
-                        .expect("max pool has an argmax buffer");
-                    d.push(ops.pool.max_forward(ctx, &pool, win, x, y, am))
-                }
-                StepOp::AvgPool(win) => d.push(ops.pool.avg_forward(ctx, &pool, win, x, y, dummy)),
-                StepOp::AdaptiveAvgPool => {
-                    d.push(ops.pool.adaptive_forward(ctx, &pool, x, y, dummy))
-                }
-                StepOp::Linear { weight, bias } => d.extend(ops.linear.forward(
-                    ctx,
-                    weight,
-                    n,
-                    step.relu,
-                    x,
-                    bias.as_ref(),
-                    y,
-                    dummy,
-                )),
-                StepOp::Add => {
-                    let b = self.act(step.inputs[1]);
-                    d.push(ops.eltwise.add(ctx, len, step.relu, x, b, y))
-                }
-            }
-        }
+        let all = vec![true; self.plan.steps.len()];
+        d.extend(self.main.forward(ctx, ops, &self.plan, n, &all));
         if let TargetSpec::TopK(k) = self.cfg.targets {
             let logits = self.act(self.plan.steps.len() - 1);
             d.push(
@@ -592,7 +503,7 @@ impl Engine {
     /// Backward from the seeded logits to the target, then the CAM stage, for `n * tc` rows.
     /// Per layer: the method's map at the layer's resolution, ReLU, min-max, upsampling;
     /// then the layers fused, min-max again and the overlay.
-    fn cam_stage(&self, d: &mut Vec<Dispatch>, n: usize, tc: usize) {
+    fn cam_stage(&self, d: &mut Vec<Dispatch>, n: usize, tc: usize, t0: usize) {
         let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
         let rows = n * tc;
         let [h, w] = self.cfg.size;
@@ -622,12 +533,16 @@ impl Engine {
                         n,
                         c,
                         self.per_image,
-                        0,
+                        t0,
                         tc,
                         weight,
                         &self.targets,
                         &self.alpha,
                     ));
+                    Term::Weighted
+                }
+                Recipe::Score | Recipe::Ablation => {
+                    self.perturbation_weights(d, t, n, tc, t0);
                     Term::Weighted
                 }
                 Recipe::Term(term) | Recipe::Eigen(term) => term,
@@ -637,7 +552,7 @@ impl Engine {
                     ops.cam
                         .product(ctx, &shape, term, a, g, &self.alpha, &self.terms),
                 );
-                d.push(ops.eigen.project(
+                d.extend(ops.eigen.project(
                     ctx,
                     rows,
                     c,
@@ -694,14 +609,149 @@ impl Engine {
         ));
     }
 
-    fn backward_and_cam(&self, n: usize, tc: usize) -> Vec<Dispatch> {
+    /// Score-CAM / Ablation-CAM weights for target step `t` into `alpha`: probes of every
+    /// channel of every image run through the network in batches, with no readback.
+    fn perturbation_weights(
+        &self,
+        d: &mut Vec<Dispatch>,
+        t: usize,
+        n: usize,
+        tc: usize,
+        t0: usize,
+    ) {
+        let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
+        let probe = self
+            .probe
+            .as_ref()
+            .expect("perturbation methods have a probe");
+        let steps = &self.plan.steps;
+        let last = steps.len() - 1;
+        let shape = steps[t].shape;
+        let c = shape[0];
+        let [h, w] = self.cfg.size;
+        let rows = TargetRows {
+            k: self.per_image,
+            t0,
+            tc,
+            classes: self.classes,
+        };
+        let score = self.recipe == Recipe::Score;
+        let (prefix, head) = probe_steps(&self.plan, t, score);
+        let a = self.act(t);
+        for img in 0..n {
+            if score {
+                d.push(
+                    ops.perturb
+                        .mask_stats(ctx, img, shape, [h, w], a, &probe.stats, dummy),
+                );
+            } else {
+                d.push(
+                    ops.perturb
+                        .activation_min(ctx, img, shape, a, &probe.stats, dummy),
+                );
+                if prefix.iter().any(|&p| p) {
+                    // Steps outside the target's descendants need this image in every probe.
+                    let input = [3, h, w];
+                    d.push(ops.perturb.ablate(
+                        ctx,
+                        img,
+                        input,
+                        3,
+                        probe.cap,
+                        self.act(0),
+                        &probe.stats,
+                        probe.acts.act(0),
+                        dummy,
+                    ));
+                    d.extend(probe.acts.forward(ctx, ops, &self.plan, probe.cap, &prefix));
+                }
+            }
+            for c0 in (0..c).step_by(probe.cap) {
+                let count = probe.cap.min(c - c0);
+                if score {
+                    d.push(ops.perturb.masked_input(
+                        ctx,
+                        img,
+                        shape,
+                        [h, w],
+                        c0,
+                        count,
+                        a,
+                        &probe.stats,
+                        self.act(0),
+                        probe.acts.act(0),
+                        dummy,
+                    ));
+                } else {
+                    d.push(ops.perturb.ablate(
+                        ctx,
+                        img,
+                        shape,
+                        c0,
+                        count,
+                        a,
+                        &probe.stats,
+                        probe.acts.act(t),
+                        dummy,
+                    ));
+                }
+                d.extend(probe.acts.forward(ctx, ops, &self.plan, count, &head));
+                d.push(ops.perturb.gather_scores(
+                    ctx,
+                    img,
+                    c,
+                    c0,
+                    count,
+                    rows,
+                    probe.acts.act(last),
+                    &self.targets,
+                    &probe.scores,
+                    dummy,
+                ));
+            }
+        }
+        if score {
+            d.push(
+                ops.perturb
+                    .softmax(ctx, n * tc, c, &probe.scores, &self.alpha, dummy),
+            );
+        } else {
+            d.push(ops.perturb.ablation_weights(
+                ctx,
+                n,
+                c,
+                rows,
+                &probe.scores,
+                self.act(last),
+                &self.targets,
+                &self.alpha,
+            ));
+        }
+    }
+
+    fn backward_and_cam(&self, n: usize, tc: usize, t0: usize) -> Vec<Dispatch> {
         let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
         let rows = n * tc;
+        let last = self.plan.steps.len() - 1;
         let steps = &self.plan.steps;
         let grad = |s: usize| self.grads[s].as_ref().expect("region step has a gradient");
         let numel = |s: usize| steps[s].shape[0] * steps[s].shape[1] * steps[s].shape[2];
         let mut written = vec![false; steps.len()];
         let mut d = Vec::new();
+        if self.cfg.method.needs_gradients() {
+            let seed = self.grads[last].as_ref().expect("output is in the region");
+            d.push(ops.targets.seed(
+                ctx,
+                n,
+                self.classes,
+                self.per_image,
+                t0,
+                tc,
+                &self.targets,
+                seed,
+                dummy,
+            ));
+        }
         let lowest = *self.plan.targets.iter().min().expect("at least one target");
         let backward = if self.cfg.method.needs_gradients() {
             lowest + 1
@@ -782,9 +832,7 @@ impl Engine {
                         )
                     }
                     StepOp::MaxPool(win) => {
-                        let am = self.argmax[s]
-                            .as_ref()
-                            .expect("max pool has an argmax buffer");
+                        let am = self.main.argmax(s);
                         d.push(ops.pool.max_backward(ctx, &pool, win, tc, g, am, dst))
                     }
                     StepOp::AvgPool(win) => {
@@ -813,7 +861,7 @@ impl Engine {
                 }
             }
         }
-        self.cam_stage(&mut d, n, tc);
+        self.cam_stage(&mut d, n, tc, t0);
         d
     }
 }
@@ -859,4 +907,69 @@ fn classifier_weight(ctx: &GpuContext, model: &Model, plan: &Plan) -> Result<wgp
         weight,
         &model.weights.get(weight)?.data,
     ))
+}
+
+/// Forward buffers and score storage for perturbation probes.
+struct Probe {
+    acts: Activations,
+    /// Probes per forward pass.
+    cap: usize,
+    /// Per-row channel scores `[rows, C]`.
+    scores: wgpu::Buffer,
+    /// Mask statistics `[2 C]` or the activation minimum.
+    stats: wgpu::Buffer,
+}
+
+/// Memory for one batch of probes.
+const PROBE_BUDGET: u64 = 1 << 30;
+
+impl Probe {
+    fn new(ctx: &GpuContext, plan: &Plan, rows: usize) -> Result<Self> {
+        let numel = |s: &Step| s.shape.iter().product::<usize>() as u64;
+        let per_image: u64 = plan.steps.iter().map(|s| numel(s) * 4).sum();
+        let largest = plan.steps.iter().map(|s| numel(s) * 4).max().unwrap_or(4);
+        let max_c = plan
+            .targets
+            .iter()
+            .map(|&t| plan.steps[t].shape[0])
+            .max()
+            .unwrap_or(1);
+        let cap = ((PROBE_BUDGET / per_image.max(1)) as usize)
+            .min((ctx.max_binding / largest) as usize)
+            .min(max_c)
+            .max(1);
+        Ok(Self {
+            acts: Activations::new(ctx, plan, cap, &vec![true; plan.steps.len()]),
+            cap,
+            scores: buffer::storage(ctx, "scores", (rows * max_c * 4) as u64),
+            stats: buffer::storage(ctx, "stats", (2 * max_c * 4) as u64),
+        })
+    }
+}
+
+/// Steps a probe batch runs for target step `t`: (prefix, head). Score-CAM probes are inputs,
+/// so everything runs in the head. Ablation probes replace `t`'s output: the head is what the
+/// output needs after it, the prefix whatever else the head reads (e.g. a residual branch).
+fn probe_steps(plan: &Plan, t: usize, score: bool) -> (Vec<bool>, Vec<bool>) {
+    let steps = &plan.steps;
+    let mut needed = vec![false; steps.len()];
+    let mut stack = vec![steps.len() - 1];
+    while let Some(s) = stack.pop() {
+        if needed[s] || (!score && s == t) {
+            continue;
+        }
+        needed[s] = true;
+        stack.extend(&steps[s].inputs);
+    }
+    if score {
+        return (vec![false; steps.len()], needed);
+    }
+    let mut desc = vec![false; steps.len()];
+    desc[t] = true;
+    for s in t + 1..steps.len() {
+        desc[s] = steps[s].inputs.iter().any(|&i| desc[i]);
+    }
+    let prefix = (0..steps.len()).map(|s| needed[s] && !desc[s]).collect();
+    let head = (0..steps.len()).map(|s| needed[s] && desc[s]).collect();
+    (prefix, head)
 }

@@ -8,6 +8,7 @@ pub mod eigen;
 pub mod eltwise;
 pub mod image;
 pub mod linear;
+pub mod perturb;
 pub mod pool;
 pub mod targets;
 
@@ -19,6 +20,7 @@ pub struct Ops {
     pub eigen: eigen::EigenKernels,
     pub pool: pool::PoolKernels,
     pub linear: linear::LinearKernels,
+    pub perturb: perturb::PerturbKernels,
     pub eltwise: eltwise::EltwiseKernels,
     pub cam: cam::CamKernels,
     pub targets: targets::TargetKernels,
@@ -34,6 +36,7 @@ impl Ops {
             eigen: eigen::EigenKernels::new(ctx),
             pool: pool::PoolKernels::new(ctx),
             linear: linear::LinearKernels::new(ctx),
+            perturb: perturb::PerturbKernels::new(ctx),
             eltwise: eltwise::EltwiseKernels::new(ctx),
             cam: cam::CamKernels::new(ctx),
             targets: targets::TargetKernels::new(ctx),
@@ -51,6 +54,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("eltwise.wgsl", include_str!("../../shaders/eltwise.wgsl")),
     ("image.wgsl", include_str!("../../shaders/image.wgsl")),
     ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
+    ("perturb.wgsl", include_str!("../../shaders/perturb.wgsl")),
     ("pool.wgsl", include_str!("../../shaders/pool.wgsl")),
     ("targets.wgsl", include_str!("../../shaders/targets.wgsl")),
 ];

@@ -7,6 +7,7 @@
 
 pub mod cam;
 pub mod conv;
+pub mod eigen;
 pub mod eltwise;
 pub mod image;
 pub mod linear;

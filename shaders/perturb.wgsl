@@ -1,0 +1,166 @@
+// Perturbation methods: Score-CAM masks the input with each upsampled activation channel,
+// Ablation-CAM zeroes one channel at a time; both re-run the network on a batch of probes
+// (one per channel) and turn the target scores into channel weights.
+// Probe b of a chunk is channel c0 + b of image `img`.
+
+struct PerturbParams {
+    img: u32, channels: u32, h: u32, w: u32,
+    out_h: u32, out_w: u32, c0: u32, count: u32,
+    classes: u32, k: u32, t0: u32, tc: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: PerturbParams;
+@group(0) @binding(1) var<storage, read> a: array<f32>;       // activations [images, C, h, w]
+@group(0) @binding(2) var<storage, read> b: array<f32>;       // stats, logits or scores
+@group(0) @binding(3) var<storage, read> c: array<f32>;       // model input, or main logits
+@group(0) @binding(4) var<storage, read> targets: array<u32>; // [images, k]
+@group(0) @binding(5) var<storage, read_write> dst: array<f32>;
+
+fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + wid.y * nwg.x) * 64u + lid;
+}
+
+// torch UpsamplingBilinear2d (align_corners=True) of channel `ch` of image `img` at (y, x).
+fn upsampled(ch: u32, y: u32, x: u32) -> f32 {
+    let sy = select(0.0, f32(y) * f32(p.h - 1u) / f32(p.out_h - 1u), p.out_h > 1u);
+    let sx = select(0.0, f32(x) * f32(p.w - 1u) / f32(p.out_w - 1u), p.out_w > 1u);
+    let y0 = u32(floor(sy));
+    let x0 = u32(floor(sx));
+    let y1 = min(y0 + 1u, p.h - 1u);
+    let x1 = min(x0 + 1u, p.w - 1u);
+    let fy = sy - f32(y0);
+    let fx = sx - f32(x0);
+    let base = (p.img * p.channels + ch) * p.h * p.w;
+    let top = a[base + y0 * p.w + x0] * (1.0 - fx) + a[base + y0 * p.w + x1] * fx;
+    let bottom = a[base + y1 * p.w + x0] * (1.0 - fx) + a[base + y1 * p.w + x1] * fx;
+    return top * (1.0 - fy) + bottom * fy;
+}
+
+var<workgroup> lo: array<f32, 256>;
+var<workgroup> hi: array<f32, 256>;
+
+fn reduce_minmax(mn: f32, mx: f32, lid: u32) -> vec2<f32> {
+    lo[lid] = mn;
+    hi[lid] = mx;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            lo[lid] = min(lo[lid], lo[lid + s]);
+            hi[lid] = max(hi[lid], hi[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    return vec2<f32>(lo[0], hi[0]);
+}
+
+// dst[2 ch .. 2 ch + 2] = (min, max) of the upsampled channel; one workgroup per channel.
+@compute @workgroup_size(256)
+fn mask_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x + wid.y * nwg.x;
+    if (ch >= p.channels) { return; }
+    var mn = bitcast<f32>(0x7f800000u);
+    var mx = bitcast<f32>(0xff800000u);
+    for (var i = lid; i < p.out_h * p.out_w; i += 256u) {
+        let v = upsampled(ch, i / p.out_w, i % p.out_w);
+        mn = min(mn, v);
+        mx = max(mx, v);
+    }
+    let r = reduce_minmax(mn, mx, lid);
+    if (lid == 0u) {
+        dst[2u * ch] = r.x;
+        dst[2u * ch + 1u] = r.y;
+    }
+}
+
+// Score-CAM probes: dst[b] = input[img] * (up(A[img, c0 + b]) - min) / (max - min + 1e-8).
+@compute @workgroup_size(64)
+fn masked_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    let plane = p.out_h * p.out_w;
+    if (i >= p.count * plane) { return; }
+    let pb = i / plane;
+    let s = i % plane;
+    let ch = p.c0 + pb;
+    let m = (upsampled(ch, s / p.out_w, s % p.out_w) - b[2u * ch]) / (b[2u * ch + 1u] - b[2u * ch] + 1e-8);
+    for (var k = 0u; k < 3u; k++) {
+        dst[(pb * 3u + k) * plane + s] = c[(p.img * 3u + k) * plane + s] * m;
+    }
+}
+
+// dst[0] = min over image img's activations; one workgroup.
+@compute @workgroup_size(256)
+fn activation_min(@builtin(local_invocation_index) lid: u32) {
+    let len = p.channels * p.h * p.w;
+    let base = p.img * len;
+    var mn = bitcast<f32>(0x7f800000u);
+    for (var i = lid; i < len; i += 256u) { mn = min(mn, a[base + i]); }
+    let r = reduce_minmax(mn, mn, lid);
+    if (lid == 0u) { dst[0] = r.x; }
+}
+
+// Ablation-CAM probes: copies of A[img] with channel c0 + b set to 0 when min(A) is 0, else to
+// min(A) - 1e7 (pytorch-grad-cam's AblationLayer); b holds that min.
+@compute @workgroup_size(64)
+fn ablate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    let per = p.channels * p.h * p.w;
+    if (i >= p.count * per) { return; }
+    let pb = i / per;
+    let j = i % per;
+    let ch = j / (p.h * p.w);
+    let mn = b[0];
+    let value = select(mn - 1e7, 0.0, mn == 0.0);
+    dst[i] = select(a[p.img * per + j], value, ch == p.c0 + pb);
+}
+
+// scores[(img, j), c0 + b] = probe logits[b, class of target t0 + j of img].
+@compute @workgroup_size(64)
+fn gather_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= p.tc * p.count) { return; }
+    let j = i / p.count;
+    let pb = i % p.count;
+    let class_id = targets[p.img * p.k + p.t0 + j];
+    dst[(p.img * p.tc + j) * p.channels + p.c0 + pb] = b[pb * p.classes + class_id];
+}
+
+var<workgroup> acc: array<f32, 256>;
+
+// Score-CAM weights: dst[row] = softmax over channels of scores[row]; one workgroup per row.
+@compute @workgroup_size(256)
+fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.count) { return; }
+    let base = row * p.channels;
+    var mx = bitcast<f32>(0xff800000u);
+    for (var ch = lid; ch < p.channels; ch += 256u) { mx = max(mx, b[base + ch]); }
+    let m = reduce_minmax(mx, mx, lid).y;
+    var sum = 0.0;
+    for (var ch = lid; ch < p.channels; ch += 256u) { sum += exp(b[base + ch] - m); }
+    acc[lid] = sum;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) { acc[lid] += acc[lid + s]; }
+        workgroupBarrier();
+    }
+    let z = acc[0];
+    for (var ch = lid; ch < p.channels; ch += 256u) { dst[base + ch] = exp(b[base + ch] - m) / z; }
+}
+
+// Ablation-CAM weights: dst[row, ch] = (y - y_ch) / y, y = the unablated score of the row.
+@compute @workgroup_size(64)
+fn ablation_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= p.count * p.tc * p.channels) { return; }
+    let row = i / p.channels;
+    let img = row / p.tc;
+    let class_id = targets[img * p.k + p.t0 + row % p.tc];
+    let y = c[img * p.classes + class_id];
+    dst[i] = (y - b[i]) / y;
+}

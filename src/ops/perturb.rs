@@ -1,0 +1,238 @@
+//! Score-CAM and Ablation-CAM probes and their channel weights (shaders/perturb.wgsl).
+
+use super::{module, u};
+use crate::gpu::{Access, Dispatch, GpuContext, Kernel, grid};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct PerturbParams {
+    img: u32,
+    channels: u32,
+    h: u32,
+    w: u32,
+    out_h: u32,
+    out_w: u32,
+    c0: u32,
+    count: u32,
+    classes: u32,
+    k: u32,
+    t0: u32,
+    tc: u32,
+}
+
+/// Which rows of targets a score refers to: image `img`'s targets `t0 .. t0 + tc` of `k`.
+#[derive(Clone, Copy, Debug)]
+pub struct TargetRows {
+    pub k: usize,
+    pub t0: usize,
+    pub tc: usize,
+    pub classes: usize,
+}
+
+pub struct PerturbKernels {
+    stats: Kernel,
+    masked: Kernel,
+    min: Kernel,
+    ablate: Kernel,
+    gather: Kernel,
+    softmax: Kernel,
+    ablation: Kernel,
+}
+
+impl PerturbKernels {
+    pub fn new(ctx: &GpuContext) -> Self {
+        let m = module(ctx, "perturb.wgsl");
+        let st = [
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+        ];
+        let k = |e, wg| Kernel::new(ctx, &m, e, &st, &[], wg);
+        Self {
+            stats: k("mask_stats", 256),
+            masked: k("masked_input", 64),
+            min: k("activation_min", 256),
+            ablate: k("ablate", 64),
+            gather: k("gather_scores", 64),
+            softmax: k("softmax_rows", 256),
+            ablation: k("ablation_weights", 64),
+        }
+    }
+
+    /// stats[2c..2c+2] = (min, max) of channel c of image `img` upsampled to `size`
+    /// (align_corners=True); `shape` is the activation's `[C, h, w]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mask_stats(
+        &self,
+        ctx: &GpuContext,
+        img: usize,
+        shape: [usize; 3],
+        size: [usize; 2],
+        act: &wgpu::Buffer,
+        stats: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = params(img, shape, size, 0, 0, None);
+        self.stats.dispatch_groups(
+            ctx,
+            &p,
+            &[act, dummy, dummy, dummy, stats],
+            grid(shape[0] as u64, ctx.max_workgroups_per_dim),
+        )
+    }
+
+    /// probes[b] = input[img] * normalised upsampled channel c0 + b, for b < count.
+    #[allow(clippy::too_many_arguments)]
+    pub fn masked_input(
+        &self,
+        ctx: &GpuContext,
+        img: usize,
+        shape: [usize; 3],
+        size: [usize; 2],
+        c0: usize,
+        count: usize,
+        act: &wgpu::Buffer,
+        stats: &wgpu::Buffer,
+        input: &wgpu::Buffer,
+        probes: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = params(img, shape, size, c0, count, None);
+        let n = (count * size[0] * size[1]) as u64;
+        self.masked
+            .dispatch(ctx, &p, &[act, stats, input, dummy, probes], n)
+    }
+
+    /// out[0] = min of image `img`'s activations.
+    pub fn activation_min(
+        &self,
+        ctx: &GpuContext,
+        img: usize,
+        shape: [usize; 3],
+        act: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = params(img, shape, [1, 1], 0, 0, None);
+        self.min
+            .dispatch_groups(ctx, &p, &[act, dummy, dummy, dummy, out], [1, 1, 1])
+    }
+
+    /// probes[b] = act[img] with channel c0 + b ablated (`min` from [`Self::activation_min`]).
+    /// With `c0 = shape[0]` nothing is ablated: `count` plain copies.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ablate(
+        &self,
+        ctx: &GpuContext,
+        img: usize,
+        shape: [usize; 3],
+        c0: usize,
+        count: usize,
+        act: &wgpu::Buffer,
+        min: &wgpu::Buffer,
+        probes: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = params(img, shape, [1, 1], c0, count, None);
+        let n = (count * shape.iter().product::<usize>()) as u64;
+        self.ablate
+            .dispatch(ctx, &p, &[act, min, dummy, dummy, probes], n)
+    }
+
+    /// scores[(img, j), c0 + b] = probe_logits[b, class of target t0 + j of img].
+    #[allow(clippy::too_many_arguments)]
+    pub fn gather_scores(
+        &self,
+        ctx: &GpuContext,
+        img: usize,
+        channels: usize,
+        c0: usize,
+        count: usize,
+        rows: TargetRows,
+        probe_logits: &wgpu::Buffer,
+        targets: &wgpu::Buffer,
+        scores: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = params(img, [channels, 1, 1], [1, 1], c0, count, Some(rows));
+        self.gather.dispatch(
+            ctx,
+            &p,
+            &[dummy, probe_logits, dummy, targets, scores],
+            (rows.tc * count) as u64,
+        )
+    }
+
+    /// weights[row] = softmax over channels of scores[row].
+    pub fn softmax(
+        &self,
+        ctx: &GpuContext,
+        rows: usize,
+        channels: usize,
+        scores: &wgpu::Buffer,
+        weights: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = params(0, [channels, 1, 1], [1, 1], 0, rows, None);
+        self.softmax.dispatch_groups(
+            ctx,
+            &p,
+            &[dummy, scores, dummy, dummy, weights],
+            grid(rows as u64, ctx.max_workgroups_per_dim),
+        )
+    }
+
+    /// weights[(n, j), c] = (y - scores) / y, y being logits[n, class] of the unablated pass.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ablation_weights(
+        &self,
+        ctx: &GpuContext,
+        images: usize,
+        channels: usize,
+        rows: TargetRows,
+        scores: &wgpu::Buffer,
+        logits: &wgpu::Buffer,
+        targets: &wgpu::Buffer,
+        weights: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = params(0, [channels, 1, 1], [1, 1], 0, images, Some(rows));
+        self.ablation.dispatch(
+            ctx,
+            &p,
+            &[scores, scores, logits, targets, weights],
+            (images * rows.tc * channels) as u64,
+        )
+    }
+}
+
+fn params(
+    img: usize,
+    shape: [usize; 3],
+    size: [usize; 2],
+    c0: usize,
+    count: usize,
+    rows: Option<TargetRows>,
+) -> PerturbParams {
+    let r = rows.unwrap_or(TargetRows {
+        k: 0,
+        t0: 0,
+        tc: 0,
+        classes: 0,
+    });
+    PerturbParams {
+        img: u(img),
+        channels: u(shape[0]),
+        h: u(shape[1]),
+        w: u(shape[2]),
+        out_h: u(size[0]),
+        out_w: u(size[1]),
+        c0: u(c0),
+        count: u(count),
+        classes: u(r.classes),
+        k: u(r.k),
+        t0: u(r.t0),
+        tc: u(r.tc),
+    }
+}
