@@ -140,3 +140,49 @@ fn minmax_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         dst[base + s] = (dst[base + s] - m) / scale;
     }
 }
+
+// FullGrad terms: |bias[c] * scale[c] * G| for a layer's bias (mode 0), or |A * G| for the
+// input (mode 1). pytorch-grad-cam min-max normalises every (row, channel) map, then sums over
+// channels. `w` holds bias [C], scale [C], then the stats [rows, C, 2] written by
+// abs_stats (through `dst`).
+fn abs_term(row: u32, c: u32, s: u32, bias_scale: f32) -> f32 {
+    let g = grad[(row * p.channels + c) * p.plane + s];
+    if (p.mode == 0u) { return abs(bias_scale * g); }
+    return abs(act[act_base(row, c) + s] * g);
+}
+
+@compute @workgroup_size(64)
+fn abs_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= p.rows * p.channels) { return; }
+    let row = i / p.channels;
+    let c = i % p.channels;
+    let bs = dst[c] * dst[p.channels + c];
+    var mn = bitcast<f32>(0x7f800000u);
+    var mx = 0.0;
+    for (var s = 0u; s < p.plane; s++) {
+        let v = abs_term(row, c, s, bs);
+        mn = min(mn, v);
+        mx = max(mx, v);
+    }
+    dst[2u * p.channels + 2u * i] = mn;
+    dst[2u * p.channels + 2u * i + 1u] = mx;
+}
+
+@compute @workgroup_size(64)
+fn abs_normalized_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= p.rows * p.plane) { return; }
+    let row = i / p.plane;
+    let s = i % p.plane;
+    var acc = 0.0;
+    for (var c = 0u; c < p.channels; c++) {
+        let st = 2u * p.channels + 2u * (row * p.channels + c);
+        let mn = w[st];
+        let v = abs_term(row, c, s, w[c] * w[p.channels + c]);
+        acc += (v - mn) / (1e-7 + (w[st + 1u] - mn));
+    }
+    dst[i] = acc;
+}

@@ -12,6 +12,7 @@ const FLAG_RELU: u32 = 1u;
 const FLAG_ACCUMULATE: u32 = 4u;
 const FLAG_MAX: u32 = 8u;
 const FLAG_SCALE: u32 = 16u;
+const FLAG_GUIDED: u32 = 32u;
 
 @group(0) @binding(0) var<uniform> p: EltParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -43,14 +44,16 @@ fn relu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     dst[i] = max(a[i], 0.0);
 }
 
-// dst = a * (b > 0): a is the incoming gradient, b the forward ReLU output.
+// dst = a * (b > 0): a is the incoming gradient, b the forward ReLU output. FLAG_GUIDED makes
+// it guided backpropagation's ReLU, which also drops negative incoming gradients.
 @compute @workgroup_size(256)
 fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= p.len) { return; }
     let f = (i / p.per_img / p.rep) * p.per_img + i % p.per_img;
-    dst[i] = select(0.0, a[i], b[f] > 0.0);
+    let guided_ok = (p.flags & FLAG_GUIDED) == 0u || a[i] > 0.0;
+    dst[i] = select(0.0, a[i], b[f] > 0.0 && guided_ok);
 }
 
 // dst = a * scale[c] + shift[c] (optionally ReLU); b holds [scale..., shift...].

@@ -140,3 +140,54 @@ fn overlay(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         out_u32[row * plane + s] = q.x | (q.y << 8u) | (q.z << 16u) | (255u << 24u);
     }
 }
+
+var<workgroup> part: array<f32, 256>;
+
+fn workgroup_sum(v: f32, lid: u32) -> f32 {
+    part[lid] = v;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) { part[lid] += part[lid + stride]; }
+        workgroupBarrier();
+    }
+    let r = part[0];
+    workgroupBarrier();
+    return r;
+}
+
+// Guided Grad-CAM: v = map[row] * guided[row] (guided backprop to the input, CHW in out_f32,
+// read only), then pytorch-grad-cam's deprocess_image: (v - mean) / (sdev + 1e-5) * 0.1 + 0.5,
+// clipped to [0, 1], times 255 and truncated, over all three channels. One workgroup per row.
+fn guided_value(row: u32, s: u32, c: u32, plane: u32) -> f32 {
+    return maps[row * plane + s] * out_f32[(row * 3u + c) * plane + s];
+}
+
+@compute @workgroup_size(256)
+fn guided(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) { return; }
+    let plane = p.in_h * p.in_w;
+    let n = f32(3u * plane);
+    var sum = 0.0;
+    for (var s = lid; s < plane; s += 256u) {
+        for (var c = 0u; c < 3u; c++) { sum += guided_value(row, s, c, plane); }
+    }
+    let mean = workgroup_sum(sum, lid) / n;
+    var sq = 0.0;
+    for (var s = lid; s < plane; s += 256u) {
+        for (var c = 0u; c < 3u; c++) {
+            let d = guided_value(row, s, c, plane) - mean;
+            sq += d * d;
+        }
+    }
+    let sdev = sqrt(workgroup_sum(sq, lid) / n);
+    for (var s = lid; s < plane; s += 256u) {
+        var px = 255u << 24u;
+        for (var c = 0u; c < 3u; c++) {
+            let v = clamp((guided_value(row, s, c, plane) - mean) / (sdev + 1e-5) * 0.1 + 0.5, 0.0, 1.0);
+            px |= u32(v * 255.0) << (8u * c);
+        }
+        out_u32[row * plane + s] = px;
+    }
+}

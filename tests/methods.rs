@@ -31,6 +31,11 @@ fn case(key: &str, method: Method) -> Case<'_> {
 /// Runs `c` and returns the worst map error; maps under `{key}.flipped` are accepted too
 /// (an SVD's sign is arbitrary).
 fn run(fx: &Fixture, ctx: &GpuContext, c: &Case) -> f32 {
+    run_with(fx, ctx, c).0
+}
+
+/// Also returns the output images (overlays, or Guided Grad-CAM images) of every row.
+fn run_with(fx: &Fixture, ctx: &GpuContext, c: &Case) -> (f32, Vec<image::RgbImage>) {
     let targets: Vec<Vec<usize>> = fx
         .i64s("targets")
         .chunks(2)
@@ -60,6 +65,7 @@ fn run(fx: &Fixture, ctx: &GpuContext, c: &Case) -> f32 {
     let flipped = fx.has(&flipped_key).then(|| fx.f32s(&flipped_key));
     let plane = fx.size[0] * fx.size[1];
     let mut worst = 0f32;
+    let mut images = Vec::new();
     for (i, r) in results.iter().enumerate() {
         for (t, tr) in r.targets.iter().enumerate() {
             assert_eq!(tr.class, targets[i][t]);
@@ -75,6 +81,7 @@ fn run(fx: &Fixture, ctx: &GpuContext, c: &Case) -> f32 {
                 e = e.min(err(f));
             }
             worst = worst.max(e);
+            images.push(tr.overlay.clone());
         }
     }
     println!(
@@ -83,7 +90,7 @@ fn run(fx: &Fixture, ctx: &GpuContext, c: &Case) -> f32 {
         c.key,
         start.elapsed().as_secs_f32()
     );
-    worst
+    (worst, images)
 }
 
 fn check_all(name: &str) {
@@ -119,10 +126,41 @@ fn check_all(name: &str) {
             ..case("cam.gradcam.multilayer_max", Method::GradCam)
         },
     ];
+    cases.push(case("cam.fullgrad", Method::FullGrad));
     let mut failures = Vec::new();
+    // Guided Grad-CAM: its map is Grad-CAM's, its image deprocess(map * guided backprop).
+    let (e, images) = run_with(&fx, &ctx, &case("cam.gradcam", Method::GuidedGradCam));
+    if e.is_nan() || e > TOLERANCE {
+        failures.push(format!("guided-gradcam map: {e:.2e}"));
+    }
+    let want = fx.u8s("guided.guided_gradcam");
+    let got: Vec<u8> = images
+        .iter()
+        .flat_map(|im| im.as_raw().iter().copied())
+        .collect();
+    assert_eq!(got.len(), want.len());
+    let off = got
+        .iter()
+        .zip(&want)
+        .filter(|(a, b)| a.abs_diff(**b) > 1)
+        .count();
+    let max_diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap_or(0);
+    println!(
+        "{} guided-gradcam image: {:.4}% of values off by more than 1 level (max {max_diff})",
+        fx.name,
+        100.0 * off as f64 / want.len() as f64
+    );
+    if off as f64 > 1e-3 * want.len() as f64 {
+        failures.push(format!("guided-gradcam image: {off} values off by >1"));
+    }
     for c in cases.drain(..) {
         let e = run(&fx, &ctx, &c);
-        if !(e <= TOLERANCE) {
+        if e.is_nan() || e > TOLERANCE {
             failures.push(format!("{}: {e:.2e}", c.key));
         }
     }
@@ -140,4 +178,61 @@ fn resnet50_bottleneck_nonsquare_all_methods() {
 #[test]
 fn vgg11_bn_all_methods() {
     check_all("vgg11_bn");
+}
+
+/// CAM: for a global-average-pool + linear head it is Grad-CAM up to a positive factor, so
+/// after normalisation it must equal pytorch-grad-cam's Grad-CAM maps.
+#[test]
+fn cam_matches_gradcam_on_gap_linear_heads() {
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    for name in ["resnet18_layer4", "resnet50_layer4"] {
+        let fx = Fixture::load(&format!("{name}.safetensors"));
+        let targets = fx.i64s("targets");
+        let n = fx.images.len();
+        let per = targets.len() / n;
+        let lists: Vec<Vec<usize>> = targets
+            .chunks(per)
+            .map(|t| t.iter().map(|&v| v as usize).collect())
+            .collect();
+        let cfg = EngineConfig {
+            layers: vec![fx.meta["layer"].clone()],
+            method: Method::Cam,
+            size: fx.size,
+            targets: TargetSpec::PerImage(per),
+            read_maps: true,
+            ..Default::default()
+        };
+        let mut engine = Engine::new(ctx.clone(), &fx.model, cfg).unwrap();
+        let results = engine.explain_for(&fx.images, &lists).unwrap();
+        let want = fx.f32s("cams");
+        let plane = fx.size[0] * fx.size[1];
+        let mut worst = 0f32;
+        for (i, r) in results.iter().enumerate() {
+            for (t, tr) in r.targets.iter().enumerate() {
+                let row = i * per + t;
+                for (a, b) in tr
+                    .map
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .zip(&want[row * plane..(row + 1) * plane])
+                {
+                    worst = worst.max((a - b).abs());
+                }
+            }
+        }
+        println!("{name} cam vs pgc GradCAM: max abs error {worst:.2e}");
+        assert!(worst <= TOLERANCE, "{name}: {worst}");
+    }
+    // VGG's three-layer classifier is not a CAM head.
+    let fx = Fixture::load("vgg11_bn_mid.safetensors");
+    let cfg = EngineConfig {
+        method: Method::Cam,
+        size: fx.size,
+        ..Default::default()
+    };
+    let err = Engine::new(ctx, &fx.model, cfg)
+        .err()
+        .expect("CAM must refuse VGG heads");
+    assert!(err.to_string().contains("global average pool"), "{err}");
 }

@@ -166,7 +166,15 @@ fn fusion_keeps_the_target_output() {
     let m = Model::from_weights(detweights::generate(&spec, 3), None).unwrap();
     let node = |n: &str| m.graph.find(n).unwrap();
     // Default: conv+bn+relu are one step.
-    let plan = Plan::new(&ctx, &m.graph, &m.weights, [64, 64], &[node("layer4")]).unwrap();
+    let plan = Plan::new(
+        &ctx,
+        &m.graph,
+        &m.weights,
+        [64, 64],
+        &[node("layer4")],
+        false,
+    )
+    .unwrap();
     assert!(
         !plan
             .steps
@@ -185,6 +193,7 @@ fn fusion_keeps_the_target_output() {
         &m.weights,
         [64, 64],
         &[node("layer4.1.conv2")],
+        false,
     )
     .unwrap();
     assert_eq!(plan.steps[plan.targets[0]].name, "layer4.1.conv2");

@@ -105,6 +105,8 @@ pub(crate) enum Recipe {
     Score,
     /// Relative score drop when each channel is ablated.
     Ablation,
+    /// FullGrad's bias-gradient and input-gradient maps (no per-layer CAM).
+    FullGrad,
 }
 
 impl Method {
@@ -129,8 +131,13 @@ impl Method {
             Method::EigenGradCam => Recipe::Eigen(Term::GradAct),
             Method::ScoreCam => Recipe::Score,
             Method::AblationCam => Recipe::Ablation,
-            Method::FullGrad => return None,
+            Method::FullGrad => Recipe::FullGrad,
         })
+    }
+
+    /// Whether the method backpropagates to the input image.
+    pub fn needs_input_gradient(self) -> bool {
+        matches!(self, Method::GuidedGradCam | Method::FullGrad)
     }
 
     /// Whether the method needs the backward pass.

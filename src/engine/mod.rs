@@ -120,6 +120,10 @@ pub struct Engine {
     layer_map: wgpu::Buffer,
     cam_big: wgpu::Buffer,
     overlay: wgpu::Buffer,
+    /// FullGrad: per step, one `[bias, scale, stats]` buffer per biased layer it computes.
+    fullgrad_bias: Vec<Vec<wgpu::Buffer>>,
+    /// FullGrad: statistics for the input term.
+    fullgrad_input: wgpu::Buffer,
     forward_cache: HashMap<usize, Vec<Dispatch>>,
     /// Seed, backward and CAM stage by (images, targets per pass, first target).
     backward_cache: HashMap<(usize, usize, usize), Vec<Dispatch>>,
@@ -154,7 +158,14 @@ impl Engine {
         if cfg.batch == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
-        let plan = Plan::new(&ctx, graph, &model.weights, cfg.size, &target_nodes)?;
+        let plan = Plan::new(
+            &ctx,
+            graph,
+            &model.weights,
+            cfg.size,
+            &target_nodes,
+            cfg.method.needs_input_gradient(),
+        )?;
         let classes = plan.steps.last().expect("plan has steps").shape[0];
         let per_image = cfg.targets.count(classes)?;
         let ops = Ops::new(&ctx);
@@ -190,7 +201,13 @@ impl Engine {
         let tsteps: Vec<&Step> = plan.targets.iter().map(|&t| &plan.steps[t]).collect();
         let max_c = tsteps.iter().map(|t| t.shape[0]).max().unwrap_or(1) as u64;
         let max_numel = tsteps.iter().map(|t| numel(t)).max().unwrap_or(1);
-        let max_plane = tsteps
+        let fullgrad = cfg.method == Method::FullGrad;
+        let planes_of: Vec<&Step> = if fullgrad {
+            plan.steps.iter().collect()
+        } else {
+            tsteps.clone()
+        };
+        let max_plane = planes_of
             .iter()
             .map(|t| (t.shape[1] * t.shape[2]) as u64)
             .max()
@@ -233,6 +250,14 @@ impl Engine {
             Recipe::Score | Recipe::Ablation => Some(Probe::new(&ctx, &plan, cap_rows)?),
             _ => None,
         };
+        let (fullgrad_bias, fullgrad_input) = if fullgrad {
+            fullgrad_terms(&ctx, model, &plan, cap_rows)?
+        } else {
+            (
+                vec![Vec::new(); plan.steps.len()],
+                buffer::storage(&ctx, "unused", 16),
+            )
+        };
         let classifier = match recipe {
             Recipe::Classifier => Some(classifier_weight(&ctx, model, &plan)?),
             _ => None,
@@ -249,7 +274,7 @@ impl Engine {
             layer_map: buffer::storage(
                 &ctx,
                 "cam",
-                if layers.len() > 1 {
+                if layers.len() > 1 || fullgrad {
                     rows * (h * w) as u64 * 4
                 } else {
                     16
@@ -264,6 +289,8 @@ impl Engine {
             plan,
             classifier,
             probe,
+            fullgrad_bias,
+            fullgrad_input,
             recipe,
             cfg,
             layers,
@@ -546,6 +573,7 @@ impl Engine {
                     Term::Weighted
                 }
                 Recipe::Term(term) | Recipe::Eigen(term) => term,
+                Recipe::FullGrad => unreachable!("FullGrad has no per-layer CAM"),
             };
             if self.cfg.eigen_smooth || matches!(self.recipe, Recipe::Eigen(_)) {
                 d.push(
@@ -598,15 +626,6 @@ impl Engine {
             }
         }
         d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
-        d.push(ops.image.overlay(
-            ctx,
-            rows,
-            tc,
-            [h, w],
-            &self.pixels,
-            &self.cam_big,
-            &self.overlay,
-        ));
     }
 
     /// Score-CAM / Ablation-CAM weights for target step `t` into `alpha`: probes of every
@@ -733,10 +752,6 @@ impl Engine {
         let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
         let rows = n * tc;
         let last = self.plan.steps.len() - 1;
-        let steps = &self.plan.steps;
-        let grad = |s: usize| self.grads[s].as_ref().expect("region step has a gradient");
-        let numel = |s: usize| steps[s].shape[0] * steps[s].shape[1] * steps[s].shape[2];
-        let mut written = vec![false; steps.len()];
         let mut d = Vec::new();
         if self.cfg.method.needs_gradients() {
             let seed = self.grads[last].as_ref().expect("output is in the region");
@@ -753,12 +768,109 @@ impl Engine {
             ));
         }
         let lowest = *self.plan.targets.iter().min().expect("at least one target");
-        let backward = if self.cfg.method.needs_gradients() {
-            lowest + 1
-        } else {
-            steps.len()
-        };
-        for s in (backward..steps.len()).rev() {
+        let [h, w] = self.cfg.size;
+        match self.cfg.method {
+            Method::FullGrad => {
+                let mut first = true;
+                self.backward(&mut d, rows, tc, 0, false, Some(&mut first));
+                // The input term: |x * dy/dx| per colour channel.
+                let shape = CamShape {
+                    rows,
+                    channels: 3,
+                    plane: h * w,
+                    rep: tc,
+                };
+                let aux = &self.fullgrad_input;
+                let g0 = self.grads[0].as_ref().expect("FullGrad reaches the input");
+                d.extend(ops.cam.abs_normalized_sum(
+                    ctx,
+                    &shape,
+                    true,
+                    self.act(0),
+                    g0,
+                    aux,
+                    &self.layer_map,
+                    dummy,
+                ));
+                let merge = if first {
+                    Merge::Set(1.0)
+                } else {
+                    Merge::Add(1.0)
+                };
+                d.push(ops.eltwise.combine_into(
+                    ctx,
+                    rows * h * w,
+                    merge,
+                    &self.layer_map,
+                    &self.cam_big,
+                    dummy,
+                ));
+                d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
+                d.push(ops.image.overlay(
+                    ctx,
+                    rows,
+                    tc,
+                    [h, w],
+                    &self.pixels,
+                    &self.cam_big,
+                    &self.overlay,
+                ));
+            }
+            Method::GuidedGradCam => {
+                self.backward(&mut d, rows, tc, lowest, false, None);
+                self.cam_stage(&mut d, n, tc, t0);
+                // A second, guided pass from the same seeds down to the input.
+                self.backward(&mut d, rows, tc, 0, true, None);
+                let g0 = self.grads[0]
+                    .as_ref()
+                    .expect("guided backprop reaches the input");
+                d.push(ops.image.guided(
+                    ctx,
+                    rows,
+                    [h, w],
+                    &self.cam_big,
+                    g0,
+                    &self.overlay,
+                    dummy,
+                ));
+            }
+            m => {
+                if m.needs_gradients() {
+                    self.backward(&mut d, rows, tc, lowest, false, None);
+                }
+                self.cam_stage(&mut d, n, tc, t0);
+                d.push(ops.image.overlay(
+                    ctx,
+                    rows,
+                    tc,
+                    [h, w],
+                    &self.pixels,
+                    &self.cam_big,
+                    &self.overlay,
+                ));
+            }
+        }
+        d
+    }
+
+    /// Backward from the seeded logits down to step `stop` for `rows` gradient rows. `guided`
+    /// uses guided backpropagation's ReLU; `fullgrad` (whether nothing has been accumulated
+    /// yet) adds each biased layer's FullGrad map into `cam_big` on the way.
+    fn backward(
+        &self,
+        d: &mut Vec<Dispatch>,
+        rows: usize,
+        tc: usize,
+        stop: usize,
+        guided: bool,
+        mut fullgrad: Option<&mut bool>,
+    ) {
+        let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
+        let steps = &self.plan.steps;
+        let grad = |s: usize| self.grads[s].as_ref().expect("region step has a gradient");
+        let numel = |s: usize| steps[s].shape[0] * steps[s].shape[1] * steps[s].shape[2];
+        let mut written = vec![false; steps.len()];
+        for s in (stop + 1..steps.len()).rev() {
             if !self.plan.in_region[s] {
                 continue;
             }
@@ -766,11 +878,12 @@ impl Engine {
             let per = numel(s);
             let [c, oh, ow] = step.shape;
             let g = if step.relu {
-                d.push(ops.eltwise.relu_backward(
+                d.push(ops.eltwise.relu_backward_mode(
                     ctx,
                     rows,
                     per,
                     tc,
+                    guided,
                     grad(s),
                     self.act(s),
                     &self.scratch_mask,
@@ -779,6 +892,9 @@ impl Engine {
             } else {
                 grad(s)
             };
+            if let Some(first) = fullgrad.as_deref_mut() {
+                self.fullgrad_layers(d, s, rows, g, first);
+            }
             for &i in &step.inputs {
                 if !self.plan.in_region[i] {
                     continue;
@@ -825,12 +941,16 @@ impl Engine {
                         scale_shift,
                         dst,
                     )),
-                    StepOp::Relu => {
-                        d.push(
-                            ops.eltwise
-                                .relu_backward(ctx, rows, per, tc, g, self.act(s), dst),
-                        )
-                    }
+                    StepOp::Relu => d.push(ops.eltwise.relu_backward_mode(
+                        ctx,
+                        rows,
+                        per,
+                        tc,
+                        guided,
+                        g,
+                        self.act(s),
+                        dst,
+                    )),
                     StepOp::MaxPool(win) => {
                         let am = self.main.argmax(s);
                         d.push(ops.pool.max_backward(ctx, &pool, win, tc, g, am, dst))
@@ -861,8 +981,62 @@ impl Engine {
                 }
             }
         }
-        self.cam_stage(&mut d, n, tc, t0);
-        d
+    }
+
+    /// FullGrad: each biased layer of step `s` adds resize(sum_c minmax(|bias_c * dy/dz_c|))
+    /// to `cam_big`; `g` is the gradient at the step's pre-ReLU output.
+    fn fullgrad_layers(
+        &self,
+        d: &mut Vec<Dispatch>,
+        s: usize,
+        rows: usize,
+        g: &wgpu::Buffer,
+        first: &mut bool,
+    ) {
+        let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
+        let [c, oh, ow] = self.plan.steps[s].shape;
+        let [h, w] = self.cfg.size;
+        let shape = CamShape {
+            rows,
+            channels: c,
+            plane: oh * ow,
+            rep: 1,
+        };
+        for aux in &self.fullgrad_bias[s] {
+            d.extend(ops.cam.abs_normalized_sum(
+                ctx,
+                &shape,
+                false,
+                dummy,
+                g,
+                aux,
+                &self.cam_small,
+                dummy,
+            ));
+            d.push(ops.image.upsample(
+                ctx,
+                rows,
+                [oh, ow],
+                [h, w],
+                &self.cam_small,
+                &self.layer_map,
+                dummy,
+            ));
+            let merge = if *first {
+                Merge::Set(1.0)
+            } else {
+                Merge::Add(1.0)
+            };
+            *first = false;
+            d.push(ops.eltwise.combine_into(
+                ctx,
+                rows * h * w,
+                merge,
+                &self.layer_map,
+                &self.cam_big,
+                dummy,
+            ));
+        }
     }
 }
 
@@ -972,4 +1146,57 @@ fn probe_steps(plan: &Plan, t: usize, score: bool) -> (Vec<bool>, Vec<bool>) {
     let prefix = (0..steps.len()).map(|s| needed[s] && !desc[s]).collect();
     let head = (0..steps.len()).map(|s| needed[s] && desc[s]).collect();
     (prefix, head)
+}
+
+/// FullGrad's biased layers per step: every conv with a bias and every BatchNorm, as
+/// `[bias (C), scale (C), statistics (rows x C x 2)]` buffers. A BN's bias is its folded
+/// shift; a conv followed by a BN in the same step sees the gradient scaled by the BN.
+fn fullgrad_terms(
+    ctx: &GpuContext,
+    model: &Model,
+    plan: &Plan,
+    rows: usize,
+) -> Result<(Vec<Vec<wgpu::Buffer>>, wgpu::Buffer)> {
+    use crate::model::Op;
+    let mut per_step = Vec::with_capacity(plan.steps.len());
+    for step in &plan.steps {
+        let mut terms = Vec::new();
+        for (k, &node) in step.nodes.iter().enumerate() {
+            let (bias, scale): (Vec<f64>, Vec<f64>) = match &model.graph.nodes[node].op {
+                Op::Conv2d {
+                    bias: Some(b),
+                    out_channels,
+                    ..
+                } => {
+                    let bias = model
+                        .weights
+                        .get(b)?
+                        .data
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect();
+                    let bn = step.nodes[k + 1..]
+                        .iter()
+                        .find(|&&m| matches!(model.graph.nodes[m].op, Op::BatchNorm2d { .. }));
+                    let scale = match bn {
+                        Some(&m) => plan::bn_affine(&model.graph, &model.weights, m)?.0,
+                        None => vec![1.0; *out_channels],
+                    };
+                    (bias, scale)
+                }
+                Op::BatchNorm2d { channels, .. } => {
+                    let (_, shift) = plan::bn_affine(&model.graph, &model.weights, node)?;
+                    (shift, vec![1.0; *channels])
+                }
+                _ => continue,
+            };
+            let c = bias.len();
+            let mut data: Vec<f32> = bias.iter().chain(&scale).map(|&v| v as f32).collect();
+            data.resize(2 * c + rows * c * 2, 0.0);
+            terms.push(buffer::storage_f32(ctx, "fullgrad", &data));
+        }
+        per_step.push(terms);
+    }
+    let input = buffer::storage(ctx, "fullgrad", ((6 + rows * 3 * 2) * 4) as u64);
+    Ok((per_step, input))
 }

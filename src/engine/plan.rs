@@ -43,6 +43,8 @@ pub struct Step {
     pub shape: Shape,
     /// ReLU applied to the output (fused).
     pub relu: bool,
+    /// The graph nodes this step computes, in order (e.g. conv, batch norm, ReLU).
+    pub nodes: Vec<usize>,
 }
 
 pub struct Plan {
@@ -58,6 +60,7 @@ pub struct Plan {
 struct Pending {
     node: usize,
     out_node: usize,
+    nodes: Vec<usize>,
     inputs: Vec<usize>,
     bn: Option<usize>,
     relu: bool,
@@ -70,6 +73,7 @@ impl Plan {
         weights: &Weights,
         size: [usize; 2],
         target_nodes: &[usize],
+        to_input: bool,
     ) -> Result<Self> {
         let shapes = graph.shapes(size)?;
         let mut consumers = vec![0usize; graph.nodes.len()];
@@ -119,6 +123,7 @@ impl Plan {
                     _ => st.bn = Some(i),
                 }
                 st.out_node = i;
+                st.nodes.push(i);
                 step_of[i] = s;
                 continue;
             }
@@ -126,6 +131,7 @@ impl Plan {
             pending.push(Pending {
                 node: i,
                 out_node: i,
+                nodes: vec![i],
                 inputs: n.inputs.iter().map(|&j| step_of[j]).collect(),
                 bn: None,
                 relu: false,
@@ -142,6 +148,7 @@ impl Plan {
                 inputs: p.inputs.clone(),
                 shape: shapes[p.out_node],
                 relu: p.relu,
+                nodes: p.nodes.clone(),
             });
         }
         // The region: descendants of the targets that the output depends on.
@@ -149,6 +156,8 @@ impl Plan {
         for &t in &targets {
             from_target[t] = true;
         }
+        // Methods that need the input's gradient backpropagate through everything.
+        from_target[0] |= to_input;
         for s in 0..steps.len() {
             from_target[s] |= steps[s].inputs.iter().any(|&i| from_target[i]);
         }
@@ -306,7 +315,11 @@ fn lower(
 }
 
 /// Eval-mode BatchNorm as `x * scale + shift`, in f64.
-fn bn_affine(graph: &Graph, weights: &Weights, node: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+pub(crate) fn bn_affine(
+    graph: &Graph,
+    weights: &Weights,
+    node: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let Op::BatchNorm2d { prefix, eps, .. } = &graph.nodes[node].op else {
         unreachable!("bn_affine is called on BatchNorm nodes");
     };

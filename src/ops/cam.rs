@@ -64,6 +64,8 @@ impl CamShape {
 }
 
 pub struct CamKernels {
+    abs_stats: Kernel,
+    abs_sum: Kernel,
     weights: Kernel,
     combine: Kernel,
     product: Kernel,
@@ -75,6 +77,8 @@ impl CamKernels {
         let m = module(ctx, "cam.wgsl");
         let st = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
         Self {
+            abs_stats: Kernel::new(ctx, &m, "abs_stats", &st, &[], 64),
+            abs_sum: Kernel::new(ctx, &m, "abs_normalized_sum", &st, &[], 64),
             weights: Kernel::new(ctx, &m, "channel_weights", &st, &[], 64),
             combine: Kernel::new(ctx, &m, "combine", &st, &[], 64),
             product: Kernel::new(ctx, &m, "product", &st, &[], 64),
@@ -83,6 +87,7 @@ impl CamKernels {
     }
 
     /// weights[row, c] from gradients[row] and activations[row / rep].
+    #[allow(clippy::too_many_arguments)]
     pub fn weights(
         &self,
         ctx: &GpuContext,
@@ -200,5 +205,37 @@ impl CamKernels {
             &[dummy, dummy, dummy, maps],
             grid(rows as u64, ctx.max_workgroups_per_dim),
         )
+    }
+
+    /// FullGrad: out[row, s] = sum over channels of min-max normalised |term|, where term is
+    /// bias[c] * scale[c] * G (`input` false) or A * G (`input` true). `aux` holds bias [C],
+    /// scale [C] and room for [rows, C, 2] statistics.
+    #[allow(clippy::too_many_arguments)]
+    pub fn abs_normalized_sum(
+        &self,
+        ctx: &GpuContext,
+        s: &CamShape,
+        input: bool,
+        activations: &wgpu::Buffer,
+        gradients: &wgpu::Buffer,
+        aux: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> [Dispatch; 2] {
+        let p = s.params(input as u32);
+        [
+            self.abs_stats.dispatch(
+                ctx,
+                &p,
+                &[activations, gradients, dummy, aux],
+                (s.rows * s.channels) as u64,
+            ),
+            self.abs_sum.dispatch(
+                ctx,
+                &p,
+                &[activations, gradients, aux, out],
+                (s.rows * s.plane) as u64,
+            ),
+        ]
     }
 }

@@ -20,6 +20,7 @@ const FLAG_RELU: u32 = 1;
 const FLAG_ACCUMULATE: u32 = 4;
 const FLAG_MAX: u32 = 8;
 const FLAG_SCALE: u32 = 16;
+const FLAG_GUIDED: u32 = 32;
 
 pub struct EltwiseKernels {
     add: Kernel,
@@ -95,10 +96,28 @@ impl EltwiseKernels {
         y: &wgpu::Buffer,
         dx: &wgpu::Buffer,
     ) -> Dispatch {
+        self.relu_backward_mode(ctx, rows, per_img, rep, false, dy, y, dx)
+    }
+
+    /// [`Self::relu_backward`], or guided backpropagation's ReLU (which also zeroes negative
+    /// incoming gradients) when `guided`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn relu_backward_mode(
+        &self,
+        ctx: &GpuContext,
+        rows: usize,
+        per_img: usize,
+        rep: usize,
+        guided: bool,
+        dy: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Dispatch {
         let p = EltParams {
             len: u(rows * per_img),
             per_img: u(per_img),
             rep: u(rep.max(1)),
+            flags: guided as u32 * FLAG_GUIDED,
             ..Default::default()
         };
         Self::run(&self.relu_bwd, ctx, p, [dy, y, dx])

@@ -24,6 +24,7 @@ pub struct ImageKernels {
     preprocess: Kernel,
     upsample: Kernel,
     overlay: Kernel,
+    guided: Kernel,
 }
 
 impl ImageKernels {
@@ -40,6 +41,7 @@ impl ImageKernels {
             preprocess: Kernel::new(ctx, &m, "preprocess", &st, &[], 64),
             upsample: Kernel::new(ctx, &m, "upsample_bilinear", &st, &[], 64),
             overlay: Kernel::new(ctx, &m, "overlay", &st, &[], 256),
+            guided: Kernel::new(ctx, &m, "guided", &st, &[], 256),
         }
     }
 
@@ -123,6 +125,33 @@ impl ImageKernels {
             ctx,
             &p,
             &[pixels, maps, &self.unused_out, out],
+            grid(rows as u64, ctx.max_workgroups_per_dim),
+        )
+    }
+
+    /// Guided Grad-CAM images (RGBA8): deprocess_image(map * guided backprop) per row.
+    /// `guided` is the input gradient `[rows, 3, h, w]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn guided(
+        &self,
+        ctx: &GpuContext,
+        rows: usize,
+        size: [usize; 2],
+        maps: &wgpu::Buffer,
+        guided: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = ImageParams {
+            rows: u(rows),
+            in_h: u(size[0]),
+            in_w: u(size[1]),
+            ..Default::default()
+        };
+        self.guided.dispatch_groups(
+            ctx,
+            &p,
+            &[dummy, maps, guided, out],
             grid(rows as u64, ctx.max_workgroups_per_dim),
         )
     }
