@@ -23,7 +23,16 @@ fn channel(px: u32, c: u32) -> f32 {
     return f32((px >> (8u * c)) & 0xffu);
 }
 
-// pixels [rows, h*w] -> out_f32 [rows, 3, h, w] = (x / 255 - mean) / std.
+// Test-time augmentation (pytorch-grad-cam's aug_smooth): with rep = 6, virtual image v is
+// image v / 6 horizontally flipped when v % 6 >= 3 and multiplied by 0.9, 1 or 1.1.
+fn aug_flip(v: u32) -> bool { return p.rep == 6u && v % 6u >= 3u; }
+fn aug_factor(v: u32) -> f32 {
+    if (p.rep != 6u) { return 1.0; }
+    return array<f32, 3>(0.9, 1.0, 1.1)[v % 3u];
+}
+
+// pixels [images, h*w] -> out_f32 [rows, 3, h, w] = (x / 255 - mean) / std, times the
+// augmentation factor; row v reads image v / rep (rep = 1 without augmentation).
 @compute @workgroup_size(64)
 fn preprocess(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
@@ -32,9 +41,12 @@ fn preprocess(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     if (i >= p.rows * plane) { return; }
     let n = i / plane;
     let s = i % plane;
-    let px = pixels[i];
+    var x = s % p.in_w;
+    if (aug_flip(n)) { x = p.in_w - 1u - x; }
+    let px = pixels[(n / p.rep) * plane + (s / p.in_w) * p.in_w + x];
     for (var c = 0u; c < 3u; c++) {
-        out_f32[(n * 3u + c) * plane + s] = (channel(px, c) / 255.0 - p.mean[c]) / p.stdev[c];
+        let v = (channel(px, c) / 255.0 - p.mean[c]) / p.stdev[c];
+        out_f32[(n * 3u + c) * plane + s] = v * aug_factor(n);
     }
 }
 
@@ -190,4 +202,30 @@ fn guided(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
         out_u32[row * plane + s] = px;
     }
+}
+
+// Undoes the augmentation and averages: out_f32[(i, j)] = mean over a of maps[(i*6 + a, j)],
+// flipped back where the pass was flipped. rows counts (image, target) outputs; `out_w`
+// holds the targets per pass.
+@compute @workgroup_size(64)
+fn aug_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    let plane = p.in_h * p.in_w;
+    if (i >= p.rows * plane) { return; }
+    let row = i / plane;
+    let s = i % plane;
+    let tc = p.out_w;
+    let img = row / tc;
+    let j = row % tc;
+    let x = s % p.in_w;
+    let y = s / p.in_w;
+    var acc = 0.0;
+    for (var a = 0u; a < 6u; a++) {
+        let v = img * 6u + a;
+        var sx = x;
+        if (a >= 3u) { sx = p.in_w - 1u - x; }
+        acc += maps[(v * tc + j) * plane + y * p.in_w + sx];
+    }
+    out_f32[i] = acc / 6.0;
 }

@@ -974,7 +974,7 @@ fn preprocess() {
     let d = e
         .ops
         .image
-        .preprocess(&e.ctx, rows, size, mean, std, &pb, &out, &e.ops.dummy);
+        .preprocess(&e.ctx, rows, 1, size, mean, std, &pb, &out, &e.ops.dummy);
     let got = run(&[d], &[(&out, want.len())]);
     check_rel("preprocess", &got[0], &want, 1e-6);
 }
@@ -1227,7 +1227,7 @@ fn golden_fixtures() {
         let d = e
             .ops
             .image
-            .preprocess(&e.ctx, n, size, mean32, std32, &pb, &inp, &e.ops.dummy);
+            .preprocess(&e.ctx, n, 1, size, mean32, std32, &pb, &inp, &e.ops.dummy);
         let got = run(&[d], &[(&inp, want.len())]);
         check_rel(
             &format!("{} preprocess gpu vs torch", fx.name),

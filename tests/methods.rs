@@ -16,6 +16,7 @@ struct Case<'a> {
     layers: Vec<String>,
     fuse: Fuse,
     eigen_smooth: bool,
+    aug_smooth: bool,
 }
 
 fn case(key: &str, method: Method) -> Case<'_> {
@@ -25,6 +26,7 @@ fn case(key: &str, method: Method) -> Case<'_> {
         layers: Vec::new(),
         fuse: Fuse::Mean,
         eigen_smooth: false,
+        aug_smooth: false,
     }
 }
 
@@ -51,6 +53,7 @@ fn run_with(fx: &Fixture, ctx: &GpuContext, c: &Case) -> (f32, Vec<image::RgbIma
         method: c.method,
         fuse: c.fuse,
         eigen_smooth: c.eigen_smooth,
+        aug_smooth: c.aug_smooth,
         size: fx.size,
         batch: 2,
         targets: TargetSpec::PerImage(2),
@@ -127,6 +130,10 @@ fn check_all(name: &str) {
         },
     ];
     cases.push(case("cam.fullgrad", Method::FullGrad));
+    cases.push(Case {
+        aug_smooth: true,
+        ..case("cam.gradcam.aug_smooth", Method::GradCam)
+    });
     let mut failures = Vec::new();
     // Guided Grad-CAM: its map is Grad-CAM's, its image deprocess(map * guided backprop).
     let (e, images) = run_with(&fx, &ctx, &case("cam.gradcam", Method::GuidedGradCam));

@@ -44,6 +44,10 @@ pub struct ExplainArgs {
     /// Replace the channel sum by the first principal component of the weighted activations.
     #[arg(long)]
     pub eigen_smooth: bool,
+    /// Test-time augmentation: horizontal flip x {0.9, 1, 1.1}, six passes in one batch,
+    /// averaged (pytorch-grad-cam's aug_smooth).
+    #[arg(long)]
+    pub aug_smooth: bool,
     /// Classes to explain: top1, topK, all, or a list like 3,7.
     #[arg(long, default_value = "top1")]
     pub target: String,

@@ -31,6 +31,7 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
         method,
         fuse: a.fuse.parse()?,
         eigen_smooth: a.eigen_smooth,
+        aug_smooth: a.aug_smooth,
         size,
         batch: a.batch,
         targets,

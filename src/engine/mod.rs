@@ -41,6 +41,9 @@ pub struct EngineConfig {
     pub fuse: Fuse,
     /// Replace the channel sum by the first principal component of the weighted terms.
     pub eigen_smooth: bool,
+    /// pytorch-grad-cam's test-time augmentation: horizontal flip x {0.9, 1, 1.1}, six passes
+    /// run as one batch, de-augmented and averaged (not renormalised).
+    pub aug_smooth: bool,
     /// Model input size `[H, W]`.
     pub size: [usize; 2],
     /// Images per batch (lowered if one binding can't hold that many).
@@ -61,6 +64,7 @@ impl Default for EngineConfig {
             method: Method::GradCam,
             fuse: Fuse::Mean,
             eigen_smooth: false,
+            aug_smooth: false,
             size: [224, 224],
             batch: 8,
             targets: TargetSpec::TopK(1),
@@ -101,7 +105,9 @@ pub struct Engine {
     classes: usize,
     /// Targets per image.
     per_image: usize,
-    /// Images per batch.
+    /// Passes per image: 6 with aug-smooth, else 1.
+    aug: usize,
+    /// Forward rows (images x passes) per batch.
     cap_n: usize,
     /// Backward rows (image, target) per pass.
     cap_rows: usize,
@@ -119,6 +125,8 @@ pub struct Engine {
     /// One layer's upsampled map when several layers are fused.
     layer_map: wgpu::Buffer,
     cam_big: wgpu::Buffer,
+    /// Aug-smooth: the de-augmented mean maps.
+    cam_avg: wgpu::Buffer,
     overlay: wgpu::Buffer,
     /// FullGrad: per step, one `[bias, scale, stats]` buffer per biased layer it computes.
     fullgrad_bias: Vec<Vec<wgpu::Buffer>>,
@@ -158,6 +166,12 @@ impl Engine {
         if cfg.batch == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
+        let aug = if cfg.aug_smooth { 6 } else { 1 };
+        if cfg.aug_smooth && cfg.method == Method::GuidedGradCam {
+            return Err(Error::Invalid(
+                "--aug-smooth does not apply to guided-gradcam (pytorch-grad-cam's guided backprop is not augmented)".into(),
+            ));
+        }
         let plan = Plan::new(
             &ctx,
             graph,
@@ -187,7 +201,7 @@ impl Engine {
                 ctx.max_binding
             )));
         }
-        let mut cap_n = cfg.batch.min(fit);
+        let mut cap_n = (cfg.batch * aug).min(fit);
 
         // Backward rows: within one binding and the memory budget.
         let region: Vec<usize> = (0..plan.steps.len())
@@ -235,7 +249,12 @@ impl Engine {
         let rows_fit = ((ctx.max_binding / row_bytes_max) as usize)
             .min((BACKWARD_BUDGET / row_bytes_total).max(1) as usize)
             .min(cfg.backward_rows.unwrap_or(usize::MAX));
-        cap_n = cap_n.min(rows_fit);
+        cap_n = cap_n.min(rows_fit) / aug * aug;
+        if cap_n == 0 {
+            return Err(Error::Invalid(format!(
+                "the {aug} augmented passes of one image do not fit the device's storage binding limit; use a smaller --size"
+            )));
+        }
         let cap_rows = (cap_n * per_image).min(rows_fit).max(cap_n);
 
         let main = Activations::new(&ctx, &plan, cap_n, &vec![true; plan.steps.len()]);
@@ -281,6 +300,15 @@ impl Engine {
                 },
             ),
             cam_big: buffer::storage(&ctx, "cam", rows * (h * w) as u64 * 4),
+            cam_avg: buffer::storage(
+                &ctx,
+                "cam",
+                if aug > 1 {
+                    rows * (h * w) as u64 * 4
+                } else {
+                    16
+                },
+            ),
             overlay: buffer::storage(&ctx, "overlay", rows * (h * w) as u64 * 4),
             main,
             grads,
@@ -296,6 +324,7 @@ impl Engine {
             layers,
             classes,
             per_image,
+            aug,
             cap_n,
             cap_rows,
             forward_cache: HashMap::new(),
@@ -308,7 +337,7 @@ impl Engine {
     }
     /// Images per GPU batch; [`Engine::explain`] splits longer slices.
     pub fn batch_size(&self) -> usize {
-        self.cap_n
+        self.cap_n / self.aug
     }
     /// The target layers, as given or defaulted.
     pub fn layers(&self) -> &[String] {
@@ -386,8 +415,9 @@ impl Engine {
             )));
         }
         let mut out = Vec::with_capacity(images.len());
-        for (b, chunk) in images.chunks(self.cap_n).enumerate() {
-            let c = classes.map(|c| &c[b * self.cap_n..b * self.cap_n + chunk.len()]);
+        let batch = self.batch_size();
+        for (b, chunk) in images.chunks(batch).enumerate() {
+            let c = classes.map(|c| &c[b * batch..b * batch + chunk.len()]);
             out.extend(self.explain_batch(chunk, c)?);
         }
         Ok(out)
@@ -398,7 +428,9 @@ impl Engine {
         images: &[image::RgbImage],
         classes: Option<&[Vec<usize>]>,
     ) -> Result<Vec<ImageResult>> {
-        let n = images.len();
+        let images_n = images.len();
+        // Forward rows: every image's augmented passes.
+        let n = images_n * self.aug;
         let [h, w] = self.cfg.size;
         let plane = h * w;
         let pixels: Vec<u32> = images
@@ -417,9 +449,13 @@ impl Engine {
                 Some((0..n).flat_map(|_| c.iter().map(|&c| c as u32)).collect())
             }
             TargetSpec::All => Some((0..n).flat_map(|_| 0..self.classes as u32).collect()),
-            TargetSpec::PerImage(_) => {
-                classes.map(|c| c.iter().flatten().map(|&c| c as u32).collect())
-            }
+            TargetSpec::PerImage(_) => classes.map(|c| {
+                c.iter()
+                    .flat_map(|l| std::iter::repeat_n(l, self.aug))
+                    .flatten()
+                    .map(|&c| c as u32)
+                    .collect()
+            }),
         };
         if let Some(t) = explicit {
             self.ctx
@@ -445,6 +481,7 @@ impl Engine {
                 self.backward_cache.insert(key, b);
             }
             dispatches.extend(self.backward_cache[&key].iter().cloned());
+            dispatches.extend(self.finish(images_n, tc));
             let mut encoder =
                 self.ctx
                     .device
@@ -452,7 +489,8 @@ impl Engine {
                         label: Some("batch"),
                     });
             record_all(&mut encoder, "gradcam", &dispatches);
-            let rows = n * tc;
+            // Outputs are per image (augmented passes are averaged).
+            let rows = images_n * tc;
             let logits = self.act(self.plan.steps.len() - 1);
             let mut reads = vec![
                 (logits, (n * self.classes * 4) as u64),
@@ -460,17 +498,25 @@ impl Engine {
                 (&self.overlay, (rows * plane * 4) as u64),
             ];
             if self.cfg.read_maps {
-                reads.push((&self.cam_big, (rows * plane * 4) as u64));
+                let maps = if self.aug > 1 {
+                    &self.cam_avg
+                } else {
+                    &self.cam_big
+                };
+                reads.push((maps, (rows * plane * 4) as u64));
             }
             let bytes = buffer::submit_and_read(&self.ctx, encoder, &reads)?;
             let logits: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[0]);
             let targets: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[1]);
             let overlays: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[2]);
             let maps: Option<Vec<f32>> = bytes.get(3).map(|b| bytemuck::pod_collect_to_vec(b));
+            // The identity pass (flip off, factor 1) stands for the image.
+            let pass = |i: usize| i * self.aug + self.aug / 6;
             if t0 == 0 {
-                results = (0..n)
+                results = (0..images_n)
                     .map(|i| ImageResult {
-                        logits: logits[i * self.classes..(i + 1) * self.classes].to_vec(),
+                        logits: logits[pass(i) * self.classes..(pass(i) + 1) * self.classes]
+                            .to_vec(),
                         targets: Vec::with_capacity(self.per_image),
                     })
                     .collect();
@@ -486,7 +532,7 @@ impl Engine {
                     })
                     .collect();
                 results[i].targets.push(TargetResult {
-                    class: targets[i * self.per_image + t0 + j] as usize,
+                    class: targets[pass(i) * self.per_image + t0 + j] as usize,
                     map: maps
                         .as_ref()
                         .map(|m| m[row * plane..(row + 1) * plane].to_vec()),
@@ -508,6 +554,7 @@ impl Engine {
         let mut d = vec![ops.image.preprocess(
             ctx,
             n,
+            self.aug,
             self.cfg.size,
             self.cfg.mean,
             self.cfg.std,
@@ -806,15 +853,6 @@ impl Engine {
                     dummy,
                 ));
                 d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
-                d.push(ops.image.overlay(
-                    ctx,
-                    rows,
-                    tc,
-                    [h, w],
-                    &self.pixels,
-                    &self.cam_big,
-                    &self.overlay,
-                ));
             }
             Method::GuidedGradCam => {
                 self.backward(&mut d, rows, tc, lowest, false, None);
@@ -839,16 +877,33 @@ impl Engine {
                     self.backward(&mut d, rows, tc, lowest, false, None);
                 }
                 self.cam_stage(&mut d, n, tc, t0);
-                d.push(ops.image.overlay(
-                    ctx,
-                    rows,
-                    tc,
-                    [h, w],
-                    &self.pixels,
-                    &self.cam_big,
-                    &self.overlay,
-                ));
             }
+        }
+        d
+    }
+
+    /// The per-image outputs of a pass over `images` images with `tc` targets each: the
+    /// augmented maps averaged (aug-smooth), then the JET overlays. Guided Grad-CAM already
+    /// wrote its images.
+    fn finish(&self, images: usize, tc: usize) -> Vec<Dispatch> {
+        let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
+        let [h, w] = self.cfg.size;
+        let rows = images * tc;
+        let mut d = Vec::new();
+        let maps = if self.aug > 1 {
+            d.push(
+                ops.image
+                    .aug_mean(ctx, rows, tc, [h, w], &self.cam_big, &self.cam_avg, dummy),
+            );
+            &self.cam_avg
+        } else {
+            &self.cam_big
+        };
+        if self.cfg.method != Method::GuidedGradCam {
+            d.push(
+                ops.image
+                    .overlay(ctx, rows, tc, [h, w], &self.pixels, maps, &self.overlay),
+            );
         }
         d
     }

@@ -25,6 +25,7 @@ pub struct ImageKernels {
     upsample: Kernel,
     overlay: Kernel,
     guided: Kernel,
+    aug_mean: Kernel,
 }
 
 impl ImageKernels {
@@ -42,15 +43,19 @@ impl ImageKernels {
             upsample: Kernel::new(ctx, &m, "upsample_bilinear", &st, &[], 64),
             overlay: Kernel::new(ctx, &m, "overlay", &st, &[], 256),
             guided: Kernel::new(ctx, &m, "guided", &st, &[], 256),
+            aug_mean: Kernel::new(ctx, &m, "aug_mean", &st, &[], 64),
         }
     }
 
-    /// RGBA8 pixels `[rows, h*w]` to the normalised NCHW input `(x/255 - mean)/std`.
+    /// RGBA8 pixels `[rows / aug, h*w]` to the normalised NCHW input `(x/255 - mean)/std`.
+    /// With `aug` = 6 every image yields pytorch-grad-cam's six test-time augmentations
+    /// (flip x {0.9, 1, 1.1}); `aug` must be 1 or 6.
     #[allow(clippy::too_many_arguments)]
     pub fn preprocess(
         &self,
         ctx: &GpuContext,
         rows: usize,
+        aug: usize,
         size: [usize; 2],
         mean: [f32; 3],
         std: [f32; 3],
@@ -62,6 +67,7 @@ impl ImageKernels {
             rows: u(rows),
             in_h: u(size[0]),
             in_w: u(size[1]),
+            rep: u(aug),
             mean: [mean[0], mean[1], mean[2], 0.0],
             std: [std[0], std[1], std[2], 1.0],
             ..Default::default()
@@ -153,6 +159,34 @@ impl ImageKernels {
             &p,
             &[dummy, maps, guided, out],
             grid(rows as u64, ctx.max_workgroups_per_dim),
+        )
+    }
+
+    /// Averages the six augmented maps of each (image, target) back into `out`
+    /// (`rows` = images x `targets`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn aug_mean(
+        &self,
+        ctx: &GpuContext,
+        rows: usize,
+        targets: usize,
+        size: [usize; 2],
+        maps: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = ImageParams {
+            rows: u(rows),
+            in_h: u(size[0]),
+            in_w: u(size[1]),
+            out_w: u(targets),
+            ..Default::default()
+        };
+        self.aug_mean.dispatch(
+            ctx,
+            &p,
+            &[dummy, maps, out, &self.unused_out],
+            (rows * size[0] * size[1]) as u64,
         )
     }
 }
