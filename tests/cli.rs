@@ -183,3 +183,65 @@ fn bad_model_layer_and_arguments_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--model"), "{}", stderr(&o));
 }
+
+#[test]
+fn every_method_runs_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let img = tmp.path().join("x.png");
+    image(&img, 32, 32);
+    let help = gradcam(&["explain", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for (method, args) in [
+        ("gradcam++", vec!["--eigen-smooth"]),
+        ("eigencam", vec![]),
+        (
+            "hirescam",
+            vec!["--layer", "layer3", "--layer", "layer4", "--fuse", "max"],
+        ),
+        ("guided-gradcam", vec![]),
+        ("fullgrad", vec!["--aug-smooth"]),
+        ("ablationcam", vec!["--layer", "layer4.1.conv2"]),
+        ("scorecam", vec!["--layer", "layer1"]),
+        ("cam", vec![]),
+    ] {
+        assert!(help.contains(method), "--help lists {method}");
+        let out = tmp.path().join(format!("out-{method}"));
+        let mut a = vec![
+            "explain",
+            img.to_str().unwrap(),
+            "--model",
+            m.to_str().unwrap(),
+            "--size",
+            "32",
+            "--method",
+            method,
+            "--save-cam",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend(args);
+        let o = gradcam(&a);
+        assert_eq!(o.status.code(), Some(0), "{method}: {}", stderr(&o));
+        let pngs: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("x.{method}.")) && n.ends_with(".png"))
+            .collect();
+        assert_eq!(pngs.len(), 1, "{method}: {pngs:?}");
+    }
+    // VGG-style heads have no CAM weights; guided Grad-CAM is not augmented.
+    let o = gradcam(&[
+        "explain",
+        img.to_str().unwrap(),
+        "--model",
+        m.to_str().unwrap(),
+        "--size",
+        "32",
+        "--method",
+        "guided-gradcam",
+        "--aug-smooth",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}

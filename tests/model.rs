@@ -1,5 +1,6 @@
 //! Model loading, architecture inference, layer names, the graph IR and plan fusion.
 
+use gradcam_wgpu::engine::Method;
 use gradcam_wgpu::engine::{Plan, StepOp};
 use gradcam_wgpu::model::{Graph, Model, Tensor, Weights, detweights, torchvision};
 use gradcam_wgpu::{Engine, EngineConfig, Error, GpuContext, TargetSpec};
@@ -258,4 +259,41 @@ fn any_layer_explains_and_errors_are_values() {
     )
     .unwrap();
     assert!(e.explain(&[image::RgbImage::new(8, 8)]).is_err());
+}
+
+#[test]
+fn results_can_stay_on_the_device() {
+    let ctx = ctx();
+    let spec = torchvision::state_dict_spec("resnet18", 10).unwrap();
+    let m = Model::from_weights(detweights::generate(&spec, 5), None).unwrap();
+    let imgs: Vec<_> = (0..3)
+        .map(|k| {
+            image::RgbImage::from_fn(40, 32, |x, y| {
+                image::Rgb([(x * 5 + k) as u8, (y * 7) as u8, 40 * k as u8])
+            })
+        })
+        .collect();
+    for method in [Method::GradCam, Method::LayerCam, Method::GuidedGradCam] {
+        let cfg = EngineConfig {
+            method,
+            size: [32, 40],
+            targets: TargetSpec::TopK(2),
+            read_maps: true,
+            ..Default::default()
+        };
+        let mut e = Engine::new(ctx.clone(), &m, cfg).unwrap();
+        let host = e.explain(&imgs).unwrap();
+        let dev = e.explain_on_device(&imgs, None).unwrap();
+        let maps = gradcam_wgpu::gpu::buffer::read_f32(&ctx, dev.maps(), 3 * 2 * 32 * 40).unwrap();
+        for (i, r) in host.iter().enumerate() {
+            for (t, tr) in r.targets.iter().enumerate() {
+                let row = i * 2 + t;
+                assert_eq!(
+                    tr.map.as_deref().unwrap(),
+                    &maps[row * 32 * 40..(row + 1) * 32 * 40],
+                    "{method:?}"
+                );
+            }
+        }
+    }
 }

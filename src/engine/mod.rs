@@ -433,62 +433,13 @@ impl Engine {
         let n = images_n * self.aug;
         let [h, w] = self.cfg.size;
         let plane = h * w;
-        let pixels: Vec<u32> = images
-            .iter()
-            .flat_map(|im| {
-                im.pixels()
-                    .map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255]))
-            })
-            .collect();
-        self.ctx
-            .queue
-            .write_buffer(&self.pixels, 0, bytemuck::cast_slice(&pixels));
-        let explicit: Option<Vec<u32>> = match &self.cfg.targets {
-            TargetSpec::TopK(_) => None,
-            TargetSpec::Classes(c) => {
-                Some((0..n).flat_map(|_| c.iter().map(|&c| c as u32)).collect())
-            }
-            TargetSpec::All => Some((0..n).flat_map(|_| 0..self.classes as u32).collect()),
-            TargetSpec::PerImage(_) => classes.map(|c| {
-                c.iter()
-                    .flat_map(|l| std::iter::repeat_n(l, self.aug))
-                    .flatten()
-                    .map(|&c| c as u32)
-                    .collect()
-            }),
-        };
-        if let Some(t) = explicit {
-            self.ctx
-                .queue
-                .write_buffer(&self.targets, 0, bytemuck::cast_slice(&t));
-        }
+        self.upload(images, classes);
         let tc_max = (self.cap_rows / n).clamp(1, self.per_image);
         let mut results: Vec<ImageResult> = Vec::new();
         let mut t0 = 0;
         while t0 < self.per_image {
             let tc = tc_max.min(self.per_image - t0);
-            let mut dispatches = Vec::new();
-            if t0 == 0 {
-                if !self.forward_cache.contains_key(&n) {
-                    let f = self.forward(n);
-                    self.forward_cache.insert(n, f);
-                }
-                dispatches.extend(self.forward_cache[&n].iter().cloned());
-            }
-            let key = (n, tc, t0);
-            if !self.backward_cache.contains_key(&key) {
-                let b = self.backward_and_cam(n, tc, t0);
-                self.backward_cache.insert(key, b);
-            }
-            dispatches.extend(self.backward_cache[&key].iter().cloned());
-            dispatches.extend(self.finish(images_n, tc));
-            let mut encoder =
-                self.ctx
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("batch"),
-                    });
-            record_all(&mut encoder, "gradcam", &dispatches);
+            let encoder = self.record_pass(images_n, tc, t0);
             // Outputs are per image (augmented passes are averaged).
             let rows = images_n * tc;
             let logits = self.act(self.plan.steps.len() - 1);
@@ -882,6 +833,112 @@ impl Engine {
         d
     }
 
+    /// Writes a batch's pixels and explicit targets to the device.
+    fn upload(&self, images: &[image::RgbImage], classes: Option<&[Vec<usize>]>) {
+        let n = images.len() * self.aug;
+        let pixels: Vec<u32> = images
+            .iter()
+            .flat_map(|im| {
+                im.pixels()
+                    .map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255]))
+            })
+            .collect();
+        self.ctx
+            .queue
+            .write_buffer(&self.pixels, 0, bytemuck::cast_slice(&pixels));
+        let explicit: Option<Vec<u32>> = match &self.cfg.targets {
+            TargetSpec::TopK(_) => None,
+            TargetSpec::Classes(c) => {
+                Some((0..n).flat_map(|_| c.iter().map(|&c| c as u32)).collect())
+            }
+            TargetSpec::All => Some((0..n).flat_map(|_| 0..self.classes as u32).collect()),
+            TargetSpec::PerImage(_) => classes.map(|c| {
+                c.iter()
+                    .flat_map(|l| std::iter::repeat_n(l, self.aug))
+                    .flatten()
+                    .map(|&c| c as u32)
+                    .collect()
+            }),
+        };
+        if let Some(t) = explicit {
+            self.ctx
+                .queue
+                .write_buffer(&self.targets, 0, bytemuck::cast_slice(&t));
+        }
+    }
+
+    /// Explains one batch (at most [`Engine::batch_size`] images, every target in one pass)
+    /// and leaves the results on the device: nothing is read back until the caller asks.
+    /// `classes` is required for [`TargetSpec::PerImage`] and ignored otherwise.
+    pub fn explain_on_device(
+        &mut self,
+        images: &[image::RgbImage],
+        classes: Option<&[Vec<usize>]>,
+    ) -> Result<DeviceResults<'_>> {
+        let [h, w] = self.cfg.size;
+        if images.is_empty() || images.len() > self.batch_size() {
+            return Err(Error::Invalid(format!(
+                "explain_on_device takes 1 to {} images, got {}",
+                self.batch_size(),
+                images.len()
+            )));
+        }
+        if images
+            .iter()
+            .any(|im| im.dimensions() != (w as u32, h as u32))
+        {
+            return Err(Error::Invalid(format!("images must be {w}x{h}")));
+        }
+        if matches!(self.cfg.targets, TargetSpec::PerImage(_)) != classes.is_some() {
+            return Err(Error::Invalid(
+                "pass classes exactly when the engine uses TargetSpec::PerImage".into(),
+            ));
+        }
+        if self.cap_rows / (images.len() * self.aug) < self.per_image {
+            return Err(Error::Invalid(format!(
+                "{} targets per image do not fit one pass for {} images; use explain",
+                self.per_image,
+                images.len()
+            )));
+        }
+        self.upload(images, classes);
+        let encoder = self.record_pass(images.len(), self.per_image, 0);
+        self.ctx.queue.submit([encoder.finish()]);
+        Ok(DeviceResults {
+            engine: self,
+            images: images.len(),
+        })
+    }
+
+    /// Records one pass (the forward too when `t0` is 0) for `images` images and targets
+    /// `t0 .. t0 + tc` into a new encoder.
+    fn record_pass(&mut self, images: usize, tc: usize, t0: usize) -> wgpu::CommandEncoder {
+        let n = images * self.aug;
+        let mut dispatches = Vec::new();
+        if t0 == 0 {
+            if !self.forward_cache.contains_key(&n) {
+                let f = self.forward(n);
+                self.forward_cache.insert(n, f);
+            }
+            dispatches.extend(self.forward_cache[&n].iter().cloned());
+        }
+        let key = (n, tc, t0);
+        if !self.backward_cache.contains_key(&key) {
+            let b = self.backward_and_cam(n, tc, t0);
+            self.backward_cache.insert(key, b);
+        }
+        dispatches.extend(self.backward_cache[&key].iter().cloned());
+        dispatches.extend(self.finish(images, tc));
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("gradcam"),
+            });
+        record_all(&mut encoder, "gradcam", &dispatches);
+        encoder
+    }
+
     /// The per-image outputs of a pass over `images` images with `tc` targets each: the
     /// augmented maps averaged (aug-smooth), then the JET overlays. Guided Grad-CAM already
     /// wrote its images.
@@ -1254,4 +1311,40 @@ fn fullgrad_terms(
     }
     let input = buffer::storage(ctx, "fullgrad", ((6 + rows * 3 * 2) * 4) as u64);
     Ok((per_step, input))
+}
+
+/// The outputs of [`Engine::explain_on_device`], still on the GPU; valid until the engine's
+/// next call. Rows are (image, target) pairs in image-major order.
+pub struct DeviceResults<'a> {
+    engine: &'a Engine,
+    images: usize,
+}
+
+impl DeviceResults<'_> {
+    /// Normalised maps, f32 `[images, targets, H, W]` in [0, 1].
+    pub fn maps(&self) -> &wgpu::Buffer {
+        if self.engine.aug > 1 {
+            &self.engine.cam_avg
+        } else {
+            &self.engine.cam_big
+        }
+    }
+    /// Overlays (or Guided Grad-CAM images), RGBA8 packed in u32, `[images, targets, H, W]`.
+    pub fn overlays(&self) -> &wgpu::Buffer {
+        &self.engine.overlay
+    }
+    /// Pre-softmax logits, f32 `[images * passes, classes]` (6 passes with aug-smooth).
+    pub fn logits(&self) -> &wgpu::Buffer {
+        self.engine.act(self.engine.plan.steps.len() - 1)
+    }
+    /// Explained classes, u32 `[images * passes, targets]`.
+    pub fn targets(&self) -> &wgpu::Buffer {
+        &self.engine.targets
+    }
+    pub fn images(&self) -> usize {
+        self.images
+    }
+    pub fn targets_per_image(&self) -> usize {
+        self.engine.per_image
+    }
 }
