@@ -135,7 +135,9 @@ fn minmax_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         workgroupBarrier();
     }
     let m = lo[0];
-    let scale = 1e-7 + (hi[0] - m);
+    // max() keeps drivers that reassociate float adds (Mesa) from computing (1e-7 + hi) - m,
+    // which is 0 for a constant map of 2 or more (NaN after the division).
+    let scale = 1e-7 + max(hi[0] - m, 0.0);
     for (var s = lid; s < p.plane; s += 256u) {
         dst[base + s] = (dst[base + s] - m) / scale;
     }
@@ -182,7 +184,7 @@ fn abs_normalized_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         let st = 2u * p.channels + 2u * (row * p.channels + c);
         let mn = w[st];
         let v = abs_term(row, c, s, w[c] * w[p.channels + c]);
-        acc += (v - mn) / (1e-7 + (w[st + 1u] - mn));
+        acc += (v - mn) / (1e-7 + max(w[st + 1u] - mn, 0.0)); // max(): see minmax_normalize
     }
     dst[i] = acc;
 }

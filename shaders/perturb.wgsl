@@ -83,7 +83,9 @@ fn masked_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let pb = i / plane;
     let s = i % plane;
     let ch = p.c0 + pb;
-    let m = (upsampled(ch, s / p.out_w, s % p.out_w) - b[2u * ch]) / (b[2u * ch + 1u] - b[2u * ch] + 1e-8);
+    // max() keeps drivers that reassociate float adds (Mesa) from computing
+    // (max + 1e-8) - min, which is 0 for a constant mask of 0.25 or more (NaN after the division).
+    let m = (upsampled(ch, s / p.out_w, s % p.out_w) - b[2u * ch]) / (max(b[2u * ch + 1u] - b[2u * ch], 0.0) + 1e-8);
     for (var k = 0u; k < 3u; k++) {
         dst[(pb * 3u + k) * plane + s] = c[(p.img * 3u + k) * plane + s] * m;
     }

@@ -9,7 +9,12 @@
 //!   the reference evaluated on absolute values ([`common::check_terms`]);
 //! - normalisation, resizing and preprocessing are checked as max error relative to
 //!   max |reference|, at 1e-5 (a handful of roundings of O(1) values is ~1e-6);
-//! - selections (max pooling values and argmax, top-k, seeds, ReLU masks) must be exact;
+//! - where a kernel divides by a computed quantity (Grad-CAM++, XGrad-CAM, FullGrad's
+//!   normalisation, softmax) the bound carries that quantity's condition number, derived at
+//!   the check;
+//! - selections (max pooling values and argmax, top-k, seeds, ReLU masks, ablation probes)
+//!   and single products of f32 values must be exact;
+//! - u8 images (overlay, guided Grad-CAM) agree within one level;
 //! - finite differences compare <backward(dy), v> with the central difference of the f64
 //!   forward at 1e-5 of sum_i |v_i| (|backward|(|dy|))_i.
 
@@ -17,8 +22,11 @@ mod common;
 
 use common::*;
 use gradcam_wgpu::gpu::Dispatch;
+use gradcam_wgpu::ops::cam::{CamShape, Term, Weighting};
 use gradcam_wgpu::ops::conv::{self, ConvShape, ConvVariant};
+use gradcam_wgpu::ops::eltwise::Merge;
 use gradcam_wgpu::ops::linear::LinearWeight;
+use gradcam_wgpu::ops::perturb::TargetRows;
 use gradcam_wgpu::ops::pool::{PoolShape, PoolWindow};
 use gradcam_wgpu::reference as r;
 
@@ -858,6 +866,116 @@ fn add_into() {
     check_terms("add_into x3", &got[0], &want, &abs(&want), 2);
 }
 
+#[test]
+fn guided_relu_backward() {
+    let e = env();
+    let mut rng = Rng::new(33);
+    // 2 images of [5, 7, 3], rep 2. Guided backpropagation's ReLU is not the derivative of
+    // anything, so there is no finite-difference check: it is a selection, compared exactly.
+    // Exact zeros on both sides: x = 0 (y = 0 blocks) and dy = 0 (passes as 0).
+    let (images, rep, per_img) = (2, 2, 5 * 7 * 3);
+    let mut x = rng.vec(images * per_img, -1.0, 1.0);
+    for v in x.iter_mut().step_by(9) {
+        *v = 0.0;
+    }
+    let mut dy = rng.vec(images * rep * per_img, -1.0, 1.0);
+    for v in dy.iter_mut().skip(4).step_by(13) {
+        *v = 0.0;
+    }
+    let (x64, dy64) = (f64s(&x), f64s(&dy));
+    let y64 = r::relu(&x64);
+    let (xb, dyb, y) = (upload(&x), upload(&dy), garbage(x.len()));
+    let (dx_plain, dx_guided) = (garbage(dy.len()), garbage(dy.len()));
+    let k = &e.ops.eltwise;
+    let rows = images * rep;
+    let ds = [
+        k.relu_forward(&e.ctx, x.len(), &xb, &y, &e.ops.dummy),
+        k.relu_backward_mode(&e.ctx, rows, per_img, rep, false, &dyb, &y, &dx_plain),
+        k.relu_backward_mode(&e.ctx, rows, per_img, rep, true, &dyb, &y, &dx_guided),
+    ];
+    let got = run(&ds, &[(&dx_plain, dy.len()), (&dx_guided, dy.len())]);
+    let plain = r::relu_backward(&dy64, &y64, per_img, rep);
+    let guided = r::eltwise::guided_relu_backward(&dy64, &y64, per_img, rep);
+    check_exact("relu backward (plain) rep=2", &got[0], &plain);
+    check_exact("guided relu backward rep=2", &got[1], &guided);
+    // The two differ exactly where y > 0 and dy < 0.
+    let dropped = (0..dy.len())
+        .filter(|&i| {
+            let f = (i / per_img / rep) * per_img + i % per_img;
+            y64[f] > 0.0 && dy64[i] < 0.0
+        })
+        .count();
+    let differ = got[0].iter().zip(&got[1]).filter(|(a, b)| a != b).count();
+    assert!(dropped > 0 && differ == dropped, "{differ} != {dropped}");
+    assert!(
+        got[1].iter().all(|&v| v >= 0.0),
+        "guided gradients are >= 0"
+    );
+}
+
+#[test]
+fn combine_into() {
+    let e = env();
+    let mut rng = Rng::new(34);
+    let len = 777;
+    let src = rng.vec(len, -1.0, 1.0);
+    let dst0 = rng.vec(len, -1.0, 1.0);
+    let (s64, d64) = (f64s(&src), f64s(&dst0));
+    for merge in [
+        Merge::Set(1.0),
+        Merge::Set(0.3),
+        Merge::Set(-1.7),
+        Merge::Add(1.0),
+        Merge::Add(0.25),
+        Merge::Add(-3.1),
+        Merge::Max,
+    ] {
+        let (sb, db) = (upload(&src), upload(&dst0));
+        let d = e
+            .ops
+            .eltwise
+            .combine_into(&e.ctx, len, merge, &sb, &db, &e.ops.dummy);
+        let got = run(&[d], &[(&db, len)]);
+        let want = r::eltwise::combine_into(&d64, &s64, merge);
+        let name = format!("combine_into {merge:?}");
+        match merge {
+            // One product, or a selection.
+            Merge::Set(_) | Merge::Max => check_exact(&name, &got[0], &want),
+            // A product and a sum.
+            Merge::Add(sc) => {
+                let scaled: Vec<f64> = s64.iter().map(|v| (sc as f64 * v).abs()).collect();
+                check_terms(&name, &got[0], &want, &r::add(&scaled, &abs(&d64)), 0);
+            }
+        }
+    }
+    // Fusing three layers' maps in one pass: dst = max(0.5 a + 0.5 b, c). Max is
+    // 1-Lipschitz, so the bound of the sum holds.
+    let (a, b, c) = (
+        rng.vec(len, 0.0, 1.0),
+        rng.vec(len, 0.0, 1.0),
+        rng.vec(len, 0.0, 1.0),
+    );
+    let (ab, bb, cb, db) = (upload(&a), upload(&b), upload(&c), garbage(len));
+    let k = &e.ops.eltwise;
+    let ds = [
+        k.combine_into(&e.ctx, len, Merge::Set(0.5), &ab, &db, &e.ops.dummy),
+        k.combine_into(&e.ctx, len, Merge::Add(0.5), &bb, &db, &e.ops.dummy),
+        k.combine_into(&e.ctx, len, Merge::Max, &cb, &db, &e.ops.dummy),
+    ];
+    let got = run(&ds, &[(&db, len)]);
+    let half_sum: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(a, b)| 0.5 * (*a as f64 + *b as f64))
+        .collect();
+    let want: Vec<f64> = half_sum
+        .iter()
+        .zip(&c)
+        .map(|(h, c)| h.max(*c as f64))
+        .collect();
+    check_terms("combine_into set, add, max", &got[0], &want, &half_sum, 1);
+}
+
 // ---------------------------------------------------------------------------------------
 // Grad-CAM reductions
 
@@ -916,12 +1034,15 @@ fn cam_alpha_and_weighted_sum() {
 fn cam_minmax_normalize() {
     let e = env();
     let mut rng = Rng::new(18);
-    // plane 49: random, all-zero, constant, positive-random; then planes above 256 threads.
-    for (plane, rows) in [(49, 4), (17 * 19, 2), (224 * 224, 1)] {
+    // plane 49: random, all-zero, constant, constant above 2 (where 1e-7 is below half an
+    // ulp, so 1e-7 + (max - min) must not be reassociated), random; then planes above 256
+    // threads.
+    for (plane, rows) in [(49, 5), (17 * 19, 2), (224 * 224, 1)] {
         let mut maps = rng.vec(rows * plane, -3.0, 5.0);
-        if rows == 4 {
+        if rows == 5 {
             maps[plane..2 * plane].fill(0.0);
             maps[2 * plane..3 * plane].fill(0.37);
+            maps[3 * plane..4 * plane].fill(5.0);
         }
         let want = r::minmax_normalize(&f64s(&maps), plane);
         let mb = upload(&maps);
@@ -930,10 +1051,10 @@ fn cam_minmax_normalize() {
             &[(&mb, maps.len())],
         );
         check_rel(&format!("minmax {rows}x{plane}"), &got[0], &want, 1e-5);
-        if rows == 4 {
+        if rows == 5 {
             assert!(
-                got[0][plane..3 * plane].iter().all(|&v| v == 0.0),
-                "zero and constant maps stay 0"
+                got[0][plane..4 * plane].iter().all(|&v| v == 0.0),
+                "zero and constant maps become 0"
             );
         }
         for m in got[0].chunks(plane) {
@@ -942,6 +1063,294 @@ fn cam_minmax_normalize() {
                 .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
             assert!(lo == 0.0 && hi <= 1.0, "normalised range [{lo}, {hi}]");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// CAM methods: channel weightings, per-element terms, FullGrad
+
+fn cam_shape(rows: usize, channels: usize, plane: usize, rep: usize) -> CamShape {
+    CamShape {
+        rows,
+        channels,
+        plane,
+        rep,
+    }
+}
+
+/// (sum A, sum |A|) over the activation map (image row / rep, channel c).
+fn act_sums(act: &[f64], s: &CamShape, row: usize, c: usize) -> (f64, f64) {
+    let a = &act[((row / s.rep) * s.channels + c) * s.plane..][..s.plane];
+    (a.iter().sum(), a.iter().map(|v| v.abs()).sum())
+}
+
+/// The rounding-error scale of `channel_weights` as [`check_terms`] takes it: per weight,
+/// sum |terms| times a condition number, and n.
+/// - Mean: plane terms and a division: |alpha|(|g|), n = plane + 1.
+/// - XGrad: the denominator D = sum A + 1e-7 carries (plane) u (sum |A| + 1e-7) of absolute
+///   error, i.e. a relative error plane u kappa with kappa = (sum |A| + 1e-7) / |D|; each term
+///   adds 2 roundings (product, division), the outer sum plane - 1 more relative to
+///   sum |terms|: |err| <= (2 plane + 1) u kappa sum |g A| / |D|, so n = 2 plane.
+/// - PlusPlus: only g > 0 contributes, with D = 2 g^2 + S g^3 + 1e-6 (S = sum A). Its
+///   computed value carries (plane + 4) u D_abs of error, D_abs = 2 g^2 + sum |A| |g|^3 +
+///   1e-6 (S's summation, the roundings of g^2, g^3, S g^3 and two additions), so alpha =
+///   g^2 / D is off by (plane + 6) u kappa relative (kappa = D_abs / |D|, plus g^2 and the
+///   division), the ReLU(g) product by one more, and the outer sum adds plane - 1:
+///   |err| <= (2 plane + 6) u sum kappa ReLU(g) alpha, n = 2 plane + 2. The division does
+///   not amplify errors when activations are >= 0 (kappa = 1: every summand of D is
+///   positive); with negative activations S g^3 can cancel 2 g^2 and kappa measures it.
+fn weights_error_terms(
+    act: &[f64],
+    grad: &[f64],
+    s: &CamShape,
+    how: Weighting,
+) -> (Vec<f64>, usize) {
+    let plane = s.plane;
+    match how {
+        Weighting::Mean => (r::alpha(&abs(grad), s.rows, s.channels, plane), plane + 1),
+        Weighting::XGrad => {
+            let terms = (0..s.rows * s.channels)
+                .map(|i| {
+                    let (row, c) = (i / s.channels, i % s.channels);
+                    let (sum, sum_abs) = act_sums(act, s, row, c);
+                    let d = (sum + 1e-7).abs();
+                    let a = &act[((row / s.rep) * s.channels + c) * plane..][..plane];
+                    let g = &grad[i * plane..][..plane];
+                    let t: f64 = g.iter().zip(a).map(|(g, a)| (g * a).abs() / d).sum();
+                    t * (sum_abs + 1e-7) / d
+                })
+                .collect();
+            (terms, 2 * plane)
+        }
+        Weighting::PlusPlus => {
+            let terms = (0..s.rows * s.channels)
+                .map(|i| {
+                    let (row, c) = (i / s.channels, i % s.channels);
+                    let (sum, sum_abs) = act_sums(act, s, row, c);
+                    grad[i * plane..][..plane]
+                        .iter()
+                        .filter(|&&g| g > 0.0)
+                        .map(|&g| {
+                            let d = (2.0 * g * g + sum * g * g * g + 1e-6).abs();
+                            let d_abs = 2.0 * g * g + sum_abs * g * g * g + 1e-6;
+                            g * g * g / d * (d_abs / d)
+                        })
+                        .sum()
+                })
+                .collect();
+            (terms, 2 * plane + 2)
+        }
+    }
+}
+
+#[test]
+fn cam_channel_weights() {
+    let e = env();
+    let mut rng = Rng::new(30);
+    // (images, rep, channels, h x w, lowest activation): post-ReLU activations, and one
+    // case with negative activations (a layer without ReLU).
+    for (images, rep, channels, hw, lo) in [
+        (2, 2, 5, [7, 7], 0.0),
+        (1, 3, 67, [7, 5], 0.0),
+        (2, 1, 4, [14, 14], 0.0),
+        (2, 2, 6, [5, 5], -1.0),
+    ] {
+        let rows = images * rep;
+        let plane = hw[0] * hw[1];
+        let s = cam_shape(rows, channels, plane, rep);
+        let mut g = rng.vec(rows * channels * plane, -1.0, 1.0);
+        // Exact-zero gradients: scattered, and all of (row 0, channel 1) (a zero weight).
+        for v in g.iter_mut().step_by(5) {
+            *v = 0.0;
+        }
+        g[plane..2 * plane].fill(0.0);
+        let mut act = rng.vec(images * channels * plane, lo, 2.0);
+        for v in act.iter_mut().skip(3).step_by(7) {
+            *v = 0.0; // dead units
+        }
+        let (g64, a64) = (f64s(&g), f64s(&act));
+        let (gb, ab) = (upload(&g), upload(&act));
+        for how in [Weighting::Mean, Weighting::PlusPlus, Weighting::XGrad] {
+            let want = r::cam::channel_weights(&a64, &g64, &s, how);
+            let (terms, n) = weights_error_terms(&a64, &g64, &s, how);
+            let out = garbage(rows * channels);
+            let d = e
+                .ops
+                .cam
+                .weights(&e.ctx, &s, how, &ab, &gb, &out, &e.ops.dummy);
+            let got = run(&[d], &[(&out, rows * channels)]);
+            let name = format!("weights {how:?} {images} images x rep {rep}, {channels} x {hw:?}");
+            check_terms(&name, &got[0], &want, &terms, n);
+            assert_eq!(got[0][1], 0.0, "{name}: zero gradients give a zero weight");
+        }
+    }
+}
+
+const TERMS: [Term; 5] = [
+    Term::Weighted,
+    Term::GradAct,
+    Term::ReluGradAct,
+    Term::ReluGradTimesAct,
+    Term::Act,
+];
+
+#[test]
+fn cam_combine_and_product() {
+    let e = env();
+    let mut rng = Rng::new(31);
+    for (images, rep, channels, hw) in [(2, 2, 7, [5, 9]), (1, 2, 70, [7, 7])] {
+        let rows = images * rep;
+        let plane = hw[0] * hw[1];
+        let s = cam_shape(rows, channels, plane, rep);
+        let mut g = rng.vec(rows * channels * plane, -1.0, 1.0);
+        for v in g.iter_mut().step_by(11) {
+            *v = 0.0;
+        }
+        let act = rng.vec(images * channels * plane, -0.5, 2.0);
+        let w = rng.vec(rows * channels, -1.0, 1.0);
+        let (g64, a64, w64) = (f64s(&g), f64s(&act), f64s(&w));
+        let (gb, ab, wb) = (upload(&g), upload(&act), upload(&w));
+        for term in TERMS {
+            let (cam, prod) = (garbage(rows * plane), garbage(rows * channels * plane));
+            let k = &e.ops.cam;
+            let ds = [
+                k.combine(&e.ctx, &s, term, &ab, &gb, &wb, &cam),
+                k.product(&e.ctx, &s, term, &ab, &gb, &wb, &prod),
+            ];
+            let got = run(
+                &ds,
+                &[(&cam, rows * plane), (&prod, rows * channels * plane)],
+            );
+            let name = format!("{term:?} {images} images x rep {rep}, {channels} x {hw:?}");
+            // Each term is one product of f32 values (or a copy), then possibly a ReLU.
+            let want_p = r::cam::product(&a64, &g64, &w64, &s, term);
+            check_exact(&format!("product {name}"), &got[1], &want_p);
+            let want = r::cam::combine(&a64, &g64, &w64, &s, term);
+            let terms = r::cam::sum_channels(&abs(&want_p), channels, plane);
+            check_terms(&format!("combine {name}"), &got[0], &want, &terms, channels);
+            if term == Term::GradAct {
+                assert!(
+                    want.contains(&0.0) && want.iter().any(|&v| v > 0.0),
+                    "ReLU exercised"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cam_fullgrad_abs_normalized_sum() {
+    let e = env();
+    let mut rng = Rng::new(32);
+    // Bias terms of a feature layer, and the input term (3 channels at input resolution).
+    for (input, images, rep, channels, hw) in [
+        (false, 2, 2, 6, [5, 5]),
+        (false, 1, 3, 40, [7, 7]),
+        (true, 2, 2, 3, [9, 7]),
+        (true, 1, 1, 3, [20, 24]),
+    ] {
+        let rows = images * rep;
+        let plane = hw[0] * hw[1];
+        let s = cam_shape(rows, channels, plane, rep);
+        let mut g = rng.vec(rows * channels * plane, -1.0, 1.0);
+        let mut act = rng.vec(images * channels * plane, -2.0, 2.0);
+        let mut bias = rng.vec(channels, -1.0, 1.0);
+        let mut scale = rng.vec(channels, 0.5, 2.0);
+        // Constant maps, which normalise to 0: a zero bias, and (bias channel 3 of row 0) a
+        // constant |bias scale G| of 3; for the input, a constant channel 1 of image 0 under
+        // constant gradients of its rows, |A G| = 3.75. Above 2, 1e-7 is below half an ulp:
+        // 1e-7 + (max - min) must not be reassociated into (1e-7 + max) - min = 0.
+        if input {
+            act[plane..2 * plane].fill(2.5);
+            for row in 0..rep {
+                g[(row * channels + 1) * plane..][..plane].fill(-1.5);
+            }
+        } else {
+            bias[2] = 0.0;
+            (bias[3], scale[3]) = (1.0, 2.0);
+            g[3 * plane..4 * plane].fill(-1.5);
+        }
+        let (g64, a64, b64, s64) = (f64s(&g), f64s(&act), f64s(&bias), f64s(&scale));
+        let stats_len = rows * channels * 2;
+        let aux: Vec<f32> = bias
+            .iter()
+            .chain(&scale)
+            .copied()
+            .chain(std::iter::repeat_n(f32::NAN, stats_len))
+            .collect();
+        let (gb, ab, auxb, out) = (
+            upload(&g),
+            upload(&act),
+            upload(&aux),
+            garbage(rows * plane),
+        );
+        let ds =
+            e.ops
+                .cam
+                .abs_normalized_sum(&e.ctx, &s, input, &ab, &gb, &auxb, &out, &e.ops.dummy);
+        let got = run(&ds, &[(&out, rows * plane), (&auxb, aux.len())]);
+        let name =
+            format!("fullgrad input={input} {images} images x rep {rep}, {channels} x {hw:?}");
+        assert_eq!(
+            got[1][..2 * channels],
+            aux[..2 * channels],
+            "bias and scale kept"
+        );
+
+        // Statistics: |A G| is one rounding, so its min and max are exact; |bias scale G|
+        // takes two.
+        let terms = r::cam::fullgrad_terms(&a64, &g64, &b64, &s64, &s, input);
+        let want_stats = r::cam::map_min_max(&terms, plane);
+        let got_stats = &got[1][2 * channels..];
+        if input {
+            check_exact(&format!("{name} stats"), got_stats, &want_stats);
+        } else {
+            check_terms(
+                &format!("{name} stats"),
+                got_stats,
+                &want_stats,
+                &abs(&want_stats),
+                0,
+            );
+        }
+        for (i, st) in got_stats.chunks(2).enumerate() {
+            let constant = if input {
+                i % channels == 1 && i / channels < rep
+            } else {
+                i % channels == 2 || i == 3
+            };
+            assert_eq!(
+                st[0] == st[1],
+                constant,
+                "{name}: map {i} constant iff expected"
+            );
+        }
+
+        // The sum: with v, min, max each within 2u relative, a normalised term
+        // t = (v - min) / (1e-7 + (max - min)) is off by at most
+        // u [2 (v + max + 2 min) / D + 4 t] (D its denominator), and summing C of them adds
+        // (C - 1) u sum t: |err| <= (C + 4) u sum_c [(v + max + 2 min) / D + t]. A constant
+        // map gives exactly 0 on both sides (v = min = max bit for bit) and contributes
+        // nothing to the bound.
+        let want = r::cam::abs_normalized_sum(&a64, &g64, &b64, &s64, &s, input);
+        let bound: Vec<f64> = (0..rows * plane)
+            .map(|i| {
+                let (row, sp) = (i / plane, i % plane);
+                (0..channels)
+                    .map(|c| {
+                        let m = row * channels + c;
+                        let (lo, hi) = (want_stats[2 * m], want_stats[2 * m + 1]);
+                        if hi == lo {
+                            return 0.0;
+                        }
+                        let v = terms[m * plane + sp];
+                        let d = 1e-7 + (hi - lo);
+                        (v + hi + 2.0 * lo) / d + (v - lo) / d
+                    })
+                    .sum()
+            })
+            .collect();
+        check_terms(&name, &got[0], &want, &bound, channels);
     }
 }
 
@@ -1044,6 +1453,167 @@ fn overlay() {
         eprintln!(
             "overlay {rows}x{size:?} rep {rep}: {off} of {} bytes off by one",
             got.len()
+        );
+    }
+}
+
+#[test]
+fn preprocess_aug_smooth() {
+    let e = env();
+    let mut rng = Rng::new(35);
+    // Odd width: the middle column maps to itself under the flip.
+    let (images, size) = (2, [9, 7]);
+    let mean = [0.485f32, 0.456, 0.406];
+    let std = [0.229f32, 0.224, 0.225];
+    let px = rng.bytes(images * size[0] * size[1] * 4);
+    let want = r::image::preprocess_aug(
+        &px,
+        images,
+        size,
+        mean.map(|v| v as f64),
+        std.map(|v| v as f64),
+    );
+    let (pb, out) = (upload_u32(&pack_rgba(&px)), garbage(want.len()));
+    let d = e.ops.image.preprocess(
+        &e.ctx,
+        images * 6,
+        6,
+        size,
+        mean,
+        std,
+        &pb,
+        &out,
+        &e.ops.dummy,
+    );
+    let got = run(&[d], &[(&out, want.len())]);
+    // One more rounding (the factor) than plain preprocessing.
+    check_rel("preprocess aug=6", &got[0], &want, 1e-6);
+    // Passes 1 and 4 (factor 1) are the plain preprocessing, bit for bit, and its mirror.
+    let plain = garbage(images * 3 * size[0] * size[1]);
+    let d = e.ops.image.preprocess(
+        &e.ctx,
+        images,
+        1,
+        size,
+        mean,
+        std,
+        &pb,
+        &plain,
+        &e.ops.dummy,
+    );
+    let plain = run(&[d], &[(&plain, images * 3 * size[0] * size[1])]).remove(0);
+    let per = 3 * size[0] * size[1];
+    for n in 0..images {
+        let p = &plain[n * per..][..per];
+        assert_eq!(
+            &got[0][(6 * n + 1) * per..][..per],
+            p,
+            "pass 1 of image {n}"
+        );
+        let mirrored: Vec<f32> = (0..per)
+            .map(|i| p[i - i % size[1] + size[1] - 1 - i % size[1]])
+            .collect();
+        assert_eq!(
+            got[0][(6 * n + 4) * per..][..per],
+            mirrored,
+            "pass 4 of image {n}"
+        );
+    }
+}
+
+#[test]
+fn aug_mean() {
+    let e = env();
+    let mut rng = Rng::new(36);
+    for (images, targets, size) in [(2, 3, [5, 6]), (1, 1, [13, 9]), (3, 2, [1, 4])] {
+        let plane = size[0] * size[1];
+        let maps = rng.vec(images * 6 * targets * plane, 0.0, 1.0);
+        let m64 = f64s(&maps);
+        let want = r::image::aug_mean(&m64, images, targets, size);
+        let terms = r::image::aug_mean(&abs(&m64), images, targets, size);
+        let (mb, out) = (upload(&maps), garbage(want.len()));
+        let d = e.ops.image.aug_mean(
+            &e.ctx,
+            images * targets,
+            targets,
+            size,
+            &mb,
+            &out,
+            &e.ops.dummy,
+        );
+        let got = run(&[d], &[(&out, want.len())]);
+        // Six terms and a division.
+        check_terms(
+            &format!("aug_mean {images} images x {targets} targets {size:?}"),
+            &got[0],
+            &want,
+            &terms,
+            6,
+        );
+    }
+    // Deaugmenting six identical-content passes (flipped where the pass flips) gives the map
+    // back: the mean of six copies of each value.
+    let (targets, size) = (2, [4, 5]);
+    let plane = size[0] * size[1];
+    let base = rng.vec(targets * plane, 0.0, 1.0);
+    let maps: Vec<f32> = (0..6 * targets * plane)
+        .map(|i| {
+            let (a, j, s) = (i / (targets * plane), (i / plane) % targets, i % plane);
+            let (y, x) = (s / size[1], s % size[1]);
+            let sx = if a >= 3 { size[1] - 1 - x } else { x };
+            base[j * plane + y * size[1] + sx]
+        })
+        .collect();
+    let (mb, out) = (upload(&maps), garbage(targets * plane));
+    let d = e
+        .ops
+        .image
+        .aug_mean(&e.ctx, targets, targets, size, &mb, &out, &e.ops.dummy);
+    let got = run(&[d], &[(&out, targets * plane)]);
+    check_terms(
+        "aug_mean of flipped copies",
+        &got[0],
+        &f64s(&base),
+        &f64s(&base),
+        6,
+    );
+}
+
+#[test]
+fn guided_gradcam_images() {
+    let e = env();
+    let mut rng = Rng::new(37);
+    // Planes below and above the 256 threads of a workgroup; the last row's map is all zero
+    // (every value 0.5 -> 127).
+    for (rows, size) in [(3, [13, 17]), (2, [40, 30])] {
+        let plane = size[0] * size[1];
+        let mut maps = rng.vec(rows * plane, 0.0, 1.0);
+        maps[(rows - 1) * plane..].fill(0.0);
+        // Guided gradients are small with sparse spikes, which clip at 0 and 255.
+        let mut gb = rng.vec(rows * 3 * plane, -0.01, 0.01);
+        for (i, v) in gb.iter_mut().enumerate().skip(5).step_by(97) {
+            *v = if i % 2 == 0 { 0.5 } else { -0.5 };
+        }
+        let want = r::image::guided(&f64s(&maps), &f64s(&gb), rows, size);
+        let (mb, gbb, out) = (upload(&maps), upload(&gb), garbage(rows * plane));
+        let d = e
+            .ops
+            .image
+            .guided(&e.ctx, rows, size, &mb, &gbb, &out, &e.ops.dummy);
+        let got = run_bytes(&[d], &[(&out, rows * plane)]).remove(0);
+        let name = format!("guided {rows}x{size:?}");
+        let off = check_bytes_within_one(&name, &got, &want);
+        assert!(off * 100 <= got.len(), "{name}: {off} bytes off by one");
+        assert!(got.chunks(4).all(|p| p[3] == 255), "alpha is opaque");
+        assert!(
+            got[(rows - 1) * plane * 4..]
+                .chunks(4)
+                .all(|p| p[..3] == [127, 127, 127]),
+            "{name}: a zero map gives 127"
+        );
+        assert!(
+            want.contains(&0) && want.contains(&255),
+            "{name}: clipping exercised"
         );
     }
 }
@@ -1356,4 +1926,464 @@ fn eigen_projection_matches_dense_eigendecomposition() {
             1e-4,
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Perturbation methods: Score-CAM and Ablation-CAM
+
+/// Chunks of at most `batch` channels: (c0, count).
+fn chunks(channels: usize, batch: usize) -> Vec<(usize, usize)> {
+    (0..channels)
+        .step_by(batch)
+        .map(|c0| (c0, batch.min(channels - c0)))
+        .collect()
+}
+
+/// softmax_rows against the f64 softmax of the same scores. WGSL's exp is accurate to
+/// 3 + 2|x| ULP (<= 2u relative per ULP), x = s - max is rounded once (|x| u relative on
+/// the exponential), the sum of C positive terms adds (C - 1) u and the division u, so
+/// |err_i| <= u out_i [(7 + 5 |x_i|) + (7 + 5 max |x|) + C].
+fn check_softmax(name: &str, gpu: &[f32], scores: &[f64], channels: usize) {
+    let want = r::perturb::softmax_rows(scores, channels);
+    assert_eq!(gpu.len(), want.len(), "{name}: length");
+    let mut worst: f64 = 0.0;
+    for (row, s) in scores.chunks(channels).enumerate() {
+        let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let x_max = s.iter().map(|v| m - v).fold(0.0, f64::max);
+        for (c, v) in s.iter().enumerate() {
+            let i = row * channels + c;
+            let bound = U32 * want[i] * (14.0 + 5.0 * (m - v) + 5.0 * x_max + channels as f64);
+            let err = (gpu[i] as f64 - want[i]).abs();
+            assert!(
+                err <= bound,
+                "{name}: at {i}: gpu {} ref {} error {err:.3e} > {bound:.3e}",
+                gpu[i],
+                want[i]
+            );
+            worst = worst.max(err / (U32 * want[i]));
+        }
+    }
+    eprintln!("{name}: worst error {worst:.2} u * out");
+}
+
+#[test]
+fn score_cam_masks() {
+    let e = env();
+    let mut rng = Rng::new(38);
+    // (images, activation [C, h, w], input size): upsampling, single-row activations and a
+    // single-column output (align_corners maps them to index 0), 1x1 activations, the
+    // identity, and an ImageNet-sized input (more pixels than threads). The second and third
+    // make every mask constant (max = min): (x - min) / (max - min + 1e-8) must give 0, not
+    // NaN from a reassociated (max + 1e-8) - min.
+    for (images, shape, size) in [
+        (2, [5, 7, 7], [32, 40]),
+        (1, [3, 1, 4], [9, 1]),
+        (2, [4, 1, 1], [6, 5]),
+        (1, [4, 5, 4], [5, 4]),
+        (1, [3, 7, 7], [224, 224]),
+    ] {
+        let [channels, h, w] = shape;
+        let plane = size[0] * size[1];
+        let mut act = rng.vec(images * channels * h * w, 0.0, 2.0);
+        // A dead channel (all zero) in every image: its mask is exactly 0.
+        for n in 0..images {
+            act[(n * channels + 1) * h * w..][..h * w].fill(0.0);
+        }
+        let input = rng.vec(images * 3 * plane, -2.1, 2.6);
+        let (a64, in64) = (f64s(&act), f64s(&input));
+        let (ab, ib) = (upload(&act), upload(&input));
+        for img in 0..images {
+            let (stats, probes) = (garbage(2 * channels), garbage(channels * 3 * plane));
+            let k = &e.ops.perturb;
+            let ds = [
+                k.mask_stats(&e.ctx, img, shape, size, &ab, &stats, &e.ops.dummy),
+                k.masked_input(
+                    &e.ctx,
+                    img,
+                    shape,
+                    size,
+                    0,
+                    channels,
+                    &ab,
+                    &stats,
+                    &ib,
+                    &probes,
+                    &e.ops.dummy,
+                ),
+            ];
+            let got = run(
+                &ds,
+                &[(&stats, 2 * channels), (&probes, channels * 3 * plane)],
+            );
+            let name = format!("score-cam {shape:?} -> {size:?} image {img}");
+            // Bilinear samples are convex combinations: a few roundings of O(1) values.
+            let want_stats = r::perturb::mask_stats(&a64, img, shape, size);
+            check_rel(&format!("{name} stats"), &got[0], &want_stats, 1e-5);
+            let want = r::perturb::masked_input(&a64, &in64, img, shape, size, 0, channels);
+            if std::env::var_os("SC_DEBUG").is_some() {
+                eprintln!("stats {:?}\ngot {:?}\nwant {:?}", got[0], got[1], want);
+            }
+            check_rel(&format!("{name} probes"), &got[1], &want, 1e-5);
+            assert!(
+                got[1][3 * plane..6 * plane].iter().all(|&v| v == 0.0),
+                "{name}: the dead channel's probe is 0"
+            );
+        }
+    }
+    // The identity resize reproduces the activations exactly (stats are the plain min, max).
+    let act = rng.vec(2 * 3 * 4 * 5, -1.0, 1.0);
+    let stats = garbage(6);
+    let d = e.ops.perturb.mask_stats(
+        &e.ctx,
+        1,
+        [3, 4, 5],
+        [4, 5],
+        &upload(&act),
+        &stats,
+        &e.ops.dummy,
+    );
+    let got = run(&[d], &[(&stats, 6)]);
+    let want = r::cam::map_min_max(&f64s(&act[60..]), 20);
+    check_exact("mask_stats identity", &got[0], &want);
+}
+
+/// Score-CAM's masked forward passes in chunks of a probe batch, as the engine records them
+/// in one pass: per image, mask_stats, then per chunk of channels masked_input into a batch
+/// of probes, a fake network (one linear layer) on them, and gather_scores of the target
+/// rows; finally softmax_rows. Every stage is checked against the f64 reference on the
+/// GPU's own inputs (probes are snapshotted per chunk), and the whole chain end to end.
+#[test]
+fn score_cam_batched_chain() {
+    let e = env();
+    let mut rng = Rng::new(39);
+    let (images, shape, size, batch) = (2, [8, 3, 4], [7, 9], 3);
+    let [channels, h, w] = shape;
+    let plane = size[0] * size[1];
+    let (in_f, classes) = (3 * plane, 10);
+    let rows = TargetRows {
+        k: 3,
+        t0: 1,
+        tc: 2,
+        classes,
+    };
+    let mut act = rng.vec(images * channels * h * w, 0.0, 2.0);
+    act[(channels + 5) * h * w..][..h * w].fill(0.0); // image 1, channel 5 is dead
+    let input = rng.vec(images * in_f, -2.0, 2.5);
+    let targets: Vec<usize> = (0..images * rows.k).map(|_| rng.below(classes)).collect();
+    let scale = 1.0 / (in_f as f64).sqrt();
+    let wt = rng.vec(classes * in_f, -scale, scale);
+    let bias = rng.vec(classes, -1.0, 1.0);
+    let (a64, in64, w64, b64) = (f64s(&act), f64s(&input), f64s(&wt), f64s(&bias));
+    let lw = LinearWeight::upload(&e.ctx, "fake network", &wt, classes, in_f).expect("upload");
+    let targets32: Vec<u32> = targets.iter().map(|&t| t as u32).collect();
+    let (ab, ib, tb, bb) = (
+        upload(&act),
+        upload(&input),
+        upload_u32(&targets32),
+        upload(&bias),
+    );
+    let k = &e.ops.perturb;
+
+    // masked_input writes exactly `count` probes: a short last chunk leaves the rest alone.
+    let (stats, probes) = (garbage(2 * channels), garbage(batch * in_f));
+    let ds = [
+        k.mask_stats(&e.ctx, 1, shape, size, &ab, &stats, &e.ops.dummy),
+        k.masked_input(
+            &e.ctx,
+            1,
+            shape,
+            size,
+            6,
+            2,
+            &ab,
+            &stats,
+            &ib,
+            &probes,
+            &e.ops.dummy,
+        ),
+    ];
+    let got = run(&ds, &[(&probes, batch * in_f)]).remove(0);
+    let want = r::perturb::masked_input(&a64, &in64, 1, shape, size, 6, 2);
+    check_rel("score-cam short chunk", &got[..2 * in_f], &want, 1e-5);
+    assert!(
+        got[2 * in_f..].iter().all(|v| v.is_nan()),
+        "probe 2 untouched"
+    );
+
+    let chunks = chunks(channels, batch);
+    assert_eq!(chunks, [(0, 3), (3, 3), (6, 2)]);
+    let logits = garbage(batch * classes);
+    let scores = garbage(images * rows.tc * channels);
+    let weights = garbage(images * rows.tc * channels);
+    let snaps: Vec<wgpu::Buffer> = (0..images * chunks.len())
+        .map(|i| garbage(chunks[i % chunks.len()].1 * in_f))
+        .collect();
+    let mut ds: Vec<Dispatch> = Vec::new();
+    for img in 0..images {
+        ds.push(k.mask_stats(&e.ctx, img, shape, size, &ab, &stats, &e.ops.dummy));
+        for (ci, &(c0, count)) in chunks.iter().enumerate() {
+            ds.push(k.masked_input(
+                &e.ctx,
+                img,
+                shape,
+                size,
+                c0,
+                count,
+                &ab,
+                &stats,
+                &ib,
+                &probes,
+                &e.ops.dummy,
+            ));
+            ds.push(e.ops.eltwise.combine_into(
+                &e.ctx,
+                count * in_f,
+                Merge::Set(1.0),
+                &probes,
+                &snaps[img * chunks.len() + ci],
+                &e.ops.dummy,
+            ));
+            ds.extend(e.ops.linear.forward(
+                &e.ctx,
+                &lw,
+                count,
+                false,
+                &probes,
+                Some(&bb),
+                &logits,
+                &e.ops.dummy,
+            ));
+            ds.push(k.gather_scores(
+                &e.ctx,
+                img,
+                channels,
+                c0,
+                count,
+                rows,
+                &logits,
+                &tb,
+                &scores,
+                &e.ops.dummy,
+            ));
+        }
+    }
+    ds.push(k.softmax(
+        &e.ctx,
+        images * rows.tc,
+        channels,
+        &scores,
+        &weights,
+        &e.ops.dummy,
+    ));
+    let mut reads: Vec<(&wgpu::Buffer, usize)> = snaps
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b, chunks[i % chunks.len()].1 * in_f))
+        .collect();
+    reads.push((&scores, images * rows.tc * channels));
+    reads.push((&weights, images * rows.tc * channels));
+    let got = run(&ds, &reads);
+    let (got_scores, got_weights) = (&got[got.len() - 2], &got[got.len() - 1]);
+
+    let mut want_scores = vec![f64::NAN; images * rows.tc * channels];
+    let mut terms = vec![f64::NAN; want_scores.len()];
+    let mut full_scores = vec![f64::NAN; want_scores.len()];
+    for img in 0..images {
+        for (ci, &(c0, count)) in chunks.iter().enumerate() {
+            let snap = &got[img * chunks.len() + ci];
+            let name = format!("score-cam chain image {img} channels {c0}..{}", c0 + count);
+            let want = r::perturb::masked_input(&a64, &in64, img, shape, size, c0, count);
+            check_rel(&format!("{name} probes"), snap, &want, 1e-5);
+            let snap64 = f64s(snap);
+            let fwd = |x: &[f64], w: &[f64], b: &[f64]| {
+                r::linear_forward(x, w, Some(b), count, in_f, classes)
+            };
+            let gather = |out: &mut [f64], logits: &[f64]| {
+                r::perturb::gather_scores(out, logits, &targets, img, channels, c0, count, rows)
+            };
+            gather(&mut want_scores, &fwd(&snap64, &w64, &b64));
+            gather(&mut terms, &fwd(&abs(&snap64), &abs(&w64), &abs(&b64)));
+            gather(&mut full_scores, &fwd(&want, &w64, &b64));
+        }
+    }
+    assert!(
+        got[chunks.len() + 1][2 * in_f..].iter().all(|&v| v == 0.0),
+        "the dead channel's probe is 0"
+    );
+    check_terms(
+        "score-cam chain scores",
+        got_scores,
+        &want_scores,
+        &terms,
+        in_f + 1,
+    );
+    check_softmax(
+        "score-cam chain weights",
+        got_weights,
+        &f64s(got_scores),
+        channels,
+    );
+    // End to end (f64 probes, scores and softmax): the weights' error is at most twice the
+    // largest score error relative to each weight, and the scores (O(1)) inherit the
+    // probes' ~1e-7 relative error.
+    let want = r::perturb::softmax_rows(&full_scores, channels);
+    check_rel("score-cam chain end to end", got_weights, &want, 1e-5);
+}
+
+#[test]
+fn softmax_rows() {
+    let e = env();
+    let mut rng = Rng::new(40);
+    for (rows, channels) in [(4, 8), (3, 512), (2, 300), (1, 1)] {
+        let mut scores = rng.vec(rows * channels, -5.0, 5.0);
+        // Large offsets (no overflow: the max is subtracted first) and ties.
+        if rows > 1 {
+            for v in &mut scores[..channels] {
+                *v += 1000.0;
+            }
+            scores[channels..2 * channels].fill(-3.25);
+        }
+        let (sb, out) = (upload(&scores), garbage(rows * channels));
+        let d = e
+            .ops
+            .perturb
+            .softmax(&e.ctx, rows, channels, &sb, &out, &e.ops.dummy);
+        let got = run(&[d], &[(&out, rows * channels)]);
+        check_softmax(
+            &format!("softmax {rows}x{channels}"),
+            &got[0],
+            &f64s(&scores),
+            channels,
+        );
+    }
+}
+
+#[test]
+fn ablation_probes() {
+    let e = env();
+    let mut rng = Rng::new(41);
+    for shape in [[6, 3, 5], [16, 7, 7]] {
+        let [channels, h, w] = shape;
+        let per = channels * h * w;
+        let images = 2;
+        // Post-ReLU activations (min 0: ablate with 0), signed ones (min < 0) and positive
+        // ones (min > 0): those ablate with min - 1e7.
+        for (what, lo, hi) in [
+            ("relu", 0.0, 2.0),
+            ("signed", -1.0, 1.0),
+            ("positive", 0.2, 1.0),
+        ] {
+            let mut act = rng.vec(images * per, lo, hi);
+            if lo == 0.0 {
+                for v in act.iter_mut().step_by(4) {
+                    *v = 0.0;
+                }
+            }
+            let a64 = f64s(&act);
+            let ab = upload(&act);
+            for img in 0..images {
+                let want_min = r::perturb::activation_min(&a64, img, shape);
+                assert_eq!(want_min == 0.0, lo == 0.0);
+                // Chunks of 3, one running past the last channel, and c0 = C: plain copies.
+                for (c0, count) in [(0, 3), (3, 3), (channels - 2, 3), (channels, 2)] {
+                    let (minb, probes) = (garbage(1), garbage(count * per));
+                    let k = &e.ops.perturb;
+                    let ds = [
+                        k.activation_min(&e.ctx, img, shape, &ab, &minb, &e.ops.dummy),
+                        k.ablate(
+                            &e.ctx,
+                            img,
+                            shape,
+                            c0,
+                            count,
+                            &ab,
+                            &minb,
+                            &probes,
+                            &e.ops.dummy,
+                        ),
+                    ];
+                    let got = run(&ds, &[(&minb, 1), (&probes, count * per)]);
+                    let name = format!("ablate {what} {shape:?} image {img} c0 {c0} count {count}");
+                    check_exact(&format!("{name} min"), &got[0], &[want_min]);
+                    let want = r::perturb::ablate(&a64, img, shape, c0, count, want_min);
+                    check_exact(&name, &got[1], &want);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn ablation_scores_and_weights() {
+    let e = env();
+    let mut rng = Rng::new(42);
+    let (images, channels, batch) = (2, 8, 3);
+    let rows = TargetRows {
+        k: 3,
+        t0: 1,
+        tc: 2,
+        classes: 10,
+    };
+    let targets: Vec<usize> = (0..images * rows.k)
+        .map(|_| rng.below(rows.classes))
+        .collect();
+    let targets32: Vec<u32> = targets.iter().map(|&t| t as u32).collect();
+    // Unablated logits away from 0 (they divide), of either sign.
+    let logits: Vec<f32> = (0..images * rows.classes)
+        .map(|i| {
+            let m = 0.5 + 4.5 * rng.unit();
+            (if i % 3 == 0 { -m } else { m }) as f32
+        })
+        .collect();
+    let (tb, lb) = (upload_u32(&targets32), upload(&logits));
+    let len = images * rows.tc * channels;
+    let (scores, weights) = (garbage(len), garbage(len));
+    let mut want_scores = vec![f64::NAN; len];
+    let mut probe_bufs = Vec::new();
+    let mut ds = Vec::new();
+    for img in 0..images {
+        for (c0, count) in chunks(channels, batch) {
+            let probe_logits = rng.vec(count * rows.classes, -5.0, 5.0);
+            r::perturb::gather_scores(
+                &mut want_scores,
+                &f64s(&probe_logits),
+                &targets,
+                img,
+                channels,
+                c0,
+                count,
+                rows,
+            );
+            probe_bufs.push(upload(&probe_logits));
+            ds.push(e.ops.perturb.gather_scores(
+                &e.ctx,
+                img,
+                channels,
+                c0,
+                count,
+                rows,
+                probe_bufs.last().unwrap(),
+                &tb,
+                &scores,
+                &e.ops.dummy,
+            ));
+        }
+    }
+    ds.push(
+        e.ops
+            .perturb
+            .ablation_weights(&e.ctx, images, channels, rows, &scores, &lb, &tb, &weights),
+    );
+    let got = run(&ds, &[(&scores, len), (&weights, len)]);
+    check_exact("gather_scores in chunks", &got[0], &want_scores);
+    // (y - s) / y: a subtraction and a division of f32 values, 2u relative.
+    let want = r::perturb::ablation_weights(
+        &want_scores,
+        &f64s(&logits),
+        &targets,
+        images,
+        channels,
+        rows,
+    );
+    check_terms("ablation_weights", &got[1], &want, &abs(&want), 0);
 }

@@ -73,3 +73,176 @@ pub fn gradcam(
     let cam = super::image::upsample_bilinear(&cam, rows, [h, w], out);
     minmax_normalize(&cam, out[0] * out[1])
 }
+
+use crate::ops::cam::{CamShape, Term, Weighting};
+
+/// Per-channel weights of `channel_weights` (pytorch-grad-cam's `get_cam_weights`):
+/// `gradients` `[rows, C, plane]`, `activations` `[rows / rep, C, plane]`.
+/// - Mean (Grad-CAM): mean_s g;
+/// - PlusPlus (Grad-CAM++ eq. 19): sum_s ReLU(g) * alpha, alpha = g^2 / (2 g^2 +
+///   sum_s(A) g^3 + 1e-6), and alpha = 0 where g == 0;
+/// - XGrad (XGrad-CAM): sum_s g * A / (sum_s(A) + 1e-7).
+pub fn channel_weights(
+    activations: &[f64],
+    gradients: &[f64],
+    s: &CamShape,
+    how: Weighting,
+) -> Vec<f64> {
+    let (rows, ch, plane, rep) = (s.rows, s.channels, s.plane, s.rep.max(1));
+    assert_eq!(gradients.len(), rows * ch * plane, "gradients length");
+    if how == Weighting::Mean {
+        return alpha(gradients, rows, ch, plane);
+    }
+    assert_eq!(
+        activations.len(),
+        rows.div_ceil(rep) * ch * plane,
+        "activations hold one image per rep rows"
+    );
+    (0..rows * ch)
+        .map(|i| {
+            let (row, c) = (i / ch, i % ch);
+            let a = &activations[((row / rep) * ch + c) * plane..][..plane];
+            let g = &gradients[i * plane..][..plane];
+            let sum_a: f64 = a.iter().sum();
+            g.iter()
+                .zip(a)
+                .map(|(&g, &a)| match how {
+                    Weighting::PlusPlus if g == 0.0 => 0.0,
+                    Weighting::PlusPlus => {
+                        g.max(0.0) * (g * g / (2.0 * g * g + sum_a * g * g * g + 1e-6))
+                    }
+                    _ => g * a / (sum_a + 1e-7),
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// The per-element terms of `product`: out[row, c, s] = term(row, c, s) with
+/// Weighted = w[row, c] A, GradAct = G A, ReluGradAct = ReLU(G A),
+/// ReluGradTimesAct = ReLU(G) A, Act = A (row reads activation image row / rep).
+/// Inputs a term does not use may be empty.
+pub fn product(
+    activations: &[f64],
+    gradients: &[f64],
+    weights: &[f64],
+    s: &CamShape,
+    term: Term,
+) -> Vec<f64> {
+    let (rows, ch, plane, rep) = (s.rows, s.channels, s.plane, s.rep.max(1));
+    assert_eq!(
+        activations.len(),
+        rows.div_ceil(rep) * ch * plane,
+        "activations hold one image per rep rows"
+    );
+    match term {
+        Term::Weighted => assert_eq!(weights.len(), rows * ch, "weights length"),
+        Term::Act => {}
+        _ => assert_eq!(gradients.len(), rows * ch * plane, "gradients length"),
+    }
+    (0..rows * ch * plane)
+        .map(|i| {
+            let (row, c, sp) = (i / (ch * plane), (i / plane) % ch, i % plane);
+            let a = activations[((row / rep) * ch + c) * plane + sp];
+            match term {
+                Term::Weighted => weights[row * ch + c] * a,
+                Term::Act => a,
+                Term::GradAct => gradients[i] * a,
+                Term::ReluGradAct => (gradients[i] * a).max(0.0),
+                Term::ReluGradTimesAct => gradients[i].max(0.0) * a,
+            }
+        })
+        .collect()
+}
+
+/// `combine`: cam[row, s] = ReLU(sum_c term(row, c, s)).
+pub fn combine(
+    activations: &[f64],
+    gradients: &[f64],
+    weights: &[f64],
+    s: &CamShape,
+    term: Term,
+) -> Vec<f64> {
+    let terms = product(activations, gradients, weights, s, term);
+    sum_channels(&terms, s.channels, s.plane)
+        .into_iter()
+        .map(|v| v.max(0.0))
+        .collect()
+}
+
+/// out[row, s] = sum_c x[row, c, s] for `x` of `[rows, channels, plane]`.
+pub fn sum_channels(x: &[f64], channels: usize, plane: usize) -> Vec<f64> {
+    assert_eq!(
+        x.len() % (channels * plane),
+        0,
+        "x is [rows, channels, plane]"
+    );
+    x.chunks(channels * plane)
+        .flat_map(|r| (0..plane).map(move |sp| (0..channels).map(|c| r[c * plane + sp]).sum()))
+        .collect()
+}
+
+/// FullGrad's per-channel maps before normalisation: |bias[c] scale[c] G| (`input` false) or
+/// |A G| (`input` true, A of image row / rep), `[rows, C, plane]`.
+pub fn fullgrad_terms(
+    activations: &[f64],
+    gradients: &[f64],
+    bias: &[f64],
+    scale: &[f64],
+    s: &CamShape,
+    input: bool,
+) -> Vec<f64> {
+    let (rows, ch, plane, rep) = (s.rows, s.channels, s.plane, s.rep.max(1));
+    assert_eq!(gradients.len(), rows * ch * plane, "gradients length");
+    if input {
+        assert_eq!(
+            activations.len(),
+            rows.div_ceil(rep) * ch * plane,
+            "activations hold one image per rep rows"
+        );
+    } else {
+        assert!(
+            bias.len() == ch && scale.len() == ch,
+            "bias and scale are [C]"
+        );
+    }
+    (0..rows * ch * plane)
+        .map(|i| {
+            let (row, c, sp) = (i / (ch * plane), (i / plane) % ch, i % plane);
+            if input {
+                (activations[((row / rep) * ch + c) * plane + sp] * gradients[i]).abs()
+            } else {
+                (bias[c] * scale[c] * gradients[i]).abs()
+            }
+        })
+        .collect()
+}
+
+/// `abs_stats`: (min, max) of every (row, channel) map of `terms` (`[rows, C, plane]`),
+/// as `[rows, C, 2]`.
+pub fn map_min_max(terms: &[f64], plane: usize) -> Vec<f64> {
+    terms
+        .chunks(plane)
+        .flat_map(|m| {
+            let lo = m.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = m.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            [lo, hi]
+        })
+        .collect()
+}
+
+/// `abs_normalized_sum` (FullGrad): out[row, s] = sum_c of the (row, c) map of
+/// [`fullgrad_terms`] min-max normalised by scale_cam_image, (x - min) / (1e-7 + (max - min)).
+/// A constant map normalises to 0.
+pub fn abs_normalized_sum(
+    activations: &[f64],
+    gradients: &[f64],
+    bias: &[f64],
+    scale: &[f64],
+    s: &CamShape,
+    input: bool,
+) -> Vec<f64> {
+    let terms = fullgrad_terms(activations, gradients, bias, scale, s, input);
+    let normalized = minmax_normalize(&terms, s.plane);
+    sum_channels(&normalized, s.channels, s.plane)
+}

@@ -50,3 +50,28 @@ pub fn affine_backward(dy: &[f64], scale: &[f64], plane: usize) -> Vec<f64> {
         .map(|(i, &g)| g * scale[(i / plane) % ch])
         .collect()
 }
+
+/// Guided backpropagation's ReLU backward (pytorch-grad-cam's `GuidedBackpropReLU`):
+/// dx = dy where the forward output y > 0 and dy > 0, else 0. `dy` holds `rep` rows of
+/// `per_img` values per forward image.
+pub fn guided_relu_backward(dy: &[f64], y: &[f64], per_img: usize, rep: usize) -> Vec<f64> {
+    relu_backward(dy, y, per_img, rep)
+        .into_iter()
+        .map(|g| if g > 0.0 { g } else { 0.0 })
+        .collect()
+}
+
+/// `add_into` as [`crate::ops::eltwise::EltwiseKernels::combine_into`] merges `src` into
+/// `dst`: Set(s): s src; Add(s): dst + s src; Max: max(dst, src).
+pub fn combine_into(dst: &[f64], src: &[f64], merge: crate::ops::eltwise::Merge) -> Vec<f64> {
+    use crate::ops::eltwise::Merge;
+    assert_eq!(dst.len(), src.len());
+    dst.iter()
+        .zip(src)
+        .map(|(&d, &v)| match merge {
+            Merge::Set(s) => s as f64 * v,
+            Merge::Add(s) => d + s as f64 * v,
+            Merge::Max => d.max(v),
+        })
+        .collect()
+}

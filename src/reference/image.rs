@@ -108,3 +108,89 @@ pub fn overlay(pixels: &[u8], maps: &[f64], rows: usize, rep: usize, size: [usiz
     }
     out
 }
+
+/// The multiplication factors of pytorch-grad-cam's aug_smooth (ttach `Multiply`), as the
+/// float32 values torch multiplies a float32 tensor by.
+pub const AUG_FACTORS: [f32; 3] = [0.9, 1.0, 1.1];
+
+/// aug_smooth's six passes over every image, in ttach's order (HorizontalFlip x Multiply):
+/// pass v of image v / 6 is flipped horizontally when v % 6 >= 3 and the normalised input is
+/// multiplied by [`AUG_FACTORS`][v % 3]. RGBA8 `[images, h, w, 4]` to `[images * 6, 3, h, w]`.
+pub fn preprocess_aug(
+    pixels: &[u8],
+    images: usize,
+    size: [usize; 2],
+    mean: [f64; 3],
+    std: [f64; 3],
+) -> Vec<f64> {
+    let [h, w] = size;
+    let plain = preprocess(pixels, images, size, mean, std);
+    let mut out = Vec::with_capacity(plain.len() * 6);
+    for v in 0..images * 6 {
+        let factor = AUG_FACTORS[v % 3] as f64;
+        let img = &plain[(v / 6) * 3 * h * w..(v / 6 + 1) * 3 * h * w];
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    let sx = if v % 6 >= 3 { w - 1 - x } else { x };
+                    out.push(img[(c * h + y) * w + sx] * factor);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// aug_smooth's deaugmentation and mean: `maps` holds `[images * 6, targets, h, w]` (pass
+/// v of image v / 6); out[(i, j)] = mean over the six passes a of map (6 i + a, j), flipped
+/// back horizontally for a >= 3. Returns `[images * targets, h, w]`.
+pub fn aug_mean(maps: &[f64], images: usize, targets: usize, size: [usize; 2]) -> Vec<f64> {
+    let [h, w] = size;
+    let plane = h * w;
+    assert_eq!(maps.len(), images * 6 * targets * plane, "maps length");
+    let mut out = Vec::with_capacity(images * targets * plane);
+    for i in 0..images {
+        for j in 0..targets {
+            for y in 0..h {
+                for x in 0..w {
+                    let sum: f64 = (0..6)
+                        .map(|a| {
+                            let sx = if a >= 3 { w - 1 - x } else { x };
+                            maps[((6 * i + a) * targets + j) * plane + y * w + sx]
+                        })
+                        .sum();
+                    out.push(sum / 6.0);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Guided Grad-CAM images: pytorch-grad-cam's deprocess_image(cam_mask * gb) for `rows`
+/// maps `[rows, h, w]` and guided-backprop input gradients `[rows, 3, h, w]`: over the
+/// 3 h w values v = map * gb of a row, (v - mean) / (std + 1e-5) * 0.1 + 0.5 (population
+/// std), clipped to [0, 1], times 255 truncated to u8. Returns RGBA8 `[rows, h, w, 4]`
+/// (channel c of the gradient in byte c, alpha 255).
+pub fn guided(maps: &[f64], gb: &[f64], rows: usize, size: [usize; 2]) -> Vec<u8> {
+    let plane = size[0] * size[1];
+    assert_eq!(maps.len(), rows * plane, "maps length");
+    assert_eq!(gb.len(), rows * 3 * plane, "guided gradients length");
+    let mut out = Vec::with_capacity(rows * plane * 4);
+    for r in 0..rows {
+        let v: Vec<f64> = (0..3 * plane)
+            .map(|i| maps[r * plane + i % plane] * gb[r * 3 * plane + i])
+            .collect();
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let std = (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
+        for s in 0..plane {
+            for c in 0..3 {
+                let d = ((v[c * plane + s] - mean) / (std + 1e-5) * 0.1 + 0.5).clamp(0.0, 1.0);
+                out.push((d * 255.0) as u8);
+            }
+            out.push(255);
+        }
+    }
+    out
+}

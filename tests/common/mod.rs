@@ -224,3 +224,31 @@ pub fn central_difference(
     let minus: Vec<f64> = x.iter().zip(v).map(|(x, v)| x - eps * v).collect();
     (dot(dy, &f(&plus)) - dot(dy, &f(&minus))) / (2.0 * eps)
 }
+
+/// Results that must be exact: each GPU value equals the f64 reference rounded to f32 (the
+/// kernel performs at most one correctly rounded operation on f32 inputs, or a selection).
+pub fn check_exact(name: &str, gpu: &[f32], reference: &[f64]) {
+    assert_eq!(gpu.len(), reference.len(), "{name}: length");
+    for (i, (g, r)) in gpu.iter().zip(reference).enumerate() {
+        assert!(
+            *g == *r as f32,
+            "{name}: at {i}: gpu {g} ref {r} (rounded {}), exact result expected",
+            *r as f32
+        );
+    }
+    eprintln!("{name}: exact ({} values)", gpu.len());
+}
+
+/// Compares RGBA8 images byte by byte within one level (truncation to u8 of values that f32
+/// and f64 round to either side of an integer); returns how many bytes differ.
+pub fn check_bytes_within_one(name: &str, gpu: &[u8], reference: &[u8]) -> usize {
+    assert_eq!(gpu.len(), reference.len(), "{name}: length");
+    let mut off = 0;
+    for (i, (g, w)) in gpu.iter().zip(reference).enumerate() {
+        let diff = (*g as i32 - *w as i32).abs();
+        assert!(diff <= 1, "{name}: byte {i} gpu {g} ref {w}");
+        off += (diff != 0) as usize;
+    }
+    eprintln!("{name}: {off} of {} bytes off by one", gpu.len());
+    off
+}

@@ -1,0 +1,196 @@
+//! Score-CAM and Ablation-CAM probes and weights (twin of `shaders/perturb.wgsl`), as
+//! pytorch-grad-cam's `ScoreCAM.get_cam_weights` and `AblationCAM.get_cam_weights` /
+//! `AblationLayer` compute them. Activations are `[images, C, h, w]` (`shape` = `[C, h, w]`);
+//! probe b of a chunk is channel c0 + b of image `img`.
+
+pub use crate::ops::perturb::TargetRows;
+
+/// torch.nn.UpsamplingBilinear2d (bilinear, align_corners=True) of `rows` maps from `from`
+/// to `to`: output (y, x) samples the input at (y (h - 1) / (H - 1), x (w - 1) / (W - 1))
+/// (0 on an axis whose output has one element).
+pub fn upsample_align_corners(
+    maps: &[f64],
+    rows: usize,
+    from: [usize; 2],
+    to: [usize; 2],
+) -> Vec<f64> {
+    let [ih, iw] = from;
+    let [oh, ow] = to;
+    assert_eq!(maps.len(), rows * ih * iw, "maps length");
+    // (i0, i1, fraction of i1) along one axis.
+    let taps = |d: usize, input: usize, output: usize| {
+        let src = if output > 1 {
+            d as f64 * (input - 1) as f64 / (output - 1) as f64
+        } else {
+            0.0
+        };
+        let i0 = (src.floor() as usize).min(input - 1);
+        ((i0, (i0 + 1).min(input - 1)), src - i0 as f64)
+    };
+    let mut out = Vec::with_capacity(rows * oh * ow);
+    for m in maps.chunks(ih * iw) {
+        for oy in 0..oh {
+            let ((y0, y1), fy) = taps(oy, ih, oh);
+            for ox in 0..ow {
+                let ((x0, x1), fx) = taps(ox, iw, ow);
+                let top = m[y0 * iw + x0] * (1.0 - fx) + m[y0 * iw + x1] * fx;
+                let bottom = m[y1 * iw + x0] * (1.0 - fx) + m[y1 * iw + x1] * fx;
+                out.push(top * (1.0 - fy) + bottom * fy);
+            }
+        }
+    }
+    out
+}
+
+/// Image `img`'s activations `[C, h, w]`.
+fn image(act: &[f64], img: usize, shape: [usize; 3]) -> &[f64] {
+    let per = shape.iter().product::<usize>();
+    assert!(act.len() >= (img + 1) * per, "activations hold image {img}");
+    &act[img * per..(img + 1) * per]
+}
+
+/// `mask_stats`: (min, max) of each channel of image `img` upsampled to `size`, `[C, 2]`.
+pub fn mask_stats(act: &[f64], img: usize, shape: [usize; 3], size: [usize; 2]) -> Vec<f64> {
+    let [c, h, w] = shape;
+    let up = upsample_align_corners(image(act, img, shape), c, [h, w], size);
+    super::cam::map_min_max(&up, size[0] * size[1])
+}
+
+/// Score-CAM's masks of image `img`: every channel upsampled to `size` and normalised,
+/// (up - min) / (max - min + 1e-8); `[C, H, W]`.
+pub fn score_masks(act: &[f64], img: usize, shape: [usize; 3], size: [usize; 2]) -> Vec<f64> {
+    let [c, h, w] = shape;
+    let plane = size[0] * size[1];
+    let up = upsample_align_corners(image(act, img, shape), c, [h, w], size);
+    up.chunks(plane)
+        .flat_map(|m| {
+            let lo = m.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = m.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            m.iter().map(move |v| (v - lo) / (hi - lo + 1e-8))
+        })
+        .collect()
+}
+
+/// `masked_input`: Score-CAM probes b < count of image `img`: input[img] (`[images, 3, H, W]`)
+/// times the mask of channel c0 + b; `[count, 3, H, W]`.
+pub fn masked_input(
+    act: &[f64],
+    input: &[f64],
+    img: usize,
+    shape: [usize; 3],
+    size: [usize; 2],
+    c0: usize,
+    count: usize,
+) -> Vec<f64> {
+    let plane = size[0] * size[1];
+    assert!(c0 + count <= shape[0], "probes within the channels");
+    let masks = score_masks(act, img, shape, size);
+    let x = &input[img * 3 * plane..(img + 1) * 3 * plane];
+    (0..count * 3 * plane)
+        .map(|i| {
+            let (b, s) = (i / (3 * plane), i % plane);
+            x[i % (3 * plane)] * masks[(c0 + b) * plane + s]
+        })
+        .collect()
+}
+
+/// `activation_min`: min over image `img`'s activations.
+pub fn activation_min(act: &[f64], img: usize, shape: [usize; 3]) -> f64 {
+    image(act, img, shape)
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The value the `ablate` kernel writes into an ablated channel: 0 when the activations' min
+/// is 0, else min - 1e7 (pytorch-grad-cam's AblationLayer). Note that AblationLayer
+/// re-evaluates torch.min over its whole probe batch after each probe it ablates, so when
+/// min != 0 the k-th probe of one of its batches (32 by default) gets min - (k + 1) 1e7 (in
+/// float32 steps); the kernel, and this twin, use min - 1e7 for every probe.
+pub fn ablation_value(min: f64) -> f64 {
+    if min == 0.0 { 0.0 } else { min - 1e7 }
+}
+
+/// `ablate`: `count` copies of image `img`'s activations, copy b with channel c0 + b set to
+/// [`ablation_value`]`(min)` (no channel when c0 + b >= C); `[count, C, h, w]`.
+pub fn ablate(
+    act: &[f64],
+    img: usize,
+    shape: [usize; 3],
+    c0: usize,
+    count: usize,
+    min: f64,
+) -> Vec<f64> {
+    let a = image(act, img, shape);
+    let per_c = shape[1] * shape[2];
+    (0..count)
+        .flat_map(|b| {
+            a.iter().enumerate().map(move |(j, &v)| {
+                if j / per_c == c0 + b {
+                    ablation_value(min)
+                } else {
+                    v
+                }
+            })
+        })
+        .collect()
+}
+
+/// `gather_scores`: scores[(img, j), c0 + b] = probe_logits[b, class of target t0 + j of
+/// img] for j < tc, b < count; `scores` is `[images * tc, channels]`, `targets`
+/// `[images, k]`, `probe_logits` `[count, classes]`.
+#[allow(clippy::too_many_arguments)]
+pub fn gather_scores(
+    scores: &mut [f64],
+    probe_logits: &[f64],
+    targets: &[usize],
+    img: usize,
+    channels: usize,
+    c0: usize,
+    count: usize,
+    rows: TargetRows,
+) {
+    for j in 0..rows.tc {
+        let class = targets[img * rows.k + rows.t0 + j];
+        assert!(class < rows.classes, "target class in range");
+        for b in 0..count {
+            scores[(img * rows.tc + j) * channels + c0 + b] =
+                probe_logits[b * rows.classes + class];
+        }
+    }
+}
+
+/// `softmax_rows`: softmax over each row of `channels` scores (Score-CAM's weights).
+pub fn softmax_rows(scores: &[f64], channels: usize) -> Vec<f64> {
+    scores
+        .chunks(channels)
+        .flat_map(|r| {
+            let m = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = r.iter().map(|v| (v - m).exp()).sum();
+            r.iter().map(move |v| (v - m).exp() / z)
+        })
+        .collect()
+}
+
+/// `ablation_weights`: weights[(n, j), c] = (y - scores[(n, j), c]) / y, y = the unablated
+/// logits[n, class of target t0 + j of n]; `scores` `[images * tc, channels]`.
+pub fn ablation_weights(
+    scores: &[f64],
+    logits: &[f64],
+    targets: &[usize],
+    images: usize,
+    channels: usize,
+    rows: TargetRows,
+) -> Vec<f64> {
+    assert_eq!(scores.len(), images * rows.tc * channels, "scores length");
+    scores
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let row = i / channels;
+            let n = row / rows.tc;
+            let y = logits[n * rows.classes + targets[n * rows.k + rows.t0 + row % rows.tc]];
+            (y - s) / y
+        })
+        .collect()
+}
