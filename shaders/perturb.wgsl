@@ -102,8 +102,11 @@ fn activation_min(@builtin(local_invocation_index) lid: u32) {
     if (lid == 0u) { dst[0] = r.x; }
 }
 
-// Ablation-CAM probes: copies of A[img] with channel c0 + b set to 0 when min(A) is 0, else to
-// min(A) - 1e7 (pytorch-grad-cam's AblationLayer); b holds that min.
+// Ablation-CAM probes: copies of A[img] with channel c0 + b set to 0 when min(A) is 0. Else
+// pytorch-grad-cam's AblationLayer subtracts 1e7 from the current minimum of its whole batch
+// of 32 probes after ablating each one, so channel c gets min(A) - 1e7 applied (c % 32) + 1
+// times in float32; we reproduce that. b holds min(A).
+const ABLATION_BATCH: u32 = 32u;
 @compute @workgroup_size(64)
 fn ablate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -114,7 +117,11 @@ fn ablate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let j = i % per;
     let ch = j / (p.h * p.w);
     let mn = b[0];
-    let value = select(mn - 1e7, 0.0, mn == 0.0);
+    var value = 0.0;
+    if (mn != 0.0) {
+        value = mn;
+        for (var k = 0u; k <= (p.c0 + pb) % ABLATION_BATCH; k++) { value -= 1e7; }
+    }
     dst[i] = select(a[p.img * per + j], value, ch == p.c0 + pb);
 }
 

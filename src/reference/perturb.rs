@@ -102,17 +102,23 @@ pub fn activation_min(act: &[f64], img: usize, shape: [usize; 3]) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// The value the `ablate` kernel writes into an ablated channel: 0 when the activations' min
-/// is 0, else min - 1e7 (pytorch-grad-cam's AblationLayer). Note that AblationLayer
-/// re-evaluates torch.min over its whole probe batch after each probe it ablates, so when
-/// min != 0 the k-th probe of one of its batches (32 by default) gets min - (k + 1) 1e7 (in
-/// float32 steps); the kernel, and this twin, use min - 1e7 for every probe.
-pub fn ablation_value(min: f64) -> f64 {
-    if min == 0.0 { 0.0 } else { min - 1e7 }
+/// The value the `ablate` kernel writes into ablated channel `c`: 0 when the activations'
+/// min is 0; else pytorch-grad-cam's AblationLayer, which re-evaluates torch.min over its
+/// whole probe batch (32) after each probe it ablates, so channel c gets min - 1e7 applied
+/// (c % 32) + 1 times in float32 steps.
+pub fn ablation_value(min: f64, c: usize) -> f64 {
+    if min == 0.0 {
+        return 0.0;
+    }
+    let mut v = min as f32;
+    for _ in 0..=(c % 32) {
+        v -= 1e7;
+    }
+    v as f64
 }
 
 /// `ablate`: `count` copies of image `img`'s activations, copy b with channel c0 + b set to
-/// [`ablation_value`]`(min)` (no channel when c0 + b >= C); `[count, C, h, w]`.
+/// [`ablation_value`]`(min, c0 + b)` (no channel when c0 + b >= C); `[count, C, h, w]`.
 pub fn ablate(
     act: &[f64],
     img: usize,
@@ -127,7 +133,7 @@ pub fn ablate(
         .flat_map(|b| {
             a.iter().enumerate().map(move |(j, &v)| {
                 if j / per_c == c0 + b {
-                    ablation_value(min)
+                    ablation_value(min, c0 + b)
                 } else {
                     v
                 }
