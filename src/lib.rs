@@ -7,6 +7,7 @@
 //!
 //! ```
 //! use gradcam_wgpu::model::{detweights, torchvision};
+//! use gradcam_wgpu::engine::Method;
 //! use gradcam_wgpu::{Engine, EngineConfig, GpuContext, Model, TargetSpec};
 //!
 //! # fn main() -> gradcam_wgpu::Result<()> {
@@ -17,6 +18,7 @@
 //! let ctx = GpuContext::new()?; // or GpuContext::from_device(device, queue, info)
 //! let cfg = EngineConfig {
 //!     layers: vec!["layer4".into()],
+//!     method: Method::GradCamPlusPlus, // or any of gradcam_wgpu::engine::METHODS
 //!     size: [64, 64],
 //!     targets: TargetSpec::TopK(2),
 //!     read_maps: true,
@@ -30,6 +32,12 @@
 //!     assert_eq!(map.len(), 64 * 64);
 //!     assert_eq!(t.overlay.dimensions(), (64, 64)); // JET over the image
 //! }
+//!
+//! // Or keep the results on the GPU (e.g. to feed a renderer) and read only what is needed.
+//! let image = image::RgbImage::from_pixel(64, 64, image::Rgb([20, 120, 240]));
+//! let on_device = engine.explain_on_device(&[image], None)?;
+//! let maps: &wgpu::Buffer = on_device.maps(); // f32 [images, targets, 64, 64]
+//! assert!(maps.size() >= (2 * 64 * 64 * 4) as u64);
 //! # Ok(())
 //! # }
 //! ```
