@@ -613,17 +613,24 @@ impl Engine {
                     (Fuse::Max, 0) => Merge::Set(1.0),
                     (Fuse::Max, _) => Merge::Max,
                 };
-                d.push(ops.eltwise.combine_into(
-                    ctx,
-                    rows * h * w,
-                    merge,
-                    &self.layer_map,
-                    &self.cam_big,
-                    dummy,
-                ));
+                d.push(self.merge_layer_map(rows, merge));
             }
         }
         d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
+    }
+
+    /// Merges `layer_map` (one layer's upsampled maps) into `cam_big`.
+    fn merge_layer_map(&self, rows: usize, merge: Merge) -> Dispatch {
+        let [h, w] = self.cfg.size;
+        let (ops, dummy) = (&self.ops, &self.ops.dummy);
+        ops.eltwise.combine_into(
+            &self.ctx,
+            rows * h * w,
+            merge,
+            &self.layer_map,
+            &self.cam_big,
+            dummy,
+        )
     }
 
     /// Score-CAM / Ablation-CAM weights for target step `t` into `alpha`: probes of every
@@ -795,14 +802,7 @@ impl Engine {
                 } else {
                     Merge::Add(1.0)
                 };
-                d.push(ops.eltwise.combine_into(
-                    ctx,
-                    rows * h * w,
-                    merge,
-                    &self.layer_map,
-                    &self.cam_big,
-                    dummy,
-                ));
+                d.push(self.merge_layer_map(rows, merge));
                 d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
             }
             Method::GuidedGradCam => {
@@ -1140,14 +1140,7 @@ impl Engine {
                 Merge::Add(1.0)
             };
             *first = false;
-            d.push(ops.eltwise.combine_into(
-                ctx,
-                rows * h * w,
-                merge,
-                &self.layer_map,
-                &self.cam_big,
-                dummy,
-            ));
+            d.push(self.merge_layer_map(rows, merge));
         }
     }
 }
