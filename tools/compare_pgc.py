@@ -28,6 +28,7 @@ the top-1 maps (eigencam / eigengradcam: either SVD sign accepted per map).
 from __future__ import annotations
 
 import argparse
+import copy
 import glob
 import os
 import shutil
@@ -46,10 +47,13 @@ import make_fixtures as mf  # noqa: E402
 
 import cv2  # noqa: E402
 import make_method_fixtures as mm  # noqa: E402
-from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
+from pytorch_grad_cam import GradCAM, GuidedBackpropReLUModel  # noqa: E402
+from pytorch_grad_cam.utils.image import deprocess_image, show_cam_on_image  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-METHODS = mm.METHODS  # fixture / CLI method name -> pgc class
+# fixture / CLI method name -> pgc class; guided-gradcam is GradCAM plus pgc's guided backprop
+# model, combined as in pgc's cam.py example.
+METHODS = {**mm.METHODS, "guided-gradcam": GradCAM}
 EIGEN = ("eigencam", "eigengradcam")  # SVD sign is arbitrary: --check accepts either sign
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -86,6 +90,8 @@ def run_pgc(model, layer, method, paths, batch, outdir, inner_batch=None):
         cam = cls(model=model, target_layers=[model.get_submodule(layer)])
         if method == "scorecam" and inner_batch:
             cam.batch_size = inner_batch
+    # A deep copy: GuidedBackpropReLUModel swaps the model's ReLUs and restores them changed.
+    guided = GuidedBackpropReLUModel(copy.deepcopy(model), device="cpu") if method == "guided-gradcam" else None
     with cam:
         for s in range(0, len(paths), batch):
             chunk = paths[s:s + batch]
@@ -94,8 +100,12 @@ def run_pgc(model, layer, method, paths, batch, outdir, inner_batch=None):
             g = cam(input_tensor=x, targets=None)
             top = np.argmax(cam.outputs.detach().numpy(), axis=-1)
             for i, p in enumerate(chunk):
-                ov = show_cam_on_image(u8[i].astype(np.float32) / np.float32(255), g[i],
-                                       use_rgb=True)
+                if guided is not None:
+                    gb = guided(x[i:i + 1].clone(), target_category=int(top[i]))
+                    ov = deprocess_image(cv2.merge([g[i], g[i], g[i]]) * gb)
+                else:
+                    ov = show_cam_on_image(u8[i].astype(np.float32) / np.float32(255), g[i],
+                                           use_rgb=True)
                 stem = os.path.splitext(os.path.basename(p))[0]
                 cv2.imwrite(os.path.join(outdir, f"{stem}.{method}.{int(top[i])}.png"),
                             cv2.cvtColor(ov, cv2.COLOR_RGB2BGR))
