@@ -14,26 +14,21 @@ pub struct Activations {
 }
 
 impl Activations {
-    /// Buffers for `cap` images; steps where `keep` is false get no storage of their own.
-    pub fn new(ctx: &GpuContext, plan: &Plan, cap: usize, keep: &[bool]) -> Self {
+    /// Buffers for `cap` images.
+    pub fn new(ctx: &GpuContext, plan: &Plan, cap: usize) -> Self {
         let mut acts = Vec::new();
         let mut act_of = Vec::new();
         let mut argmax = Vec::new();
-        for (i, s) in plan.steps.iter().enumerate() {
+        for s in &plan.steps {
             let bytes = (cap * s.shape.iter().product::<usize>() * 4) as u64;
             if matches!(s.op, StepOp::Alias) {
                 act_of.push(act_of[s.inputs[0]]);
             } else {
                 act_of.push(acts.len());
-                acts.push(buffer::storage(
-                    ctx,
-                    &s.name,
-                    if keep[i] { bytes } else { 16 },
-                ));
+                acts.push(buffer::storage(ctx, &s.name, bytes));
             }
             argmax.push(
-                (keep[i] && matches!(s.op, StepOp::MaxPool(_)))
-                    .then(|| buffer::storage(ctx, "argmax", bytes)),
+                matches!(s.op, StepOp::MaxPool(_)).then(|| buffer::storage(ctx, "argmax", bytes)),
             );
         }
         Self {

@@ -133,7 +133,7 @@ pub struct Engine {
     /// FullGrad: statistics for the input term.
     fullgrad_input: wgpu::Buffer,
     forward_cache: HashMap<usize, Vec<Dispatch>>,
-    /// Seed, backward and CAM stage by (images, targets per pass, first target).
+    /// Seed, backward, CAM stage and outputs by (forward rows, targets per pass, first target).
     backward_cache: HashMap<(usize, usize, usize), Vec<Dispatch>>,
     probe: Option<Probe>,
 }
@@ -257,7 +257,7 @@ impl Engine {
         }
         let cap_rows = (cap_n * per_image).min(rows_fit).max(cap_n);
 
-        let main = Activations::new(&ctx, &plan, cap_n, &vec![true; plan.steps.len()]);
+        let main = Activations::new(&ctx, &plan, cap_n);
         let grads = plan
             .steps
             .iter()
@@ -924,11 +924,11 @@ impl Engine {
         }
         let key = (n, tc, t0);
         if !self.backward_cache.contains_key(&key) {
-            let b = self.backward_and_cam(n, tc, t0);
+            let mut b = self.backward_and_cam(n, tc, t0);
+            b.extend(self.finish(images, tc));
             self.backward_cache.insert(key, b);
         }
         dispatches.extend(self.backward_cache[&key].iter().cloned());
-        dispatches.extend(self.finish(images, tc));
         let mut encoder = self
             .ctx
             .device
@@ -1218,7 +1218,7 @@ impl Probe {
             .min(max_c)
             .max(1);
         Ok(Self {
-            acts: Activations::new(ctx, plan, cap, &vec![true; plan.steps.len()]),
+            acts: Activations::new(ctx, plan, cap),
             cap,
             scores: buffer::storage(ctx, "scores", (rows * max_c * 4) as u64),
             stats: buffer::storage(ctx, "stats", (2 * max_c * 4) as u64),
