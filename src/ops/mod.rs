@@ -6,6 +6,7 @@ pub mod cam;
 pub mod conv;
 pub mod eigen;
 pub mod eltwise;
+pub mod eval;
 pub mod image;
 pub mod linear;
 pub mod perturb;
@@ -22,6 +23,7 @@ pub struct Ops {
     pub linear: linear::LinearKernels,
     pub perturb: perturb::PerturbKernels,
     pub eltwise: eltwise::EltwiseKernels,
+    pub eval: eval::EvalKernels,
     pub cam: cam::CamKernels,
     pub targets: targets::TargetKernels,
     pub image: image::ImageKernels,
@@ -38,6 +40,7 @@ impl Ops {
             linear: linear::LinearKernels::new(ctx),
             perturb: perturb::PerturbKernels::new(ctx),
             eltwise: eltwise::EltwiseKernels::new(ctx),
+            eval: eval::EvalKernels::new(ctx),
             cam: cam::CamKernels::new(ctx),
             targets: targets::TargetKernels::new(ctx),
             image: image::ImageKernels::new(ctx),
@@ -52,6 +55,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("conv.wgsl", include_str!("../../shaders/conv.wgsl")),
     ("eigen.wgsl", include_str!("../../shaders/eigen.wgsl")),
     ("eltwise.wgsl", include_str!("../../shaders/eltwise.wgsl")),
+    ("eval.wgsl", include_str!("../../shaders/eval.wgsl")),
     ("image.wgsl", include_str!("../../shaders/image.wgsl")),
     ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
     ("perturb.wgsl", include_str!("../../shaders/perturb.wgsl")),
