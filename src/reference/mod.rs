@@ -9,6 +9,7 @@ pub mod cam;
 pub mod conv;
 pub mod eigen;
 pub mod eltwise;
+pub mod eval;
 pub mod image;
 pub mod linear;
 pub mod perturb;
