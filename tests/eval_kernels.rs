@@ -383,7 +383,7 @@ fn components_random_blobs_128() {
 fn rank_desc_equals_stable_sort() {
     let e = env();
     let mut rng = Rng::new(6);
-    for size in [[13, 17], [37, 29], [8, 16], [1, 1], [1, 3]] {
+    for size in [[13, 17], [37, 29], [8, 16], [1, 1], [1, 3], [128, 128]] {
         let n = size[0] * size[1];
         let maps = if n >= 4 {
             tie_maps(&mut rng, size)
@@ -676,6 +676,54 @@ fn baseline_uniform_bit_exact() {
         maps.push(want);
     }
     assert_ne!(maps[0], maps[1], "seeds differ");
+}
+
+#[test]
+fn float_kernels_repeat_bit_identically() {
+    // Sums run in a fixed order per invocation (no float atomics), so reruns agree bit for
+    // bit.
+    let e = env();
+    let mut rng = Rng::new(9);
+    let size = [37, 29];
+    let n = size[0] * size[1];
+    let maps = upload(&rng.vec(ROWS * n, 0.0, 1.0));
+    let boxes: Vec<u32> = (0..ROWS)
+        .flat_map(|_| [0, 0, 29, 37, 3, 4, 20, 30])
+        .collect();
+    let boxes = upload_u32(&boxes);
+    let pixels = upload_u32(&pack_rgba(&rng.bytes(2 * n * 4)));
+    let table = upload_u32(&[0, 0, 3, 0, 4, 0]);
+    let taps = eval::gaussian_taps(11, 5.0);
+    let once = || {
+        let (mass, blurred, composed) = (garbage(2 * ROWS), garbage(6 * n), garbage(9 * n));
+        let mut d = vec![
+            e.ops
+                .eval
+                .box_mass(&e.ctx, ROWS, size, 2, &maps, &boxes, &mass),
+        ];
+        d.extend(
+            e.ops
+                .eval
+                .blur(&e.ctx, 2, size, &taps, MEAN, &pixels, &blurred),
+        );
+        d.push(e.ops.eval.compose(
+            &e.ctx,
+            3,
+            size,
+            3,
+            Composite::Explanation { maps: &maps },
+            MEAN,
+            STD,
+            &pixels,
+            &table,
+            &composed,
+        ));
+        run_bytes(
+            &d,
+            &[(&mass, 2 * ROWS), (&blurred, 6 * n), (&composed, 9 * n)],
+        )
+    };
+    assert_eq!(once(), once());
 }
 
 #[test]

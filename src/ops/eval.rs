@@ -230,8 +230,9 @@ impl EvalKernels {
         first.extend(sweeps.iter().cloned());
         let mut batch = first;
         let mut done = 0;
-        // Each productive sweep lowers at least one label, and labels only decrease.
-        let limit = total + SWEEP_BATCH;
+        // After t sweeps every pixel within t steps of its component's smallest pixel holds
+        // that label, so h * w + 1 sweeps always suffice; more means lost invocations.
+        let limit = n + 1;
         loop {
             let mut enc = encoder(ctx);
             enc.clear_buffer(&changes, 0, None);
