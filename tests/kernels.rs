@@ -235,6 +235,151 @@ fn conv_chain_in_one_pass() {
     }
 }
 
+/// Depthwise shapes (groups == in_c == out_c): (name, shape, bias, relu).
+fn depthwise_cases() -> Vec<(&'static str, ConvShape, bool, bool)> {
+    vec![
+        (
+            "3x3 s1 p1 13x11 c5 batch3",
+            cs(3, 5, [13, 11], 5, [3, 3], [1, 1], [1, 1], [1, 1], 5),
+            true,
+            true,
+        ),
+        (
+            "3x3 s2 p1 13x11 c37",
+            cs(2, 37, [13, 11], 37, [3, 3], [2, 2], [1, 1], [1, 1], 37),
+            true,
+            false,
+        ),
+        (
+            "3x3 d2 p2 13x11 c5",
+            cs(1, 5, [13, 11], 5, [3, 3], [1, 1], [2, 2], [2, 2], 5),
+            false,
+            true,
+        ),
+        (
+            "5x5 s2 p2 9x7 c6 batch3",
+            cs(3, 6, [9, 7], 6, [5, 5], [2, 2], [2, 2], [1, 1], 6),
+            true,
+            true,
+        ),
+        (
+            "3x3 s2 p0 d2 15x14 c37",
+            cs(2, 37, [15, 14], 37, [3, 3], [2, 2], [0, 0], [2, 2], 37),
+            false,
+            false,
+        ),
+        (
+            "3x5 s(2,1) p(1,2) d(2,1) 10x9 c7",
+            cs(2, 7, [10, 9], 7, [3, 5], [2, 1], [1, 2], [2, 1], 7),
+            true,
+            false,
+        ),
+        (
+            "3x3 s2 p1 5x3 c1 (output narrower than a block)",
+            cs(3, 1, [5, 3], 1, [3, 3], [2, 2], [1, 1], [1, 1], 1),
+            true,
+            true,
+        ),
+    ]
+}
+
+/// The direct depthwise kernel, forward and backward-data, against the f64 conv reference,
+/// with finite differences; then the same through `ConvWeight` (which must pick it) with
+/// channel chunks forced by a small binding limit.
+#[test]
+fn conv_depthwise() {
+    let e = env();
+    let mut rng = Rng::new(4);
+    for (name, s, bias, relu) in depthwise_cases() {
+        assert!(s.is_depthwise(), "{name}");
+        let x_len = s.batch * s.in_c * s.in_h * s.in_w;
+        let y_len = s.batch * s.out_c * s.out_h() * s.out_w();
+        let x = rng.vec(x_len, -1.0, 1.0);
+        let w = rng.vec(s.weight_len(), -1.0, 1.0);
+        let b = rng.vec(s.out_c, -1.0, 1.0);
+        let dy = rng.vec(y_len, -1.0, 1.0);
+        let (x64, w64, b64, dy64) = (f64s(&x), f64s(&w), f64s(&b), f64s(&dy));
+        let bias64 = bias.then_some(b64.as_slice());
+        let mut want_y = r::conv2d_forward(&x64, &w64, bias64, &s);
+        if relu {
+            want_y = r::relu(&want_y);
+        }
+        let abs_b = abs(&b64);
+        let terms_y = r::conv2d_forward(&abs(&x64), &abs(&w64), bias.then_some(&abs_b[..]), &s);
+        let want_dx = r::conv2d_backward_data(&dy64, &w64, &s);
+        let terms_dx = r::conv2d_backward_data(&abs(&dy64), &abs(&w64), &s);
+        let taps = s.kernel[0] * s.kernel[1];
+        let v = rng.vec64(x_len);
+        let fd = central_difference(
+            |x| r::conv2d_forward(x, &w64, None, &s),
+            &x64,
+            &v,
+            &dy64,
+            1e-4,
+        );
+        let (xb, bb, dyb) = (upload(&x), upload(&b), upload(&dy));
+        let wd = upload(&conv::pack_depthwise(&w, &s));
+        let (y, dx) = (garbage(y_len), garbage(x_len));
+        let k = &e.ops.conv;
+        let ds = [
+            k.depthwise_forward(
+                &e.ctx,
+                &s,
+                relu,
+                &xb,
+                &wd,
+                bias.then_some(&bb),
+                &y,
+                &e.ops.dummy,
+            ),
+            k.depthwise_backward_data(&e.ctx, &s, &dyb, &wd, &dx, &e.ops.dummy),
+        ];
+        let got = run(&ds, &[(&y, y_len), (&dx, x_len)]);
+        let label = format!("depthwise {name}");
+        check_terms(&format!("{label} fwd"), &got[0], &want_y, &terms_y, taps);
+        check_terms(&format!("{label} bwd"), &got[1], &want_dx, &terms_dx, taps);
+        check_fd(
+            &label,
+            dot(&f64s(&got[1]), &v),
+            fd,
+            dot(&abs(&v), &terms_dx),
+        );
+
+        // The engine's path: chunks of 2 channels, one dispatch each.
+        let mut small = e.ctx.clone();
+        small.max_binding = (2 * taps * 16) as u64;
+        let cw = conv::ConvWeight::upload(&small, "w", &w, &s).expect("upload");
+        assert!(
+            cw.depthwise,
+            "{name}: ConvWeight picks the depthwise kernel"
+        );
+        assert_eq!(cw.forward.len(), s.in_c.div_ceil(2), "{name}: chunks");
+        let (y, dx) = (garbage(y_len), garbage(x_len));
+        let mut ds = k.forward_chunked(
+            &small,
+            &s,
+            relu,
+            &xb,
+            &cw,
+            bias.then_some(&bb),
+            &y,
+            &e.ops.dummy,
+        );
+        ds.extend(k.backward_data_chunked(&small, &s, &dyb, &cw, &dx, &e.ops.dummy));
+        let chunked = run(&ds, &[(&y, y_len), (&dx, x_len)]);
+        assert_eq!(chunked, got, "{label}: chunked dispatches agree");
+    }
+    // Grouped convs that are not depthwise keep the GEMM kernels.
+    let grouped = cs(1, 6, [9, 9], 12, [3, 3], [1, 1], [1, 1], [1, 1], 6);
+    assert!(!grouped.is_depthwise());
+    let w = rng.vec(grouped.weight_len(), -1.0, 1.0);
+    assert!(
+        !conv::ConvWeight::upload(&e.ctx, "w", &w, &grouped)
+            .unwrap()
+            .depthwise
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Pooling
 
