@@ -275,6 +275,18 @@ fn depthwise_cases() -> Vec<(&'static str, ConvShape, bool, bool)> {
             false,
         ),
         (
+            "3x3 s(2,1) p(0,1) d(2,1) 11x6 c5 (unit-stride row window)",
+            cs(2, 5, [11, 6], 5, [3, 3], [2, 1], [0, 1], [2, 1], 5),
+            true,
+            false,
+        ),
+        (
+            "3x3 s1 p0 7x9 c3 (row window without padding)",
+            cs(1, 3, [7, 9], 3, [3, 3], [1, 1], [0, 0], [1, 1], 3),
+            false,
+            false,
+        ),
+        (
             "3x3 s2 p1 5x3 c1 (output narrower than a block)",
             cs(3, 1, [5, 3], 1, [3, 3], [2, 2], [1, 1], [1, 1], 1),
             true,
@@ -1121,6 +1133,9 @@ fn combine_into() {
     check_terms("combine_into set, add, max", &got[0], &want, &half_sum, 1);
 }
 
+/// An f64 reference forward.
+type Forward = fn(&[f64]) -> Vec<f64>;
+
 /// |x| bound of the activation tests' inputs; WGSL's exp is accurate to 3 + 2|x| ULP
 /// (<= (6 + 4|x|) u relative), so the sigmoid bounds below grow with it.
 const ACT_XMAX: f64 = 4.0;
@@ -1167,7 +1182,7 @@ fn activations() {
         let got = run(&[fwd, bwd], &[(&y, len), (&dx, dy.len())]);
         let y32 = f64s(&got[0]);
         let name = format!("{act:?}");
-        let (f, want_dx): (fn(&[f64]) -> Vec<f64>, Vec<f64>) = match act {
+        let (f, want_dx): (Forward, Vec<f64>) = match act {
             Activation::Sigmoid => {
                 let want = r::sigmoid(&x64);
                 check_terms(&format!("{name} fwd"), &got[0], &want, &abs(&want), sig_u);
@@ -1283,16 +1298,15 @@ fn mul_and_backward() {
         );
         let want_da = r::mul(&dy64, &b64, channels, plane, rep, broadcast);
         check_exact(&format!("{name} d/da"), &got[1], &want_da);
-        let (want_db, terms_db) = if broadcast {
+        let terms_db = if broadcast {
             let want = r::mul_reduce(&dy64, &a64, channels, plane, rep);
             let terms = r::mul_reduce(&abs(&dy64), &abs(&a64), channels, plane, rep);
             check_terms(&format!("{name} d/db"), &got[2], &want, &terms, plane);
-            (want, terms)
+            terms
         } else {
             let want = r::mul(&dy64, &a64, channels, plane, rep, false);
             check_exact(&format!("{name} d/db"), &got[2], &want);
-            let terms = abs(&want);
-            (want, terms)
+            abs(&want)
         };
         // Finite differences along each factor.
         let va = rng.vec64(a.len());
