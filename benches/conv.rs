@@ -1,11 +1,15 @@
 //! Conv kernels on the shapes of resnet18/50 and vgg16, both variants, forward and
-//! backward-data. Throughput is reported in FLOP (2 per multiply-add).
+//! backward-data; and depthwise convs (MobileNetV2 / EfficientNet shapes), the direct
+//! kernel against the grouped GEMM. Throughput is reported in FLOP (2 per multiply-add).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gradcam_wgpu::GpuContext;
+use gradcam_wgpu::gpu::Dispatch;
 use gradcam_wgpu::gpu::{buffer, record_all};
 use gradcam_wgpu::ops::Ops;
-use gradcam_wgpu::ops::conv::{ConvShape, ConvVariant, pack_backward, pack_forward};
+use gradcam_wgpu::ops::conv::{
+    ConvShape, ConvVariant, pack_backward, pack_depthwise, pack_forward,
+};
 
 fn shape(batch: usize, cin: usize, hw: usize, cout: usize, k: usize, stride: usize) -> ConvShape {
     ConvShape {
@@ -76,5 +80,77 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Submits `d` and waits for it.
+fn time_dispatch(ctx: &GpuContext, d: &Dispatch) {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    record_all(&mut enc, "bench", std::slice::from_ref(d));
+    ctx.queue.submit([enc.finish()]);
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .expect("poll");
+}
+
+fn bench_depthwise(c: &mut Criterion) {
+    let ctx = GpuContext::new().expect("adapter");
+    let mut ops = Ops::new(&ctx);
+    let batch = 4;
+    let dw = |hw, ch, stride| ConvShape {
+        groups: ch,
+        ..shape(batch, ch, hw, ch, 3, stride)
+    };
+    let cases = [
+        ("56x56x96.3x3s1", dw(56, 96, 1)),
+        ("56x56x96.3x3s2", dw(56, 96, 2)),
+        ("28x28x144.3x3s1", dw(28, 144, 1)),
+        ("28x28x144.3x3s2", dw(28, 144, 2)),
+    ];
+    let variants: &[ConvVariant] = match ctx.class {
+        gradcam_wgpu::gpu::AdapterClass::Cpu => &[ConvVariant::Blocked],
+        gradcam_wgpu::gpu::AdapterClass::Gpu => &[ConvVariant::Tiled, ConvVariant::Blocked],
+    };
+    let mut g = c.benchmark_group("depthwise");
+    g.sample_size(10);
+    g.warm_up_time(std::time::Duration::from_secs(1));
+    g.measurement_time(std::time::Duration::from_secs(2));
+    for (name, s) in cases {
+        let w: Vec<f32> = (0..s.weight_len())
+            .map(|i| ((i % 7) as f32 - 3.0) * 0.01)
+            .collect();
+        let x_len = s.batch * s.in_c * s.in_h * s.in_w;
+        let y_len = s.batch * s.out_c * s.out_h() * s.out_w();
+        let x = buffer::storage_f32(&ctx, "x", &vec![0.5; x_len]);
+        let y = buffer::storage(&ctx, "y", (y_len * 4) as u64);
+        let wd = buffer::storage_f32(&ctx, "w", &pack_depthwise(&w, &s));
+        g.throughput(Throughput::Elements(2 * s.macs() as u64));
+        let mut runs = vec![(
+            "direct".to_string(),
+            ops.conv
+                .depthwise_forward(&ctx, &s, true, &x, &wd, None, &y, &ops.dummy),
+            ops.conv
+                .depthwise_backward_data(&ctx, &s, &y, &wd, &x, &ops.dummy),
+        )];
+        // The grouped GEMM the depthwise kernel replaces.
+        let wf = buffer::storage_f32(&ctx, "w", &pack_forward(&w, &s));
+        let wb = buffer::storage_f32(&ctx, "w", &pack_backward(&w, &s));
+        for &v in variants {
+            ops.conv.variant = v;
+            runs.push((
+                format!("grouped-{v:?}"),
+                ops.conv
+                    .forward(&ctx, &s, true, &x, &wf, None, &y, &ops.dummy),
+                ops.conv.backward_data(&ctx, &s, &y, &wb, &x, &ops.dummy),
+            ));
+        }
+        for (kernel, fwd, bwd) in runs {
+            for (dir, d) in [("fwd", fwd), ("bwd", bwd)] {
+                g.bench_function(format!("{name}/{kernel}/{dir}"), |b| {
+                    b.iter(|| time_dispatch(&ctx, &d))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_depthwise);
 criterion_main!(benches);

@@ -204,3 +204,87 @@ fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     store4(n, g, co4, px + 2u, a2);
     store4(n, g, co4, px + 3u, a3);
 }
+
+// x[row + col] of a source row starting at `row`, 0 outside the row.
+fn load_col(row: u32, col: i32) -> f32 {
+    let inside = col >= 0 && col < i32(p.in_w);
+    return select(0.0, x[row + u32(clamp(col, 0, i32(p.in_w) - 1))], inside);
+}
+
+// Depthwise conv (groups == in_c == out_c): a direct, barrier-free kernel. Each invocation
+// computes 4 adjacent output pixels of one row of one channel, so neighbouring invocations
+// read neighbouring inputs and nothing is padded to 4 channels as in the GEMM kernels.
+// Weights are per channel and tap, each splat to a vec4: w[(c - co_base) * k_h * k_w + tap].
+// A chunk covers channels co_base .. co_base + out_cg. With BACKWARD the same gather computes
+// backward-data (the roles of input and output swapped by the host, as above).
+@compute @workgroup_size(64)
+fn conv_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let tid = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let qw = (p.out_w + 3u) / 4u;
+    if (tid >= p.batch * p.out_cg * p.out_h * qw) { return; }
+    let ox = i32((tid % qw) * 4u);
+    let oy = i32((tid / qw) % p.out_h);
+    let cl = (tid / (qw * p.out_h)) % p.out_cg;
+    let n = tid / (qw * p.out_h * p.out_cg);
+    let c = p.co_base + cl;
+    let x0 = (n * p.in_c + c) * p.in_h * p.in_w;
+    var acc = vec4<f32>(0.0);
+    if (p.k_w == 3u && p.stride_w == 1u && p.dil_w == 1u) {
+        // The common 3-wide unit-stride case: the 4 pixels' 3 taps read one window of 6
+        // columns per row (6 loads instead of 12). Backward walks the taps mirrored.
+        let c0 = select(ox - i32(p.pad_w), ox + i32(p.pad_w) - 2, BACKWARD);
+        var wr = cl * p.k_h * 3u;
+        for (var kh = 0u; kh < p.k_h; kh++) {
+            let iy = src(oy, kh, p.stride_h, p.pad_h, p.dil_h, p.in_h);
+            if (iy >= 0) {
+                let r = x0 + u32(iy) * p.in_w;
+                let v0 = load_col(r, c0); let v1 = load_col(r, c0 + 1);
+                let v2 = load_col(r, c0 + 2); let v3 = load_col(r, c0 + 3);
+                let v4 = load_col(r, c0 + 4); let v5 = load_col(r, c0 + 5);
+                let a = vec4<f32>(v0, v1, v2, v3);
+                let b = vec4<f32>(v1, v2, v3, v4);
+                let c = vec4<f32>(v2, v3, v4, v5);
+                if (BACKWARD) {
+                    acc += w[wr] * c + w[wr + 1u] * b + w[wr + 2u] * a;
+                } else {
+                    acc += w[wr] * a + w[wr + 1u] * b + w[wr + 2u] * c;
+                }
+            }
+            wr += 3u;
+        }
+    } else {
+        for (var kw = 0u; kw < p.k_w; kw++) {
+            // Column offsets and validity of the 4 pixels for this tap column, reused down it.
+            let c0 = src(ox, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
+            let c1 = src(ox + 1, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
+            let c2 = src(ox + 2, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
+            let c3 = src(ox + 3, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
+            let m = vec4<f32>(vec4<bool>(c0 >= 0, c1 >= 0, c2 >= 0, c3 >= 0));
+            let i0 = u32(max(c0, 0)); let i1 = u32(max(c1, 0));
+            let i2 = u32(max(c2, 0)); let i3 = u32(max(c3, 0));
+            var wi = cl * p.k_h * p.k_w + kw;
+            for (var kh = 0u; kh < p.k_h; kh++) {
+                let iy = src(oy, kh, p.stride_h, p.pad_h, p.dil_h, p.in_h);
+                if (iy >= 0) {
+                    let r = x0 + u32(iy) * p.in_w;
+                    // Invalid columns read the row start (in bounds) and are multiplied by 0.
+                    let xv = vec4<f32>(x[r + i0], x[r + i1], x[r + i2], x[r + i3]) * m;
+                    acc += w[wi] * xv;
+                }
+                wi += p.k_w;
+            }
+        }
+    }
+    let base = ((n * p.out_c + c) * p.out_h + u32(oy)) * p.out_w + u32(ox);
+    var b = 0.0;
+    if ((p.flags & FLAG_BIAS) != 0u) { b = bias[c]; }
+    let relu = (p.flags & FLAG_RELU) != 0u;
+    for (var j = 0u; j < 4u; j++) {
+        if (u32(ox) + j < p.out_w) {
+            let v = acc[j] + b;
+            y[base + j] = select(v, max(v, 0.0), relu);
+        }
+    }
+}

@@ -1,11 +1,14 @@
-// Element-wise ops: residual add, ReLU, per-channel affine (unfolded BatchNorm), and their
-// backward passes, plus gradient accumulation for fan-out.
+// Element-wise ops: residual add, ReLU, sigmoid, ReLU6, SiLU, per-channel affine (unfolded
+// BatchNorm), products (element-wise or per channel), channel slices for concatenation, and
+// their backward passes, plus gradient accumulation for fan-out.
 // Bindings: a (read), b (read), dst (read_write); entries that need one input ignore b.
 // Gradient tensors hold `rep` rows per forward image: forward index = (row / rep, rest).
 
 struct EltParams {
     len: u32, per_img: u32, rep: u32, channels: u32,
     plane: u32, flags: u32, scale: f32, _p1: u32,
+    // copy_slice: row strides and offsets of the source and destination.
+    src_per: u32, src_off: u32, dst_per: u32, dst_off: u32,
 }
 
 const FLAG_RELU: u32 = 1u;
@@ -13,6 +16,7 @@ const FLAG_ACCUMULATE: u32 = 4u;
 const FLAG_MAX: u32 = 8u;
 const FLAG_SCALE: u32 = 16u;
 const FLAG_GUIDED: u32 = 32u;
+const FLAG_BROADCAST: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: EltParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -89,4 +93,119 @@ fn add_into(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if ((p.flags & FLAG_ACCUMULATE) != 0u) { v += dst[i]; }
     if ((p.flags & FLAG_MAX) != 0u) { v = max(v, dst[i]); }
     dst[i] = v;
+}
+
+// Index into a per-image tensor of `per_img` values for gradient element i (rep rows per image).
+fn forward_index(i: u32) -> u32 {
+    return (i / p.per_img / p.rep) * p.per_img + i % p.per_img;
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+@compute @workgroup_size(256)
+fn sigmoid_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    dst[i] = sigmoid(a[i]);
+}
+
+@compute @workgroup_size(256)
+fn relu6_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    dst[i] = clamp(a[i], 0.0, 6.0);
+}
+
+@compute @workgroup_size(256)
+fn silu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = a[i];
+    dst[i] = x * sigmoid(x);
+}
+
+// dst = a * (1 - y) * y: a is the incoming gradient, b the forward sigmoid output.
+@compute @workgroup_size(256)
+fn sigmoid_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let y = b[forward_index(i)];
+    dst[i] = a[i] * (1.0 - y) * y;
+}
+
+// dst = a where 0 < y < 6 (b is the forward output): PyTorch's hardtanh_backward blocks the
+// gradient at both ends of the interval, and y is strictly inside exactly where x is.
+@compute @workgroup_size(256)
+fn relu6_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let y = b[forward_index(i)];
+    dst[i] = select(0.0, a[i], y > 0.0 && y < 6.0);
+}
+
+// dst = a * s * (1 + x * (1 - s)), s = sigmoid(x); b is the forward input x (silu_backward).
+@compute @workgroup_size(256)
+fn silu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = b[forward_index(i)];
+    let s = sigmoid(x);
+    dst[i] = a[i] * s * (1.0 + x * (1.0 - s));
+}
+
+// dst = a * b over [rows, channels, plane] a; b holds one image per `rep` rows, either of the
+// same shape or (FLAG_BROADCAST) one value per channel. Serves the forward product and the
+// gradient of either factor (dy times the other factor's activation).
+@compute @workgroup_size(256)
+fn mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    var f = forward_index(i);
+    if ((p.flags & FLAG_BROADCAST) != 0u) {
+        f = (i / p.per_img / p.rep) * p.channels + (i % p.per_img) / p.plane;
+    }
+    dst[i] = a[i] * b[f];
+}
+
+// The gradient of a per-channel factor: one invocation per (row, channel) sums the plane of
+// dy (a) times the other factor's activation (b, one image per `rep` rows). No atomics.
+@compute @workgroup_size(256)
+fn mul_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let row = i / p.channels;
+    let c = i % p.channels;
+    let g0 = i * p.plane;
+    let x0 = ((row / p.rep) * p.channels + c) * p.plane;
+    var acc = 0.0;
+    for (var j = 0u; j < p.plane; j++) {
+        acc += a[g0 + j] * b[x0 + j];
+    }
+    dst[i] = acc;
+}
+
+// Copies `per_img` values per row from a (row stride src_per, offset src_off) into dst (row
+// stride dst_per, offset dst_off), adding to dst under FLAG_ACCUMULATE: a concatenation's
+// input into its channel range, and the gradient's channel range back into the input's.
+@compute @workgroup_size(256)
+fn copy_slice(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let row = i / p.per_img;
+    let j = i % p.per_img;
+    let d = row * p.dst_per + p.dst_off + j;
+    var v = a[row * p.src_per + p.src_off + j];
+    if ((p.flags & FLAG_ACCUMULATE) != 0u) { v += dst[d]; }
+    dst[d] = v;
 }

@@ -235,6 +235,163 @@ fn conv_chain_in_one_pass() {
     }
 }
 
+/// Depthwise shapes (groups == in_c == out_c): (name, shape, bias, relu).
+fn depthwise_cases() -> Vec<(&'static str, ConvShape, bool, bool)> {
+    vec![
+        (
+            "3x3 s1 p1 13x11 c5 batch3",
+            cs(3, 5, [13, 11], 5, [3, 3], [1, 1], [1, 1], [1, 1], 5),
+            true,
+            true,
+        ),
+        (
+            "3x3 s2 p1 13x11 c37",
+            cs(2, 37, [13, 11], 37, [3, 3], [2, 2], [1, 1], [1, 1], 37),
+            true,
+            false,
+        ),
+        (
+            "3x3 d2 p2 13x11 c5",
+            cs(1, 5, [13, 11], 5, [3, 3], [1, 1], [2, 2], [2, 2], 5),
+            false,
+            true,
+        ),
+        (
+            "5x5 s2 p2 9x7 c6 batch3",
+            cs(3, 6, [9, 7], 6, [5, 5], [2, 2], [2, 2], [1, 1], 6),
+            true,
+            true,
+        ),
+        (
+            "3x3 s2 p0 d2 15x14 c37",
+            cs(2, 37, [15, 14], 37, [3, 3], [2, 2], [0, 0], [2, 2], 37),
+            false,
+            false,
+        ),
+        (
+            "3x5 s(2,1) p(1,2) d(2,1) 10x9 c7",
+            cs(2, 7, [10, 9], 7, [3, 5], [2, 1], [1, 2], [2, 1], 7),
+            true,
+            false,
+        ),
+        (
+            "3x3 s(2,1) p(0,1) d(2,1) 11x6 c5 (unit-stride row window)",
+            cs(2, 5, [11, 6], 5, [3, 3], [2, 1], [0, 1], [2, 1], 5),
+            true,
+            false,
+        ),
+        (
+            "3x3 s1 p0 7x9 c3 (row window without padding)",
+            cs(1, 3, [7, 9], 3, [3, 3], [1, 1], [0, 0], [1, 1], 3),
+            false,
+            false,
+        ),
+        (
+            "3x3 s2 p1 5x3 c1 (output narrower than a block)",
+            cs(3, 1, [5, 3], 1, [3, 3], [2, 2], [1, 1], [1, 1], 1),
+            true,
+            true,
+        ),
+    ]
+}
+
+/// The direct depthwise kernel, forward and backward-data, against the f64 conv reference,
+/// with finite differences; then the same through `ConvWeight` (which must pick it) with
+/// channel chunks forced by a small binding limit.
+#[test]
+fn conv_depthwise() {
+    let e = env();
+    let mut rng = Rng::new(4);
+    for (name, s, bias, relu) in depthwise_cases() {
+        assert!(s.is_depthwise(), "{name}");
+        let x_len = s.batch * s.in_c * s.in_h * s.in_w;
+        let y_len = s.batch * s.out_c * s.out_h() * s.out_w();
+        let x = rng.vec(x_len, -1.0, 1.0);
+        let w = rng.vec(s.weight_len(), -1.0, 1.0);
+        let b = rng.vec(s.out_c, -1.0, 1.0);
+        let dy = rng.vec(y_len, -1.0, 1.0);
+        let (x64, w64, b64, dy64) = (f64s(&x), f64s(&w), f64s(&b), f64s(&dy));
+        let bias64 = bias.then_some(b64.as_slice());
+        let mut want_y = r::conv2d_forward(&x64, &w64, bias64, &s);
+        if relu {
+            want_y = r::relu(&want_y);
+        }
+        let abs_b = abs(&b64);
+        let terms_y = r::conv2d_forward(&abs(&x64), &abs(&w64), bias.then_some(&abs_b[..]), &s);
+        let want_dx = r::conv2d_backward_data(&dy64, &w64, &s);
+        let terms_dx = r::conv2d_backward_data(&abs(&dy64), &abs(&w64), &s);
+        let taps = s.kernel[0] * s.kernel[1];
+        let v = rng.vec64(x_len);
+        let fd = central_difference(
+            |x| r::conv2d_forward(x, &w64, None, &s),
+            &x64,
+            &v,
+            &dy64,
+            1e-4,
+        );
+        let (xb, bb, dyb) = (upload(&x), upload(&b), upload(&dy));
+        let wd = upload(&conv::pack_depthwise(&w, &s));
+        let (y, dx) = (garbage(y_len), garbage(x_len));
+        let k = &e.ops.conv;
+        let ds = [
+            k.depthwise_forward(
+                &e.ctx,
+                &s,
+                relu,
+                &xb,
+                &wd,
+                bias.then_some(&bb),
+                &y,
+                &e.ops.dummy,
+            ),
+            k.depthwise_backward_data(&e.ctx, &s, &dyb, &wd, &dx, &e.ops.dummy),
+        ];
+        let got = run(&ds, &[(&y, y_len), (&dx, x_len)]);
+        let label = format!("depthwise {name}");
+        check_terms(&format!("{label} fwd"), &got[0], &want_y, &terms_y, taps);
+        check_terms(&format!("{label} bwd"), &got[1], &want_dx, &terms_dx, taps);
+        check_fd(
+            &label,
+            dot(&f64s(&got[1]), &v),
+            fd,
+            dot(&abs(&v), &terms_dx),
+        );
+
+        // The engine's path: chunks of 2 channels, one dispatch each.
+        let mut small = e.ctx.clone();
+        small.max_binding = (2 * taps * 16) as u64;
+        let cw = conv::ConvWeight::upload(&small, "w", &w, &s).expect("upload");
+        assert!(
+            cw.depthwise,
+            "{name}: ConvWeight picks the depthwise kernel"
+        );
+        assert_eq!(cw.forward.len(), s.in_c.div_ceil(2), "{name}: chunks");
+        let (y, dx) = (garbage(y_len), garbage(x_len));
+        let mut ds = k.forward_chunked(
+            &small,
+            &s,
+            relu,
+            &xb,
+            &cw,
+            bias.then_some(&bb),
+            &y,
+            &e.ops.dummy,
+        );
+        ds.extend(k.backward_data_chunked(&small, &s, &dyb, &cw, &dx, &e.ops.dummy));
+        let chunked = run(&ds, &[(&y, y_len), (&dx, x_len)]);
+        assert_eq!(chunked, got, "{label}: chunked dispatches agree");
+    }
+    // Grouped convs that are not depthwise keep the GEMM kernels.
+    let grouped = cs(1, 6, [9, 9], 12, [3, 3], [1, 1], [1, 1], [1, 1], 6);
+    assert!(!grouped.is_depthwise());
+    let w = rng.vec(grouped.weight_len(), -1.0, 1.0);
+    assert!(
+        !conv::ConvWeight::upload(&e.ctx, "w", &w, &grouped)
+            .unwrap()
+            .depthwise
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Pooling
 
@@ -974,6 +1131,311 @@ fn combine_into() {
         .map(|(h, c)| h.max(*c as f64))
         .collect();
     check_terms("combine_into set, add, max", &got[0], &want, &half_sum, 1);
+}
+
+/// An f64 reference forward.
+type Forward = fn(&[f64]) -> Vec<f64>;
+
+/// |x| bound of the activation tests' inputs; WGSL's exp is accurate to 3 + 2|x| ULP
+/// (<= (6 + 4|x|) u relative), so the sigmoid bounds below grow with it.
+const ACT_XMAX: f64 = 4.0;
+
+/// Sigmoid, ReLU6 and SiLU forward and backward, with 3 images of [37, 5, 3] and 2 gradient
+/// rows per image. Bounds in units of u: exp (6 + 4 XMAX), then 1 + e (1) and the division
+/// (WGSL allows 2.5 ULP: 5), so sigmoid is within s_u = 12 + 4 XMAX of |s|; SiLU adds one
+/// product. The backward of SiLU carries s's error through s and 1 - s: within
+/// 2 s_u + 4 of |dy| s (1 + |x|). Sigmoid's backward works on the f32 forward output and
+/// rounds 3 times; ReLU6 is a selection and must be exact, including at x = 0 and x = 6,
+/// where PyTorch's hardtanh_backward passes no gradient.
+#[test]
+fn activations() {
+    use gradcam_wgpu::ops::eltwise::Activation;
+    let e = env();
+    let k = &e.ops.eltwise;
+    let mut rng = Rng::new(35);
+    let (images, rep, per_img) = (3, 2, 37 * 5 * 3);
+    let rows = images * rep;
+    let len = images * per_img;
+    let sig_u = 12 + 4 * ACT_XMAX as usize;
+    for act in [Activation::Sigmoid, Activation::Relu6, Activation::Silu] {
+        let x: Vec<f32> = match act {
+            // Both kinks and both sides of them, away from the kinks (for the finite
+            // differences) except for the exact 0s and 6s.
+            Activation::Relu6 => (0..len)
+                .map(|i| match i % 11 {
+                    0 => 0.0,
+                    1 => 6.0,
+                    _ => {
+                        let m = 0.05 + 0.9 * rng.unit();
+                        [-m, m, 6.0 - m, 6.0 + m][rng.below(4)] as f32
+                    }
+                })
+                .collect(),
+            _ => rng.vec(len, -ACT_XMAX, ACT_XMAX),
+        };
+        let dy = rng.vec(rows * per_img, -1.0, 1.0);
+        let (x64, dy64) = (f64s(&x), f64s(&dy));
+        let (xb, dyb, y, dx) = (upload(&x), upload(&dy), garbage(len), garbage(dy.len()));
+        let fwd = k.activation_forward(&e.ctx, act, len, &xb, &y, &e.ops.dummy);
+        let saved = if act.backward_reads_input() { &xb } else { &y };
+        let bwd = k.activation_backward(&e.ctx, act, rows, per_img, rep, &dyb, saved, &dx);
+        let got = run(&[fwd, bwd], &[(&y, len), (&dx, dy.len())]);
+        let y32 = f64s(&got[0]);
+        let name = format!("{act:?}");
+        let (f, want_dx): (Forward, Vec<f64>) = match act {
+            Activation::Sigmoid => {
+                let want = r::sigmoid(&x64);
+                check_terms(&format!("{name} fwd"), &got[0], &want, &abs(&want), sig_u);
+                // The kernel's backward reads its own f32 forward output.
+                let want_dx = r::sigmoid_backward(&dy64, &y32, per_img, rep);
+                check_terms(&format!("{name} bwd"), &got[1], &want_dx, &abs(&want_dx), 0);
+                (r::sigmoid, want_dx)
+            }
+            Activation::Relu6 => {
+                let want = r::relu6(&x64);
+                check_exact(&format!("{name} fwd"), &got[0], &want);
+                let want_dx = r::relu6_backward(&dy64, &want, per_img, rep);
+                check_exact(&format!("{name} bwd"), &got[1], &want_dx);
+                // The boundaries block the gradient in every row.
+                for (i, g) in got[1].iter().enumerate() {
+                    let xi = x[(i / per_img / rep) * per_img + i % per_img];
+                    if xi == 0.0 || xi == 6.0 {
+                        assert_eq!(*g, 0.0, "relu6 passes a gradient at x = {xi}");
+                    }
+                }
+                (r::relu6, want_dx)
+            }
+            Activation::Silu => {
+                let want = r::silu(&x64);
+                check_terms(
+                    &format!("{name} fwd"),
+                    &got[0],
+                    &want,
+                    &abs(&want),
+                    sig_u + 1,
+                );
+                let want_dx = r::silu_backward(&dy64, &x64, per_img, rep);
+                let s = r::sigmoid(&x64);
+                let scale: Vec<f64> = (0..dy.len())
+                    .map(|i| {
+                        let fi = (i / per_img / rep) * per_img + i % per_img;
+                        dy64[i].abs() * s[fi] * (1.0 + x64[fi].abs())
+                    })
+                    .collect();
+                check_terms(&format!("{name} bwd"), &got[1], &want_dx, &scale, 2 * sig_u);
+                (r::silu, want_dx)
+            }
+        };
+        let mut v = rng.vec64(len);
+        // No derivative at ReLU6's kinks: the finite difference moves only the other inputs.
+        for (v, &x) in v.iter_mut().zip(&x) {
+            if act == Activation::Relu6 && (x == 0.0 || x == 6.0) {
+                *v = 0.0;
+            }
+        }
+        let eps = if act == Activation::Relu6 { 1e-6 } else { 1e-4 };
+        let fd = central_difference(|x| repeat_rows(&f(x), images, rep), &x64, &v, &dy64, eps);
+        let v_rows = repeat_rows(&v, images, rep);
+        let fd_scale = dot(&abs(&v_rows), &abs(&want_dx));
+        check_fd(
+            &format!("{name} rep=2"),
+            dot(&f64s(&got[1]), &v_rows),
+            fd,
+            fd_scale,
+        );
+    }
+}
+
+/// a * b element-wise and per channel (b of [C, 1, 1], squeeze-excitation), forward and
+/// the gradients of both factors with 2 gradient rows per image. Single products are exact;
+/// the per-channel factor's gradient sums a plane.
+#[test]
+fn mul_and_backward() {
+    let e = env();
+    let k = &e.ops.eltwise;
+    let mut rng = Rng::new(36);
+    let (images, rep) = (3, 2);
+    let rows = images * rep;
+    for (channels, hw, broadcast) in [
+        (5, [7, 3], false),
+        (5, [7, 3], true),
+        (37, [5, 3], true),
+        (37, [1, 1], false),
+    ] {
+        let plane = hw[0] * hw[1];
+        let per_img = channels * plane;
+        let b_per = if broadcast { channels } else { per_img };
+        let a = rng.vec(images * per_img, -1.0, 1.0);
+        let b = rng.vec(images * b_per, -1.0, 1.0);
+        let dy = rng.vec(rows * per_img, -1.0, 1.0);
+        let (a64, b64, dy64) = (f64s(&a), f64s(&b), f64s(&dy));
+        let (ab, bb, dyb) = (upload(&a), upload(&b), upload(&dy));
+        let (y, da, db) = (
+            garbage(a.len()),
+            garbage(rows * per_img),
+            garbage(rows * b_per),
+        );
+        let mut ds = vec![
+            k.mul(&e.ctx, images, channels, plane, 1, broadcast, &ab, &bb, &y),
+            k.mul(
+                &e.ctx, rows, channels, plane, rep, broadcast, &dyb, &bb, &da,
+            ),
+        ];
+        ds.push(if broadcast {
+            k.mul_reduce(&e.ctx, rows, channels, plane, rep, &dyb, &ab, &db)
+        } else {
+            k.mul(&e.ctx, rows, channels, plane, rep, false, &dyb, &ab, &db)
+        });
+        let got = run(
+            &ds,
+            &[(&y, a.len()), (&da, rows * per_img), (&db, rows * b_per)],
+        );
+        let name = format!("mul c{channels} {hw:?} broadcast={broadcast}");
+        check_exact(
+            &format!("{name} fwd"),
+            &got[0],
+            &r::mul(&a64, &b64, channels, plane, 1, broadcast),
+        );
+        let want_da = r::mul(&dy64, &b64, channels, plane, rep, broadcast);
+        check_exact(&format!("{name} d/da"), &got[1], &want_da);
+        let terms_db = if broadcast {
+            let want = r::mul_reduce(&dy64, &a64, channels, plane, rep);
+            let terms = r::mul_reduce(&abs(&dy64), &abs(&a64), channels, plane, rep);
+            check_terms(&format!("{name} d/db"), &got[2], &want, &terms, plane);
+            terms
+        } else {
+            let want = r::mul(&dy64, &a64, channels, plane, rep, false);
+            check_exact(&format!("{name} d/db"), &got[2], &want);
+            abs(&want)
+        };
+        // Finite differences along each factor.
+        let va = rng.vec64(a.len());
+        let fd = central_difference(
+            |a| repeat_rows(&r::mul(a, &b64, channels, plane, 1, broadcast), images, rep),
+            &a64,
+            &va,
+            &dy64,
+            1e-4,
+        );
+        let va_rows = repeat_rows(&va, images, rep);
+        let scale = dot(&abs(&va_rows), &abs(&want_da));
+        check_fd(
+            &format!("{name} d/da"),
+            dot(&f64s(&got[1]), &va_rows),
+            fd,
+            scale,
+        );
+        let vb = rng.vec64(b.len());
+        let fd = central_difference(
+            |b| repeat_rows(&r::mul(&a64, b, channels, plane, 1, broadcast), images, rep),
+            &b64,
+            &vb,
+            &dy64,
+            1e-4,
+        );
+        let vb_rows = repeat_rows(&vb, images, rep);
+        let scale = dot(&abs(&vb_rows), &terms_db);
+        check_fd(
+            &format!("{name} d/db"),
+            dot(&f64s(&got[2]), &vb_rows),
+            fd,
+            scale,
+        );
+    }
+}
+
+/// Channel concatenation of 3 inputs (5, 37 and 2 channels of 7x3) for 3 images, and its
+/// backward with 2 rows per image: copies are exact, and accumulating into an existing
+/// gradient (the input has another consumer) is one exact rounding per value.
+#[test]
+fn concat_and_backward() {
+    use gradcam_wgpu::ops::eltwise::Slice;
+    let e = env();
+    let k = &e.ops.eltwise;
+    let mut rng = Rng::new(37);
+    let (images, rep, plane) = (3, 2, 7 * 3);
+    let rows = images * rep;
+    let channels = [5usize, 37, 2];
+    let total: usize = channels.iter().sum();
+    let xs: Vec<Vec<f32>> = channels
+        .iter()
+        .map(|c| rng.vec(images * c * plane, -1.0, 1.0))
+        .collect();
+    let x64: Vec<Vec<f64>> = xs.iter().map(|x| f64s(x)).collect();
+    let bufs: Vec<wgpu::Buffer> = xs.iter().map(|x| upload(x)).collect();
+    let y = garbage(images * total * plane);
+    let mut ds = Vec::new();
+    let mut offset = 0;
+    for (buf, c) in bufs.iter().zip(channels) {
+        let count = c * plane;
+        let src = Slice {
+            buf,
+            per_row: count,
+            offset: 0,
+        };
+        let dst = Slice {
+            buf: &y,
+            per_row: total * plane,
+            offset,
+        };
+        ds.push(k.copy_slice(&e.ctx, images, count, false, src, dst));
+        offset += count;
+    }
+    let got = run(&ds, &[(&y, images * total * plane)]);
+    let refs: Vec<&[f64]> = x64.iter().map(|x| x.as_slice()).collect();
+    check_exact("concat fwd", &got[0], &r::concat(&refs, &channels, plane));
+
+    let dy = rng.vec(rows * total * plane, -1.0, 1.0);
+    let dy64 = f64s(&dy);
+    let dyb = upload(&dy);
+    let mut offset = 0;
+    for (i, c) in channels.into_iter().enumerate() {
+        let count = c * plane;
+        let want = r::concat_backward(&dy64, &channels, plane, i);
+        let prior = rng.vec(rows * count, -1.0, 1.0);
+        for accumulate in [false, true] {
+            let dx = if accumulate {
+                upload(&prior)
+            } else {
+                garbage(rows * count)
+            };
+            let src = Slice {
+                buf: &dyb,
+                per_row: total * plane,
+                offset,
+            };
+            let dst = Slice {
+                buf: &dx,
+                per_row: count,
+                offset: 0,
+            };
+            let d = k.copy_slice(&e.ctx, rows, count, accumulate, src, dst);
+            let got = run(&[d], &[(&dx, rows * count)]);
+            let name = format!("concat bwd input {i} accumulate={accumulate}");
+            if accumulate {
+                check_exact(&name, &got[0], &r::add(&want, &f64s(&prior)));
+            } else {
+                check_exact(&name, &got[0], &want);
+                // Concatenation is linear: <dy, d concat> along input i alone.
+                let v = rng.vec64(x64[i].len());
+                let fd = central_difference(
+                    |xi| {
+                        let mut ins = refs.clone();
+                        ins[i] = xi;
+                        repeat_rows(&r::concat(&ins, &channels, plane), images, rep)
+                    },
+                    &x64[i],
+                    &v,
+                    &dy64,
+                    1e-4,
+                );
+                let v_rows = repeat_rows(&v, images, rep);
+                let scale = dot(&abs(&v_rows), &abs(&want));
+                check_fd(&name, dot(&f64s(&got[0]), &v_rows), fd, scale);
+            }
+        }
+        offset += count;
+    }
 }
 
 // ---------------------------------------------------------------------------------------

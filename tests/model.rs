@@ -1,8 +1,12 @@
 //! Model loading, architecture inference, layer names, the graph IR and plan fusion.
 
+mod common;
+
 use gradcam_wgpu::engine::Method;
 use gradcam_wgpu::engine::{Plan, StepOp};
 use gradcam_wgpu::model::{Graph, Model, Tensor, Weights, detweights, torchvision};
+use gradcam_wgpu::ops::conv::ConvShape;
+use gradcam_wgpu::ops::pool::PoolShape;
 use gradcam_wgpu::{Engine, EngineConfig, Error, GpuContext, TargetSpec};
 
 fn stub(spec: &[(String, Vec<usize>)]) -> Weights {
@@ -294,6 +298,499 @@ fn results_can_stay_on_the_device() {
                     "{method:?}"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
+    use gradcam_wgpu::model::{Node, Op};
+    for (op, json) in [
+        (Op::Concat, r#"{"op":"concat"}"#),
+        (Op::Sigmoid, r#"{"op":"sigmoid"}"#),
+        (Op::Relu6, r#"{"op":"relu6"}"#),
+        (Op::Silu, r#"{"op":"silu"}"#),
+        (Op::Mul, r#"{"op":"mul"}"#),
+    ] {
+        assert_eq!(serde_json::to_string(&op).unwrap(), json);
+        assert_eq!(serde_json::from_str::<Op>(json).unwrap(), op);
+    }
+    let node = |name: &str, op: Op, inputs: Vec<usize>| Node {
+        name: name.into(),
+        op,
+        inputs,
+    };
+    let graph = |nodes: Vec<Node>| Graph {
+        nodes,
+        aliases: Default::default(),
+    };
+    let conv = |out: usize, k: usize| Op::Conv2d {
+        weight: "w".into(),
+        bias: None,
+        in_channels: 3,
+        out_channels: out,
+        kernel: [k, k],
+        stride: [1, 1],
+        padding: [0, 0],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let input = || node("x", Op::Input { channels: 3 }, vec![]);
+    // Arity.
+    let g = graph(vec![input(), node("cat", Op::Concat, vec![0])]);
+    let e = g.validate().unwrap_err().to_string();
+    assert!(e.contains("`cat`") && e.contains("at least 2"), "{e}");
+    let g = graph(vec![input(), node("m", Op::Mul, vec![0, 0, 0])]);
+    let e = g.validate().unwrap_err().to_string();
+    assert!(e.contains("`m`") && e.contains("expected 2"), "{e}");
+    // Shapes: concat sums channels of equal sizes, mul takes equal shapes or [C, 1, 1].
+    let pool = Op::AdaptiveAvgPool2d { output: [1, 1] };
+    let g = graph(vec![
+        input(),
+        node("a", conv(5, 1), vec![0]),
+        node("cat", Op::Concat, vec![0, 1, 0]),
+        node("gate", pool.clone(), vec![1]),
+        node("se", Op::Mul, vec![1, 3]),
+        node("sq", Op::Mul, vec![1, 1]),
+    ]);
+    g.validate().unwrap();
+    let s = g.shapes([9, 7]).unwrap();
+    assert_eq!(s[2], [11, 9, 7]);
+    assert_eq!(s[4], [5, 9, 7]);
+    assert_eq!(s[5], [5, 9, 7]);
+    let g = graph(vec![
+        input(),
+        node("a", conv(5, 3), vec![0]),
+        node("cat", Op::Concat, vec![0, 1]),
+    ]);
+    let e = g.shapes([9, 7]).unwrap_err().to_string();
+    assert!(
+        e.contains("`cat`") && e.contains("9x7") && e.contains("7x5"),
+        "{e}"
+    );
+    // A [3, 1, 1] factor for a 5-channel tensor, and a [5, 1, 1] tensor scaled by a map.
+    let g = graph(vec![
+        input(),
+        node("a", conv(5, 1), vec![0]),
+        node("gate", pool.clone(), vec![0]),
+        node("se", Op::Mul, vec![1, 2]),
+    ]);
+    let e = g.shapes([9, 7]).unwrap_err().to_string();
+    assert!(e.contains("`se`") && e.contains("[5, 1, 1]"), "{e}");
+    let g = graph(vec![
+        input(),
+        node("a", conv(5, 1), vec![0]),
+        node("gate", pool, vec![1]),
+        node("se", Op::Mul, vec![2, 1]),
+    ]);
+    assert!(g.shapes([9, 7]).is_err());
+}
+
+/// A small net of the ops exported models use: a stem, a depthwise conv with ReLU6,
+/// squeeze-excitation (pool, 1x1 conv, SiLU, 1x1 conv, sigmoid, channel product), a residual
+/// add, a three-way concat, a ReLU after it, a strided dilated depthwise conv and a linear
+/// head, with random weights.
+fn mobile_net() -> (Graph, Weights) {
+    use gradcam_wgpu::model::{Node, Op};
+    let mut rng = common::Rng::new(21);
+    let mut weights = Weights::default();
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut push = |name: &str, op: Op, inputs: Vec<usize>| {
+        nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs,
+        });
+        nodes.len() - 1
+    };
+    let mut tensor = |name: &str, shape: Vec<usize>, fan_in: usize| {
+        let len = shape.iter().product();
+        let scale = (3.0 / fan_in as f64).sqrt();
+        let data = (0..len)
+            .map(|_| ((2.0 * rng.unit() - 1.0) * scale) as f32)
+            .collect();
+        weights
+            .tensors
+            .insert(name.to_string(), Tensor { shape, data });
+        name.to_string()
+    };
+    let mut conv = |name: &str,
+                    cin: usize,
+                    cout: usize,
+                    k: usize,
+                    s: usize,
+                    p: usize,
+                    d: usize,
+                    groups: usize| {
+        let fan_in = cin / groups * k * k;
+        Op::Conv2d {
+            weight: tensor(
+                &format!("{name}.weight"),
+                vec![cout, cin / groups, k, k],
+                fan_in,
+            ),
+            bias: Some(tensor(&format!("{name}.bias"), vec![cout], fan_in)),
+            in_channels: cin,
+            out_channels: cout,
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p, p],
+            dilation: [d, d],
+            groups,
+        }
+    };
+    let pool = || Op::AdaptiveAvgPool2d { output: [1, 1] };
+    let x = push("input", Op::Input { channels: 3 }, vec![]);
+    let stem = push("stem.conv", conv("stem.conv", 3, 8, 3, 2, 1, 1, 1), vec![x]);
+    let stem = push("stem.relu", Op::Relu, vec![stem]);
+    let dw = push("dw.conv", conv("dw.conv", 8, 8, 3, 1, 1, 1, 8), vec![stem]);
+    let dw = push("dw.act", Op::Relu6, vec![dw]);
+    let se = push("se.pool", pool(), vec![dw]);
+    let se = push("se.fc1", conv("se.fc1", 8, 4, 1, 1, 0, 1, 1), vec![se]);
+    let se = push("se.act", Op::Silu, vec![se]);
+    let se = push("se.fc2", conv("se.fc2", 4, 8, 1, 1, 0, 1, 1), vec![se]);
+    let se = push("se.gate", Op::Sigmoid, vec![se]);
+    let mul = push("se.mul", Op::Mul, vec![dw, se]);
+    let proj = push("proj", conv("proj", 8, 8, 1, 1, 0, 1, 1), vec![mul]);
+    let add = push("add", Op::Add, vec![proj, stem]);
+    let cat = push("concat", Op::Concat, vec![add, dw, mul]);
+    let relu = push("head.relu", Op::Relu, vec![cat]);
+    let hd = push(
+        "head.dw",
+        conv("head.dw", 24, 24, 3, 2, 2, 2, 24),
+        vec![relu],
+    );
+    let p = push("pool", pool(), vec![hd]);
+    let f = push("flatten", Op::Flatten, vec![p]);
+    let fc = Op::Linear {
+        weight: tensor("fc.weight", vec![5, 24], 24),
+        bias: Some(tensor("fc.bias", vec![5], 24)),
+        in_features: 24,
+        out_features: 5,
+    };
+    push("fc", fc, vec![f]);
+    let g = Graph {
+        nodes,
+        aliases: Default::default(),
+    };
+    g.validate().unwrap();
+    (g, weights)
+}
+
+/// Activations of every node for `n` images, composed from the f64 references.
+fn cpu_forward(g: &Graph, w: &Weights, x: Vec<f64>, n: usize, size: [usize; 2]) -> Vec<Vec<f64>> {
+    use gradcam_wgpu::model::Op;
+    use gradcam_wgpu::reference as r;
+    let shapes = g.shapes(size).unwrap();
+    let t = |name: &str| -> Vec<f64> {
+        w.get(name)
+            .unwrap()
+            .data
+            .iter()
+            .map(|&v| v as f64)
+            .collect()
+    };
+    let mut acts: Vec<Vec<f64>> = Vec::new();
+    for (i, node) in g.nodes.iter().enumerate() {
+        let a = |k: usize| &acts[node.inputs[k]];
+        let ins = node.inputs.first().map(|&j| shapes[j]).unwrap_or([0; 3]);
+        let [c, h, wd] = shapes[i];
+        let out = match &node.op {
+            Op::Input { .. } => x.clone(),
+            Op::Conv2d {
+                weight,
+                bias,
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+            } => {
+                let s = ConvShape {
+                    batch: n,
+                    in_c: *in_channels,
+                    in_h: ins[1],
+                    in_w: ins[2],
+                    out_c: *out_channels,
+                    kernel: *kernel,
+                    stride: *stride,
+                    padding: *padding,
+                    dilation: *dilation,
+                    groups: *groups,
+                };
+                let b = bias.as_ref().map(|b| t(b));
+                r::conv2d_forward(a(0), &t(weight), b.as_deref(), &s)
+            }
+            Op::Relu => r::relu(a(0)),
+            Op::Relu6 => r::relu6(a(0)),
+            Op::Sigmoid => r::sigmoid(a(0)),
+            Op::Silu => r::silu(a(0)),
+            Op::AdaptiveAvgPool2d { output } => {
+                let s = PoolShape {
+                    planes: n * ins[0],
+                    channels: ins[0],
+                    input: [ins[1], ins[2]],
+                    output: *output,
+                };
+                r::adaptive_avgpool_forward(a(0), &s)
+            }
+            Op::Flatten => a(0).clone(),
+            Op::Linear {
+                weight,
+                bias,
+                in_features,
+                out_features,
+            } => {
+                let b = bias.as_ref().map(|b| t(b));
+                r::linear_forward(
+                    a(0),
+                    &t(weight),
+                    b.as_deref(),
+                    n,
+                    *in_features,
+                    *out_features,
+                )
+            }
+            Op::Add => r::add(a(0), a(1)),
+            Op::Mul => {
+                let broadcast = shapes[node.inputs[1]] != shapes[node.inputs[0]];
+                r::mul(a(0), a(1), c, h * wd, 1, broadcast)
+            }
+            Op::Concat => {
+                let refs: Vec<&[f64]> = node.inputs.iter().map(|&j| acts[j].as_slice()).collect();
+                let channels: Vec<usize> = node.inputs.iter().map(|&j| shapes[j][0]).collect();
+                r::concat(&refs, &channels, h * wd)
+            }
+            other => panic!("the CPU forward of this test does not cover {other:?}"),
+        };
+        acts.push(out);
+    }
+    acts
+}
+
+/// Gradients of every node for `n * rep` rows (row r belongs to image r / rep) from the
+/// output gradient `seed`, composed from the f64 references.
+fn cpu_backward(
+    g: &Graph,
+    w: &Weights,
+    acts: &[Vec<f64>],
+    seed: Vec<f64>,
+    n: usize,
+    rep: usize,
+    size: [usize; 2],
+) -> Vec<Vec<f64>> {
+    use gradcam_wgpu::model::Op;
+    use gradcam_wgpu::reference as r;
+    let shapes = g.shapes(size).unwrap();
+    let rows = n * rep;
+    let t = |name: &str| -> Vec<f64> {
+        w.get(name)
+            .unwrap()
+            .data
+            .iter()
+            .map(|&v| v as f64)
+            .collect()
+    };
+    let mut grads: Vec<Vec<f64>> = shapes
+        .iter()
+        .map(|s| vec![0.0; rows * s.iter().product::<usize>()])
+        .collect();
+    *grads.last_mut().unwrap() = seed;
+    for (i, node) in g.nodes.iter().enumerate().rev().take(g.nodes.len() - 1) {
+        let gy = grads[i].clone();
+        let [c, h, wd] = shapes[i];
+        let per = c * h * wd;
+        for (k, &j) in node.inputs.iter().enumerate() {
+            let ins = shapes[j];
+            let dx = match &node.op {
+                Op::Conv2d {
+                    weight,
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    dilation,
+                    groups,
+                    ..
+                } => {
+                    let s = ConvShape {
+                        batch: rows,
+                        in_c: *in_channels,
+                        in_h: ins[1],
+                        in_w: ins[2],
+                        out_c: *out_channels,
+                        kernel: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                        dilation: *dilation,
+                        groups: *groups,
+                    };
+                    r::conv2d_backward_data(&gy, &t(weight), &s)
+                }
+                Op::Relu => r::relu_backward(&gy, &acts[i], per, rep),
+                Op::Relu6 => r::relu6_backward(&gy, &acts[i], per, rep),
+                Op::Sigmoid => r::sigmoid_backward(&gy, &acts[i], per, rep),
+                Op::Silu => r::silu_backward(&gy, &acts[j], per, rep),
+                Op::AdaptiveAvgPool2d { output } => {
+                    let s = PoolShape {
+                        planes: rows * ins[0],
+                        channels: ins[0],
+                        input: [ins[1], ins[2]],
+                        output: *output,
+                    };
+                    r::adaptive_avgpool_backward(&gy, &s)
+                }
+                Op::Flatten | Op::Add => gy.clone(),
+                Op::Linear {
+                    weight,
+                    in_features,
+                    out_features,
+                    ..
+                } => r::linear_backward(&gy, &t(weight), rows, *in_features, *out_features),
+                Op::Mul => {
+                    let broadcast = shapes[node.inputs[1]] != shapes[node.inputs[0]];
+                    let other = &acts[node.inputs[1 - k]];
+                    match (k, broadcast) {
+                        (1, true) => r::mul_reduce(&gy, other, c, h * wd, rep),
+                        (0, b) => r::mul(&gy, other, c, h * wd, rep, b),
+                        _ => r::mul(&gy, other, c, h * wd, rep, false),
+                    }
+                }
+                Op::Concat => {
+                    let channels: Vec<usize> = node.inputs.iter().map(|&j| shapes[j][0]).collect();
+                    r::concat_backward(&gy, &channels, h * wd, k)
+                }
+                other => panic!("the CPU backward of this test does not cover {other:?}"),
+            };
+            grads[j] = r::add(&grads[j], &dx);
+        }
+    }
+    grads
+}
+
+/// The engine on a net of the new ops: logits against the composed f64 forward, and
+/// Grad-CAM maps (alpha from the gradients at the layer, two targets per image so gradient
+/// rows map to images by r / 2) against the composed f64 backward, for layers that are the
+/// concat, the squeeze-excitation product, a ReLU6 read by three consumers, a ReLU kept
+/// apart from the concat before it, and a depthwise conv.
+#[test]
+fn mobile_ops_explain_like_the_f64_composition() {
+    use gradcam_wgpu::engine::{IMAGENET_MEAN, IMAGENET_STD};
+    use gradcam_wgpu::reference as r;
+    let ctx = ctx();
+    let (graph, weights) = mobile_net();
+    let size = [21, 19];
+    let (n, k) = (3, 2);
+    let model = Model {
+        arch: "mobile-test".into(),
+        graph: graph.clone(),
+        weights: weights.clone(),
+        default_layer: "concat".into(),
+    };
+    let images: Vec<image::RgbImage> = (0..n as u32)
+        .map(|i| {
+            image::RgbImage::from_fn(size[1] as u32, size[0] as u32, |x, y| {
+                image::Rgb([
+                    (x * 13 + y * 3 + 40 * i) as u8,
+                    (y * 11 + x * x) as u8,
+                    (90 + 50 * i + x * y) as u8,
+                ])
+            })
+        })
+        .collect();
+    let pixels: Vec<u8> = images
+        .iter()
+        .flat_map(|im| im.pixels().flat_map(|p| [p[0], p[1], p[2], 255]))
+        .collect();
+    let f64s = |v: [f32; 3]| v.map(|x| x as f64);
+    let x = r::preprocess(&pixels, n, size, f64s(IMAGENET_MEAN), f64s(IMAGENET_STD));
+    let acts = cpu_forward(&graph, &weights, x, n, size);
+    let logits = acts.last().unwrap();
+    let classes = 5;
+    let targets = r::topk(logits, n, classes, k);
+    let seed = r::seed_onehot(&targets, n, classes, k, 0, k);
+    let grads = cpu_backward(&graph, &weights, &acts, seed, n, k, size);
+    let shapes = graph.shapes(size).unwrap();
+
+    // The ReLU after the concat is a step of its own; the stem's is fused into its conv.
+    let plan = Plan::new(
+        &ctx,
+        &graph,
+        &weights,
+        size,
+        &[graph.find("concat").unwrap()],
+        false,
+    )
+    .unwrap();
+    assert!(
+        plan.steps
+            .iter()
+            .any(|s| s.name == "head.relu" && matches!(s.op, StepOp::Relu))
+    );
+    assert!(plan.steps.iter().any(|s| s.name == "stem.relu" && s.relu));
+    assert!(
+        plan.steps
+            .iter()
+            .any(|s| s.name == "concat" && matches!(s.op, StepOp::Concat))
+    );
+    assert!(
+        plan.steps
+            .iter()
+            .any(|s| s.name == "se.mul" && matches!(s.op, StepOp::Mul { broadcast: true }))
+    );
+
+    let scale = logits.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let plane = size[0] * size[1];
+    for layer in ["concat", "se.mul", "dw.act", "head.relu", "head.dw"] {
+        let cfg = EngineConfig {
+            layers: vec![layer.into()],
+            size,
+            batch: n,
+            targets: TargetSpec::TopK(k),
+            read_maps: true,
+            ..Default::default()
+        };
+        let mut e = Engine::new(ctx.clone(), &model, cfg).unwrap();
+        let res = e.explain(&images).unwrap();
+        let node = graph.find(layer).unwrap();
+        let [c, h, w] = shapes[node];
+        let want = r::gradcam(&acts[node], &grads[node], [n, c, h, w], k, size);
+        let mut worst_logit = 0f64;
+        let mut worst_map = 0f64;
+        for (i, ir) in res.iter().enumerate() {
+            for (j, &l) in ir.logits.iter().enumerate() {
+                worst_logit = worst_logit.max((l as f64 - logits[i * classes + j]).abs() / scale);
+            }
+            for (t, tr) in ir.targets.iter().enumerate() {
+                assert_eq!(
+                    tr.class,
+                    targets[i * k + t],
+                    "{layer}: image {i} target {t}"
+                );
+                let row = i * k + t;
+                let got = tr.map.as_ref().unwrap();
+                for (g, w) in got.iter().zip(&want[row * plane..(row + 1) * plane]) {
+                    worst_map = worst_map.max((*g as f64 - w).abs());
+                }
+            }
+        }
+        eprintln!("{layer}: logits rel err {worst_logit:.2e}, map err {worst_map:.2e}");
+        assert!(
+            worst_logit <= 1e-4,
+            "{layer}: logits off by {worst_logit:.2e} of max |logit|"
+        );
+        assert!(
+            worst_map <= 1e-4,
+            "{layer}: Grad-CAM map off by {worst_map:.2e}"
+        );
+        // Every map must carry information (min-max spans [0, 1]), or the comparison above
+        // proves little.
+        for m in want.chunks(plane) {
+            let hi = m.iter().fold(0f64, |a, v| a.max(*v));
+            assert!(hi > 0.99, "{layer}: a degenerate reference map");
         }
     }
 }

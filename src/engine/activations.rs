@@ -4,6 +4,7 @@ use super::plan::{Plan, StepOp};
 use crate::gpu::{Dispatch, GpuContext, buffer};
 use crate::ops::Ops;
 use crate::ops::conv::ConvShape;
+use crate::ops::eltwise::Slice;
 use crate::ops::pool::PoolShape;
 
 /// One buffer per step output (aliases share their input's) plus max-pool argmax buffers.
@@ -124,6 +125,31 @@ impl Activations {
                 StepOp::Add => {
                     let b = self.act(step.inputs[1]);
                     d.push(ops.eltwise.add(ctx, len, step.relu, x, b, y))
+                }
+                StepOp::Activation(act) => {
+                    d.push(ops.eltwise.activation_forward(ctx, *act, len, x, y, dummy))
+                }
+                StepOp::Mul { broadcast } => {
+                    let b = self.act(step.inputs[1]);
+                    d.push(ops.eltwise.mul(ctx, n, c, oh * ow, 1, *broadcast, x, b, y))
+                }
+                StepOp::Concat => {
+                    let mut offset = 0;
+                    for &i in &step.inputs {
+                        let count = plan.steps[i].shape.iter().product::<usize>();
+                        let src = Slice {
+                            buf: self.act(i),
+                            per_row: count,
+                            offset: 0,
+                        };
+                        let dst = Slice {
+                            buf: y,
+                            per_row: c * oh * ow,
+                            offset,
+                        };
+                        d.push(ops.eltwise.copy_slice(ctx, n, count, false, src, dst));
+                        offset += count;
+                    }
                 }
             }
         }

@@ -12,7 +12,7 @@ pub use targets::TargetSpec;
 
 use crate::ops::cam::{CamShape, Term};
 use crate::ops::eigen::EigenKernels;
-use crate::ops::eltwise::Merge;
+use crate::ops::eltwise::{Merge, Slice};
 use crate::ops::perturb::TargetRows;
 use activations::Activations;
 use method::Recipe;
@@ -1007,7 +1007,14 @@ impl Engine {
             if let Some(first) = fullgrad.as_deref_mut() {
                 self.fullgrad_layers(d, s, rows, g, first);
             }
+            // Concat: where each input's channels start in the output, per image.
+            let mut offsets = Vec::with_capacity(step.inputs.len());
+            let mut offset = 0;
             for &i in &step.inputs {
+                offsets.push(offset);
+                offset += numel(i);
+            }
+            for (k, &i) in step.inputs.iter().enumerate() {
                 if !self.plan.in_region[i] {
                     continue;
                 }
@@ -1025,6 +1032,25 @@ impl Engine {
                     d.push(
                         ops.eltwise
                             .add_into(ctx, rows * per, accumulate, g, grad(i), dummy),
+                    );
+                    continue;
+                }
+                // Concat hands each input its channel range of the gradient, likewise
+                // without a scratch buffer.
+                if matches!(step.op, StepOp::Concat) {
+                    let src = Slice {
+                        buf: g,
+                        per_row: per,
+                        offset: offsets[k],
+                    };
+                    let dst = Slice {
+                        buf: grad(i),
+                        per_row: numel(i),
+                        offset: 0,
+                    };
+                    d.push(
+                        ops.eltwise
+                            .copy_slice(ctx, rows, numel(i), accumulate, src, dst),
                     );
                     continue;
                 }
@@ -1076,7 +1102,31 @@ impl Engine {
                     StepOp::Linear { weight, .. } => {
                         d.extend(ops.linear.backward(ctx, weight, rows, g, dst, dummy))
                     }
-                    StepOp::Input | StepOp::Add | StepOp::Alias => {
+                    StepOp::Activation(act) => {
+                        // SiLU's derivative needs x; the others read their output.
+                        let forward = if act.backward_reads_input() {
+                            self.act(i)
+                        } else {
+                            self.act(s)
+                        };
+                        d.push(
+                            ops.eltwise
+                                .activation_backward(ctx, *act, rows, per, tc, g, forward, dst),
+                        )
+                    }
+                    StepOp::Mul { broadcast } => {
+                        let other = self.act(step.inputs[1 - k]);
+                        let plane = oh * ow;
+                        d.push(if k == 1 && *broadcast {
+                            ops.eltwise
+                                .mul_reduce(ctx, rows, c, plane, tc, g, other, dst)
+                        } else {
+                            // dy times the other factor, broadcast when that is [C, 1, 1].
+                            let b = *broadcast && k == 0;
+                            ops.eltwise.mul(ctx, rows, c, plane, tc, b, g, other, dst)
+                        })
+                    }
+                    StepOp::Input | StepOp::Add | StepOp::Alias | StepOp::Concat => {
                         unreachable!("handled above; the input has no inputs")
                     }
                 }

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, buffer};
 use crate::model::{Graph, Op, Shape, Weights};
 use crate::ops::conv::{ConvShape, ConvWeight};
+use crate::ops::eltwise::Activation;
 use crate::ops::linear::LinearWeight;
 use crate::ops::pool::PoolWindow;
 
@@ -30,6 +31,14 @@ pub enum StepOp {
         bias: Option<wgpu::Buffer>,
     },
     Add,
+    /// Sigmoid, ReLU6 or SiLU.
+    Activation(Activation),
+    /// Product of the two inputs; with `broadcast` the second is `[C, 1, 1]`.
+    Mul {
+        broadcast: bool,
+    },
+    /// The inputs stacked along channels.
+    Concat,
     /// Same data as the input (dropout, flatten).
     Alias,
 }
@@ -99,6 +108,8 @@ impl Plan {
                         && !st.relu)
                         .then_some(s)
                 }
+                // Only producers whose kernels apply the ReLU on store; the new element-wise
+                // ops (activations, mul, concat) keep a following ReLU as its own step.
                 (Op::Relu, Some((p, s))) => {
                     let st = &pending[s];
                     let kind = &graph.nodes[st.node].op;
@@ -311,6 +322,13 @@ fn lower(
             },
         },
         Op::Add => StepOp::Add,
+        Op::Sigmoid => StepOp::Activation(Activation::Sigmoid),
+        Op::Relu6 => StepOp::Activation(Activation::Relu6),
+        Op::Silu => StepOp::Activation(Activation::Silu),
+        Op::Mul => StepOp::Mul {
+            broadcast: shapes[node.inputs[1]] != shapes[node.inputs[0]],
+        },
+        Op::Concat => StepOp::Concat,
     })
 }
 

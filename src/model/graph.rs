@@ -60,6 +60,16 @@ pub enum Op {
     },
     /// Element-wise sum of the inputs (residual connection).
     Add,
+    /// Two or more inputs of equal H and W stacked along channels, in input order.
+    Concat,
+    Sigmoid,
+    /// `clamp(x, 0, 6)` (MobileNet).
+    Relu6,
+    /// `x * sigmoid(x)` (SiLU / swish, EfficientNet).
+    Silu,
+    /// Product of two inputs: element-wise, or `inputs[1]` of shape `[C, 1, 1]` scaling each
+    /// channel of `inputs[0]` (squeeze-excitation).
+    Mul,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,14 +108,20 @@ impl Graph {
             if seen.insert(n.name.as_str(), i).is_some() {
                 return bad(format!("duplicate node name `{}`", n.name));
             }
-            let arity = match n.op {
-                Op::Input { .. } => 0,
-                Op::Add => 2,
-                _ => 1,
+            // (fewest, most) inputs.
+            let (lo, hi) = match n.op {
+                Op::Input { .. } => (0, 0),
+                Op::Add | Op::Mul => (2, 2),
+                Op::Concat => (2, usize::MAX),
+                _ => (1, 1),
             };
-            if n.inputs.len() != arity {
+            if !(lo..=hi).contains(&n.inputs.len()) {
+                let expected = match (lo, hi) {
+                    (l, h) if l == h => format!("{l}"),
+                    (l, _) => format!("at least {l}"),
+                };
                 return bad(format!(
-                    "node `{}` has {} inputs, expected {arity}",
+                    "node `{}` has {} inputs, expected {expected}",
                     n.name,
                     n.inputs.len()
                 ));
@@ -186,7 +202,7 @@ impl Graph {
                     }
                     s
                 }
-                Op::Relu | Op::Dropout => inp(0),
+                Op::Relu | Op::Dropout | Op::Sigmoid | Op::Relu6 | Op::Silu => inp(0),
                 Op::MaxPool2d {
                     kernel,
                     stride,
@@ -241,6 +257,32 @@ impl Graph {
                     let (a, b) = (inp(0), inp(1));
                     if a != b {
                         return Err(err(format!("adds mismatched shapes {a:?} and {b:?}")));
+                    }
+                    a
+                }
+                Op::Concat => {
+                    let [_, h, w] = inp(0);
+                    let mut c = 0;
+                    for k in 0..n.inputs.len() {
+                        let s = inp(k);
+                        if [s[1], s[2]] != [h, w] {
+                            return Err(err(format!(
+                                "concatenates mismatched sizes {h}x{w} and {}x{} (input {k})",
+                                s[1], s[2]
+                            )));
+                        }
+                        c += s[0];
+                    }
+                    [c, h, w]
+                }
+                Op::Mul => {
+                    let (a, b) = (inp(0), inp(1));
+                    if a != b && b != [a[0], 1, 1] {
+                        return Err(err(format!(
+                            "multiplies {a:?} by {b:?}: the second input must have the same \
+                             shape or be [{}, 1, 1]",
+                            a[0]
+                        )));
                     }
                     a
                 }

@@ -40,6 +40,12 @@ impl ConvShape {
     pub fn weight_len(&self) -> usize {
         self.out_c * (self.in_c / self.groups) * self.kernel[0] * self.kernel[1]
     }
+    /// One group per channel and as many outputs as inputs: served by the direct depthwise
+    /// kernel rather than the grouped GEMM, which would pad each group's single output
+    /// channel to 4.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups == self.in_c && self.out_c == self.in_c
+    }
     /// Multiply-adds of the forward pass.
     pub fn macs(&self) -> usize {
         self.batch * self.out_h() * self.out_w() * self.weight_len()
@@ -131,6 +137,15 @@ impl ConvParams {
             _pad: [0; 2],
         }
     }
+
+    /// Parameters for the depthwise kernel over channels `c0 .. c0 + count`.
+    fn depthwise(s: &ConvShape, dir: Dir, c0: usize, count: usize, flags: u32) -> Self {
+        Self {
+            out_cg: u(count),
+            co_base: u(c0),
+            ..Self::new(s, dir, 0, 1, flags)
+        }
+    }
 }
 
 /// A conv weight packed for both directions, split along each direction's output channels
@@ -140,12 +155,42 @@ pub struct ConvWeight {
     pub forward: Vec<(usize, usize, wgpu::Buffer)>,
     /// The same for backward-data (channels are the conv's input channels).
     pub backward: Vec<(usize, usize, wgpu::Buffer)>,
+    /// Packed by [`pack_depthwise`] for the depthwise kernel; the chunks are channel ranges
+    /// and both directions share them.
+    pub depthwise: bool,
 }
 
 impl ConvWeight {
     pub fn upload(ctx: &GpuContext, name: &str, w: &[f32], s: &ConvShape) -> crate::Result<Self> {
         let g = s.groups;
         let kk = s.kernel[0] * s.kernel[1];
+        if s.is_depthwise() {
+            // One vec4 per channel and tap.
+            let per_channel = (kk * 16) as u64;
+            let step = (ctx.max_binding / per_channel) as usize;
+            if step == 0 {
+                return Err(crate::Error::Tensor {
+                    name: name.to_string(),
+                    message: format!(
+                        "one channel of this depthwise conv needs {per_channel} bytes, above the device's storage binding limit of {} bytes",
+                        ctx.max_binding
+                    ),
+                });
+            }
+            let chunks: Vec<_> = (0..s.in_c)
+                .step_by(step)
+                .map(|c0| {
+                    let count = step.min(s.in_c - c0);
+                    let packed = pack_depthwise_range(w, s, c0, count);
+                    (c0, count, buffer::storage_f32(ctx, name, &packed))
+                })
+                .collect();
+            return Ok(Self {
+                forward: chunks.clone(),
+                backward: chunks,
+                depthwise: true,
+            });
+        }
         let chunks = |channels: usize,
                       reduction: usize,
                       pack: fn(&[f32], &ConvShape, usize, usize) -> Vec<f32>| {
@@ -177,6 +222,7 @@ impl ConvWeight {
         Ok(Self {
             forward: chunks(s.out_c / g, s.in_c / g, pack_forward_range)?,
             backward: chunks(s.in_c / g, s.out_c / g, pack_backward_range)?,
+            depthwise: false,
         })
     }
 }
@@ -185,6 +231,7 @@ pub struct ConvKernels {
     pub variant: ConvVariant,
     blocked: [Kernel; 2],
     tiled: [Kernel; 2],
+    depthwise: [Kernel; 2],
 }
 
 impl ConvKernels {
@@ -213,6 +260,10 @@ impl ConvKernels {
             tiled: [
                 make("conv_tiled", false, 256),
                 make("conv_tiled", true, 256),
+            ],
+            depthwise: [
+                make("conv_depthwise", false, 64),
+                make("conv_depthwise", true, 64),
             ],
         }
     }
@@ -250,6 +301,55 @@ impl ConvKernels {
         self.dispatch(ctx, &p, Dir::Backward, [dy, w, dummy, dx])
     }
 
+    /// The depthwise kernel's forward ([`ConvShape::is_depthwise`] shapes): like
+    /// [`ConvKernels::forward`] with `w` holding [`pack_depthwise`] output.
+    #[allow(clippy::too_many_arguments)]
+    pub fn depthwise_forward(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        relu: bool,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        y: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let flags = (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS);
+        let p = ConvParams::depthwise(s, Dir::Forward, 0, s.in_c, flags);
+        self.dispatch_depthwise(ctx, &p, Dir::Forward, [x, w, bias.unwrap_or(dummy), y])
+    }
+
+    /// The depthwise kernel's backward-data, `w` holding [`pack_depthwise`] output.
+    pub fn depthwise_backward_data(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        dy: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = ConvParams::depthwise(s, Dir::Backward, 0, s.in_c, 0);
+        self.dispatch_depthwise(ctx, &p, Dir::Backward, [dy, w, dummy, dx])
+    }
+
+    fn dispatch_depthwise(
+        &self,
+        ctx: &GpuContext,
+        p: &ConvParams,
+        dir: Dir,
+        bufs: [&wgpu::Buffer; 4],
+    ) -> Dispatch {
+        assert!(
+            p.groups == p.in_c && p.in_c == p.out_c,
+            "the depthwise kernel takes groups == in_c == out_c"
+        );
+        let threads =
+            p.batch as u64 * p.out_cg as u64 * p.out_h as u64 * (p.out_w as u64).div_ceil(4);
+        self.depthwise[dir as usize].dispatch(ctx, p, &bufs, threads)
+    }
+
     /// [`ConvKernels::forward`] over a chunked weight: one dispatch per chunk.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_chunked(
@@ -267,8 +367,14 @@ impl ConvKernels {
         w.forward
             .iter()
             .map(|(c0, count, buf)| {
-                let p = ConvParams::new(s, Dir::Forward, *c0, *count, flags);
-                self.dispatch(ctx, &p, Dir::Forward, [x, buf, bias.unwrap_or(dummy), y])
+                let bufs = [x, buf, bias.unwrap_or(dummy), y];
+                if w.depthwise {
+                    let p = ConvParams::depthwise(s, Dir::Forward, *c0, *count, flags);
+                    self.dispatch_depthwise(ctx, &p, Dir::Forward, bufs)
+                } else {
+                    let p = ConvParams::new(s, Dir::Forward, *c0, *count, flags);
+                    self.dispatch(ctx, &p, Dir::Forward, bufs)
+                }
             })
             .collect()
     }
@@ -286,8 +392,14 @@ impl ConvKernels {
         w.backward
             .iter()
             .map(|(c0, count, buf)| {
-                let p = ConvParams::new(s, Dir::Backward, *c0, *count, 0);
-                self.dispatch(ctx, &p, Dir::Backward, [dy, buf, dummy, dx])
+                let bufs = [dy, buf, dummy, dx];
+                if w.depthwise {
+                    let p = ConvParams::depthwise(s, Dir::Backward, *c0, *count, 0);
+                    self.dispatch_depthwise(ctx, &p, Dir::Backward, bufs)
+                } else {
+                    let p = ConvParams::new(s, Dir::Backward, *c0, *count, 0);
+                    self.dispatch(ctx, &p, Dir::Backward, bufs)
+                }
             })
             .collect()
     }
@@ -366,4 +478,20 @@ fn pack_backward_range(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec
         }
     }
     out
+}
+
+/// Packs a depthwise weight `[c, 1, kh, kw]` for the depthwise kernel (both directions):
+/// `[c][kh][kw]`, each value splat to a vec4 so the kernel multiplies 4 pixels at once.
+pub fn pack_depthwise(w: &[f32], s: &ConvShape) -> Vec<f32> {
+    pack_depthwise_range(w, s, 0, s.in_c)
+}
+
+/// [`pack_depthwise`] restricted to channels `c0 .. c0 + count`.
+fn pack_depthwise_range(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec<f32> {
+    assert!(s.is_depthwise(), "a depthwise shape");
+    let kk = s.kernel[0] * s.kernel[1];
+    w[c0 * kk..(c0 + count) * kk]
+        .iter()
+        .flat_map(|&v| [v; 4])
+        .collect()
 }

@@ -1,4 +1,5 @@
-//! Residual add, ReLU, per-channel affine, and gradient accumulation (shaders/eltwise.wgsl).
+//! Residual add, ReLU, sigmoid, ReLU6, SiLU, per-channel affine, products, channel slices
+//! (concatenation), and gradient accumulation (shaders/eltwise.wgsl).
 
 use super::{module, u};
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
@@ -14,6 +15,10 @@ struct EltParams {
     flags: u32,
     scale: f32,
     _p1: u32,
+    src_per: u32,
+    src_off: u32,
+    dst_per: u32,
+    dst_off: u32,
 }
 
 const FLAG_RELU: u32 = 1;
@@ -21,6 +26,33 @@ const FLAG_ACCUMULATE: u32 = 4;
 const FLAG_MAX: u32 = 8;
 const FLAG_SCALE: u32 = 16;
 const FLAG_GUIDED: u32 = 32;
+const FLAG_BROADCAST: u32 = 64;
+
+/// Element-wise activations other than ReLU (which fuses into its producer and has a guided
+/// mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Sigmoid,
+    /// clamp(x, 0, 6)
+    Relu6,
+    /// x * sigmoid(x)
+    Silu,
+}
+
+impl Activation {
+    /// Whether the backward pass reads the forward input (SiLU) rather than the output.
+    pub fn backward_reads_input(self) -> bool {
+        self == Activation::Silu
+    }
+}
+
+/// A row-strided range of a buffer: row r covers `offset + r * per_row ..`.
+#[derive(Clone, Copy, Debug)]
+pub struct Slice<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub per_row: usize,
+    pub offset: usize,
+}
 
 pub struct EltwiseKernels {
     add: Kernel,
@@ -29,6 +61,12 @@ pub struct EltwiseKernels {
     affine_fwd: Kernel,
     affine_bwd: Kernel,
     add_into: Kernel,
+    /// Forward and backward per [`Activation`], in declaration order.
+    act_fwd: [Kernel; 3],
+    act_bwd: [Kernel; 3],
+    mul: Kernel,
+    mul_reduce: Kernel,
+    copy_slice: Kernel,
 }
 
 impl EltwiseKernels {
@@ -43,6 +81,15 @@ impl EltwiseKernels {
             affine_fwd: k("affine_forward"),
             affine_bwd: k("affine_backward"),
             add_into: k("add_into"),
+            act_fwd: [k("sigmoid_forward"), k("relu6_forward"), k("silu_forward")],
+            act_bwd: [
+                k("sigmoid_backward"),
+                k("relu6_backward"),
+                k("silu_backward"),
+            ],
+            mul: k("mul"),
+            mul_reduce: k("mul_reduce"),
+            copy_slice: k("copy_slice"),
         }
     }
 
@@ -183,6 +230,126 @@ impl EltwiseKernels {
             ..Default::default()
         };
         Self::run(&self.add_into, ctx, p, [src, dummy, dst])
+    }
+}
+
+impl EltwiseKernels {
+    /// y = act(x) over `len` values.
+    pub fn activation_forward(
+        &self,
+        ctx: &GpuContext,
+        act: Activation,
+        len: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = EltParams {
+            len: u(len),
+            ..Default::default()
+        };
+        Self::run(&self.act_fwd[act as usize], ctx, p, [x, dummy, y])
+    }
+
+    /// dx = dy * act'(x). `forward` is the forward output, or the input where
+    /// [`Activation::backward_reads_input`]; `dy` has `rows` rows of `per_img` values and
+    /// row r reads forward image r / rep.
+    #[allow(clippy::too_many_arguments)]
+    pub fn activation_backward(
+        &self,
+        ctx: &GpuContext,
+        act: Activation,
+        rows: usize,
+        per_img: usize,
+        rep: usize,
+        dy: &wgpu::Buffer,
+        forward: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = EltParams {
+            len: u(rows * per_img),
+            per_img: u(per_img),
+            rep: u(rep.max(1)),
+            ..Default::default()
+        };
+        Self::run(&self.act_bwd[act as usize], ctx, p, [dy, forward, dx])
+    }
+
+    /// out = a * b over `rows` rows of `[channels, plane]` in `a`; `b` holds one image per
+    /// `rep` rows, of the same shape or, when `broadcast`, `[channels]` per image. With rep 1
+    /// it is the forward product; with `a` = dy, the gradient of a factor shaped like dy.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mul(
+        &self,
+        ctx: &GpuContext,
+        rows: usize,
+        channels: usize,
+        plane: usize,
+        rep: usize,
+        broadcast: bool,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = EltParams {
+            len: u(rows * channels * plane),
+            per_img: u(channels * plane),
+            rep: u(rep.max(1)),
+            channels: u(channels),
+            plane: u(plane),
+            flags: broadcast as u32 * FLAG_BROADCAST,
+            ..Default::default()
+        };
+        Self::run(&self.mul, ctx, p, [a, b, out])
+    }
+
+    /// The gradient of a per-channel factor: db[row, c] = sum over the plane of
+    /// dy[row, c] * x[row / rep, c], `x` being the other factor.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mul_reduce(
+        &self,
+        ctx: &GpuContext,
+        rows: usize,
+        channels: usize,
+        plane: usize,
+        rep: usize,
+        dy: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        db: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = EltParams {
+            len: u(rows * channels),
+            rep: u(rep.max(1)),
+            channels: u(channels),
+            plane: u(plane),
+            ..Default::default()
+        };
+        Self::run(&self.mul_reduce, ctx, p, [dy, x, db])
+    }
+
+    /// Copies `count` values per row for `rows` rows from `src` into `dst` (adding when
+    /// `accumulate`): a concatenation's input into its channel range (forward) and that
+    /// range of the gradient back (backward).
+    pub fn copy_slice(
+        &self,
+        ctx: &GpuContext,
+        rows: usize,
+        count: usize,
+        accumulate: bool,
+        src: Slice,
+        dst: Slice,
+    ) -> Dispatch {
+        let p = EltParams {
+            len: u(rows * count),
+            per_img: u(count),
+            flags: accumulate as u32 * FLAG_ACCUMULATE,
+            src_per: u(src.per_row),
+            src_off: u(src.offset),
+            dst_per: u(dst.per_row),
+            dst_off: u(dst.offset),
+            ..Default::default()
+        };
+        Self::run(&self.copy_slice, ctx, p, [src.buf, src.buf, dst.buf])
     }
 }
 

@@ -18,7 +18,10 @@ pub mod targets;
 
 pub use cam::{alpha, gradcam, minmax_normalize, weighted_sum};
 pub use conv::{conv2d_backward_data, conv2d_forward};
-pub use eltwise::{add, affine_backward, affine_forward, relu, relu_backward};
+pub use eltwise::{
+    add, affine_backward, affine_forward, concat, concat_backward, mul, mul_reduce, relu,
+    relu_backward, relu6, relu6_backward, sigmoid, sigmoid_backward, silu, silu_backward,
+};
 pub use image::{jet, overlay, preprocess, upsample_bilinear};
 pub use linear::{linear_backward, linear_forward};
 pub use pool::{
