@@ -35,6 +35,7 @@ import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import detweights  # noqa: E402
+from export import save_safetensors  # noqa: E402
 
 import cv2  # noqa: E402
 import pytorch_grad_cam  # noqa: E402
@@ -42,39 +43,10 @@ from importlib.metadata import version as pkg_version  # noqa: E402
 from pytorch_grad_cam import GradCAM  # noqa: E402
 from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-from safetensors.numpy import load_file  # noqa: E402
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 MAX_TOTAL_BYTES = 10_000_000
-
-
-_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "U8", np.dtype(np.int64): "I64"}
-
-
-def save_safetensors(tensors: dict, path: str, metadata: dict):
-    """Byte-reproducible safetensors writer (the safetensors package writes the
-    header keys in hash-map order, so reruns would churn the files in git)."""
-    header = {"__metadata__": dict(sorted(metadata.items()))}
-    blobs, off = [], 0
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
-        b = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": _ST_DTYPES[a.dtype], "shape": list(a.shape),
-                        "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    hj = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    hj += b" " * (-len(hj) % 8)
-    with open(path, "wb") as f:
-        f.write(len(hj).to_bytes(8, "little"))
-        f.write(hj)
-        for b in blobs:
-            f.write(b)
-    back = load_file(path)  # round-trip check with the official reader
-    assert back.keys() == tensors.keys()
-    for k in tensors:
-        assert back[k].dtype == tensors[k].dtype and np.array_equal(back[k], tensors[k]), k
 
 
 def setup_torch():

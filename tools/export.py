@@ -1,0 +1,526 @@
+#!/usr/bin/env python3
+"""Export a PyTorch CNN to a self-describing gradcam-wgpu model file.
+
+The module is traced with ``torch.fx``; every node is mapped to one op of the engine's IR
+(``src/model/graph.rs``) and the file's ``__metadata__["gradcam_wgpu"]`` gets the graph, the
+input size, the normalisation, the class names, the default target layer and the output kind
+(schema: ``src/model/meta.rs``). Tensors keep their ``state_dict`` names, so layer names in
+the engine are the module paths PyTorch users know (``layer4``, ``features.29``, ...).
+
+Supported: Conv2d (any groups), BatchNorm2d (eval), ReLU, ReLU6/Hardtanh(0, 6), SiLU,
+Sigmoid, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Identity, Linear,
+``+`` / ``torch.add``, ``*`` / ``torch.mul`` (equal shapes, or a [N, C, 1, 1] gate),
+``torch.cat`` on channels, ``torch.flatten``, ``view``/``reshape`` to [N, -1],
+``mean((2, 3))`` and the functional forms of the activations and pools. Anything else is an
+error naming the module (or function) and the op.
+
+    python tools/export.py --torchvision resnet18 --out resnet18.safetensors
+    python -c 'from export import export; export(model, "m.safetensors", input_size=(128, 128), ...)'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import operator
+import re
+from collections.abc import Sequence
+
+import torch
+import torch.fx
+import torch.nn as nn
+import torch.nn.functional as F
+import numpy as np
+from safetensors.numpy import load_file
+from torch.fx.passes.shape_prop import ShapeProp
+
+META_KEY = "gradcam_wgpu"
+META_VERSION = 1
+
+
+_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "U8", np.dtype(np.int64): "I64"}
+
+
+def save_safetensors(tensors: dict, path: str, metadata: dict):
+    """Byte-reproducible safetensors writer (the safetensors package writes the
+    header keys in hash-map order, so reruns would churn the files in git)."""
+    header = {"__metadata__": dict(sorted(metadata.items()))}
+    blobs, off = [], 0
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        b = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _ST_DTYPES[a.dtype], "shape": list(a.shape),
+                        "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    hj = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    hj += b" " * (-len(hj) % 8)
+    with open(path, "wb") as f:
+        f.write(len(hj).to_bytes(8, "little"))
+        f.write(hj)
+        for b in blobs:
+            f.write(b)
+    back = load_file(path)  # round-trip check with the official reader
+    assert back.keys() == tensors.keys()
+    for k in tensors:
+        assert back[k].dtype == tensors[k].dtype and np.array_equal(back[k], tensors[k]), k
+
+
+class UnsupportedOp(ValueError):
+    """A module or function the engine's IR cannot express."""
+
+
+def _pair(v) -> list[int]:
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"expected 2 values, got {v!r}")
+        return [int(v[0]), int(v[1])]
+    return [int(v), int(v)]
+
+
+class _Exporter:
+    def __init__(self, module: nn.Module, input_size: Sequence[int], in_channels: int):
+        self.module = module.eval()
+        self.gm = torch.fx.symbolic_trace(self.module)
+        example = torch.zeros(1, in_channels, *input_size)
+        ShapeProp(self.gm).propagate(example)
+        self.modules = dict(self.gm.named_modules())
+        self.state = self.module.state_dict()
+        self.nodes: list[dict] = []
+        self.index: dict[str, int] = {}  # fx node name -> IR node index
+        self.names: set[str] = set()
+        self.scope_last: dict[str, int] = {}  # container path -> last IR node inside it
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    # -- helpers -----------------------------------------------------------------------
+    def shape(self, n: torch.fx.Node) -> list[int]:
+        meta = n.meta.get("tensor_meta")
+        if meta is None or not hasattr(meta, "shape"):
+            raise UnsupportedOp(f"`{n.name}` does not produce a tensor")
+        return list(meta.shape)
+
+    def where(self, n: torch.fx.Node) -> str:
+        if n.op == "call_module":
+            return f"module `{n.target}` ({type(self.modules[n.target]).__name__})"
+        target = getattr(n.target, "__name__", str(n.target))
+        return f"`{n.name}` ({n.op} {target})"
+
+    def inp(self, n: torch.fx.Node, a) -> int:
+        if not isinstance(a, torch.fx.Node) or a.name not in self.index:
+            raise UnsupportedOp(
+                f"{self.where(n)}: input {a!r} is not a tensor produced by a supported op"
+            )
+        return self.index[a.name]
+
+    def tensor(self, name: str) -> str:
+        if name not in self.state:
+            raise UnsupportedOp(f"tensor `{name}` is not in the state dict")
+        self.tensors[name] = self.state[name].detach().to(torch.float32).contiguous().clone()
+        return name
+
+    def unique(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.names:
+            k += 1
+            name = f"{base}:{k}"
+        self.names.add(name)
+        return name
+
+    def emit(self, n: torch.fx.Node, op: dict, inputs: list[int]) -> None:
+        if n.op == "call_module":
+            base = str(n.target)
+        else:
+            scope = self.scope(n)
+            kind = re.sub(r"_\d+$", "", n.name)  # fx numbers repeats globally; we do per scope
+            base = f"{scope}.{kind}" if scope else kind
+        idx = len(self.nodes)
+        self.nodes.append({"name": self.unique(base), "op": op, "inputs": inputs})
+        self.index[n.name] = idx
+        for path in self.stack(n):
+            self.scope_last[path] = idx
+
+    def alias(self, n: torch.fx.Node, a) -> None:
+        """`n` is the same data as its input (identity at inference)."""
+        self.emit(n, {"op": "dropout"}, [self.inp(n, a)])
+
+    @staticmethod
+    def stack(n: torch.fx.Node) -> list[str]:
+        """Module paths enclosing `n`, outermost first (a repeated call's key is `path@k`)."""
+        return [v[0] for k, v in n.meta.get("nn_module_stack", {}).items() if v[0]]
+
+    def scope(self, n: torch.fx.Node) -> str:
+        paths = self.stack(n)
+        return paths[-1] if paths else ""
+
+    # -- op mapping -------------------------------------------------------------------
+    def conv(self, n, m: nn.Conv2d, x):
+        if m.padding_mode != "zeros":
+            raise UnsupportedOp(f"{self.where(n)}: padding_mode `{m.padding_mode}`")
+        kernel, dilation = _pair(m.kernel_size), _pair(m.dilation)
+        if isinstance(m.padding, str):
+            if m.padding == "valid":
+                padding = [0, 0]
+            else:  # "same" (stride 1): symmetric only
+                total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+                if any(t % 2 for t in total):
+                    raise UnsupportedOp(f"{self.where(n)}: asymmetric 'same' padding")
+                padding = [t // 2 for t in total]
+        else:
+            padding = _pair(m.padding)
+        p = str(n.target)
+        self.emit(
+            n,
+            {
+                "op": "conv2d",
+                "weight": self.tensor(f"{p}.weight"),
+                "bias": self.tensor(f"{p}.bias") if m.bias is not None else None,
+                "in_channels": m.in_channels,
+                "out_channels": m.out_channels,
+                "kernel": kernel,
+                "stride": _pair(m.stride),
+                "padding": padding,
+                "dilation": dilation,
+                "groups": m.groups,
+            },
+            [self.inp(n, x)],
+        )
+
+    def max_pool(self, n, x, kernel, stride, padding, dilation, ceil_mode, return_indices):
+        if return_indices:
+            raise UnsupportedOp(f"{self.where(n)}: return_indices")
+        self.emit(
+            n,
+            {
+                "op": "max_pool2d",
+                "kernel": _pair(kernel),
+                "stride": _pair(stride if stride not in (None, []) else kernel),
+                "padding": _pair(padding),
+                "dilation": _pair(dilation),
+                "ceil_mode": bool(ceil_mode),
+            },
+            [self.inp(n, x)],
+        )
+
+    def avg_pool(self, n, x, kernel, stride, padding, ceil_mode, include_pad, divisor):
+        if divisor is not None:
+            raise UnsupportedOp(f"{self.where(n)}: divisor_override")
+        self.emit(
+            n,
+            {
+                "op": "avg_pool2d",
+                "kernel": _pair(kernel),
+                "stride": _pair(stride if stride not in (None, []) else kernel),
+                "padding": _pair(padding),
+                "ceil_mode": bool(ceil_mode),
+                "count_include_pad": bool(include_pad),
+            },
+            [self.inp(n, x)],
+        )
+
+    def adaptive(self, n, x):
+        out = self.shape(n)
+        hw = out[2:] if len(out) == 4 else [1, 1]
+        self.emit(n, {"op": "adaptive_avg_pool2d", "output": hw}, [self.inp(n, x)])
+
+    def flatten(self, n, x, start=1, end=-1):
+        rank = len(self.shape(x))
+        if start != 1 or end not in (-1, rank - 1):
+            raise UnsupportedOp(f"{self.where(n)}: flatten({start}, {end}); only [N, -1]")
+        self.emit(n, {"op": "flatten"}, [self.inp(n, x)])
+
+    def binary(self, n, kind: str, a, b):
+        if not isinstance(a, torch.fx.Node) or not isinstance(b, torch.fx.Node):
+            raise UnsupportedOp(f"{self.where(n)}: {kind} with a constant")
+        sa, sb = self.shape(a), self.shape(b)
+        if kind == "add":
+            if sa != sb:
+                raise UnsupportedOp(f"{self.where(n)}: add of shapes {sa} and {sb}")
+        else:
+            gate = lambda s, o: len(s) == 4 and s[2:] == [1, 1] and s[:2] == o[:2]  # noqa: E731
+            if sa != sb and gate(sa, sb):
+                a, b = b, a  # the engine broadcasts its second operand
+            elif sa != sb and not gate(sb, sa):
+                raise UnsupportedOp(f"{self.where(n)}: mul of shapes {sa} and {sb}")
+        self.emit(n, {"op": kind}, [self.inp(n, a), self.inp(n, b)])
+
+    def concat(self, n, tensors, dim=0):
+        rank = len(self.shape(n))
+        if dim not in (1, 1 - rank) or rank != 4:
+            raise UnsupportedOp(f"{self.where(n)}: cat on dim {dim}; only channels (dim 1)")
+        self.emit(n, {"op": "concat"}, [self.inp(n, t) for t in tensors])
+
+    def mean(self, n, x, dims, keepdim=False):
+        rank = len(self.shape(x))
+        dims = sorted(d % rank for d in (dims if isinstance(dims, (tuple, list)) else [dims]))
+        if rank != 4 or dims != [2, 3]:
+            raise UnsupportedOp(f"{self.where(n)}: mean over {dims}; only spatial (2, 3)")
+        self.emit(n, {"op": "adaptive_avg_pool2d", "output": [1, 1]}, [self.inp(n, x)])
+
+    def unary(self, n, kind: str, x):
+        self.emit(n, {"op": kind}, [self.inp(n, x)])
+
+    def hardtanh(self, n, x, lo, hi):
+        if (lo, hi) != (0.0, 6.0):
+            raise UnsupportedOp(f"{self.where(n)}: hardtanh({lo}, {hi}); only ReLU6")
+        self.unary(n, "relu6", x)
+
+    def call_module(self, n: torch.fx.Node):
+        m = self.modules[n.target]
+        x = n.args[0] if n.args else None
+        p = str(n.target)
+        if isinstance(m, nn.Conv2d):
+            self.conv(n, m, x)
+        elif isinstance(m, nn.BatchNorm2d):
+            if m.running_mean is None:
+                raise UnsupportedOp(f"{self.where(n)}: BatchNorm without running statistics")
+            for t in ("weight", "bias", "running_mean", "running_var"):
+                if getattr(m, t) is None:
+                    raise UnsupportedOp(f"{self.where(n)}: affine=False")
+                self.tensor(f"{p}.{t}")
+            self.emit(
+                n,
+                {"op": "batch_norm2d", "prefix": p, "channels": m.num_features, "eps": m.eps},
+                [self.inp(n, x)],
+            )
+        elif isinstance(m, nn.ReLU):
+            self.unary(n, "relu", x)
+        elif isinstance(m, nn.ReLU6):
+            self.unary(n, "relu6", x)
+        elif isinstance(m, nn.Hardtanh):
+            self.hardtanh(n, x, m.min_val, m.max_val)
+        elif isinstance(m, nn.SiLU):
+            self.unary(n, "silu", x)
+        elif isinstance(m, nn.Sigmoid):
+            self.unary(n, "sigmoid", x)
+        elif isinstance(m, nn.MaxPool2d):
+            self.max_pool(
+                n, x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
+                m.return_indices,
+            )
+        elif isinstance(m, nn.AvgPool2d):
+            self.avg_pool(
+                n, x, m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad,
+                m.divisor_override,
+            )
+        elif isinstance(m, nn.AdaptiveAvgPool2d):
+            self.adaptive(n, x)
+        elif isinstance(m, nn.Flatten):
+            self.flatten(n, x, m.start_dim, m.end_dim)
+        elif isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Identity)):
+            self.alias(n, x)
+        elif isinstance(m, nn.Linear):
+            if len(self.shape(x)) != 2:
+                raise UnsupportedOp(f"{self.where(n)}: Linear on a {len(self.shape(x))}-D input")
+            self.emit(
+                n,
+                {
+                    "op": "linear",
+                    "weight": self.tensor(f"{p}.weight"),
+                    "bias": self.tensor(f"{p}.bias") if m.bias is not None else None,
+                    "in_features": m.in_features,
+                    "out_features": m.out_features,
+                },
+                [self.inp(n, x)],
+            )
+        else:
+            raise UnsupportedOp(f"{self.where(n)}: unsupported op `{type(m).__name__}`")
+
+    def call_function(self, n: torch.fx.Node):
+        f, a, kw = n.target, n.args, n.kwargs
+        arg = lambda i, k, d=None: a[i] if len(a) > i else kw.get(k, d)  # noqa: E731
+        if f in (operator.add, operator.iadd, torch.add):
+            if kw.get("alpha", 1) != 1:
+                raise UnsupportedOp(f"{self.where(n)}: add with alpha")
+            self.binary(n, "add", a[0], a[1])
+        elif f in (operator.mul, operator.imul, torch.mul):
+            self.binary(n, "mul", a[0], a[1])
+        elif f in (torch.cat, torch.concat):
+            self.concat(n, arg(0, "tensors"), arg(1, "dim", 0))
+        elif f is torch.flatten:
+            self.flatten(n, a[0], arg(1, "start_dim", 0), arg(2, "end_dim", -1))
+        elif f in (F.relu, torch.relu):
+            self.unary(n, "relu", a[0])
+        elif f is F.relu6:
+            self.unary(n, "relu6", a[0])
+        elif f is F.hardtanh:
+            self.hardtanh(n, a[0], arg(1, "min_val", -1.0), arg(2, "max_val", 1.0))
+        elif f is F.silu:
+            self.unary(n, "silu", a[0])
+        elif f in (torch.sigmoid, F.sigmoid):
+            self.unary(n, "sigmoid", a[0])
+        elif f is F.adaptive_avg_pool2d:
+            self.adaptive(n, a[0])
+        elif f in (F.max_pool2d, torch.max_pool2d):
+            self.max_pool(
+                n, a[0], arg(1, "kernel_size"), arg(2, "stride"), arg(3, "padding", 0),
+                arg(4, "dilation", 1), arg(5, "ceil_mode", False), arg(6, "return_indices", False),
+            )
+        elif f is F.avg_pool2d:
+            self.avg_pool(
+                n, a[0], arg(1, "kernel_size"), arg(2, "stride"), arg(3, "padding", 0),
+                arg(4, "ceil_mode", False), arg(5, "count_include_pad", True),
+                arg(6, "divisor_override"),
+            )
+        elif f in (F.dropout, F.dropout2d):
+            self.alias(n, a[0])
+        elif getattr(f, "__name__", "") == "stochastic_depth" and not arg(3, "training", True):
+            self.alias(n, a[0])  # torchvision.ops.stochastic_depth is the identity in eval
+        elif f in (torch.mean,):
+            self.mean(n, a[0], arg(1, "dim"), arg(2, "keepdim", False))
+        else:
+            raise UnsupportedOp(f"{self.where(n)}: unsupported op")
+
+    def call_method(self, n: torch.fx.Node):
+        m, a, kw = n.target, n.args, n.kwargs
+        if m == "size" or m == "dim":
+            return  # shape queries feed view/reshape, checked there
+        x = a[0]
+        if m in ("view", "reshape"):
+            out, inp = self.shape(n), self.shape(x)
+            if len(out) != 2 or out[0] != inp[0]:
+                raise UnsupportedOp(f"{self.where(n)}: {m} to {out}; only [N, -1]")
+            self.emit(n, {"op": "flatten"}, [self.inp(n, x)])
+        elif m == "flatten":
+            self.flatten(n, x, a[1] if len(a) > 1 else kw.get("start_dim", 0),
+                         a[2] if len(a) > 2 else kw.get("end_dim", -1))
+        elif m == "contiguous":
+            self.alias(n, x)
+        elif m in ("relu", "relu_", "sigmoid", "sigmoid_"):
+            self.unary(n, m.rstrip("_"), x)
+        elif m in ("add", "add_", "__add__", "__iadd__"):
+            self.binary(n, "add", x, a[1])
+        elif m in ("mul", "mul_", "__mul__"):
+            self.binary(n, "mul", x, a[1])
+        elif m == "mean":
+            self.mean(n, x, a[1] if len(a) > 1 else kw.get("dim"),
+                      a[2] if len(a) > 2 else kw.get("keepdim", False))
+        else:
+            raise UnsupportedOp(f"{self.where(n)}: unsupported tensor method `{m}`")
+
+    def run(self) -> tuple[list[dict], dict[str, int]]:
+        placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
+        if len(placeholders) != 1:
+            raise UnsupportedOp(f"the model takes {len(placeholders)} inputs; expected 1")
+        out = None
+        for n in self.gm.graph.nodes:
+            if n.op == "placeholder":
+                shape = self.shape(n)
+                self.names.add("input")
+                self.nodes.append({"name": "input", "op": {"op": "input", "channels": shape[1]},
+                                   "inputs": []})
+                self.index[n.name] = 0
+            elif n.op == "call_module":
+                self.call_module(n)
+            elif n.op == "call_function":
+                if n.target is getattr:
+                    continue  # e.g. x.shape, consumed by view/reshape
+                self.call_function(n)
+            elif n.op == "call_method":
+                self.call_method(n)
+            elif n.op == "get_attr":
+                raise UnsupportedOp(f"`{n.name}` reads parameter `{n.target}` directly; wrap "
+                                    "it in a supported module")
+            elif n.op == "output":
+                out = n.args[0]
+        if not isinstance(out, torch.fx.Node) or out.name not in self.index:
+            raise UnsupportedOp("the model must return one logits tensor")
+        if len(self.shape(out)) != 2:
+            raise UnsupportedOp(f"the output has shape {self.shape(out)}; expected [N, classes]")
+        return self.prune(self.index[out.name])
+
+    def prune(self, out: int) -> tuple[list[dict], dict[str, int]]:
+        """Keeps the nodes the output depends on, with the output last."""
+        live = {out}
+        for i in range(out, -1, -1):
+            if i in live:
+                live.update(self.nodes[i]["inputs"])
+        order = [i for i in range(out + 1) if i in live]
+        remap = {old: new for new, old in enumerate(order)}
+        nodes = []
+        for old in order:
+            node = dict(self.nodes[old])
+            node["inputs"] = [remap[j] for j in node["inputs"]]
+            nodes.append(node)
+        names = {n["name"] for n in nodes}
+        aliases = {}
+        for path, last in self.scope_last.items():
+            # Containers only: a leaf's node already carries its path as its name.
+            if path and path not in names and last in remap:
+                aliases[path] = remap[last]
+        return nodes, dict(sorted(aliases.items()))
+
+
+def to_metadata(module: nn.Module, *, input_size, mean, std, classes, default_layer, name,
+                output="softmax", in_channels=3):
+    """The metadata dict and the tensors for a self-describing file."""
+    if output not in ("softmax", "sigmoid"):
+        raise ValueError("output must be 'softmax' or 'sigmoid'")
+    ex = _Exporter(module, list(input_size), in_channels)
+    nodes, aliases = ex.run()
+    n_out = ex.shape([n for n in ex.gm.graph.nodes if n.op == "output"][0].args[0])[1]
+    classes = list(classes)
+    if len(classes) != n_out:
+        raise ValueError(f"{len(classes)} class names for {n_out} outputs")
+    known = {n["name"] for n in nodes} | set(aliases)
+    if default_layer not in known:
+        raise ValueError(f"default_layer `{default_layer}` is not a layer; one of {sorted(known)}")
+    used = set()
+    for n in nodes:
+        op = n["op"]
+        used.update(v for k, v in op.items() if k in ("weight", "bias") and v)
+        if op["op"] == "batch_norm2d":
+            used.update(f"{op['prefix']}.{t}" for t in ("weight", "bias", "running_mean",
+                                                        "running_var"))
+    meta = {
+        "version": META_VERSION,
+        "name": name,
+        "graph": {"nodes": nodes, "aliases": aliases},
+        "input_size": [int(v) for v in input_size],
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "classes": classes,
+        "default_layer": default_layer,
+        "output": output,
+    }
+    return meta, {k: v for k, v in ex.tensors.items() if k in used}
+
+
+def export(module: nn.Module, path, **kw) -> dict:
+    """Writes `module` to `path` as a self-describing model file; returns the metadata."""
+    meta, tensors = to_metadata(module, **kw)
+    arrays = {k: v.numpy() for k, v in tensors.items()}
+    save_safetensors(arrays, str(path), {META_KEY: json.dumps(meta, separators=(",", ":"))})
+    return meta
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--torchvision", required=True, help="a torchvision classification model name")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--num-classes", type=int, default=1000)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--seed", type=int, default=0, help="random init seed (no downloads here)")
+    ap.add_argument("--layer", help="default target layer (default: the last container)")
+    args = ap.parse_args()
+    import torchvision
+
+    torch.manual_seed(args.seed)
+    model = getattr(torchvision.models, args.torchvision)(num_classes=args.num_classes)
+    meta, _ = to_metadata(model, input_size=(args.size, args.size), mean=(0.485, 0.456, 0.406),
+                          std=(0.229, 0.224, 0.225),
+                          classes=[str(i) for i in range(args.num_classes)],
+                          default_layer=args.layer or "input", name=args.torchvision)
+    layer = args.layer
+    if layer is None:  # the last feature container before the pooling head
+        convs = [n for n in meta["graph"]["nodes"] if n["op"]["op"] == "conv2d"]
+        last = convs[-1]["name"]
+        layer = min((a for a in meta["graph"]["aliases"] if last.startswith(a + ".")),
+                    key=lambda a: a.count("."), default=last)
+    meta = export(model, args.out, input_size=(args.size, args.size), mean=meta["mean"],
+                  std=meta["std"], classes=meta["classes"], default_layer=layer,
+                  name=args.torchvision)
+    print(f"wrote {args.out}: {len(meta['graph']['nodes'])} nodes, default layer {layer}")
+
+
+if __name__ == "__main__":
+    main()
