@@ -689,6 +689,11 @@ fn mobile_ops_explain_like_the_f64_composition() {
         graph: graph.clone(),
         weights: weights.clone(),
         default_layer: "concat".into(),
+        input_size: size,
+        mean: IMAGENET_MEAN,
+        std: IMAGENET_STD,
+        classes: Vec::new(),
+        output: gradcam_wgpu::model::Output::Softmax,
     };
     let images: Vec<image::RgbImage> = (0..n as u32)
         .map(|i| {

@@ -2,26 +2,38 @@
 
 pub mod detweights;
 pub mod graph;
+pub mod meta;
 pub mod torchvision;
 pub mod weights;
 
 pub use graph::{Graph, Node, Op, Shape};
+pub use meta::{META_KEY, META_VERSION, ModelMeta, Output};
 pub use weights::{Tensor, Weights};
 
+use crate::engine::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::error::{Error, Result};
 use std::path::Path;
 
 /// A graph with its weights and preprocessing defaults.
 #[derive(Clone, Debug)]
 pub struct Model {
+    /// The torchvision architecture, or the model's own name for a self-describing file.
     pub arch: String,
     pub graph: Graph,
     pub weights: Weights,
     pub default_layer: String,
+    /// The input size the model expects by default.
+    pub input_size: [usize; 2],
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// One name per class; empty when the file does not name them (torchvision state dicts).
+    pub classes: Vec<String>,
+    pub output: Output,
 }
 
 impl Model {
-    /// Loads a torchvision state dict; `arch` may be omitted when the tensor names identify it.
+    /// Loads a self-describing model file (see [`meta`]), or a torchvision state dict whose
+    /// `arch` may be omitted when the tensor names identify it.
     pub fn load(path: &Path, arch: Option<&str>) -> Result<Self> {
         let weights = Weights::load(path)?;
         Self::from_weights(weights, arch).map_err(|e| match e {
@@ -34,12 +46,34 @@ impl Model {
     }
 
     pub fn from_weights(weights: Weights, arch: Option<&str>) -> Result<Self> {
+        if let Some(meta) = ModelMeta::from_weights(&weights)? {
+            if let Some(a) = arch {
+                return Err(Error::Invalid(format!(
+                    "--arch {a} was given, but this is a self-describing `{}` model file; \
+                     drop --arch",
+                    meta.name
+                )));
+            }
+            return Ok(Self {
+                arch: meta.name,
+                graph: meta.graph,
+                weights,
+                default_layer: meta.default_layer,
+                input_size: meta.input_size,
+                mean: meta.mean,
+                std: meta.std,
+                classes: meta.classes,
+                output: meta.output,
+            });
+        }
         let arch = match arch {
             Some(a) => a.to_string(),
             None => torchvision::infer_arch(&weights)
                 .ok_or_else(|| {
                     Error::Model(format!(
-                        "cannot tell the architecture from the tensor names; pass --arch (one of {})",
+                        "cannot tell the architecture from the tensor names and the file has \
+                         no `{}` metadata; pass --arch (one of {})",
+                        meta::META_KEY,
                         torchvision::ARCHS.join(", ")
                     ))
                 })?
@@ -52,6 +86,34 @@ impl Model {
             graph,
             weights,
             default_layer,
+            input_size: [224, 224],
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            classes: Vec::new(),
+            output: Output::Softmax,
         })
+    }
+
+    /// The metadata that makes this model self-describing.
+    pub fn meta(&self) -> ModelMeta {
+        ModelMeta {
+            version: meta::META_VERSION,
+            name: self.arch.clone(),
+            graph: self.graph.clone(),
+            input_size: self.input_size,
+            mean: self.mean,
+            std: self.std,
+            classes: self.classes.clone(),
+            default_layer: self.default_layer.clone(),
+            output: self.output,
+        }
+    }
+
+    /// The name of class `c`, or its index when the model does not name its classes.
+    pub fn class_name(&self, c: usize) -> String {
+        self.classes
+            .get(c)
+            .cloned()
+            .unwrap_or_else(|| c.to_string())
     }
 }

@@ -106,7 +106,7 @@ impl Weights {
         if let Some(extra) = self.tensors.keys().find(|k| !known.contains(k.as_str())) {
             return Err(Error::Tensor {
                 name: extra.clone(),
-                message: "is not used by this architecture (wrong --arch?)".into(),
+                message: "is not used by the model graph (wrong --arch?)".into(),
             });
         }
         Ok(())

@@ -1,0 +1,181 @@
+//! Self-describing model files: the exporter's golden fixture (a custom net with concat,
+//! squeeze-excitation, ReLU6, SiLU and depthwise conv, exported by tools/export.py) against
+//! PyTorch and pytorch-grad-cam, and the metadata's error handling.
+
+use gradcam_wgpu::model::{META_KEY, Model, ModelMeta, Weights, detweights, torchvision};
+use gradcam_wgpu::{Engine, EngineConfig, Error, GpuContext, TargetSpec};
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/export")
+        .join(name)
+}
+
+struct Golden {
+    bytes: Vec<u8>,
+}
+
+impl Golden {
+    fn f32s(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = st.tensor(name).unwrap();
+        (t.shape().to_vec(), bytemuck::pod_collect_to_vec(t.data()))
+    }
+    fn meta(&self, key: &str) -> String {
+        let (_, m) = SafeTensors::read_metadata(&self.bytes).unwrap();
+        m.metadata().as_ref().unwrap()[key].clone()
+    }
+}
+
+#[test]
+fn exported_custom_net_matches_pytorch_and_pgc() {
+    let model = Model::load(&fixture("custom.safetensors"), None).unwrap();
+    assert_eq!(model.arch, "custom");
+    assert_eq!(model.classes.len(), 7);
+    assert_eq!(model.default_layer, "block");
+    let golden = Golden {
+        bytes: std::fs::read(fixture("custom-golden.safetensors")).unwrap(),
+    };
+    let size = model.input_size;
+    let [h, w] = size;
+    assert_eq!(golden.meta("height"), h.to_string());
+    let st = SafeTensors::deserialize(&golden.bytes).unwrap();
+    let u8s = st.tensor("input_u8").unwrap();
+    let n = u8s.shape()[0];
+    let images: Vec<image::RgbImage> = (0..n)
+        .map(|i| {
+            let px = u8s.data()[i * h * w * 3..(i + 1) * h * w * 3].to_vec();
+            image::RgbImage::from_raw(w as u32, h as u32, px).unwrap()
+        })
+        .collect();
+    let targets: Vec<i64> = bytemuck::pod_collect_to_vec(st.tensor("targets").unwrap().data());
+    let per_image: Vec<Vec<usize>> = targets
+        .chunks(2)
+        .map(|c| vec![c[0] as usize, c[1] as usize])
+        .collect();
+    let (_, logits) = golden.f32s("logits");
+    let ctx = GpuContext::new().unwrap();
+    for layer in golden.meta("layers").split(',') {
+        let cfg = EngineConfig {
+            layers: vec![layer.to_string()],
+            size,
+            mean: model.mean,
+            std: model.std,
+            targets: TargetSpec::PerImage(2),
+            read_maps: true,
+            ..Default::default()
+        };
+        let mut engine = Engine::new(ctx.clone(), &model, cfg).unwrap();
+        let results = engine.explain_for(&images, &per_image).unwrap();
+        let (_, cams) = golden.f32s(&format!("cams.{layer}"));
+        let mut worst_logit = 0f32;
+        let mut worst_map = 0f32;
+        for (i, r) in results.iter().enumerate() {
+            for (k, &l) in r.logits.iter().enumerate() {
+                let want = logits[i * 7 + k];
+                worst_logit = worst_logit.max((l - want).abs() / want.abs().max(1.0));
+            }
+            for (t, tr) in r.targets.iter().enumerate() {
+                assert_eq!(tr.class, per_image[i][t]);
+                let map = tr.map.as_ref().unwrap();
+                let want = &cams[(i * 2 + t) * h * w..(i * 2 + t + 1) * h * w];
+                for (a, b) in map.iter().zip(want) {
+                    worst_map = worst_map.max((a - b).abs());
+                }
+            }
+        }
+        eprintln!("layer {layer}: logits rel {worst_logit:.2e}, map abs {worst_map:.2e}");
+        assert!(
+            worst_logit < 2e-5,
+            "layer {layer}: logits off by {worst_logit}"
+        );
+        assert!(worst_map < 2e-4, "layer {layer}: maps off by {worst_map}");
+    }
+}
+
+/// A self-describing resnet18 built in Rust: the metadata round-trips through bytes.
+fn resnet_meta_model() -> Model {
+    let spec = torchvision::state_dict_spec("resnet18", 4).unwrap();
+    let mut model = Model::from_weights(detweights::generate(&spec, 3), None).unwrap();
+    model.arch = "tiny".into();
+    model.input_size = [48, 40];
+    model.classes = ["a", "b", "c", "d"].map(String::from).to_vec();
+    model
+}
+
+fn with_meta(model: &Model, json: String) -> Weights {
+    let mut w = model.weights.clone();
+    w.metadata.insert(META_KEY.into(), json);
+    w
+}
+
+#[test]
+fn metadata_round_trips() {
+    let model = resnet_meta_model();
+    let weights = with_meta(&model, model.meta().to_json());
+    let bytes = weights.to_bytes().unwrap();
+    let back = Model::from_weights(Weights::from_bytes(&bytes).unwrap(), None).unwrap();
+    assert_eq!(back.meta(), model.meta());
+    assert_eq!(back.class_name(2), "c");
+}
+
+#[test]
+fn metadata_errors_are_clear() {
+    let model = resnet_meta_model();
+    let json = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = serde_json::to_value(model.meta()).unwrap();
+        f(&mut v);
+        v.to_string()
+    };
+    let err = |j: String| {
+        Model::from_weights(with_meta(&model, j), None)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(json(&|v| v["version"] = 2.into()));
+    assert!(e.contains("schema version 2 is not supported"), "{e}");
+    let e = err(json(&|v| {
+        v.as_object_mut().unwrap().remove("version");
+    }));
+    assert!(e.contains("no integer `version`"), "{e}");
+    let e = err(json(&|v| v["colour"] = "blue".into()));
+    assert!(e.contains("unknown field `colour`"), "{e}");
+    let e = err(json(&|v| v["classes"] = serde_json::json!(["x"])));
+    assert!(e.contains("1 class names for 4 outputs"), "{e}");
+    let e = err(json(&|v| v["default_layer"] = "layer9".into()));
+    assert!(e.contains("default_layer `layer9`"), "{e}");
+    let e = err(json(&|v| v["std"] = serde_json::json!([0.2, 0.0, 0.2])));
+    assert!(e.contains("std non-zero"), "{e}");
+    let e = err(json(&|v| v["input_size"] = serde_json::json!([0, 10])));
+    assert!(e.contains("input_size 0x10"), "{e}");
+    let e = err(json(&|v| {
+        v["graph"]["nodes"][1]["op"]["op"] = "gelu".into();
+    }));
+    assert!(e.contains("gelu"), "{e}");
+    let e = err("{not json".into());
+    assert!(e.contains("not valid JSON"), "{e}");
+    // A tensor the graph names but the file lacks.
+    let mut w = with_meta(&model, model.meta().to_json());
+    w.tensors.remove("layer1.0.conv1.weight");
+    let e = Model::from_weights(w, None).unwrap_err();
+    assert!(
+        matches!(&e, Error::Tensor { name, .. } if name == "layer1.0.conv1.weight"),
+        "{e}"
+    );
+    // --arch makes no sense for a self-describing file.
+    let e = Model::from_weights(with_meta(&model, model.meta().to_json()), Some("resnet18"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("drop --arch"), "{e}");
+}
+
+#[test]
+fn meta_parses_the_documented_schema() {
+    let model = Model::load(&fixture("custom.safetensors"), None).unwrap();
+    let meta = ModelMeta::from_weights(&model.weights).unwrap().unwrap();
+    assert_eq!(meta.version, 1);
+    assert_eq!(meta.input_size, [37, 42]);
+    assert!(model.graph.find("se").is_some() && model.graph.find("mix.cat").is_some());
+}
