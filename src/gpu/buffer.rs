@@ -1,4 +1,5 @@
-//! Buffer creation, upload and blocking readback.
+//! Buffer and texture creation, upload and blocking readback. Every GPU memory object the
+//! crate creates goes through here so that [`GpuContext::allocations`] counts it.
 
 use super::GpuContext;
 use crate::error::{Error, Result};
@@ -10,6 +11,7 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 
 /// A zero-initialised storage buffer of `bytes` (at least 16, so empty tensors still bind).
 pub fn storage(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
+    ctx.count_buffer();
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: bytes.max(16).next_multiple_of(16),
@@ -20,6 +22,7 @@ pub fn storage(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
 
 /// A storage buffer holding `data` (padded to 16 bytes).
 pub fn storage_init(ctx: &GpuContext, label: &str, data: &[u8]) -> wgpu::Buffer {
+    ctx.count_buffer();
     let padded = data.len().max(16).next_multiple_of(16);
     if padded == data.len() {
         return ctx
@@ -45,6 +48,7 @@ pub fn storage_f32(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer 
 }
 
 pub fn uniform(ctx: &GpuContext, label: &str, data: &[u8]) -> wgpu::Buffer {
+    ctx.count_buffer();
     let mut v = data.to_vec();
     v.resize(data.len().max(16).next_multiple_of(16), 0);
     ctx.device
@@ -53,6 +57,34 @@ pub fn uniform(ctx: &GpuContext, label: &str, data: &[u8]) -> wgpu::Buffer {
             contents: &v,
             usage: wgpu::BufferUsages::UNIFORM,
         })
+}
+
+/// A uniform buffer of `bytes` the caller rewrites with `queue.write_buffer`.
+pub fn uniform_rw(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
+    ctx.count_buffer();
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes.max(16).next_multiple_of(16),
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// A mappable buffer of `bytes` (a multiple of 4) that copies land in for reading.
+pub fn readback(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
+    ctx.count_buffer();
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes.max(4),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// A texture (counted like the buffers).
+pub fn texture(ctx: &GpuContext, desc: &wgpu::TextureDescriptor<'_>) -> wgpu::Texture {
+    ctx.count_texture();
+    ctx.device.create_texture(desc)
 }
 
 /// Copies `bytes` from the start of each source into mappable buffers, submits `encoder`
@@ -66,12 +98,7 @@ pub fn submit_and_read(
         .iter()
         .map(|(src, bytes)| {
             let size = bytes.max(&4).next_multiple_of(4);
-            let dst = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback"),
-                size,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
+            let dst = readback(ctx, "readback", size);
             encoder.copy_buffer_to_buffer(src, 0, &dst, 0, size);
             dst
         })

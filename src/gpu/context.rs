@@ -1,6 +1,8 @@
 //! Device creation (own or borrowed) and the facts about it the engine plans with.
 
 use crate::error::{Error, Result};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Broad adapter classes; kernel variants are chosen per class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +26,21 @@ pub struct GpuContext {
     /// Largest buffer the device allows.
     pub max_buffer: u64,
     pub max_workgroups_per_dim: u32,
+    /// Buffers and textures created through [`crate::gpu::buffer`], shared by clones.
+    created: Arc<Created>,
+}
+
+/// Counts of GPU memory objects created through one context (and its clones).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allocations {
+    pub buffers: u64,
+    pub textures: u64,
+}
+
+#[derive(Debug, Default)]
+struct Created {
+    buffers: AtomicU64,
+    textures: AtomicU64,
 }
 
 impl GpuContext {
@@ -139,7 +156,26 @@ impl GpuContext {
             queue,
             info,
             class,
+            created: Arc::default(),
         })
+    }
+
+    /// Buffers and textures the crate has created on this context so far. Every creation
+    /// goes through [`crate::gpu::buffer`], so a warm per-frame loop can prove it allocates
+    /// nothing.
+    pub fn allocations(&self) -> Allocations {
+        Allocations {
+            buffers: self.created.buffers.load(Ordering::Relaxed),
+            textures: self.created.textures.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn count_buffer(&self) {
+        self.created.buffers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_texture(&self) {
+        self.created.textures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A one-line description for logs and benchmarks.

@@ -4,5 +4,5 @@ pub mod buffer;
 mod context;
 pub mod kernel;
 
-pub use context::{AdapterClass, GpuContext};
+pub use context::{AdapterClass, Allocations, GpuContext};
 pub use kernel::{Access, Dispatch, Kernel, grid, record_all};
