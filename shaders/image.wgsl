@@ -229,3 +229,128 @@ fn aug_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     out_f32[i] = acc / 6.0;
 }
+
+// ---- Textures in and out (src/embed). A second uniform block, so the buffer kernels above
+// keep their layout. ----
+
+struct TexParams {
+    // Input: the destination image of `out_u32`. Output: the (image, target) row of the maps.
+    row: u32,
+    // Input: 1 = the texels are linear light, encode them with the sRGB transfer function.
+    // Output: bits 0-1 = 0 heat, 1 overlay, 2 colormap; bit 2 = the target is sRGB.
+    mode: u32,
+    model_h: u32, model_w: u32,
+    // Input: the crop (x, y, w, h) in texels. Output: (0, 0, w, h) of the target.
+    rect: vec4<u32>,
+}
+
+@group(0) @binding(5) var src_tex: texture_2d<f32>;
+@group(0) @binding(6) var<uniform> t: TexParams;
+
+fn srgb_encode(l: f32) -> f32 {
+    let x = clamp(l, 0.0, 1.0);
+    if (x <= 0.0031308) { return 12.92 * x; }
+    return 1.055 * pow(x, 1.0 / 2.4) - 0.055;
+}
+
+fn srgb_decode(e: f32) -> f32 {
+    if (e <= 0.04045) { return e / 12.92; }
+    return pow((e + 0.055) / 1.055, 2.4);
+}
+
+// Rust's f32::round for x >= 0 (WGSL's round() breaks ties to even). Exact below 2^23.
+fn round_half_up(x: vec3<f32>) -> vec3<f32> { return floor(x + 0.5); }
+
+// A crop texel as the 8-bit value [0, 255] the CLI would have decoded from a PNG of it.
+fn texel_byte(x: u32, y: u32) -> vec3<f32> {
+    var v = textureLoad(src_tex, vec2<u32>(t.rect.x + x, t.rect.y + y), 0).rgb;
+    if (t.mode == 1u) { v = vec3<f32>(srgb_encode(v.x), srgb_encode(v.y), srgb_encode(v.z)); }
+    return round_half_up(255.0 * clamp(v, vec3<f32>(0.0), vec3<f32>(1.0)));
+}
+
+// The image crate's Triangle filter along one axis (imageops::resize, the CLI's resize): taps
+// [first, end) around the output pixel's centre, weights tri((i - centre) / scale) / sum.
+struct Support { first: u32, end: u32, centre: f32, scale: f32, sum: f32 }
+
+fn tri(x: f32) -> f32 { return max(1.0 - abs(x), 0.0); }
+
+fn support(d: u32, in_size: u32, out_size: u32) -> Support {
+    let ratio = f32(in_size) / f32(out_size);
+    let scale = max(ratio, 1.0);
+    let c = (f32(d) + 0.5) * ratio;
+    var s: Support;
+    s.first = u32(clamp(floor(c - scale), 0.0, f32(in_size - 1u)));
+    s.end = u32(clamp(ceil(c + scale), f32(s.first + 1u), f32(in_size)));
+    s.centre = c - 0.5;
+    s.scale = scale;
+    s.sum = 0.0;
+    for (var i = s.first; i < s.end; i++) { s.sum += tri((f32(i) - s.centre) / scale); }
+    return s;
+}
+
+fn weight(s: Support, i: u32) -> f32 { return tri((f32(i) - s.centre) / s.scale) / s.sum; }
+
+// A texture crop -> packed RGBA8 `out_u32[row]` at the model size: texels quantised to bytes,
+// then resized like the CLI (vertical pass in f32, then horizontal, rounded to bytes).
+@compute @workgroup_size(64)
+fn texture_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    let plane = t.model_h * t.model_w;
+    if (i >= plane) { return; }
+    let oy = i / t.model_w;
+    let ox = i % t.model_w;
+    let sy = support(oy, t.rect.w, t.model_h);
+    let sx = support(ox, t.rect.z, t.model_w);
+    var acc = vec3<f32>(0.0);
+    for (var x = sx.first; x < sx.end; x++) {
+        var col = vec3<f32>(0.0);
+        for (var y = sy.first; y < sy.end; y++) { col += texel_byte(x, y) * weight(sy, y); }
+        acc += col * weight(sx, x);
+    }
+    let q = vec3<u32>(round_half_up(clamp(acc, vec3<f32>(0.0), vec3<f32>(255.0))));
+    out_u32[t.row * plane + i] = q.x | (q.y << 8u) | (q.z << 16u) | (255u << 24u);
+}
+
+// One triangle covering the target.
+@vertex
+fn fullscreen(@builtin(vertex_index) v: u32) -> @builtin(position) vec4<f32> {
+    let uv = vec2<f32>(f32((v << 1u) & 2u), f32(v & 2u));
+    return vec4<f32>(uv.x * 2.0 - 1.0, 1.0 - uv.y * 2.0, 0.0, 1.0);
+}
+
+fn unpack_rgb(px: u32) -> vec3<f32> {
+    return vec3<f32>(channel(px, 0u), channel(px, 1u), channel(px, 2u)) / 255.0;
+}
+
+// Row `t.row` of the maps (`maps`) or overlays (`pixels`, packed RGBA8) at the model size,
+// resized to the target like the CAM upsampling (cv2 INTER_LINEAR): heat in [0, 1] (grey in
+// every channel), the overlay, or JET with alpha = heat. Colours are sRGB-encoded values, so
+// they are decoded for an sRGB target (which encodes them again on write).
+@fragment
+fn texture_output(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
+    let ty = taps(u32(pos.y), t.model_h, t.rect.w);
+    let tx = taps(u32(pos.x), t.model_w, t.rect.z);
+    let base = t.row * t.model_h * t.model_w;
+    let i00 = base + u32(ty.x) * t.model_w + u32(tx.x);
+    let i01 = base + u32(ty.x) * t.model_w + u32(tx.y);
+    let i10 = base + u32(ty.y) * t.model_w + u32(tx.x);
+    let i11 = base + u32(ty.y) * t.model_w + u32(tx.y);
+    let kind = t.mode & 3u;
+    var rgb: vec3<f32>;
+    var alpha = 1.0;
+    if (kind == 1u) {
+        let top = unpack_rgb(pixels[i00]) * (1.0 - tx.z) + unpack_rgb(pixels[i01]) * tx.z;
+        let bottom = unpack_rgb(pixels[i10]) * (1.0 - tx.z) + unpack_rgb(pixels[i11]) * tx.z;
+        rgb = top * (1.0 - ty.z) + bottom * ty.z;
+    } else {
+        let top = maps[i00] * (1.0 - tx.z) + maps[i01] * tx.z;
+        let bottom = maps[i10] * (1.0 - tx.z) + maps[i11] * tx.z;
+        let m = top * (1.0 - ty.z) + bottom * ty.z;
+        if (kind == 0u) { return vec4<f32>(m, m, m, 1.0); }
+        rgb = unpack_rgb(JET[min(u32(255.0 * m), 255u)]);
+        alpha = m;
+    }
+    if ((t.mode & 4u) != 0u) { rgb = vec3<f32>(srgb_decode(rgb.x), srgb_decode(rgb.y), srgb_decode(rgb.z)); }
+    return vec4<f32>(rgb, alpha);
+}

@@ -190,3 +190,277 @@ impl ImageKernels {
         )
     }
 }
+
+/// Uniform block of the texture entry points (`TexParams` in shaders/image.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TexParams {
+    /// Input: destination image. Output: (image, target) row of the maps.
+    pub row: u32,
+    /// Input: [`TexParams::ENCODE_SRGB`] or 0. Output: an [`OutputKind`] plus
+    /// [`TexParams::SRGB_TARGET`].
+    pub mode: u32,
+    pub model_h: u32,
+    pub model_w: u32,
+    /// Input: crop `[x, y, w, h]` in texels. Output: `[0, 0, w, h]` of the target.
+    pub rect: [u32; 4],
+}
+
+impl TexParams {
+    /// The input texels are linear light and get the sRGB transfer function.
+    pub const ENCODE_SRGB: u32 = 1;
+    /// The output target is sRGB: colours are decoded so that the write re-encodes them.
+    pub const SRGB_TARGET: u32 = 4;
+}
+
+/// What a texture output holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutputKind {
+    /// The map in [0, 1], in every channel.
+    Heat = 0,
+    /// The JET overlay the CLI writes.
+    Overlay = 1,
+    /// JET of the map with alpha = the map.
+    Colormap = 2,
+}
+
+/// Texture in (`texture_input`) and out (`texture_output`) kernels of shaders/image.wgsl.
+/// They bind textures, so they have their own layouts instead of [`Kernel`]'s.
+pub struct TextureKernels {
+    module: wgpu::ShaderModule,
+    input_layout: wgpu::BindGroupLayout,
+    input: wgpu::ComputePipeline,
+    output_layout: wgpu::BindGroupLayout,
+    output_pipeline_layout: wgpu::PipelineLayout,
+    /// Render pipelines by target format, built on first use.
+    outputs: std::collections::HashMap<wgpu::TextureFormat, wgpu::RenderPipeline>,
+}
+
+fn storage_entry(
+    binding: u32,
+    read_only: bool,
+    stage: wgpu::ShaderStages,
+) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: stage,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn uniform_entry(binding: u32, stage: wgpu::ShaderStages) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: stage,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+impl TextureKernels {
+    pub fn new(ctx: &GpuContext) -> Self {
+        let m = module(ctx, "image.wgsl");
+        let compute = wgpu::ShaderStages::COMPUTE;
+        let input_layout = ctx
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("texture_input"),
+                entries: &[
+                    storage_entry(4, false, compute),
+                    wgpu::BindGroupLayoutEntry {
+                        binding: 5,
+                        visibility: compute,
+                        // textureLoad only: unfilterable accepts every float format.
+                        ty: wgpu::BindingType::Texture {
+                            sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                            view_dimension: wgpu::TextureViewDimension::D2,
+                            multisampled: false,
+                        },
+                        count: None,
+                    },
+                    uniform_entry(6, compute),
+                ],
+            });
+        let input_pl = ctx
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("texture_input"),
+                bind_group_layouts: &[Some(&input_layout)],
+                immediate_size: 0,
+            });
+        let input = ctx
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("texture_input"),
+                layout: Some(&input_pl),
+                module: &m,
+                entry_point: Some("texture_input"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        let fragment = wgpu::ShaderStages::FRAGMENT;
+        let output_layout = ctx
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("texture_output"),
+                entries: &[
+                    storage_entry(1, true, fragment),
+                    storage_entry(2, true, fragment),
+                    uniform_entry(6, fragment),
+                ],
+            });
+        let output_pipeline_layout =
+            ctx.device
+                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some("texture_output"),
+                    bind_group_layouts: &[Some(&output_layout)],
+                    immediate_size: 0,
+                });
+        Self {
+            module: m,
+            input_layout,
+            input,
+            output_layout,
+            output_pipeline_layout,
+            outputs: Default::default(),
+        }
+    }
+
+    /// Bindings of `texture_input`: the packed pixels it writes, the texture, its parameters.
+    pub fn input_bind_group(
+        &self,
+        ctx: &GpuContext,
+        pixels: &wgpu::Buffer,
+        view: &wgpu::TextureView,
+        params: &wgpu::Buffer,
+    ) -> wgpu::BindGroup {
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("texture_input"),
+            layout: &self.input_layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: pixels.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 5,
+                    resource: wgpu::BindingResource::TextureView(view),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 6,
+                    resource: params.as_entire_binding(),
+                },
+            ],
+        })
+    }
+
+    /// Records `texture_input` for one image of `model` = [H, W] pixels.
+    pub fn record_input(
+        &self,
+        ctx: &GpuContext,
+        pass: &mut wgpu::ComputePass<'_>,
+        bind_group: &wgpu::BindGroup,
+        model: [usize; 2],
+    ) {
+        pass.set_pipeline(&self.input);
+        pass.set_bind_group(0, bind_group, &[]);
+        let groups = ((model[0] * model[1]) as u64).div_ceil(64);
+        let [x, y, z] = grid(groups, ctx.max_workgroups_per_dim);
+        pass.dispatch_workgroups(x, y, z);
+    }
+
+    /// Bindings of `texture_output`: packed overlays, maps, parameters.
+    pub fn output_bind_group(
+        &self,
+        ctx: &GpuContext,
+        overlays: &wgpu::Buffer,
+        maps: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+    ) -> wgpu::BindGroup {
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("texture_output"),
+            layout: &self.output_layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: overlays.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: maps.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 6,
+                    resource: params.as_entire_binding(),
+                },
+            ],
+        })
+    }
+
+    /// Records one render pass that fills `target` (of `format`) with `texture_output`.
+    pub fn record_output(
+        &mut self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        target: &wgpu::TextureView,
+        format: wgpu::TextureFormat,
+        bind_group: &wgpu::BindGroup,
+    ) {
+        let pipeline = self.outputs.entry(format).or_insert_with(|| {
+            ctx.device
+                .create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+                    label: Some("texture_output"),
+                    layout: Some(&self.output_pipeline_layout),
+                    vertex: wgpu::VertexState {
+                        module: &self.module,
+                        entry_point: Some("fullscreen"),
+                        compilation_options: Default::default(),
+                        buffers: &[],
+                    },
+                    primitive: wgpu::PrimitiveState::default(),
+                    depth_stencil: None,
+                    multisample: wgpu::MultisampleState::default(),
+                    fragment: Some(wgpu::FragmentState {
+                        module: &self.module,
+                        entry_point: Some("texture_output"),
+                        compilation_options: Default::default(),
+                        targets: &[Some(wgpu::ColorTargetState {
+                            format,
+                            blend: None,
+                            write_mask: wgpu::ColorWrites::ALL,
+                        })],
+                    }),
+                    multiview_mask: None,
+                    cache: None,
+                })
+        });
+        let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
+            label: Some("texture_output"),
+            color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+                view: target,
+                depth_slice: None,
+                resolve_target: None,
+                ops: wgpu::Operations {
+                    load: wgpu::LoadOp::Clear(wgpu::Color::TRANSPARENT),
+                    store: wgpu::StoreOp::Store,
+                },
+            })],
+            depth_stencil_attachment: None,
+            timestamp_writes: None,
+            occlusion_query_set: None,
+            multiview_mask: None,
+        });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, bind_group, &[]);
+        pass.draw(0..3, 0..1);
+    }
+}

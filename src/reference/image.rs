@@ -194,3 +194,137 @@ pub fn guided(maps: &[f64], gb: &[f64], rows: usize, size: [usize; 2]) -> Vec<u8
     }
     out
 }
+
+/// The sRGB transfer function, linear light in [0, 1] to the encoded value.
+pub fn srgb_encode(l: f64) -> f64 {
+    let x = l.clamp(0.0, 1.0);
+    if x <= 0.0031308 {
+        12.92 * x
+    } else {
+        1.055 * x.powf(1.0 / 2.4) - 0.055
+    }
+}
+
+/// The inverse of [`srgb_encode`].
+pub fn srgb_decode(e: f64) -> f64 {
+    if e <= 0.04045 {
+        e / 12.92
+    } else {
+        ((e + 0.055) / 1.055).powf(2.4)
+    }
+}
+
+/// The image crate's Triangle-filter taps along one axis (`imageops::resize`, which the CLI
+/// uses): for output pixel `d`, the first input pixel and the normalised weights.
+fn triangle_taps(d: usize, input: usize, output: usize) -> (usize, Vec<f64>) {
+    let ratio = input as f64 / output as f64;
+    let scale = ratio.max(1.0);
+    let c = (d as f64 + 0.5) * ratio;
+    let first = ((c - scale).floor().max(0.0) as usize).min(input - 1);
+    let end = ((c + scale).ceil() as usize).clamp(first + 1, input);
+    let w: Vec<f64> = (first..end)
+        .map(|i| (1.0 - ((i as f64 - (c - 0.5)) / scale).abs()).max(0.0))
+        .collect();
+    let sum: f64 = w.iter().sum();
+    (first, w.iter().map(|w| w / sum).collect())
+}
+
+/// `imageops::resize(.., FilterType::Triangle)` of RGBA8 `[h, w, 4]` to `to` = [H, W]: a
+/// vertical then a horizontal pass, rounded to bytes once at the end; returns RGBA8 with
+/// alpha 255. Equal sizes copy, as the image crate does.
+pub fn resize_triangle(pixels: &[u8], size: [usize; 2], to: [usize; 2]) -> Vec<u8> {
+    let [h, w] = size;
+    let [oh, ow] = to;
+    assert_eq!(pixels.len(), h * w * 4, "pixels length");
+    let mut out = Vec::with_capacity(oh * ow * 4);
+    for oy in 0..oh {
+        let (y0, wy) = triangle_taps(oy, h, oh);
+        for ox in 0..ow {
+            let (x0, wx) = triangle_taps(ox, w, ow);
+            for c in 0..3 {
+                let mut acc = 0.0;
+                for (j, wx) in wx.iter().enumerate() {
+                    let col: f64 = wy
+                        .iter()
+                        .enumerate()
+                        .map(|(i, wy)| pixels[((y0 + i) * w + x0 + j) * 4 + c] as f64 * wy)
+                        .sum();
+                    acc += col * wx;
+                }
+                out.push(acc.clamp(0.0, 255.0).round() as u8);
+            }
+            out.push(255);
+        }
+    }
+    out
+}
+
+/// The texture path's input (`texture_input`): texels `[h, w, 4]` as sampled (values in
+/// [0, 1], linear light when `encode_srgb`), cropped to `crop` = [x, y, w, h], each texel
+/// quantised to the byte a PNG of it would hold, then [`resize_triangle`] to `to`.
+pub fn texture_input(
+    texels: &[f64],
+    size: [usize; 2],
+    crop: [usize; 4],
+    encode_srgb: bool,
+    to: [usize; 2],
+) -> Vec<u8> {
+    let [_, w] = size;
+    let [cx, cy, cw, ch] = crop;
+    let mut bytes = Vec::with_capacity(cw * ch * 4);
+    for y in cy..cy + ch {
+        for x in cx..cx + cw {
+            for c in 0..3 {
+                let v = texels[(y * w + x) * 4 + c];
+                let v = if encode_srgb { srgb_encode(v) } else { v };
+                bytes.push((255.0 * v.clamp(0.0, 1.0)).round() as u8);
+            }
+            bytes.push(255);
+        }
+    }
+    resize_triangle(&bytes, [ch, cw], to)
+}
+
+/// The texture path's output (`texture_output`) for one row: heat in [0, 1], the overlay
+/// (RGBA8 `[h, w, 4]`) resized per channel in [0, 1], or JET(heat) with alpha = heat, all
+/// resized like [`upsample_bilinear`] from `size` to `to`. Returns RGBA `[H, W, 4]` in [0, 1]
+/// as the fragment shader writes it (heat in every colour channel, alpha 1).
+pub fn texture_output(
+    kind: u32,
+    map: &[f64],
+    overlay: &[u8],
+    size: [usize; 2],
+    to: [usize; 2],
+) -> Vec<f64> {
+    let plane = size[0] * size[1];
+    let channel = |c: usize| -> Vec<f64> {
+        (0..plane)
+            .map(|s| overlay[s * 4 + c] as f64 / 255.0)
+            .collect()
+    };
+    let mut out = Vec::with_capacity(to[0] * to[1] * 4);
+    if kind == 1 {
+        let ch: Vec<Vec<f64>> = (0..3)
+            .map(|c| upsample_bilinear(&channel(c), 1, size, to))
+            .collect();
+        for s in 0..to[0] * to[1] {
+            out.extend([ch[0][s], ch[1][s], ch[2][s], 1.0]);
+        }
+        return out;
+    }
+    let heat = upsample_bilinear(map, 1, size, to);
+    for m in heat {
+        if kind == 0 {
+            out.extend([m, m, m, 1.0]);
+        } else {
+            let j = jet()[((255.0 * m) as usize).min(255)];
+            out.extend([
+                j[0] as f64 / 255.0,
+                j[1] as f64 / 255.0,
+                j[2] as f64 / 255.0,
+                m,
+            ]);
+        }
+    }
+    out
+}
