@@ -18,7 +18,7 @@ use activations::Activations;
 use method::Recipe;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, GpuContext, buffer, record_all};
+use crate::gpu::{Dispatch, GpuContext, buffer};
 use crate::model::Model;
 use crate::ops::Ops;
 use crate::ops::conv::ConvShape;
@@ -835,7 +835,6 @@ impl Engine {
 
     /// Writes a batch's pixels and explicit targets to the device.
     fn upload(&self, images: &[image::RgbImage], classes: Option<&[Vec<usize>]>) {
-        let n = images.len() * self.aug;
         let pixels: Vec<u32> = images
             .iter()
             .flat_map(|im| {
@@ -846,6 +845,12 @@ impl Engine {
         self.ctx
             .queue
             .write_buffer(&self.pixels, 0, bytemuck::cast_slice(&pixels));
+        self.upload_targets(images.len(), classes);
+    }
+
+    /// Writes the explicit targets of `images` images (nothing for `TopK`).
+    fn upload_targets(&self, images: usize, classes: Option<&[Vec<usize>]>) {
+        let n = images * self.aug;
         let explicit: Option<Vec<u32>> = match &self.cfg.targets {
             TargetSpec::TopK(_) => None,
             TargetSpec::Classes(c) => {
@@ -894,13 +899,7 @@ impl Engine {
                 "pass classes exactly when the engine uses TargetSpec::PerImage".into(),
             ));
         }
-        if self.cap_rows / (images.len() * self.aug) < self.per_image {
-            return Err(Error::Invalid(format!(
-                "{} targets per image do not fit one pass for {} images; use explain",
-                self.per_image,
-                images.len()
-            )));
-        }
+        self.check_one_pass(images.len())?;
         self.upload(images, classes);
         let encoder = self.record_pass(images.len(), self.per_image, 0);
         self.ctx.queue.submit([encoder.finish()]);
@@ -910,17 +909,92 @@ impl Engine {
         })
     }
 
+    /// Every target of `images` images fits one pass (what the on-device paths need).
+    pub(crate) fn check_one_pass(&self, images: usize) -> Result<()> {
+        if images == 0 || images > self.batch_size() {
+            return Err(Error::Invalid(format!(
+                "one pass takes 1 to {} images, got {images}",
+                self.batch_size()
+            )));
+        }
+        if self.cap_rows / (images * self.aug) < self.per_image {
+            return Err(Error::Invalid(format!(
+                "{} targets per image do not fit one pass for {images} images; lower the \
+                 targets or the batch",
+                self.per_image
+            )));
+        }
+        Ok(())
+    }
+
+    /// The packed RGBA8 input pixels `[batch, H, W]` that the forward pass preprocesses.
+    pub(crate) fn pixels_buffer(&self) -> &wgpu::Buffer {
+        &self.pixels
+    }
+
+    /// Writes the explained classes once, for engines whose targets don't depend on the
+    /// pixels (`TopK` needs nothing: the forward pass selects them).
+    pub(crate) fn write_fixed_targets(&self) -> Result<()> {
+        if matches!(self.cfg.targets, TargetSpec::PerImage(_)) {
+            return Err(Error::Invalid(
+                "TargetSpec::PerImage needs classes per call; use TopK, Classes or All here".into(),
+            ));
+        }
+        self.upload_targets(self.batch_size(), None);
+        Ok(())
+    }
+
+    /// Records one pass over `images` images (pixels already in [`Engine::pixels_buffer`],
+    /// or written earlier in `encoder`) into the caller's `encoder`; submits nothing.
+    pub(crate) fn record_into(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        images: usize,
+    ) -> Result<()> {
+        self.check_one_pass(images)?;
+        self.record_dispatches(encoder, images, self.per_image, 0);
+        Ok(())
+    }
+
+    /// The device buffers of a pass over `images` images (valid once that pass ran).
+    pub(crate) fn on_device(&self, images: usize) -> DeviceResults<'_> {
+        DeviceResults {
+            engine: self,
+            images,
+        }
+    }
+
+    /// The passes each image runs (6 with aug-smooth, else 1).
+    pub(crate) fn passes(&self) -> usize {
+        self.aug
+    }
+
     /// Records one pass (the forward too when `t0` is 0) for `images` images and targets
     /// `t0 .. t0 + tc` into a new encoder.
     fn record_pass(&mut self, images: usize, tc: usize, t0: usize) -> wgpu::CommandEncoder {
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("gradcam"),
+            });
+        self.record_dispatches(&mut encoder, images, tc, t0);
+        encoder
+    }
+
+    /// Records a pass into `encoder` from the dispatch caches, filling them on first use:
+    /// once warm, recording creates no buffers or bind groups.
+    fn record_dispatches(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        images: usize,
+        tc: usize,
+        t0: usize,
+    ) {
         let n = images * self.aug;
-        let mut dispatches = Vec::new();
-        if t0 == 0 {
-            if !self.forward_cache.contains_key(&n) {
-                let f = self.forward(n);
-                self.forward_cache.insert(n, f);
-            }
-            dispatches.extend(self.forward_cache[&n].iter().cloned());
+        if t0 == 0 && !self.forward_cache.contains_key(&n) {
+            let f = self.forward(n);
+            self.forward_cache.insert(n, f);
         }
         let key = (n, tc, t0);
         if !self.backward_cache.contains_key(&key) {
@@ -928,15 +1002,18 @@ impl Engine {
             b.extend(self.finish(images, tc));
             self.backward_cache.insert(key, b);
         }
-        dispatches.extend(self.backward_cache[&key].iter().cloned());
-        let mut encoder = self
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("gradcam"),
-            });
-        record_all(&mut encoder, "gradcam", &dispatches);
-        encoder
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("gradcam"),
+            timestamp_writes: None,
+        });
+        let forward = if t0 == 0 {
+            &self.forward_cache[&n][..]
+        } else {
+            &[]
+        };
+        for d in forward.iter().chain(&self.backward_cache[&key]) {
+            d.record(&mut pass);
+        }
     }
 
     /// The per-image outputs of a pass over `images` images with `tc` targets each: the
