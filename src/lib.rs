@@ -42,6 +42,7 @@
 //! # }
 //! ```
 
+pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod gpu;
