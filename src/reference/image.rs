@@ -307,8 +307,8 @@ pub fn texture_output(
         let ch: Vec<Vec<f64>> = (0..3)
             .map(|c| upsample_bilinear(&channel(c), 1, size, to))
             .collect();
-        for s in 0..to[0] * to[1] {
-            out.extend([ch[0][s], ch[1][s], ch[2][s], 1.0]);
+        for ((r, g), b) in ch[0].iter().zip(&ch[1]).zip(&ch[2]) {
+            out.extend([*r, *g, *b, 1.0]);
         }
         return out;
     }
