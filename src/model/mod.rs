@@ -94,6 +94,22 @@ impl Model {
         })
     }
 
+    /// The model bundled with the crate: a small ResNet trained by the project on its
+    /// procedural shapes benchmark (`weights/README.md`), the CLI's default `--model`.
+    #[cfg(feature = "bundled-model")]
+    pub fn bundled() -> Result<Self> {
+        let bytes = include_bytes!("../../weights/shapes-resnet.safetensors");
+        Self::from_weights(Weights::from_bytes(bytes)?, None)
+    }
+
+    /// Without the `bundled-model` feature there is no default model.
+    #[cfg(not(feature = "bundled-model"))]
+    pub fn bundled() -> Result<Self> {
+        Err(Error::Invalid(
+            "this build has no bundled model (feature `bundled-model` is off); pass --model".into(),
+        ))
+    }
+
     /// The metadata that makes this model self-describing.
     pub fn meta(&self) -> ModelMeta {
         ModelMeta {
