@@ -45,6 +45,7 @@
 pub mod embed;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod model;
 pub mod ops;

@@ -179,9 +179,14 @@ fn bad_model_layer_and_arguments_exit_2() {
     let o = run(&["--model", m, "--method", "nonsense"]);
     assert_eq!(o.status.code(), Some(2));
 
-    let o = run(&[]);
+    // Without --model the bundled model runs, which has no --arch.
+    let o = run(&["--arch", "resnet18"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--model"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--arch needs --model"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -244,4 +249,90 @@ fn every_method_runs_from_the_cli() {
         "--aug-smooth",
     ]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn a_self_describing_model_needs_no_arch_size_or_normalisation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/export/custom.safetensors");
+    let img = tmp.path().join("x.png");
+    image(&img, 50, 40);
+    let out = tmp.path().join("out");
+    let o = gradcam(&[
+        "explain",
+        img.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--target",
+        "2,5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Class names from the metadata name the files and label the predictions; the overlay
+    // has the model's own input size (37x42).
+    for class in ["gamma", "zeta"] {
+        let png = out.join(format!("x.gradcam.{class}.png"));
+        let im = image::open(&png).unwrap();
+        assert_eq!((im.width(), im.height()), (42, 37));
+    }
+    let manifest = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(manifest.lines().next().unwrap()).unwrap();
+    let labels = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"];
+    for p in rec["top5"].as_array().unwrap() {
+        let c = p["class"].as_u64().unwrap() as usize;
+        assert_eq!(p["label"], labels[c]);
+    }
+
+    // --arch contradicts a self-describing file.
+    let o = gradcam(&[
+        "explain",
+        img.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--arch",
+        "resnet18",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("drop --arch"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_readme_first_command_explains_the_showcase_with_the_bundled_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shapes = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shapes");
+    let o = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .current_dir(tmp.path())
+        .args(["explain", shapes.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = tmp.path().join("gradcam-out");
+    let manifest = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    let pngs = std::fs::read_dir(shapes)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count();
+    assert_eq!(manifest.lines().count(), pngs);
+    // The bundled model names its classes; every one-object showcase is named after its
+    // class, and the model gets it right.
+    for line in manifest.lines() {
+        let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+        let image = rec["image"].as_str().unwrap();
+        let stem = Path::new(image).file_stem().unwrap().to_str().unwrap();
+        let top = rec["top5"][0]["label"].as_str().unwrap();
+        assert!(
+            stem.split("-and-").any(|c| c == top),
+            "{image}: top-1 is {top}"
+        );
+        let overlay = out.join(format!("{stem}.gradcam.{top}.png"));
+        assert!(overlay.exists(), "{}", overlay.display());
+    }
 }

@@ -18,6 +18,46 @@ pub struct Cli {
 pub enum Command {
     /// Explain images: heatmap overlays (and optionally raw maps) per target class.
     Explain(ExplainArgs),
+    /// Measure explanation quality on a dataset with ground-truth boxes (pointing game,
+    /// class discrimination, localisation error, average drop, deletion/insertion AUC).
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Dataset directory holding boxes.json (e.g. tests/data/shapes-eval).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// CAM method to evaluate; repeat for several, or `all`. Default: gradcam.
+    #[arg(long, value_parser = methods_or_all())]
+    pub method: Vec<String>,
+    /// Skip the centre-Gaussian and random-map baseline rows.
+    #[arg(long)]
+    pub no_baselines: bool,
+    /// Model file (default: the bundled model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Architecture of a torchvision state dict.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Target layer(s); default: the model's.
+    #[arg(long)]
+    pub layer: Vec<String>,
+    /// Images per GPU batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Deletion/insertion steps (0 skips those curves).
+    #[arg(long, default_value_t = 8)]
+    pub steps: usize,
+    /// Localisation: binarise each map at this fraction of its max (the Grad-CAM paper: 0.15).
+    #[arg(long, default_value_t = 0.15)]
+    pub loc_threshold: f32,
+    /// Use N images spread evenly over the dataset.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -25,10 +65,12 @@ pub struct ExplainArgs {
     /// Image files or directories (walked recursively).
     #[arg(required = true, value_name = "IMAGE|DIR")]
     pub inputs: Vec<PathBuf>,
-    /// Model weights: a torchvision state dict saved with safetensors.
+    /// Model file: a self-describing model (tools/export.py) or a torchvision state dict
+    /// saved with safetensors. Default: the bundled shapes model (weights/README.md).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Architecture (e.g. resnet50, vgg16_bn); inferred from the tensor names if omitted.
+    /// Architecture of a torchvision state dict (e.g. resnet50, vgg16_bn); inferred from
+    /// the tensor names if omitted. Not used with self-describing model files.
     #[arg(long)]
     pub arch: Option<String>,
     /// Target layer as a torchvision module path (e.g. layer4, features.29). Repeat for
@@ -51,15 +93,16 @@ pub struct ExplainArgs {
     /// Classes to explain: top1, topK, all, or a list like 3,7.
     #[arg(long, default_value = "top1")]
     pub target: String,
-    /// Model input size HxW (or one number for square).
-    #[arg(long, default_value = "224x224")]
-    pub size: String,
-    /// Normalisation mean, R,G,B.
-    #[arg(long, default_value = "0.485,0.456,0.406")]
-    pub mean: String,
-    /// Normalisation std, R,G,B.
-    #[arg(long, default_value = "0.229,0.224,0.225")]
-    pub std: String,
+    /// Model input size HxW (or one number for square). Default: the model's own size
+    /// (224x224 for torchvision state dicts).
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Normalisation mean, R,G,B. Default: the model's (ImageNet's for torchvision).
+    #[arg(long)]
+    pub mean: Option<String>,
+    /// Normalisation std, R,G,B. Default: the model's (ImageNet's for torchvision).
+    #[arg(long)]
+    pub std: Option<String>,
     /// Images per GPU batch.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -76,6 +119,15 @@ fn methods() -> clap::builder::PossibleValuesParser {
         gradcam_wgpu::engine::METHODS
             .iter()
             .map(|(_, name, help)| clap::builder::PossibleValue::new(*name).help(*help)),
+    )
+}
+
+fn methods_or_all() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        gradcam_wgpu::engine::METHODS
+            .iter()
+            .map(|(_, name, help)| clap::builder::PossibleValue::new(*name).help(*help))
+            .chain([clap::builder::PossibleValue::new("all").help("every method")]),
     )
 }
 

@@ -1,30 +1,18 @@
 //! `gradcam explain`: batch explanation of image files and folders.
 
-use super::args::{ExplainArgs, parse_rgb, parse_size};
+use super::args::ExplainArgs;
 use super::{inputs, outputs};
 use gradcam_wgpu::engine::Method;
-use gradcam_wgpu::{Engine, EngineConfig, Error, GpuContext, Model, Result, TargetSpec};
+use gradcam_wgpu::{Engine, EngineConfig, Error, GpuContext, Result, TargetSpec};
 use rayon::prelude::*;
 use std::path::PathBuf;
 
 /// Runs the job; returns how many inputs failed. Errors are fatal (model, layer, args).
 pub fn run(a: &ExplainArgs) -> Result<usize> {
     let method: Method = a.method.parse()?;
-    let size = parse_size(&a.size).map_err(Error::Invalid)?;
-    let mean = parse_rgb("mean", &a.mean).map_err(Error::Invalid)?;
-    let std = parse_rgb("std", &a.std).map_err(Error::Invalid)?;
-    if std.contains(&0.0) {
-        return Err(Error::Invalid("--std must not contain 0".into()));
-    }
     let targets: TargetSpec = a.target.parse()?;
-    let model_path = a.model.clone().ok_or_else(|| {
-        Error::Invalid(
-            "no --model given; pass a torchvision state dict saved as safetensors \
-             (see README: `cargo run --release --example random_model` makes one)"
-                .into(),
-        )
-    })?;
-    let model = Model::load(&model_path, a.arch.as_deref())?;
+    let model = super::load_model(a.model.as_deref(), a.arch.as_deref())?;
+    let (size, mean, std) = super::preprocessing(&model, &a.size, &a.mean, &a.std)?;
     let ctx = GpuContext::new()?;
     let cfg = EngineConfig {
         layers: a.layer.clone(),
@@ -102,8 +90,8 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
                 .par_iter()
                 .zip(&results)
                 .map(|(p, r)| {
-                    outputs::write_image(&a.out, p, &a.method, r, size)
-                        .map(|_| outputs::prediction_line(p, r))
+                    outputs::write_image(&a.out, p, &a.method, r, size, &model)
+                        .map(|_| outputs::prediction_line(p, r, &model))
                 })
                 .collect();
             let mut lines = Vec::new();

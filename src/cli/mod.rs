@@ -2,6 +2,7 @@
 //! (0 ok, 1 some inputs failed, 2 bad model, arch, layer or arguments).
 
 pub mod args;
+mod eval;
 mod explain;
 mod inputs;
 mod outputs;
@@ -19,5 +20,55 @@ pub fn run(cli: args::Cli) -> u8 {
                 2
             }
         },
+        args::Command::Eval(a) => match eval::run(&a) {
+            Ok(0) => 0,
+            Ok(failed) => {
+                eprintln!("{failed} image(s) could not be read; see the errors above");
+                1
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
     }
+}
+
+use gradcam_wgpu::{Error, Model, Result};
+use std::path::Path;
+
+/// The model named by `--model`, or the bundled one.
+pub fn load_model(path: Option<&Path>, arch: Option<&str>) -> Result<Model> {
+    match path {
+        Some(p) => Model::load(p, arch),
+        None if arch.is_some() => Err(Error::Invalid(
+            "--arch needs --model (a torchvision state dict saved as safetensors)".into(),
+        )),
+        None => Model::bundled(),
+    }
+}
+
+/// Input size, mean and std: the flags where given, else the model's own.
+pub fn preprocessing(
+    model: &Model,
+    size: &Option<String>,
+    mean: &Option<String>,
+    std: &Option<String>,
+) -> Result<([usize; 2], [f32; 3], [f32; 3])> {
+    let size = match size {
+        Some(s) => args::parse_size(s).map_err(Error::Invalid)?,
+        None => model.input_size,
+    };
+    let mean = match mean {
+        Some(s) => args::parse_rgb("mean", s).map_err(Error::Invalid)?,
+        None => model.mean,
+    };
+    let std = match std {
+        Some(s) => args::parse_rgb("std", s).map_err(Error::Invalid)?,
+        None => model.std,
+    };
+    if std.contains(&0.0) {
+        return Err(Error::Invalid("--std must not contain 0".into()));
+    }
+    Ok((size, mean, std))
 }

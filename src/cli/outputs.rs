@@ -1,6 +1,6 @@
 //! Writing overlays, maps and the predictions manifest.
 
-use gradcam_wgpu::ImageResult;
+use gradcam_wgpu::{ImageResult, Model};
 use npyz::WriterBuilder;
 use serde::Serialize;
 use std::io::Write;
@@ -9,8 +9,11 @@ use std::path::Path;
 #[derive(Serialize)]
 struct Prediction {
     class: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
     logit: f32,
-    prob: f64,
+    /// Softmax probability, or the sigmoid for multi-label models.
+    prob: f32,
 }
 
 #[derive(Serialize)]
@@ -19,13 +22,10 @@ struct Record<'a> {
     top5: Vec<Prediction>,
 }
 
-/// One `predictions.jsonl` line: the five highest logits with softmax probabilities.
-pub fn prediction_line(image: &Path, r: &ImageResult) -> String {
-    let max = r
-        .logits
-        .iter()
-        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-    let z: f64 = r.logits.iter().map(|&v| (v as f64 - max).exp()).sum();
+/// One `predictions.jsonl` line: the five highest logits with their scores (softmax, or
+/// sigmoid for multi-label models).
+pub fn prediction_line(image: &Path, r: &ImageResult, model: &Model) -> String {
+    let scores = model.output.scores(&r.logits);
     let mut order: Vec<usize> = (0..r.logits.len()).collect();
     order.sort_by(|&a, &b| r.logits[b].total_cmp(&r.logits[a]).then(a.cmp(&b)));
     let top5 = order
@@ -33,8 +33,9 @@ pub fn prediction_line(image: &Path, r: &ImageResult) -> String {
         .take(5)
         .map(|&c| Prediction {
             class: c,
+            label: model.classes.get(c).cloned(),
             logit: r.logits[c],
-            prob: (r.logits[c] as f64 - max).exp() / z,
+            prob: scores[c],
         })
         .collect();
     let record = Record {
@@ -44,20 +45,38 @@ pub fn prediction_line(image: &Path, r: &ImageResult) -> String {
     serde_json::to_string(&record).expect("records serialise")
 }
 
-/// Writes `{stem}.{method}.{class}.png` (and `.npy`) for every target of one image.
+/// A class's part of an output file name: its sanitised name, or its index.
+fn class_tag(model: &Model, class: usize) -> String {
+    match model.classes.get(class) {
+        Some(name) => name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+        None => class.to_string(),
+    }
+}
+
+/// Writes `{stem}.{method}.{class name or index}.png` (and `.npy`) for every target of one image.
 pub fn write_image(
     out: &Path,
     image: &Path,
     method: &str,
     r: &ImageResult,
     size: [usize; 2],
+    model: &Model,
 ) -> Result<(), String> {
     let stem = image
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
     for t in &r.targets {
-        let base = format!("{stem}.{method}.{}", t.class);
+        let base = format!("{stem}.{method}.{}", class_tag(model, t.class));
         let png = out.join(format!("{base}.png"));
         t.overlay
             .save(&png)

@@ -1,7 +1,7 @@
 //! The engine: runs forward, target seeding, the backward pass down to the target layer and
 //! the CAM stage as one command buffer per batch, with buffers kept across batches.
 
-mod activations;
+pub(crate) mod activations;
 pub mod method;
 pub mod plan;
 pub mod targets;
@@ -141,6 +141,8 @@ pub struct Engine {
 impl Engine {
     pub fn new(ctx: GpuContext, model: &Model, cfg: EngineConfig) -> Result<Self> {
         let graph = &model.graph;
+        // A hand-built Model skips the loaders' checks; shape inference indexes by inputs.
+        graph.validate()?;
         let recipe = cfg.method.recipe().ok_or_else(|| {
             Error::Invalid(format!(
                 "--method {} is not available yet",
