@@ -23,6 +23,19 @@ pub enum Command {
     Eval(EvalArgs),
 }
 
+/// Which model to run (shared by the subcommands).
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// Model file: a self-describing model (tools/export.py) or a torchvision state dict
+    /// saved with safetensors. Default: the bundled shapes model (weights/README.md).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Architecture of a torchvision state dict (e.g. resnet50, vgg16_bn); inferred from
+    /// the tensor names if omitted. Not used with self-describing model files.
+    #[arg(long)]
+    pub arch: Option<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Dataset directory holding boxes.json (e.g. tests/data/shapes-eval).
@@ -34,12 +47,8 @@ pub struct EvalArgs {
     /// Skip the centre-Gaussian and random-map baseline rows.
     #[arg(long)]
     pub no_baselines: bool,
-    /// Model file (default: the bundled model).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Architecture of a torchvision state dict.
-    #[arg(long)]
-    pub arch: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Target layer(s); default: the model's.
     #[arg(long)]
     pub layer: Vec<String>,
@@ -65,14 +74,8 @@ pub struct ExplainArgs {
     /// Image files or directories (walked recursively).
     #[arg(required = true, value_name = "IMAGE|DIR")]
     pub inputs: Vec<PathBuf>,
-    /// Model file: a self-describing model (tools/export.py) or a torchvision state dict
-    /// saved with safetensors. Default: the bundled shapes model (weights/README.md).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Architecture of a torchvision state dict (e.g. resnet50, vgg16_bn); inferred from
-    /// the tensor names if omitted. Not used with self-describing model files.
-    #[arg(long)]
-    pub arch: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Target layer as a torchvision module path (e.g. layer4, features.29). Repeat for
     /// several layers: their normalised maps are fused (see --fuse).
     #[arg(long)]

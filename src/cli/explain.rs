@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub fn run(a: &ExplainArgs) -> Result<usize> {
     let method: Method = a.method.parse()?;
     let targets: TargetSpec = a.target.parse()?;
-    let model = super::load_model(a.model.as_deref(), a.arch.as_deref())?;
+    let model = super::load_model(&a.model)?;
     let (size, mean, std) = super::preprocessing(&model, &a.size, &a.mean, &a.std)?;
     let ctx = GpuContext::new()?;
     let cfg = EngineConfig {

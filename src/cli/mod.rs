@@ -35,11 +35,11 @@ pub fn run(cli: args::Cli) -> u8 {
 }
 
 use gradcam_wgpu::{Error, Model, Result};
-use std::path::Path;
 
 /// The model named by `--model`, or the bundled one.
-pub fn load_model(path: Option<&Path>, arch: Option<&str>) -> Result<Model> {
-    match path {
+pub fn load_model(m: &args::ModelArgs) -> Result<Model> {
+    let arch = m.arch.as_deref();
+    match m.model.as_deref() {
         Some(p) => Model::load(p, arch),
         None if arch.is_some() => Err(Error::Invalid(
             "--arch needs --model (a torchvision state dict saved as safetensors)".into(),
