@@ -32,19 +32,6 @@ pub fn iou(a: [u32; 4], b: [u32; 4]) -> f64 {
     if u > 0.0 { i / u } else { 0.0 }
 }
 
-/// Area under a curve sampled at equal steps over [0, 1] (trapezoid rule).
-pub fn auc(curve: &[f32]) -> f64 {
-    if curve.len() < 2 {
-        return curve.first().copied().unwrap_or(0.0) as f64;
-    }
-    let steps = (curve.len() - 1) as f64;
-    curve
-        .windows(2)
-        .map(|w| (w[0] as f64 + w[1] as f64) / 2.0)
-        .sum::<f64>()
-        / steps
-}
-
 /// Running sums for one map source; [`Tally::report`] turns them into rates.
 #[derive(Clone, Debug, Default)]
 pub struct Tally {
@@ -153,12 +140,9 @@ mod tests {
     }
 
     #[test]
-    fn iou_and_auc() {
+    fn iou_of_boxes() {
         assert_eq!(iou([0, 0, 10, 10], [0, 0, 10, 10]), 1.0);
         assert_eq!(iou([0, 0, 10, 10], [10, 0, 20, 10]), 0.0);
         assert!((iou([0, 0, 10, 10], [5, 0, 15, 10]) - 50.0 / 150.0).abs() < 1e-12);
-        assert_eq!(auc(&[1.0, 1.0, 1.0]), 1.0);
-        assert!((auc(&[1.0, 0.0]) - 0.5).abs() < 1e-12);
-        assert!((auc(&[0.0, 1.0, 1.0]) - 0.75).abs() < 1e-12);
     }
 }

@@ -27,7 +27,7 @@ use crate::engine::{Engine, EngineConfig, Method, TargetSpec};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, buffer, record_all};
 use crate::model::Model;
-use crate::ops::eval::{Baseline, Composite, gaussian_taps};
+use crate::ops::eval::{Baseline, Composite, gaussian_taps, trapezoid_auc};
 use dataset::{Item, Object, load_item};
 use rayon::prelude::*;
 use scorer::Scorer;
@@ -264,7 +264,7 @@ impl<'a> Evaluator<'a> {
     /// Every metric for the maps of one batch (`[images, k, H, W]` in `maps`).
     fn measure(&mut self, b: &Batch, maps: &wgpu::Buffer, tally: &mut Tally) -> Result<()> {
         let (ctx, size, k) = (&self.ctx.clone(), self.size, b.k);
-        let [h, w] = size;
+        let w = size[1];
         let rows = b.images.len() * k;
         let pixels: Vec<u32> = b
             .images
@@ -345,7 +345,8 @@ impl<'a> Evaluator<'a> {
                 let c = obj.class;
                 let at = peak_at[r] as usize;
                 let hit = metrics::pointing_hit([(at % w) as u32, (at / w) as u32], obj.bbox, tol);
-                let curve = |s: &Scores| -> Vec<f32> { s.rows[r].iter().map(|p| p[c]).collect() };
+                let curve =
+                    |s: &Scores| -> Vec<f64> { s.rows[r].iter().map(|p| p[c] as f64).collect() };
                 let plain = &deletion.rows[r][0];
                 if k == 1 {
                     tally.single += 1;
@@ -375,12 +376,11 @@ impl<'a> Evaluator<'a> {
                 tally.increased += (o > y) as usize;
                 if let Some(ins) = &insertion {
                     tally.curves += 1;
-                    tally.deletion_sum += metrics::auc(&curve(&deletion));
-                    tally.insertion_sum += metrics::auc(&curve(ins));
+                    tally.deletion_sum += trapezoid_auc(&curve(&deletion));
+                    tally.insertion_sum += trapezoid_auc(&curve(ins));
                 }
             }
         }
-        let _ = h;
         Ok(())
     }
 
