@@ -837,13 +837,7 @@ impl Engine {
 
     /// Writes a batch's pixels and explicit targets to the device.
     fn upload(&self, images: &[image::RgbImage], classes: Option<&[Vec<usize>]>) {
-        let pixels: Vec<u32> = images
-            .iter()
-            .flat_map(|im| {
-                im.pixels()
-                    .map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255]))
-            })
-            .collect();
+        let pixels = crate::ops::image::pack_pixels(images);
         self.ctx
             .queue
             .write_buffer(&self.pixels, 0, bytemuck::cast_slice(&pixels));

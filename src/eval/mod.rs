@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, buffer, record_all};
 use crate::model::Model;
 use crate::ops::eval::{Baseline, Composite, gaussian_taps, trapezoid_auc};
+use crate::ops::image::pack_pixels;
 use dataset::{Item, Object, load_item};
 use rayon::prelude::*;
 use scorer::Scorer;
@@ -266,14 +267,7 @@ impl<'a> Evaluator<'a> {
         let (ctx, size, k) = (&self.ctx.clone(), self.size, b.k);
         let w = size[1];
         let rows = b.images.len() * k;
-        let pixels: Vec<u32> = b
-            .images
-            .iter()
-            .flat_map(|im| {
-                im.pixels()
-                    .map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255]))
-            })
-            .collect();
+        let pixels = pack_pixels(&b.images);
         ctx.queue
             .write_buffer(&self.pixels, 0, bytemuck::cast_slice(&pixels));
         // Per row: its own box first, then the image's other objects' boxes.

@@ -17,6 +17,18 @@ struct ImageParams {
     std: [f32; 4],
 }
 
+/// Packs RGB images into the kernels' pixel layout: one little-endian RGBA8 `u32` per
+/// pixel (alpha 255), images one after another, rows top to bottom.
+pub fn pack_pixels(images: &[image::RgbImage]) -> Vec<u32> {
+    images
+        .iter()
+        .flat_map(|im| {
+            im.pixels()
+                .map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255]))
+        })
+        .collect()
+}
+
 pub struct ImageKernels {
     /// Fills the unused read_write binding: one buffer may not be bound both read-only and
     /// read_write in a dispatch, so the shared `dummy` can't serve there.
