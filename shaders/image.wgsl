@@ -4,7 +4,7 @@
 
 struct ImageParams {
     rows: u32, in_h: u32, in_w: u32, out_h: u32,
-    out_w: u32, rep: u32, _p0: u32, _p1: u32,
+    out_w: u32, rep: u32, first: u32, _p1: u32,
     mean: vec4<f32>,
     stdev: vec4<f32>,
 }
@@ -353,4 +353,38 @@ fn texture_output(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
     }
     if ((t.mode & 4u) != 0u) { rgb = vec3<f32>(srgb_decode(rgb.x), srgb_decode(rgb.y), srgb_decode(rgb.z)); }
     return vec4<f32>(rgb, alpha);
+}
+
+// ---- Raw uploads resized on the device (engine). ----
+
+// One packed RGBA8 byte of a raw upload as a value in [0, 255].
+fn raw_byte(off: u32, w: u32, x: u32, y: u32) -> vec3<f32> {
+    let px = pixels[off + y * w + x];
+    return vec3<f32>(channel(px, 0u), channel(px, 1u), channel(px, 2u));
+}
+
+// Decoded images of any size -> packed RGBA8 `out_u32` rows first .. first + rows at the model
+// size (out_h, out_w), resized like the CLI (imageops::resize, Triangle), as texture_input does.
+// `pixels` starts with one (offset in words, w, h, 0) header per image, then the images.
+@compute @workgroup_size(64)
+fn resize_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    let plane = p.out_h * p.out_w;
+    if (i >= p.rows * plane) { return; }
+    let n = i / plane;
+    let s = i % plane;
+    let off = pixels[n * 4u];
+    let sw = pixels[n * 4u + 1u];
+    let sh = pixels[n * 4u + 2u];
+    let sy = support(s / p.out_w, sh, p.out_h);
+    let sx = support(s % p.out_w, sw, p.out_w);
+    var acc = vec3<f32>(0.0);
+    for (var x = sx.first; x < sx.end; x++) {
+        var col = vec3<f32>(0.0);
+        for (var y = sy.first; y < sy.end; y++) { col += raw_byte(off, sw, x, y) * weight(sy, y); }
+        acc += col * weight(sx, x);
+    }
+    let q = vec3<u32>(round_half_up(clamp(acc, vec3<f32>(0.0), vec3<f32>(255.0))));
+    out_u32[(p.first + n) * plane + s] = q.x | (q.y << 8u) | (q.z << 16u) | (255u << 24u);
 }

@@ -23,6 +23,7 @@ use crate::model::Model;
 use crate::ops::Ops;
 use crate::ops::conv::ConvShape;
 use crate::ops::pool::PoolShape;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -133,6 +134,10 @@ pub struct Engine {
     /// FullGrad: statistics for the input term.
     fullgrad_input: wgpu::Buffer,
     forward_cache: HashMap<usize, Vec<Dispatch>>,
+    /// Raw uploads of images not at the input size, resized on the device; grows on demand.
+    raw: Option<wgpu::Buffer>,
+    /// `resize_input` dispatches by (first row, rows) over the current `raw`.
+    resize_cache: HashMap<(usize, usize), Dispatch>,
     /// Seed, backward, CAM stage and outputs by (forward rows, targets per pass, first target).
     backward_cache: HashMap<(usize, usize, usize), Vec<Dispatch>>,
     probe: Option<Probe>,
@@ -330,6 +335,8 @@ impl Engine {
             cap_n,
             cap_rows,
             forward_cache: HashMap::new(),
+            raw: None,
+            resize_cache: HashMap::new(),
             backward_cache: HashMap::new(),
         })
     }
@@ -406,16 +413,7 @@ impl Engine {
         images: &[image::RgbImage],
         classes: Option<&[Vec<usize>]>,
     ) -> Result<Vec<ImageResult>> {
-        let [h, w] = self.cfg.size;
-        if let Some(bad) = images
-            .iter()
-            .position(|im| im.dimensions() != (w as u32, h as u32))
-        {
-            return Err(Error::Invalid(format!(
-                "image {bad} is {:?}, expected {w}x{h}",
-                images[bad].dimensions()
-            )));
-        }
+        check_sizes(images)?;
         let mut out = Vec::with_capacity(images.len());
         let batch = self.batch_size();
         for (b, chunk) in images.chunks(batch).enumerate() {
@@ -835,13 +833,90 @@ impl Engine {
         d
     }
 
-    /// Writes a batch's pixels and explicit targets to the device.
-    fn upload(&self, images: &[image::RgbImage], classes: Option<&[Vec<usize>]>) {
-        let pixels = crate::ops::image::pack_pixels(images);
-        self.ctx
-            .queue
-            .write_buffer(&self.pixels, 0, bytemuck::cast_slice(&pixels));
+    /// Writes a batch's pixels and explicit targets to the device. Images at the input size
+    /// are written as they are; a batch with any other size is resized on the device.
+    fn upload(&mut self, images: &[image::RgbImage], classes: Option<&[Vec<usize>]>) {
+        let [h, w] = self.cfg.size;
+        if images
+            .iter()
+            .all(|im| im.dimensions() == (w as u32, h as u32))
+        {
+            let pixels = crate::ops::image::pack_pixels(images);
+            self.ctx
+                .queue
+                .write_buffer(&self.pixels, 0, bytemuck::cast_slice(&pixels));
+        } else {
+            self.resize_on_device(images);
+        }
         self.upload_targets(images.len(), classes);
+    }
+
+    /// Uploads decoded images as they are and resizes them into `pixels` on the device, in
+    /// groups that fit one binding. An image too large for a binding on its own is resized on
+    /// the host first (the kernel reproduces the host resize, so only speed differs).
+    fn resize_on_device(&mut self, images: &[image::RgbImage]) {
+        use crate::ops::image::{pack_raw, raw_words};
+        let max_words = (self.ctx.max_binding / 4) as usize;
+        let [h, w] = self.cfg.size;
+        let fitted: Vec<Cow<image::RgbImage>> = images
+            .iter()
+            .map(|im| {
+                if raw_words(&[im]) > max_words {
+                    Cow::Owned(image::imageops::resize(
+                        im,
+                        w as u32,
+                        h as u32,
+                        image::imageops::FilterType::Triangle,
+                    ))
+                } else {
+                    Cow::Borrowed(im)
+                }
+            })
+            .collect();
+        let mut first = 0;
+        while first < fitted.len() {
+            let mut end = first + 1;
+            let mut words = raw_words(&[&fitted[first]]);
+            while end < fitted.len() {
+                let next = raw_words(&[&fitted[end]]);
+                if words + next > max_words {
+                    break;
+                }
+                words += next;
+                end += 1;
+            }
+            let group: Vec<&image::RgbImage> = fitted[first..end].iter().map(|c| &**c).collect();
+            let packed = pack_raw(&group);
+            let bytes = (packed.len() * 4) as u64;
+            if self.raw.as_ref().is_none_or(|b| b.size() < bytes) {
+                // Grow geometrically so a run of mixed sizes settles on one buffer.
+                let old = self.raw.as_ref().map_or(0, |b| b.size());
+                let size = bytes.max(old * 2).min(self.ctx.max_binding.max(bytes));
+                self.raw = Some(buffer::storage(&self.ctx, "raw pixels", size));
+                self.resize_cache.clear();
+            }
+            let raw = self.raw.as_ref().expect("allocated above");
+            self.ctx
+                .queue
+                .write_buffer(raw, 0, bytemuck::cast_slice(&packed));
+            let rows = end - first;
+            let d = self.resize_cache.entry((first, rows)).or_insert_with(|| {
+                self.ops.image.resize_input(
+                    &self.ctx,
+                    rows,
+                    first,
+                    [h, w],
+                    raw,
+                    &self.pixels,
+                    &self.ops.dummy,
+                )
+            });
+            // Submitted at once: the next group's write to `raw` lands after this dispatch.
+            let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+            crate::gpu::record_all(&mut encoder, "resize_input", std::slice::from_ref(d));
+            self.ctx.queue.submit([encoder.finish()]);
+            first = end;
+        }
     }
 
     /// Writes the explicit targets of `images` images (nothing for `TopK`).
@@ -876,7 +951,6 @@ impl Engine {
         images: &[image::RgbImage],
         classes: Option<&[Vec<usize>]>,
     ) -> Result<DeviceResults<'_>> {
-        let [h, w] = self.cfg.size;
         if images.is_empty() || images.len() > self.batch_size() {
             return Err(Error::Invalid(format!(
                 "explain_on_device takes 1 to {} images, got {}",
@@ -884,12 +958,7 @@ impl Engine {
                 images.len()
             )));
         }
-        if images
-            .iter()
-            .any(|im| im.dimensions() != (w as u32, h as u32))
-        {
-            return Err(Error::Invalid(format!("images must be {w}x{h}")));
-        }
+        check_sizes(images)?;
         if matches!(self.cfg.targets, TargetSpec::PerImage(_)) != classes.is_some() {
             return Err(Error::Invalid(
                 "pass classes exactly when the engine uses TargetSpec::PerImage".into(),
@@ -1270,6 +1339,17 @@ impl Engine {
 
 /// CAM needs a global-average-pool + linear head right after the target layer; returns the
 /// linear weight `[classes, channels]` on the device.
+/// Every image has pixels (any size is resized to the input size).
+fn check_sizes(images: &[image::RgbImage]) -> Result<()> {
+    match images
+        .iter()
+        .position(|im| im.width() == 0 || im.height() == 0)
+    {
+        Some(bad) => Err(Error::Invalid(format!("image {bad} has no pixels"))),
+        None => Ok(()),
+    }
+}
+
 fn classifier_weight(ctx: &GpuContext, model: &Model, plan: &Plan) -> Result<wgpu::Buffer> {
     let bad = || {
         Error::Invalid(

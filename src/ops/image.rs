@@ -12,7 +12,8 @@ struct ImageParams {
     out_h: u32,
     out_w: u32,
     rep: u32,
-    _p: [u32; 2],
+    first: u32,
+    _p: u32,
     mean: [f32; 4],
     std: [f32; 4],
 }
@@ -29,6 +30,32 @@ pub fn pack_pixels(images: &[image::RgbImage]) -> Vec<u32> {
         .collect()
 }
 
+/// Words [`pack_raw`] needs for `images`: a 4-word header each, then their pixels.
+pub fn raw_words(images: &[&image::RgbImage]) -> usize {
+    images
+        .iter()
+        .map(|im| 4 + im.width() as usize * im.height() as usize)
+        .sum()
+}
+
+/// Packs images of any size for `resize_input`: one `(offset, w, h, 0)` header per image
+/// (offsets in words from the start), then each image's pixels as [`pack_pixels`] lays them.
+pub fn pack_raw(images: &[&image::RgbImage]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(raw_words(images));
+    let mut offset = 4 * images.len();
+    for im in images {
+        out.extend([offset as u32, im.width(), im.height(), 0]);
+        offset += im.width() as usize * im.height() as usize;
+    }
+    for im in images {
+        out.extend(
+            im.pixels()
+                .map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255])),
+        );
+    }
+    out
+}
+
 pub struct ImageKernels {
     /// Fills the unused read_write binding: one buffer may not be bound both read-only and
     /// read_write in a dispatch, so the shared `dummy` can't serve there.
@@ -38,6 +65,7 @@ pub struct ImageKernels {
     overlay: Kernel,
     guided: Kernel,
     aug_mean: Kernel,
+    resize_input: Kernel,
 }
 
 impl ImageKernels {
@@ -56,6 +84,7 @@ impl ImageKernels {
             overlay: Kernel::new(ctx, &m, "overlay", &st, &[], 256),
             guided: Kernel::new(ctx, &m, "guided", &st, &[], 256),
             aug_mean: Kernel::new(ctx, &m, "aug_mean", &st, &[], 64),
+            resize_input: Kernel::new(ctx, &m, "resize_input", &st, &[], 64),
         }
     }
 
@@ -89,6 +118,34 @@ impl ImageKernels {
             &p,
             &[pixels, dummy, input, &self.unused_out],
             (rows * size[0] * size[1]) as u64,
+        )
+    }
+
+    /// Resizes `rows` raw images (`raw`, laid out by [`pack_raw`]) to `to` = [H, W] like
+    /// `imageops::resize(.., Triangle)`, into packed-pixel rows `first ..` of `pixels`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resize_input(
+        &self,
+        ctx: &GpuContext,
+        rows: usize,
+        first: usize,
+        to: [usize; 2],
+        raw: &wgpu::Buffer,
+        pixels: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = ImageParams {
+            rows: u(rows),
+            out_h: u(to[0]),
+            out_w: u(to[1]),
+            first: u(first),
+            ..Default::default()
+        };
+        self.resize_input.dispatch(
+            ctx,
+            &p,
+            &[raw, dummy, &self.unused_out, pixels],
+            (rows * to[0] * to[1]) as u64,
         )
     }
 
