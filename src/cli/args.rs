@@ -21,6 +21,9 @@ pub enum Command {
     /// Measure explanation quality on a dataset with ground-truth boxes (pointing game,
     /// class discrimination, localisation error, average drop, deletion/insertion AUC).
     Eval(EvalArgs),
+    /// Measure throughput (end to end and GPU-only), per-kernel GPU time and peak GPU memory
+    /// on synthetic images.
+    Bench(BenchArgs),
 }
 
 /// Which model to run (shared by the subcommands).
@@ -65,6 +68,54 @@ pub struct EvalArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// With --arch and no --model: a torchvision architecture with deterministic random
+    /// weights (He-uniform, seeded by --seed).
+    #[arg(long, requires = "arch")]
+    pub random_weights: bool,
+    /// Seed of --random-weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Classes of a --random-weights model.
+    #[arg(long, default_value_t = 1000)]
+    pub num_classes: usize,
+    /// Target layer(s); default: the model's.
+    #[arg(long)]
+    pub layer: Vec<String>,
+    /// CAM method.
+    #[arg(long, default_value = "gradcam", value_parser = methods())]
+    pub method: String,
+    /// Model input size HxW (or one number). Default: the model's own.
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Images per GPU batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Timed batches (per measurement).
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    /// Untimed batches first (pipelines, caches).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Use these images (a directory or files, resized to --size) instead of synthetic ones,
+    /// cycled to fill the batch.
+    #[arg(long, value_name = "IMAGE|DIR")]
+    pub images: Vec<PathBuf>,
+    /// Skip the per-kernel profile (timestamp queries).
+    #[arg(long)]
+    pub no_profile: bool,
+    /// Peak of the device in GFLOP/s, to print the conv/linear kernels' share of it. The
+    /// adapter's name is printed so it can be looked up.
+    #[arg(long)]
+    pub peak_gflops: Option<f64>,
+    /// Print JSON instead of the tables.
     #[arg(long)]
     pub json: bool,
 }

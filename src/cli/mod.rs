@@ -2,6 +2,7 @@
 //! (0 ok, 1 some inputs failed, 2 bad model, arch, layer or arguments).
 
 pub mod args;
+mod bench;
 mod eval;
 mod explain;
 mod inputs;
@@ -15,6 +16,13 @@ pub fn run(cli: args::Cli) -> u8 {
                 eprintln!("{failed} input(s) failed; see the errors above");
                 1
             }
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
+        args::Command::Bench(a) => match bench::run(&a) {
+            Ok(()) => 0,
             Err(e) => {
                 eprintln!("error: {e}");
                 2

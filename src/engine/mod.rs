@@ -18,7 +18,7 @@ use activations::Activations;
 use method::Recipe;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, GpuContext, buffer};
+use crate::gpu::{Dispatch, GpuContext, Profiler, buffer, record_all_profiled};
 use crate::model::Model;
 use crate::ops::Ops;
 use crate::ops::conv::ConvShape;
@@ -141,6 +141,8 @@ pub struct Engine {
     /// Seed, backward, CAM stage and outputs by (forward rows, targets per pass, first target).
     backward_cache: HashMap<(usize, usize, usize), Vec<Dispatch>>,
     probe: Option<Probe>,
+    /// Per-dispatch timing, off unless [`Engine::set_profiler`] turned it on.
+    profiler: Option<Profiler>,
 }
 
 impl Engine {
@@ -338,6 +340,7 @@ impl Engine {
             raw: None,
             resize_cache: HashMap::new(),
             backward_cache: HashMap::new(),
+            profiler: None,
         })
     }
 
@@ -974,6 +977,26 @@ impl Engine {
         })
     }
 
+    /// Runs the last [`Engine::explain_on_device`] batch again on the pixels already on the
+    /// device and waits for it: the GPU work alone, with no upload or readback (benchmarks).
+    pub fn rerun_on_device(&mut self, images: usize) -> Result<()> {
+        self.check_one_pass(images)?;
+        let encoder = self.record_pass(images, self.per_image, 0);
+        let scope = self
+            .ctx
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        self.ctx.queue.submit([encoder.finish()]);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(e.to_string()));
+        }
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
+        Ok(())
+    }
+
     /// Every target of `images` images fits one pass (what the on-device paths need).
     pub(crate) fn check_one_pass(&self, images: usize) -> Result<()> {
         if images == 0 || images > self.batch_size() {
@@ -1067,18 +1090,28 @@ impl Engine {
             b.extend(self.finish(images, tc));
             self.backward_cache.insert(key, b);
         }
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("gradcam"),
-            timestamp_writes: None,
-        });
         let forward = if t0 == 0 {
             &self.forward_cache[&n][..]
         } else {
             &[]
         };
-        for d in forward.iter().chain(&self.backward_cache[&key]) {
-            d.record(&mut pass);
-        }
+        record_all_profiled(
+            encoder,
+            "gradcam",
+            forward.iter().chain(&self.backward_cache[&key]),
+            self.profiler.as_mut(),
+        );
+    }
+
+    /// Times every dispatch of later passes per kernel (`None` turns it off). Profiled
+    /// passes record one compute pass per dispatch; read the times with
+    /// [`Profiler::collect`] after the work ran (e.g. after [`Engine::explain`]).
+    pub fn set_profiler(&mut self, profiler: Option<Profiler>) -> Option<Profiler> {
+        std::mem::replace(&mut self.profiler, profiler)
+    }
+
+    pub fn profiler_mut(&mut self) -> Option<&mut Profiler> {
+        self.profiler.as_mut()
     }
 
     /// The per-image outputs of a pass over `images` images with `tc` targets each: the

@@ -1,5 +1,6 @@
 //! Buffer and texture creation, upload and blocking readback. Every GPU memory object the
-//! crate creates goes through here so that [`GpuContext::allocations`] counts it.
+//! crate creates goes through here so that [`GpuContext::allocations`] counts it and
+//! [`GpuContext::memory`]'s peak sees it.
 
 use super::GpuContext;
 use crate::error::{Error, Result};
@@ -12,12 +13,21 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 /// A zero-initialised storage buffer of `bytes` (at least 16, so empty tensors still bind).
 pub fn storage(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
     ctx.count_buffer();
-    ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: bytes.max(16).next_multiple_of(16),
-        usage: STORAGE,
-        mapped_at_creation: false,
-    })
+    made(
+        ctx,
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(16).next_multiple_of(16),
+            usage: STORAGE,
+            mapped_at_creation: false,
+        }),
+    )
+}
+
+/// Notes the memory live after an allocation (for the peak) and passes the object on.
+fn made<T>(ctx: &GpuContext, object: T) -> T {
+    ctx.note_memory();
+    object
 }
 
 /// A storage buffer holding `data` (padded to 16 bytes).
@@ -25,22 +35,27 @@ pub fn storage_init(ctx: &GpuContext, label: &str, data: &[u8]) -> wgpu::Buffer 
     ctx.count_buffer();
     let padded = data.len().max(16).next_multiple_of(16);
     if padded == data.len() {
-        return ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: data,
-                usage: STORAGE,
-            });
+        return made(
+            ctx,
+            ctx.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: data,
+                    usage: STORAGE,
+                }),
+        );
     }
     let mut v = data.to_vec();
     v.resize(padded, 0);
-    ctx.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: &v,
-            usage: STORAGE,
-        })
+    made(
+        ctx,
+        ctx.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &v,
+                usage: STORAGE,
+            }),
+    )
 }
 
 pub fn storage_f32(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
@@ -51,40 +66,63 @@ pub fn uniform(ctx: &GpuContext, label: &str, data: &[u8]) -> wgpu::Buffer {
     ctx.count_buffer();
     let mut v = data.to_vec();
     v.resize(data.len().max(16).next_multiple_of(16), 0);
-    ctx.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: &v,
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+    made(
+        ctx,
+        ctx.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &v,
+                usage: wgpu::BufferUsages::UNIFORM,
+            }),
+    )
 }
 
 /// A uniform buffer of `bytes` the caller rewrites with `queue.write_buffer`.
 pub fn uniform_rw(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
     ctx.count_buffer();
-    ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: bytes.max(16).next_multiple_of(16),
-        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    })
+    made(
+        ctx,
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(16).next_multiple_of(16),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }),
+    )
 }
 
 /// A mappable buffer of `bytes` (a multiple of 4) that copies land in for reading.
 pub fn readback(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
     ctx.count_buffer();
-    ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: bytes.max(4),
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    })
+    made(
+        ctx,
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }),
+    )
+}
+
+/// A buffer that timestamp queries resolve into (and copy out of).
+pub fn query_resolve(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
+    ctx.count_buffer();
+    made(
+        ctx,
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(8),
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }),
+    )
 }
 
 /// A texture (counted like the buffers).
 pub fn texture(ctx: &GpuContext, desc: &wgpu::TextureDescriptor<'_>) -> wgpu::Texture {
     ctx.count_texture();
-    ctx.device.create_texture(desc)
+    made(ctx, ctx.device.create_texture(desc))
 }
 
 /// Copies `bytes` from the start of each source into mappable buffers, submits `encoder`

@@ -37,10 +37,21 @@ pub struct Allocations {
     pub textures: u64,
 }
 
+/// Device memory held by live buffers and textures, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryUsage {
+    /// Now.
+    pub live: u64,
+    /// The most seen right after any allocation since the context was made (or
+    /// [`GpuContext::reset_peak_memory`]); memory only grows at allocations.
+    pub peak: u64,
+}
+
 #[derive(Debug, Default)]
 struct Created {
     buffers: AtomicU64,
     textures: AtomicU64,
+    peak_bytes: AtomicU64,
 }
 
 impl GpuContext {
@@ -176,6 +187,36 @@ impl GpuContext {
 
     pub(crate) fn count_texture(&self) {
         self.created.textures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Device memory of live buffers and textures as wgpu's HAL counts it (allocation sizes,
+    /// including wgpu's own staging), and the peak since creation. [`crate::gpu::buffer`]
+    /// samples after every allocation, so the peak covers everything the crate creates.
+    pub fn memory(&self) -> MemoryUsage {
+        let live = self.live_bytes();
+        MemoryUsage {
+            live,
+            peak: self.created.peak_bytes.load(Ordering::Relaxed).max(live),
+        }
+    }
+
+    /// Starts a new peak from the memory live now.
+    pub fn reset_peak_memory(&self) {
+        self.created
+            .peak_bytes
+            .store(self.live_bytes(), Ordering::Relaxed);
+    }
+
+    /// Records the memory live now into the peak (called right after allocations).
+    pub(crate) fn note_memory(&self) {
+        self.created
+            .peak_bytes
+            .fetch_max(self.live_bytes(), Ordering::Relaxed);
+    }
+
+    fn live_bytes(&self) -> u64 {
+        let hal = self.device.get_internal_counters().hal;
+        (hal.buffer_memory.read().max(0) + hal.texture_memory.read().max(0)) as u64
     }
 
     /// A one-line description for logs and benchmarks.

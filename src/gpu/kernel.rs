@@ -3,7 +3,7 @@
 //! Convention for every kernel in `shaders/`: group 0, binding 0 is a uniform block of
 //! parameters, bindings 1.. are storage buffers in the order the entry point lists them.
 
-use super::GpuContext;
+use super::{GpuContext, Profiler};
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +146,7 @@ impl Kernel {
             pipeline: self.pipeline.clone(),
             bind_group,
             workgroups,
+            flops: 0,
             _uniform: Arc::new(uniform),
         }
     }
@@ -171,10 +172,19 @@ pub struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    /// Floating-point operations it does (multiply-adds x 2), where the op states them
+    /// (conv, linear); 0 otherwise. Only profiling reads it.
+    pub flops: u64,
     _uniform: Arc<wgpu::Buffer>,
 }
 
 impl Dispatch {
+    /// Sets [`Dispatch::flops`] from the multiply-adds it does.
+    pub fn with_macs(mut self, macs: u64) -> Self {
+        self.flops = 2 * macs;
+        self
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
@@ -183,7 +193,8 @@ impl Dispatch {
     }
 }
 
-/// Records a list of dispatches into one compute pass of `encoder`.
+/// Records a list of dispatches into one compute pass of `encoder`; with a profiler, each
+/// in its own timed pass instead (see [`Profiler::record`]).
 pub fn record_all(encoder: &mut wgpu::CommandEncoder, label: &str, dispatches: &[Dispatch]) {
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some(label),
@@ -191,5 +202,26 @@ pub fn record_all(encoder: &mut wgpu::CommandEncoder, label: &str, dispatches: &
     });
     for d in dispatches {
         d.record(&mut pass);
+    }
+}
+
+/// [`record_all`], timed per dispatch when `profiler` is given.
+pub fn record_all_profiled<'a>(
+    encoder: &mut wgpu::CommandEncoder,
+    label: &str,
+    dispatches: impl IntoIterator<Item = &'a Dispatch>,
+    profiler: Option<&mut Profiler>,
+) {
+    match profiler {
+        Some(p) => p.record(encoder, dispatches),
+        None => {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
     }
 }

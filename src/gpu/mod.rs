@@ -3,6 +3,8 @@
 pub mod buffer;
 mod context;
 pub mod kernel;
+pub mod profiler;
 
-pub use context::{AdapterClass, Allocations, GpuContext};
-pub use kernel::{Access, Dispatch, Kernel, grid, record_all};
+pub use context::{AdapterClass, Allocations, GpuContext, MemoryUsage};
+pub use kernel::{Access, Dispatch, Kernel, grid, record_all, record_all_profiled};
+pub use profiler::{KernelTime, Profiler};

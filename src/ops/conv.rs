@@ -138,6 +138,14 @@ impl ConvParams {
         }
     }
 
+    /// Pixels of the forward conv's output plane (the source plane of backward-data).
+    fn forward_plane(&self, dir: Dir) -> u64 {
+        match dir {
+            Dir::Forward => self.out_h as u64 * self.out_w as u64,
+            Dir::Backward => self.in_h as u64 * self.in_w as u64,
+        }
+    }
+
     /// Parameters for the depthwise kernel over channels `c0 .. c0 + count`.
     fn depthwise(s: &ConvShape, dir: Dir, c0: usize, count: usize, flags: u32) -> Self {
         Self {
@@ -347,7 +355,11 @@ impl ConvKernels {
         );
         let threads =
             p.batch as u64 * p.out_cg as u64 * p.out_h as u64 * (p.out_w as u64).div_ceil(4);
-        self.depthwise[dir as usize].dispatch(ctx, p, &bufs, threads)
+        // One filter tap per channel and pixel; the forward's output plane in both directions.
+        let macs = p.batch as u64 * p.out_cg as u64 * p.forward_plane(dir) * (p.k_h * p.k_w) as u64;
+        self.depthwise[dir as usize]
+            .dispatch(ctx, p, &bufs, threads)
+            .with_macs(macs)
     }
 
     /// [`ConvKernels::forward`] over a chunked weight: one dispatch per chunk.
@@ -411,6 +423,13 @@ impl ConvKernels {
         dir: Dir,
         bufs: [&wgpu::Buffer; 4],
     ) -> Dispatch {
+        // Backward-data does the forward's multiply-adds (the taps a stride skips excluded).
+        let macs = p.batch as u64
+            * p.groups as u64
+            * p.out_cg as u64
+            * p.red_c as u64
+            * (p.k_h * p.k_w) as u64
+            * p.forward_plane(dir);
         let plane = (p.out_h * p.out_w) as u64;
         let dir = dir as usize;
         let blocked_threads =
@@ -427,6 +446,7 @@ impl ConvKernels {
             // The blocked variant also serves grids the tiled one can't express.
             _ => self.blocked[dir].dispatch(ctx, p, &bufs, blocked_threads),
         }
+        .with_macs(macs)
     }
 }
 

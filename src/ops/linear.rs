@@ -125,6 +125,7 @@ impl LinearKernels {
                 let threads = (rows.div_ceil(4) * batch.div_ceil(4)) as u64;
                 self.fwd
                     .dispatch(ctx, &p, &[x, buf, bias.unwrap_or(dummy), y], threads)
+                    .with_macs((batch * rows * w.in_f) as u64)
             })
             .collect()
     }
@@ -146,7 +147,9 @@ impl LinearKernels {
                 let flags = if i > 0 { FLAG_ACCUMULATE } else { 0 };
                 let p = Self::params(w, batch, *row0, *rows, flags);
                 let threads = (w.in_f.div_ceil(4) * batch.div_ceil(4)) as u64;
-                self.bwd.dispatch(ctx, &p, &[dy, buf, dummy, dx], threads)
+                self.bwd
+                    .dispatch(ctx, &p, &[dy, buf, dummy, dx], threads)
+                    .with_macs((batch * rows * w.in_f) as u64)
             })
             .collect()
     }

@@ -1,0 +1,160 @@
+//! GPU time per kernel from timestamp queries (adapters with `TIMESTAMP_QUERY`).
+//!
+//! Each dispatch is recorded in its own compute pass with beginning/end timestamps (pass
+//! timestamps need only `TIMESTAMP_QUERY`, not the inside-passes feature), and the times are
+//! summed per kernel entry point. Splitting passes adds a little per-dispatch overhead, so
+//! profiled runs are for attribution; throughput is measured with profiling off, where the
+//! recording paths are the untouched single-pass ones.
+
+use super::{Dispatch, GpuContext, buffer};
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+
+/// Queries per set (wgpu's limit); an even number, so a dispatch's pair never straddles sets.
+const QUERIES: u32 = wgpu::QUERY_SET_MAX_QUERIES;
+
+/// One kernel entry point's share of the profiled work.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct KernelTime {
+    pub kernel: String,
+    /// Dispatches timed.
+    pub calls: u64,
+    /// GPU time summed over those dispatches.
+    pub seconds: f64,
+    /// Floating-point operations of those dispatches, where the op states them (conv,
+    /// linear); 0 for the rest.
+    pub flops: u64,
+}
+
+struct QuerySet {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+}
+
+/// Collects per-dispatch GPU times; see the module docs.
+pub struct Profiler {
+    ctx: GpuContext,
+    sets: Vec<QuerySet>,
+    /// The recorded but not yet collected dispatches: (kernel, flops), in query order.
+    pending: Vec<(&'static str, u64)>,
+    period_ns: f64,
+    totals: BTreeMap<&'static str, KernelTime>,
+}
+
+impl Profiler {
+    /// `None` when the device lacks `TIMESTAMP_QUERY` (request it when creating the device;
+    /// [`GpuContext::new`] does when the adapter has it).
+    pub fn new(ctx: &GpuContext) -> Option<Self> {
+        if !ctx
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        {
+            return None;
+        }
+        Some(Self {
+            period_ns: ctx.queue.get_timestamp_period() as f64,
+            ctx: ctx.clone(),
+            sets: Vec::new(),
+            pending: Vec::new(),
+            totals: BTreeMap::new(),
+        })
+    }
+
+    /// Records each dispatch into its own timed compute pass of `encoder`. Call
+    /// [`Profiler::collect`] once the encoder's work has completed.
+    pub fn record<'a>(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        dispatches: impl IntoIterator<Item = &'a Dispatch>,
+    ) {
+        for d in dispatches {
+            let q = 2 * self.pending.len() as u32;
+            let (set, index) = ((q / QUERIES) as usize, q % QUERIES);
+            if set == self.sets.len() {
+                let ctx = &self.ctx;
+                self.sets.push(QuerySet {
+                    set: ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                        label: Some("profiler"),
+                        ty: wgpu::QueryType::Timestamp,
+                        count: QUERIES,
+                    }),
+                    resolve: buffer::query_resolve(ctx, "profiler", QUERIES as u64 * 8),
+                });
+            }
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(d.label),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &self.sets[set].set,
+                    beginning_of_pass_write_index: Some(index),
+                    end_of_pass_write_index: Some(index + 1),
+                }),
+            });
+            d.record(&mut pass);
+            self.pending.push((d.label, d.flops));
+        }
+    }
+
+    /// Reads the timestamps of everything recorded since the last call (whose work must have
+    /// been submitted) and adds them to the totals.
+    pub fn collect(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let queries = 2 * self.pending.len() as u32;
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("profiler resolve"),
+            });
+        let mut reads = Vec::new();
+        for (i, s) in self.sets.iter().enumerate() {
+            let used = queries.saturating_sub(i as u32 * QUERIES).min(QUERIES);
+            if used == 0 {
+                break;
+            }
+            encoder.resolve_query_set(&s.set, 0..used, &s.resolve, 0);
+            reads.push((&s.resolve, used as u64 * 8));
+        }
+        let bytes = buffer::submit_and_read(&self.ctx, encoder, &reads)?;
+        let stamps: Vec<u64> = bytes
+            .iter()
+            .flat_map(|b| bytemuck::pod_collect_to_vec::<u8, u64>(b))
+            .collect();
+        if stamps.len() != queries as usize {
+            return Err(Error::Gpu(format!(
+                "profiler: read {} timestamps, expected {queries}",
+                stamps.len()
+            )));
+        }
+        for (i, (label, flops)) in self.pending.drain(..).enumerate() {
+            let ticks = stamps[2 * i + 1].saturating_sub(stamps[2 * i]);
+            let t = self.totals.entry(label).or_insert_with(|| KernelTime {
+                kernel: label.to_string(),
+                ..Default::default()
+            });
+            t.calls += 1;
+            t.seconds += ticks as f64 * self.period_ns * 1e-9;
+            t.flops += flops;
+        }
+        Ok(())
+    }
+
+    /// The totals per kernel, most time first.
+    pub fn kernels(&self) -> Vec<KernelTime> {
+        let mut v: Vec<KernelTime> = self.totals.values().cloned().collect();
+        v.sort_by(|a, b| {
+            b.seconds
+                .total_cmp(&a.seconds)
+                .then(a.kernel.cmp(&b.kernel))
+        });
+        v
+    }
+
+    /// Drops the totals (and anything recorded but not collected).
+    pub fn reset(&mut self) {
+        self.pending.clear();
+        self.totals.clear();
+    }
+}

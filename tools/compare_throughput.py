@@ -1,0 +1,247 @@
+"""Throughput in one invocation: pytorch-grad-cam (pgc, tools/requirements.txt) vs `gradcam bench`.
+
+Usage:
+  /opt/ref/bin/python tools/compare_throughput.py [--models bundled,resnet18,resnet50,vgg16]
+      [--methods gradcam,scorecam] [--batches 16] [--size 224] [--images 32] [--slow-images 1]
+      [--threads 2] [--device cpu|cuda] [--iters 3] [--warmup 1] [--json OUT.json]
+
+Same model, batch and images on both sides:
+  models   torchvision ARCH with tools/detweights.py weights (--seed), written as a state dict
+           with safetensors and passed to the engine as --model FILE --arch ARCH (as
+           tools/compare_pgc.py does); `bundled` is the project's shapes model
+           (weights/shapes-resnet.pt for pgc, the engine's built-in copy of the same weights),
+           run at --size too (it is fully convolutional; its own size is 128).
+  images   tools/make_fixtures.make_images, written as PNGs that the engine reads with
+           `--images DIR` (decoded once, before timing) and pgc keeps decoded in memory.
+  layer    ResNets layer4 (bundled: layer3), VGG the last ReLU of `features`.
+
+What is timed, per (model, method, batch), after --warmup untimed batches, --iters times:
+  pgc     in memory: normalise, Method(model, [layer])(x, targets=None) (top-1 target),
+          show_cam_on_image and cv2.imencode('.png') for every image. torch threads --threads.
+  engine  `gradcam bench --json` end to end: upload, preprocess, forward/backward/CAM,
+          overlays read back, PNG encoding in memory (its GPU-only figure is reported too).
+Slow methods (--slow-methods, default scorecam,ablationcam) use --slow-images images (default 1)
+and that many per batch, on both sides. A failing run prints n/a and the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cv2  # noqa: E402
+import make_fixtures as mf  # noqa: E402
+from compare_pgc import METHODS, REPO, default_layer, parse_size  # noqa: E402
+from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+MODELS = ("bundled", "resnet18", "resnet50", "vgg16")
+
+
+def load_bundled():
+    import train  # tools/train.py: the bundled model's definition and preprocessing
+
+    model = train.ShapesResNet()
+    model.load_state_dict(torch.load(train.CHECKPOINT, map_location="cpu", weights_only=True))
+    model.eval()
+    return model, train.TARGET_LAYER, train.MEAN, train.STD
+
+
+def normalize(u8, mean, std):
+    x = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255.0
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((x - m) / s).contiguous()
+
+
+def pgc_batch(cam, u8, mean, std):
+    """One batch as an explain tool would run it; returns the PNG bytes written."""
+    x = normalize(u8, mean, std)
+    maps = cam(input_tensor=x, targets=None)
+    written = 0
+    for i in range(len(u8)):
+        ov = show_cam_on_image(u8[i].astype(np.float32) / np.float32(255), maps[i], use_rgb=True)
+        ok, png = cv2.imencode(".png", cv2.cvtColor(ov, cv2.COLOR_RGB2BGR))
+        assert ok
+        written += len(png)
+    return written
+
+
+def time_pgc(model, layer, method, u8, batch, mean, std, iters, warmup, device):
+    """Seconds per image over `iters` passes over `u8` in batches of `batch`."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    cls = METHODS[method]
+    cam = cls(model=model, target_layers=[] if method == "fullgrad" else [model.get_submodule(layer)])
+    with cam:
+        for _ in range(warmup):
+            pgc_batch(cam, u8[:batch], mean, std)
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            for s in range(0, len(u8), batch):
+                pgc_batch(cam, u8[s:s + batch], mean, std)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+    return dt / (iters * len(u8))
+
+
+def run_engine(engine, model_args, layer, method, batch, size, imgdir, iters, warmup, timeout):
+    cmd = [engine, "bench", "--json", "--no-profile", *model_args, "--method", method,
+           "--batch", str(batch), "--size", f"{size[0]}x{size[1]}", "--images", imgdir,
+           "--iters", str(iters), "--warmup", str(warmup)]
+    if method != "fullgrad":
+        cmd += ["--layer", layer]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout} s"
+    except OSError as e:
+        return None, f"cannot run: {e}"
+    if r.returncode != 0:
+        tail = (r.stderr or r.stdout).strip().splitlines()
+        return None, f"rc={r.returncode}: " + (tail[-1] if tail else "")
+    return json.loads(r.stdout), None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(MODELS), help="comma list of " + ", ".join(MODELS))
+    ap.add_argument("--methods", default="gradcam,scorecam", help="comma list: " + ",".join(METHODS))
+    ap.add_argument("--batches", default="16", help="comma list of batch sizes")
+    ap.add_argument("--size", default="224", help="H or HxW (default 224)")
+    ap.add_argument("--images", type=int, default=None,
+                    help="images per timed pass (default: the largest batch)")
+    ap.add_argument("--slow-methods", default="scorecam,ablationcam")
+    ap.add_argument("--slow-images", type=int, default=1, help="images (and batch) for slow methods")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="pgc's torch device")
+    ap.add_argument("--iters", type=int, default=3, help="timed passes")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed batches first")
+    ap.add_argument("--engine", default=None, help="gradcam binary (default target/release/gradcam)")
+    ap.add_argument("--seed", type=int, default=0, help="detweights seed")
+    ap.add_argument("--num-classes", type=int, default=1000)
+    ap.add_argument("--image-seed", type=int, default=2024)
+    ap.add_argument("--timeout", type=int, default=1800, help="engine timeout per run, s")
+    ap.add_argument("--json", default=None, help="write the rows here")
+    args = ap.parse_args()
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    for m in models:
+        if m not in MODELS:
+            ap.error(f"unknown model {m!r}; known: {', '.join(MODELS)}")
+    for m in methods:
+        if m not in METHODS:
+            ap.error(f"unknown method {m!r}; known: {', '.join(METHODS)}")
+    if not batches or min(batches) < 1:
+        ap.error("--batches: positive integers")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no CUDA device")
+    slow = {m.strip() for m in args.slow_methods.split(",") if m.strip()}
+    size = parse_size(args.size)
+    torch.set_num_threads(args.threads)
+    engine = os.path.abspath(args.engine or os.path.join(REPO, "target", "release", "gradcam"))
+    n_images = args.images or max(batches)
+
+    tmp = tempfile.mkdtemp(prefix="compare_throughput_")
+    rows = []
+    try:
+        u8_all = mf.make_images(max(n_images, args.slow_images), size[0], size[1], args.image_seed)
+        dirs = {}
+        for label, count in (("all", n_images), ("slow", args.slow_images)):
+            d = os.path.join(tmp, "images_" + label)
+            os.makedirs(d)
+            for i in range(count):
+                cv2.imwrite(os.path.join(d, f"img_{i:04d}.png"), cv2.cvtColor(u8_all[i], cv2.COLOR_RGB2BGR))
+            dirs[label] = d
+        print(f"# {size[0]}x{size[1]}, torch {torch.__version__} ({args.device}, {torch.get_num_threads()} "
+              f"threads), {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; engine {engine}",
+              flush=True)
+        for name in models:
+            if name == "bundled":
+                model, layer, mean, std = load_bundled()
+                model_args = []
+            else:
+                model = mf.build(name, args.num_classes, args.seed)
+                layer = default_layer(model, name)
+                mean, std = mf.MEAN, mf.STD
+                path = os.path.join(tmp, f"{name}.safetensors")
+                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+                model_args = ["--model", path, "--arch", name]
+            model = model.to(args.device)
+            for method in methods:
+                is_slow = method in slow
+                for batch in batches:
+                    count = args.slow_images if is_slow else n_images
+                    b = min(batch, count)
+                    if is_slow and rows and any(r["model"] == name and r["method"] == method
+                                                and r["batch"] == b for r in rows):
+                        continue  # slow methods run at one batch size only
+                    u8 = u8_all[:count]
+                    row = {"model": name, "method": method, "batch": b, "images": count,
+                           "size": list(size), "layer": layer, "device": args.device,
+                           "torch_threads": torch.get_num_threads()}
+                    try:
+                        spi = time_pgc(model, layer, method, u8, b, mean, std, args.iters,
+                                       args.warmup, args.device)
+                        row["pgc_images_per_second"] = 1.0 / spi
+                    except Exception as e:  # keep going: report it in the row
+                        row["pgc_error"] = f"{type(e).__name__}: {e}"
+                    rep, err = run_engine(engine, model_args, layer, method, b, size,
+                                          dirs["slow" if is_slow else "all"], args.iters,
+                                          args.warmup, args.timeout)
+                    if rep is None:
+                        row["engine_error"] = err
+                    else:
+                        row["engine_images_per_second"] = rep["end_to_end"]["images_per_second"]
+                        row["engine_compute_images_per_second"] = rep["compute"]["images_per_second"]
+                        row["engine_adapter"] = rep["adapter"]["name"]
+                        row["engine_peak_memory_bytes"] = rep["memory"]["peak"]
+                    if "pgc_images_per_second" in row and "engine_images_per_second" in row:
+                        row["ratio"] = row["engine_images_per_second"] / row["pgc_images_per_second"]
+                    rows.append(row)
+                    print(f"#   {name} {method} batch {b}: pgc {fmt(row.get('pgc_images_per_second'))} "
+                          f"img/s, engine {fmt(row.get('engine_images_per_second'))} img/s"
+                          + (f" ({row['engine_error']})" if "engine_error" in row else "")
+                          + (f" (pgc: {row['pgc_error']})" if "pgc_error" in row else ""), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    print("| model | method | batch | images | pgc img/s | engine img/s | engine GPU-only img/s | engine/pgc |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['model']} | {r['method']} | {r['batch']} | {r['images']} | "
+              f"{fmt(r.get('pgc_images_per_second'))} | {fmt(r.get('engine_images_per_second'))} | "
+              f"{fmt(r.get('engine_compute_images_per_second'))} | {fmt(r.get('ratio'), 2)} |")
+    if args.json:
+        doc = {"args": vars(args), "torch": torch.__version__, "rows": rows}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+        print(f"\n# wrote {args.json}")
+    return 0 if rows and all("ratio" in r for r in rows) else 1
+
+
+def fmt(x, digits=3):
+    if x is None:
+        return "n/a"
+    return f"{x:.{digits}g}" if x < 100 else f"{x:.0f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
