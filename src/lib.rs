@@ -47,6 +47,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod gpu;
+pub mod input;
 pub mod model;
 pub mod ops;
 pub mod reference;

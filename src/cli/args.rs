@@ -184,31 +184,3 @@ fn methods_or_all() -> clap::builder::PossibleValuesParser {
             .chain([clap::builder::PossibleValue::new("all").help("every method")]),
     )
 }
-
-/// Parses `HxW` or `N`.
-pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
-    let bad = || format!("--size `{s}`: expected HxW like 224x224, or one number");
-    let parts: Vec<&str> = s.split(['x', 'X']).collect();
-    let nums: Vec<usize> = parts
-        .iter()
-        .map(|p| p.trim().parse::<usize>().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    match nums[..] {
-        [n] if n > 0 => Ok([n, n]),
-        [h, w] if h > 0 && w > 0 => Ok([h, w]),
-        _ => Err(bad()),
-    }
-}
-
-/// Parses `R,G,B` floats.
-pub fn parse_rgb(flag: &str, s: &str) -> Result<[f32; 3], String> {
-    let bad = || format!("--{flag} `{s}`: expected three numbers R,G,B");
-    let v: Vec<f32> = s
-        .split(',')
-        .map(|p| p.trim().parse::<f32>().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    match v[..] {
-        [r, g, b] if v.iter().all(|x| x.is_finite()) => Ok([r, g, b]),
-        _ => Err(bad()),
-    }
-}

@@ -42,18 +42,24 @@ pub fn run(cli: args::Cli) -> u8 {
     }
 }
 
-use gradcam_wgpu::{Error, Model, Result};
+use gradcam_wgpu::{Error, Model, Result, input};
 
 /// The model named by `--model`, or the bundled one.
 pub fn load_model(m: &args::ModelArgs) -> Result<Model> {
     let arch = m.arch.as_deref();
-    match m.model.as_deref() {
-        Some(p) => Model::load(p, arch),
-        None if arch.is_some() => Err(Error::Invalid(
-            "--arch needs --model (a torchvision state dict saved as safetensors)".into(),
-        )),
-        None => Model::bundled(),
+    let model = match m.model.as_deref() {
+        Some(p) => Model::load(p, arch)?,
+        None if arch.is_some() => {
+            return Err(Error::Invalid(
+                "--arch needs --model (a torchvision state dict saved as safetensors)".into(),
+            ));
+        }
+        None => Model::bundled()?,
+    };
+    for w in model.warnings() {
+        eprintln!("warning: {w}");
     }
+    Ok(model)
 }
 
 /// Input size, mean and std: the flags where given, else the model's own.
@@ -64,15 +70,15 @@ pub fn preprocessing(
     std: &Option<String>,
 ) -> Result<([usize; 2], [f32; 3], [f32; 3])> {
     let size = match size {
-        Some(s) => args::parse_size(s).map_err(Error::Invalid)?,
+        Some(s) => input::parse_size(s).map_err(Error::Invalid)?,
         None => model.input_size,
     };
     let mean = match mean {
-        Some(s) => args::parse_rgb("mean", s).map_err(Error::Invalid)?,
+        Some(s) => input::parse_rgb("mean", s).map_err(Error::Invalid)?,
         None => model.mean,
     };
     let std = match std {
-        Some(s) => args::parse_rgb("std", s).map_err(Error::Invalid)?,
+        Some(s) => input::parse_std(s).map_err(Error::Invalid)?,
         None => model.std,
     };
     if std.contains(&0.0) {

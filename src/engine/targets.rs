@@ -19,6 +19,9 @@ pub enum TargetSpec {
 impl TargetSpec {
     /// Targets per image for a model with `classes` outputs; checks the spec fits the model.
     pub fn count(&self, classes: usize) -> Result<usize> {
+        if classes == 0 {
+            return Err(Error::Invalid("the model has no classes".into()));
+        }
         match self {
             TargetSpec::TopK(k) if *k == 0 || *k > classes => Err(Error::Invalid(format!(
                 "--target top{k}: the model has {classes} classes"

@@ -92,6 +92,115 @@ pub struct Graph {
 /// Per-image tensor shape `[C, H, W]`; vectors are `[F, 1, 1]`.
 pub type Shape = [usize; 3];
 
+/// Largest channel count, feature count, kernel, stride, padding, dilation or pooled size a
+/// graph may declare. Sizes come from untrusted files; bounding them keeps all shape
+/// arithmetic far from overflow.
+pub const MAX_DIM: usize = 1 << 24;
+/// Largest per-image activation (elements) a node may produce: the kernels index with u32.
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
+impl Op {
+    /// Every size in range and every divisor non-zero.
+    fn check_params(&self) -> std::result::Result<(), String> {
+        let dim = |what: &str, v: usize, min: usize| {
+            if (min..=MAX_DIM).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{what} {v} is out of range {min}..={MAX_DIM}"))
+            }
+        };
+        let pair = |what: &str, v: &[usize; 2], min: usize| {
+            dim(what, v[0], min)?;
+            dim(what, v[1], min)
+        };
+        match self {
+            Op::Input { channels } => dim("channels", *channels, 1),
+            Op::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            } => {
+                dim("in_channels", *in_channels, 1)?;
+                dim("out_channels", *out_channels, 1)?;
+                pair("kernel", kernel, 1)?;
+                pair("stride", stride, 1)?;
+                pair("padding", padding, 0)?;
+                pair("dilation", dilation, 1)?;
+                dim("groups", *groups, 1)?;
+                if in_channels % groups != 0 || out_channels % groups != 0 {
+                    return Err(format!(
+                        "groups {groups} do not divide the channels ({in_channels} in, \
+                         {out_channels} out)"
+                    ));
+                }
+                Ok(())
+            }
+            Op::BatchNorm2d { channels, eps, .. } => {
+                dim("channels", *channels, 1)?;
+                if !(eps.is_finite() && *eps >= 0.0) {
+                    return Err(format!("eps {eps} must be finite and non-negative"));
+                }
+                Ok(())
+            }
+            Op::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                ..
+            } => {
+                pair("kernel", kernel, 1)?;
+                pair("stride", stride, 1)?;
+                pair("dilation", dilation, 1)?;
+                pool_padding(kernel, padding)
+            }
+            Op::AvgPool2d {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                pair("kernel", kernel, 1)?;
+                pair("stride", stride, 1)?;
+                pool_padding(kernel, padding)
+            }
+            Op::AdaptiveAvgPool2d { output } => pair("output", output, 1),
+            Op::Linear {
+                in_features,
+                out_features,
+                ..
+            } => {
+                dim("in_features", *in_features, 1)?;
+                dim("out_features", *out_features, 1)
+            }
+            Op::Relu
+            | Op::Flatten
+            | Op::Dropout
+            | Op::Add
+            | Op::Concat
+            | Op::Sigmoid
+            | Op::Relu6
+            | Op::Silu
+            | Op::Mul => Ok(()),
+        }
+    }
+}
+
+/// PyTorch's rule: pooling padding is at most half the kernel.
+fn pool_padding(kernel: &[usize; 2], padding: &[usize; 2]) -> std::result::Result<(), String> {
+    if padding[0] > kernel[0] / 2 || padding[1] > kernel[1] / 2 {
+        return Err(format!(
+            "padding {padding:?} is more than half the kernel {kernel:?}"
+        ));
+    }
+    Ok(())
+}
+
 impl Graph {
     pub fn output(&self) -> usize {
         self.nodes.len() - 1
@@ -135,6 +244,8 @@ impl Graph {
                     n.name
                 ));
             }
+            n.op.check_params()
+                .map_err(|m| Error::Model(format!("node `{}`: {m}", n.name)))?;
         }
         for (alias, &i) in &self.aliases {
             if i >= self.nodes.len() {
@@ -159,8 +270,17 @@ impl Graph {
         v
     }
 
-    /// Output shape of every node for an input of `size` = [H, W].
+    /// Output shape of every node for an input of `size` = [H, W]. Expects a
+    /// [validated](Self::validate) graph (bounded sizes); errors if any activation is
+    /// empty or larger than [`MAX_ELEMENTS`].
     pub fn shapes(&self, size: [usize; 2]) -> Result<Vec<Shape>> {
+        self.validate()?;
+        if size[0] == 0 || size[1] == 0 || size[0] > MAX_DIM || size[1] > MAX_DIM {
+            return Err(Error::Model(format!(
+                "input size {}x{} is out of range",
+                size[0], size[1]
+            )));
+        }
         let mut shapes: Vec<Shape> = Vec::with_capacity(self.nodes.len());
         for n in &self.nodes {
             let inp = |k: usize| shapes[n.inputs[k]];
@@ -236,17 +356,15 @@ impl Graph {
                     [c, oh, ow]
                 }
                 Op::AdaptiveAvgPool2d { output } => [inp(0)[0], output[0], output[1]],
-                Op::Flatten => {
-                    let [c, h, w] = inp(0);
-                    [c * h * w, 1, 1]
-                }
+                // Bounded by MAX_ELEMENTS (checked below for the input).
+                Op::Flatten => [elements(inp(0)), 1, 1],
                 Op::Linear {
                     in_features,
                     out_features,
                     ..
                 } => {
                     let [c, h, w] = inp(0);
-                    if c * h * w != *in_features || h * w != 1 {
+                    if c != *in_features || h * w != 1 {
                         return Err(err(format!(
                             "expects {in_features} features, gets {c}x{h}x{w}"
                         )));
@@ -271,7 +389,9 @@ impl Graph {
                                 s[1], s[2]
                             )));
                         }
-                        c += s[0];
+                        c = s[0]
+                            .checked_add(c)
+                            .ok_or_else(|| err("too many channels".into()))?;
                     }
                     [c, h, w]
                 }
@@ -287,6 +407,15 @@ impl Graph {
                     a
                 }
             };
+            if s.contains(&0)
+                || s.iter()
+                    .try_fold(1usize, |p, &d| p.checked_mul(d))
+                    .is_none_or(|e| e > MAX_ELEMENTS)
+            {
+                return Err(err(format!(
+                    "output shape {s:?} is empty or larger than {MAX_ELEMENTS} elements"
+                )));
+            }
             shapes.push(s);
         }
         Ok(shapes)
@@ -342,4 +471,9 @@ impl Graph {
     pub fn num_classes(&self, size: [usize; 2]) -> Result<usize> {
         Ok(self.shapes(size)?[self.output()][0])
     }
+}
+
+/// Elements of a shape already checked against [`MAX_ELEMENTS`].
+fn elements(s: Shape) -> usize {
+    s[0] * s[1] * s[2]
 }

@@ -24,6 +24,7 @@
 
 use super::{Graph, Weights};
 use crate::error::{Error, Result};
+use crate::input::MAX_INPUT_SIDE;
 use serde::{Deserialize, Serialize};
 
 /// The `__metadata__` key that marks a self-describing model file.
@@ -105,7 +106,7 @@ impl ModelMeta {
         let bad = |m: String| Err(Error::Model(m));
         self.graph.validate()?;
         let [h, w] = self.input_size;
-        if h == 0 || w == 0 || h > 16384 || w > 16384 {
+        if h == 0 || w == 0 || h > MAX_INPUT_SIDE || w > MAX_INPUT_SIDE {
             return bad(format!("input_size {h}x{w} is out of range"));
         }
         if self.mean.iter().chain(&self.std).any(|v| !v.is_finite()) || self.std.contains(&0.0) {

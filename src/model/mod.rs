@@ -125,6 +125,26 @@ impl Model {
         }
     }
 
+    /// Problems that do not stop the model from loading but make its results suspect:
+    /// one line per weight tensor holding NaN or infinite values.
+    pub fn warnings(&self) -> Vec<String> {
+        self.weights
+            .tensors
+            .iter()
+            .filter_map(|(name, t)| {
+                let nan = t.data.iter().filter(|v| v.is_nan()).count();
+                let inf = t.data.iter().filter(|v| v.is_infinite()).count();
+                (nan + inf > 0).then(|| {
+                    format!(
+                        "tensor `{name}`: {nan} NaN and {inf} infinite values of {}; \
+                         explanations will be meaningless",
+                        t.data.len()
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// The name of class `c`, or its index when the model does not name its classes.
     pub fn class_name(&self, c: usize) -> String {
         self.classes

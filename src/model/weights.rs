@@ -1,4 +1,4 @@
-//! Weight tensors loaded from safetensors files (F32, F16 or BF16), kept as f32 on the host.
+//! Weight tensors loaded from safetensors files (F32, F16, BF16 or F64), kept as f32 on the host.
 
 use crate::error::{Error, Result};
 use safetensors::{Dtype, SafeTensors};
@@ -54,11 +54,19 @@ impl Weights {
                     .chunks_exact(2)
                     .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
                     .collect(),
+                Dtype::F64 => raw
+                    .chunks_exact(8)
+                    .map(|b| {
+                        f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+                    })
+                    .collect(),
                 _ if name.ends_with("num_batches_tracked") => continue,
                 other => {
                     return Err(Error::Tensor {
                         name,
-                        message: format!("unsupported dtype {other:?}; expected F32, F16 or BF16"),
+                        message: format!(
+                            "unsupported dtype {other:?}; expected F32, F16, BF16 or F64"
+                        ),
                     });
                 }
             };
