@@ -66,23 +66,42 @@ fn explains_a_folder_and_reports_bad_images() {
     );
     assert!(error_lines.iter().any(|l| l.contains("empty.jpg")), "{err}");
 
+    // One record per input, keyed by its path below the input root, in walk order.
     let manifest = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
     let records: Vec<serde_json::Value> = manifest
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records.len(), 2);
-    for r in &records {
+    let keys: Vec<&str> = records
+        .iter()
+        .map(|r| r["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["a.png", "corrupt.png", "empty.jpg", "sub/b.jpg"]);
+    let status: Vec<&str> = records
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(status, ["ok", "error", "error", "ok"]);
+    assert!(records[1]["error"].as_str().unwrap().len() > 3);
+    for r in records.iter().filter(|r| r["status"] == "ok") {
         let top5 = r["top5"].as_array().unwrap();
         assert_eq!(top5.len(), 5);
         let probs: Vec<f64> = top5.iter().map(|p| p["prob"].as_f64().unwrap()).collect();
         assert!(probs.windows(2).all(|w| w[0] >= w[1]));
-        let stem = Path::new(r["image"].as_str().unwrap())
-            .file_stem()
+        // A top-level image keeps its stem; one in a subdirectory gets the key's hash too.
+        let outputs: Vec<&str> = r["outputs"]
+            .as_array()
             .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
+            .iter()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        assert_eq!(outputs.len(), 4, "two targets, png and npy: {outputs:?}");
+        let stem = outputs[0].split(".gradcam.").next().unwrap().to_string();
+        if r["image"] == "a.png" {
+            assert_eq!(stem, "a");
+        } else {
+            assert!(stem.starts_with("b~") && stem.len() == 18, "{stem}");
+        }
         for p in &top5[..2] {
             let class = p["class"].as_u64().unwrap();
             let png = out.join(format!("{stem}.gradcam.{class}.png"));

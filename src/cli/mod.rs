@@ -5,7 +5,9 @@ pub mod args;
 mod eval;
 mod explain;
 mod inputs;
+mod merge;
 mod outputs;
+mod walk;
 
 pub fn run(cli: args::Cli) -> u8 {
     match cli.command {
@@ -15,6 +17,14 @@ pub fn run(cli: args::Cli) -> u8 {
                 eprintln!("{failed} input(s) failed; see the errors above");
                 1
             }
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
+        args::Command::Merge(a) => match merge::run(&a) {
+            Ok(0) => 0,
+            Ok(_) => 1,
             Err(e) => {
                 eprintln!("error: {e}");
                 2
