@@ -269,10 +269,10 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
         let mut fatal = None;
         for mut jobs in jobs_rx.iter() {
             let mut images = Vec::new();
+            // Move the decoded pixels out; an empty image marks where a result goes.
             for j in &mut jobs {
-                if let Ok(img) = std::mem::replace(&mut j.image, Err(String::new())) {
-                    images.push(img);
-                    j.image = Ok(image::RgbImage::new(0, 0));
+                if let Ok(img) = &mut j.image {
+                    images.push(std::mem::take(img));
                 }
             }
             let results = if images.is_empty() {
