@@ -244,7 +244,7 @@ fn resume_redoes_errors_torn_lines_and_missing_outputs_only() {
 }
 
 #[test]
-fn out_of_memory_halves_the_batch_and_changes_no_output() {
+fn out_of_memory_halves_the_batch_and_a_lost_device_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let imgs = tmp.path().join("imgs");
     images(&imgs, 20);
@@ -278,5 +278,24 @@ fn out_of_memory_halves_the_batch_and_changes_no_output() {
     assert!(
         err.contains("out of memory") && err.contains("--resume"),
         "{err}"
+    );
+
+    // A lost device stops the run with the finished batches recorded; --resume completes it.
+    let lost = tmp.path().join("lost");
+    let mut c = explain(&imgs, &lost, &[]);
+    c.env("GRADCAM_TEST_LOSE_DEVICE_AFTER", "1");
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("device was lost") && err.contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(lines(&lost.join("predictions.jsonl")), 8);
+    ok(explain(&imgs, &lost, &["--resume"]));
+    assert_eq!(outputs(&lost), outputs(&plain));
+    assert_eq!(
+        sorted_lines(&lost.join("predictions.jsonl")),
+        sorted_lines(&plain.join("predictions.jsonl"))
     );
 }
