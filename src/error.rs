@@ -19,6 +19,9 @@ pub enum Error {
     DeviceUnsuitable(String),
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// The device could not allocate memory; a smaller batch may fit.
+    #[error("GPU out of memory: {0}")]
+    OutOfMemory(String),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("model: {0}")]

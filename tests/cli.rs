@@ -66,23 +66,42 @@ fn explains_a_folder_and_reports_bad_images() {
     );
     assert!(error_lines.iter().any(|l| l.contains("empty.jpg")), "{err}");
 
+    // One record per input, keyed by its path below the input root, in walk order.
     let manifest = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
     let records: Vec<serde_json::Value> = manifest
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records.len(), 2);
-    for r in &records {
+    let keys: Vec<&str> = records
+        .iter()
+        .map(|r| r["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["a.png", "corrupt.png", "empty.jpg", "sub/b.jpg"]);
+    let status: Vec<&str> = records
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(status, ["ok", "error", "error", "ok"]);
+    assert!(records[1]["error"].as_str().unwrap().len() > 3);
+    for r in records.iter().filter(|r| r["status"] == "ok") {
         let top5 = r["top5"].as_array().unwrap();
         assert_eq!(top5.len(), 5);
         let probs: Vec<f64> = top5.iter().map(|p| p["prob"].as_f64().unwrap()).collect();
         assert!(probs.windows(2).all(|w| w[0] >= w[1]));
-        let stem = Path::new(r["image"].as_str().unwrap())
-            .file_stem()
+        // A top-level image keeps its stem; one in a subdirectory gets the key's hash too.
+        let outputs: Vec<&str> = r["outputs"]
+            .as_array()
             .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
+            .iter()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        assert_eq!(outputs.len(), 4, "two targets, png and npy: {outputs:?}");
+        let stem = outputs[0].split(".gradcam.").next().unwrap().to_string();
+        if r["image"] == "a.png" {
+            assert_eq!(stem, "a");
+        } else {
+            assert!(stem.starts_with("b~") && stem.len() == 18, "{stem}");
+        }
         for p in &top5[..2] {
             let class = p["class"].as_u64().unwrap();
             let png = out.join(format!("{stem}.gradcam.{class}.png"));
@@ -334,5 +353,118 @@ fn the_readme_first_command_explains_the_showcase_with_the_bundled_model() {
         );
         let overlay = out.join(format!("{stem}.gradcam.{top}.png"));
         assert!(overlay.exists(), "{}", overlay.display());
+    }
+}
+
+#[test]
+fn shards_from_flags_and_the_environment_are_disjoint_and_cover() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    for i in 0..9 {
+        image(&imgs.join(format!("{i}.png")), 20 + i, 20);
+    }
+    let out = tmp.path().join("out");
+    let run = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_gradcam"));
+        c.args(["explain", imgs.to_str().unwrap(), "--size", "32"])
+            .args(["--out", out.to_str().unwrap()])
+            .args(extra);
+        for k in [
+            "SLURM_ARRAY_TASK_ID",
+            "SLURM_ARRAY_TASK_COUNT",
+            "SLURM_ARRAY_TASK_MIN",
+            "SLURM_ARRAY_TASK_STEP",
+            "JOB_COMPLETION_INDEX",
+        ] {
+            c.env_remove(k);
+        }
+        c.envs(env.iter().copied()).output().unwrap()
+    };
+    // Shard 0 from the flag, 1 from a Slurm array numbered from 4, 2 from an Indexed Job.
+    let o = run(&[], &["--shard", "0/3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let slurm = [
+        ("SLURM_ARRAY_TASK_ID", "5"),
+        ("SLURM_ARRAY_TASK_MIN", "4"),
+        ("SLURM_ARRAY_TASK_COUNT", "3"),
+    ];
+    let o = run(&slurm, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("shard 1/3 (from SLURM_ARRAY_TASK_ID)"));
+    let o = run(&[("JOB_COMPLETION_INDEX", "2")], &["--shard-count", "3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        let m =
+            std::fs::read_to_string(out.join(format!("predictions.shard-{i}-of-3.jsonl"))).unwrap();
+        for l in m.lines() {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            keys.push(r["image"].as_str().unwrap().to_string());
+        }
+    }
+    keys.sort();
+    let all: Vec<String> = (0..9).map(|i| format!("{i}.png")).collect();
+    assert_eq!(keys, all, "every image in exactly one shard");
+    assert!(!out.join("predictions.jsonl").exists());
+
+    let merge = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gradcam"))
+            .args(["merge", out.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = merge(&["--inputs", imgs.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let merged = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    assert_eq!(merged.lines().count(), 9);
+    // A new input no shard has seen is missing; a record in two shards is duplicated.
+    image(&imgs.join("new.png"), 30, 30);
+    let o = merge(&["--inputs", imgs.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("missing: new.png"), "{}", stderr(&o));
+    std::fs::remove_file(imgs.join("new.png")).unwrap();
+    let first = merged.lines().next().unwrap();
+    let key = serde_json::from_str::<serde_json::Value>(first).unwrap()["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..3 {
+        let p = out.join(format!("predictions.shard-{i}-of-3.jsonl"));
+        let m = std::fs::read_to_string(&p).unwrap();
+        if !m.contains(&format!("\"image\":\"{key}\"")) {
+            std::fs::write(&p, format!("{m}{first}\n")).unwrap();
+            break;
+        }
+    }
+    let o = merge(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("duplicated: {key}")),
+        "{}",
+        stderr(&o)
+    );
+
+    // Bad shard numbers are argument errors.
+    for (env, extra) in [
+        (&[][..], &["--shard", "3/3"][..]),
+        (&[][..], &["--shard", "1"][..]),
+        (&[][..], &["--shard-count", "3"][..]),
+        (
+            &[
+                ("SLURM_ARRAY_TASK_ID", "7"),
+                ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ][..],
+            &[][..],
+        ),
+    ] {
+        let o = run(env, extra);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{extra:?} {env:?}: {}",
+            stderr(&o)
+        );
     }
 }

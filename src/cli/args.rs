@@ -18,6 +18,9 @@ pub struct Cli {
 pub enum Command {
     /// Explain images: heatmap overlays (and optionally raw maps) per target class.
     Explain(ExplainArgs),
+    /// Merge the shard manifests in OUT (predictions.shard-I-of-N.jsonl) into one
+    /// predictions.jsonl sorted by image; exit 1 if any image is missing, duplicated or failed.
+    Merge(MergeArgs),
     /// Measure explanation quality on a dataset with ground-truth boxes (pointing game,
     /// class discrimination, localisation error, average drop, deletion/insertion AUC).
     Eval(EvalArgs),
@@ -166,6 +169,36 @@ pub struct ExplainArgs {
     /// Also write each map as float32 .npy in [0, 1].
     #[arg(long)]
     pub save_cam: bool,
+    /// Continue an interrupted run: skip images whose manifest record is ok and whose
+    /// output files all exist; redo the rest (errors included).
+    #[arg(long)]
+    pub resume: bool,
+    /// Process only shard I of N (a stable hash of each image's path relative to its input
+    /// root); writes predictions.shard-I-of-N.jsonl. Default: from SLURM_ARRAY_TASK_ID and
+    /// SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shard-count.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Number of shards of a Kubernetes Indexed Job (the index is JOB_COMPLETION_INDEX).
+    #[arg(long, value_name = "N")]
+    pub shard_count: Option<usize>,
+    /// fsync every output file and each manifest append (power-loss safe; slower). Without
+    /// it, files are still renamed into place whole, which survives a killed process.
+    #[arg(long)]
+    pub fsync: bool,
+    /// Print a JSON progress line to stderr every N images (images, errors, resident
+    /// memory, GPU allocations), for monitoring and tools/soak.py.
+    #[arg(long, value_name = "N")]
+    pub progress_json: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The shared output directory the shards wrote into.
+    #[arg(value_name = "OUT")]
+    pub out: PathBuf,
+    /// The inputs the shards were given (same order): report images no shard recorded.
+    #[arg(long, value_name = "IMAGE|DIR")]
+    pub inputs: Vec<PathBuf>,
 }
 
 fn methods() -> clap::builder::PossibleValuesParser {

@@ -278,26 +278,24 @@ fn bench_images(
             })
             .collect());
     }
-    let (files, errors) = inputs::collect(paths);
-    if let Some((p, e)) = errors.first() {
-        return Err(Error::File {
-            path: p.clone(),
-            message: e.clone(),
-        });
+    // Enough images for one batch, taken lazily from the walk.
+    let mut decoded = Vec::with_capacity(batch);
+    for item in super::walk::walk(paths, None).take(batch) {
+        if let Some(message) = item.error {
+            return Err(Error::File {
+                path: item.path,
+                message,
+            });
+        }
+        let img = inputs::load(&item.path, size).map_err(|message| Error::File {
+            path: item.path.clone(),
+            message,
+        })?;
+        decoded.push(img);
     }
-    if files.is_empty() {
+    if decoded.is_empty() {
         return Err(Error::Invalid("--images: no image files found".into()));
     }
-    let decoded = files
-        .iter()
-        .take(batch)
-        .map(|p| {
-            inputs::load(p, size).map_err(|message| Error::File {
-                path: p.clone(),
-                message,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
     Ok((0..batch)
         .map(|i| decoded[i % decoded.len()].clone())
         .collect())

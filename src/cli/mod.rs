@@ -6,7 +6,9 @@ mod bench;
 mod eval;
 mod explain;
 mod inputs;
+mod merge;
 mod outputs;
+mod walk;
 
 pub fn run(cli: args::Cli) -> u8 {
     match cli.command {
@@ -23,6 +25,14 @@ pub fn run(cli: args::Cli) -> u8 {
         },
         args::Command::Bench(a) => match bench::run(&a) {
             Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
+        args::Command::Merge(a) => match merge::run(&a) {
+            Ok(0) => 0,
+            Ok(_) => 1,
             Err(e) => {
                 eprintln!("error: {e}");
                 2

@@ -16,15 +16,23 @@ struct Prediction {
     prob: f32,
 }
 
+/// One manifest line. `status` is "ok" (with `outputs` and `top5`) or "error" (with
+/// `error`). Fields are in a fixed order and carry no timing, so reruns write equal lines.
 #[derive(Serialize)]
 struct Record<'a> {
     image: &'a str,
-    top5: Vec<Prediction>,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outputs: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top5: Option<Vec<Prediction>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
 }
 
-/// One `predictions.jsonl` line: the five highest logits with their scores (softmax, or
-/// sigmoid for multi-label models).
-pub fn prediction_line(image: &Path, r: &ImageResult, model: &Model) -> String {
+/// An ok manifest line for the image keyed `key`: its output file names and the five
+/// highest logits with their scores (softmax, or sigmoid for multi-label models).
+pub fn ok_line(key: &str, outputs: &[String], r: &ImageResult, model: &Model) -> String {
     let scores = model.output.scores(&r.logits);
     let mut order: Vec<usize> = (0..r.logits.len()).collect();
     order.sort_by(|&a, &b| r.logits[b].total_cmp(&r.logits[a]).then(a.cmp(&b)));
@@ -39,10 +47,58 @@ pub fn prediction_line(image: &Path, r: &ImageResult, model: &Model) -> String {
         })
         .collect();
     let record = Record {
-        image: &image.to_string_lossy(),
-        top5,
+        image: key,
+        status: "ok",
+        outputs: Some(outputs),
+        top5: Some(top5),
+        error: None,
     };
     serde_json::to_string(&record).expect("records serialise")
+}
+
+/// An error manifest line.
+pub fn error_line(key: &str, message: &str) -> String {
+    let record = Record {
+        image: key,
+        status: "error",
+        outputs: None,
+        top5: None,
+        error: Some(message),
+    };
+    serde_json::to_string(&record).expect("records serialise")
+}
+
+/// The file-name stem for an image's outputs. Plain (the input's own stem) when that is
+/// already a safe name and no other top-level input shares it (`clash`); otherwise the
+/// sanitised stem plus `~` and the key's hash, which plain names never contain. Safe: ASCII
+/// letters, digits, `-_+.`, no leading or trailing dot, at most 80 characters, so a name
+/// can never hold a separator, `..`, NUL or control characters, or leave `--out`.
+pub fn output_stem(key: &str, clash: bool) -> String {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let stem = match name.rfind('.') {
+        Some(i) if i > 0 => &name[..i],
+        _ => name,
+    };
+    let mapped: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut safe: String = mapped.trim_matches('.').chars().take(80).collect();
+    if safe.is_empty() {
+        safe = "image".into();
+    }
+    let plain = !clash && !key.contains('/') && safe == stem;
+    if plain {
+        safe
+    } else {
+        format!("{safe}~{:016x}", super::walk::key_hash(key))
+    }
 }
 
 /// A class's part of an output file name: its sanitised name, or its index.
@@ -62,50 +118,178 @@ fn class_tag(model: &Model, class: usize) -> String {
     }
 }
 
-/// Writes `{stem}.{method}.{class name or index}.png` (and `.npy`) for every target of one image.
+/// Writes `{stem}.{method}.{class name or index}.png` (and `.npy`) for every target of one
+/// image, each atomically; returns the file names written.
 pub fn write_image(
     out: &Path,
-    image: &Path,
+    stem: &str,
     method: &str,
     r: &ImageResult,
     size: [usize; 2],
     model: &Model,
-) -> Result<(), String> {
-    let stem = image
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
+    tmp: &TempPolicy,
+) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
     for t in &r.targets {
         let base = format!("{stem}.{method}.{}", class_tag(model, t.class));
-        let png = out.join(format!("{base}.png"));
-        t.overlay
-            .save(&png)
-            .map_err(|e| format!("{}: {e}", png.display()))?;
+        let png = format!("{base}.png");
+        tmp.write(out, &png, |w| {
+            t.overlay
+                .write_to(w, image::ImageFormat::Png)
+                .map_err(std::io::Error::other)
+        })
+        .map_err(|e| format!("{}: {e}", out.join(&png).display()))?;
+        names.push(png);
         if let Some(map) = &t.map {
-            let npy = out.join(format!("{base}.npy"));
-            write_npy(&npy, map, size).map_err(|e| format!("{}: {e}", npy.display()))?;
+            let npy = format!("{base}.npy");
+            tmp.write(out, &npy, |w| write_npy(w, map, size))
+                .map_err(|e| format!("{}: {e}", out.join(&npy).display()))?;
+            names.push(npy);
         }
     }
-    Ok(())
+    Ok(names)
 }
 
-fn write_npy(path: &Path, map: &[f32], size: [usize; 2]) -> std::io::Result<()> {
-    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+fn write_npy<W: Write>(w: W, map: &[f32], size: [usize; 2]) -> std::io::Result<()> {
     let mut w = npyz::WriteOptions::new()
         .default_dtype()
         .shape(&[size[0] as u64, size[1] as u64])
-        .writer(file)
+        .writer(w)
         .begin_nd()?;
     w.extend(map.iter().copied())?;
     w.finish()
 }
 
-/// Appends lines to `predictions.jsonl`.
-pub fn append_predictions(file: &mut std::fs::File, lines: &[String]) -> std::io::Result<()> {
+/// How files reach their final names: written under a temporary name in the same
+/// directory, then renamed, so a killed run never leaves a half-written file under a final
+/// name (a rename also replaces a planted symlink instead of writing through it).
+pub struct TempPolicy {
+    /// Temporary names start with this; one prefix per shard, so a restarted shard can
+    /// delete its own leftovers without touching the files other shards are writing.
+    pub prefix: String,
+    /// fsync each file before its rename (survives power loss, not only a kill).
+    pub fsync: bool,
+}
+
+impl TempPolicy {
+    pub fn new(tag: &str, fsync: bool) -> Self {
+        Self {
+            prefix: format!(".gradcam-tmp-{tag}-"),
+            fsync,
+        }
+    }
+
+    pub fn write(
+        &self,
+        dir: &Path,
+        name: &str,
+        fill: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut b = tempfile::Builder::new();
+        b.prefix(&self.prefix);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // As File::create: 0666 less the umask (tempfile's default is 0600).
+            b.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let tmp = b.tempfile_in(dir)?;
+        {
+            let mut w = std::io::BufWriter::new(tmp.as_file());
+            fill(&mut w)?;
+            w.flush()?;
+        }
+        if self.fsync {
+            tmp.as_file().sync_all()?;
+        }
+        tmp.persist(dir.join(name)).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Deletes temporary files this prefix left behind in `dir` (a killed run's).
+    pub fn clean(&self, dir: &Path) {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&self.prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// One parsed manifest line.
+pub struct Entry {
+    pub image: String,
+    pub ok: bool,
+    pub outputs: Vec<String>,
+    /// The line as written (merge copies it verbatim).
+    pub line: String,
+}
+
+/// Reads a manifest, tolerating a torn last line (a kill mid-write): returns the entries
+/// and the byte length of the whole lines, to which the file should be cut before
+/// appending. Unparsable whole lines are skipped and counted.
+pub fn read_manifest(path: &Path) -> std::io::Result<(Vec<Entry>, u64, usize)> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0, 0)),
+        Err(e) => return Err(e),
+    };
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut entries = Vec::new();
+    let mut bad = 0;
+    for line in bytes[..whole].split(|&b| b == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        match parse_entry(line) {
+            Some(e) => entries.push(e),
+            None => bad += 1,
+        }
+    }
+    Ok((entries, whole as u64, bad))
+}
+
+fn parse_entry(line: &[u8]) -> Option<Entry> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let image = v.get("image")?.as_str()?.to_string();
+    let ok = v.get("status")?.as_str()? == "ok";
+    let outputs = v
+        .get("outputs")
+        .and_then(|o| o.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Entry {
+        image,
+        ok,
+        outputs,
+        line: String::from_utf8(line.to_vec()).ok()?,
+    })
+}
+
+/// Appends whole lines and hands them to the kernel (no user-space buffer survives a kill);
+/// `fsync` also forces them to disk.
+pub fn append_lines(
+    file: &mut std::fs::File,
+    lines: &[String],
+    fsync: bool,
+) -> std::io::Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
     let mut buf = String::new();
     for l in lines {
         buf.push_str(l);
         buf.push('\n');
     }
-    file.write_all(buf.as_bytes())
+    file.write_all(buf.as_bytes())?;
+    if fsync {
+        file.sync_data()?;
+    }
+    Ok(())
 }

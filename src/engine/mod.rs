@@ -266,6 +266,9 @@ impl Engine {
         }
         let cap_rows = (cap_n * per_image).min(rows_fit).max(cap_n);
 
+        // Allocation failures surface here (typed) instead of in the uncaptured-error handler,
+        // so a caller can retry with a smaller batch.
+        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let main = Activations::new(&ctx, &plan, cap_n);
         let grads = plan
             .steps
@@ -290,7 +293,7 @@ impl Engine {
             Recipe::Classifier => Some(classifier_weight(&ctx, model, &plan)?),
             _ => None,
         };
-        Ok(Self {
+        let engine = Self {
             scratch_mask: buffer::storage(&ctx, "scratch", rows * region_max * 4),
             scratch_contrib: buffer::storage(&ctx, "scratch", rows * region_max * 4),
             pixels: buffer::storage(&ctx, "pixels", (cap_n * h * w * 4) as u64),
@@ -341,7 +344,11 @@ impl Engine {
             resize_cache: HashMap::new(),
             backward_cache: HashMap::new(),
             profiler: None,
-        })
+        };
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(Error::OutOfMemory(format!("batch of {cap_n}: {e}")));
+        }
+        Ok(engine)
     }
 
     pub fn context(&self) -> &GpuContext {

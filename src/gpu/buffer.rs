@@ -145,7 +145,7 @@ pub fn submit_and_read(
     let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     ctx.queue.submit([encoder.finish()]);
     if let Some(e) = pollster::block_on(oom.pop()) {
-        return Err(Error::Gpu(format!("out of memory: {e}")));
+        return Err(Error::OutOfMemory(e.to_string()));
     }
     if let Some(e) = pollster::block_on(scope.pop()) {
         return Err(Error::Gpu(e.to_string()));

@@ -1,0 +1,232 @@
+//! The lazy input walk: image paths in a fixed order, each with its manifest key (its path
+//! relative to the input root) and the stem its output files are named after.
+
+use super::inputs::is_image_name;
+use super::outputs;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+
+/// One input image (or a walk error standing for one).
+#[derive(Debug)]
+pub struct Item {
+    /// Path relative to the input root, `/`-separated, non-UTF-8 replaced (lossy).
+    pub key: String,
+    pub path: PathBuf,
+    /// Output file stem: a pure function of the key (and the root's listing), so every
+    /// shard names an image the same way.
+    pub stem: String,
+    /// Set for entries the walk could not read.
+    pub error: Option<String>,
+}
+
+/// Streams the images under `inputs`: directories walked recursively, each sorted by file
+/// name, `out` (when inside an input) skipped so a run never re-explains its own outputs.
+///
+/// Keys: with one input, paths relative to it (a file alone: its name); with several,
+/// each directory's files under its own name (`dir/a.png`) and files by their names.
+pub fn walk(inputs: &[PathBuf], out: Option<&Path>) -> impl Iterator<Item = Item> {
+    let out = out.and_then(|o| o.canonicalize().ok());
+    let single = inputs.len() == 1;
+    let ambiguous = ambiguous_stems(inputs, single);
+    let roots: Vec<(PathBuf, String)> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let prefix = if single || !p.is_dir() {
+                String::new()
+            } else {
+                let name = p
+                    .canonicalize()
+                    .ok()
+                    .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| format!("input{i}"));
+                format!("{name}/")
+            };
+            (p.clone(), prefix)
+        })
+        .collect();
+    roots.into_iter().flat_map(move |(root, prefix)| {
+        let ambiguous = ambiguous.clone();
+        let out = out.clone();
+        let item = move |path: PathBuf, rel: String, error: Option<String>| {
+            let key = format!("{prefix}{rel}");
+            let top = !key.contains('/');
+            let clash = top && ambiguous.contains(&stem_of(&key).to_lowercase());
+            Item {
+                stem: outputs::output_stem(&key, clash),
+                key,
+                path,
+                error,
+            }
+        };
+        let it: Box<dyn Iterator<Item = Item>> = if root.is_dir() {
+            let base = root.clone();
+            Box::new(
+                walkdir::WalkDir::new(&root)
+                    .follow_links(true)
+                    .sort_by_file_name()
+                    .into_iter()
+                    .filter_entry(move |e| !(e.file_type().is_dir() && is_out(e.path(), &out)))
+                    .filter_map(move |entry| match entry {
+                        Ok(e) if e.file_type().is_file() && is_image_name(e.path()) => {
+                            let rel = relative(e.path(), &base);
+                            Some(item(e.into_path(), rel, None))
+                        }
+                        Ok(_) => None,
+                        Err(e) => {
+                            let path = e.path().map(Path::to_path_buf).unwrap_or(base.clone());
+                            let rel = relative(&path, &base);
+                            Some(item(path, rel, Some(e.to_string())))
+                        }
+                    }),
+            )
+        } else {
+            // Named explicitly: tried whatever its extension, keyed by its file name.
+            let rel = root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| root.to_string_lossy().into_owned());
+            let inside_out = root
+                .parent()
+                .map(|p| {
+                    if p.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        p
+                    }
+                })
+                .is_some_and(|p| is_out(p, &out));
+            let error = inside_out
+                .then(|| "lies in --out; outputs are never explained as inputs".to_string());
+            Box::new(std::iter::once(item(root, rel, error)))
+        };
+        it
+    })
+}
+
+fn is_out(dir: &Path, out: &Option<PathBuf>) -> bool {
+    out.as_ref()
+        .is_some_and(|o| dir.canonicalize().is_ok_and(|c| &c == o))
+}
+
+/// `path` below `base`, `/`-separated and lossy; the lossy full path if it is not below.
+fn relative(path: &Path, base: &Path) -> String {
+    match path.strip_prefix(base) {
+        Ok(rel) if !rel.as_os_str().is_empty() => rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"),
+        _ => path.to_string_lossy().into_owned(),
+    }
+}
+
+fn stem_of(key: &str) -> &str {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    match name.rfind('.') {
+        Some(i) if i > 0 => &name[..i],
+        _ => name,
+    }
+}
+
+/// Lower-cased stems that more than one top-level key shares (`a.png` and `a.jpg`, or
+/// `A.png` and `a.png` on a case-insensitive file system): their outputs get a hash.
+fn ambiguous_stems(inputs: &[PathBuf], single: bool) -> HashSet<String> {
+    let mut names: Vec<String> = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            if single && let Ok(rd) = std::fs::read_dir(p) {
+                names.extend(
+                    rd.filter_map(|e| e.ok())
+                        .map(|e| e.path())
+                        .filter(|p| p.is_file() && is_image_name(p))
+                        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+                );
+            }
+        } else if let Some(n) = p.file_name() {
+            names.push(n.to_string_lossy().into_owned());
+        }
+    }
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for n in &names {
+        *count.entry(stem_of(n).to_lowercase()).or_default() += 1;
+    }
+    count
+        .into_iter()
+        .filter(|(_, c)| *c > 1)
+        .map(|(s, _)| s)
+        .collect()
+}
+
+/// FNV-1a of the key's bytes: stable across runs, machines and Rust versions (std's
+/// hasher is randomised), so shards and output names never move.
+pub fn key_hash(key: &str) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    h.write(key.as_bytes());
+    h.finish()
+}
+
+/// Which of `n` shards owns `key`.
+pub fn shard_of(key: &str, n: usize) -> usize {
+    (key_hash(key) % n as u64) as usize
+}
+
+/// This process's shard: `--shard I/N`, else `JOB_COMPLETION_INDEX` with `--shard-count N`
+/// (Kubernetes Indexed Jobs), else a Slurm array (`SLURM_ARRAY_TASK_ID` etc.). `None`: all.
+pub fn resolve_shard(
+    flag: Option<&str>,
+    count: Option<usize>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Shard>, String> {
+    let num = |name: &str| -> Result<Option<usize>, String> {
+        env(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("{name}={v:?} is not a non-negative integer"))
+            })
+            .transpose()
+    };
+    let check = |index: usize, count: usize, from: String| {
+        if count == 0 || index >= count {
+            Err(format!(
+                "shard {index}/{count} (from {from}): need 0 <= I < N"
+            ))
+        } else {
+            Ok(Some(Shard { index, count, from }))
+        }
+    };
+    if let Some(s) = flag {
+        let bad = || format!("--shard `{s}`: expected I/N like 0/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let i = i.trim().parse().map_err(|_| bad())?;
+        let n = n.trim().parse().map_err(|_| bad())?;
+        return check(i, n, "--shard".into());
+    }
+    if let Some(n) = count {
+        let i = num("JOB_COMPLETION_INDEX")?.ok_or(
+            "--shard-count needs JOB_COMPLETION_INDEX (a Kubernetes Indexed Job); elsewhere use --shard I/N",
+        )?;
+        return check(i, n, "JOB_COMPLETION_INDEX".into());
+    }
+    if let (Some(id), Some(n)) = (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) {
+        let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+        let step = num("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
+        if id < min || (id - min) % step != 0 {
+            return Err(format!(
+                "SLURM_ARRAY_TASK_ID={id} is not in the array {min}..:{step}"
+            ));
+        }
+        return check((id - min) / step, n, "SLURM_ARRAY_TASK_ID".into());
+    }
+    Ok(None)
+}
+
+#[derive(Clone, Debug)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+    /// Where the numbers came from, for the log line.
+    pub from: String,
+}
