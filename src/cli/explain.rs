@@ -81,6 +81,37 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
         backward_rows: None,
     };
 
+    let ctx = GpuContext::new()?;
+    let gpu = GpuWatch::install(&ctx);
+    let mut summary = Summary {
+        shard: shard.as_ref().map(|s| [s.index, s.count]),
+        batch_requested: a.batch,
+        skipped: 0,
+        ..Default::default()
+    };
+    let hook = |name| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let mut inject = hook(INJECT_OOM).unwrap_or(0);
+    let mut lose_after = hook(LOSE_DEVICE);
+    let mut engine = Some(build_engine(&ctx, &model, &cfg, &gpu, &mut summary)?);
+    let first = engine.as_ref().expect("just built");
+    eprintln!(
+        "{} {} on {}; layer {}; batch {}{}",
+        model.arch,
+        method.name(),
+        first.context().describe(),
+        first.layers().join(", "),
+        first.batch_size(),
+        match &shard {
+            Some(Shard { index, count, from }) => format!("; shard {index}/{count} (from {from})"),
+            None => String::new(),
+        }
+    );
+
+    // Outputs are touched only once the model, arguments and device are known to work.
     std::fs::create_dir_all(&a.out).map_err(|e| Error::File {
         path: a.out.clone(),
         message: format!("cannot create output directory: {e}"),
@@ -144,36 +175,6 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
         .append(true)
         .open(&manifest_path)
         .map_err(file_err)?;
-
-    let ctx = GpuContext::new()?;
-    let gpu = GpuWatch::install(&ctx);
-    let mut summary = Summary {
-        shard: shard.as_ref().map(|s| [s.index, s.count]),
-        batch_requested: a.batch,
-        skipped: 0,
-        ..Default::default()
-    };
-    let hook = |name| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-    };
-    let mut inject = hook(INJECT_OOM).unwrap_or(0);
-    let mut lose_after = hook(LOSE_DEVICE);
-    let mut engine = Some(build_engine(&ctx, &model, &cfg, &gpu, &mut summary)?);
-    let first = engine.as_ref().expect("just built");
-    eprintln!(
-        "{} {} on {}; layer {}; batch {}{}",
-        model.arch,
-        method.name(),
-        first.context().describe(),
-        first.layers().join(", "),
-        first.batch_size(),
-        match &shard {
-            Some(Shard { index, count, from }) => format!("; shard {index}/{count} (from {from})"),
-            None => String::new(),
-        }
-    );
 
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
