@@ -33,15 +33,19 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, String> {
     decode_reader(ImageReader::new(Cursor::new(bytes)))
 }
 
-/// Decodes the file at `path` to RGB8 (see [`decode`]) and resizes it (bilinear) to
-/// `size` = [H, W] unless it matches.
-pub fn load(path: &Path, size: [usize; 2]) -> Result<RgbImage, String> {
+/// Decodes the file at `path` to RGB8 (see [`decode`]) at its own size.
+pub fn open(path: &Path) -> Result<RgbImage, String> {
     let reader = ImageReader::open(path).map_err(one_line)?;
     if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
         return Err("empty file".into());
     }
-    let img = decode_reader(reader)?;
-    Ok(resize(img, size))
+    decode_reader(reader)
+}
+
+/// Decodes the file at `path` to RGB8 (see [`decode`]) and resizes it (bilinear) to
+/// `size` = [H, W] unless it matches.
+pub fn load(path: &Path, size: [usize; 2]) -> Result<RgbImage, String> {
+    Ok(resize(open(path)?, size))
 }
 
 fn decode_reader<R: BufRead + Seek>(reader: ImageReader<R>) -> Result<RgbImage, String> {

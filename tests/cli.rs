@@ -468,3 +468,74 @@ fn shards_from_flags_and_the_environment_are_disjoint_and_cover() {
         );
     }
 }
+
+#[test]
+fn device_and_host_resize_agree() {
+    // Images of several sizes, none at the model's 128x128.
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs = tmp.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let shapes = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shapes");
+    let mut names = Vec::new();
+    for (i, e) in std::fs::read_dir(&shapes).unwrap().enumerate() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "png") {
+            continue;
+        }
+        let img = image::open(&p).unwrap().to_rgb8();
+        let (w, h) = [(301, 190), (97, 133), (128, 64)][i % 3];
+        let name = p.file_name().unwrap().to_owned();
+        image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle)
+            .save(imgs.join(&name))
+            .unwrap();
+        names.push(name);
+    }
+    let run = |mode: &str| {
+        let out = tmp.path().join(mode);
+        let o = gradcam(&[
+            "explain",
+            imgs.to_str().unwrap(),
+            "--resize",
+            mode,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        out
+    };
+    let (device, host) = (run("device"), run("host"));
+    let manifest = |d: &Path| -> Vec<serde_json::Value> {
+        let mut v: Vec<serde_json::Value> = std::fs::read_to_string(d.join("predictions.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        v.sort_by_key(|r| r["image"].as_str().unwrap().to_owned());
+        v
+    };
+    let (md, mh) = (manifest(&device), manifest(&host));
+    assert_eq!(md.len(), names.len());
+    for (d, h) in md.iter().zip(&mh) {
+        assert_eq!(d["image"], h["image"]);
+        assert_eq!(d["outputs"], h["outputs"]);
+        assert_eq!(
+            d["top5"][0]["class"], h["top5"][0]["class"],
+            "{}",
+            d["image"]
+        );
+        for f in d["outputs"].as_array().unwrap() {
+            let f = f.as_str().unwrap();
+            let a = image::open(device.join(f)).unwrap().to_rgb8();
+            let b = image::open(host.join(f)).unwrap().to_rgb8();
+            // Input pixels differ by at most one level in a few places (f32 on the device,
+            // the image crate's own rounding on the host).
+            let mean = a
+                .iter()
+                .zip(b.iter())
+                .map(|(x, y)| x.abs_diff(*y) as f64)
+                .sum::<f64>()
+                / a.len() as f64;
+            assert!(mean < 0.5, "{f}: mean difference {mean} levels");
+        }
+    }
+}

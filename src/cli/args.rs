@@ -163,6 +163,12 @@ pub struct ExplainArgs {
     /// Images per GPU batch.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Where decoded images are resized to the input size: on the device (upload as
+    /// decoded), on the host decode threads, or auto (device on GPUs, host on CPU adapters,
+    /// where the "device" shares the host's cores). Both use the Triangle filter; results
+    /// differ by at most one level in a few pixels.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "device", "host"])]
+    pub resize: String,
     /// Output directory.
     #[arg(long, default_value = "gradcam-out")]
     pub out: PathBuf,

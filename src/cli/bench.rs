@@ -1,7 +1,6 @@
 //! `gradcam bench`: throughput end to end and GPU-only, GPU time per kernel, peak GPU memory.
 
 use super::args::BenchArgs;
-use super::inputs;
 use gradcam_wgpu::engine::Method;
 use gradcam_wgpu::gpu::{KernelTime, MemoryUsage, Profiler};
 use gradcam_wgpu::model::{Tensor, Weights, detweights, torchvision};
@@ -287,7 +286,7 @@ fn bench_images(
                 message,
             });
         }
-        let img = inputs::load(&item.path, size).map_err(|message| Error::File {
+        let img = gradcam_wgpu::input::load(&item.path, size).map_err(|message| Error::File {
             path: item.path.clone(),
             message,
         })?;

@@ -9,6 +9,7 @@ use super::args::ExplainArgs;
 use super::outputs::{self, TempPolicy};
 use super::walk::{self, Item, Shard};
 use gradcam_wgpu::engine::Method;
+use gradcam_wgpu::gpu::AdapterClass;
 use gradcam_wgpu::{
     Engine, EngineConfig, Error, GpuContext, ImageResult, Model, Result, TargetSpec,
 };
@@ -83,6 +84,12 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
 
     let ctx = GpuContext::new()?;
     let gpu = GpuWatch::install(&ctx);
+    // `None`: upload images as decoded; the engine resizes them on the device.
+    let host_size = match a.resize.as_str() {
+        "host" => Some(size),
+        "device" => None,
+        _ => (ctx.class == AdapterClass::Cpu).then_some(size),
+    };
     let mut summary = Summary {
         shard: shard.as_ref().map(|s| [s.index, s.count]),
         batch_requested: a.batch,
@@ -200,7 +207,10 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
                     .map(|item| {
                         let image = match &item.error {
                             Some(e) => Err(e.clone()),
-                            None => super::inputs::load(&item.path, size),
+                            None => match host_size {
+                                Some(size) => gradcam_wgpu::input::load(&item.path, size),
+                                None => gradcam_wgpu::input::open(&item.path),
+                            },
                         };
                         Job { item, image }
                     })

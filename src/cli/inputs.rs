@@ -1,4 +1,4 @@
-//! Finding and decoding input images.
+//! Which files a directory walk takes as images.
 
 use std::path::Path;
 
@@ -11,9 +11,4 @@ pub fn is_image_name(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
-/// Decodes `path` to RGB8 under the decoder limits and resizes it to `size` = [H, W].
-pub fn load(path: &Path, size: [usize; 2]) -> Result<image::RgbImage, String> {
-    gradcam_wgpu::input::load(path, size)
 }
