@@ -203,13 +203,17 @@ fn nan_and_inf_weights_load_with_a_warning_naming_the_tensor() {
         "{w:?}"
     );
 
-    // The CLI prints it at load (the run then fails on the missing image, exit 1).
+    // The CLI prints it at load, and the manifest and summary state it.
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("nan.safetensors");
     std::fs::write(&path, file(&t, Some(tiny_meta().to_string()))).unwrap();
+    let img = tmp.path().join("img.png");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([9, 99, 199]))
+        .save(&img)
+        .unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_gradcam"))
         .arg("explain")
-        .arg(tmp.path().join("missing.png"))
+        .arg(&img)
         .arg("--model")
         .arg(&path)
         .arg("--out")
@@ -221,6 +225,18 @@ fn nan_and_inf_weights_load_with_a_warning_naming_the_tensor() {
         stderr.contains("warning: tensor `conv.weight`: 1 NaN"),
         "{stderr}"
     );
+    let out = tmp.path().join("out");
+    let manifest = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    let rec: Value = serde_json::from_str(manifest.lines().next().unwrap()).unwrap();
+    assert!(
+        rec["model_warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("tensor `conv.weight`")),
+        "{rec}"
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["model_warnings"], rec["model_warnings"]);
 }
 
 #[test]

@@ -52,6 +52,8 @@ struct Summary {
     batch_final: usize,
     /// Each out-of-memory retry: the batch that failed and the one tried next.
     oom_halvings: Vec<[usize; 2]>,
+    /// NaN/Inf weights and the like: every result of the run is suspect.
+    model_warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     fatal: Option<String>,
 }
@@ -90,10 +92,12 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
         "device" => None,
         _ => (ctx.class == AdapterClass::Cpu).then_some(size),
     };
+    let warnings = model.warnings();
     let mut summary = Summary {
         shard: shard.as_ref().map(|s| [s.index, s.count]),
         batch_requested: a.batch,
         skipped: 0,
+        model_warnings: warnings.clone(),
         ..Default::default()
     };
     let hook = |name| {
@@ -259,7 +263,7 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
                             Done::Explained(r) => outputs::write_image(
                                 &a.out, &item.stem, &a.method, r, size, &model, &tmp,
                             )
-                            .map(|names| outputs::ok_line(&item.key, &names, r, &model)),
+                            .map(|names| outputs::ok_line(&item.key, &names, r, &model, &warnings)),
                             Done::Failed(e) => Err(e.clone()),
                         };
                         written.map(|l| (l, true)).unwrap_or_else(|e| {

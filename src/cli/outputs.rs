@@ -28,11 +28,21 @@ struct Record<'a> {
     top5: Option<Vec<Prediction>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    /// The model's warnings (NaN/Inf weights): these results are suspect.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    model_warnings: &'a [String],
 }
 
 /// An ok manifest line for the image keyed `key`: its output file names and the five
-/// highest logits with their scores (softmax, or sigmoid for multi-label models).
-pub fn ok_line(key: &str, outputs: &[String], r: &ImageResult, model: &Model) -> String {
+/// highest logits with their scores (softmax, or sigmoid for multi-label models), plus the
+/// model's `warnings` when there are any.
+pub fn ok_line(
+    key: &str,
+    outputs: &[String],
+    r: &ImageResult,
+    model: &Model,
+    warnings: &[String],
+) -> String {
     let scores = model.output.scores(&r.logits);
     let mut order: Vec<usize> = (0..r.logits.len()).collect();
     order.sort_by(|&a, &b| r.logits[b].total_cmp(&r.logits[a]).then(a.cmp(&b)));
@@ -52,6 +62,7 @@ pub fn ok_line(key: &str, outputs: &[String], r: &ImageResult, model: &Model) ->
         outputs: Some(outputs),
         top5: Some(top5),
         error: None,
+        model_warnings: warnings,
     };
     serde_json::to_string(&record).expect("records serialise")
 }
@@ -64,6 +75,7 @@ pub fn error_line(key: &str, message: &str) -> String {
         outputs: None,
         top5: None,
         error: Some(message),
+        model_warnings: &[],
     };
     serde_json::to_string(&record).expect("records serialise")
 }
