@@ -138,6 +138,8 @@ pub struct Engine {
     raw: Option<wgpu::Buffer>,
     /// `resize_input` dispatches by (first row, rows) over the current `raw`.
     resize_cache: HashMap<(usize, usize), Dispatch>,
+    /// Staging for the per-batch readbacks, kept across batches.
+    readback: buffer::Readback,
     /// Seed, backward, CAM stage and outputs by (forward rows, targets per pass, first target).
     backward_cache: HashMap<(usize, usize, usize), Vec<Dispatch>>,
     probe: Option<Probe>,
@@ -342,6 +344,7 @@ impl Engine {
             forward_cache: HashMap::new(),
             raw: None,
             resize_cache: HashMap::new(),
+            readback: Default::default(),
             backward_cache: HashMap::new(),
             profiler: None,
         };
@@ -450,6 +453,8 @@ impl Engine {
         while t0 < self.per_image {
             let tc = tc_max.min(self.per_image - t0);
             let encoder = self.record_pass(images_n, tc, t0);
+            // Taken out for the read: `reads` borrows the rest of the engine.
+            let mut readback = std::mem::take(&mut self.readback);
             // Outputs are per image (augmented passes are averaged).
             let rows = images_n * tc;
             let logits = self.act(self.plan.steps.len() - 1);
@@ -466,7 +471,9 @@ impl Engine {
                 };
                 reads.push((maps, (rows * plane * 4) as u64));
             }
-            let bytes = buffer::submit_and_read(&self.ctx, encoder, &reads)?;
+            let bytes = readback.submit_and_read(&self.ctx, encoder, &reads);
+            self.readback = readback;
+            let bytes = bytes?;
             let logits: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[0]);
             let targets: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[1]);
             let overlays: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[2]);

@@ -129,43 +129,66 @@ pub fn texture(ctx: &GpuContext, desc: &wgpu::TextureDescriptor<'_>) -> wgpu::Te
 /// and waits, returning the bytes of each source.
 pub fn submit_and_read(
     ctx: &GpuContext,
-    mut encoder: wgpu::CommandEncoder,
+    encoder: wgpu::CommandEncoder,
     sources: &[(&wgpu::Buffer, u64)],
 ) -> Result<Vec<Vec<u8>>> {
-    let staging: Vec<wgpu::Buffer> = sources
-        .iter()
-        .map(|(src, bytes)| {
+    Readback::default().submit_and_read(ctx, encoder, sources)
+}
+
+/// Mappable buffers kept across reads, one slot per source, grown when a read is larger:
+/// a steady stream of batches reads back without allocating.
+#[derive(Debug, Default)]
+pub struct Readback {
+    staging: Vec<wgpu::Buffer>,
+}
+
+impl Readback {
+    /// Like [`submit_and_read`], through this set's buffers.
+    pub fn submit_and_read(
+        &mut self,
+        ctx: &GpuContext,
+        mut encoder: wgpu::CommandEncoder,
+        sources: &[(&wgpu::Buffer, u64)],
+    ) -> Result<Vec<Vec<u8>>> {
+        for (i, (src, bytes)) in sources.iter().enumerate() {
             let size = bytes.max(&4).next_multiple_of(4);
-            let dst = readback(ctx, "readback", size);
-            encoder.copy_buffer_to_buffer(src, 0, &dst, 0, size);
-            dst
-        })
-        .collect();
-    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    ctx.queue.submit([encoder.finish()]);
-    if let Some(e) = pollster::block_on(oom.pop()) {
-        return Err(Error::OutOfMemory(e.to_string()));
+            if self.staging.get(i).is_none_or(|b| b.size() < size) {
+                let b = readback(ctx, "readback", size);
+                if i < self.staging.len() {
+                    self.staging[i] = b;
+                } else {
+                    self.staging.push(b);
+                }
+            }
+            encoder.copy_buffer_to_buffer(src, 0, &self.staging[i], 0, size);
+        }
+        let staging = &self.staging[..sources.len()];
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        ctx.queue.submit([encoder.finish()]);
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(Error::OutOfMemory(e.to_string()));
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(e.to_string()));
+        }
+        for s in staging {
+            s.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+        }
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
+        let mut out = Vec::with_capacity(staging.len());
+        for (s, (_, bytes)) in staging.iter().zip(sources) {
+            let view = s
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("map failed: {e}")))?;
+            out.push(view[..*bytes as usize].to_vec());
+            drop(view);
+            s.unmap();
+        }
+        Ok(out)
     }
-    if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::Gpu(e.to_string()));
-    }
-    for s in &staging {
-        s.slice(..).map_async(wgpu::MapMode::Read, |_| {});
-    }
-    ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
-    let mut out = Vec::with_capacity(staging.len());
-    for (s, (_, bytes)) in staging.iter().zip(sources) {
-        let view = s
-            .get_mapped_range(..)
-            .map_err(|e| Error::Gpu(format!("map failed: {e}")))?;
-        out.push(view[..*bytes as usize].to_vec());
-        drop(view);
-        s.unmap();
-    }
-    Ok(out)
 }
 
 /// Reads `len` f32 values from the start of `buffer` (blocking).
