@@ -4,10 +4,12 @@
 
 use gradcam_wgpu::model::{META_KEY, ModelMeta, Weights, torchvision};
 use gradcam_wgpu::{Model, TargetSpec, input};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -23,7 +25,7 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
-fn one_line(what: &PathBuf, e: &str) {
+fn one_line(what: &Path, e: &str) {
     assert!(
         !e.is_empty() && !e.contains('\n'),
         "{}: error is not one line: {e:?}",
@@ -109,7 +111,11 @@ fn model_corpus_loads_or_fails_cleanly() {
 
 #[test]
 fn argument_corpus_parses_or_fails_cleanly() {
-    let files = corpus("parse_args");
+    let mut files = corpus("parse_args");
+    // Flag values with line breaks: the errors quote them escaped.
+    for s in ["3\n4", "top\r\n2", "1,2,\n3", "0,0,0"] {
+        files.push((PathBuf::from(s), s.as_bytes().to_vec()));
+    }
     for (p, bytes) in &files {
         let Ok(s) = std::str::from_utf8(bytes) else {
             continue;
