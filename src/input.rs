@@ -73,11 +73,14 @@ pub fn resize(img: RgbImage, size: [usize; 2]) -> RgbImage {
     image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle)
 }
 
+// Messages quote the flag value escaped, so an error stays one line.
+
 /// Parses `--size`: `HxW` or `N` (square), each side in 1..=[`MAX_INPUT_SIDE`].
 pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
     let bad = || {
         format!(
-            "--size `{s}`: expected HxW like 224x224, or one number, each in 1..={MAX_INPUT_SIDE}"
+            "--size `{}`: expected HxW like 224x224, or one number, each in 1..={MAX_INPUT_SIDE}",
+            s.escape_debug()
         )
     };
     let nums: Vec<usize> = s
@@ -94,7 +97,12 @@ pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
 
 /// Parses `--mean` / `--std` (named by `flag`): three finite numbers `R,G,B`.
 pub fn parse_rgb(flag: &str, s: &str) -> Result<[f32; 3], String> {
-    let bad = || format!("--{flag} `{s}`: expected three finite numbers R,G,B");
+    let bad = || {
+        format!(
+            "--{flag} `{}`: expected three finite numbers R,G,B",
+            s.escape_debug()
+        )
+    };
     let v: Vec<f32> = s
         .split(',')
         .map(|p| p.trim().parse::<f32>().map_err(|_| bad()))
@@ -109,7 +117,7 @@ pub fn parse_rgb(flag: &str, s: &str) -> Result<[f32; 3], String> {
 pub fn parse_std(s: &str) -> Result<[f32; 3], String> {
     let v = parse_rgb("std", s)?;
     if v.contains(&0.0) {
-        return Err(format!("--std `{s}`: must not contain 0"));
+        return Err(format!("--std `{}`: must not contain 0", s.escape_debug()));
     }
     Ok(v)
 }

@@ -263,12 +263,15 @@ fn shapes_that_contradict_the_graph_name_tensor_and_shapes() {
     );
 }
 
+/// A metadata edit and the phrases its error must contain.
+type Case = (Box<dyn Fn(&mut Value)>, Vec<&'static str>);
+
 #[test]
 fn bad_graphs_get_clear_errors() {
     let set = |ptr: String, v: Value| {
         move |m: &mut Value| *m.pointer_mut(&ptr).unwrap_or_else(|| panic!("{ptr}")) = v.clone()
     };
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         // A cycle (relu reads fc) and a self-reference: both forward references.
         (
             Box::new(set(node(2) + "/inputs", json!([5]))),

@@ -46,7 +46,8 @@ impl FromStr for TargetSpec {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::Invalid(format!(
-                "--target `{s}`: expected top1, topK (e.g. top3), all, or class indices like 3,7"
+                "--target `{}`: expected top1, topK (e.g. top3), all, or class indices like 3,7",
+                s.escape_debug()
             ))
         };
         let s = s.trim();
