@@ -18,7 +18,8 @@
 #   Rust (cargo) with the crates available offline (`cargo fetch` beforehand, or a vendored
 #   source) when the machine has no network.
 #   Python with torch (CUDA) and grad-cam 1.5.7 + tools/requirements.txt; if pytorch_grad_cam
-#   is missing, PGC_WHEEL=/path/grad_cam-1.5.7-py3-none-any.whl is pip-installed (--no-deps).
+#   is missing, PGC_WHEEL=/path/grad_cam-1.5.7-py3-none-any.whl is pip-installed (--no-deps),
+#   or else grad-cam==1.5.7 from the wheels in PGC_WHEELHOUSE (default tools/wheels), offline.
 #
 # Environment (all optional):
 #   OUT          output directory (default ./gpu-check-out)
@@ -26,6 +27,7 @@
 #   BUDGET_S     overall seconds (default 480); a step gets at most what is left
 #   PYTHON       default /opt/ref/bin/python if present, else python3
 #   PGC_WHEEL    local grad-cam wheel to install when pytorch_grad_cam is missing
+#   PGC_WHEELHOUSE  directory of wheels (grad-cam and its dependencies), default tools/wheels
 #   BENCH_ARCH (resnet50), BENCH_BATCH (64), BENCH_SIZE (224), PEAK_GFLOPS (none; an H100/H200
 #   SXM does about 67000 dense FP32 GFLOP/s)
 #   COMPARE_MODELS (resnet18,resnet50,vgg16,bundled), COMPARE_BATCHES (16,64),
@@ -107,10 +109,9 @@ check_vulkan() {
 }
 
 bench() {
-    local args=(--arch "$BENCH_ARCH" --random-weights --batch "$BENCH_BATCH" --size "$BENCH_SIZE"
-        --iters 5 --warmup 2)
+    local args=(--arch "$BENCH_ARCH" --random-weights --batch "$BENCH_BATCH" --size "$BENCH_SIZE")
     [[ -n "${PEAK_GFLOPS:-}" ]] && args+=(--peak-gflops "$PEAK_GFLOPS")
-    "$BIN" bench "${args[@]}" --json >"$OUT/bench-$BENCH_ARCH-b$BENCH_BATCH.json"
+    "$BIN" bench "${args[@]}" --iters 5 --warmup 2 --json >"$OUT/bench-$BENCH_ARCH-b$BENCH_BATCH.json"
     "$BIN" bench "${args[@]}" --iters 2 --warmup 1 | tee "$OUT/bench-$BENCH_ARCH-b$BENCH_BATCH.txt"
     # The numbers are only worth having from a real GPU.
     "$PYTHON" - "$OUT/bench-$BENCH_ARCH-b$BENCH_BATCH.json" <<'EOF'
@@ -128,8 +129,16 @@ EOF
 pgc_setup() {
     "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
     if ! "$PYTHON" -c 'import pytorch_grad_cam' 2>/dev/null; then
-        [[ -n "${PGC_WHEEL:-}" ]] || { echo "pytorch_grad_cam missing and PGC_WHEEL not set"; return 1; }
-        "$PYTHON" -m pip install --no-index --no-deps "$PGC_WHEEL"
+        local house=${PGC_WHEELHOUSE:-$ROOT/tools/wheels}
+        if [[ -n "${PGC_WHEEL:-}" ]]; then
+            "$PYTHON" -m pip install --no-index --no-deps "$PGC_WHEEL"
+        elif compgen -G "$house/grad_cam-*.whl" >/dev/null; then
+            # The wheel and its dependencies (ttach, ...) carried in the tree; no network.
+            "$PYTHON" -m pip install --no-index --find-links "$house" grad-cam==1.5.7
+        else
+            echo "pytorch_grad_cam missing: set PGC_WHEEL or put the wheels in $house"
+            return 1
+        fi
     fi
     "$PYTHON" -c 'import pytorch_grad_cam, importlib.metadata as m; print("grad-cam", m.version("grad-cam"))'
     if [[ "$COMPARE_DEVICE" == cuda ]]; then
