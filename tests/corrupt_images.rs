@@ -284,15 +284,27 @@ fn bad_image_files_each_get_one_error_and_good_ones_are_explained() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     for stem in &good {
+        // Unsafe names (the non-UTF-8 one) get a sanitised stem plus `~` and a hash.
+        let safe: String = stem
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '+' | '.' => c,
+                _ => '_',
+            })
+            .collect();
+        let named = |f: &String| {
+            f.starts_with(&format!("{stem}.gradcam.")) || f.starts_with(&format!("{safe}~"))
+        };
         assert!(
-            outputs
-                .iter()
-                .any(|f| f.starts_with(&format!("{stem}.gradcam.")) && f.ends_with(".png")),
+            outputs.iter().any(|f| named(f) && f.ends_with(".png")),
             "no overlay for {stem}; outputs {outputs:?}; stderr:\n{stderr}"
         );
     }
+    // One record per input: ok for the good ones, an error record for each bad one.
     let manifest = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
-    assert_eq!(manifest.lines().count(), good.len(), "{manifest}");
+    let status = |s: &str| manifest.lines().filter(|l| l.contains(s)).count();
+    assert_eq!(status(r#""status":"ok""#), good.len(), "{manifest}");
+    assert_eq!(status(r#""status":"error""#), bad.len(), "{manifest}");
     eprintln!(
         "tried {} inputs: {} good, {} bad",
         good.len() + bad.len(),
