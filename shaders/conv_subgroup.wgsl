@@ -48,13 +48,17 @@ fn src(o: i32, k: u32, stride: u32, pad: u32, dil: u32, size: u32) -> i32 {
     return select(-1, i, i >= 0 && i < i32(size));
 }
 
-// Offset of the source pixel within a channel plane for output pixel `pix` (or -1 past
-// the plane) and tap (kh, kw), or -1 if it falls outside the input.
-fn tap(pix: u32, kh: u32, kw: u32) -> i32 {
-    if (pix >= p.out_h * p.out_w) { return -1; }
+// Offset in x (from the group's first input channel) of the source of flattened output
+// pixel `px` (image-major over the batch) for tap (kh, kw), or -1 if it falls outside the
+// input or `px` is past the batch.
+fn off(px: u32, kh: u32, kw: u32) -> i32 {
+    let plane = p.out_h * p.out_w;
+    if (px >= p.batch * plane) { return -1; }
+    let pix = px % plane;
     let iy = src(i32(pix / p.out_w), kh, p.stride_h, p.pad_h, p.dil_h, p.in_h);
     let ix = src(i32(pix % p.out_w), kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
-    return select(-1, iy * i32(p.in_w) + ix, iy >= 0 && ix >= 0);
+    let img = (px / plane) * p.in_c * p.in_h * p.in_w;
+    return select(-1, i32(img) + iy * i32(p.in_w) + ix, iy >= 0 && ix >= 0);
 }
 
 // The 4 output channels of one lane: their group and first channel within the chunk.
@@ -74,11 +78,13 @@ fn bias4(ch: Chans) -> vec4<f32> {
     return r;
 }
 
-// Writes 4 channels of pixel `pix` (bias added) with the optional ReLU; channels past the
-// chunk and pixels past the plane are skipped.
-fn put(n: u32, ch: Chans, pix: u32, v: vec4<f32>) {
+// Writes 4 channels of flattened pixel `px` (bias added) with the optional ReLU; channels
+// past the chunk and pixels past the batch are skipped.
+fn put(ch: Chans, px: u32, v: vec4<f32>) {
     let plane = p.out_h * p.out_w;
-    if (pix >= plane) { return; }
+    if (px >= p.batch * plane) { return; }
+    let n = px / plane;
+    let pix = px % plane;
     let r = select(v, max(v, vec4<f32>(0.0)), (p.flags & FLAG_RELU) != 0u);
     for (var j = 0u; j < 4u; j++) {
         if (ch.co + j < p.out_cg) {
@@ -94,18 +100,17 @@ fn conv_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32,
                  @builtin(subgroup_invocation_id) lane: u32) {
     let tid = (wid.x + wid.y * nwg.x) * 64u + lid;
-    let plane = p.out_h * p.out_w;
-    let px32 = (plane + 31u) / 32u;
+    // Pixels are flattened over the batch so small planes (7x7) fill whole blocks.
+    let px32 = (p.batch * p.out_h * p.out_w + 31u) / 32u;
     let blocks = (p.out_cg4 + 7u) / 8u;
     // Subgroup index: channel block fastest, so neighbouring subgroups share inputs.
-    let total = p.batch * p.groups * px32 * blocks;
+    let total = p.groups * px32 * blocks;
     let live = tid / 8u < total;
     // Tail subgroups recompute the last block (every lane must reach the broadcasts).
     var q = min(tid / 8u, total - 1u);
     let b = q % blocks; q /= blocks;
-    let pb = (q % px32) * 32u; q /= px32;
-    let g = q % p.groups;
-    let n = q / p.groups;
+    let pb = (q % px32) * 32u;
+    let g = q / px32;
 
     // a[j]: the 4 channels of this lane at pixel pb + j.
     var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0);
@@ -125,16 +130,16 @@ fn conv_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     var a28 = vec4<f32>(0.0); var a29 = vec4<f32>(0.0);
     var a30 = vec4<f32>(0.0); var a31 = vec4<f32>(0.0);
     let in_plane = p.in_h * p.in_w;
-    let x0 = (n * p.in_c + g * p.red_c) * in_plane;
+    let x0 = g * p.red_c * in_plane;
     var wi = (g * blocks + b) * p.k_h * p.k_w * p.red_c * 8u + lane;
     for (var kh = 0u; kh < p.k_h; kh++) {
         for (var kw = 0u; kw < p.k_w; kw++) {
             // This lane gathers pixels pb + lane + 8 h (h < 4); invalid taps read
             // offset 0 (in bounds) and are multiplied by 0.
-            let t0 = tap(pb + 0u + lane, kh, kw);
-            let t1 = tap(pb + 8u + lane, kh, kw);
-            let t2 = tap(pb + 16u + lane, kh, kw);
-            let t3 = tap(pb + 24u + lane, kh, kw);
+            let t0 = off(pb + 0u + lane, kh, kw);
+            let t1 = off(pb + 8u + lane, kh, kw);
+            let t2 = off(pb + 16u + lane, kh, kw);
+            let t3 = off(pb + 24u + lane, kh, kw);
             let m0 = f32(t0 >= 0);
             let i0 = u32(max(t0, 0));
             let m1 = f32(t1 >= 0);
@@ -190,37 +195,37 @@ fn conv_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     if (live) {
         let c = Chans(g, (b * 8u + lane) * 4u);
         let bv = bias4(c);
-        put(n, c, pb + 0u, a0 + bv);
-        put(n, c, pb + 1u, a1 + bv);
-        put(n, c, pb + 2u, a2 + bv);
-        put(n, c, pb + 3u, a3 + bv);
-        put(n, c, pb + 4u, a4 + bv);
-        put(n, c, pb + 5u, a5 + bv);
-        put(n, c, pb + 6u, a6 + bv);
-        put(n, c, pb + 7u, a7 + bv);
-        put(n, c, pb + 8u, a8 + bv);
-        put(n, c, pb + 9u, a9 + bv);
-        put(n, c, pb + 10u, a10 + bv);
-        put(n, c, pb + 11u, a11 + bv);
-        put(n, c, pb + 12u, a12 + bv);
-        put(n, c, pb + 13u, a13 + bv);
-        put(n, c, pb + 14u, a14 + bv);
-        put(n, c, pb + 15u, a15 + bv);
-        put(n, c, pb + 16u, a16 + bv);
-        put(n, c, pb + 17u, a17 + bv);
-        put(n, c, pb + 18u, a18 + bv);
-        put(n, c, pb + 19u, a19 + bv);
-        put(n, c, pb + 20u, a20 + bv);
-        put(n, c, pb + 21u, a21 + bv);
-        put(n, c, pb + 22u, a22 + bv);
-        put(n, c, pb + 23u, a23 + bv);
-        put(n, c, pb + 24u, a24 + bv);
-        put(n, c, pb + 25u, a25 + bv);
-        put(n, c, pb + 26u, a26 + bv);
-        put(n, c, pb + 27u, a27 + bv);
-        put(n, c, pb + 28u, a28 + bv);
-        put(n, c, pb + 29u, a29 + bv);
-        put(n, c, pb + 30u, a30 + bv);
-        put(n, c, pb + 31u, a31 + bv);
+        put(c, pb + 0u, a0 + bv);
+        put(c, pb + 1u, a1 + bv);
+        put(c, pb + 2u, a2 + bv);
+        put(c, pb + 3u, a3 + bv);
+        put(c, pb + 4u, a4 + bv);
+        put(c, pb + 5u, a5 + bv);
+        put(c, pb + 6u, a6 + bv);
+        put(c, pb + 7u, a7 + bv);
+        put(c, pb + 8u, a8 + bv);
+        put(c, pb + 9u, a9 + bv);
+        put(c, pb + 10u, a10 + bv);
+        put(c, pb + 11u, a11 + bv);
+        put(c, pb + 12u, a12 + bv);
+        put(c, pb + 13u, a13 + bv);
+        put(c, pb + 14u, a14 + bv);
+        put(c, pb + 15u, a15 + bv);
+        put(c, pb + 16u, a16 + bv);
+        put(c, pb + 17u, a17 + bv);
+        put(c, pb + 18u, a18 + bv);
+        put(c, pb + 19u, a19 + bv);
+        put(c, pb + 20u, a20 + bv);
+        put(c, pb + 21u, a21 + bv);
+        put(c, pb + 22u, a22 + bv);
+        put(c, pb + 23u, a23 + bv);
+        put(c, pb + 24u, a24 + bv);
+        put(c, pb + 25u, a25 + bv);
+        put(c, pb + 26u, a26 + bv);
+        put(c, pb + 27u, a27 + bv);
+        put(c, pb + 28u, a28 + bv);
+        put(c, pb + 29u, a29 + bv);
+        put(c, pb + 30u, a30 + bv);
+        put(c, pb + 31u, a31 + bv);
     }
 }

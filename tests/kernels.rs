@@ -259,6 +259,14 @@ fn conv_subgroup() {
         let (icg, ocg) = (s.in_c / s.groups, s.out_c / s.groups);
         let mut small = e.ctx.clone();
         small.max_binding = (s.groups * icg.max(ocg) * taps * 32 * 4) as u64;
+        // The default packing falls back to the blocked kernel below one 32-channel block.
+        let layout = |ctx: &gradcam_wgpu::GpuContext| {
+            conv::ConvWeight::upload(ctx, "w", &w, &s).unwrap().layout
+        };
+        assert_eq!(layout(&small), conv::ConvLayout::Lanes, "{name}");
+        let mut smaller = small.clone();
+        smaller.max_binding -= 4;
+        assert_eq!(layout(&smaller), conv::ConvLayout::Quad, "{name}");
         for ctx in [&e.ctx, &small] {
             let cw = conv::ConvWeight::upload_as(ctx, "w", &w, &s, ConvVariant::Subgroup)
                 .expect("upload");

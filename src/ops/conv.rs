@@ -194,8 +194,16 @@ pub struct ConvWeight {
 
 impl ConvWeight {
     /// Packs for the device's [`default_variant`] (depthwise shapes for the depthwise kernel).
+    /// Where one binding can't hold a 32-channel block for the subgroup kernel, packs for the
+    /// blocked kernel instead, whose chunks go down to 4 channels.
     pub fn upload(ctx: &GpuContext, name: &str, w: &[f32], s: &ConvShape) -> crate::Result<Self> {
-        Self::upload_as(ctx, name, w, s, default_variant(ctx))
+        let (icg, ocg) = (s.in_c / s.groups, s.out_c / s.groups);
+        let lanes_block = (s.groups * icg.max(ocg) * s.kernel[0] * s.kernel[1] * 32 * 4) as u64;
+        let variant = match default_variant(ctx) {
+            ConvVariant::Subgroup if lanes_block > ctx.max_binding => ConvVariant::Blocked,
+            v => v,
+        };
+        Self::upload_as(ctx, name, w, s, variant)
     }
 
     /// Packs for the kernels of `variant` (Blocked and Tiled share a packing).
@@ -498,12 +506,10 @@ impl ConvKernels {
                     .as_ref()
                     .expect("Lanes weights are only packed where the subgroup kernel exists");
                 // One 8-lane subgroup per 32 channels x 32 pixels.
-                let plane = (p.out_h * p.out_w) as u64;
-                let threads = 8
-                    * p.batch as u64
-                    * p.groups as u64
-                    * plane.div_ceil(32)
-                    * p.out_cg4.div_ceil(8) as u64;
+                // (pixels are flattened over the batch).
+                let pixels = p.batch as u64 * (p.out_h * p.out_w) as u64;
+                let threads =
+                    8 * p.groups as u64 * pixels.div_ceil(32) * p.out_cg4.div_ceil(8) as u64;
                 kernels[dir as usize].dispatch(ctx, &p, &bufs, threads)
             }
         }
