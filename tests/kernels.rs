@@ -259,18 +259,34 @@ fn conv_subgroup() {
         let (icg, ocg) = (s.in_c / s.groups, s.out_c / s.groups);
         let mut small = e.ctx.clone();
         small.max_binding = (s.groups * icg.max(ocg) * taps * 32 * 4) as u64;
-        // The default packing falls back to the blocked kernel below one 32-channel block.
-        let layout = |ctx: &gradcam_wgpu::GpuContext| {
-            conv::ConvWeight::upload(ctx, "w", &w, &s).unwrap().layout
-        };
-        assert_eq!(layout(&small), conv::ConvLayout::Lanes, "{name}");
+        // The default packing falls back to the blocked kernel per direction: below 8
+        // output channels per group, or where a 32-channel block exceeds one binding.
         let mut smaller = small.clone();
         smaller.max_binding -= 4;
-        assert_eq!(layout(&smaller), conv::ConvLayout::Quad, "{name}");
+        for ctx in [&e.ctx, &small, &smaller] {
+            let expect = |outputs: usize, reduction: usize| {
+                let fits = (s.groups * reduction * taps * 32 * 4) as u64 <= ctx.max_binding;
+                if outputs >= 8 && fits {
+                    conv::ConvLayout::Lanes
+                } else {
+                    conv::ConvLayout::Quad
+                }
+            };
+            let cw = conv::ConvWeight::upload(ctx, "w", &w, &s).unwrap();
+            assert_eq!(
+                (cw.layout, cw.backward_layout),
+                (expect(ocg, icg), expect(icg, ocg)),
+                "{name}: default packing with a {}-byte binding limit",
+                ctx.max_binding
+            );
+        }
         for ctx in [&e.ctx, &small] {
             let cw = conv::ConvWeight::upload_as(ctx, "w", &w, &s, ConvVariant::Subgroup)
                 .expect("upload");
-            assert_eq!(cw.layout, conv::ConvLayout::Lanes);
+            assert_eq!(
+                (cw.layout, cw.backward_layout),
+                (conv::ConvLayout::Lanes, conv::ConvLayout::Lanes)
+            );
             let (y, dx) = (garbage(want_y.len()), garbage(x_len));
             let k = &e.ops.conv;
             let mut ds = k.forward_chunked(

@@ -187,32 +187,51 @@ pub struct ConvWeight {
     pub forward: Vec<(usize, usize, wgpu::Buffer)>,
     /// The same for backward-data (channels are the conv's input channels).
     pub backward: Vec<(usize, usize, wgpu::Buffer)>,
-    /// The packing; with [`ConvLayout::Depthwise`] the chunks are channel ranges and both
-    /// directions share them.
+    /// The forward packing; with [`ConvLayout::Depthwise`] the chunks are channel ranges
+    /// and both directions share them.
     pub layout: ConvLayout,
+    /// The backward-data packing.
+    pub backward_layout: ConvLayout,
 }
 
 impl ConvWeight {
     /// Packs for the device's [`default_variant`] (depthwise shapes for the depthwise kernel).
-    /// Where one binding can't hold a 32-channel block for the subgroup kernel, packs for the
-    /// blocked kernel instead, whose chunks go down to 4 channels.
+    /// A direction computing fewer than 8 channels per group (backward-data of a stem conv
+    /// on RGB), or whose 32-channel block exceeds one binding, is packed for the blocked
+    /// kernel instead, which pads to 4 channels rather than 32 and chunks down to 4.
     pub fn upload(ctx: &GpuContext, name: &str, w: &[f32], s: &ConvShape) -> crate::Result<Self> {
         let (icg, ocg) = (s.in_c / s.groups, s.out_c / s.groups);
-        let lanes_block = (s.groups * icg.max(ocg) * s.kernel[0] * s.kernel[1] * 32 * 4) as u64;
-        let variant = match default_variant(ctx) {
-            ConvVariant::Subgroup if lanes_block > ctx.max_binding => ConvVariant::Blocked,
+        let kk = s.kernel[0] * s.kernel[1];
+        let pick = |outputs: usize, reduction: usize| match default_variant(ctx) {
+            ConvVariant::Subgroup
+                if outputs < 8 || (s.groups * reduction * kk * 32 * 4) as u64 > ctx.max_binding =>
+            {
+                ConvVariant::Blocked
+            }
             v => v,
         };
-        Self::upload_as(ctx, name, w, s, variant)
+        Self::upload_dirs(ctx, name, w, s, [pick(ocg, icg), pick(icg, ocg)])
     }
 
-    /// Packs for the kernels of `variant` (Blocked and Tiled share a packing).
+    /// Packs both directions for the kernels of `variant` (Blocked and Tiled share a
+    /// packing).
     pub fn upload_as(
         ctx: &GpuContext,
         name: &str,
         w: &[f32],
         s: &ConvShape,
         variant: ConvVariant,
+    ) -> crate::Result<Self> {
+        Self::upload_dirs(ctx, name, w, s, [variant, variant])
+    }
+
+    /// Packs the forward pass for `variants[0]` and backward-data for `variants[1]`.
+    fn upload_dirs(
+        ctx: &GpuContext,
+        name: &str,
+        w: &[f32],
+        s: &ConvShape,
+        variants: [ConvVariant; 2],
     ) -> crate::Result<Self> {
         let g = s.groups;
         let kk = s.kernel[0] * s.kernel[1];
@@ -241,25 +260,28 @@ impl ConvWeight {
                 forward: chunks.clone(),
                 backward: chunks,
                 layout: ConvLayout::Depthwise,
+                backward_layout: ConvLayout::Depthwise,
             });
         }
-        let layout = match variant {
-            ConvVariant::Subgroup if !subgroup_conv_supported(ctx) => {
-                return Err(crate::Error::Tensor {
-                    name: name.to_string(),
-                    message:
-                        "the subgroup conv kernel needs 8-wide subgroups, which this device lacks"
-                            .to_string(),
-                });
-            }
-            ConvVariant::Subgroup => ConvLayout::Lanes,
-            ConvVariant::Blocked | ConvVariant::Tiled => ConvLayout::Quad,
+        let layout = |variant| match variant {
+            ConvVariant::Subgroup if !subgroup_conv_supported(ctx) => Err(crate::Error::Tensor {
+                name: name.to_string(),
+                message: "the subgroup conv kernel needs 8-wide subgroups, which this device lacks"
+                    .to_string(),
+            }),
+            ConvVariant::Subgroup => Ok(ConvLayout::Lanes),
+            ConvVariant::Blocked | ConvVariant::Tiled => Ok(ConvLayout::Quad),
         };
-        // Chunks hold whole blocks of output channels: 4 (Quad) or 32 (Lanes).
-        let block = if layout == ConvLayout::Lanes { 32 } else { 4 };
-        let chunks = |channels: usize,
-                      reduction: usize,
-                      pack: fn(&[f32], &ConvShape, usize, usize) -> Vec<f32>| {
+        let chunks = |channels: usize, reduction: usize, layout: ConvLayout, dir: Dir| {
+            type Pack = fn(&[f32], &ConvShape, usize, usize) -> Vec<f32>;
+            let pack: Pack = match (layout, dir) {
+                (ConvLayout::Lanes, Dir::Forward) => pack_lanes_forward,
+                (ConvLayout::Lanes, Dir::Backward) => pack_lanes_backward,
+                (_, Dir::Forward) => pack_forward_range,
+                (_, Dir::Backward) => pack_backward_range,
+            };
+            // Chunks hold whole blocks of output channels: 4 (Quad) or 32 (Lanes).
+            let block = if layout == ConvLayout::Lanes { 32 } else { 4 };
             // Every group stores reduction x block channels.
             let bytes = (g * reduction * kk * block * 4) as u64;
             let blocks = (ctx.max_binding / bytes) as usize;
@@ -285,15 +307,12 @@ impl ConvWeight {
                 })
                 .collect())
         };
-        type Pack = fn(&[f32], &ConvShape, usize, usize) -> Vec<f32>;
-        let (fwd, bwd): (Pack, Pack) = match layout {
-            ConvLayout::Lanes => (pack_lanes_forward, pack_lanes_backward),
-            _ => (pack_forward_range, pack_backward_range),
-        };
+        let (fl, bl) = (layout(variants[0])?, layout(variants[1])?);
         Ok(Self {
-            forward: chunks(s.out_c / g, s.in_c / g, fwd)?,
-            backward: chunks(s.in_c / g, s.out_c / g, bwd)?,
-            layout,
+            forward: chunks(s.out_c / g, s.in_c / g, fl, Dir::Forward)?,
+            backward: chunks(s.in_c / g, s.out_c / g, bl, Dir::Backward)?,
+            layout: fl,
+            backward_layout: bl,
         })
     }
 }
@@ -472,7 +491,16 @@ impl ConvKernels {
             .iter()
             .map(|(c0, count, buf)| {
                 let bufs = [dy, buf, dummy, dx];
-                self.dispatch_layout(ctx, s, w.layout, Dir::Backward, *c0, *count, 0, bufs)
+                self.dispatch_layout(
+                    ctx,
+                    s,
+                    w.backward_layout,
+                    Dir::Backward,
+                    *c0,
+                    *count,
+                    0,
+                    bufs,
+                )
             })
             .collect()
     }
