@@ -1,15 +1,19 @@
-//! Conv kernels on the shapes of resnet18/50 and vgg16, both variants, forward and
-//! backward-data; and depthwise convs (MobileNetV2 / EfficientNet shapes), the direct
-//! kernel against the grouped GEMM. Throughput is reported in FLOP (2 per multiply-add).
+//! Conv kernels on the shapes of resnet18/50 and vgg16 at the engine's batch, the adapter's
+//! variants, forward and backward-data; the classifier heads' linear layers; and depthwise
+//! convs (MobileNetV2 / EfficientNet shapes), the direct kernel against the grouped GEMM.
+//! Throughput is reported in FLOP (2 per multiply-add).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gradcam_wgpu::GpuContext;
+use gradcam_wgpu::gpu::AdapterClass;
 use gradcam_wgpu::gpu::Dispatch;
 use gradcam_wgpu::gpu::{buffer, record_all};
 use gradcam_wgpu::ops::Ops;
 use gradcam_wgpu::ops::conv::{
-    ConvShape, ConvVariant, pack_backward, pack_depthwise, pack_forward,
+    ConvShape, ConvVariant, ConvWeight, pack_backward, pack_depthwise, pack_forward,
+    subgroup_conv_supported,
 };
+use gradcam_wgpu::ops::linear::LinearWeight;
 
 fn shape(batch: usize, cin: usize, hw: usize, cout: usize, k: usize, stride: usize) -> ConvShape {
     ConvShape {
@@ -26,27 +30,39 @@ fn shape(batch: usize, cin: usize, hw: usize, cout: usize, k: usize, stride: usi
     }
 }
 
+/// The variants worth timing on this adapter: the default first.
+fn variants(ctx: &GpuContext) -> Vec<ConvVariant> {
+    match ctx.class {
+        AdapterClass::Cpu if subgroup_conv_supported(ctx) => {
+            vec![ConvVariant::Subgroup, ConvVariant::Blocked]
+        }
+        AdapterClass::Cpu => vec![ConvVariant::Blocked],
+        AdapterClass::Gpu => vec![ConvVariant::Tiled, ConvVariant::Blocked],
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let ctx = GpuContext::new().expect("adapter");
     let mut ops = Ops::new(&ctx);
-    let batch = 4;
+    // The engine's batch. VGG's big layers at batch 16 take seconds per run, so they are
+    // timed at batch 2 (throughput per FLOP barely depends on the batch).
+    let batch = 16;
     let cases = [
         ("r18.layer1.3x3", shape(batch, 64, 56, 64, 3, 1)),
+        ("r18.layer2.3x3s2", shape(batch, 64, 56, 128, 3, 2)),
         ("r18.layer4.3x3", shape(batch, 512, 7, 512, 3, 1)),
         ("r50.layer1.1x1a", shape(batch, 256, 56, 64, 1, 1)),
         ("r50.layer1.1x1b", shape(batch, 64, 56, 256, 1, 1)),
         ("r50.layer3.3x3", shape(batch, 256, 14, 256, 3, 1)),
+        ("r50.layer4.1x1", shape(batch, 512, 7, 2048, 1, 1)),
         ("r50.conv1.7x7s2", shape(batch, 3, 224, 64, 7, 2)),
-        ("vgg16.conv1_2", shape(batch, 64, 224, 64, 3, 1)),
-        ("vgg16.conv4_2", shape(batch, 512, 28, 512, 3, 1)),
+        ("vgg16.conv1_2.b2", shape(2, 64, 224, 64, 3, 1)),
+        ("vgg16.conv4_2.b2", shape(2, 512, 28, 512, 3, 1)),
     ];
-    let variants: &[ConvVariant] = match ctx.class {
-        gradcam_wgpu::gpu::AdapterClass::Cpu => &[ConvVariant::Blocked],
-        gradcam_wgpu::gpu::AdapterClass::Gpu => &[ConvVariant::Tiled, ConvVariant::Blocked],
-    };
     let mut g = c.benchmark_group("conv");
     g.sample_size(10);
-    g.measurement_time(std::time::Duration::from_secs(3));
+    g.warm_up_time(std::time::Duration::from_millis(500));
+    g.measurement_time(std::time::Duration::from_secs(1));
     for (name, s) in cases {
         let wlen = s.weight_len();
         let w: Vec<f32> = (0..wlen).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
@@ -54,30 +70,77 @@ fn bench(c: &mut Criterion) {
         let y_len = s.batch * s.out_c * s.out_h() * s.out_w();
         let x = buffer::storage_f32(&ctx, "x", &vec![0.5; x_len]);
         let y = buffer::storage(&ctx, "y", (y_len * 4) as u64);
-        let wf = buffer::storage_f32(&ctx, "w", &pack_forward(&w, &s));
-        let wb = buffer::storage_f32(&ctx, "w", &pack_backward(&w, &s));
         g.throughput(Throughput::Elements(2 * s.macs() as u64));
-        for &v in variants {
+        for (i, v) in variants(&ctx).into_iter().enumerate() {
             ops.conv.variant = v;
+            let cw = ConvWeight::upload_as(&ctx, "w", &w, &s, v).expect("upload");
             let fwd = ops
                 .conv
-                .forward(&ctx, &s, true, &x, &wf, None, &y, &ops.dummy);
-            let bwd = ops.conv.backward_data(&ctx, &s, &y, &wb, &x, &ops.dummy);
-            for (dir, d) in [("fwd", fwd), ("bwd", bwd)] {
+                .forward_chunked(&ctx, &s, true, &x, &cw, None, &y, &ops.dummy);
+            let bwd = ops
+                .conv
+                .backward_data_chunked(&ctx, &s, &y, &cw, &x, &ops.dummy);
+            // Backward-data (head-only in the engine) for the default variant only.
+            let runs = if i == 0 {
+                vec![("fwd", fwd), ("bwd", bwd)]
+            } else {
+                vec![("fwd", fwd)]
+            };
+            for (dir, d) in runs {
                 g.bench_function(format!("{name}/{v:?}/{dir}"), |b| {
-                    b.iter(|| {
-                        let mut enc = ctx.device.create_command_encoder(&Default::default());
-                        record_all(&mut enc, "bench", std::slice::from_ref(&d));
-                        ctx.queue.submit([enc.finish()]);
-                        ctx.device
-                            .poll(wgpu::PollType::wait_indefinitely())
-                            .expect("poll");
-                    })
+                    b.iter(|| time_dispatches(&ctx, &d))
                 });
             }
         }
     }
     g.finish();
+}
+
+/// The classifier heads at batch 16: resnet18, resnet50 and VGG16's first FC layer (411 MB,
+/// split into chunks that fit one binding).
+fn bench_linear(c: &mut Criterion) {
+    let ctx = GpuContext::new().expect("adapter");
+    let ops = Ops::new(&ctx);
+    let batch = 16;
+    let cases = [
+        ("r18.fc", 512, 1000),
+        ("r50.fc", 2048, 1000),
+        ("vgg16.fc6", 25088, 4096),
+    ];
+    let mut g = c.benchmark_group("linear");
+    g.sample_size(10);
+    g.warm_up_time(std::time::Duration::from_millis(500));
+    g.measurement_time(std::time::Duration::from_secs(1));
+    for (name, in_f, out_f) in cases {
+        let w: Vec<f32> = (0..in_f * out_f)
+            .map(|i| ((i % 7) as f32 - 3.0) * 0.01)
+            .collect();
+        let lw = LinearWeight::upload(&ctx, "w", &w, out_f, in_f).expect("upload");
+        drop(w);
+        let x = buffer::storage_f32(&ctx, "x", &vec![0.5; batch * in_f]);
+        let y = buffer::storage(&ctx, "y", (batch * out_f * 4) as u64);
+        let fwd = ops
+            .linear
+            .forward(&ctx, &lw, batch, true, &x, None, &y, &ops.dummy);
+        let bwd = ops.linear.backward(&ctx, &lw, batch, &y, &x, &ops.dummy);
+        g.throughput(Throughput::Elements(2 * (batch * in_f * out_f) as u64));
+        for (dir, d) in [("fwd", fwd), ("bwd", bwd)] {
+            g.bench_function(format!("{name}/{dir}"), |b| {
+                b.iter(|| time_dispatches(&ctx, &d))
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Submits `ds` in one pass and waits for them.
+fn time_dispatches(ctx: &GpuContext, ds: &[Dispatch]) {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    record_all(&mut enc, "bench", ds);
+    ctx.queue.submit([enc.finish()]);
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .expect("poll");
 }
 
 /// Submits `d` and waits for it.
@@ -105,8 +168,8 @@ fn bench_depthwise(c: &mut Criterion) {
         ("28x28x144.3x3s2", dw(28, 144, 2)),
     ];
     let variants: &[ConvVariant] = match ctx.class {
-        gradcam_wgpu::gpu::AdapterClass::Cpu => &[ConvVariant::Blocked],
-        gradcam_wgpu::gpu::AdapterClass::Gpu => &[ConvVariant::Tiled, ConvVariant::Blocked],
+        AdapterClass::Cpu => &[ConvVariant::Blocked],
+        AdapterClass::Gpu => &[ConvVariant::Tiled, ConvVariant::Blocked],
     };
     let mut g = c.benchmark_group("depthwise");
     g.sample_size(10);
@@ -152,5 +215,5 @@ fn bench_depthwise(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_depthwise);
+criterion_group!(benches, bench, bench_linear, bench_depthwise);
 criterion_main!(benches);

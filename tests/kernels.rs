@@ -201,6 +201,135 @@ fn conv_backward_data() {
     }
 }
 
+/// The subgroup kernel (lavapipe's default) through `ConvWeight`, forward and
+/// backward-data with finite differences, on the awkward shapes plus wider ones whose
+/// channels span several 32-channel blocks, with chunks forced by a small binding limit.
+#[test]
+fn conv_subgroup() {
+    let e = env();
+    if !conv::subgroup_conv_supported(&e.ctx) {
+        eprintln!("skipped: {} has no 8-wide subgroups", e.ctx.describe());
+        return;
+    }
+    let mut rng = Rng::new(11);
+    let mut cases = conv_cases();
+    cases.extend([
+        (
+            "3x3 p1 19x17 c40->70 batch2",
+            cs(2, 40, [19, 17], 70, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            true,
+            true,
+        ),
+        (
+            "1x1 s2 9x9 c66->33 g3",
+            cs(2, 66, [9, 9], 33, [1, 1], [2, 2], [0, 0], [1, 1], 3),
+            false,
+            false,
+        ),
+    ]);
+    for (name, s, bias, relu) in cases {
+        if s.is_depthwise() {
+            continue;
+        }
+        let x_len = s.batch * s.in_c * s.in_h * s.in_w;
+        let x = rng.vec(x_len, -1.0, 1.0);
+        let w = rng.vec(s.weight_len(), -1.0, 1.0);
+        let b = rng.vec(s.out_c, -1.0, 1.0);
+        let dy = rng.vec(s.batch * s.out_c * s.out_h() * s.out_w(), -1.0, 1.0);
+        let (x64, w64, b64, dy64) = (f64s(&x), f64s(&w), f64s(&b), f64s(&dy));
+        let mut want_y = r::conv2d_forward(&x64, &w64, bias.then_some(&b64[..]), &s);
+        if relu {
+            want_y = r::relu(&want_y);
+        }
+        let abs_b = abs(&b64);
+        let terms_y = r::conv2d_forward(&abs(&x64), &abs(&w64), bias.then_some(&abs_b[..]), &s);
+        let want_dx = r::conv2d_backward_data(&dy64, &w64, &s);
+        let terms_dx = r::conv2d_backward_data(&abs(&dy64), &abs(&w64), &s);
+        let taps = s.kernel[0] * s.kernel[1];
+        let v = rng.vec64(x_len);
+        let fd = central_difference(
+            |x| r::conv2d_forward(x, &w64, None, &s),
+            &x64,
+            &v,
+            &dy64,
+            1e-4,
+        );
+        let (xb, bb, dyb) = (upload(&x), upload(&b), upload(&dy));
+        // One block of 32 channels per chunk in the direction with the longer reduction.
+        let (icg, ocg) = (s.in_c / s.groups, s.out_c / s.groups);
+        let mut small = e.ctx.clone();
+        small.max_binding = (s.groups * icg.max(ocg) * taps * 32 * 4) as u64;
+        // The default packing falls back to the blocked kernel per direction: below 8
+        // output channels per group, or where a 32-channel block exceeds one binding.
+        let mut smaller = small.clone();
+        smaller.max_binding -= 4;
+        for ctx in [&e.ctx, &small, &smaller] {
+            let expect = |outputs: usize, reduction: usize| {
+                let fits = (s.groups * reduction * taps * 32 * 4) as u64 <= ctx.max_binding;
+                if outputs >= 8 && fits {
+                    conv::ConvLayout::Lanes
+                } else {
+                    conv::ConvLayout::Quad
+                }
+            };
+            let cw = conv::ConvWeight::upload(ctx, "w", &w, &s).unwrap();
+            assert_eq!(
+                (cw.layout, cw.backward_layout),
+                (expect(ocg, icg), expect(icg, ocg)),
+                "{name}: default packing with a {}-byte binding limit",
+                ctx.max_binding
+            );
+        }
+        for ctx in [&e.ctx, &small] {
+            let cw = conv::ConvWeight::upload_as(ctx, "w", &w, &s, ConvVariant::Subgroup)
+                .expect("upload");
+            assert_eq!(
+                (cw.layout, cw.backward_layout),
+                (conv::ConvLayout::Lanes, conv::ConvLayout::Lanes)
+            );
+            let (y, dx) = (garbage(want_y.len()), garbage(x_len));
+            let k = &e.ops.conv;
+            let mut ds = k.forward_chunked(
+                ctx,
+                &s,
+                relu,
+                &xb,
+                &cw,
+                bias.then_some(&bb),
+                &y,
+                &e.ops.dummy,
+            );
+            ds.extend(k.backward_data_chunked(ctx, &s, &dyb, &cw, &dx, &e.ops.dummy));
+            let got = run(&ds, &[(&y, want_y.len()), (&dx, x_len)]);
+            let label = format!(
+                "conv subgroup {name} ({} + {} chunks)",
+                cw.forward.len(),
+                cw.backward.len()
+            );
+            check_terms(
+                &format!("{label} fwd"),
+                &got[0],
+                &want_y,
+                &terms_y,
+                icg * taps,
+            );
+            check_terms(
+                &format!("{label} bwd"),
+                &got[1],
+                &want_dx,
+                &terms_dx,
+                ocg * taps,
+            );
+            check_fd(
+                &label,
+                dot(&f64s(&got[1]), &v),
+                fd,
+                dot(&abs(&v), &terms_dx),
+            );
+        }
+    }
+}
+
 /// The same conv computed twice in one pass by both variants agrees with itself in a chain
 /// (forward output feeding backward-data), as the engine records them.
 #[test]
@@ -362,7 +491,7 @@ fn conv_depthwise() {
         small.max_binding = (2 * taps * 16) as u64;
         let cw = conv::ConvWeight::upload(&small, "w", &w, &s).expect("upload");
         assert!(
-            cw.depthwise,
+            cw.layout == conv::ConvLayout::Depthwise,
             "{name}: ConvWeight picks the depthwise kernel"
         );
         assert_eq!(cw.forward.len(), s.in_c.div_ceil(2), "{name}: chunks");
@@ -385,10 +514,11 @@ fn conv_depthwise() {
     let grouped = cs(1, 6, [9, 9], 12, [3, 3], [1, 1], [1, 1], [1, 1], 6);
     assert!(!grouped.is_depthwise());
     let w = rng.vec(grouped.weight_len(), -1.0, 1.0);
-    assert!(
-        !conv::ConvWeight::upload(&e.ctx, "w", &w, &grouped)
+    assert_ne!(
+        conv::ConvWeight::upload(&e.ctx, "w", &w, &grouped)
             .unwrap()
-            .depthwise
+            .layout,
+        conv::ConvLayout::Depthwise
     );
 }
 

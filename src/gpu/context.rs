@@ -245,5 +245,8 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 
 /// Features used when present; nothing here is required.
 fn optional_features() -> wgpu::Features {
-    wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::PIPELINE_CACHE
+    wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::SHADER_F16
+        | wgpu::Features::PIPELINE_CACHE
+        | wgpu::Features::SUBGROUP
 }

@@ -63,6 +63,38 @@ pub enum ConvVariant {
     Blocked,
     /// 64x64 shared-memory tiles: best on GPUs.
     Tiled,
+    /// 32 channels x 32 pixels per 8-lane subgroup, inputs shared by subgroup broadcasts
+    /// (shaders/conv_subgroup.wgsl): best on lavapipe. Needs [`subgroup_conv_supported`]
+    /// and weights packed by [`ConvWeight::upload_as`].
+    Subgroup,
+}
+
+/// How a [`ConvWeight`] is packed, which decides the kernel that reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvLayout {
+    /// [`pack_forward`] / [`pack_backward`]: vec4 over output channels (Blocked, Tiled).
+    Quad,
+    /// Per 32-channel block, contiguous along the reduction (Subgroup).
+    Lanes,
+    /// [`pack_depthwise`]: one vec4 per channel and tap (the depthwise kernel).
+    Depthwise,
+}
+
+/// Whether this device runs the subgroup conv kernel: the SUBGROUP feature and a fixed
+/// subgroup size of 8 (lavapipe on AVX). The kernel is only chosen on CPU adapters.
+pub fn subgroup_conv_supported(ctx: &GpuContext) -> bool {
+    ctx.device.features().contains(wgpu::Features::SUBGROUP)
+        && ctx.info.subgroup_min_size == 8
+        && ctx.info.subgroup_max_size == 8
+}
+
+/// The variant [`ConvKernels::new`] and [`ConvWeight::upload`] pick for this device.
+pub fn default_variant(ctx: &GpuContext) -> ConvVariant {
+    match ctx.class {
+        AdapterClass::Cpu if subgroup_conv_supported(ctx) => ConvVariant::Subgroup,
+        AdapterClass::Cpu => ConvVariant::Blocked,
+        AdapterClass::Gpu => ConvVariant::Tiled,
+    }
 }
 
 #[repr(C)]
@@ -163,13 +195,52 @@ pub struct ConvWeight {
     pub forward: Vec<(usize, usize, wgpu::Buffer)>,
     /// The same for backward-data (channels are the conv's input channels).
     pub backward: Vec<(usize, usize, wgpu::Buffer)>,
-    /// Packed by [`pack_depthwise`] for the depthwise kernel; the chunks are channel ranges
+    /// The forward packing; with [`ConvLayout::Depthwise`] the chunks are channel ranges
     /// and both directions share them.
-    pub depthwise: bool,
+    pub layout: ConvLayout,
+    /// The backward-data packing.
+    pub backward_layout: ConvLayout,
 }
 
 impl ConvWeight {
+    /// Packs for the device's [`default_variant`] (depthwise shapes for the depthwise kernel).
+    /// A direction computing fewer than 8 channels per group (backward-data of a stem conv
+    /// on RGB), or whose 32-channel block exceeds one binding, is packed for the blocked
+    /// kernel instead, which pads to 4 channels rather than 32 and chunks down to 4.
     pub fn upload(ctx: &GpuContext, name: &str, w: &[f32], s: &ConvShape) -> crate::Result<Self> {
+        let (icg, ocg) = (s.in_c / s.groups, s.out_c / s.groups);
+        let kk = s.kernel[0] * s.kernel[1];
+        let pick = |outputs: usize, reduction: usize| match default_variant(ctx) {
+            ConvVariant::Subgroup
+                if outputs < 8 || (s.groups * reduction * kk * 32 * 4) as u64 > ctx.max_binding =>
+            {
+                ConvVariant::Blocked
+            }
+            v => v,
+        };
+        Self::upload_dirs(ctx, name, w, s, [pick(ocg, icg), pick(icg, ocg)])
+    }
+
+    /// Packs both directions for the kernels of `variant` (Blocked and Tiled share a
+    /// packing).
+    pub fn upload_as(
+        ctx: &GpuContext,
+        name: &str,
+        w: &[f32],
+        s: &ConvShape,
+        variant: ConvVariant,
+    ) -> crate::Result<Self> {
+        Self::upload_dirs(ctx, name, w, s, [variant, variant])
+    }
+
+    /// Packs the forward pass for `variants[0]` and backward-data for `variants[1]`.
+    fn upload_dirs(
+        ctx: &GpuContext,
+        name: &str,
+        w: &[f32],
+        s: &ConvShape,
+        variants: [ConvVariant; 2],
+    ) -> crate::Result<Self> {
         let g = s.groups;
         let kk = s.kernel[0] * s.kernel[1];
         if s.is_depthwise() {
@@ -196,25 +267,42 @@ impl ConvWeight {
             return Ok(Self {
                 forward: chunks.clone(),
                 backward: chunks,
-                depthwise: true,
+                layout: ConvLayout::Depthwise,
+                backward_layout: ConvLayout::Depthwise,
             });
         }
-        let chunks = |channels: usize,
-                      reduction: usize,
-                      pack: fn(&[f32], &ConvShape, usize, usize) -> Vec<f32>| {
-            // Bytes per 4 output channels: every group stores reduction x vec4.
-            let quad = (g * reduction * kk * 16) as u64;
-            let quads = (ctx.max_binding / quad) as usize;
-            if quads == 0 {
+        let layout = |variant| match variant {
+            ConvVariant::Subgroup if !subgroup_conv_supported(ctx) => Err(crate::Error::Tensor {
+                name: name.to_string(),
+                message: "the subgroup conv kernel needs 8-wide subgroups, which this device lacks"
+                    .to_string(),
+            }),
+            ConvVariant::Subgroup => Ok(ConvLayout::Lanes),
+            ConvVariant::Blocked | ConvVariant::Tiled => Ok(ConvLayout::Quad),
+        };
+        let chunks = |channels: usize, reduction: usize, layout: ConvLayout, dir: Dir| {
+            type Pack = fn(&[f32], &ConvShape, usize, usize) -> Vec<f32>;
+            let pack: Pack = match (layout, dir) {
+                (ConvLayout::Lanes, Dir::Forward) => pack_lanes_forward,
+                (ConvLayout::Lanes, Dir::Backward) => pack_lanes_backward,
+                (_, Dir::Forward) => pack_forward_range,
+                (_, Dir::Backward) => pack_backward_range,
+            };
+            // Chunks hold whole blocks of output channels: 4 (Quad) or 32 (Lanes).
+            let block = if layout == ConvLayout::Lanes { 32 } else { 4 };
+            // Every group stores reduction x block channels.
+            let bytes = (g * reduction * kk * block * 4) as u64;
+            let blocks = (ctx.max_binding / bytes) as usize;
+            if blocks == 0 {
                 return Err(crate::Error::Tensor {
                     name: name.to_string(),
                     message: format!(
-                        "4 output channels of this conv need {quad} bytes, above the device's storage binding limit of {} bytes",
+                        "{block} output channels of this conv need {bytes} bytes, above the device's storage binding limit of {} bytes",
                         ctx.max_binding
                     ),
                 });
             }
-            let step = quads * 4;
+            let step = blocks * block;
             Ok((0..channels)
                 .step_by(step)
                 .map(|c0| {
@@ -227,10 +315,12 @@ impl ConvWeight {
                 })
                 .collect())
         };
+        let (fl, bl) = (layout(variants[0])?, layout(variants[1])?);
         Ok(Self {
-            forward: chunks(s.out_c / g, s.in_c / g, pack_forward_range)?,
-            backward: chunks(s.in_c / g, s.out_c / g, pack_backward_range)?,
-            depthwise: false,
+            forward: chunks(s.out_c / g, s.in_c / g, fl, Dir::Forward)?,
+            backward: chunks(s.in_c / g, s.out_c / g, bl, Dir::Backward)?,
+            layout: fl,
+            backward_layout: bl,
         })
     }
 }
@@ -240,6 +330,8 @@ pub struct ConvKernels {
     blocked: [Kernel; 2],
     tiled: [Kernel; 2],
     depthwise: [Kernel; 2],
+    /// Only on devices with [`subgroup_conv_supported`].
+    subgroup: Option<[Kernel; 2]>,
 }
 
 impl ConvKernels {
@@ -256,11 +348,23 @@ impl ConvKernels {
                 wg,
             )
         };
+        let subgroup = subgroup_conv_supported(ctx).then(|| {
+            let m = module(ctx, "conv_subgroup.wgsl");
+            let make = |backward: bool| {
+                Kernel::new(
+                    ctx,
+                    &m,
+                    "conv_subgroup",
+                    &st,
+                    &[("BACKWARD", backward as u32 as f64)],
+                    64,
+                )
+            };
+            [make(false), make(true)]
+        });
         Self {
-            variant: match ctx.class {
-                AdapterClass::Cpu => ConvVariant::Blocked,
-                AdapterClass::Gpu => ConvVariant::Tiled,
-            },
+            variant: default_variant(ctx),
+            subgroup,
             blocked: [
                 make("conv_blocked", false, 64),
                 make("conv_blocked", true, 64),
@@ -380,13 +484,7 @@ impl ConvKernels {
             .iter()
             .map(|(c0, count, buf)| {
                 let bufs = [x, buf, bias.unwrap_or(dummy), y];
-                if w.depthwise {
-                    let p = ConvParams::depthwise(s, Dir::Forward, *c0, *count, flags);
-                    self.dispatch_depthwise(ctx, &p, Dir::Forward, bufs)
-                } else {
-                    let p = ConvParams::new(s, Dir::Forward, *c0, *count, flags);
-                    self.dispatch(ctx, &p, Dir::Forward, bufs)
-                }
+                self.dispatch_layout(ctx, s, w.layout, Dir::Forward, *c0, *count, flags, bufs)
             })
             .collect()
     }
@@ -405,15 +503,56 @@ impl ConvKernels {
             .iter()
             .map(|(c0, count, buf)| {
                 let bufs = [dy, buf, dummy, dx];
-                if w.depthwise {
-                    let p = ConvParams::depthwise(s, Dir::Backward, *c0, *count, 0);
-                    self.dispatch_depthwise(ctx, &p, Dir::Backward, bufs)
-                } else {
-                    let p = ConvParams::new(s, Dir::Backward, *c0, *count, 0);
-                    self.dispatch(ctx, &p, Dir::Backward, bufs)
-                }
+                self.dispatch_layout(
+                    ctx,
+                    s,
+                    w.backward_layout,
+                    Dir::Backward,
+                    *c0,
+                    *count,
+                    0,
+                    bufs,
+                )
             })
             .collect()
+    }
+
+    /// One chunk's dispatch with the kernel that reads `layout`.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_layout(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        layout: ConvLayout,
+        dir: Dir,
+        c0: usize,
+        count: usize,
+        flags: u32,
+        bufs: [&wgpu::Buffer; 4],
+    ) -> Dispatch {
+        match layout {
+            ConvLayout::Depthwise => {
+                let p = ConvParams::depthwise(s, dir, c0, count, flags);
+                self.dispatch_depthwise(ctx, &p, dir, bufs)
+            }
+            ConvLayout::Quad => {
+                let p = ConvParams::new(s, dir, c0, count, flags);
+                self.dispatch(ctx, &p, dir, bufs)
+            }
+            ConvLayout::Lanes => {
+                let p = ConvParams::new(s, dir, c0, count, flags);
+                let kernels = self
+                    .subgroup
+                    .as_ref()
+                    .expect("Lanes weights are only packed where the subgroup kernel exists");
+                // One 8-lane subgroup per 32 channels x 32 pixels.
+                // (pixels are flattened over the batch).
+                let pixels = p.batch as u64 * (p.out_h * p.out_w) as u64;
+                let threads =
+                    8 * p.groups as u64 * pixels.div_ceil(32) * p.out_cg4.div_ceil(8) as u64;
+                kernels[dir as usize].dispatch(ctx, &p, &bufs, threads)
+            }
+        }
     }
 
     fn dispatch(
@@ -443,7 +582,8 @@ impl ConvKernels {
             ConvVariant::Tiled if tiled_grid.iter().all(|&d| d <= ctx.max_workgroups_per_dim) => {
                 self.tiled[dir].dispatch_groups(ctx, p, &bufs, tiled_grid)
             }
-            // The blocked variant also serves grids the tiled one can't express.
+            // The blocked variant also serves grids the tiled one can't express, and
+            // Quad-packed weights under the Subgroup variant.
             _ => self.blocked[dir].dispatch(ctx, p, &bufs, blocked_threads),
         }
         .with_macs(macs)
@@ -493,6 +633,47 @@ fn pack_backward_range(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec
                 for k in 0..kk {
                     let src = (((gi * ocg + co) * icg + c0 + ci) * kk) + k;
                     out[(gi * ocg * kk + co * kk + k) * icp + ci] = w[src];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Packs output channels `c0 .. c0 + count` of each group for the subgroup kernel:
+/// `[g][block of 32][kh, kw][ci][32]`, zero past `count`.
+fn pack_lanes_forward(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec<f32> {
+    let (ocg, icg) = (s.out_c / s.groups, s.in_c / s.groups);
+    pack_lanes(s, count, icg, |gi, co, ci, k| {
+        w[(((gi * ocg + c0 + co) * icg + ci) * s.kernel[0] * s.kernel[1]) + k]
+    })
+}
+
+/// [`pack_lanes_forward`] for backward-data: the outputs are input channels
+/// `c0 .. c0 + count` and the reduction runs over output channels.
+fn pack_lanes_backward(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec<f32> {
+    let (ocg, icg) = (s.out_c / s.groups, s.in_c / s.groups);
+    pack_lanes(s, count, ocg, |gi, ci, co, k| {
+        w[(((gi * ocg + co) * icg + c0 + ci) * s.kernel[0] * s.kernel[1]) + k]
+    })
+}
+
+/// The Lanes layout of `count` outputs over `red` reduction channels; `at(g, out, red, tap)`.
+fn pack_lanes(
+    s: &ConvShape,
+    count: usize,
+    red: usize,
+    at: impl Fn(usize, usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    let kk = s.kernel[0] * s.kernel[1];
+    let blocks = count.div_ceil(32);
+    let mut out = vec![0.0; s.groups * blocks * kk * red * 32];
+    for gi in 0..s.groups {
+        for co in 0..count {
+            let (b, l) = (co / 32, co % 32);
+            for ci in 0..red {
+                for k in 0..kk {
+                    out[(((gi * blocks + b) * kk + k) * red + ci) * 32 + l] = at(gi, co, ci, k);
                 }
             }
         }

@@ -53,6 +53,10 @@ impl Ops {
 pub const SHADERS: &[(&str, &str)] = &[
     ("cam.wgsl", include_str!("../../shaders/cam.wgsl")),
     ("conv.wgsl", include_str!("../../shaders/conv.wgsl")),
+    (
+        "conv_subgroup.wgsl",
+        include_str!("../../shaders/conv_subgroup.wgsl"),
+    ),
     ("eigen.wgsl", include_str!("../../shaders/eigen.wgsl")),
     ("eltwise.wgsl", include_str!("../../shaders/eltwise.wgsl")),
     ("eval.wgsl", include_str!("../../shaders/eval.wgsl")),

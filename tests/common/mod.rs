@@ -23,6 +23,8 @@ impl Env {
         match v {
             ConvVariant::Blocked => &self.conv_blocked,
             ConvVariant::Tiled => &self.conv_tiled,
+            // Needs its own weight packing: tested through ConvWeight on `ops.conv`.
+            ConvVariant::Subgroup => &self.ops.conv,
         }
     }
 }
