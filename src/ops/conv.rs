@@ -178,6 +178,17 @@ impl ConvParams {
         }
     }
 
+    /// Multiply-adds of a GEMM dispatch. Backward-data does the forward's (the taps a stride
+    /// skips excluded).
+    fn macs(&self, dir: Dir) -> u64 {
+        self.batch as u64
+            * self.groups as u64
+            * self.out_cg as u64
+            * self.red_c as u64
+            * (self.k_h * self.k_w) as u64
+            * self.forward_plane(dir)
+    }
+
     /// Parameters for the depthwise kernel over channels `c0 .. c0 + count`.
     fn depthwise(s: &ConvShape, dir: Dir, c0: usize, count: usize, flags: u32) -> Self {
         Self {
@@ -550,7 +561,9 @@ impl ConvKernels {
                 let pixels = p.batch as u64 * (p.out_h * p.out_w) as u64;
                 let threads =
                     8 * p.groups as u64 * pixels.div_ceil(32) * p.out_cg4.div_ceil(8) as u64;
-                kernels[dir as usize].dispatch(ctx, &p, &bufs, threads)
+                kernels[dir as usize]
+                    .dispatch(ctx, &p, &bufs, threads)
+                    .with_macs(p.macs(dir))
             }
         }
     }
@@ -562,13 +575,7 @@ impl ConvKernels {
         dir: Dir,
         bufs: [&wgpu::Buffer; 4],
     ) -> Dispatch {
-        // Backward-data does the forward's multiply-adds (the taps a stride skips excluded).
-        let macs = p.batch as u64
-            * p.groups as u64
-            * p.out_cg as u64
-            * p.red_c as u64
-            * (p.k_h * p.k_w) as u64
-            * p.forward_plane(dir);
+        let macs = p.macs(dir);
         let plane = (p.out_h * p.out_w) as u64;
         let dir = dir as usize;
         let blocked_threads =
