@@ -116,9 +116,11 @@ const JET = array<u32, 256>(
     0x00009cu, 0x000098u, 0x000094u, 0x000090u, 0x00008cu, 0x000088u, 0x000084u, 0x000080u
 );
 
-fn blend(row: u32, s: u32, plane: u32) -> vec3<f32> {
+// `jet` is the caller's copy of JET: indexing the constant with a runtime index makes the
+// shader copy all 256 entries into a local array at every lookup (llvmpipe: 1 KiB per lane).
+fn blend(row: u32, s: u32, plane: u32, jet: ptr<function, array<u32, 256>>) -> vec3<f32> {
     let m = maps[row * plane + s];
-    let heat = JET[min(u32(255.0 * m), 255u)];
+    let heat = (*jet)[min(u32(255.0 * m), 255u)];
     let px = pixels[(row / p.rep) * plane + s];
     let h = vec3<f32>(channel(heat, 0u), channel(heat, 1u), channel(heat, 2u)) / 255.0;
     let img = vec3<f32>(channel(px, 0u), channel(px, 1u), channel(px, 2u)) / 255.0;
@@ -134,9 +136,10 @@ fn overlay(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let row = wid.x + wid.y * nwg.x;
     if (row >= p.rows) { return; }
     let plane = p.in_h * p.in_w;
+    var jet = JET;
     var mx = 0.0;
     for (var s = lid; s < plane; s += 256u) {
-        let v = blend(row, s, plane);
+        let v = blend(row, s, plane, &jet);
         mx = max(mx, max(v.x, max(v.y, v.z)));
     }
     peak[lid] = mx;
@@ -147,7 +150,7 @@ fn overlay(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     let m = peak[0];
     for (var s = lid; s < plane; s += 256u) {
-        let v = blend(row, s, plane) / m;
+        let v = blend(row, s, plane, &jet) / m;
         let q = vec3<u32>(min(255.0 * v, vec3<f32>(255.0)));
         out_u32[row * plane + s] = q.x | (q.y << 8u) | (q.z << 16u) | (255u << 24u);
     }
