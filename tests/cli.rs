@@ -539,3 +539,43 @@ fn device_and_host_resize_agree() {
         }
     }
 }
+
+#[test]
+fn pipeline_cache_is_saved_and_bad_cache_data_is_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let img = tmp.path().join("a.png");
+    image(&img, 40, 30);
+    let run = |out: &str, cache_env: &Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+            .env("GRADCAM_PIPELINE_CACHE", cache_env)
+            .args(["explain", img.to_str().unwrap(), "--size", "32", "--out"])
+            .arg(tmp.path().join(out))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        // The one overlay (its class depends on the random image).
+        let png = std::fs::read_dir(tmp.path().join(out))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "png"))
+            .unwrap();
+        std::fs::read(png).unwrap()
+    };
+    let first = run("one", &cache);
+    let files: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    // Where the device has no PIPELINE_CACHE nothing is written; lavapipe has it.
+    for f in &files {
+        assert!(std::fs::metadata(f).unwrap().len() > 0, "{}", f.display());
+        std::fs::write(f, b"not a pipeline cache").unwrap();
+    }
+    assert_eq!(
+        run("two", &cache),
+        first,
+        "garbage cache data changed the output"
+    );
+    assert_eq!(run("three", Path::new("off")), first);
+    assert!(!Path::new("off").exists(), "`off` is not a directory name");
+}

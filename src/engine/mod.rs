@@ -194,6 +194,7 @@ impl Engine {
         let classes = plan.steps.last().expect("plan has steps").shape[0];
         let per_image = cfg.targets.count(classes)?;
         let ops = Ops::new(&ctx);
+        ctx.save_pipeline_cache();
         let [h, w] = cfg.size;
         let numel = |s: &Step| (s.shape[0] * s.shape[1] * s.shape[2]) as u64;
 

@@ -1,8 +1,9 @@
 //! Device creation (own or borrowed) and the facts about it the engine plans with.
 
 use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Broad adapter classes; kernel variants are chosen per class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +29,20 @@ pub struct GpuContext {
     pub max_workgroups_per_dim: u32,
     /// Buffers and textures created through [`crate::gpu::buffer`], shared by clones.
     created: Arc<Created>,
+    /// Compiled pipelines kept on disk between runs, where the backend supports it.
+    pipeline_cache: Option<Arc<PipelineCacheFile>>,
 }
+
+/// A pipeline cache and the file it is loaded from and saved to.
+#[derive(Debug)]
+struct PipelineCacheFile {
+    cache: wgpu::PipelineCache,
+    path: PathBuf,
+    saved: AtomicBool,
+}
+
+/// Environment variable naming the pipeline cache directory; `off` disables the cache.
+pub const PIPELINE_CACHE_ENV: &str = "GRADCAM_PIPELINE_CACHE";
 
 /// Counts of GPU memory objects created through one context (and its clones).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,7 +141,76 @@ impl GpuContext {
                 adapter: info.name.clone(),
                 source,
             })?;
-        Self::from_device(device, queue, info)
+        let ctx = Self::from_device(device, queue, info)?;
+        Ok(match default_cache_dir() {
+            Some(dir) => ctx.with_pipeline_cache(&dir),
+            None => ctx,
+        })
+    }
+
+    /// Loads compiled pipelines from (and later saves them to) a file in `dir` named by
+    /// wgpu's key for this adapter and driver. Kernels created afterwards use it. A no-op
+    /// where the device lacks `PIPELINE_CACHE`; unreadable or stale data is ignored.
+    pub fn with_pipeline_cache(mut self, dir: &Path) -> Self {
+        if !self
+            .device
+            .features()
+            .contains(wgpu::Features::PIPELINE_CACHE)
+        {
+            return self;
+        }
+        let Some(key) = wgpu::util::pipeline_cache_key(&self.info) else {
+            return self;
+        };
+        let path = dir.join(key);
+        let data = std::fs::read(&path).ok();
+        // SAFETY: the data is what `get_data` wrote for this key; wgpu checks its header
+        // (magic, version, adapter) and `fallback` replaces data it rejects with an empty cache.
+        let cache = unsafe {
+            self.device
+                .create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+                    label: Some("gradcam-wgpu"),
+                    data: data.as_deref(),
+                    fallback: true,
+                })
+        };
+        self.pipeline_cache = Some(Arc::new(PipelineCacheFile {
+            cache,
+            path,
+            saved: AtomicBool::new(false),
+        }));
+        self
+    }
+
+    /// The pipeline cache every kernel is created with, if any.
+    pub fn pipeline_cache(&self) -> Option<&wgpu::PipelineCache> {
+        self.pipeline_cache.as_ref().map(|c| &c.cache)
+    }
+
+    /// Writes the pipeline cache to its file (temporary name, then rename), once per
+    /// context: the engine calls it after creating its kernels. A failure only costs the
+    /// next run its head start, so it is reported, not fatal.
+    pub fn save_pipeline_cache(&self) {
+        let Some(c) = &self.pipeline_cache else {
+            return;
+        };
+        if c.saved.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Some(data) = c.cache.get_data() else {
+            return;
+        };
+        let write = || -> std::io::Result<()> {
+            let dir = c.path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut tmp, &data)?;
+            tmp.persist(&c.path).map_err(|e| e.error)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            eprintln!("warning: pipeline cache {}: {e}", c.path.display());
+        }
     }
 
     /// Wraps a device the caller already owns (e.g. a renderer's). Fails with a clear
@@ -168,6 +251,7 @@ impl GpuContext {
             info,
             class,
             created: Arc::default(),
+            pipeline_cache: None,
         })
     }
 
@@ -249,4 +333,17 @@ fn optional_features() -> wgpu::Features {
         | wgpu::Features::SHADER_F16
         | wgpu::Features::PIPELINE_CACHE
         | wgpu::Features::SUBGROUP
+}
+
+/// `$GRADCAM_PIPELINE_CACHE` (`off` or empty: none), else `$XDG_CACHE_HOME/gradcam-wgpu`,
+/// else `~/.cache/gradcam-wgpu`.
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(v) = std::env::var_os(PIPELINE_CACHE_ENV) {
+        return (!v.is_empty() && v != "off").then(|| PathBuf::from(v));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("gradcam-wgpu"))
 }

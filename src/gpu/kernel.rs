@@ -81,7 +81,7 @@ impl Kernel {
                     constants,
                     zero_initialize_workgroup_memory: false,
                 },
-                cache: None,
+                cache: ctx.pipeline_cache(),
             });
         Self {
             label: entry,

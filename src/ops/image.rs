@@ -374,7 +374,7 @@ impl TextureKernels {
                 module: &m,
                 entry_point: Some("texture_input"),
                 compilation_options: Default::default(),
-                cache: None,
+                cache: ctx.pipeline_cache(),
             });
         let fragment = wgpu::ShaderStages::FRAGMENT;
         let output_layout = ctx
@@ -509,7 +509,7 @@ impl TextureKernels {
                         })],
                     }),
                     multiview_mask: None,
-                    cache: None,
+                    cache: ctx.pipeline_cache(),
                 })
         });
         let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
