@@ -62,7 +62,7 @@ struct Summary {
 pub fn run(a: &ExplainArgs) -> Result<usize> {
     let method: Method = a.method.parse()?;
     let targets: TargetSpec = a.target.parse()?;
-    let model = super::load_model(&a.model)?;
+    let (model, warnings) = super::load_model(&a.model)?;
     let (size, mean, std) = super::preprocessing(&model, &a.size, &a.mean, &a.std)?;
     let shard = walk::resolve_shard(a.shard.as_deref(), a.shard_count, |k| std::env::var(k).ok())
         .map_err(Error::Invalid)?;
@@ -92,7 +92,6 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
         "device" => None,
         _ => (ctx.class == AdapterClass::Cpu).then_some(size),
     };
-    let warnings = model.warnings();
     let mut summary = Summary {
         shard: shard.as_ref().map(|s| [s.index, s.count]),
         batch_requested: a.batch,

@@ -55,7 +55,7 @@ pub fn run(cli: args::Cli) -> u8 {
 use gradcam_wgpu::{Error, Model, Result, input};
 
 /// The model named by `--model`, or the bundled one.
-pub fn load_model(m: &args::ModelArgs) -> Result<Model> {
+pub fn load_model(m: &args::ModelArgs) -> Result<(Model, Vec<String>)> {
     let arch = m.arch.as_deref();
     let model = match m.model.as_deref() {
         Some(p) => Model::load(p, arch)?,
@@ -66,10 +66,11 @@ pub fn load_model(m: &args::ModelArgs) -> Result<Model> {
         }
         None => Model::bundled()?,
     };
-    for w in model.warnings() {
+    let warnings = model.warnings();
+    for w in &warnings {
         eprintln!("warning: {w}");
     }
-    Ok(model)
+    Ok((model, warnings))
 }
 
 /// Input size, mean and std: the flags where given, else the model's own.
