@@ -201,15 +201,23 @@ fn conv_backward_data() {
     }
 }
 
-/// The subgroup kernel (lavapipe's default) through `ConvWeight`, forward and
+/// The subgroup and texture kernels (lavapipe's) through `ConvWeight`, forward and
 /// backward-data with finite differences, on the awkward shapes plus wider ones whose
-/// channels span several 32-channel blocks, with chunks forced by a small binding limit.
+/// channels span several 32-channel blocks, with chunks forced by a small binding limit
+/// (subgroup) or small textures (texture, which also splits the batch into pieces).
 #[test]
 fn conv_subgroup() {
     let e = env();
     if !conv::subgroup_conv_supported(&e.ctx) {
         eprintln!("skipped: {} has no 8-wide subgroups", e.ctx.describe());
         return;
+    }
+    let texture = conv::texture_conv_supported(&e.ctx);
+    if !texture {
+        eprintln!(
+            "texture kernel skipped: {} lacks large textures",
+            e.ctx.describe()
+        );
     }
     let mut rng = Rng::new(11);
     let mut cases = conv_cases();
@@ -263,10 +271,26 @@ fn conv_subgroup() {
         // output channels per group, or where a 32-channel block exceeds one binding.
         let mut smaller = small.clone();
         smaller.max_binding -= 4;
-        for ctx in [&e.ctx, &small, &smaller] {
+        // Textures of one 32-channel block (at least one 4096-texel row).
+        let block_texels = s.groups * icg.max(ocg).div_ceil(4) * taps * 32;
+        let mut tiny = e.ctx.clone();
+        tiny.max_texture_rows = block_texels.div_ceil(4096) as u32;
+        let mut tinier = tiny.clone();
+        tinier.max_texture_rows = (block_texels / 4096) as u32;
+        for ctx in [&e.ctx, &small, &smaller, &tiny, &tinier] {
             let expect = |outputs: usize, reduction: usize| {
                 let fits = (s.groups * reduction * taps * 32 * 4) as u64 <= ctx.max_binding;
-                if outputs >= 8 && fits {
+                let texels = s.groups * reduction.div_ceil(4) * taps * 32;
+                let fits_texture = texels as u64 <= 4096 * ctx.max_texture_rows as u64;
+                if outputs < 8 {
+                    conv::ConvLayout::Quad
+                } else if texture {
+                    if fits_texture {
+                        conv::ConvLayout::Texels
+                    } else {
+                        conv::ConvLayout::Quad
+                    }
+                } else if fits {
                     conv::ConvLayout::Lanes
                 } else {
                     conv::ConvLayout::Quad
@@ -280,13 +304,17 @@ fn conv_subgroup() {
                 ctx.max_binding
             );
         }
-        for ctx in [&e.ctx, &small] {
-            let cw = conv::ConvWeight::upload_as(ctx, "w", &w, &s, ConvVariant::Subgroup)
-                .expect("upload");
-            assert_eq!(
-                (cw.layout, cw.backward_layout),
-                (conv::ConvLayout::Lanes, conv::ConvLayout::Lanes)
-            );
+        let mut runs = vec![
+            (&e.ctx, ConvVariant::Subgroup, conv::ConvLayout::Lanes),
+            (&small, ConvVariant::Subgroup, conv::ConvLayout::Lanes),
+        ];
+        if texture {
+            runs.push((&e.ctx, ConvVariant::Texture, conv::ConvLayout::Texels));
+            runs.push((&tiny, ConvVariant::Texture, conv::ConvLayout::Texels));
+        }
+        for (ctx, variant, layout) in runs {
+            let cw = conv::ConvWeight::upload_as(ctx, "w", &w, &s, variant).expect("upload");
+            assert_eq!((cw.layout, cw.backward_layout), (layout, layout));
             let (y, dx) = (garbage(want_y.len()), garbage(x_len));
             let k = &e.ops.conv;
             let mut ds = k.forward_chunked(
@@ -302,9 +330,10 @@ fn conv_subgroup() {
             ds.extend(k.backward_data_chunked(ctx, &s, &dyb, &cw, &dx, &e.ops.dummy));
             let got = run(&ds, &[(&y, want_y.len()), (&dx, x_len)]);
             let label = format!(
-                "conv subgroup {name} ({} + {} chunks)",
+                "conv {variant:?} {name} ({} + {} chunks, {} texture rows)",
                 cw.forward.len(),
-                cw.backward.len()
+                cw.backward.len(),
+                ctx.max_texture_rows
             );
             check_terms(
                 &format!("{label} fwd"),

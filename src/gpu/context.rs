@@ -24,6 +24,9 @@ pub struct GpuContext {
     /// Largest storage-buffer binding the engine may use, in bytes. Tests lower it
     /// to exercise the chunked paths on small models.
     pub max_binding: u64,
+    /// Rows of the largest 2D texture the engine may use (the conv textures are 4096
+    /// texels wide). Tests lower it to exercise the split paths.
+    pub max_texture_rows: u32,
     /// Largest buffer the device allows.
     pub max_buffer: u64,
     pub max_workgroups_per_dim: u32,
@@ -245,6 +248,7 @@ impl GpuContext {
                 .max_storage_buffer_binding_size
                 .min(limits.max_buffer_size),
             max_buffer: limits.max_buffer_size,
+            max_texture_rows: limits.max_texture_dimension_2d,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
             device,
             queue,

@@ -2,6 +2,7 @@
 //!
 //! Convention for every kernel in `shaders/`: group 0, binding 0 is a uniform block of
 //! parameters, bindings 1.. are storage buffers in the order the entry point lists them.
+//! Kernels reading textures name each binding instead ([`Kernel::with_slots`]).
 
 use super::{GpuContext, Profiler};
 use std::sync::Arc;
@@ -12,13 +13,24 @@ pub enum Access {
     ReadWrite,
 }
 
+/// A binding of a [`Kernel::with_slots`] kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Buffer(Access),
+    /// A sampled (`textureLoad`) float texture.
+    Texture,
+    /// A write-only storage texture.
+    StorageTexture(wgpu::TextureFormat),
+}
+
 /// One compute entry point with its bind-group layout.
 #[derive(Clone, Debug)]
 pub struct Kernel {
     pub label: &'static str,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
-    storage: Vec<Access>,
+    /// Binding number and kind of everything after the parameters.
+    slots: Vec<(u32, Slot)>,
     /// Invocations per workgroup (x only; kernels use 1-D workgroups).
     pub workgroup_size: u32,
 }
@@ -33,6 +45,24 @@ impl Kernel {
         constants: &[(&str, f64)],
         workgroup_size: u32,
     ) -> Self {
+        let slots: Vec<_> = storage
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (i as u32 + 1, Slot::Buffer(*a)))
+            .collect();
+        Self::with_slots(ctx, module, entry, &slots, constants, workgroup_size)
+    }
+
+    /// Like [`Kernel::new`] with explicit binding numbers and kinds after the parameters
+    /// (binding 0).
+    pub fn with_slots(
+        ctx: &GpuContext,
+        module: &wgpu::ShaderModule,
+        entry: &'static str,
+        slots: &[(u32, Slot)],
+        constants: &[(&str, f64)],
+        workgroup_size: u32,
+    ) -> Self {
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -43,17 +73,30 @@ impl Kernel {
             },
             count: None,
         }];
-        for (i, a) in storage.iter().enumerate() {
-            entries.push(wgpu::BindGroupLayoutEntry {
-                binding: i as u32 + 1,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
+        for &(binding, slot) in slots {
+            let ty = match slot {
+                Slot::Buffer(a) => wgpu::BindingType::Buffer {
                     ty: wgpu::BufferBindingType::Storage {
-                        read_only: *a == Access::Read,
+                        read_only: a == Access::Read,
                     },
                     has_dynamic_offset: false,
                     min_binding_size: None,
                 },
+                Slot::Texture => wgpu::BindingType::Texture {
+                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                    multisampled: false,
+                },
+                Slot::StorageTexture(format) => wgpu::BindingType::StorageTexture {
+                    access: wgpu::StorageTextureAccess::WriteOnly,
+                    format,
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                },
+            };
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty,
                 count: None,
             });
         }
@@ -87,7 +130,7 @@ impl Kernel {
             label: entry,
             pipeline,
             layout,
-            storage: storage.to_vec(),
+            slots: slots.to_vec(),
             workgroup_size,
         }
     }
@@ -118,23 +161,32 @@ impl Kernel {
         buffers: &[&wgpu::Buffer],
         workgroups: [u32; 3],
     ) -> Dispatch {
+        let resources: Vec<_> = buffers.iter().map(|b| b.as_entire_binding()).collect();
+        self.dispatch_bound(ctx, params, resources, workgroups)
+    }
+
+    /// Like [`Kernel::dispatch_groups`] with any resources, in the order of the slots.
+    pub fn dispatch_bound<P: bytemuck::Pod>(
+        &self,
+        ctx: &GpuContext,
+        params: &P,
+        resources: Vec<wgpu::BindingResource<'_>>,
+        workgroups: [u32; 3],
+    ) -> Dispatch {
         assert_eq!(
-            buffers.len(),
-            self.storage.len(),
-            "kernel {} takes {} storage buffers",
+            resources.len(),
+            self.slots.len(),
+            "kernel {} takes {} bindings after its parameters",
             self.label,
-            self.storage.len()
+            self.slots.len()
         );
         let uniform = super::buffer::uniform(ctx, self.label, bytemuck::bytes_of(params));
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: uniform.as_entire_binding(),
         }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
-            });
+        for (&(binding, _), resource) in self.slots.iter().zip(resources) {
+            entries.push(wgpu::BindGroupEntry { binding, resource });
         }
         let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(self.label),

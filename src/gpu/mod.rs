@@ -6,5 +6,5 @@ pub mod kernel;
 pub mod profiler;
 
 pub use context::{AdapterClass, Allocations, GpuContext, MemoryUsage};
-pub use kernel::{Access, Dispatch, Kernel, grid, record_all, record_all_profiled};
+pub use kernel::{Access, Dispatch, Kernel, Slot, grid, record_all, record_all_profiled};
 pub use profiler::{KernelTime, Profiler};

@@ -1,7 +1,9 @@
-//! Conv2d forward and backward-data (shaders/conv.wgsl).
+//! Conv2d forward and backward-data (shaders/conv.wgsl, conv_subgroup.wgsl,
+//! conv_texture.wgsl).
 
 use super::{module, u};
-use crate::gpu::{Access, AdapterClass, Dispatch, GpuContext, Kernel, buffer};
+use crate::gpu::{Access, AdapterClass, Dispatch, GpuContext, Kernel, Slot, buffer};
+use std::sync::Mutex;
 
 /// Geometry of one conv2d, PyTorch semantics (weight `[out_c, in_c / groups, k_h, k_w]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +69,10 @@ pub enum ConvVariant {
     /// (shaders/conv_subgroup.wgsl): best on lavapipe. Needs [`subgroup_conv_supported`]
     /// and weights packed by [`ConvWeight::upload_as`].
     Subgroup,
+    /// The Subgroup scheme reading the input (packed per conv) and the weights from
+    /// textures (shaders/conv_texture.wgsl): best on lavapipe, whose texel fetches are
+    /// vectorised where storage loads are not. Needs [`texture_conv_supported`].
+    Texture,
 }
 
 /// How a [`ConvWeight`] is packed, which decides the kernel that reads it.
@@ -76,6 +82,8 @@ pub enum ConvLayout {
     Quad,
     /// Per 32-channel block, contiguous along the reduction (Subgroup).
     Lanes,
+    /// Lanes with 4 reduction channels per texel, in a texture (Texture).
+    Texels,
     /// [`pack_depthwise`]: one vec4 per channel and tap (the depthwise kernel).
     Depthwise,
 }
@@ -88,9 +96,28 @@ pub fn subgroup_conv_supported(ctx: &GpuContext) -> bool {
         && ctx.info.subgroup_max_size == 8
 }
 
+/// Row length of the conv textures, in texels: texel t sits at (t % 4096, t / 4096).
+const TEXTURE_WIDTH: u64 = 4096;
+
+/// Texels one conv texture may hold ([`GpuContext::max_texture_rows`] rows).
+fn texture_capacity(ctx: &GpuContext) -> u64 {
+    TEXTURE_WIDTH * ctx.max_texture_rows as u64
+}
+
+/// Whether this device runs the texture conv kernel: [`subgroup_conv_supported`], and
+/// textures big enough for one image of any input a storage binding can hold, padded to
+/// 4 channels, so a batch can always be split into pieces that fit.
+pub fn texture_conv_supported(ctx: &GpuContext) -> bool {
+    let limits = ctx.device.limits();
+    let rows = limits.max_texture_dimension_2d as u64;
+    subgroup_conv_supported(ctx)
+        && TEXTURE_WIDTH * rows * 16 >= 4 * limits.max_storage_buffer_binding_size
+}
+
 /// The variant [`ConvKernels::new`] and [`ConvWeight::upload`] pick for this device.
 pub fn default_variant(ctx: &GpuContext) -> ConvVariant {
     match ctx.class {
+        AdapterClass::Cpu if texture_conv_supported(ctx) => ConvVariant::Texture,
         AdapterClass::Cpu if subgroup_conv_supported(ctx) => ConvVariant::Subgroup,
         AdapterClass::Cpu => ConvVariant::Blocked,
         AdapterClass::Gpu => ConvVariant::Tiled,
@@ -122,7 +149,10 @@ struct ConvParams {
     flags: u32,
     co_base: u32,
     out_cg_total: u32,
-    _pad: [u32; 2],
+    /// ceil(red_c / 4): texels per pixel of a group (Texture only).
+    red_c4: u32,
+    /// First image computed (Texture only, which splits big batches).
+    img0: u32,
 }
 
 const FLAG_RELU: u32 = 1;
@@ -166,7 +196,8 @@ impl ConvParams {
             flags,
             co_base: u(co0),
             out_cg_total: u(dst_c / g),
-            _pad: [0; 2],
+            red_c4: u((src_c / g).div_ceil(4)),
+            img0: 0,
         }
     }
 
@@ -199,13 +230,30 @@ impl ConvParams {
     }
 }
 
+/// Where a packed weight chunk lives.
+#[derive(Clone)]
+pub enum Packed {
+    Buffer(wgpu::Buffer),
+    /// [`ConvLayout::Texels`].
+    Texture(wgpu::TextureView),
+}
+
+impl Packed {
+    fn buffer(&self) -> &wgpu::Buffer {
+        match self {
+            Packed::Buffer(b) => b,
+            Packed::Texture(_) => unreachable!("only Texels weights live in textures"),
+        }
+    }
+}
+
 /// A conv weight packed for both directions, split along each direction's output channels
-/// into chunks that fit one storage binding.
+/// into chunks that fit one storage binding (or texture).
 pub struct ConvWeight {
-    /// (first channel within the group, channels, packed buffer) for the forward pass.
-    pub forward: Vec<(usize, usize, wgpu::Buffer)>,
+    /// (first channel within the group, channels, packed weight) for the forward pass.
+    pub forward: Vec<(usize, usize, Packed)>,
     /// The same for backward-data (channels are the conv's input channels).
-    pub backward: Vec<(usize, usize, wgpu::Buffer)>,
+    pub backward: Vec<(usize, usize, Packed)>,
     /// The forward packing; with [`ConvLayout::Depthwise`] the chunks are channel ranges
     /// and both directions share them.
     pub layout: ConvLayout,
@@ -224,6 +272,13 @@ impl ConvWeight {
         let pick = |outputs: usize, reduction: usize| match default_variant(ctx) {
             ConvVariant::Subgroup
                 if outputs < 8 || (s.groups * reduction * kk * 32 * 4) as u64 > ctx.max_binding =>
+            {
+                ConvVariant::Blocked
+            }
+            ConvVariant::Texture
+                if outputs < 8
+                    || (s.groups * reduction.div_ceil(4) * kk * 32) as u64
+                        > texture_capacity(ctx) =>
             {
                 ConvVariant::Blocked
             }
@@ -272,7 +327,11 @@ impl ConvWeight {
                 .map(|c0| {
                     let count = step.min(s.in_c - c0);
                     let packed = pack_depthwise_range(w, s, c0, count);
-                    (c0, count, buffer::storage_f32(ctx, name, &packed))
+                    (
+                        c0,
+                        count,
+                        Packed::Buffer(buffer::storage_f32(ctx, name, &packed)),
+                    )
                 })
                 .collect();
             return Ok(Self {
@@ -282,34 +341,49 @@ impl ConvWeight {
                 backward_layout: ConvLayout::Depthwise,
             });
         }
-        let layout = |variant| match variant {
+        let layout = |variant| {
+            match variant {
             ConvVariant::Subgroup if !subgroup_conv_supported(ctx) => Err(crate::Error::Tensor {
                 name: name.to_string(),
                 message: "the subgroup conv kernel needs 8-wide subgroups, which this device lacks"
                     .to_string(),
             }),
             ConvVariant::Subgroup => Ok(ConvLayout::Lanes),
+            ConvVariant::Texture if !texture_conv_supported(ctx) => Err(crate::Error::Tensor {
+                name: name.to_string(),
+                message: "the texture conv kernel needs 8-wide subgroups and large textures, which this device lacks"
+                    .to_string(),
+            }),
+            ConvVariant::Texture => Ok(ConvLayout::Texels),
             ConvVariant::Blocked | ConvVariant::Tiled => Ok(ConvLayout::Quad),
+        }
         };
         let chunks = |channels: usize, reduction: usize, layout: ConvLayout, dir: Dir| {
             type Pack = fn(&[f32], &ConvShape, usize, usize) -> Vec<f32>;
             let pack: Pack = match (layout, dir) {
                 (ConvLayout::Lanes, Dir::Forward) => pack_lanes_forward,
                 (ConvLayout::Lanes, Dir::Backward) => pack_lanes_backward,
+                (ConvLayout::Texels, Dir::Forward) => pack_texels_forward,
+                (ConvLayout::Texels, Dir::Backward) => pack_texels_backward,
                 (_, Dir::Forward) => pack_forward_range,
                 (_, Dir::Backward) => pack_backward_range,
             };
-            // Chunks hold whole blocks of output channels: 4 (Quad) or 32 (Lanes).
-            let block = if layout == ConvLayout::Lanes { 32 } else { 4 };
-            // Every group stores reduction x block channels.
-            let bytes = (g * reduction * kk * block * 4) as u64;
-            let blocks = (ctx.max_binding / bytes) as usize;
+            // Chunks hold whole blocks of output channels: 4 (Quad) or 32 (Lanes, Texels).
+            let block = if layout == ConvLayout::Quad { 4 } else { 32 };
+            // Every group stores reduction x block channels, in a binding or a texture.
+            let (bytes, limit) = match layout {
+                ConvLayout::Texels => (
+                    (g * reduction.div_ceil(4) * kk * block * 4 * 4) as u64,
+                    texture_capacity(ctx) * 16,
+                ),
+                _ => ((g * reduction * kk * block * 4) as u64, ctx.max_binding),
+            };
+            let blocks = (limit / bytes) as usize;
             if blocks == 0 {
                 return Err(crate::Error::Tensor {
                     name: name.to_string(),
                     message: format!(
-                        "{block} output channels of this conv need {bytes} bytes, above the device's storage binding limit of {} bytes",
-                        ctx.max_binding
+                        "{block} output channels of this conv need {bytes} bytes, above the device's limit of {limit} bytes per binding",
                     ),
                 });
             }
@@ -318,11 +392,12 @@ impl ConvWeight {
                 .step_by(step)
                 .map(|c0| {
                     let count = step.min(channels - c0);
-                    (
-                        c0,
-                        count,
-                        buffer::storage_f32(ctx, name, &pack(w, s, c0, count)),
-                    )
+                    let packed = pack(w, s, c0, count);
+                    let weight = match layout {
+                        ConvLayout::Texels => Packed::Texture(texels(ctx, name, &packed)),
+                        _ => Packed::Buffer(buffer::storage_f32(ctx, name, &packed)),
+                    };
+                    (c0, count, weight)
                 })
                 .collect())
         };
@@ -343,6 +418,213 @@ pub struct ConvKernels {
     depthwise: [Kernel; 2],
     /// Only on devices with [`subgroup_conv_supported`].
     subgroup: Option<[Kernel; 2]>,
+    /// Only on devices with [`texture_conv_supported`].
+    texture: Option<TextureKernels>,
+}
+
+/// conv_texture.wgsl's kernels and the texture the input is packed into, shared by every
+/// conv of the dispatch lists (they run in order) and grown on demand.
+struct TextureKernels {
+    pack: Kernel,
+    /// `pack` for planes of a multiple of 4 pixels, 4 at a time.
+    pack4: Kernel,
+    conv: [Kernel; 2],
+    scratch: Mutex<Option<(u64, wgpu::TextureView)>>,
+}
+
+impl TextureKernels {
+    fn new(ctx: &GpuContext) -> Self {
+        let m = module(ctx, "conv_texture.wgsl");
+        let pack = Kernel::with_slots(
+            ctx,
+            &m,
+            "conv_pack",
+            &[
+                (1, Slot::Buffer(Access::Read)),
+                (2, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
+            ],
+            &[],
+            64,
+        );
+        let pack4 = Kernel::with_slots(
+            ctx,
+            &m,
+            "conv_pack4",
+            &[
+                (7, Slot::Buffer(Access::Read)),
+                (2, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
+            ],
+            &[],
+            64,
+        );
+        let conv = |backward: bool| {
+            Kernel::with_slots(
+                ctx,
+                &m,
+                "conv_texture",
+                &[
+                    (3, Slot::Texture),
+                    (4, Slot::Texture),
+                    (5, Slot::Buffer(Access::Read)),
+                    (6, Slot::Buffer(Access::ReadWrite)),
+                ],
+                &[("BACKWARD", backward as u32 as f64)],
+                64,
+            )
+        };
+        Self {
+            pack,
+            pack4,
+            conv: [conv(false), conv(true)],
+            scratch: Mutex::new(None),
+        }
+    }
+
+    /// A view of the scratch texture with room for `texels`.
+    fn scratch(&self, ctx: &GpuContext, texels: u64) -> wgpu::TextureView {
+        let rows = texels.div_ceil(TEXTURE_WIDTH).max(1);
+        let mut slot = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some((have, view)) if *have >= rows => view.clone(),
+            _ => {
+                let view = texture(
+                    ctx,
+                    "conv input",
+                    rows as u32,
+                    wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING,
+                );
+                *slot = Some((rows, view.clone()));
+                view
+            }
+        }
+    }
+
+    /// Packs `x` (the source of `p`'s gather) and runs every chunk over it, in pieces of
+    /// whole images that fit the texture.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &self,
+        ctx: &GpuContext,
+        p: &ConvParams,
+        dir: Dir,
+        x: &wgpu::Buffer,
+        chunks: &[(usize, usize, Packed)],
+        chunk_params: impl Fn(usize, usize) -> ConvParams,
+        bias: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let per_image = p.groups as u64 * p.red_c4 as u64 * p.in_h as u64 * p.in_w as u64;
+        let per_piece = (texture_capacity(ctx) / per_image).clamp(1, p.batch as u64) as u32;
+        let view = self.scratch(ctx, per_piece as u64 * per_image);
+        let mut d = Vec::new();
+        for img0 in (0..p.batch).step_by(per_piece as usize) {
+            let batch = per_piece.min(p.batch - img0);
+            let piece = ConvParams { batch, img0, ..*p };
+            let texels = batch as u64 * per_image;
+            let (pack, threads) = if (p.in_h * p.in_w).is_multiple_of(4) {
+                (&self.pack4, texels / 4)
+            } else {
+                (&self.pack, texels)
+            };
+            d.push(pack.dispatch_bound(
+                ctx,
+                &piece,
+                vec![
+                    x.as_entire_binding(),
+                    wgpu::BindingResource::TextureView(&view),
+                ],
+                crate::gpu::grid(threads.div_ceil(64), ctx.max_workgroups_per_dim),
+            ));
+            for (c0, count, w) in chunks {
+                let Packed::Texture(w) = w else {
+                    unreachable!("Texels weights live in textures")
+                };
+                let cp = ConvParams {
+                    batch,
+                    img0,
+                    ..chunk_params(*c0, *count)
+                };
+                // One 8-lane subgroup per 32 channels x 32 pixels (flattened over the piece).
+                let pixels = batch as u64 * (cp.out_h * cp.out_w) as u64;
+                let threads =
+                    8 * cp.groups as u64 * pixels.div_ceil(32) * cp.out_cg4.div_ceil(8) as u64;
+                let groups = threads.div_ceil(64);
+                d.push(
+                    self.conv[dir as usize]
+                        .dispatch_bound(
+                            ctx,
+                            &cp,
+                            vec![
+                                wgpu::BindingResource::TextureView(&view),
+                                wgpu::BindingResource::TextureView(w),
+                                bias.as_entire_binding(),
+                                y.as_entire_binding(),
+                            ],
+                            crate::gpu::grid(groups, ctx.max_workgroups_per_dim),
+                        )
+                        .with_macs(cp.macs(dir)),
+                );
+            }
+        }
+        d
+    }
+}
+
+/// An rgba32float texture of `rows` rows of [`TEXTURE_WIDTH`] texels.
+fn texture(
+    ctx: &GpuContext,
+    label: &str,
+    rows: u32,
+    usage: wgpu::TextureUsages,
+) -> wgpu::TextureView {
+    buffer::texture(
+        ctx,
+        &wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d {
+                width: TEXTURE_WIDTH as u32,
+                height: rows,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage,
+            view_formats: &[],
+        },
+    )
+    .create_view(&wgpu::TextureViewDescriptor::default())
+}
+
+/// Uploads packed values (4 per texel) as a texture of whole rows, zero-padded.
+fn texels(ctx: &GpuContext, name: &str, packed: &[f32]) -> wgpu::TextureView {
+    let row = TEXTURE_WIDTH as usize * 4;
+    let rows = packed.len().div_ceil(row).max(1);
+    let mut data = packed.to_vec();
+    data.resize(rows * row, 0.0);
+    let view = texture(
+        ctx,
+        name,
+        rows as u32,
+        wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+    );
+    ctx.queue.write_texture(
+        wgpu::TexelCopyTextureInfo {
+            texture: view.texture(),
+            mip_level: 0,
+            origin: wgpu::Origin3d::ZERO,
+            aspect: wgpu::TextureAspect::All,
+        },
+        bytemuck::cast_slice(&data),
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(row as u32 * 4),
+            rows_per_image: None,
+        },
+        view.texture().size(),
+    );
+    view
 }
 
 impl ConvKernels {
@@ -376,6 +658,7 @@ impl ConvKernels {
         Self {
             variant: default_variant(ctx),
             subgroup,
+            texture: texture_conv_supported(ctx).then(|| TextureKernels::new(ctx)),
             blocked: [
                 make("conv_blocked", false, 64),
                 make("conv_blocked", true, 64),
@@ -491,10 +774,23 @@ impl ConvKernels {
         dummy: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let flags = (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS);
+        if w.layout == ConvLayout::Texels {
+            let p = ConvParams::new(s, Dir::Forward, 0, s.out_c / s.groups, flags);
+            return self.texture_kernels().dispatch(
+                ctx,
+                &p,
+                Dir::Forward,
+                x,
+                &w.forward,
+                |c0, count| ConvParams::new(s, Dir::Forward, c0, count, flags),
+                bias.unwrap_or(dummy),
+                y,
+            );
+        }
         w.forward
             .iter()
-            .map(|(c0, count, buf)| {
-                let bufs = [x, buf, bias.unwrap_or(dummy), y];
+            .map(|(c0, count, packed)| {
+                let bufs = [x, packed.buffer(), bias.unwrap_or(dummy), y];
                 self.dispatch_layout(ctx, s, w.layout, Dir::Forward, *c0, *count, flags, bufs)
             })
             .collect()
@@ -510,10 +806,23 @@ impl ConvKernels {
         dx: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
+        if w.backward_layout == ConvLayout::Texels {
+            let p = ConvParams::new(s, Dir::Backward, 0, s.in_c / s.groups, 0);
+            return self.texture_kernels().dispatch(
+                ctx,
+                &p,
+                Dir::Backward,
+                dy,
+                &w.backward,
+                |c0, count| ConvParams::new(s, Dir::Backward, c0, count, 0),
+                dummy,
+                dx,
+            );
+        }
         w.backward
             .iter()
-            .map(|(c0, count, buf)| {
-                let bufs = [dy, buf, dummy, dx];
+            .map(|(c0, count, packed)| {
+                let bufs = [dy, packed.buffer(), dummy, dx];
                 self.dispatch_layout(
                     ctx,
                     s,
@@ -526,6 +835,12 @@ impl ConvKernels {
                 )
             })
             .collect()
+    }
+
+    fn texture_kernels(&self) -> &TextureKernels {
+        self.texture
+            .as_ref()
+            .expect("Texels weights are only packed where the texture kernel exists")
     }
 
     /// One chunk's dispatch with the kernel that reads `layout`.
@@ -550,6 +865,7 @@ impl ConvKernels {
                 let p = ConvParams::new(s, dir, c0, count, flags);
                 self.dispatch(ctx, &p, dir, bufs)
             }
+            ConvLayout::Texels => unreachable!("texture convs are dispatched whole"),
             ConvLayout::Lanes => {
                 let p = ConvParams::new(s, dir, c0, count, flags);
                 let kernels = self
@@ -681,6 +997,47 @@ fn pack_lanes(
             for ci in 0..red {
                 for k in 0..kk {
                     out[(((gi * blocks + b) * kk + k) * red + ci) * 32 + l] = at(gi, co, ci, k);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Packs output channels `c0 .. c0 + count` of each group for the texture kernel:
+/// `[g][block of 32][kh, kw][ci / 4][ci % 4][32]`, zero past `count` and the reduction.
+fn pack_texels_forward(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec<f32> {
+    let (ocg, icg) = (s.out_c / s.groups, s.in_c / s.groups);
+    pack_texels(s, count, icg, |gi, co, ci, k| {
+        w[(((gi * ocg + c0 + co) * icg + ci) * s.kernel[0] * s.kernel[1]) + k]
+    })
+}
+
+/// [`pack_texels_forward`] for backward-data (as [`pack_lanes_backward`]).
+fn pack_texels_backward(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec<f32> {
+    let (ocg, icg) = (s.out_c / s.groups, s.in_c / s.groups);
+    pack_texels(s, count, ocg, |gi, ci, co, k| {
+        w[(((gi * ocg + co) * icg + c0 + ci) * s.kernel[0] * s.kernel[1]) + k]
+    })
+}
+
+/// The Texels layout of `count` outputs over `red` reduction channels; `at(g, out, red, tap)`.
+fn pack_texels(
+    s: &ConvShape,
+    count: usize,
+    red: usize,
+    at: impl Fn(usize, usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    let kk = s.kernel[0] * s.kernel[1];
+    let (blocks, red4) = (count.div_ceil(32), red.div_ceil(4));
+    let mut out = vec![0.0; s.groups * blocks * kk * red4 * 4 * 32];
+    for gi in 0..s.groups {
+        for co in 0..count {
+            let (b, l) = (co / 32, co % 32);
+            for ci in 0..red {
+                for k in 0..kk {
+                    let texel = (((gi * blocks + b) * kk + k) * red4 + ci / 4) * 4 + ci % 4;
+                    out[texel * 32 + l] = at(gi, co, ci, k);
                 }
             }
         }

@@ -57,6 +57,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         "conv_subgroup.wgsl",
         include_str!("../../shaders/conv_subgroup.wgsl"),
     ),
+    (
+        "conv_texture.wgsl",
+        include_str!("../../shaders/conv_texture.wgsl"),
+    ),
     ("eigen.wgsl", include_str!("../../shaders/eigen.wgsl")),
     ("eltwise.wgsl", include_str!("../../shaders/eltwise.wgsl")),
     ("eval.wgsl", include_str!("../../shaders/eval.wgsl")),

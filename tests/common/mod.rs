@@ -24,7 +24,7 @@ impl Env {
             ConvVariant::Blocked => &self.conv_blocked,
             ConvVariant::Tiled => &self.conv_tiled,
             // Needs its own weight packing: tested through ConvWeight on `ops.conv`.
-            ConvVariant::Subgroup => &self.ops.conv,
+            ConvVariant::Subgroup | ConvVariant::Texture => &self.ops.conv,
         }
     }
 }
