@@ -8,12 +8,12 @@ use gradcam_wgpu::GpuContext;
 use gradcam_wgpu::gpu::AdapterClass;
 use gradcam_wgpu::gpu::Dispatch;
 use gradcam_wgpu::gpu::{buffer, record_all};
-use gradcam_wgpu::ops::Ops;
 use gradcam_wgpu::ops::conv::{
     ConvShape, ConvVariant, ConvWeight, pack_backward, pack_depthwise, pack_forward,
-    subgroup_conv_supported,
+    subgroup_conv_supported, texture_conv_supported,
 };
 use gradcam_wgpu::ops::linear::LinearWeight;
+use gradcam_wgpu::ops::{Ops, Precision};
 
 fn shape(batch: usize, cin: usize, hw: usize, cout: usize, k: usize, stride: usize) -> ConvShape {
     ConvShape {
@@ -33,6 +33,13 @@ fn shape(batch: usize, cin: usize, hw: usize, cout: usize, k: usize, stride: usi
 /// The variants worth timing on this adapter: the default first.
 fn variants(ctx: &GpuContext) -> Vec<ConvVariant> {
     match ctx.class {
+        AdapterClass::Cpu if texture_conv_supported(ctx) => {
+            vec![
+                ConvVariant::Texture,
+                ConvVariant::Subgroup,
+                ConvVariant::Blocked,
+            ]
+        }
         AdapterClass::Cpu if subgroup_conv_supported(ctx) => {
             vec![ConvVariant::Subgroup, ConvVariant::Blocked]
         }
@@ -115,19 +122,27 @@ fn bench_linear(c: &mut Criterion) {
         let w: Vec<f32> = (0..in_f * out_f)
             .map(|i| ((i % 7) as f32 - 3.0) * 0.01)
             .collect();
-        let lw = LinearWeight::upload(&ctx, "w", &w, out_f, in_f).expect("upload");
-        drop(w);
         let x = buffer::storage_f32(&ctx, "x", &vec![0.5; batch * in_f]);
         let y = buffer::storage(&ctx, "y", (batch * out_f * 4) as u64);
-        let fwd = ops
-            .linear
-            .forward(&ctx, &lw, batch, true, &x, None, &y, &ops.dummy);
-        let bwd = ops.linear.backward(&ctx, &lw, batch, &y, &x, &ops.dummy);
         g.throughput(Throughput::Elements(2 * (batch * in_f * out_f) as u64));
-        for (dir, d) in [("fwd", fwd), ("bwd", bwd)] {
-            g.bench_function(format!("{name}/{dir}"), |b| {
-                b.iter(|| time_dispatches(&ctx, &d))
-            });
+        // f16 weights (`--precision f16`) halve the bytes read, which bounds these layers.
+        let precisions: &[Precision] = if Precision::F16.supported(&ctx) {
+            &[Precision::F32, Precision::F16]
+        } else {
+            &[Precision::F32]
+        };
+        for &precision in precisions {
+            let lw =
+                LinearWeight::upload_at(&ctx, "w", &w, out_f, in_f, precision).expect("upload");
+            let fwd = ops
+                .linear
+                .forward(&ctx, &lw, batch, true, &x, None, &y, &ops.dummy);
+            let bwd = ops.linear.backward(&ctx, &lw, batch, &y, &x, &ops.dummy);
+            for (dir, d) in [("fwd", fwd), ("bwd", bwd)] {
+                g.bench_function(format!("{name}/{precision:?}/{dir}"), |b| {
+                    b.iter(|| time_dispatches(&ctx, &d))
+                });
+            }
         }
     }
     g.finish();

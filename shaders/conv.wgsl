@@ -26,6 +26,9 @@ const FLAG_BIAS: u32 = 2u;
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
+// Every weight read goes through here; the f16 build (ops::half_source) stores w as
+// vec4<f16> and widens it here, so arithmetic stays f32.
+fn weight(i: u32) -> vec4<f32> { return w[i]; }
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
@@ -126,7 +129,7 @@ fn conv_blocked(@builtin(workgroup_id) wid: vec3<u32>,
             var wi = (g * p.red_c * kk + kh * p.k_w + kw) * p.out_cg4 + co4;
             let wstep = kk * p.out_cg4;
             for (var c = 0u; c < p.red_c; c++) {
-                let wv = w[wi];
+                let wv = weight(wi);
                 a0 += wv * (x[xi + i0] * m.x);
                 a1 += wv * (x[xi + i1] * m.y);
                 a2 += wv * (x[xi + i2] * m.z);
@@ -181,7 +184,7 @@ fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>,
         let r = k0 + kk;
         let co4 = tile_co4 + q;
         var wv = vec4<f32>(0.0);
-        if (r < kred && co4 < p.out_cg4) { wv = w[(g * kred + r) * p.out_cg4 + co4]; }
+        if (r < kred && co4 < p.out_cg4) { wv = weight((g * kred + r) * p.out_cg4 + co4); }
         ws[lid] = wv;
         let px = tile_px + q * 4u;
         xs[lid] = vec4<f32>(gather(n, g, r, px), gather(n, g, r, px + 1u),
@@ -247,9 +250,9 @@ fn conv_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
                 let b = vec4<f32>(v1, v2, v3, v4);
                 let c = vec4<f32>(v2, v3, v4, v5);
                 if (BACKWARD) {
-                    acc += w[wr] * c + w[wr + 1u] * b + w[wr + 2u] * a;
+                    acc += weight(wr) * c + weight(wr + 1u) * b + weight(wr + 2u) * a;
                 } else {
-                    acc += w[wr] * a + w[wr + 1u] * b + w[wr + 2u] * c;
+                    acc += weight(wr) * a + weight(wr + 1u) * b + weight(wr + 2u) * c;
                 }
             }
             wr += 3u;
@@ -271,7 +274,7 @@ fn conv_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
                     let r = x0 + u32(iy) * p.in_w;
                     // Invalid columns read the row start (in bounds) and are multiplied by 0.
                     let xv = vec4<f32>(x[r + i0], x[r + i1], x[r + i2], x[r + i3]) * m;
-                    acc += w[wi] * xv;
+                    acc += weight(wi) * xv;
                 }
                 wi += p.k_w;
             }

@@ -15,6 +15,9 @@ const FLAG_ACCUMULATE: u32 = 4u;
 @group(0) @binding(0) var<uniform> p: LinearParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
+// Every weight read goes through here; the f16 build (ops::half_source) stores w as
+// vec4<f16> and widens it here, so arithmetic stays f32.
+fn weight(i: u32) -> vec4<f32> { return w[i]; }
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
@@ -32,7 +35,7 @@ fn x4(b: u32, k4: u32) -> vec4<f32> {
 
 fn w4(r: u32, k4: u32) -> vec4<f32> {
     if (r >= p.rows) { return vec4<f32>(0.0); }
-    return w[r * p.in4 + k4];
+    return weight(r * p.in4 + k4);
 }
 
 fn put(b: u32, r: u32, v: f32) {
@@ -77,7 +80,7 @@ fn linear_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let b = (tid / p.in4) * 4u;
     var acc: array<vec4<f32>, 4>;
     for (var o = 0u; o < p.rows; o++) {
-        let wv = w[o * p.in4 + k4];
+        let wv = weight(o * p.in4 + k4);
         for (var j = 0u; j < 4u; j++) {
             if (b + j < p.batch) { acc[j] += wv * x[(b + j) * p.out_f + p.row0 + o]; }
         }

@@ -56,3 +56,4 @@ pub use engine::{Engine, EngineConfig, ImageResult, TargetResult, TargetSpec};
 pub use error::{Error, Result};
 pub use gpu::GpuContext;
 pub use model::Model;
+pub use ops::Precision;

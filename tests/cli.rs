@@ -319,11 +319,27 @@ fn a_self_describing_model_needs_no_arch_size_or_normalisation() {
 
 #[test]
 fn the_readme_first_command_explains_the_showcase_with_the_bundled_model() {
+    explain_showcase(&[]);
+}
+
+/// With f16 weights the bundled model still names every showcase image right.
+#[test]
+fn f16_weights_from_the_cli() {
+    let probe = gradcam_wgpu::GpuContext::new().unwrap();
+    if !gradcam_wgpu::Precision::F16.supported(&probe) {
+        eprintln!("skipped: {} lacks SHADER_F16", probe.describe());
+        return;
+    }
+    explain_showcase(&["--precision", "f16"]);
+}
+
+fn explain_showcase(extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let shapes = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shapes");
     let o = Command::new(env!("CARGO_BIN_EXE_gradcam"))
         .current_dir(tmp.path())
         .args(["explain", shapes.to_str().unwrap()])
+        .args(extra)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -5,7 +5,7 @@ mod fixture;
 
 use fixture::Fixture as Raw;
 use gradcam_wgpu::model::{Model, detweights};
-use gradcam_wgpu::{Engine, EngineConfig, GpuContext, TargetSpec};
+use gradcam_wgpu::{Engine, EngineConfig, GpuContext, Precision, TargetSpec};
 use std::path::Path;
 
 struct Fixture {
@@ -46,8 +46,34 @@ struct Errors {
     overlay_max_diff: u8,
 }
 
+/// Largest errors accepted against the references.
+struct Bounds {
+    logits_rel: f32,
+    cam_abs: f32,
+    overlay_off_by_more_than_one: f64,
+}
+
+/// f32 weights: rounding-level agreement.
+const F32: Bounds = Bounds {
+    logits_rel: 1e-4,
+    cam_abs: 1e-3,
+    overlay_off_by_more_than_one: 1e-3,
+};
+
 /// Runs the fixture through the engine and checks it against the references.
 fn check(fx: &Fixture, ctx: GpuContext, backward_rows: Option<usize>, batch: usize) -> Errors {
+    check_at(fx, ctx, backward_rows, batch, Precision::F32, &F32)
+}
+
+/// [`check`] with weights stored at `precision`, against `bounds`.
+fn check_at(
+    fx: &Fixture,
+    ctx: GpuContext,
+    backward_rows: Option<usize>,
+    batch: usize,
+    precision: Precision,
+    bounds: &Bounds,
+) -> Errors {
     let n = fx.images.len();
     let per_image = fx.targets.len() / n;
     let targets = match fx.targets_rule.strip_prefix("top") {
@@ -72,6 +98,7 @@ fn check(fx: &Fixture, ctx: GpuContext, backward_rows: Option<usize>, batch: usi
         },
         read_maps: true,
         backward_rows,
+        precision,
         ..Default::default()
     };
     let mut engine = Engine::new(ctx, &fx.model, cfg).unwrap();
@@ -120,7 +147,7 @@ fn check(fx: &Fixture, ctx: GpuContext, backward_rows: Option<usize>, batch: usi
         overlay_max_diff: max_diff,
     };
     println!(
-        "{} ({}, layer {}): logits rel err {:.2e}, cam max abs err {:.2e}, overlay >1 level {:.4}% (max diff {})",
+        "{} ({}, layer {}, {precision:?} weights): logits rel err {:.2e}, cam max abs err {:.2e}, overlay >1 level {:.4}% (max diff {})",
         fx.name,
         fx.arch,
         fx.layer,
@@ -130,19 +157,19 @@ fn check(fx: &Fixture, ctx: GpuContext, backward_rows: Option<usize>, batch: usi
         e.overlay_max_diff
     );
     assert!(
-        e.logits_rel <= 1e-4,
+        e.logits_rel <= bounds.logits_rel,
         "{}: logits relative error {}",
         fx.name,
         e.logits_rel
     );
     assert!(
-        e.cam_abs <= 1e-3,
+        e.cam_abs <= bounds.cam_abs,
         "{}: cam max abs error {}",
         fx.name,
         e.cam_abs
     );
     assert!(
-        e.overlay_off_by_more_than_one <= 1e-3,
+        e.overlay_off_by_more_than_one <= bounds.overlay_off_by_more_than_one,
         "{}: {:.4}% of overlay values differ by more than 1 level",
         fx.name,
         100.0 * e.overlay_off_by_more_than_one
@@ -252,5 +279,31 @@ fn detweights_match_python_vectors() {
         assert_eq!(bits, want, "{}", c["name"]);
         let sum: f64 = t.data.iter().map(|&v| v as f64).sum();
         assert_eq!(sum, c["sum_f64"].as_f64().unwrap(), "{}", c["name"]);
+    }
+}
+
+/// f16 weights (the `--precision f16` opt-in): the parity error the README states. Worst
+/// measured on lavapipe: logits 3.2e-4 relative, cam 5.1e-2 absolute (resnet18 layer3),
+/// 37% of overlay values more than 1 level off (vgg11_bn mid layer, a flat map).
+#[test]
+fn f16_weights_parity() {
+    let ctx = ctx();
+    if !Precision::F16.supported(&ctx) {
+        eprintln!("skipped: {} lacks SHADER_F16", ctx.describe());
+        return;
+    }
+    let f16 = Bounds {
+        logits_rel: 1e-3,
+        cam_abs: 0.1,
+        overlay_off_by_more_than_one: 0.5,
+    };
+    for name in [
+        "resnet18_layer4",
+        "resnet18_layer3",
+        "resnet50_layer4",
+        "vgg11_bn_features",
+        "vgg11_bn_mid",
+    ] {
+        check_at(&load(name), ctx.clone(), None, 8, Precision::F16, &f16);
     }
 }

@@ -22,6 +22,7 @@ mod common;
 
 use common::*;
 use gradcam_wgpu::gpu::Dispatch;
+use gradcam_wgpu::ops::Precision;
 use gradcam_wgpu::ops::cam::{CamShape, Term, Weighting};
 use gradcam_wgpu::ops::conv::{self, ConvShape, ConvVariant};
 use gradcam_wgpu::ops::eltwise::Merge;
@@ -891,6 +892,19 @@ struct Lin {
 }
 
 fn linear_case(label: &str, ctx: &gradcam_wgpu::GpuContext, l: Lin, min_chunks: usize, seed: u64) {
+    linear_case_at(label, ctx, l, min_chunks, seed, Precision::F32)
+}
+
+/// [`linear_case`] with the weight stored at `precision` (the reference uses the stored,
+/// rounded values: arithmetic is f32 either way).
+fn linear_case_at(
+    label: &str,
+    ctx: &gradcam_wgpu::GpuContext,
+    l: Lin,
+    min_chunks: usize,
+    seed: u64,
+    precision: Precision,
+) {
     let Lin {
         in_f,
         out_f,
@@ -904,8 +918,8 @@ fn linear_case(label: &str, ctx: &gradcam_wgpu::GpuContext, l: Lin, min_chunks: 
     let w = rng.vec(out_f * in_f, -1.0, 1.0);
     let b = rng.vec(out_f, -1.0, 1.0);
     let dy = rng.vec(batch * out_f, -1.0, 1.0);
-    let (x64, w64, b64, dy64) = (f64s(&x), f64s(&w), f64s(&b), f64s(&dy));
-    let lw = LinearWeight::upload(ctx, "w", &w, out_f, in_f).expect("upload");
+    let (x64, w64, b64, dy64) = (f64s(&x), stored(&w, precision), f64s(&b), f64s(&dy));
+    let lw = LinearWeight::upload_at(ctx, "w", &w, out_f, in_f, precision).expect("upload");
     assert!(
         lw.chunks.len() >= min_chunks,
         "{label}: {} chunks",
@@ -946,7 +960,7 @@ fn linear_case(label: &str, ctx: &gradcam_wgpu::GpuContext, l: Lin, min_chunks: 
     );
     let got = run(&ds, &[(&y, batch * out_f), (&dx, batch * in_f)]);
     let name = format!(
-        "linear {label} {in_f}->{out_f} batch {batch} ({} chunks)",
+        "linear {label} {in_f}->{out_f} batch {batch} ({} chunks, {precision:?})",
         lw.chunks.len()
     );
     check_terms(&format!("{name} fwd"), &got[0], &want_y, &terms_y, in_f + 1);
@@ -3007,4 +3021,101 @@ fn ablation_scores_and_weights() {
         rows,
     );
     check_terms("ablation_weights", &got[1], &want, &abs(&want), 0);
+}
+
+/// Weights as a kernel stores them at `precision`, widened to f64.
+fn stored(w: &[f32], precision: Precision) -> Vec<f64> {
+    match precision {
+        Precision::F32 => f64s(w),
+        Precision::F16 => w.iter().map(|&v| half::f16::from_f32(v).to_f64()).collect(),
+    }
+}
+
+/// f16 weights (`--precision f16`) in conv (GEMM and depthwise, both directions, chunked)
+/// and linear layers: exact to f32 rounding against the f64 reference on the rounded
+/// weights; the rounding itself is measured by tests/golden.rs.
+#[test]
+fn f16_weights() {
+    let e = env();
+    if !Precision::F16.supported(&e.ctx) {
+        eprintln!("skipped: {} lacks SHADER_F16", e.ctx.describe());
+        return;
+    }
+    let mut rng = Rng::new(23);
+    for (name, s, bias, relu) in conv_cases() {
+        let x_len = s.batch * s.in_c * s.in_h * s.in_w;
+        let x = rng.vec(x_len, -1.0, 1.0);
+        let w = rng.vec(s.weight_len(), -1.0, 1.0);
+        let b = rng.vec(s.out_c, -1.0, 1.0);
+        let dy = rng.vec(s.batch * s.out_c * s.out_h() * s.out_w(), -1.0, 1.0);
+        let (x64, w64, b64, dy64) = (f64s(&x), stored(&w, Precision::F16), f64s(&b), f64s(&dy));
+        let mut want_y = r::conv2d_forward(&x64, &w64, bias.then_some(&b64[..]), &s);
+        if relu {
+            want_y = r::relu(&want_y);
+        }
+        let abs_b = abs(&b64);
+        let terms_y = r::conv2d_forward(&abs(&x64), &abs(&w64), bias.then_some(&abs_b[..]), &s);
+        let want_dx = r::conv2d_backward_data(&dy64, &w64, &s);
+        let terms_dx = r::conv2d_backward_data(&abs(&dy64), &abs(&w64), &s);
+        let taps = s.kernel[0] * s.kernel[1];
+        let (icg, ocg) = (s.in_c / s.groups, s.out_c / s.groups);
+        // A binding of one block of 4 f16 channels chunks both directions.
+        let mut small = e.ctx.clone();
+        small.max_binding = (s.groups * icg.max(ocg) * taps * 4 * 2) as u64;
+        let (xb, bb, dyb) = (upload(&x), upload(&b), upload(&dy));
+        for ctx in [&e.ctx, &small] {
+            let cw = conv::ConvWeight::upload_at(ctx, "w", &w, &s, Precision::F16).expect("upload");
+            assert_eq!(cw.precision, Precision::F16);
+            let (y, dx) = (garbage(want_y.len()), garbage(x_len));
+            let k = &e.ops.conv;
+            let bias_b = bias.then_some(&bb);
+            let mut ds = k.forward_chunked(ctx, &s, relu, &xb, &cw, bias_b, &y, &e.ops.dummy);
+            ds.extend(k.backward_data_chunked(ctx, &s, &dyb, &cw, &dx, &e.ops.dummy));
+            let got = run(&ds, &[(&y, want_y.len()), (&dx, x_len)]);
+            let label = format!(
+                "conv f16 {name} ({:?}, {} + {} chunks)",
+                cw.layout,
+                cw.forward.len(),
+                cw.backward.len()
+            );
+            check_terms(
+                &format!("{label} fwd"),
+                &got[0],
+                &want_y,
+                &terms_y,
+                icg * taps,
+            );
+            check_terms(
+                &format!("{label} bwd"),
+                &got[1],
+                &want_dx,
+                &terms_dx,
+                ocg * taps,
+            );
+        }
+    }
+    for (seed, (in_f, out_f, batch, rows)) in [(37usize, 23usize, 3usize, 0usize), (513, 10, 4, 3)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut ctx = e.ctx.clone();
+        if rows > 0 {
+            ctx.max_binding = (rows * in_f.div_ceil(4) * 4 * 2) as u64;
+        }
+        let l = Lin {
+            in_f,
+            out_f,
+            batch,
+            bias: true,
+            relu: seed == 0,
+        };
+        linear_case_at(
+            "f16",
+            &ctx,
+            l,
+            1 + (rows > 0) as usize,
+            40 + seed as u64,
+            Precision::F16,
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! shaders the crate embeds is exactly the contents of `shaders/`, and the JET table the
 //! overlay shader embeds is the one the reference uses.
 
-use gradcam_wgpu::ops::SHADERS;
+use gradcam_wgpu::ops::{SHADERS, half_source};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -39,7 +39,23 @@ fn shader_list_matches_directory() {
 #[test]
 fn shaders_parse_and_validate() {
     let mut failures = Vec::new();
-    for (name, src) in SHADERS {
+    // The f16-weight builds (`--precision f16`) of the shaders that have one.
+    let half: Vec<(String, String)> = SHADERS
+        .iter()
+        .filter_map(|(n, s)| half_source(s).map(|h| (format!("{n} (f16 weights)"), h)))
+        .collect();
+    let names: Vec<&str> = half.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["conv.wgsl (f16 weights)", "linear.wgsl (f16 weights)"],
+        "shaders with an f16 build"
+    );
+    let all = SHADERS
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .chain(half);
+    for (name, src) in all {
+        let (name, src) = (name.as_str(), src.as_str());
         let module = match naga::front::wgsl::parse_str(src) {
             Ok(m) => m,
             Err(e) => {

@@ -113,6 +113,9 @@ bench() {
     [[ -n "${PEAK_GFLOPS:-}" ]] && args+=(--peak-gflops "$PEAK_GFLOPS")
     "$BIN" bench "${args[@]}" --iters 5 --warmup 2 --json >"$OUT/bench-$BENCH_ARCH-b$BENCH_BATCH.json"
     "$BIN" bench "${args[@]}" --iters 2 --warmup 1 | tee "$OUT/bench-$BENCH_ARCH-b$BENCH_BATCH.txt"
+    # f16 weights (opt-in): the same run, for the README's precision table.
+    "$BIN" bench "${args[@]}" --precision f16 --iters 5 --warmup 2 --json \
+        >"$OUT/bench-$BENCH_ARCH-b$BENCH_BATCH-f16.json" || echo "f16 bench failed"
     # The numbers are only worth having from a real GPU.
     "$PYTHON" - "$OUT/bench-$BENCH_ARCH-b$BENCH_BATCH.json" <<'EOF'
 import json, sys

@@ -101,6 +101,11 @@ pub struct BenchArgs {
     /// Images per GPU batch.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Storage precision of conv and linear weights: f16 halves their memory and bandwidth
+    /// (needs SHADER_F16; arithmetic stays f32; parity error in README). On CPU adapters
+    /// f16 convs use the slower blocked kernel.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    pub precision: String,
     /// Timed batches (per measurement).
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
@@ -163,6 +168,11 @@ pub struct ExplainArgs {
     /// Images per GPU batch.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Storage precision of conv and linear weights: f16 halves their memory and bandwidth
+    /// (needs SHADER_F16; arithmetic stays f32; parity error in README). On CPU adapters
+    /// f16 convs use the slower blocked kernel.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    pub precision: String,
     /// Where decoded images are resized to the input size: on the device (upload as
     /// decoded), on the host decode threads, or auto (device on GPUs, host on CPU adapters,
     /// where the "device" shares the host's cores). Both use the Triangle filter; results

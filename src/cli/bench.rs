@@ -15,6 +15,8 @@ struct Report {
     model: ModelInfo,
     method: String,
     batch: usize,
+    /// Storage precision of conv and linear weights (f32 or f16).
+    precision: String,
     iters: usize,
     warmup: usize,
     /// Engine creation (weights upload, pipelines), once.
@@ -105,6 +107,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         targets: TargetSpec::TopK(1),
         mean,
         std,
+        precision: super::precision(&a.precision),
         ..EngineConfig::default()
     };
     let t = Instant::now();
@@ -187,6 +190,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         },
         method: method.name().to_string(),
         batch,
+        precision: a.precision.clone(),
         iters: a.iters,
         warmup: a.warmup,
         setup_seconds,
@@ -361,7 +365,7 @@ fn print_report(r: &Report) {
     );
     let m = &r.model;
     println!(
-        "model     {} ({}), {}x{}, layer {}, {} classes; {}, batch {}, {} iters after {} warm-up",
+        "model     {} ({}), {}x{}, layer {}, {} classes; {}, batch {}, {} weights, {} iters after {} warm-up",
         m.name,
         m.source,
         m.input_size[0],
@@ -370,6 +374,7 @@ fn print_report(r: &Report) {
         m.classes,
         r.method,
         r.batch,
+        r.precision,
         r.iters,
         r.warmup
     );

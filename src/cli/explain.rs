@@ -82,6 +82,7 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
         std,
         read_maps: a.save_cam,
         backward_rows: None,
+        precision: super::precision(&a.precision),
     };
 
     let ctx = GpuContext::new()?;

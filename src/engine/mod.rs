@@ -20,9 +20,9 @@ use method::Recipe;
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext, Profiler, buffer, record_all_profiled};
 use crate::model::Model;
-use crate::ops::Ops;
 use crate::ops::conv::ConvShape;
 use crate::ops::pool::PoolShape;
+use crate::ops::{Ops, Precision};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -56,6 +56,8 @@ pub struct EngineConfig {
     pub read_maps: bool,
     /// Cap on (image, target) rows per backward pass; `None` sizes it from the device limits.
     pub backward_rows: Option<usize>,
+    /// Storage precision of conv and linear weights (f16 needs `SHADER_F16`).
+    pub precision: Precision,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +75,7 @@ impl Default for EngineConfig {
             std: IMAGENET_STD,
             read_maps: false,
             backward_rows: None,
+            precision: Precision::F32,
         }
     }
 }
@@ -183,13 +186,20 @@ impl Engine {
                 "--aug-smooth does not apply to guided-gradcam (pytorch-grad-cam's guided backprop is not augmented)".into(),
             ));
         }
-        let plan = Plan::new(
+        if !cfg.precision.supported(&ctx) {
+            return Err(Error::Invalid(format!(
+                "f16 weights need the SHADER_F16 feature, which {} lacks",
+                ctx.info.name
+            )));
+        }
+        let plan = Plan::new_at(
             &ctx,
             graph,
             &model.weights,
             cfg.size,
             &target_nodes,
             cfg.method.needs_input_gradient(),
+            cfg.precision,
         )?;
         let classes = plan.steps.last().expect("plan has steps").shape[0];
         let per_image = cfg.targets.count(classes)?;

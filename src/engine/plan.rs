@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, buffer};
 use crate::model::{Graph, Op, Shape, Weights};
+use crate::ops::Precision;
 use crate::ops::conv::{ConvShape, ConvWeight};
 use crate::ops::eltwise::Activation;
 use crate::ops::linear::LinearWeight;
@@ -84,6 +85,27 @@ impl Plan {
         target_nodes: &[usize],
         to_input: bool,
     ) -> Result<Self> {
+        Self::new_at(
+            ctx,
+            graph,
+            weights,
+            size,
+            target_nodes,
+            to_input,
+            Precision::F32,
+        )
+    }
+
+    /// [`Plan::new`] with conv and linear weights stored at `precision`.
+    pub fn new_at(
+        ctx: &GpuContext,
+        graph: &Graph,
+        weights: &Weights,
+        size: [usize; 2],
+        target_nodes: &[usize],
+        to_input: bool,
+        precision: Precision,
+    ) -> Result<Self> {
         let shapes = graph.shapes(size)?;
         let mut consumers = vec![0usize; graph.nodes.len()];
         for n in &graph.nodes {
@@ -152,7 +174,7 @@ impl Plan {
 
         let mut steps = Vec::with_capacity(pending.len());
         for p in &pending {
-            let op = lower(ctx, graph, weights, p, &shapes)?;
+            let op = lower(ctx, graph, weights, p, &shapes, precision)?;
             steps.push(Step {
                 name: graph.nodes[p.out_node].name.clone(),
                 op,
@@ -206,6 +228,7 @@ fn lower(
     weights: &Weights,
     p: &Pending,
     shapes: &[Shape],
+    precision: Precision,
 ) -> Result<StepOp> {
     let node = &graph.nodes[p.node];
     let in_shape = node.inputs.first().map(|&i| shapes[i]).unwrap_or([0; 3]);
@@ -266,7 +289,7 @@ fn lower(
             let b32: Vec<f32> = b.iter().map(|&v| v as f32).collect();
             StepOp::Conv {
                 shape,
-                weight: ConvWeight::upload(ctx, weight, &w32, &shape)?,
+                weight: ConvWeight::upload_at(ctx, weight, &w32, &shape, precision)?,
                 bias: has_bias.then(|| buffer::storage_f32(ctx, "bias", &b32)),
             }
         }
@@ -309,12 +332,13 @@ fn lower(
             in_features,
             out_features,
         } => StepOp::Linear {
-            weight: LinearWeight::upload(
+            weight: LinearWeight::upload_at(
                 ctx,
                 weight,
                 &weights.get(weight)?.data,
                 *out_features,
                 *in_features,
+                precision,
             )?,
             bias: match bias {
                 Some(b) => Some(buffer::storage_f32(ctx, b, &weights.get(b)?.data)),

@@ -1,9 +1,9 @@
 //! Conv2d forward and backward-data (shaders/conv.wgsl, conv_subgroup.wgsl,
 //! conv_texture.wgsl).
 
-use super::{module, u};
+use super::{Precision, module, module_with, u};
 use crate::gpu::{Access, AdapterClass, Dispatch, GpuContext, Kernel, Slot, buffer};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// Geometry of one conv2d, PyTorch semantics (weight `[out_c, in_c / groups, k_h, k_w]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,6 +259,8 @@ pub struct ConvWeight {
     pub layout: ConvLayout,
     /// The backward-data packing.
     pub backward_layout: ConvLayout,
+    /// How the weights are stored (f16 only in the Quad and Depthwise layouts).
+    pub precision: Precision,
 }
 
 impl ConvWeight {
@@ -267,6 +269,26 @@ impl ConvWeight {
     /// on RGB), or whose 32-channel block exceeds one binding, is packed for the blocked
     /// kernel instead, which pads to 4 channels rather than 32 and chunks down to 4.
     pub fn upload(ctx: &GpuContext, name: &str, w: &[f32], s: &ConvShape) -> crate::Result<Self> {
+        Self::upload_at(ctx, name, w, s, Precision::F32)
+    }
+
+    /// [`ConvWeight::upload`] storing the weights at `precision`. F16 weights are packed
+    /// for the Tiled kernel on GPUs and the Blocked one on CPU adapters (the subgroup and
+    /// texture kernels read f32).
+    pub fn upload_at(
+        ctx: &GpuContext,
+        name: &str,
+        w: &[f32],
+        s: &ConvShape,
+        precision: Precision,
+    ) -> crate::Result<Self> {
+        if precision == Precision::F16 {
+            let v = match ctx.class {
+                AdapterClass::Gpu => ConvVariant::Tiled,
+                AdapterClass::Cpu => ConvVariant::Blocked,
+            };
+            return Self::upload_dirs(ctx, name, w, s, [v, v], precision);
+        }
         let (icg, ocg) = (s.in_c / s.groups, s.out_c / s.groups);
         let kk = s.kernel[0] * s.kernel[1];
         let pick = |outputs: usize, reduction: usize| match default_variant(ctx) {
@@ -284,7 +306,14 @@ impl ConvWeight {
             }
             v => v,
         };
-        Self::upload_dirs(ctx, name, w, s, [pick(ocg, icg), pick(icg, ocg)])
+        Self::upload_dirs(
+            ctx,
+            name,
+            w,
+            s,
+            [pick(ocg, icg), pick(icg, ocg)],
+            Precision::F32,
+        )
     }
 
     /// Packs both directions for the kernels of `variant` (Blocked and Tiled share a
@@ -296,7 +325,7 @@ impl ConvWeight {
         s: &ConvShape,
         variant: ConvVariant,
     ) -> crate::Result<Self> {
-        Self::upload_dirs(ctx, name, w, s, [variant, variant])
+        Self::upload_dirs(ctx, name, w, s, [variant, variant], Precision::F32)
     }
 
     /// Packs the forward pass for `variants[0]` and backward-data for `variants[1]`.
@@ -306,12 +335,14 @@ impl ConvWeight {
         w: &[f32],
         s: &ConvShape,
         variants: [ConvVariant; 2],
+        precision: Precision,
     ) -> crate::Result<Self> {
+        let elem = precision.bytes();
         let g = s.groups;
         let kk = s.kernel[0] * s.kernel[1];
         if s.is_depthwise() {
             // One vec4 per channel and tap.
-            let per_channel = (kk * 16) as u64;
+            let per_channel = kk as u64 * 4 * elem;
             let step = (ctx.max_binding / per_channel) as usize;
             if step == 0 {
                 return Err(crate::Error::Tensor {
@@ -330,7 +361,7 @@ impl ConvWeight {
                     (
                         c0,
                         count,
-                        Packed::Buffer(buffer::storage_f32(ctx, name, &packed)),
+                        Packed::Buffer(precision.weights(ctx, name, &packed)),
                     )
                 })
                 .collect();
@@ -339,6 +370,7 @@ impl ConvWeight {
                 backward: chunks,
                 layout: ConvLayout::Depthwise,
                 backward_layout: ConvLayout::Depthwise,
+                precision,
             });
         }
         let layout = |variant| {
@@ -376,7 +408,7 @@ impl ConvWeight {
                     (g * reduction.div_ceil(4) * kk * block * 4 * 4) as u64,
                     texture_capacity(ctx) * 16,
                 ),
-                _ => ((g * reduction * kk * block * 4) as u64, ctx.max_binding),
+                _ => ((g * reduction * kk * block) as u64 * elem, ctx.max_binding),
             };
             let blocks = (limit / bytes) as usize;
             if blocks == 0 {
@@ -395,7 +427,7 @@ impl ConvWeight {
                     let packed = pack(w, s, c0, count);
                     let weight = match layout {
                         ConvLayout::Texels => Packed::Texture(texels(ctx, name, &packed)),
-                        _ => Packed::Buffer(buffer::storage_f32(ctx, name, &packed)),
+                        _ => Packed::Buffer(precision.weights(ctx, name, &packed)),
                     };
                     (c0, count, weight)
                 })
@@ -407,19 +439,52 @@ impl ConvWeight {
             backward: chunks(s.in_c / g, s.out_c / g, bl, Dir::Backward)?,
             layout: fl,
             backward_layout: bl,
+            precision,
         })
     }
 }
 
 pub struct ConvKernels {
     pub variant: ConvVariant,
-    blocked: [Kernel; 2],
-    tiled: [Kernel; 2],
-    depthwise: [Kernel; 2],
+    /// conv.wgsl's kernels for f32 weights.
+    quad: QuadKernels,
+    /// The same for f16 weights, built on first use.
+    quad_f16: OnceLock<QuadKernels>,
     /// Only on devices with [`subgroup_conv_supported`].
     subgroup: Option<[Kernel; 2]>,
     /// Only on devices with [`texture_conv_supported`].
     texture: Option<TextureKernels>,
+}
+
+/// conv.wgsl's kernels (forward and backward-data each) for one weight precision.
+struct QuadKernels {
+    blocked: [Kernel; 2],
+    tiled: [Kernel; 2],
+    depthwise: [Kernel; 2],
+}
+
+impl QuadKernels {
+    fn new(ctx: &GpuContext, precision: Precision) -> Self {
+        let m = module_with(ctx, "conv.wgsl", precision);
+        let st = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
+        let make = |entry, wg| {
+            [false, true].map(|backward| {
+                Kernel::new(
+                    ctx,
+                    &m,
+                    entry,
+                    &st,
+                    &[("BACKWARD", backward as u32 as f64)],
+                    wg,
+                )
+            })
+        };
+        Self {
+            blocked: make("conv_blocked", 64),
+            tiled: make("conv_tiled", 256),
+            depthwise: make("conv_depthwise", 64),
+        }
+    }
 }
 
 /// conv_texture.wgsl's kernels and the texture the input is packed into, shared by every
@@ -629,18 +694,7 @@ fn texels(ctx: &GpuContext, name: &str, packed: &[f32]) -> wgpu::TextureView {
 
 impl ConvKernels {
     pub fn new(ctx: &GpuContext) -> Self {
-        let m = module(ctx, "conv.wgsl");
         let st = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
-        let make = |entry, backward: bool, wg| {
-            Kernel::new(
-                ctx,
-                &m,
-                entry,
-                &st,
-                &[("BACKWARD", backward as u32 as f64)],
-                wg,
-            )
-        };
         let subgroup = subgroup_conv_supported(ctx).then(|| {
             let m = module(ctx, "conv_subgroup.wgsl");
             let make = |backward: bool| {
@@ -659,18 +713,18 @@ impl ConvKernels {
             variant: default_variant(ctx),
             subgroup,
             texture: texture_conv_supported(ctx).then(|| TextureKernels::new(ctx)),
-            blocked: [
-                make("conv_blocked", false, 64),
-                make("conv_blocked", true, 64),
-            ],
-            tiled: [
-                make("conv_tiled", false, 256),
-                make("conv_tiled", true, 256),
-            ],
-            depthwise: [
-                make("conv_depthwise", false, 64),
-                make("conv_depthwise", true, 64),
-            ],
+            quad: QuadKernels::new(ctx, Precision::F32),
+            quad_f16: OnceLock::new(),
+        }
+    }
+
+    /// conv.wgsl's kernels for weights stored at `precision`.
+    fn quad(&self, ctx: &GpuContext, precision: Precision) -> &QuadKernels {
+        match precision {
+            Precision::F32 => &self.quad,
+            Precision::F16 => self
+                .quad_f16
+                .get_or_init(|| QuadKernels::new(ctx, Precision::F16)),
         }
     }
 
@@ -689,7 +743,13 @@ impl ConvKernels {
     ) -> Dispatch {
         let flags = (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS);
         let p = ConvParams::new(s, Dir::Forward, 0, s.out_c / s.groups, flags);
-        self.dispatch(ctx, &p, Dir::Forward, [x, w, bias.unwrap_or(dummy), y])
+        self.dispatch(
+            ctx,
+            &p,
+            Dir::Forward,
+            [x, w, bias.unwrap_or(dummy), y],
+            Precision::F32,
+        )
     }
 
     /// dx = conv_transpose(dy, w): the gradient of a conv's input. `w` holds
@@ -704,7 +764,7 @@ impl ConvKernels {
         dummy: &wgpu::Buffer,
     ) -> Dispatch {
         let p = ConvParams::new(s, Dir::Backward, 0, s.in_c / s.groups, 0);
-        self.dispatch(ctx, &p, Dir::Backward, [dy, w, dummy, dx])
+        self.dispatch(ctx, &p, Dir::Backward, [dy, w, dummy, dx], Precision::F32)
     }
 
     /// The depthwise kernel's forward ([`ConvShape::is_depthwise`] shapes): like
@@ -723,7 +783,13 @@ impl ConvKernels {
     ) -> Dispatch {
         let flags = (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS);
         let p = ConvParams::depthwise(s, Dir::Forward, 0, s.in_c, flags);
-        self.dispatch_depthwise(ctx, &p, Dir::Forward, [x, w, bias.unwrap_or(dummy), y])
+        self.dispatch_depthwise(
+            ctx,
+            &p,
+            Dir::Forward,
+            [x, w, bias.unwrap_or(dummy), y],
+            Precision::F32,
+        )
     }
 
     /// The depthwise kernel's backward-data, `w` holding [`pack_depthwise`] output.
@@ -737,7 +803,7 @@ impl ConvKernels {
         dummy: &wgpu::Buffer,
     ) -> Dispatch {
         let p = ConvParams::depthwise(s, Dir::Backward, 0, s.in_c, 0);
-        self.dispatch_depthwise(ctx, &p, Dir::Backward, [dy, w, dummy, dx])
+        self.dispatch_depthwise(ctx, &p, Dir::Backward, [dy, w, dummy, dx], Precision::F32)
     }
 
     fn dispatch_depthwise(
@@ -746,6 +812,7 @@ impl ConvKernels {
         p: &ConvParams,
         dir: Dir,
         bufs: [&wgpu::Buffer; 4],
+        precision: Precision,
     ) -> Dispatch {
         assert!(
             p.groups == p.in_c && p.in_c == p.out_c,
@@ -755,7 +822,7 @@ impl ConvKernels {
             p.batch as u64 * p.out_cg as u64 * p.out_h as u64 * (p.out_w as u64).div_ceil(4);
         // One filter tap per channel and pixel; the forward's output plane in both directions.
         let macs = p.batch as u64 * p.out_cg as u64 * p.forward_plane(dir) * (p.k_h * p.k_w) as u64;
-        self.depthwise[dir as usize]
+        self.quad(ctx, precision).depthwise[dir as usize]
             .dispatch(ctx, p, &bufs, threads)
             .with_macs(macs)
     }
@@ -791,7 +858,9 @@ impl ConvKernels {
             .iter()
             .map(|(c0, count, packed)| {
                 let bufs = [x, packed.buffer(), bias.unwrap_or(dummy), y];
-                self.dispatch_layout(ctx, s, w.layout, Dir::Forward, *c0, *count, flags, bufs)
+                let (layout, precision) = (w.layout, w.precision);
+                let chunk = (*c0, *count);
+                self.dispatch_layout(ctx, s, layout, precision, Dir::Forward, chunk, flags, bufs)
             })
             .collect()
     }
@@ -823,16 +892,9 @@ impl ConvKernels {
             .iter()
             .map(|(c0, count, packed)| {
                 let bufs = [dy, packed.buffer(), dummy, dx];
-                self.dispatch_layout(
-                    ctx,
-                    s,
-                    w.backward_layout,
-                    Dir::Backward,
-                    *c0,
-                    *count,
-                    0,
-                    bufs,
-                )
+                let (layout, precision) = (w.backward_layout, w.precision);
+                let chunk = (*c0, *count);
+                self.dispatch_layout(ctx, s, layout, precision, Dir::Backward, chunk, 0, bufs)
             })
             .collect()
     }
@@ -850,20 +912,20 @@ impl ConvKernels {
         ctx: &GpuContext,
         s: &ConvShape,
         layout: ConvLayout,
+        precision: Precision,
         dir: Dir,
-        c0: usize,
-        count: usize,
+        (c0, count): (usize, usize),
         flags: u32,
         bufs: [&wgpu::Buffer; 4],
     ) -> Dispatch {
         match layout {
             ConvLayout::Depthwise => {
                 let p = ConvParams::depthwise(s, dir, c0, count, flags);
-                self.dispatch_depthwise(ctx, &p, dir, bufs)
+                self.dispatch_depthwise(ctx, &p, dir, bufs, precision)
             }
             ConvLayout::Quad => {
                 let p = ConvParams::new(s, dir, c0, count, flags);
-                self.dispatch(ctx, &p, dir, bufs)
+                self.dispatch(ctx, &p, dir, bufs, precision)
             }
             ConvLayout::Texels => unreachable!("texture convs are dispatched whole"),
             ConvLayout::Lanes => {
@@ -890,7 +952,9 @@ impl ConvKernels {
         p: &ConvParams,
         dir: Dir,
         bufs: [&wgpu::Buffer; 4],
+        precision: Precision,
     ) -> Dispatch {
+        let k = self.quad(ctx, precision);
         let macs = p.macs(dir);
         let plane = (p.out_h * p.out_w) as u64;
         let dir = dir as usize;
@@ -903,11 +967,11 @@ impl ConvKernels {
         ];
         match self.variant {
             ConvVariant::Tiled if tiled_grid.iter().all(|&d| d <= ctx.max_workgroups_per_dim) => {
-                self.tiled[dir].dispatch_groups(ctx, p, &bufs, tiled_grid)
+                k.tiled[dir].dispatch_groups(ctx, p, &bufs, tiled_grid)
             }
             // The blocked variant also serves grids the tiled one can't express, and
             // Quad-packed weights under the Subgroup variant.
-            _ => self.blocked[dir].dispatch(ctx, p, &bufs, blocked_threads),
+            _ => k.blocked[dir].dispatch(ctx, p, &bufs, blocked_threads),
         }
         .with_macs(macs)
     }

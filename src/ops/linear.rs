@@ -1,7 +1,8 @@
 //! Linear layers over row-chunked weights (shaders/linear.wgsl).
 
-use super::{module, u};
-use crate::gpu::{Access, Dispatch, GpuContext, Kernel, buffer};
+use super::{Precision, module_with, u};
+use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
+use std::sync::OnceLock;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -26,6 +27,7 @@ pub struct LinearWeight {
     pub out_f: usize,
     /// (first row, rows, buffer of rows x in4 vec4).
     pub chunks: Vec<(usize, usize, wgpu::Buffer)>,
+    pub precision: Precision,
 }
 
 impl LinearWeight {
@@ -38,8 +40,20 @@ impl LinearWeight {
         out_f: usize,
         in_f: usize,
     ) -> crate::Result<Self> {
+        Self::upload_at(ctx, name, w, out_f, in_f, Precision::F32)
+    }
+
+    /// [`LinearWeight::upload`] storing the weights at `precision`.
+    pub fn upload_at(
+        ctx: &GpuContext,
+        name: &str,
+        w: &[f32],
+        out_f: usize,
+        in_f: usize,
+        precision: Precision,
+    ) -> crate::Result<Self> {
         let in_p = in_f.div_ceil(4) * 4;
-        let row_bytes = (in_p * 4) as u64;
+        let row_bytes = in_p as u64 * precision.bytes();
         let rows_per_chunk = (ctx.max_binding / row_bytes) as usize;
         if rows_per_chunk == 0 {
             return Err(crate::Error::Tensor {
@@ -59,29 +73,53 @@ impl LinearWeight {
                 data[r * in_p..r * in_p + in_f]
                     .copy_from_slice(&w[(row0 + r) * in_f..(row0 + r + 1) * in_f]);
             }
-            chunks.push((row0, rows, buffer::storage_f32(ctx, name, &data)));
+            chunks.push((row0, rows, precision.weights(ctx, name, &data)));
             row0 += rows;
         }
         Ok(Self {
             in_f,
             out_f,
             chunks,
+            precision,
         })
     }
 }
 
-pub struct LinearKernels {
+/// linear.wgsl's forward and backward-data for one weight precision.
+struct Pair {
     fwd: Kernel,
     bwd: Kernel,
 }
 
-impl LinearKernels {
-    pub fn new(ctx: &GpuContext) -> Self {
-        let m = module(ctx, "linear.wgsl");
+impl Pair {
+    fn new(ctx: &GpuContext, precision: Precision) -> Self {
+        let m = module_with(ctx, "linear.wgsl", precision);
         let st = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
         Self {
             fwd: Kernel::new(ctx, &m, "linear_forward", &st, &[], 64),
             bwd: Kernel::new(ctx, &m, "linear_backward", &st, &[], 64),
+        }
+    }
+}
+
+pub struct LinearKernels {
+    f32: Pair,
+    /// For f16 weights, built on first use.
+    f16: OnceLock<Pair>,
+}
+
+impl LinearKernels {
+    pub fn new(ctx: &GpuContext) -> Self {
+        Self {
+            f32: Pair::new(ctx, Precision::F32),
+            f16: OnceLock::new(),
+        }
+    }
+
+    fn pair(&self, ctx: &GpuContext, precision: Precision) -> &Pair {
+        match precision {
+            Precision::F32 => &self.f32,
+            Precision::F16 => self.f16.get_or_init(|| Pair::new(ctx, Precision::F16)),
         }
     }
 
@@ -118,13 +156,13 @@ impl LinearKernels {
         dummy: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let flags = (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS);
+        let k = &self.pair(ctx, w.precision).fwd;
         w.chunks
             .iter()
             .map(|(row0, rows, buf)| {
                 let p = Self::params(w, batch, *row0, *rows, flags);
                 let threads = (rows.div_ceil(4) * batch.div_ceil(4)) as u64;
-                self.fwd
-                    .dispatch(ctx, &p, &[x, buf, bias.unwrap_or(dummy), y], threads)
+                k.dispatch(ctx, &p, &[x, buf, bias.unwrap_or(dummy), y], threads)
                     .with_macs((batch * rows * w.in_f) as u64)
             })
             .collect()
@@ -140,6 +178,7 @@ impl LinearKernels {
         dx: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
+        let k = &self.pair(ctx, w.precision).bwd;
         w.chunks
             .iter()
             .enumerate()
@@ -147,8 +186,7 @@ impl LinearKernels {
                 let flags = if i > 0 { FLAG_ACCUMULATE } else { 0 };
                 let p = Self::params(w, batch, *row0, *rows, flags);
                 let threads = (w.in_f.div_ceil(4) * batch.div_ceil(4)) as u64;
-                self.bwd
-                    .dispatch(ctx, &p, &[dy, buf, dummy, dx], threads)
+                k.dispatch(ctx, &p, &[dy, buf, dummy, dx], threads)
                     .with_macs((batch * rows * w.in_f) as u64)
             })
             .collect()

@@ -72,16 +72,90 @@ pub const SHADERS: &[(&str, &str)] = &[
 ];
 
 pub(crate) fn module(ctx: &GpuContext, name: &str) -> wgpu::ShaderModule {
+    module_with(ctx, name, Precision::F32)
+}
+
+/// [`module`] with weights stored at `precision` ([`half_source`] for f16).
+pub(crate) fn module_with(
+    ctx: &GpuContext,
+    name: &str,
+    precision: Precision,
+) -> wgpu::ShaderModule {
     let src = SHADERS
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, s)| *s)
         .expect("shader is listed in SHADERS");
+    let src = match precision {
+        Precision::F32 => std::borrow::Cow::Borrowed(src),
+        Precision::F16 => half_source(src)
+            .expect("shader reads its weights through weight()")
+            .into(),
+    };
     ctx.device
         .create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(name),
-            source: wgpu::ShaderSource::Wgsl(src.into()),
+            source: wgpu::ShaderSource::Wgsl(src),
         })
+}
+
+/// Storage precision of conv and linear weights; arithmetic is f32 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Weights rounded to f16 (half the memory and bandwidth); needs
+    /// `wgpu::Features::SHADER_F16`. Convs then use the Blocked or Tiled kernel.
+    F16,
+}
+
+impl Precision {
+    pub fn supported(self, ctx: &GpuContext) -> bool {
+        match self {
+            Precision::F32 => true,
+            Precision::F16 => ctx.device.features().contains(wgpu::Features::SHADER_F16),
+        }
+    }
+
+    /// Bytes per stored weight.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+
+    /// A storage buffer of packed weights at this precision.
+    pub(crate) fn weights(self, ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
+        match self {
+            Precision::F32 => buffer::storage_f32(ctx, label, data),
+            Precision::F16 => {
+                let bytes: Vec<u8> = data
+                    .iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                    .collect();
+                buffer::storage_init(ctx, label, &bytes)
+            }
+        }
+    }
+}
+
+/// The f16-weight build of a shader that reads its weights through `weight()`
+/// (conv.wgsl, linear.wgsl): `w` holds vec4<f16> widened to f32 on load. `None` if the
+/// source lacks those lines.
+pub fn half_source(src: &str) -> Option<String> {
+    const DECL: &str = "var<storage, read> w: array<vec4<f32>>;";
+    const LOAD: &str = "fn weight(i: u32) -> vec4<f32> { return w[i]; }";
+    if src.matches(DECL).count() != 1 || src.matches(LOAD).count() != 1 {
+        return None;
+    }
+    let body = src
+        .replace(DECL, "var<storage, read> w: array<vec4<f16>>;")
+        .replace(
+            LOAD,
+            "fn weight(i: u32) -> vec4<f32> { return vec4<f32>(w[i]); }",
+        );
+    Some(format!("enable f16;\n{body}"))
 }
 
 pub(crate) fn u(x: usize) -> u32 {
