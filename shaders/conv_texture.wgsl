@@ -33,11 +33,11 @@ const FLAG_RELU: u32 = 1u;
 const FLAG_BIAS: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-// conv_pack, conv_pack4
+// conv_pack, conv_pack4, wino_input (writes packed), wino_output (reads x)
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var packed: texture_storage_2d<rgba32float, write>;
 @group(0) @binding(7) var<storage, read> x4: array<vec4<f32>>;
-// conv_texture
+// conv_texture (wino_input reads xt, wino_output writes y)
 @group(0) @binding(3) var xt: texture_2d<f32>;
 @group(0) @binding(4) var wt: texture_2d<f32>;
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
@@ -97,6 +97,254 @@ fn conv_pack4(@builtin(global_invocation_id) gid: vec3<u32>,
     textureStore(packed, texel(t + 1u), vec4<f32>(v0.y, v1.y, v2.y, v3.y));
     textureStore(packed, texel(t + 2u), vec4<f32>(v0.z, v1.z, v2.z, v3.z));
     textureStore(packed, texel(t + 3u), vec4<f32>(v0.w, v1.w, v2.w, v3.w));
+}
+
+// Winograd F(4x4, 3x3) for 3x3 stride-1 convs (Lavin & Gray): per 4x4 output tile,
+// V = B^T d B of the 6x6 input patch d, 36 GEMMs M[xi] = U[xi] V[xi] over the channels (the
+// conv_texture kernel as a 36-group 1x1 conv, with U = G g G^T packed by the host), then
+// Y = A^T M A: 36 multiply-adds per tile and channel pair instead of 144.
+//
+// wino_input reads the conv_pack texture (xt) and writes V to `packed`: texel
+// (xi * red_c4 + q) * tiles + t for tile t of the piece (image-major, then rows of tiles).
+// wino_output reads M from x, laid out [xi][out_c][tiles] as the GEMM writes it.
+
+// One invocation per tile and quad of input channels. Fully unrolled: llvmpipe turns a
+// local array indexed by a loop variable into per-lane memory accesses.
+@compute @workgroup_size(64)
+fn wino_input(@builtin(global_invocation_id) gid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let id = gid.x + gid.y * nwg.x * 64u;
+    let tw = (p.out_w + 3u) / 4u;
+    let per_image = tw * ((p.out_h + 3u) / 4u);
+    let tiles = p.batch * per_image;
+    if (id >= tiles * p.red_c4) { return; }
+    let t = id % tiles;
+    let q = id / tiles;
+    let tt = t % per_image;
+    let y0 = i32((tt / tw) * 4u) - i32(p.pad_h);
+    let x0 = i32((tt % tw) * 4u) - i32(p.pad_w);
+    let base = ((t / per_image) * p.red_c4 + q) * p.in_h * p.in_w;
+    let r0 = y0 + 0; let ry0 = r0 >= 0 && r0 < i32(p.in_h); let ro0 = u32(max(r0, 0)) * p.in_w;
+    let r1 = y0 + 1; let ry1 = r1 >= 0 && r1 < i32(p.in_h); let ro1 = u32(max(r1, 0)) * p.in_w;
+    let r2 = y0 + 2; let ry2 = r2 >= 0 && r2 < i32(p.in_h); let ro2 = u32(max(r2, 0)) * p.in_w;
+    let r3 = y0 + 3; let ry3 = r3 >= 0 && r3 < i32(p.in_h); let ro3 = u32(max(r3, 0)) * p.in_w;
+    let r4 = y0 + 4; let ry4 = r4 >= 0 && r4 < i32(p.in_h); let ro4 = u32(max(r4, 0)) * p.in_w;
+    let r5 = y0 + 5; let ry5 = r5 >= 0 && r5 < i32(p.in_h); let ro5 = u32(max(r5, 0)) * p.in_w;
+    let c0 = x0 + 0; let cx0 = c0 >= 0 && c0 < i32(p.in_w); let co0 = u32(max(c0, 0));
+    let c1 = x0 + 1; let cx1 = c1 >= 0 && c1 < i32(p.in_w); let co1 = u32(max(c1, 0));
+    let c2 = x0 + 2; let cx2 = c2 >= 0 && c2 < i32(p.in_w); let co2 = u32(max(c2, 0));
+    let c3 = x0 + 3; let cx3 = c3 >= 0 && c3 < i32(p.in_w); let co3 = u32(max(c3, 0));
+    let c4 = x0 + 4; let cx4 = c4 >= 0 && c4 < i32(p.in_w); let co4 = u32(max(c4, 0));
+    let c5 = x0 + 5; let cx5 = c5 >= 0 && c5 < i32(p.in_w); let co5 = u32(max(c5, 0));
+    let d00 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co0), 0), ry0 && cx0);
+    let d01 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co1), 0), ry0 && cx1);
+    let d02 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co2), 0), ry0 && cx2);
+    let d03 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co3), 0), ry0 && cx3);
+    let d04 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co4), 0), ry0 && cx4);
+    let d05 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co5), 0), ry0 && cx5);
+    let d10 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co0), 0), ry1 && cx0);
+    let d11 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co1), 0), ry1 && cx1);
+    let d12 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co2), 0), ry1 && cx2);
+    let d13 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co3), 0), ry1 && cx3);
+    let d14 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co4), 0), ry1 && cx4);
+    let d15 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co5), 0), ry1 && cx5);
+    let d20 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co0), 0), ry2 && cx0);
+    let d21 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co1), 0), ry2 && cx1);
+    let d22 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co2), 0), ry2 && cx2);
+    let d23 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co3), 0), ry2 && cx3);
+    let d24 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co4), 0), ry2 && cx4);
+    let d25 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co5), 0), ry2 && cx5);
+    let d30 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co0), 0), ry3 && cx0);
+    let d31 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co1), 0), ry3 && cx1);
+    let d32 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co2), 0), ry3 && cx2);
+    let d33 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co3), 0), ry3 && cx3);
+    let d34 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co4), 0), ry3 && cx4);
+    let d35 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co5), 0), ry3 && cx5);
+    let d40 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co0), 0), ry4 && cx0);
+    let d41 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co1), 0), ry4 && cx1);
+    let d42 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co2), 0), ry4 && cx2);
+    let d43 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co3), 0), ry4 && cx3);
+    let d44 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co4), 0), ry4 && cx4);
+    let d45 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co5), 0), ry4 && cx5);
+    let d50 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co0), 0), ry5 && cx0);
+    let d51 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co1), 0), ry5 && cx1);
+    let d52 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co2), 0), ry5 && cx2);
+    let d53 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co3), 0), ry5 && cx3);
+    let d54 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co4), 0), ry5 && cx4);
+    let d55 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co5), 0), ry5 && cx5);
+    let e00 = 4.0 * d00 - 5.0 * d02 + d04;
+    let e01 = -4.0 * d01 - 4.0 * d02 + d03 + d04;
+    let e02 = 4.0 * d01 - 4.0 * d02 - d03 + d04;
+    let e03 = -2.0 * d01 - d02 + 2.0 * d03 + d04;
+    let e04 = 2.0 * d01 - d02 - 2.0 * d03 + d04;
+    let e05 = 4.0 * d01 - 5.0 * d03 + d05;
+    let e10 = 4.0 * d10 - 5.0 * d12 + d14;
+    let e11 = -4.0 * d11 - 4.0 * d12 + d13 + d14;
+    let e12 = 4.0 * d11 - 4.0 * d12 - d13 + d14;
+    let e13 = -2.0 * d11 - d12 + 2.0 * d13 + d14;
+    let e14 = 2.0 * d11 - d12 - 2.0 * d13 + d14;
+    let e15 = 4.0 * d11 - 5.0 * d13 + d15;
+    let e20 = 4.0 * d20 - 5.0 * d22 + d24;
+    let e21 = -4.0 * d21 - 4.0 * d22 + d23 + d24;
+    let e22 = 4.0 * d21 - 4.0 * d22 - d23 + d24;
+    let e23 = -2.0 * d21 - d22 + 2.0 * d23 + d24;
+    let e24 = 2.0 * d21 - d22 - 2.0 * d23 + d24;
+    let e25 = 4.0 * d21 - 5.0 * d23 + d25;
+    let e30 = 4.0 * d30 - 5.0 * d32 + d34;
+    let e31 = -4.0 * d31 - 4.0 * d32 + d33 + d34;
+    let e32 = 4.0 * d31 - 4.0 * d32 - d33 + d34;
+    let e33 = -2.0 * d31 - d32 + 2.0 * d33 + d34;
+    let e34 = 2.0 * d31 - d32 - 2.0 * d33 + d34;
+    let e35 = 4.0 * d31 - 5.0 * d33 + d35;
+    let e40 = 4.0 * d40 - 5.0 * d42 + d44;
+    let e41 = -4.0 * d41 - 4.0 * d42 + d43 + d44;
+    let e42 = 4.0 * d41 - 4.0 * d42 - d43 + d44;
+    let e43 = -2.0 * d41 - d42 + 2.0 * d43 + d44;
+    let e44 = 2.0 * d41 - d42 - 2.0 * d43 + d44;
+    let e45 = 4.0 * d41 - 5.0 * d43 + d45;
+    let e50 = 4.0 * d50 - 5.0 * d52 + d54;
+    let e51 = -4.0 * d51 - 4.0 * d52 + d53 + d54;
+    let e52 = 4.0 * d51 - 4.0 * d52 - d53 + d54;
+    let e53 = -2.0 * d51 - d52 + 2.0 * d53 + d54;
+    let e54 = 2.0 * d51 - d52 - 2.0 * d53 + d54;
+    let e55 = 4.0 * d51 - 5.0 * d53 + d55;
+    let stride = p.red_c4 * tiles;
+    let v0 = q * tiles + t;
+    textureStore(packed, texel(v0 + 0u * stride), 4.0 * e00 - 5.0 * e20 + e40);
+    textureStore(packed, texel(v0 + 1u * stride), 4.0 * e01 - 5.0 * e21 + e41);
+    textureStore(packed, texel(v0 + 2u * stride), 4.0 * e02 - 5.0 * e22 + e42);
+    textureStore(packed, texel(v0 + 3u * stride), 4.0 * e03 - 5.0 * e23 + e43);
+    textureStore(packed, texel(v0 + 4u * stride), 4.0 * e04 - 5.0 * e24 + e44);
+    textureStore(packed, texel(v0 + 5u * stride), 4.0 * e05 - 5.0 * e25 + e45);
+    textureStore(packed, texel(v0 + 6u * stride), -4.0 * e10 - 4.0 * e20 + e30 + e40);
+    textureStore(packed, texel(v0 + 7u * stride), -4.0 * e11 - 4.0 * e21 + e31 + e41);
+    textureStore(packed, texel(v0 + 8u * stride), -4.0 * e12 - 4.0 * e22 + e32 + e42);
+    textureStore(packed, texel(v0 + 9u * stride), -4.0 * e13 - 4.0 * e23 + e33 + e43);
+    textureStore(packed, texel(v0 + 10u * stride), -4.0 * e14 - 4.0 * e24 + e34 + e44);
+    textureStore(packed, texel(v0 + 11u * stride), -4.0 * e15 - 4.0 * e25 + e35 + e45);
+    textureStore(packed, texel(v0 + 12u * stride), 4.0 * e10 - 4.0 * e20 - e30 + e40);
+    textureStore(packed, texel(v0 + 13u * stride), 4.0 * e11 - 4.0 * e21 - e31 + e41);
+    textureStore(packed, texel(v0 + 14u * stride), 4.0 * e12 - 4.0 * e22 - e32 + e42);
+    textureStore(packed, texel(v0 + 15u * stride), 4.0 * e13 - 4.0 * e23 - e33 + e43);
+    textureStore(packed, texel(v0 + 16u * stride), 4.0 * e14 - 4.0 * e24 - e34 + e44);
+    textureStore(packed, texel(v0 + 17u * stride), 4.0 * e15 - 4.0 * e25 - e35 + e45);
+    textureStore(packed, texel(v0 + 18u * stride), -2.0 * e10 - e20 + 2.0 * e30 + e40);
+    textureStore(packed, texel(v0 + 19u * stride), -2.0 * e11 - e21 + 2.0 * e31 + e41);
+    textureStore(packed, texel(v0 + 20u * stride), -2.0 * e12 - e22 + 2.0 * e32 + e42);
+    textureStore(packed, texel(v0 + 21u * stride), -2.0 * e13 - e23 + 2.0 * e33 + e43);
+    textureStore(packed, texel(v0 + 22u * stride), -2.0 * e14 - e24 + 2.0 * e34 + e44);
+    textureStore(packed, texel(v0 + 23u * stride), -2.0 * e15 - e25 + 2.0 * e35 + e45);
+    textureStore(packed, texel(v0 + 24u * stride), 2.0 * e10 - e20 - 2.0 * e30 + e40);
+    textureStore(packed, texel(v0 + 25u * stride), 2.0 * e11 - e21 - 2.0 * e31 + e41);
+    textureStore(packed, texel(v0 + 26u * stride), 2.0 * e12 - e22 - 2.0 * e32 + e42);
+    textureStore(packed, texel(v0 + 27u * stride), 2.0 * e13 - e23 - 2.0 * e33 + e43);
+    textureStore(packed, texel(v0 + 28u * stride), 2.0 * e14 - e24 - 2.0 * e34 + e44);
+    textureStore(packed, texel(v0 + 29u * stride), 2.0 * e15 - e25 - 2.0 * e35 + e45);
+    textureStore(packed, texel(v0 + 30u * stride), 4.0 * e10 - 5.0 * e30 + e50);
+    textureStore(packed, texel(v0 + 31u * stride), 4.0 * e11 - 5.0 * e31 + e51);
+    textureStore(packed, texel(v0 + 32u * stride), 4.0 * e12 - 5.0 * e32 + e52);
+    textureStore(packed, texel(v0 + 33u * stride), 4.0 * e13 - 5.0 * e33 + e53);
+    textureStore(packed, texel(v0 + 34u * stride), 4.0 * e14 - 5.0 * e34 + e54);
+    textureStore(packed, texel(v0 + 35u * stride), 4.0 * e15 - 5.0 * e35 + e55);
+}
+
+// One invocation per tile and output channel; adds the bias and applies the ReLU.
+@compute @workgroup_size(64)
+fn wino_output(@builtin(global_invocation_id) gid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>) {
+    let id = gid.x + gid.y * nwg.x * 64u;
+    let tw = (p.out_w + 3u) / 4u;
+    let per_image = tw * ((p.out_h + 3u) / 4u);
+    let tiles = p.batch * per_image;
+    if (id >= tiles * p.out_c) { return; }
+    let t = id % tiles;
+    let k = id / tiles;
+    let stride = p.out_c * tiles;
+    let m0 = k * tiles + t;
+    let m00 = x[m0 + 0u * stride];
+    let m01 = x[m0 + 1u * stride];
+    let m02 = x[m0 + 2u * stride];
+    let m03 = x[m0 + 3u * stride];
+    let m04 = x[m0 + 4u * stride];
+    let m05 = x[m0 + 5u * stride];
+    let m10 = x[m0 + 6u * stride];
+    let m11 = x[m0 + 7u * stride];
+    let m12 = x[m0 + 8u * stride];
+    let m13 = x[m0 + 9u * stride];
+    let m14 = x[m0 + 10u * stride];
+    let m15 = x[m0 + 11u * stride];
+    let m20 = x[m0 + 12u * stride];
+    let m21 = x[m0 + 13u * stride];
+    let m22 = x[m0 + 14u * stride];
+    let m23 = x[m0 + 15u * stride];
+    let m24 = x[m0 + 16u * stride];
+    let m25 = x[m0 + 17u * stride];
+    let m30 = x[m0 + 18u * stride];
+    let m31 = x[m0 + 19u * stride];
+    let m32 = x[m0 + 20u * stride];
+    let m33 = x[m0 + 21u * stride];
+    let m34 = x[m0 + 22u * stride];
+    let m35 = x[m0 + 23u * stride];
+    let m40 = x[m0 + 24u * stride];
+    let m41 = x[m0 + 25u * stride];
+    let m42 = x[m0 + 26u * stride];
+    let m43 = x[m0 + 27u * stride];
+    let m44 = x[m0 + 28u * stride];
+    let m45 = x[m0 + 29u * stride];
+    let m50 = x[m0 + 30u * stride];
+    let m51 = x[m0 + 31u * stride];
+    let m52 = x[m0 + 32u * stride];
+    let m53 = x[m0 + 33u * stride];
+    let m54 = x[m0 + 34u * stride];
+    let m55 = x[m0 + 35u * stride];
+    let h00 = m00 + m01 + m02 + m03 + m04;
+    let h01 = m01 - m02 + 2.0 * m03 - 2.0 * m04;
+    let h02 = m01 + m02 + 4.0 * m03 + 4.0 * m04;
+    let h03 = m01 - m02 + 8.0 * m03 - 8.0 * m04 + m05;
+    let h10 = m10 + m11 + m12 + m13 + m14;
+    let h11 = m11 - m12 + 2.0 * m13 - 2.0 * m14;
+    let h12 = m11 + m12 + 4.0 * m13 + 4.0 * m14;
+    let h13 = m11 - m12 + 8.0 * m13 - 8.0 * m14 + m15;
+    let h20 = m20 + m21 + m22 + m23 + m24;
+    let h21 = m21 - m22 + 2.0 * m23 - 2.0 * m24;
+    let h22 = m21 + m22 + 4.0 * m23 + 4.0 * m24;
+    let h23 = m21 - m22 + 8.0 * m23 - 8.0 * m24 + m25;
+    let h30 = m30 + m31 + m32 + m33 + m34;
+    let h31 = m31 - m32 + 2.0 * m33 - 2.0 * m34;
+    let h32 = m31 + m32 + 4.0 * m33 + 4.0 * m34;
+    let h33 = m31 - m32 + 8.0 * m33 - 8.0 * m34 + m35;
+    let h40 = m40 + m41 + m42 + m43 + m44;
+    let h41 = m41 - m42 + 2.0 * m43 - 2.0 * m44;
+    let h42 = m41 + m42 + 4.0 * m43 + 4.0 * m44;
+    let h43 = m41 - m42 + 8.0 * m43 - 8.0 * m44 + m45;
+    let h50 = m50 + m51 + m52 + m53 + m54;
+    let h51 = m51 - m52 + 2.0 * m53 - 2.0 * m54;
+    let h52 = m51 + m52 + 4.0 * m53 + 4.0 * m54;
+    let h53 = m51 - m52 + 8.0 * m53 - 8.0 * m54 + m55;
+    var b = 0.0;
+    if ((p.flags & FLAG_BIAS) != 0u) { b = bias[k]; }
+    let relu = (p.flags & FLAG_RELU) != 0u;
+    let tt = t % per_image;
+    let oy = (tt / tw) * 4u;
+    let ox = (tt % tw) * 4u;
+    let plane = p.out_h * p.out_w;
+    let base = ((p.img0 + t / per_image) * p.out_c + k) * plane + oy * p.out_w + ox;
+    let col0 = vec4<f32>(h00 + h10 + h20 + h30 + h40, h10 - h20 + 2.0 * h30 - 2.0 * h40, h10 + h20 + 4.0 * h30 + 4.0 * h40, h10 - h20 + 8.0 * h30 - 8.0 * h40 + h50) + b;
+    let out0 = select(col0, max(col0, vec4<f32>(0.0)), relu);
+    let col1 = vec4<f32>(h01 + h11 + h21 + h31 + h41, h11 - h21 + 2.0 * h31 - 2.0 * h41, h11 + h21 + 4.0 * h31 + 4.0 * h41, h11 - h21 + 8.0 * h31 - 8.0 * h41 + h51) + b;
+    let out1 = select(col1, max(col1, vec4<f32>(0.0)), relu);
+    let col2 = vec4<f32>(h02 + h12 + h22 + h32 + h42, h12 - h22 + 2.0 * h32 - 2.0 * h42, h12 + h22 + 4.0 * h32 + 4.0 * h42, h12 - h22 + 8.0 * h32 - 8.0 * h42 + h52) + b;
+    let out2 = select(col2, max(col2, vec4<f32>(0.0)), relu);
+    let col3 = vec4<f32>(h03 + h13 + h23 + h33 + h43, h13 - h23 + 2.0 * h33 - 2.0 * h43, h13 + h23 + 4.0 * h33 + 4.0 * h43, h13 - h23 + 8.0 * h33 - 8.0 * h43 + h53) + b;
+    let out3 = select(col3, max(col3, vec4<f32>(0.0)), relu);
+    for (var r = 0u; r < 4u; r++) {
+        if (oy + r >= p.out_h) { break; }
+        let row = base + r * p.out_w;
+        y[row] = out0[r];
+        if (ox + 1u < p.out_w) { y[row + 1u] = out1[r]; }
+        if (ox + 2u < p.out_w) { y[row + 2u] = out2[r]; }
+        if (ox + 3u < p.out_w) { y[row + 3u] = out3[r]; }
+    }
 }
 
 // Source coordinate for output coordinate `o` and kernel tap `k`, or -1 if outside.

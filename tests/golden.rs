@@ -74,6 +74,20 @@ fn check_at(
     precision: Precision,
     bounds: &Bounds,
 ) -> Errors {
+    check_with(fx, ctx, batch, bounds, |cfg| {
+        cfg.backward_rows = backward_rows;
+        cfg.precision = precision;
+    })
+}
+
+/// [`check`] with the configuration changed by `adjust`, against `bounds`.
+fn check_with(
+    fx: &Fixture,
+    ctx: GpuContext,
+    batch: usize,
+    bounds: &Bounds,
+    adjust: impl FnOnce(&mut EngineConfig),
+) -> Errors {
     let n = fx.images.len();
     let per_image = fx.targets.len() / n;
     let targets = match fx.targets_rule.strip_prefix("top") {
@@ -87,7 +101,7 @@ fn check_at(
         .collect();
     // The same list for every image is also the CLI's `--target 3,7`.
     let shared = lists.iter().all(|l| *l == lists[0]);
-    let cfg = EngineConfig {
+    let mut cfg = EngineConfig {
         layers: vec![fx.layer.clone()],
         size: fx.size,
         batch,
@@ -97,10 +111,10 @@ fn check_at(
             targets
         },
         read_maps: true,
-        backward_rows,
-        precision,
         ..Default::default()
     };
+    adjust(&mut cfg);
+    let (precision, winograd) = (cfg.precision, cfg.winograd);
     let mut engine = Engine::new(ctx, &fx.model, cfg).unwrap();
     let results = if shared || fx.targets_rule.starts_with("top") {
         engine.explain(&fx.images).unwrap()
@@ -147,10 +161,11 @@ fn check_at(
         overlay_max_diff: max_diff,
     };
     println!(
-        "{} ({}, layer {}, {precision:?} weights): logits rel err {:.2e}, cam max abs err {:.2e}, overlay >1 level {:.4}% (max diff {})",
+        "{} ({}, layer {}, {precision:?} weights{}): logits rel err {:.2e}, cam max abs err {:.2e}, overlay >1 level {:.4}% (max diff {})",
         fx.name,
         fx.arch,
         fx.layer,
+        if winograd { ", Winograd" } else { "" },
         e.logits_rel,
         e.cam_abs,
         100.0 * e.overlay_off_by_more_than_one,
@@ -279,6 +294,33 @@ fn detweights_match_python_vectors() {
         assert_eq!(bits, want, "{}", c["name"]);
         let sum: f64 = t.data.iter().map(|&v| v as f64).sum();
         assert_eq!(sum, c["sum_f64"].as_f64().unwrap(), "{}", c["name"]);
+    }
+}
+
+/// Winograd F(4x4, 3x3) convs (the `--winograd` opt-in) where the adapter runs them:
+/// the parity error the README states (bounds above the worst measured case).
+#[test]
+fn winograd_parity() {
+    let ctx = ctx();
+    if !gradcam_wgpu::ops::conv::texture_conv_supported(&ctx) {
+        eprintln!("skipped: {} has no Winograd kernel", ctx.describe());
+        return;
+    }
+    let bounds = Bounds {
+        logits_rel: 1e-4,
+        cam_abs: 1e-3,
+        overlay_off_by_more_than_one: 1e-3,
+    };
+    for name in [
+        "resnet18_layer4",
+        "resnet18_layer3",
+        "resnet50_layer4",
+        "vgg11_bn_features",
+        "vgg11_bn_mid",
+    ] {
+        check_with(&load(name), ctx.clone(), 8, &bounds, |cfg| {
+            cfg.winograd = true
+        });
     }
 }
 

@@ -3119,3 +3119,102 @@ fn f16_weights() {
         );
     }
 }
+
+/// Winograd F(4x4, 3x3) forward on the texture kernel (the default for 3x3 stride-1 convs
+/// on lavapipe) against the f64 direct conv: odd sizes, padding 0-2, partial tiles, channel
+/// counts off multiples of 4 and 32, batch > 1, and devices small enough to split the batch
+/// into one-image pieces. The transforms scale terms by up to 8 x 5, yet the error measured
+/// stays within the direct kernels' (9 c + 4) u * sum|terms| (worst 43 u at c = 64, 18 u at
+/// c = 3); the bound allows twice that.
+#[test]
+fn conv_winograd() {
+    let e = env();
+    if !conv::texture_conv_supported(&e.ctx) {
+        eprintln!("skipped: {} has no texture conv kernel", e.ctx.describe());
+        return;
+    }
+    let mut rng = Rng::new(31);
+    let three = |batch, in_c, hw, out_c, pad| {
+        cs(
+            batch,
+            in_c,
+            hw,
+            out_c,
+            [3, 3],
+            [1, 1],
+            [pad, pad],
+            [1, 1],
+            1,
+        )
+    };
+    let cases = [
+        ("p1 7x5 c3->8 batch3", three(3, 3, [7, 5], 8, 1), true, true),
+        ("p0 9x11 c6->10", three(2, 6, [9, 11], 10, 0), true, false),
+        ("p2 5x6 c37->40", three(2, 37, [5, 6], 40, 2), false, true),
+        (
+            "p1 19x17 c40->70 batch2",
+            three(2, 40, [19, 17], 70, 1),
+            true,
+            true,
+        ),
+        ("p1 8x8 c64->64", three(1, 64, [8, 8], 64, 1), false, false),
+        ("p1 3x3 c5->9", three(4, 5, [3, 3], 9, 1), true, false),
+        (
+            "p1 14x14 c64->64 batch40",
+            three(40, 64, [14, 14], 64, 1),
+            true,
+            true,
+        ),
+        (
+            "p1 28x28 c64->128 batch12",
+            three(12, 64, [28, 28], 128, 1),
+            true,
+            true,
+        ),
+    ];
+    for (name, s, bias, relu) in cases {
+        assert!(conv::winograd_eligible(&e.ctx, &s), "{name}: eligible");
+        let x_len = s.batch * s.in_c * s.in_h * s.in_w;
+        let x = rng.vec(x_len, -1.0, 1.0);
+        let w = rng.vec(s.weight_len(), -1.0, 1.0);
+        let b = rng.vec(s.out_c, -1.0, 1.0);
+        let (x64, w64, b64) = (f64s(&x), f64s(&w), f64s(&b));
+        let mut want = r::conv2d_forward(&x64, &w64, bias.then_some(&b64[..]), &s);
+        if relu {
+            want = r::relu(&want);
+        }
+        let abs_b = abs(&b64);
+        let terms = r::conv2d_forward(&abs(&x64), &abs(&w64), bias.then_some(&abs_b[..]), &s);
+        let (xb, bb) = (upload(&x), upload(&b));
+        // One image's worth of everything: the batch runs in one-image pieces.
+        let tiles = s.out_h().div_ceil(4) * s.out_w().div_ceil(4);
+        let mut tiny = e.ctx.clone();
+        let c4 = s.in_c.div_ceil(4);
+        let texels = (36 * c4 * tiles)
+            .max(c4 * s.in_h * s.in_w)
+            .max(36 * s.out_c.div_ceil(32) * 32 * c4 * 4);
+        tiny.max_texture_rows = texels.div_ceil(4096) as u32;
+        tiny.max_binding = (36 * s.out_c * tiles * 4) as u64;
+        for ctx in [&e.ctx, &tiny] {
+            let cw = conv::ConvWeight::upload_winograd(ctx, "w", &w, &s).expect("upload");
+            assert_eq!(cw.layout, conv::ConvLayout::Winograd);
+            let y = garbage(want.len());
+            let ds = e.ops.conv.forward_chunked(
+                ctx,
+                &s,
+                relu,
+                &xb,
+                &cw,
+                bias.then_some(&bb),
+                &y,
+                &e.ops.dummy,
+            );
+            let got = run(&ds, &[(&y, want.len())]);
+            let label = format!("conv winograd {name} ({} dispatches)", ds.len());
+            check_terms(&label, &got[0], &want, &terms, WINOGRAD_FACTOR * s.in_c * 9);
+        }
+    }
+}
+
+/// How much looser the Winograd bound is than the direct kernels' (n + 4) u.
+const WINOGRAD_FACTOR: usize = 2;

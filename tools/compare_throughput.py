@@ -99,8 +99,9 @@ def time_pgc(model, layer, method, u8, batch, mean, std, iters, warmup, device):
     return dt / (iters * len(u8))
 
 
-def run_engine(engine, model_args, layer, method, batch, size, imgdir, iters, warmup, timeout):
-    cmd = [engine, "bench", "--json", "--no-profile", *model_args, "--method", method,
+def run_engine(engine, model_args, layer, method, batch, size, imgdir, iters, warmup, timeout,
+               extra=()):
+    cmd = [engine, "bench", "--json", "--no-profile", *model_args, *extra, "--method", method,
            "--batch", str(batch), "--size", f"{size[0]}x{size[1]}", "--images", imgdir,
            "--iters", str(iters), "--warmup", str(warmup)]
     if method != "fullgrad":
@@ -137,6 +138,8 @@ def main():
     ap.add_argument("--image-seed", type=int, default=2024)
     ap.add_argument("--timeout", type=int, default=1800, help="engine timeout per run, s")
     ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--engine-args", default="",
+                    help="extra `gradcam bench` flags, space-separated (e.g. --winograd)")
     args = ap.parse_args()
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -204,7 +207,7 @@ def main():
                         row["pgc_error"] = f"{type(e).__name__}: {e}"
                     rep, err = run_engine(engine, model_args, layer, method, b, size,
                                           dirs["slow" if is_slow else "all"], args.iters,
-                                          args.warmup, args.timeout)
+                                          args.warmup, args.timeout, args.engine_args.split())
                     if rep is None:
                         row["engine_error"] = err
                     else:

@@ -17,6 +17,8 @@ struct Report {
     batch: usize,
     /// Storage precision of conv and linear weights (f32 or f16).
     precision: String,
+    /// 3x3 stride-1 convs as Winograd F(4x4, 3x3) (`--winograd`).
+    winograd: bool,
     iters: usize,
     warmup: usize,
     /// Engine creation (weights upload, pipelines), once.
@@ -108,6 +110,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         mean,
         std,
         precision: super::precision(&a.precision),
+        winograd: a.winograd,
         ..EngineConfig::default()
     };
     let t = Instant::now();
@@ -191,6 +194,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         method: method.name().to_string(),
         batch,
         precision: a.precision.clone(),
+        winograd: a.winograd,
         iters: a.iters,
         warmup: a.warmup,
         setup_seconds,
@@ -365,7 +369,7 @@ fn print_report(r: &Report) {
     );
     let m = &r.model;
     println!(
-        "model     {} ({}), {}x{}, layer {}, {} classes; {}, batch {}, {} weights, {} iters after {} warm-up",
+        "model     {} ({}), {}x{}, layer {}, {} classes; {}, batch {}, {} weights{}, {} iters after {} warm-up",
         m.name,
         m.source,
         m.input_size[0],
@@ -375,6 +379,7 @@ fn print_report(r: &Report) {
         r.method,
         r.batch,
         r.precision,
+        if r.winograd { ", Winograd" } else { "" },
         r.iters,
         r.warmup
     );

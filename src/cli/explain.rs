@@ -83,6 +83,7 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
         read_maps: a.save_cam,
         backward_rows: None,
         precision: super::precision(&a.precision),
+        winograd: a.winograd,
     };
 
     let ctx = GpuContext::new()?;

@@ -76,6 +76,15 @@ struct Pending {
     relu: bool,
 }
 
+/// How conv and linear weights go to the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WeightUpload {
+    pub precision: Precision,
+    /// Winograd F(4x4, 3x3) for eligible 3x3 convs (f32 only; see
+    /// [`ConvWeight::upload_fast`]).
+    pub winograd: bool,
+}
+
 impl Plan {
     pub fn new(
         ctx: &GpuContext,
@@ -92,11 +101,11 @@ impl Plan {
             size,
             target_nodes,
             to_input,
-            Precision::F32,
+            WeightUpload::default(),
         )
     }
 
-    /// [`Plan::new`] with conv and linear weights stored at `precision`.
+    /// [`Plan::new`] with conv and linear weights stored as `how` says.
     pub fn new_at(
         ctx: &GpuContext,
         graph: &Graph,
@@ -104,7 +113,7 @@ impl Plan {
         size: [usize; 2],
         target_nodes: &[usize],
         to_input: bool,
-        precision: Precision,
+        how: WeightUpload,
     ) -> Result<Self> {
         let shapes = graph.shapes(size)?;
         let mut consumers = vec![0usize; graph.nodes.len()];
@@ -174,7 +183,7 @@ impl Plan {
 
         let mut steps = Vec::with_capacity(pending.len());
         for p in &pending {
-            let op = lower(ctx, graph, weights, p, &shapes, precision)?;
+            let op = lower(ctx, graph, weights, p, &shapes, how)?;
             steps.push(Step {
                 name: graph.nodes[p.out_node].name.clone(),
                 op,
@@ -228,8 +237,9 @@ fn lower(
     weights: &Weights,
     p: &Pending,
     shapes: &[Shape],
-    precision: Precision,
+    how: WeightUpload,
 ) -> Result<StepOp> {
+    let precision = how.precision;
     let node = &graph.nodes[p.node];
     let in_shape = node.inputs.first().map(|&i| shapes[i]).unwrap_or([0; 3]);
     let window = |kernel, stride, padding, dilation, ceil_mode, count_include_pad| PoolWindow {
@@ -289,7 +299,11 @@ fn lower(
             let b32: Vec<f32> = b.iter().map(|&v| v as f32).collect();
             StepOp::Conv {
                 shape,
-                weight: ConvWeight::upload_at(ctx, weight, &w32, &shape, precision)?,
+                weight: if how.winograd && precision == Precision::F32 {
+                    ConvWeight::upload_fast(ctx, weight, &w32, &shape)?
+                } else {
+                    ConvWeight::upload_at(ctx, weight, &w32, &shape, precision)?
+                },
                 bias: has_bias.then(|| buffer::storage_f32(ctx, "bias", &b32)),
             }
         }

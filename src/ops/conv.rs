@@ -84,6 +84,9 @@ pub enum ConvLayout {
     Lanes,
     /// Lanes with 4 reduction channels per texel, in a texture (Texture).
     Texels,
+    /// Forward only: Winograd F(4x4, 3x3) weights U = G g G^T as a 36-group 1x1 conv in
+    /// the Texels layout (Texture, 3x3 stride-1 convs; see [`winograd_eligible`]).
+    Winograd,
     /// [`pack_depthwise`]: one vec4 per channel and tap (the depthwise kernel).
     Depthwise,
 }
@@ -112,6 +115,80 @@ pub fn texture_conv_supported(ctx: &GpuContext) -> bool {
     let rows = limits.max_texture_dimension_2d as u64;
     subgroup_conv_supported(ctx)
         && TEXTURE_WIDTH * rows * 16 >= 4 * limits.max_storage_buffer_binding_size
+}
+
+/// Whether the texture kernel can run this forward conv as Winograd F(4x4, 3x3): 3x3,
+/// stride 1, no dilation or groups, at least 8 output channels, and one image's transformed
+/// input, GEMM output and the transformed weights within the device's limits.
+pub fn winograd_eligible(ctx: &GpuContext, s: &ConvShape) -> bool {
+    if !(texture_conv_supported(ctx)
+        && s.kernel == [3, 3]
+        && s.stride == [1, 1]
+        && s.dilation == [1, 1]
+        && s.groups == 1
+        && s.out_c >= 8
+        && s.out_h() > 0
+        && s.out_w() > 0)
+    {
+        return false;
+    }
+    let tiles = (s.out_h().div_ceil(4) * s.out_w().div_ceil(4)) as u64;
+    let c4 = s.in_c.div_ceil(4) as u64;
+    let weights = 36 * s.out_c.div_ceil(32) as u64 * 32 * c4 * 4;
+    let capacity = texture_capacity(ctx);
+    36 * c4 * tiles <= capacity
+        && c4 * (s.in_h * s.in_w) as u64 <= capacity
+        && weights <= capacity
+        && 36 * s.out_c as u64 * tiles * 4 <= ctx.max_binding
+}
+
+/// The 1x1 grouped conv that is Winograd's 36 GEMMs over `tiles` tiles: group xi maps the
+/// transformed input channels to the transformed outputs.
+fn winograd_gemm(s: &ConvShape, tiles: usize) -> ConvShape {
+    ConvShape {
+        batch: 1,
+        in_c: 36 * s.in_c,
+        in_h: 1,
+        in_w: tiles,
+        out_c: 36 * s.out_c,
+        kernel: [1, 1],
+        stride: [1, 1],
+        padding: [0, 0],
+        dilation: [1, 1],
+        groups: 36,
+    }
+}
+
+/// U = G g G^T for every output and input channel, as the `[36 * out_c, in_c, 1, 1]`
+/// weight of [`winograd_gemm`] (row xi * out_c + k), computed in f64.
+fn winograd_weights(w: &[f32], s: &ConvShape) -> Vec<f32> {
+    const G: [[f64; 3]; 6] = [
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ];
+    let (k_n, c_n) = (s.out_c, s.in_c);
+    let mut u = vec![0f32; 36 * k_n * c_n];
+    for k in 0..k_n {
+        for c in 0..c_n {
+            let g = &w[(k * c_n + c) * 9..][..9];
+            for i in 0..6 {
+                for j in 0..6 {
+                    let mut v = 0.0;
+                    for a in 0..3 {
+                        for b in 0..3 {
+                            v += G[i][a] * g[a * 3 + b] as f64 * G[j][b];
+                        }
+                    }
+                    u[((i * 6 + j) * k_n + k) * c_n + c] = v as f32;
+                }
+            }
+        }
+    }
+    u
 }
 
 /// The variant [`ConvKernels::new`] and [`ConvWeight::upload`] pick for this device.
@@ -316,6 +393,56 @@ impl ConvWeight {
         )
     }
 
+    /// [`ConvWeight::upload`], with the forward pass as Winograd F(4x4, 3x3) where the
+    /// texture kernel can run it and it pays (the `--winograd` opt-in: faster, but about
+    /// 20x the direct kernels' rounding error).
+    pub fn upload_fast(
+        ctx: &GpuContext,
+        name: &str,
+        w: &[f32],
+        s: &ConvShape,
+    ) -> crate::Result<Self> {
+        let mut weight = Self::upload(ctx, name, w, s)?;
+        // Below 32 input channels the 36 short GEMMs lose to the direct kernel on lavapipe
+        // (24 channels at 56x56: 42 vs 26 ms; 64 channels: even at 56x56, 1.2x at 224x224).
+        if weight.layout == ConvLayout::Texels && s.in_c >= 32 && winograd_eligible(ctx, s) {
+            weight.forward = vec![Self::winograd_chunk(ctx, name, w, s)];
+            weight.layout = ConvLayout::Winograd;
+        }
+        Ok(weight)
+    }
+
+    /// Packs the forward pass as Winograd F(4x4, 3x3) for the texture kernel and
+    /// backward-data for it directly. Needs [`winograd_eligible`].
+    pub fn upload_winograd(
+        ctx: &GpuContext,
+        name: &str,
+        w: &[f32],
+        s: &ConvShape,
+    ) -> crate::Result<Self> {
+        if !winograd_eligible(ctx, s) {
+            return Err(crate::Error::Tensor {
+                name: name.to_string(),
+                message: "this conv can't run as Winograd F(4x4, 3x3) on this device".into(),
+            });
+        }
+        let mut weight = Self::upload_as(ctx, name, w, s, ConvVariant::Texture)?;
+        weight.forward = vec![Self::winograd_chunk(ctx, name, w, s)];
+        weight.layout = ConvLayout::Winograd;
+        Ok(weight)
+    }
+
+    fn winograd_chunk(
+        ctx: &GpuContext,
+        name: &str,
+        w: &[f32],
+        s: &ConvShape,
+    ) -> (usize, usize, Packed) {
+        let gemm = winograd_gemm(s, 1);
+        let packed = pack_texels_forward(&winograd_weights(w, s), &gemm, 0, s.out_c);
+        (0, s.out_c, Packed::Texture(texels(ctx, name, &packed)))
+    }
+
     /// Packs both directions for the kernels of `variant` (Blocked and Tiled share a
     /// packing).
     pub fn upload_as(
@@ -494,7 +621,30 @@ struct TextureKernels {
     /// `pack` for planes of a multiple of 4 pixels, 4 at a time.
     pack4: Kernel,
     conv: [Kernel; 2],
-    scratch: Mutex<Option<(u64, wgpu::TextureView)>>,
+    wino_input: Kernel,
+    wino_output: Kernel,
+    /// The packed input, grown on demand (rows).
+    scratch: Scratch<wgpu::TextureView>,
+    /// Winograd's transformed input (rows) and GEMM output (bytes).
+    transformed: Scratch<wgpu::TextureView>,
+    gemm_out: Scratch<wgpu::Buffer>,
+}
+
+/// A scratch resource and its size, replaced by a bigger one when a dispatch needs more
+/// (dispatches recorded earlier keep the old one alive).
+type Scratch<T> = Mutex<Option<(u64, T)>>;
+
+/// `slot`'s resource if it has at least `size`, else a new one from `make`.
+fn grow<T: Clone>(slot: &Scratch<T>, size: u64, make: impl FnOnce() -> T) -> T {
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    match &*slot {
+        Some((have, r)) if *have >= size => r.clone(),
+        _ => {
+            let r = make();
+            *slot = Some((size, r.clone()));
+            r
+        }
+    }
 }
 
 impl TextureKernels {
@@ -537,31 +687,181 @@ impl TextureKernels {
                 64,
             )
         };
+        let wino_input = Kernel::with_slots(
+            ctx,
+            &m,
+            "wino_input",
+            &[
+                (3, Slot::Texture),
+                (2, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
+            ],
+            &[],
+            64,
+        );
+        let wino_output = Kernel::with_slots(
+            ctx,
+            &m,
+            "wino_output",
+            &[
+                (1, Slot::Buffer(Access::Read)),
+                (5, Slot::Buffer(Access::Read)),
+                (6, Slot::Buffer(Access::ReadWrite)),
+            ],
+            &[],
+            64,
+        );
         Self {
             pack,
             pack4,
             conv: [conv(false), conv(true)],
+            wino_input,
+            wino_output,
             scratch: Mutex::new(None),
+            transformed: Mutex::new(None),
+            gemm_out: Mutex::new(None),
         }
     }
 
-    /// A view of the scratch texture with room for `texels`.
-    fn scratch(&self, ctx: &GpuContext, texels: u64) -> wgpu::TextureView {
+    /// A scratch texture of `slot` with room for `texels`.
+    fn texture_of(
+        ctx: &GpuContext,
+        slot: &Scratch<wgpu::TextureView>,
+        label: &str,
+        texels: u64,
+    ) -> wgpu::TextureView {
         let rows = texels.div_ceil(TEXTURE_WIDTH).max(1);
-        let mut slot = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        match &*slot {
-            Some((have, view)) if *have >= rows => view.clone(),
-            _ => {
-                let view = texture(
-                    ctx,
-                    "conv input",
-                    rows as u32,
-                    wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING,
-                );
-                *slot = Some((rows, view.clone()));
-                view
-            }
+        grow(slot, rows, || {
+            texture(
+                ctx,
+                label,
+                rows as u32,
+                wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING,
+            )
+        })
+    }
+
+    /// A view of the input scratch texture with room for `texels`.
+    fn scratch(&self, ctx: &GpuContext, texels: u64) -> wgpu::TextureView {
+        Self::texture_of(ctx, &self.scratch, "conv input", texels)
+    }
+
+    /// The pack of images `img0 .. img0 + batch` of `x` (`piece` says which) into `view`.
+    fn pack_piece(
+        &self,
+        ctx: &GpuContext,
+        piece: &ConvParams,
+        x: &wgpu::Buffer,
+        view: &wgpu::TextureView,
+    ) -> Dispatch {
+        let texels = piece.batch as u64
+            * piece.groups as u64
+            * piece.red_c4 as u64
+            * piece.in_h as u64
+            * piece.in_w as u64;
+        let (pack, threads) = if (piece.in_h * piece.in_w).is_multiple_of(4) {
+            (&self.pack4, texels / 4)
+        } else {
+            (&self.pack, texels)
+        };
+        pack.dispatch_bound(
+            ctx,
+            piece,
+            vec![
+                x.as_entire_binding(),
+                wgpu::BindingResource::TextureView(view),
+            ],
+            crate::gpu::grid(threads.div_ceil(64), ctx.max_workgroups_per_dim),
+        )
+    }
+
+    /// The forward conv `p` (3x3, stride 1) as Winograd F(4x4, 3x3) with weights `u`
+    /// ([`ConvWeight::upload_winograd`]), in pieces of whole images that fit the scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_winograd(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        p: &ConvParams,
+        x: &wgpu::Buffer,
+        u: &wgpu::TextureView,
+        bias: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let tiles = (p.out_h.div_ceil(4) * p.out_w.div_ceil(4)) as u64;
+        let c4 = p.red_c4 as u64;
+        let capacity = texture_capacity(ctx);
+        let per_image = [
+            (c4 * (p.in_h * p.in_w) as u64, capacity),
+            (36 * c4 * tiles, capacity),
+            (36 * p.out_c as u64 * tiles * 4, ctx.max_binding),
+        ];
+        let per_piece = per_image
+            .iter()
+            .map(|&(need, have)| have / need)
+            .min()
+            .unwrap_or(1)
+            .clamp(1, p.batch as u64) as u32;
+        let n = per_piece as u64;
+        let packed = self.scratch(ctx, n * per_image[0].0);
+        let transformed =
+            Self::texture_of(ctx, &self.transformed, "winograd input", n * per_image[1].0);
+        let m_bytes = n * per_image[2].0;
+        let m = grow(&self.gemm_out, m_bytes, || {
+            buffer::storage(ctx, "winograd products", m_bytes)
+        });
+        let mut d = Vec::new();
+        for img0 in (0..p.batch).step_by(per_piece as usize) {
+            let batch = per_piece.min(p.batch - img0);
+            let piece = ConvParams { batch, img0, ..*p };
+            let piece_tiles = batch as u64 * tiles;
+            d.push(self.pack_piece(ctx, &piece, x, &packed));
+            d.push(self.wino_input.dispatch_bound(
+                ctx,
+                &piece,
+                vec![
+                    wgpu::BindingResource::TextureView(&packed),
+                    wgpu::BindingResource::TextureView(&transformed),
+                ],
+                crate::gpu::grid((piece_tiles * c4).div_ceil(64), ctx.max_workgroups_per_dim),
+            ));
+            let gemm = ConvParams::new(
+                &winograd_gemm(s, piece_tiles as usize),
+                Dir::Forward,
+                0,
+                s.out_c,
+                0,
+            );
+            let threads = 8 * 36 * piece_tiles.div_ceil(32) * gemm.out_cg4.div_ceil(8) as u64;
+            d.push(
+                self.conv[Dir::Forward as usize]
+                    .dispatch_bound(
+                        ctx,
+                        &gemm,
+                        vec![
+                            wgpu::BindingResource::TextureView(&transformed),
+                            wgpu::BindingResource::TextureView(u),
+                            bias.as_entire_binding(),
+                            m.as_entire_binding(),
+                        ],
+                        crate::gpu::grid(threads.div_ceil(64), ctx.max_workgroups_per_dim),
+                    )
+                    .with_macs(gemm.macs(Dir::Forward)),
+            );
+            d.push(self.wino_output.dispatch_bound(
+                ctx,
+                &piece,
+                vec![
+                    m.as_entire_binding(),
+                    bias.as_entire_binding(),
+                    y.as_entire_binding(),
+                ],
+                crate::gpu::grid(
+                    (piece_tiles * p.out_c as u64).div_ceil(64),
+                    ctx.max_workgroups_per_dim,
+                ),
+            ));
         }
+        d
     }
 
     /// Packs `x` (the source of `p`'s gather) and runs every chunk over it, in pieces of
@@ -585,21 +885,7 @@ impl TextureKernels {
         for img0 in (0..p.batch).step_by(per_piece as usize) {
             let batch = per_piece.min(p.batch - img0);
             let piece = ConvParams { batch, img0, ..*p };
-            let texels = batch as u64 * per_image;
-            let (pack, threads) = if (p.in_h * p.in_w).is_multiple_of(4) {
-                (&self.pack4, texels / 4)
-            } else {
-                (&self.pack, texels)
-            };
-            d.push(pack.dispatch_bound(
-                ctx,
-                &piece,
-                vec![
-                    x.as_entire_binding(),
-                    wgpu::BindingResource::TextureView(&view),
-                ],
-                crate::gpu::grid(threads.div_ceil(64), ctx.max_workgroups_per_dim),
-            ));
+            d.push(self.pack_piece(ctx, &piece, x, &view));
             for (c0, count, w) in chunks {
                 let Packed::Texture(w) = w else {
                     unreachable!("Texels weights live in textures")
@@ -841,6 +1127,21 @@ impl ConvKernels {
         dummy: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let flags = (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS);
+        if w.layout == ConvLayout::Winograd {
+            let p = ConvParams::new(s, Dir::Forward, 0, s.out_c, flags);
+            let Some((_, _, Packed::Texture(u))) = w.forward.first() else {
+                unreachable!("Winograd weights are one texture")
+            };
+            return self.texture_kernels().dispatch_winograd(
+                ctx,
+                s,
+                &p,
+                x,
+                u,
+                bias.unwrap_or(dummy),
+                y,
+            );
+        }
         if w.layout == ConvLayout::Texels {
             let p = ConvParams::new(s, Dir::Forward, 0, s.out_c / s.groups, flags);
             return self.texture_kernels().dispatch(
@@ -927,7 +1228,9 @@ impl ConvKernels {
                 let p = ConvParams::new(s, dir, c0, count, flags);
                 self.dispatch(ctx, &p, dir, bufs, precision)
             }
-            ConvLayout::Texels => unreachable!("texture convs are dispatched whole"),
+            ConvLayout::Texels | ConvLayout::Winograd => {
+                unreachable!("texture convs are dispatched whole")
+            }
             ConvLayout::Lanes => {
                 let p = ConvParams::new(s, dir, c0, count, flags);
                 let kernels = self
