@@ -56,8 +56,9 @@ def main():
     axes[0][0].set_ylabel("images / s")
     axes[0][0].legend(fontsize=8)
     r0 = doc["rows"][0]
-    fig.suptitle(args.title or f"engine on {r0.get('engine_adapter', '?')} vs pgc on torch "
-                 f"{r0['device']} ({r0['torch_threads']} threads)", fontsize=10)
+    # Two lines: adapter names are long and the figure may be one panel wide.
+    fig.suptitle(args.title or f"engine on {r0.get('engine_adapter', '?')}\nvs pgc on torch "
+                 f"{r0['device']} ({r0['torch_threads']} threads)", fontsize=9)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(f"wrote {args.out}")
