@@ -297,6 +297,15 @@ fn detweights_match_python_vectors() {
     }
 }
 
+/// The whole-model fixtures the opt-ins are measured on.
+const FIXTURES: [&str; 5] = [
+    "resnet18_layer4",
+    "resnet18_layer3",
+    "resnet50_layer4",
+    "vgg11_bn_features",
+    "vgg11_bn_mid",
+];
+
 /// Winograd F(4x4, 3x3) convs (the `--winograd` opt-in) where the adapter runs them:
 /// the parity error the README states (bounds above the worst measured case).
 #[test]
@@ -311,13 +320,7 @@ fn winograd_parity() {
         cam_abs: 1e-3,
         overlay_off_by_more_than_one: 1e-3,
     };
-    for name in [
-        "resnet18_layer4",
-        "resnet18_layer3",
-        "resnet50_layer4",
-        "vgg11_bn_features",
-        "vgg11_bn_mid",
-    ] {
+    for name in FIXTURES {
         check_with(&load(name), ctx.clone(), 8, &bounds, |cfg| {
             cfg.winograd = true
         });
@@ -339,13 +342,7 @@ fn f16_weights_parity() {
         cam_abs: 0.1,
         overlay_off_by_more_than_one: 0.5,
     };
-    for name in [
-        "resnet18_layer4",
-        "resnet18_layer3",
-        "resnet50_layer4",
-        "vgg11_bn_features",
-        "vgg11_bn_mid",
-    ] {
+    for name in FIXTURES {
         check_at(&load(name), ctx.clone(), None, 8, Precision::F16, &f16);
     }
 }

@@ -1333,78 +1333,59 @@ fn pack_backward_range(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec
 /// Packs output channels `c0 .. c0 + count` of each group for the subgroup kernel:
 /// `[g][block of 32][kh, kw][ci][32]`, zero past `count`.
 fn pack_lanes_forward(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec<f32> {
-    let (ocg, icg) = (s.out_c / s.groups, s.in_c / s.groups);
-    pack_lanes(s, count, icg, |gi, co, ci, k| {
-        w[(((gi * ocg + c0 + co) * icg + ci) * s.kernel[0] * s.kernel[1]) + k]
-    })
+    lanes_forward(w, s, c0, count, 1)
 }
 
 /// [`pack_lanes_forward`] for backward-data: the outputs are input channels
 /// `c0 .. c0 + count` and the reduction runs over output channels.
 fn pack_lanes_backward(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec<f32> {
-    let (ocg, icg) = (s.out_c / s.groups, s.in_c / s.groups);
-    pack_lanes(s, count, ocg, |gi, ci, co, k| {
-        w[(((gi * ocg + co) * icg + c0 + ci) * s.kernel[0] * s.kernel[1]) + k]
-    })
+    lanes_backward(w, s, c0, count, 1)
 }
 
-/// The Lanes layout of `count` outputs over `red` reduction channels; `at(g, out, red, tap)`.
-fn pack_lanes(
-    s: &ConvShape,
-    count: usize,
-    red: usize,
-    at: impl Fn(usize, usize, usize, usize) -> f32,
-) -> Vec<f32> {
-    let kk = s.kernel[0] * s.kernel[1];
-    let blocks = count.div_ceil(32);
-    let mut out = vec![0.0; s.groups * blocks * kk * red * 32];
-    for gi in 0..s.groups {
-        for co in 0..count {
-            let (b, l) = (co / 32, co % 32);
-            for ci in 0..red {
-                for k in 0..kk {
-                    out[(((gi * blocks + b) * kk + k) * red + ci) * 32 + l] = at(gi, co, ci, k);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Packs output channels `c0 .. c0 + count` of each group for the texture kernel:
-/// `[g][block of 32][kh, kw][ci / 4][ci % 4][32]`, zero past `count` and the reduction.
+/// The texture kernel's layout: the subgroup kernel's with the reduction zero-padded to a
+/// multiple of 4, so texel t holds 4 reduction channels ci / 4 = t % (red / 4) of a lane.
 fn pack_texels_forward(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec<f32> {
+    lanes_forward(w, s, c0, count, 4)
+}
+
+/// [`pack_texels_forward`] for backward-data.
+fn pack_texels_backward(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec<f32> {
+    lanes_backward(w, s, c0, count, 4)
+}
+
+fn lanes_forward(w: &[f32], s: &ConvShape, c0: usize, count: usize, pad: usize) -> Vec<f32> {
     let (ocg, icg) = (s.out_c / s.groups, s.in_c / s.groups);
-    pack_texels(s, count, icg, |gi, co, ci, k| {
+    pack_lanes(s, count, icg, pad, |gi, co, ci, k| {
         w[(((gi * ocg + c0 + co) * icg + ci) * s.kernel[0] * s.kernel[1]) + k]
     })
 }
 
-/// [`pack_texels_forward`] for backward-data (as [`pack_lanes_backward`]).
-fn pack_texels_backward(w: &[f32], s: &ConvShape, c0: usize, count: usize) -> Vec<f32> {
+fn lanes_backward(w: &[f32], s: &ConvShape, c0: usize, count: usize, pad: usize) -> Vec<f32> {
     let (ocg, icg) = (s.out_c / s.groups, s.in_c / s.groups);
-    pack_texels(s, count, ocg, |gi, ci, co, k| {
+    pack_lanes(s, count, ocg, pad, |gi, ci, co, k| {
         w[(((gi * ocg + co) * icg + c0 + ci) * s.kernel[0] * s.kernel[1]) + k]
     })
 }
 
-/// The Texels layout of `count` outputs over `red` reduction channels; `at(g, out, red, tap)`.
-fn pack_texels(
+/// The Lanes layout of `count` outputs over `red` reduction channels, zero-padded to a
+/// multiple of `pad`; `at(g, out, red, tap)`.
+fn pack_lanes(
     s: &ConvShape,
     count: usize,
     red: usize,
+    pad: usize,
     at: impl Fn(usize, usize, usize, usize) -> f32,
 ) -> Vec<f32> {
     let kk = s.kernel[0] * s.kernel[1];
-    let (blocks, red4) = (count.div_ceil(32), red.div_ceil(4));
-    let mut out = vec![0.0; s.groups * blocks * kk * red4 * 4 * 32];
+    let blocks = count.div_ceil(32);
+    let stride = red.next_multiple_of(pad);
+    let mut out = vec![0.0; s.groups * blocks * kk * stride * 32];
     for gi in 0..s.groups {
         for co in 0..count {
             let (b, l) = (co / 32, co % 32);
             for ci in 0..red {
                 for k in 0..kk {
-                    let texel = (((gi * blocks + b) * kk + k) * red4 + ci / 4) * 4 + ci % 4;
-                    out[texel * 32 + l] = at(gi, co, ci, k);
+                    out[(((gi * blocks + b) * kk + k) * stride + ci) * 32 + l] = at(gi, co, ci, k);
                 }
             }
         }
