@@ -1,7 +1,8 @@
 //! Conv kernels on the shapes of resnet18/50 and vgg16 at the engine's batch, the adapter's
 //! variants, forward and backward-data; the classifier heads' linear layers; and depthwise
 //! convs (MobileNetV2 / EfficientNet shapes), the direct kernel against the grouped GEMM.
-//! Throughput is reported in FLOP (2 per multiply-add).
+//! Throughput is reported in FLOP (2 per multiply-add); Winograd's forward (`--winograd`,
+//! where the adapter runs it) is counted in the direct conv's FLOP, for comparison.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gradcam_wgpu::GpuContext;
@@ -10,7 +11,7 @@ use gradcam_wgpu::gpu::Dispatch;
 use gradcam_wgpu::gpu::{buffer, record_all};
 use gradcam_wgpu::ops::conv::{
     ConvShape, ConvVariant, ConvWeight, pack_backward, pack_depthwise, pack_forward,
-    subgroup_conv_supported, texture_conv_supported,
+    subgroup_conv_supported, texture_conv_supported, winograd_eligible,
 };
 use gradcam_wgpu::ops::linear::LinearWeight;
 use gradcam_wgpu::ops::{Ops, Precision};
@@ -98,6 +99,16 @@ fn bench(c: &mut Criterion) {
                     b.iter(|| time_dispatches(&ctx, &d))
                 });
             }
+        }
+        // `--winograd`: the forward as Winograd F(4x4, 3x3) where the adapter runs it.
+        if winograd_eligible(&ctx, &s) {
+            let cw = ConvWeight::upload_winograd(&ctx, "w", &w, &s).expect("upload");
+            let fwd = ops
+                .conv
+                .forward_chunked(&ctx, &s, true, &x, &cw, None, &y, &ops.dummy);
+            g.bench_function(format!("{name}/Winograd/fwd"), |b| {
+                b.iter(|| time_dispatches(&ctx, &fwd))
+            });
         }
     }
     g.finish();
