@@ -42,6 +42,30 @@ pub struct ModelArgs {
     pub arch: Option<String>,
 }
 
+/// How conv and linear weights run (shared by explain and bench).
+#[derive(Args, Debug)]
+pub struct WeightArgs {
+    /// Storage precision of conv and linear weights: f16 halves their memory and bandwidth
+    /// (needs SHADER_F16; arithmetic stays f32; parity error in README). On CPU adapters
+    /// f16 convs use the slower blocked kernel.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    pub precision: String,
+    /// Run 3x3 stride-1 convs as Winograd F(4x4, 3x3) where the adapter's kernel supports it
+    /// (lavapipe): up to 2.4x faster convs for about 20x the rounding error (README).
+    #[arg(long)]
+    pub winograd: bool,
+}
+
+impl WeightArgs {
+    /// The precision (clap allows only f32 and f16).
+    pub fn precision(&self) -> gradcam_wgpu::Precision {
+        match self.precision.as_str() {
+            "f16" => gradcam_wgpu::Precision::F16,
+            _ => gradcam_wgpu::Precision::F32,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Dataset directory holding boxes.json (e.g. tests/data/shapes-eval).
@@ -101,15 +125,8 @@ pub struct BenchArgs {
     /// Images per GPU batch.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Storage precision of conv and linear weights: f16 halves their memory and bandwidth
-    /// (needs SHADER_F16; arithmetic stays f32; parity error in README). On CPU adapters
-    /// f16 convs use the slower blocked kernel.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
-    pub precision: String,
-    /// Run 3x3 stride-1 convs as Winograd F(4x4, 3x3) where the adapter's kernel supports it
-    /// (lavapipe): up to 2.4x faster convs for about 20x the rounding error (README).
-    #[arg(long)]
-    pub winograd: bool,
+    #[command(flatten)]
+    pub weights: WeightArgs,
     /// Timed batches (per measurement).
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
@@ -172,15 +189,8 @@ pub struct ExplainArgs {
     /// Images per GPU batch.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Storage precision of conv and linear weights: f16 halves their memory and bandwidth
-    /// (needs SHADER_F16; arithmetic stays f32; parity error in README). On CPU adapters
-    /// f16 convs use the slower blocked kernel.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
-    pub precision: String,
-    /// Run 3x3 stride-1 convs as Winograd F(4x4, 3x3) where the adapter's kernel supports it
-    /// (lavapipe): up to 2.4x faster convs for about 20x the rounding error (README).
-    #[arg(long)]
-    pub winograd: bool,
+    #[command(flatten)]
+    pub weights: WeightArgs,
     /// Where decoded images are resized to the input size: on the device (upload as
     /// decoded), on the host decode threads, or auto (device on GPUs, host on CPU adapters,
     /// where the "device" shares the host's cores). Both use the Triangle filter; results

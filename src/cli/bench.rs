@@ -109,8 +109,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         targets: TargetSpec::TopK(1),
         mean,
         std,
-        precision: super::precision(&a.precision),
-        winograd: a.winograd,
+        precision: a.weights.precision(),
+        winograd: a.weights.winograd,
         ..EngineConfig::default()
     };
     let t = Instant::now();
@@ -193,8 +193,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         },
         method: method.name().to_string(),
         batch,
-        precision: a.precision.clone(),
-        winograd: a.winograd,
+        precision: a.weights.precision.clone(),
+        winograd: a.weights.winograd,
         iters: a.iters,
         warmup: a.warmup,
         setup_seconds,

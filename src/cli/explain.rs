@@ -82,8 +82,8 @@ pub fn run(a: &ExplainArgs) -> Result<usize> {
         std,
         read_maps: a.save_cam,
         backward_rows: None,
-        precision: super::precision(&a.precision),
-        winograd: a.winograd,
+        precision: a.weights.precision(),
+        winograd: a.weights.winograd,
     };
 
     let ctx = GpuContext::new()?;

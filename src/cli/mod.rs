@@ -97,11 +97,3 @@ pub fn preprocessing(
     }
     Ok((size, mean, std))
 }
-
-/// The `--precision` value (clap allows only f32 and f16).
-fn precision(name: &str) -> gradcam_wgpu::Precision {
-    match name {
-        "f16" => gradcam_wgpu::Precision::F16,
-        _ => gradcam_wgpu::Precision::F32,
-    }
-}
