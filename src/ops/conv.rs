@@ -132,14 +132,25 @@ pub fn winograd_eligible(ctx: &GpuContext, s: &ConvShape) -> bool {
     {
         return false;
     }
+    let weights = 36 * s.out_c.div_ceil(32) as u64 * 32 * s.in_c.div_ceil(4) as u64 * 4;
+    weights <= texture_capacity(ctx)
+        && winograd_per_image(ctx, s)
+            .iter()
+            .all(|&(need, have)| need <= have)
+}
+
+/// What one image of a Winograd conv needs against what the device allows: its packed input
+/// and its transformed input (texels of one texture), its GEMM products (bytes of one
+/// binding).
+fn winograd_per_image(ctx: &GpuContext, s: &ConvShape) -> [(u64, u64); 3] {
     let tiles = (s.out_h().div_ceil(4) * s.out_w().div_ceil(4)) as u64;
     let c4 = s.in_c.div_ceil(4) as u64;
-    let weights = 36 * s.out_c.div_ceil(32) as u64 * 32 * c4 * 4;
     let capacity = texture_capacity(ctx);
-    36 * c4 * tiles <= capacity
-        && c4 * (s.in_h * s.in_w) as u64 <= capacity
-        && weights <= capacity
-        && 36 * s.out_c as u64 * tiles * 4 <= ctx.max_binding
+    [
+        (c4 * (s.in_h * s.in_w) as u64, capacity),
+        (36 * c4 * tiles, capacity),
+        (36 * s.out_c as u64 * tiles * 4, ctx.max_binding),
+    ]
 }
 
 /// The 1x1 grouped conv that is Winograd's 36 GEMMs over `tiles` tiles: group xi maps the
@@ -789,12 +800,7 @@ impl TextureKernels {
     ) -> Vec<Dispatch> {
         let tiles = (p.out_h.div_ceil(4) * p.out_w.div_ceil(4)) as u64;
         let c4 = p.red_c4 as u64;
-        let capacity = texture_capacity(ctx);
-        let per_image = [
-            (c4 * (p.in_h * p.in_w) as u64, capacity),
-            (36 * c4 * tiles, capacity),
-            (36 * p.out_c as u64 * tiles * 4, ctx.max_binding),
-        ];
+        let per_image = winograd_per_image(ctx, s);
         let per_piece = per_image
             .iter()
             .map(|&(need, have)| have / need)
