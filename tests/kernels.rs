@@ -241,19 +241,19 @@ fn conv_subgroup() {
             continue;
         }
         let x_len = s.batch * s.in_c * s.in_h * s.in_w;
-        let x = rng.vec(x_len, -1.0, 1.0);
-        let w = rng.vec(s.weight_len(), -1.0, 1.0);
-        let b = rng.vec(s.out_c, -1.0, 1.0);
-        let dy = rng.vec(s.batch * s.out_c * s.out_h() * s.out_w(), -1.0, 1.0);
-        let (x64, w64, b64, dy64) = (f64s(&x), f64s(&w), f64s(&b), f64s(&dy));
-        let mut want_y = r::conv2d_forward(&x64, &w64, bias.then_some(&b64[..]), &s);
-        if relu {
-            want_y = r::relu(&want_y);
-        }
-        let abs_b = abs(&b64);
-        let terms_y = r::conv2d_forward(&abs(&x64), &abs(&w64), bias.then_some(&abs_b[..]), &s);
-        let want_dx = r::conv2d_backward_data(&dy64, &w64, &s);
-        let terms_dx = r::conv2d_backward_data(&abs(&dy64), &abs(&w64), &s);
+        let ConvData {
+            x,
+            w,
+            b,
+            dy,
+            x64,
+            w64,
+            dy64,
+            want_y,
+            terms_y,
+            want_dx,
+            terms_dx,
+        } = conv_data(&mut rng, &s, bias, relu, Precision::F32);
         let taps = s.kernel[0] * s.kernel[1];
         let v = rng.vec64(x_len);
         let fd = central_difference(
@@ -465,20 +465,19 @@ fn conv_depthwise() {
         assert!(s.is_depthwise(), "{name}");
         let x_len = s.batch * s.in_c * s.in_h * s.in_w;
         let y_len = s.batch * s.out_c * s.out_h() * s.out_w();
-        let x = rng.vec(x_len, -1.0, 1.0);
-        let w = rng.vec(s.weight_len(), -1.0, 1.0);
-        let b = rng.vec(s.out_c, -1.0, 1.0);
-        let dy = rng.vec(y_len, -1.0, 1.0);
-        let (x64, w64, b64, dy64) = (f64s(&x), f64s(&w), f64s(&b), f64s(&dy));
-        let bias64 = bias.then_some(b64.as_slice());
-        let mut want_y = r::conv2d_forward(&x64, &w64, bias64, &s);
-        if relu {
-            want_y = r::relu(&want_y);
-        }
-        let abs_b = abs(&b64);
-        let terms_y = r::conv2d_forward(&abs(&x64), &abs(&w64), bias.then_some(&abs_b[..]), &s);
-        let want_dx = r::conv2d_backward_data(&dy64, &w64, &s);
-        let terms_dx = r::conv2d_backward_data(&abs(&dy64), &abs(&w64), &s);
+        let ConvData {
+            x,
+            w,
+            b,
+            dy,
+            x64,
+            w64,
+            dy64,
+            want_y,
+            terms_y,
+            want_dx,
+            terms_dx,
+        } = conv_data(&mut rng, &s, bias, relu, Precision::F32);
         let taps = s.kernel[0] * s.kernel[1];
         let v = rng.vec64(x_len);
         let fd = central_difference(
@@ -3044,19 +3043,17 @@ fn f16_weights() {
     let mut rng = Rng::new(23);
     for (name, s, bias, relu) in conv_cases() {
         let x_len = s.batch * s.in_c * s.in_h * s.in_w;
-        let x = rng.vec(x_len, -1.0, 1.0);
-        let w = rng.vec(s.weight_len(), -1.0, 1.0);
-        let b = rng.vec(s.out_c, -1.0, 1.0);
-        let dy = rng.vec(s.batch * s.out_c * s.out_h() * s.out_w(), -1.0, 1.0);
-        let (x64, w64, b64, dy64) = (f64s(&x), stored(&w, Precision::F16), f64s(&b), f64s(&dy));
-        let mut want_y = r::conv2d_forward(&x64, &w64, bias.then_some(&b64[..]), &s);
-        if relu {
-            want_y = r::relu(&want_y);
-        }
-        let abs_b = abs(&b64);
-        let terms_y = r::conv2d_forward(&abs(&x64), &abs(&w64), bias.then_some(&abs_b[..]), &s);
-        let want_dx = r::conv2d_backward_data(&dy64, &w64, &s);
-        let terms_dx = r::conv2d_backward_data(&abs(&dy64), &abs(&w64), &s);
+        let ConvData {
+            x,
+            w,
+            b,
+            dy,
+            want_y,
+            terms_y,
+            want_dx,
+            terms_dx,
+            ..
+        } = conv_data(&mut rng, &s, bias, relu, Precision::F16);
         let taps = s.kernel[0] * s.kernel[1];
         let (icg, ocg) = (s.in_c / s.groups, s.out_c / s.groups);
         // A binding of one block of 4 f16 channels chunks both directions.
@@ -3218,3 +3215,55 @@ fn conv_winograd() {
 
 /// How much looser the Winograd bound is than the direct kernels' (n + 4) u.
 const WINOGRAD_FACTOR: usize = 2;
+
+/// A conv case's random inputs (drawn in this order: x, w, b, dy) and the f64 references
+/// of its forward (with the bias and ReLU asked for) and backward-data, each with the sum
+/// of its terms' magnitudes; the weights as a kernel stores them at `precision`.
+struct ConvData {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    dy: Vec<f32>,
+    x64: Vec<f64>,
+    w64: Vec<f64>,
+    dy64: Vec<f64>,
+    want_y: Vec<f64>,
+    terms_y: Vec<f64>,
+    want_dx: Vec<f64>,
+    terms_dx: Vec<f64>,
+}
+
+fn conv_data(
+    rng: &mut Rng,
+    s: &ConvShape,
+    bias: bool,
+    relu: bool,
+    precision: Precision,
+) -> ConvData {
+    let x = rng.vec(s.batch * s.in_c * s.in_h * s.in_w, -1.0, 1.0);
+    let w = rng.vec(s.weight_len(), -1.0, 1.0);
+    let b = rng.vec(s.out_c, -1.0, 1.0);
+    let dy = rng.vec(s.batch * s.out_c * s.out_h() * s.out_w(), -1.0, 1.0);
+    let (x64, w64, b64, dy64) = (f64s(&x), stored(&w, precision), f64s(&b), f64s(&dy));
+    let mut want_y = r::conv2d_forward(&x64, &w64, bias.then_some(&b64[..]), s);
+    if relu {
+        want_y = r::relu(&want_y);
+    }
+    let abs_b = abs(&b64);
+    let terms_y = r::conv2d_forward(&abs(&x64), &abs(&w64), bias.then_some(&abs_b[..]), s);
+    let want_dx = r::conv2d_backward_data(&dy64, &w64, s);
+    let terms_dx = r::conv2d_backward_data(&abs(&dy64), &abs(&w64), s);
+    ConvData {
+        x,
+        w,
+        b,
+        dy,
+        x64,
+        w64,
+        dy64,
+        want_y,
+        terms_y,
+        want_dx,
+        terms_dx,
+    }
+}
