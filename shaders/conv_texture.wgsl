@@ -1,13 +1,16 @@
 // Conv2d forward and backward-data for CPU adapters with 8-wide subgroups (lavapipe),
 // reading the input and the weights from rgba32float textures.
 //
-// llvmpipe turns every storage load into a per-lane loop with bounds checks, but fetches
-// a texel for all 8 lanes of a SIMD register in one vectorised gather: a vec4 texel costs
-// about what one scalar storage load does. So conv_pack first copies the input as texels
-// of 4 channels of one pixel (NC4HW4), and the weights are uploaded as a texture. The
-// rest is conv_subgroup.wgsl's scheme: the 8 lanes of a subgroup share 32 output pixels
-// through subgroupBroadcast and each lane owns 4 output channels, now with 4 reduction
-// channels per texel (1.4-1.6x conv_subgroup's GFLOP/s on resnet shapes).
+// llvmpipe turns every storage-buffer load into a per-lane loop with bounds checks, but
+// fetches a texel for all 8 lanes of a SIMD register in one vectorised gather: a vec4
+// texel costs about what one scalar storage load does. So conv_pack first copies the input
+// as texels of 4 channels of one pixel (NC4HW4), and the weights are uploaded as a texture.
+// Both are read-only storage textures: llvmpipe inlines an image load, while a sampled
+// texture's textureLoad is an out-of-line call that looks up the mip level per lane and
+// spills every live register around it (1.3x the GFLOP/s on resnet18). The rest is
+// conv_subgroup.wgsl's scheme: the 8 lanes of a subgroup share 32 output pixels through
+// subgroupBroadcast and each lane owns 4 output channels, now with 4 reduction channels
+// per texel.
 //
 // Texel t of either texture sits at (t % 4096, t / 4096).
 // Packed input: texel ((n * groups + g) * red_c4 + q) * plane + pix holds channels
@@ -38,8 +41,8 @@ const FLAG_BIAS: u32 = 2u;
 @group(0) @binding(2) var packed: texture_storage_2d<rgba32float, write>;
 @group(0) @binding(7) var<storage, read> x4: array<vec4<f32>>;
 // conv_texture (wino_input reads xt, wino_output writes y)
-@group(0) @binding(3) var xt: texture_2d<f32>;
-@group(0) @binding(4) var wt: texture_2d<f32>;
+@group(0) @binding(3) var xt: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(4) var wt: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
@@ -136,42 +139,42 @@ fn wino_input(@builtin(global_invocation_id) gid: vec3<u32>,
     let c3 = x0 + 3; let cx3 = c3 >= 0 && c3 < i32(p.in_w); let co3 = u32(max(c3, 0));
     let c4 = x0 + 4; let cx4 = c4 >= 0 && c4 < i32(p.in_w); let co4 = u32(max(c4, 0));
     let c5 = x0 + 5; let cx5 = c5 >= 0 && c5 < i32(p.in_w); let co5 = u32(max(c5, 0));
-    let d00 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co0), 0), ry0 && cx0);
-    let d01 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co1), 0), ry0 && cx1);
-    let d02 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co2), 0), ry0 && cx2);
-    let d03 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co3), 0), ry0 && cx3);
-    let d04 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co4), 0), ry0 && cx4);
-    let d05 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co5), 0), ry0 && cx5);
-    let d10 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co0), 0), ry1 && cx0);
-    let d11 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co1), 0), ry1 && cx1);
-    let d12 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co2), 0), ry1 && cx2);
-    let d13 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co3), 0), ry1 && cx3);
-    let d14 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co4), 0), ry1 && cx4);
-    let d15 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co5), 0), ry1 && cx5);
-    let d20 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co0), 0), ry2 && cx0);
-    let d21 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co1), 0), ry2 && cx1);
-    let d22 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co2), 0), ry2 && cx2);
-    let d23 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co3), 0), ry2 && cx3);
-    let d24 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co4), 0), ry2 && cx4);
-    let d25 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co5), 0), ry2 && cx5);
-    let d30 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co0), 0), ry3 && cx0);
-    let d31 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co1), 0), ry3 && cx1);
-    let d32 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co2), 0), ry3 && cx2);
-    let d33 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co3), 0), ry3 && cx3);
-    let d34 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co4), 0), ry3 && cx4);
-    let d35 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co5), 0), ry3 && cx5);
-    let d40 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co0), 0), ry4 && cx0);
-    let d41 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co1), 0), ry4 && cx1);
-    let d42 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co2), 0), ry4 && cx2);
-    let d43 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co3), 0), ry4 && cx3);
-    let d44 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co4), 0), ry4 && cx4);
-    let d45 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co5), 0), ry4 && cx5);
-    let d50 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co0), 0), ry5 && cx0);
-    let d51 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co1), 0), ry5 && cx1);
-    let d52 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co2), 0), ry5 && cx2);
-    let d53 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co3), 0), ry5 && cx3);
-    let d54 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co4), 0), ry5 && cx4);
-    let d55 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co5), 0), ry5 && cx5);
+    let d00 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co0)), ry0 && cx0);
+    let d01 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co1)), ry0 && cx1);
+    let d02 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co2)), ry0 && cx2);
+    let d03 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co3)), ry0 && cx3);
+    let d04 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co4)), ry0 && cx4);
+    let d05 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro0 + co5)), ry0 && cx5);
+    let d10 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co0)), ry1 && cx0);
+    let d11 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co1)), ry1 && cx1);
+    let d12 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co2)), ry1 && cx2);
+    let d13 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co3)), ry1 && cx3);
+    let d14 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co4)), ry1 && cx4);
+    let d15 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro1 + co5)), ry1 && cx5);
+    let d20 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co0)), ry2 && cx0);
+    let d21 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co1)), ry2 && cx1);
+    let d22 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co2)), ry2 && cx2);
+    let d23 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co3)), ry2 && cx3);
+    let d24 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co4)), ry2 && cx4);
+    let d25 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro2 + co5)), ry2 && cx5);
+    let d30 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co0)), ry3 && cx0);
+    let d31 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co1)), ry3 && cx1);
+    let d32 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co2)), ry3 && cx2);
+    let d33 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co3)), ry3 && cx3);
+    let d34 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co4)), ry3 && cx4);
+    let d35 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro3 + co5)), ry3 && cx5);
+    let d40 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co0)), ry4 && cx0);
+    let d41 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co1)), ry4 && cx1);
+    let d42 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co2)), ry4 && cx2);
+    let d43 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co3)), ry4 && cx3);
+    let d44 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co4)), ry4 && cx4);
+    let d45 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro4 + co5)), ry4 && cx5);
+    let d50 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co0)), ry5 && cx0);
+    let d51 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co1)), ry5 && cx1);
+    let d52 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co2)), ry5 && cx2);
+    let d53 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co3)), ry5 && cx3);
+    let d54 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co4)), ry5 && cx4);
+    let d55 = select(vec4<f32>(0.0), textureLoad(xt, texel(base + ro5 + co5)), ry5 && cx5);
     let e00 = 4.0 * d00 - 5.0 * d02 + d04;
     let e01 = -4.0 * d01 - 4.0 * d02 + d03 + d04;
     let e02 = 4.0 * d01 - 4.0 * d02 - d03 + d04;
@@ -415,14 +418,14 @@ fn conv_texture(@builtin(workgroup_id) wid: vec3<u32>,
     // Pixels are flattened over the batch so small planes (7x7) fill whole blocks.
     let px32 = (p.batch * p.out_h * p.out_w + 31u) / 32u;
     let blocks = (p.out_cg4 + 7u) / 8u;
-    // Subgroup index: channel block fastest, so neighbouring subgroups share inputs.
+    // Subgroup index: pixel block fastest, so neighbouring subgroups share weights.
     let total = p.groups * px32 * blocks;
     let live = tid / 8u < total;
     // Tail subgroups recompute the last block (every lane must reach the broadcasts).
     var q = min(tid / 8u, total - 1u);
-    let b = q % blocks; q /= blocks;
-    let pb = (q % px32) * 32u;
-    let g = q / px32;
+    let pb = (q % px32) * 32u; q /= px32;
+    let b = q % blocks;
+    let g = q / blocks;
 
     // a[j]: the 4 channels of this lane at pixel pb + j.
     var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0);
@@ -460,141 +463,144 @@ fn conv_texture(@builtin(workgroup_id) wid: vec3<u32>,
             let m3 = f32(t3 >= 0);
             var i3 = u32(max(t3, 0));
             for (var c = 0u; c < p.red_c4; c++) {
-                let w0 = textureLoad(wt, texel(wi), 0);
-                let w1 = textureLoad(wt, texel(wi + 8u), 0);
-                let w2 = textureLoad(wt, texel(wi + 16u), 0);
-                let w3 = textureLoad(wt, texel(wi + 24u), 0);
-                let u0 = textureLoad(xt, texel(i0), 0) * m0;
-                let u1 = textureLoad(xt, texel(i1), 0) * m1;
-                let u2 = textureLoad(xt, texel(i2), 0) * m2;
-                let u3 = textureLoad(xt, texel(i3), 0) * m3;
+                let w0 = textureLoad(wt, texel(wi));
+                let w1 = textureLoad(wt, texel(wi + 8u));
+                let w2 = textureLoad(wt, texel(wi + 16u));
+                let w3 = textureLoad(wt, texel(wi + 24u));
+                let u0 = textureLoad(xt, texel(i0)) * m0;
+                let u1 = textureLoad(xt, texel(i1)) * m1;
+                let u2 = textureLoad(xt, texel(i2)) * m2;
+                let u3 = textureLoad(xt, texel(i3)) * m3;
+                // One accumulator at a time: llvmpipe keeps the 16 weight registers and
+                // loads and stores each accumulator once per quad (channel-major order
+                // made LLVM hoist all 128 products and spill them).
                 a0 += w0 * subgroupBroadcast(u0.x, 0u);
-                a1 += w0 * subgroupBroadcast(u0.x, 1u);
-                a2 += w0 * subgroupBroadcast(u0.x, 2u);
-                a3 += w0 * subgroupBroadcast(u0.x, 3u);
-                a4 += w0 * subgroupBroadcast(u0.x, 4u);
-                a5 += w0 * subgroupBroadcast(u0.x, 5u);
-                a6 += w0 * subgroupBroadcast(u0.x, 6u);
-                a7 += w0 * subgroupBroadcast(u0.x, 7u);
-                a8 += w0 * subgroupBroadcast(u1.x, 0u);
-                a9 += w0 * subgroupBroadcast(u1.x, 1u);
-                a10 += w0 * subgroupBroadcast(u1.x, 2u);
-                a11 += w0 * subgroupBroadcast(u1.x, 3u);
-                a12 += w0 * subgroupBroadcast(u1.x, 4u);
-                a13 += w0 * subgroupBroadcast(u1.x, 5u);
-                a14 += w0 * subgroupBroadcast(u1.x, 6u);
-                a15 += w0 * subgroupBroadcast(u1.x, 7u);
-                a16 += w0 * subgroupBroadcast(u2.x, 0u);
-                a17 += w0 * subgroupBroadcast(u2.x, 1u);
-                a18 += w0 * subgroupBroadcast(u2.x, 2u);
-                a19 += w0 * subgroupBroadcast(u2.x, 3u);
-                a20 += w0 * subgroupBroadcast(u2.x, 4u);
-                a21 += w0 * subgroupBroadcast(u2.x, 5u);
-                a22 += w0 * subgroupBroadcast(u2.x, 6u);
-                a23 += w0 * subgroupBroadcast(u2.x, 7u);
-                a24 += w0 * subgroupBroadcast(u3.x, 0u);
-                a25 += w0 * subgroupBroadcast(u3.x, 1u);
-                a26 += w0 * subgroupBroadcast(u3.x, 2u);
-                a27 += w0 * subgroupBroadcast(u3.x, 3u);
-                a28 += w0 * subgroupBroadcast(u3.x, 4u);
-                a29 += w0 * subgroupBroadcast(u3.x, 5u);
-                a30 += w0 * subgroupBroadcast(u3.x, 6u);
-                a31 += w0 * subgroupBroadcast(u3.x, 7u);
                 a0 += w1 * subgroupBroadcast(u0.y, 0u);
-                a1 += w1 * subgroupBroadcast(u0.y, 1u);
-                a2 += w1 * subgroupBroadcast(u0.y, 2u);
-                a3 += w1 * subgroupBroadcast(u0.y, 3u);
-                a4 += w1 * subgroupBroadcast(u0.y, 4u);
-                a5 += w1 * subgroupBroadcast(u0.y, 5u);
-                a6 += w1 * subgroupBroadcast(u0.y, 6u);
-                a7 += w1 * subgroupBroadcast(u0.y, 7u);
-                a8 += w1 * subgroupBroadcast(u1.y, 0u);
-                a9 += w1 * subgroupBroadcast(u1.y, 1u);
-                a10 += w1 * subgroupBroadcast(u1.y, 2u);
-                a11 += w1 * subgroupBroadcast(u1.y, 3u);
-                a12 += w1 * subgroupBroadcast(u1.y, 4u);
-                a13 += w1 * subgroupBroadcast(u1.y, 5u);
-                a14 += w1 * subgroupBroadcast(u1.y, 6u);
-                a15 += w1 * subgroupBroadcast(u1.y, 7u);
-                a16 += w1 * subgroupBroadcast(u2.y, 0u);
-                a17 += w1 * subgroupBroadcast(u2.y, 1u);
-                a18 += w1 * subgroupBroadcast(u2.y, 2u);
-                a19 += w1 * subgroupBroadcast(u2.y, 3u);
-                a20 += w1 * subgroupBroadcast(u2.y, 4u);
-                a21 += w1 * subgroupBroadcast(u2.y, 5u);
-                a22 += w1 * subgroupBroadcast(u2.y, 6u);
-                a23 += w1 * subgroupBroadcast(u2.y, 7u);
-                a24 += w1 * subgroupBroadcast(u3.y, 0u);
-                a25 += w1 * subgroupBroadcast(u3.y, 1u);
-                a26 += w1 * subgroupBroadcast(u3.y, 2u);
-                a27 += w1 * subgroupBroadcast(u3.y, 3u);
-                a28 += w1 * subgroupBroadcast(u3.y, 4u);
-                a29 += w1 * subgroupBroadcast(u3.y, 5u);
-                a30 += w1 * subgroupBroadcast(u3.y, 6u);
-                a31 += w1 * subgroupBroadcast(u3.y, 7u);
                 a0 += w2 * subgroupBroadcast(u0.z, 0u);
-                a1 += w2 * subgroupBroadcast(u0.z, 1u);
-                a2 += w2 * subgroupBroadcast(u0.z, 2u);
-                a3 += w2 * subgroupBroadcast(u0.z, 3u);
-                a4 += w2 * subgroupBroadcast(u0.z, 4u);
-                a5 += w2 * subgroupBroadcast(u0.z, 5u);
-                a6 += w2 * subgroupBroadcast(u0.z, 6u);
-                a7 += w2 * subgroupBroadcast(u0.z, 7u);
-                a8 += w2 * subgroupBroadcast(u1.z, 0u);
-                a9 += w2 * subgroupBroadcast(u1.z, 1u);
-                a10 += w2 * subgroupBroadcast(u1.z, 2u);
-                a11 += w2 * subgroupBroadcast(u1.z, 3u);
-                a12 += w2 * subgroupBroadcast(u1.z, 4u);
-                a13 += w2 * subgroupBroadcast(u1.z, 5u);
-                a14 += w2 * subgroupBroadcast(u1.z, 6u);
-                a15 += w2 * subgroupBroadcast(u1.z, 7u);
-                a16 += w2 * subgroupBroadcast(u2.z, 0u);
-                a17 += w2 * subgroupBroadcast(u2.z, 1u);
-                a18 += w2 * subgroupBroadcast(u2.z, 2u);
-                a19 += w2 * subgroupBroadcast(u2.z, 3u);
-                a20 += w2 * subgroupBroadcast(u2.z, 4u);
-                a21 += w2 * subgroupBroadcast(u2.z, 5u);
-                a22 += w2 * subgroupBroadcast(u2.z, 6u);
-                a23 += w2 * subgroupBroadcast(u2.z, 7u);
-                a24 += w2 * subgroupBroadcast(u3.z, 0u);
-                a25 += w2 * subgroupBroadcast(u3.z, 1u);
-                a26 += w2 * subgroupBroadcast(u3.z, 2u);
-                a27 += w2 * subgroupBroadcast(u3.z, 3u);
-                a28 += w2 * subgroupBroadcast(u3.z, 4u);
-                a29 += w2 * subgroupBroadcast(u3.z, 5u);
-                a30 += w2 * subgroupBroadcast(u3.z, 6u);
-                a31 += w2 * subgroupBroadcast(u3.z, 7u);
                 a0 += w3 * subgroupBroadcast(u0.w, 0u);
+                a1 += w0 * subgroupBroadcast(u0.x, 1u);
+                a1 += w1 * subgroupBroadcast(u0.y, 1u);
+                a1 += w2 * subgroupBroadcast(u0.z, 1u);
                 a1 += w3 * subgroupBroadcast(u0.w, 1u);
+                a2 += w0 * subgroupBroadcast(u0.x, 2u);
+                a2 += w1 * subgroupBroadcast(u0.y, 2u);
+                a2 += w2 * subgroupBroadcast(u0.z, 2u);
                 a2 += w3 * subgroupBroadcast(u0.w, 2u);
+                a3 += w0 * subgroupBroadcast(u0.x, 3u);
+                a3 += w1 * subgroupBroadcast(u0.y, 3u);
+                a3 += w2 * subgroupBroadcast(u0.z, 3u);
                 a3 += w3 * subgroupBroadcast(u0.w, 3u);
+                a4 += w0 * subgroupBroadcast(u0.x, 4u);
+                a4 += w1 * subgroupBroadcast(u0.y, 4u);
+                a4 += w2 * subgroupBroadcast(u0.z, 4u);
                 a4 += w3 * subgroupBroadcast(u0.w, 4u);
+                a5 += w0 * subgroupBroadcast(u0.x, 5u);
+                a5 += w1 * subgroupBroadcast(u0.y, 5u);
+                a5 += w2 * subgroupBroadcast(u0.z, 5u);
                 a5 += w3 * subgroupBroadcast(u0.w, 5u);
+                a6 += w0 * subgroupBroadcast(u0.x, 6u);
+                a6 += w1 * subgroupBroadcast(u0.y, 6u);
+                a6 += w2 * subgroupBroadcast(u0.z, 6u);
                 a6 += w3 * subgroupBroadcast(u0.w, 6u);
+                a7 += w0 * subgroupBroadcast(u0.x, 7u);
+                a7 += w1 * subgroupBroadcast(u0.y, 7u);
+                a7 += w2 * subgroupBroadcast(u0.z, 7u);
                 a7 += w3 * subgroupBroadcast(u0.w, 7u);
+                a8 += w0 * subgroupBroadcast(u1.x, 0u);
+                a8 += w1 * subgroupBroadcast(u1.y, 0u);
+                a8 += w2 * subgroupBroadcast(u1.z, 0u);
                 a8 += w3 * subgroupBroadcast(u1.w, 0u);
+                a9 += w0 * subgroupBroadcast(u1.x, 1u);
+                a9 += w1 * subgroupBroadcast(u1.y, 1u);
+                a9 += w2 * subgroupBroadcast(u1.z, 1u);
                 a9 += w3 * subgroupBroadcast(u1.w, 1u);
+                a10 += w0 * subgroupBroadcast(u1.x, 2u);
+                a10 += w1 * subgroupBroadcast(u1.y, 2u);
+                a10 += w2 * subgroupBroadcast(u1.z, 2u);
                 a10 += w3 * subgroupBroadcast(u1.w, 2u);
+                a11 += w0 * subgroupBroadcast(u1.x, 3u);
+                a11 += w1 * subgroupBroadcast(u1.y, 3u);
+                a11 += w2 * subgroupBroadcast(u1.z, 3u);
                 a11 += w3 * subgroupBroadcast(u1.w, 3u);
+                a12 += w0 * subgroupBroadcast(u1.x, 4u);
+                a12 += w1 * subgroupBroadcast(u1.y, 4u);
+                a12 += w2 * subgroupBroadcast(u1.z, 4u);
                 a12 += w3 * subgroupBroadcast(u1.w, 4u);
+                a13 += w0 * subgroupBroadcast(u1.x, 5u);
+                a13 += w1 * subgroupBroadcast(u1.y, 5u);
+                a13 += w2 * subgroupBroadcast(u1.z, 5u);
                 a13 += w3 * subgroupBroadcast(u1.w, 5u);
+                a14 += w0 * subgroupBroadcast(u1.x, 6u);
+                a14 += w1 * subgroupBroadcast(u1.y, 6u);
+                a14 += w2 * subgroupBroadcast(u1.z, 6u);
                 a14 += w3 * subgroupBroadcast(u1.w, 6u);
+                a15 += w0 * subgroupBroadcast(u1.x, 7u);
+                a15 += w1 * subgroupBroadcast(u1.y, 7u);
+                a15 += w2 * subgroupBroadcast(u1.z, 7u);
                 a15 += w3 * subgroupBroadcast(u1.w, 7u);
+                a16 += w0 * subgroupBroadcast(u2.x, 0u);
+                a16 += w1 * subgroupBroadcast(u2.y, 0u);
+                a16 += w2 * subgroupBroadcast(u2.z, 0u);
                 a16 += w3 * subgroupBroadcast(u2.w, 0u);
+                a17 += w0 * subgroupBroadcast(u2.x, 1u);
+                a17 += w1 * subgroupBroadcast(u2.y, 1u);
+                a17 += w2 * subgroupBroadcast(u2.z, 1u);
                 a17 += w3 * subgroupBroadcast(u2.w, 1u);
+                a18 += w0 * subgroupBroadcast(u2.x, 2u);
+                a18 += w1 * subgroupBroadcast(u2.y, 2u);
+                a18 += w2 * subgroupBroadcast(u2.z, 2u);
                 a18 += w3 * subgroupBroadcast(u2.w, 2u);
+                a19 += w0 * subgroupBroadcast(u2.x, 3u);
+                a19 += w1 * subgroupBroadcast(u2.y, 3u);
+                a19 += w2 * subgroupBroadcast(u2.z, 3u);
                 a19 += w3 * subgroupBroadcast(u2.w, 3u);
+                a20 += w0 * subgroupBroadcast(u2.x, 4u);
+                a20 += w1 * subgroupBroadcast(u2.y, 4u);
+                a20 += w2 * subgroupBroadcast(u2.z, 4u);
                 a20 += w3 * subgroupBroadcast(u2.w, 4u);
+                a21 += w0 * subgroupBroadcast(u2.x, 5u);
+                a21 += w1 * subgroupBroadcast(u2.y, 5u);
+                a21 += w2 * subgroupBroadcast(u2.z, 5u);
                 a21 += w3 * subgroupBroadcast(u2.w, 5u);
+                a22 += w0 * subgroupBroadcast(u2.x, 6u);
+                a22 += w1 * subgroupBroadcast(u2.y, 6u);
+                a22 += w2 * subgroupBroadcast(u2.z, 6u);
                 a22 += w3 * subgroupBroadcast(u2.w, 6u);
+                a23 += w0 * subgroupBroadcast(u2.x, 7u);
+                a23 += w1 * subgroupBroadcast(u2.y, 7u);
+                a23 += w2 * subgroupBroadcast(u2.z, 7u);
                 a23 += w3 * subgroupBroadcast(u2.w, 7u);
+                a24 += w0 * subgroupBroadcast(u3.x, 0u);
+                a24 += w1 * subgroupBroadcast(u3.y, 0u);
+                a24 += w2 * subgroupBroadcast(u3.z, 0u);
                 a24 += w3 * subgroupBroadcast(u3.w, 0u);
+                a25 += w0 * subgroupBroadcast(u3.x, 1u);
+                a25 += w1 * subgroupBroadcast(u3.y, 1u);
+                a25 += w2 * subgroupBroadcast(u3.z, 1u);
                 a25 += w3 * subgroupBroadcast(u3.w, 1u);
+                a26 += w0 * subgroupBroadcast(u3.x, 2u);
+                a26 += w1 * subgroupBroadcast(u3.y, 2u);
+                a26 += w2 * subgroupBroadcast(u3.z, 2u);
                 a26 += w3 * subgroupBroadcast(u3.w, 2u);
+                a27 += w0 * subgroupBroadcast(u3.x, 3u);
+                a27 += w1 * subgroupBroadcast(u3.y, 3u);
+                a27 += w2 * subgroupBroadcast(u3.z, 3u);
                 a27 += w3 * subgroupBroadcast(u3.w, 3u);
+                a28 += w0 * subgroupBroadcast(u3.x, 4u);
+                a28 += w1 * subgroupBroadcast(u3.y, 4u);
+                a28 += w2 * subgroupBroadcast(u3.z, 4u);
                 a28 += w3 * subgroupBroadcast(u3.w, 4u);
+                a29 += w0 * subgroupBroadcast(u3.x, 5u);
+                a29 += w1 * subgroupBroadcast(u3.y, 5u);
+                a29 += w2 * subgroupBroadcast(u3.z, 5u);
                 a29 += w3 * subgroupBroadcast(u3.w, 5u);
+                a30 += w0 * subgroupBroadcast(u3.x, 6u);
+                a30 += w1 * subgroupBroadcast(u3.y, 6u);
+                a30 += w2 * subgroupBroadcast(u3.z, 6u);
                 a30 += w3 * subgroupBroadcast(u3.w, 6u);
+                a31 += w0 * subgroupBroadcast(u3.x, 7u);
+                a31 += w1 * subgroupBroadcast(u3.y, 7u);
+                a31 += w2 * subgroupBroadcast(u3.z, 7u);
                 a31 += w3 * subgroupBroadcast(u3.w, 7u);
                 i0 += plane;
                 i1 += plane;

@@ -17,10 +17,10 @@ pub enum Access {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
     Buffer(Access),
-    /// A sampled (`textureLoad`) float texture.
-    Texture,
     /// A write-only storage texture.
     StorageTexture(wgpu::TextureFormat),
+    /// A read-only storage texture.
+    ReadTexture(wgpu::TextureFormat),
 }
 
 /// One compute entry point with its bind-group layout.
@@ -82,13 +82,13 @@ impl Kernel {
                     has_dynamic_offset: false,
                     min_binding_size: None,
                 },
-                Slot::Texture => wgpu::BindingType::Texture {
-                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
-                    view_dimension: wgpu::TextureViewDimension::D2,
-                    multisampled: false,
-                },
                 Slot::StorageTexture(format) => wgpu::BindingType::StorageTexture {
                     access: wgpu::StorageTextureAccess::WriteOnly,
+                    format,
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                },
+                Slot::ReadTexture(format) => wgpu::BindingType::StorageTexture {
+                    access: wgpu::StorageTextureAccess::ReadOnly,
                     format,
                     view_dimension: wgpu::TextureViewDimension::D2,
                 },

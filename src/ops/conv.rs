@@ -109,7 +109,9 @@ fn texture_capacity(ctx: &GpuContext) -> u64 {
 
 /// Whether this device runs the texture conv kernel: [`subgroup_conv_supported`], and
 /// textures big enough for one image of any input a storage binding can hold, padded to
-/// 4 channels, so a batch can always be split into pieces that fit.
+/// 4 channels, so a batch can always be split into pieces that fit. The kernel reads its
+/// textures as read-only storage textures: Vulkan grants rgba32float read-only storage
+/// with the write-only storage its packing kernels need (one format feature bit).
 pub fn texture_conv_supported(ctx: &GpuContext) -> bool {
     let limits = ctx.device.limits();
     let rows = limits.max_texture_dimension_2d as u64;
@@ -689,8 +691,8 @@ impl TextureKernels {
                 &m,
                 "conv_texture",
                 &[
-                    (3, Slot::Texture),
-                    (4, Slot::Texture),
+                    (3, Slot::ReadTexture(wgpu::TextureFormat::Rgba32Float)),
+                    (4, Slot::ReadTexture(wgpu::TextureFormat::Rgba32Float)),
                     (5, Slot::Buffer(Access::Read)),
                     (6, Slot::Buffer(Access::ReadWrite)),
                 ],
@@ -703,7 +705,7 @@ impl TextureKernels {
             &m,
             "wino_input",
             &[
-                (3, Slot::Texture),
+                (3, Slot::ReadTexture(wgpu::TextureFormat::Rgba32Float)),
                 (2, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
             ],
             &[],
@@ -746,7 +748,7 @@ impl TextureKernels {
                 ctx,
                 label,
                 rows as u32,
-                wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING,
+                wgpu::TextureUsages::STORAGE_BINDING,
             )
         })
     }
@@ -964,7 +966,7 @@ fn texels(ctx: &GpuContext, name: &str, packed: &[f32]) -> wgpu::TextureView {
         ctx,
         name,
         rows as u32,
-        wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
     );
     ctx.queue.write_texture(
         wgpu::TexelCopyTextureInfo {
