@@ -3,7 +3,7 @@
 Usage:
   /opt/ref/bin/python tools/compare_throughput.py [--models bundled,resnet18,resnet50,vgg16]
       [--methods gradcam,scorecam] [--batches 16] [--size 224] [--images 32] [--slow-images 1]
-      [--threads 2] [--device cpu|cuda] [--iters 3] [--warmup 1] [--json OUT.json]
+      [--threads 2] [--device cpu|cuda] [--iters 3] [--warmup 1] [--rounds 1] [--json OUT.json]
 
 Same model, batch and images on both sides:
   models   torchvision ARCH with tools/detweights.py weights (--seed), written as a state dict
@@ -22,6 +22,9 @@ What is timed, per (model, method, batch), after --warmup untimed batches, --ite
           overlays read back, PNG encoding in memory (its GPU-only figure is reported too).
 Slow methods (--slow-methods, default scorecam,ablationcam) use --slow-images images (default 1)
 and that many per batch, on both sides. A failing run prints n/a and the others go on.
+--rounds N alternates the two sides N times per row (each round its own warm-up and passes)
+and reports the medians, with the ratio as the median of the rounds' ratios: on a machine
+whose speed drifts (a shared VM), a round's two sides run minutes apart at most.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import platform
 import shutil
 import subprocess
@@ -132,6 +136,8 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="pgc's torch device")
     ap.add_argument("--iters", type=int, default=3, help="timed passes")
     ap.add_argument("--warmup", type=int, default=1, help="untimed batches first")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate pgc and engine this many times per row; report medians")
     ap.add_argument("--engine", default=None, help="gradcam binary (default target/release/gradcam)")
     ap.add_argument("--seed", type=int, default=0, help="detweights seed")
     ap.add_argument("--num-classes", type=int, default=1000)
@@ -153,6 +159,8 @@ def main():
             ap.error(f"unknown method {m!r}; known: {', '.join(METHODS)}")
     if not batches or min(batches) < 1:
         ap.error("--batches: positive integers")
+    if args.rounds < 1:
+        ap.error("--rounds: a positive integer")
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: torch sees no CUDA device")
     slow = {m.strip() for m in args.slow_methods.split(",") if m.strip()}
@@ -199,24 +207,38 @@ def main():
                     row = {"model": name, "method": method, "batch": b, "images": count,
                            "size": list(size), "layer": layer, "device": args.device,
                            "torch_threads": torch.get_num_threads()}
-                    try:
-                        spi = time_pgc(model, layer, method, u8, b, mean, std, args.iters,
-                                       args.warmup, args.device)
-                        row["pgc_images_per_second"] = 1.0 / spi
-                    except Exception as e:  # keep going: report it in the row
-                        row["pgc_error"] = f"{type(e).__name__}: {e}"
-                    rep, err = run_engine(engine, model_args, layer, method, b, size,
-                                          dirs["slow" if is_slow else "all"], args.iters,
-                                          args.warmup, args.timeout, args.engine_args.split())
-                    if rep is None:
-                        row["engine_error"] = err
-                    else:
-                        row["engine_images_per_second"] = rep["end_to_end"]["images_per_second"]
-                        row["engine_compute_images_per_second"] = rep["compute"]["images_per_second"]
-                        row["engine_adapter"] = rep["adapter"]["name"]
-                        row["engine_peak_memory_bytes"] = rep["memory"]["peak"]
-                    if "pgc_images_per_second" in row and "engine_images_per_second" in row:
-                        row["ratio"] = row["engine_images_per_second"] / row["pgc_images_per_second"]
+                    pgc, eng = [], []
+                    for _ in range(args.rounds):
+                        if "pgc_error" not in row:
+                            try:
+                                spi = time_pgc(model, layer, method, u8, b, mean, std,
+                                               args.iters, args.warmup, args.device)
+                                pgc.append(1.0 / spi)
+                            except Exception as e:  # keep going: report it in the row
+                                row["pgc_error"] = f"{type(e).__name__}: {e}"
+                        if "engine_error" not in row:
+                            rep, err = run_engine(engine, model_args, layer, method, b, size,
+                                                  dirs["slow" if is_slow else "all"], args.iters,
+                                                  args.warmup, args.timeout,
+                                                  args.engine_args.split())
+                            if rep is None:
+                                row["engine_error"] = err
+                            else:
+                                eng.append(rep)
+                    if pgc:
+                        row["pgc_images_per_second"] = statistics.median(pgc)
+                    if eng:
+                        e2e = [r["end_to_end"]["images_per_second"] for r in eng]
+                        row["engine_images_per_second"] = statistics.median(e2e)
+                        row["engine_compute_images_per_second"] = statistics.median(
+                            r["compute"]["images_per_second"] for r in eng)
+                        row["engine_adapter"] = eng[0]["adapter"]["name"]
+                        row["engine_peak_memory_bytes"] = max(r["memory"]["peak"] for r in eng)
+                    if args.rounds > 1:
+                        row["pgc_rounds"] = pgc
+                        row["engine_rounds"] = [r["end_to_end"]["images_per_second"] for r in eng]
+                    if pgc and eng and "engine_error" not in row and "pgc_error" not in row:
+                        row["ratio"] = statistics.median(e / p for e, p in zip(e2e, pgc))
                     rows.append(row)
                     print(f"#   {name} {method} batch {b}: pgc {fmt(row.get('pgc_images_per_second'))} "
                           f"img/s, engine {fmt(row.get('engine_images_per_second'))} img/s"
