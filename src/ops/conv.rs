@@ -70,8 +70,9 @@ pub enum ConvVariant {
     /// and weights packed by [`ConvWeight::upload_as`].
     Subgroup,
     /// The Subgroup scheme reading the input (packed per conv) and the weights from
-    /// textures (shaders/conv_texture.wgsl): best on lavapipe, whose texel fetches are
-    /// vectorised where storage loads are not. Needs [`texture_conv_supported`].
+    /// read-only storage textures (shaders/conv_texture.wgsl): best on lavapipe, whose
+    /// image loads are inlined and vectorised where storage-buffer loads are per-lane loops.
+    /// Needs [`texture_conv_supported`].
     Texture,
 }
 
