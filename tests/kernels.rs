@@ -214,12 +214,6 @@ fn conv_subgroup() {
         return;
     }
     let texture = conv::texture_conv_supported(&e.ctx);
-    if !texture {
-        eprintln!(
-            "texture kernel skipped: {} lacks large textures",
-            e.ctx.describe()
-        );
-    }
     let mut rng = Rng::new(11);
     let mut cases = conv_cases();
     cases.extend([
@@ -233,6 +227,14 @@ fn conv_subgroup() {
             "1x1 s2 9x9 c66->33 g3",
             cs(2, 66, [9, 9], 33, [1, 1], [2, 2], [0, 0], [1, 1], 3),
             false,
+            false,
+        ),
+        // Small weight blocks but images of 4608 (x) and 9216 (dy) texels: more than one
+        // 4096-texel row holds.
+        (
+            "3x3 p1 48x48 c8->16",
+            cs(1, 8, [48, 48], 16, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            true,
             false,
         ),
     ]);
@@ -272,25 +274,35 @@ fn conv_subgroup() {
         // output channels per group, or where a 32-channel block exceeds one binding.
         let mut smaller = small.clone();
         smaller.max_binding -= 4;
-        // Textures of one 32-channel block (at least one 4096-texel row).
+        // One image of a direction's packed input (forward: x; backward: dy) in texels.
+        let image =
+            |reduction: usize, plane: usize| (s.groups * reduction.div_ceil(4) * plane) as u64;
+        let (image_fwd, image_bwd) = (
+            image(icg, s.in_h * s.in_w),
+            image(ocg, s.out_h() * s.out_w()),
+        );
+        // Textures of one 32-channel block or one image, whichever is larger (at least one
+        // 4096-texel row).
         let block_texels = s.groups * icg.max(ocg).div_ceil(4) * taps * 32;
         let mut tiny = e.ctx.clone();
-        tiny.max_texture_rows = block_texels.div_ceil(4096) as u32;
+        tiny.max_texture_rows = (block_texels as u64)
+            .max(image_fwd)
+            .max(image_bwd)
+            .div_ceil(4096) as u32;
         let mut tinier = tiny.clone();
         tinier.max_texture_rows = (block_texels / 4096) as u32;
-        for ctx in [&e.ctx, &small, &smaller, &tiny, &tinier] {
-            let expect = |outputs: usize, reduction: usize| {
+        // One row: too small for one image in some cases, which then leave the texture kernel.
+        let mut cramped = e.ctx.clone();
+        cramped.max_texture_rows = 1;
+        for ctx in [&e.ctx, &small, &smaller, &tiny, &tinier, &cramped] {
+            let capacity = 4096 * ctx.max_texture_rows as u64;
+            let expect = |outputs: usize, reduction: usize, image: u64| {
                 let fits = (s.groups * reduction * taps * 32 * 4) as u64 <= ctx.max_binding;
-                let texels = s.groups * reduction.div_ceil(4) * taps * 32;
-                let fits_texture = texels as u64 <= 4096 * ctx.max_texture_rows as u64;
+                let texels = (s.groups * reduction.div_ceil(4) * taps * 32) as u64;
                 if outputs < 8 {
                     conv::ConvLayout::Quad
-                } else if texture {
-                    if fits_texture {
-                        conv::ConvLayout::Texels
-                    } else {
-                        conv::ConvLayout::Quad
-                    }
+                } else if texture && texels <= capacity && image <= capacity {
+                    conv::ConvLayout::Texels
                 } else if fits {
                     conv::ConvLayout::Lanes
                 } else {
@@ -300,10 +312,24 @@ fn conv_subgroup() {
             let cw = conv::ConvWeight::upload(ctx, "w", &w, &s).unwrap();
             assert_eq!(
                 (cw.layout, cw.backward_layout),
-                (expect(ocg, icg), expect(icg, ocg)),
-                "{name}: default packing with a {}-byte binding limit",
-                ctx.max_binding
+                (expect(ocg, icg, image_fwd), expect(icg, ocg, image_bwd)),
+                "{name}: default packing with a {}-byte binding limit, {} texture rows",
+                ctx.max_binding,
+                ctx.max_texture_rows
             );
+        }
+        if texture {
+            // Asking for the texture kernel where one image or one weight block can't fit
+            // is an error naming the weight, not a texture the device refuses.
+            let block = |reduction: usize| (s.groups * reduction.div_ceil(4) * taps * 32) as u64;
+            let fits = image_fwd.max(image_bwd).max(block(icg)).max(block(ocg)) <= 4096;
+            match conv::ConvWeight::upload_as(&cramped, "w.cramped", &w, &s, ConvVariant::Texture) {
+                Ok(_) => assert!(fits, "{name}: texture upload accepted what can't fit"),
+                Err(err) => {
+                    assert!(!fits, "{name}: texture upload refused what fits: {err}");
+                    assert!(err.to_string().contains("w.cramped"), "{name}: {err}");
+                }
+            }
         }
         let mut runs = vec![
             (&e.ctx, ConvVariant::Subgroup, conv::ConvLayout::Lanes),

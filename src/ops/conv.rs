@@ -108,21 +108,30 @@ fn texture_capacity(ctx: &GpuContext) -> u64 {
     TEXTURE_WIDTH * ctx.max_texture_rows as u64
 }
 
-/// Whether this device runs the texture conv kernel: [`subgroup_conv_supported`], and
-/// textures big enough for one image of any input a storage binding can hold, padded to
-/// 4 channels, so a batch can always be split into pieces that fit. The kernel reads its
-/// textures as read-only storage textures: Vulkan grants rgba32float read-only storage
-/// with the write-only storage its packing kernels need (one format feature bit).
+/// Whether this device runs the texture conv kernel: the subgroup scheme's 8-wide
+/// subgroups ([`subgroup_conv_supported`]). Whether a conv fits its textures is decided
+/// per conv at upload ([`texture_image_fits`]). The kernel reads its textures as read-only
+/// storage textures: Vulkan grants rgba32float read-only storage with the write-only
+/// storage its packing kernels need (one format feature bit).
 pub fn texture_conv_supported(ctx: &GpuContext) -> bool {
-    let limits = ctx.device.limits();
-    let rows = limits.max_texture_dimension_2d as u64;
     subgroup_conv_supported(ctx)
-        && TEXTURE_WIDTH * rows * 16 >= 4 * limits.max_storage_buffer_binding_size
+}
+
+/// Whether one image of the input the texture kernel packs for `s` in direction `dir`
+/// (forward: x; backward-data: dy), padded to 4 channels, fits a conv texture, so any
+/// batch splits into pieces of whole images that fit.
+fn texture_image_fits(ctx: &GpuContext, s: &ConvShape, dir: Dir) -> bool {
+    let (reduction, plane) = match dir {
+        Dir::Forward => (s.in_c / s.groups, s.in_h * s.in_w),
+        Dir::Backward => (s.out_c / s.groups, s.out_h() * s.out_w()),
+    };
+    (s.groups * reduction.div_ceil(4) * plane) as u64 <= texture_capacity(ctx)
 }
 
 /// Whether the texture kernel can run this forward conv as Winograd F(4x4, 3x3): 3x3,
 /// stride 1, no dilation or groups, at least 8 output channels, and one image's transformed
-/// input, GEMM output and the transformed weights within the device's limits.
+/// input, GEMM output and the transformed weights within the device's limits (and its
+/// backward-data, which runs on the direct texture kernel, too).
 pub fn winograd_eligible(ctx: &GpuContext, s: &ConvShape) -> bool {
     if !(texture_conv_supported(ctx)
         && s.kernel == [3, 3]
@@ -137,6 +146,7 @@ pub fn winograd_eligible(ctx: &GpuContext, s: &ConvShape) -> bool {
     }
     let weights = 36 * s.out_c.div_ceil(32) as u64 * 32 * s.in_c.div_ceil(4) as u64 * 4;
     weights <= texture_capacity(ctx)
+        && texture_image_fits(ctx, s, Dir::Backward)
         && winograd_per_image(ctx, s)
             .iter()
             .all(|&(need, have)| need <= have)
@@ -356,9 +366,11 @@ pub struct ConvWeight {
 
 impl ConvWeight {
     /// Packs for the device's [`default_variant`] (depthwise shapes for the depthwise kernel).
-    /// A direction computing fewer than 8 channels per group (backward-data of a stem conv
-    /// on RGB), or whose 32-channel block exceeds one binding, is packed for the blocked
-    /// kernel instead, which pads to 4 channels rather than 32 and chunks down to 4.
+    /// A direction whose 32-channel block of weights or one image of whose input can't fit
+    /// the texture kernel's textures gets the subgroup kernel instead. A direction computing
+    /// fewer than 8 channels per group (backward-data of a stem conv on RGB), or whose
+    /// 32-channel block exceeds one binding, is packed for the blocked kernel, which pads to
+    /// 4 channels rather than 32 and chunks down to 4.
     pub fn upload(ctx: &GpuContext, name: &str, w: &[f32], s: &ConvShape) -> crate::Result<Self> {
         Self::upload_at(ctx, name, w, s, Precision::F32)
     }
@@ -382,27 +394,28 @@ impl ConvWeight {
         }
         let (icg, ocg) = (s.in_c / s.groups, s.out_c / s.groups);
         let kk = s.kernel[0] * s.kernel[1];
-        let pick = |outputs: usize, reduction: usize| match default_variant(ctx) {
-            ConvVariant::Subgroup
-                if outputs < 8 || (s.groups * reduction * kk * 32 * 4) as u64 > ctx.max_binding =>
-            {
-                ConvVariant::Blocked
+        // The texture kernel where a 32-channel block of weights and one image of the input
+        // fit its textures, else the subgroup kernel where a block fits one binding, else
+        // the blocked kernel (also for fewer than 8 output channels).
+        let pick = |outputs: usize, reduction: usize, dir: Dir| {
+            let lanes =
+                outputs >= 8 && (s.groups * reduction * kk * 32 * 4) as u64 <= ctx.max_binding;
+            let texels = outputs >= 8
+                && (s.groups * reduction.div_ceil(4) * kk * 32) as u64 <= texture_capacity(ctx)
+                && texture_image_fits(ctx, s, dir);
+            match default_variant(ctx) {
+                ConvVariant::Texture if texels => ConvVariant::Texture,
+                ConvVariant::Texture | ConvVariant::Subgroup if lanes => ConvVariant::Subgroup,
+                ConvVariant::Texture | ConvVariant::Subgroup => ConvVariant::Blocked,
+                v => v,
             }
-            ConvVariant::Texture
-                if outputs < 8
-                    || (s.groups * reduction.div_ceil(4) * kk * 32) as u64
-                        > texture_capacity(ctx) =>
-            {
-                ConvVariant::Blocked
-            }
-            v => v,
         };
         Self::upload_dirs(
             ctx,
             name,
             w,
             s,
-            [pick(ocg, icg), pick(icg, ocg)],
+            [pick(ocg, icg, Dir::Forward), pick(icg, ocg, Dir::Backward)],
             Precision::F32,
         )
     }
@@ -514,8 +527,7 @@ impl ConvWeight {
                 precision,
             });
         }
-        let layout = |variant| {
-            match variant {
+        let layout = |variant, dir| match variant {
             ConvVariant::Subgroup if !subgroup_conv_supported(ctx) => Err(crate::Error::Tensor {
                 name: name.to_string(),
                 message: "the subgroup conv kernel needs 8-wide subgroups, which this device lacks"
@@ -524,12 +536,22 @@ impl ConvWeight {
             ConvVariant::Subgroup => Ok(ConvLayout::Lanes),
             ConvVariant::Texture if !texture_conv_supported(ctx) => Err(crate::Error::Tensor {
                 name: name.to_string(),
-                message: "the texture conv kernel needs 8-wide subgroups and large textures, which this device lacks"
+                message: "the texture conv kernel needs 8-wide subgroups, which this device lacks"
                     .to_string(),
+            }),
+            ConvVariant::Texture if !texture_image_fits(ctx, s, dir) => Err(crate::Error::Tensor {
+                name: name.to_string(),
+                message: format!(
+                    "one image of this conv's {} input, packed as texels, exceeds the device's {} texels per texture",
+                    match dir {
+                        Dir::Forward => "forward",
+                        Dir::Backward => "backward-data",
+                    },
+                    texture_capacity(ctx)
+                ),
             }),
             ConvVariant::Texture => Ok(ConvLayout::Texels),
             ConvVariant::Blocked | ConvVariant::Tiled => Ok(ConvLayout::Quad),
-        }
         };
         let chunks = |channels: usize, reduction: usize, layout: ConvLayout, dir: Dir| {
             type Pack = fn(&[f32], &ConvShape, usize, usize) -> Vec<f32>;
@@ -574,7 +596,10 @@ impl ConvWeight {
                 })
                 .collect())
         };
-        let (fl, bl) = (layout(variants[0])?, layout(variants[1])?);
+        let (fl, bl) = (
+            layout(variants[0], Dir::Forward)?,
+            layout(variants[1], Dir::Backward)?,
+        );
         Ok(Self {
             forward: chunks(s.out_c / g, s.in_c / g, fl, Dir::Forward)?,
             backward: chunks(s.in_c / g, s.out_c / g, bl, Dir::Backward)?,
