@@ -913,6 +913,10 @@ impl TextureKernels {
         y: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let per_image = p.groups as u64 * p.red_c4 as u64 * p.in_h as u64 * p.in_w as u64;
+        debug_assert!(
+            per_image <= texture_capacity(ctx),
+            "one image fits: checked at upload"
+        );
         let per_piece = (texture_capacity(ctx) / per_image).clamp(1, p.batch as u64) as u32;
         let view = self.scratch(ctx, per_piece as u64 * per_image);
         let mut d = Vec::new();
