@@ -363,15 +363,28 @@ fn src(o: i32, k: u32, stride: u32, pad: u32, dil: u32, size: u32) -> i32 {
     return select(-1, i, i >= 0 && i < i32(size));
 }
 
-// Packed texel of channel quad 0 of group g for flattened output pixel `px` (image-major
-// over the batch) and tap (kh, kw), or -1 if it falls outside the input or the batch.
-fn off(px: u32, g: u32, kh: u32, kw: u32) -> i32 {
+// A flattened output pixel (image-major over the piece) as image and coordinates,
+// decomposed once per subgroup: llvmpipe runs an integer division lane by lane.
+struct Pix {
+    n: u32,
+    oy: i32,
+    ox: i32,
+    live: bool,
+}
+
+fn pix_of(px: u32) -> Pix {
     let plane = p.out_h * p.out_w;
-    if (px >= p.batch * plane) { return -1; }
     let pix = px % plane;
-    let iy = src(i32(pix / p.out_w), kh, p.stride_h, p.pad_h, p.dil_h, p.in_h);
-    let ix = src(i32(pix % p.out_w), kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
-    let quads = ((px / plane) * p.groups + g) * p.red_c4;
+    return Pix(px / plane, i32(pix / p.out_w), i32(pix % p.out_w), px < p.batch * plane);
+}
+
+// Packed texel of channel quad 0 of group g for output pixel `o` and tap (kh, kw), or -1 if
+// it falls outside the input or the batch.
+fn off(o: Pix, g: u32, kh: u32, kw: u32) -> i32 {
+    if (!o.live) { return -1; }
+    let iy = src(o.oy, kh, p.stride_h, p.pad_h, p.dil_h, p.in_h);
+    let ix = src(o.ox, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
+    let quads = (o.n * p.groups + g) * p.red_c4;
     let at = quads * p.in_h * p.in_w + u32(max(iy, 0)) * p.in_w + u32(max(ix, 0));
     return select(-1, i32(at), iy >= 0 && ix >= 0);
 }
@@ -393,13 +406,25 @@ fn bias4(ch: Chans) -> vec4<f32> {
     return r;
 }
 
-// Writes 4 channels of flattened pixel `px` (bias added) with the optional ReLU; channels
-// past the chunk and pixels past the batch are skipped.
-fn put(ch: Chans, px: u32, v: vec4<f32>) {
+// An output pixel as image (within the piece) and index in its plane, stepped through the
+// subgroup's 32 pixels without divisions.
+struct Out {
+    n: u32,
+    pix: u32,
+}
+
+fn next(o: Out) -> Out {
+    let wrap = o.pix + 1u == p.out_h * p.out_w;
+    return Out(o.n + u32(wrap), select(o.pix + 1u, 0u, wrap));
+}
+
+// Writes 4 channels of output pixel `o` (bias added) with the optional ReLU; channels past
+// the chunk and pixels past the batch are skipped.
+fn put(ch: Chans, o: Out, v: vec4<f32>) {
     let plane = p.out_h * p.out_w;
-    if (px >= p.batch * plane) { return; }
-    let n = p.img0 + px / plane;
-    let pix = px % plane;
+    if (o.n >= p.batch) { return; }
+    let n = p.img0 + o.n;
+    let pix = o.pix;
     let r = select(v, max(v, vec4<f32>(0.0)), (p.flags & FLAG_RELU) != 0u);
     for (var j = 0u; j < 4u; j++) {
         if (ch.co + j < p.out_cg) {
@@ -446,14 +471,18 @@ fn conv_texture(@builtin(workgroup_id) wid: vec3<u32>,
     var a30 = vec4<f32>(0.0); var a31 = vec4<f32>(0.0);
     let plane = p.in_h * p.in_w;
     var wi = (g * blocks + b) * p.k_h * p.k_w * p.red_c4 * 32u + lane;
+    // This lane gathers pixels pb + lane + 8 h (h < 4).
+    let o0 = pix_of(pb + 0u + lane);
+    let o1 = pix_of(pb + 8u + lane);
+    let o2 = pix_of(pb + 16u + lane);
+    let o3 = pix_of(pb + 24u + lane);
     for (var kh = 0u; kh < p.k_h; kh++) {
         for (var kw = 0u; kw < p.k_w; kw++) {
-            // This lane gathers pixels pb + lane + 8 h (h < 4); invalid taps read
-            // texel 0 and are multiplied by 0.
-            let t0 = off(pb + 0u + lane, g, kh, kw);
-            let t1 = off(pb + 8u + lane, g, kh, kw);
-            let t2 = off(pb + 16u + lane, g, kh, kw);
-            let t3 = off(pb + 24u + lane, g, kh, kw);
+            // Invalid taps read texel 0 and are multiplied by 0.
+            let t0 = off(o0, g, kh, kw);
+            let t1 = off(o1, g, kh, kw);
+            let t2 = off(o2, g, kh, kw);
+            let t3 = off(o3, g, kh, kw);
             let m0 = f32(t0 >= 0);
             var i0 = u32(max(t0, 0));
             let m1 = f32(t1 >= 0);
@@ -613,37 +642,69 @@ fn conv_texture(@builtin(workgroup_id) wid: vec3<u32>,
     if (live) {
         let c = Chans(g, (b * 8u + lane) * 4u);
         let bv = bias4(c);
-        put(c, pb + 0u, a0 + bv);
-        put(c, pb + 1u, a1 + bv);
-        put(c, pb + 2u, a2 + bv);
-        put(c, pb + 3u, a3 + bv);
-        put(c, pb + 4u, a4 + bv);
-        put(c, pb + 5u, a5 + bv);
-        put(c, pb + 6u, a6 + bv);
-        put(c, pb + 7u, a7 + bv);
-        put(c, pb + 8u, a8 + bv);
-        put(c, pb + 9u, a9 + bv);
-        put(c, pb + 10u, a10 + bv);
-        put(c, pb + 11u, a11 + bv);
-        put(c, pb + 12u, a12 + bv);
-        put(c, pb + 13u, a13 + bv);
-        put(c, pb + 14u, a14 + bv);
-        put(c, pb + 15u, a15 + bv);
-        put(c, pb + 16u, a16 + bv);
-        put(c, pb + 17u, a17 + bv);
-        put(c, pb + 18u, a18 + bv);
-        put(c, pb + 19u, a19 + bv);
-        put(c, pb + 20u, a20 + bv);
-        put(c, pb + 21u, a21 + bv);
-        put(c, pb + 22u, a22 + bv);
-        put(c, pb + 23u, a23 + bv);
-        put(c, pb + 24u, a24 + bv);
-        put(c, pb + 25u, a25 + bv);
-        put(c, pb + 26u, a26 + bv);
-        put(c, pb + 27u, a27 + bv);
-        put(c, pb + 28u, a28 + bv);
-        put(c, pb + 29u, a29 + bv);
-        put(c, pb + 30u, a30 + bv);
-        put(c, pb + 31u, a31 + bv);
+        var o = Out(pb / (p.out_h * p.out_w), pb % (p.out_h * p.out_w));
+        put(c, o, a0 + bv);
+        o = next(o);
+        put(c, o, a1 + bv);
+        o = next(o);
+        put(c, o, a2 + bv);
+        o = next(o);
+        put(c, o, a3 + bv);
+        o = next(o);
+        put(c, o, a4 + bv);
+        o = next(o);
+        put(c, o, a5 + bv);
+        o = next(o);
+        put(c, o, a6 + bv);
+        o = next(o);
+        put(c, o, a7 + bv);
+        o = next(o);
+        put(c, o, a8 + bv);
+        o = next(o);
+        put(c, o, a9 + bv);
+        o = next(o);
+        put(c, o, a10 + bv);
+        o = next(o);
+        put(c, o, a11 + bv);
+        o = next(o);
+        put(c, o, a12 + bv);
+        o = next(o);
+        put(c, o, a13 + bv);
+        o = next(o);
+        put(c, o, a14 + bv);
+        o = next(o);
+        put(c, o, a15 + bv);
+        o = next(o);
+        put(c, o, a16 + bv);
+        o = next(o);
+        put(c, o, a17 + bv);
+        o = next(o);
+        put(c, o, a18 + bv);
+        o = next(o);
+        put(c, o, a19 + bv);
+        o = next(o);
+        put(c, o, a20 + bv);
+        o = next(o);
+        put(c, o, a21 + bv);
+        o = next(o);
+        put(c, o, a22 + bv);
+        o = next(o);
+        put(c, o, a23 + bv);
+        o = next(o);
+        put(c, o, a24 + bv);
+        o = next(o);
+        put(c, o, a25 + bv);
+        o = next(o);
+        put(c, o, a26 + bv);
+        o = next(o);
+        put(c, o, a27 + bv);
+        o = next(o);
+        put(c, o, a28 + bv);
+        o = next(o);
+        put(c, o, a29 + bv);
+        o = next(o);
+        put(c, o, a30 + bv);
+        o = next(o);
+        put(c, o, a31 + bv);
     }
 }
