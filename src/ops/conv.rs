@@ -108,6 +108,33 @@ fn texture_capacity(ctx: &GpuContext) -> u64 {
     TEXTURE_WIDTH * ctx.max_texture_rows as u64
 }
 
+/// One chunkable block of a direction's weights for `layout`: its output channels (4 for
+/// Quad, 32 for Lanes and Texels), its bytes over `groups` x `reduction` x `taps` weights of
+/// `elem` bytes, and the most one binding (or, for Texels, one texture) holds.
+fn weight_block(
+    ctx: &GpuContext,
+    layout: ConvLayout,
+    groups: usize,
+    reduction: usize,
+    taps: usize,
+    elem: u64,
+) -> (usize, u64, u64) {
+    let block = if layout == ConvLayout::Quad { 4 } else { 32 };
+    match layout {
+        // Texels pad the reduction to 4 channels of 4-byte floats.
+        ConvLayout::Texels => (
+            block,
+            (groups * reduction.div_ceil(4) * taps * block * 4 * 4) as u64,
+            texture_capacity(ctx) * 16,
+        ),
+        _ => (
+            block,
+            (groups * reduction * taps * block) as u64 * elem,
+            ctx.max_binding,
+        ),
+    }
+}
+
 /// Whether this device runs the texture conv kernel: the subgroup scheme's 8-wide
 /// subgroups ([`subgroup_conv_supported`]). Whether a conv fits its textures is decided
 /// per conv at upload ([`texture_image_fits`]). The kernel reads its textures as read-only
@@ -398,11 +425,12 @@ impl ConvWeight {
         // fit its textures, else the subgroup kernel where a block fits one binding, else
         // the blocked kernel (also for fewer than 8 output channels).
         let pick = |outputs: usize, reduction: usize, dir: Dir| {
-            let lanes =
-                outputs >= 8 && (s.groups * reduction * kk * 32 * 4) as u64 <= ctx.max_binding;
-            let texels = outputs >= 8
-                && (s.groups * reduction.div_ceil(4) * kk * 32) as u64 <= texture_capacity(ctx)
-                && texture_image_fits(ctx, s, dir);
+            let fits = |layout| {
+                let (_, bytes, limit) = weight_block(ctx, layout, s.groups, reduction, kk, 4);
+                outputs >= 8 && bytes <= limit
+            };
+            let lanes = fits(ConvLayout::Lanes);
+            let texels = fits(ConvLayout::Texels) && texture_image_fits(ctx, s, dir);
             match default_variant(ctx) {
                 ConvVariant::Texture if texels => ConvVariant::Texture,
                 ConvVariant::Texture | ConvVariant::Subgroup if lanes => ConvVariant::Subgroup,
@@ -563,16 +591,9 @@ impl ConvWeight {
                 (_, Dir::Forward) => pack_forward_range,
                 (_, Dir::Backward) => pack_backward_range,
             };
-            // Chunks hold whole blocks of output channels: 4 (Quad) or 32 (Lanes, Texels).
-            let block = if layout == ConvLayout::Quad { 4 } else { 32 };
-            // Every group stores reduction x block channels, in a binding or a texture.
-            let (bytes, limit) = match layout {
-                ConvLayout::Texels => (
-                    (g * reduction.div_ceil(4) * kk * block * 4 * 4) as u64,
-                    texture_capacity(ctx) * 16,
-                ),
-                _ => ((g * reduction * kk * block) as u64 * elem, ctx.max_binding),
-            };
+            // Chunks hold whole blocks of output channels; every group stores reduction x
+            // block channels, in a binding or a texture.
+            let (block, bytes, limit) = weight_block(ctx, layout, g, reduction, kk, elem);
             let blocks = (limit / bytes) as usize;
             if blocks == 0 {
                 return Err(crate::Error::Tensor {
