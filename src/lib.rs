@@ -47,10 +47,12 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod gpu;
+pub mod graph;
 pub mod input;
 pub mod model;
 pub mod ops;
 pub mod reference;
+pub mod weights;
 
 pub use engine::{Engine, EngineConfig, ImageResult, TargetResult, TargetSpec};
 pub use error::{Error, Result};

@@ -3,10 +3,17 @@
 mod common;
 
 use gradcam_wgpu::engine::Method;
-use gradcam_wgpu::engine::{Plan, StepOp};
+use gradcam_wgpu::engine::Plan;
+use gradcam_wgpu::graph::op::Reference;
+use gradcam_wgpu::graph::ops::batch_norm::Affine;
+use gradcam_wgpu::graph::ops::concat::ConcatStep;
+use gradcam_wgpu::graph::ops::mul::MulStep;
+use gradcam_wgpu::graph::ops::relu::ReluStep;
+use gradcam_wgpu::graph::{
+    AdaptiveAvgPool2d, Add, Concat, Conv2d, Flatten, Input, Linear, Mul, Relu, Relu6, Sigmoid,
+    Silu,
+};
 use gradcam_wgpu::model::{Graph, Model, Tensor, Weights, detweights, torchvision};
-use gradcam_wgpu::ops::conv::ConvShape;
-use gradcam_wgpu::ops::pool::PoolShape;
 use gradcam_wgpu::{Engine, EngineConfig, Error, GpuContext, TargetSpec};
 
 fn stub(spec: &[(String, Vec<usize>)]) -> Weights {
@@ -184,7 +191,7 @@ fn fusion_keeps_the_target_output() {
         !plan
             .steps
             .iter()
-            .any(|s| matches!(s.op, StepOp::Affine { .. }))
+            .any(|s| s.lowered::<Affine>().is_some())
     );
     assert!(
         plan.steps
@@ -205,7 +212,7 @@ fn fusion_keeps_the_target_output() {
     assert!(
         plan.steps
             .iter()
-            .any(|s| s.name == "layer4.1.bn2" && matches!(s.op, StepOp::Affine { .. }))
+            .any(|s| s.name == "layer4.1.bn2" && s.lowered::<Affine>().is_some())
     );
     // The backward region starts at the target.
     assert!(plan.in_region[plan.targets[0]]);
@@ -308,11 +315,11 @@ fn results_can_stay_on_the_device() {
 fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
     use gradcam_wgpu::model::{Node, Op};
     for (op, json) in [
-        (Op::Concat, r#"{"op":"concat"}"#),
-        (Op::Sigmoid, r#"{"op":"sigmoid"}"#),
-        (Op::Relu6, r#"{"op":"relu6"}"#),
-        (Op::Silu, r#"{"op":"silu"}"#),
-        (Op::Mul, r#"{"op":"mul"}"#),
+        (Op::Concat(Concat), r#"{"op":"concat"}"#),
+        (Op::Sigmoid(Sigmoid), r#"{"op":"sigmoid"}"#),
+        (Op::Relu6(Relu6), r#"{"op":"relu6"}"#),
+        (Op::Silu(Silu), r#"{"op":"silu"}"#),
+        (Op::Mul(Mul), r#"{"op":"mul"}"#),
     ] {
         assert_eq!(serde_json::to_string(&op).unwrap(), json);
         assert_eq!(serde_json::from_str::<Op>(json).unwrap(), op);
@@ -326,7 +333,7 @@ fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
         nodes,
         aliases: Default::default(),
     };
-    let conv = |out: usize, k: usize| Op::Conv2d {
+    let conv = |out: usize, k: usize| Op::Conv2d(Conv2d {
         weight: "w".into(),
         bias: None,
         in_channels: 3,
@@ -336,24 +343,24 @@ fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
         padding: [0, 0],
         dilation: [1, 1],
         groups: 1,
-    };
-    let input = || node("x", Op::Input { channels: 3 }, vec![]);
+    });
+    let input = || node("x", Op::Input(Input { channels: 3 }), vec![]);
     // Arity.
-    let g = graph(vec![input(), node("cat", Op::Concat, vec![0])]);
+    let g = graph(vec![input(), node("cat", Op::Concat(Concat), vec![0])]);
     let e = g.validate().unwrap_err().to_string();
     assert!(e.contains("`cat`") && e.contains("at least 2"), "{e}");
-    let g = graph(vec![input(), node("m", Op::Mul, vec![0, 0, 0])]);
+    let g = graph(vec![input(), node("m", Op::Mul(Mul), vec![0, 0, 0])]);
     let e = g.validate().unwrap_err().to_string();
     assert!(e.contains("`m`") && e.contains("expected 2"), "{e}");
     // Shapes: concat sums channels of equal sizes, mul takes equal shapes or [C, 1, 1].
-    let pool = Op::AdaptiveAvgPool2d { output: [1, 1] };
+    let pool = Op::AdaptiveAvgPool2d(AdaptiveAvgPool2d { output: [1, 1] });
     let g = graph(vec![
         input(),
         node("a", conv(5, 1), vec![0]),
-        node("cat", Op::Concat, vec![0, 1, 0]),
+        node("cat", Op::Concat(Concat), vec![0, 1, 0]),
         node("gate", pool.clone(), vec![1]),
-        node("se", Op::Mul, vec![1, 3]),
-        node("sq", Op::Mul, vec![1, 1]),
+        node("se", Op::Mul(Mul), vec![1, 3]),
+        node("sq", Op::Mul(Mul), vec![1, 1]),
     ]);
     g.validate().unwrap();
     let s = g.shapes([9, 7]).unwrap();
@@ -363,7 +370,7 @@ fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
     let g = graph(vec![
         input(),
         node("a", conv(5, 3), vec![0]),
-        node("cat", Op::Concat, vec![0, 1]),
+        node("cat", Op::Concat(Concat), vec![0, 1]),
     ]);
     let e = g.shapes([9, 7]).unwrap_err().to_string();
     assert!(
@@ -375,7 +382,7 @@ fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
         input(),
         node("a", conv(5, 1), vec![0]),
         node("gate", pool.clone(), vec![0]),
-        node("se", Op::Mul, vec![1, 2]),
+        node("se", Op::Mul(Mul), vec![1, 2]),
     ]);
     let e = g.shapes([9, 7]).unwrap_err().to_string();
     assert!(e.contains("`se`") && e.contains("[5, 1, 1]"), "{e}");
@@ -383,7 +390,7 @@ fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
         input(),
         node("a", conv(5, 1), vec![0]),
         node("gate", pool, vec![1]),
-        node("se", Op::Mul, vec![2, 1]),
+        node("se", Op::Mul(Mul), vec![2, 1]),
     ]);
     assert!(g.shapes([9, 7]).is_err());
 }
@@ -425,7 +432,7 @@ fn mobile_net() -> (Graph, Weights) {
                     d: usize,
                     groups: usize| {
         let fan_in = cin / groups * k * k;
-        Op::Conv2d {
+        Op::Conv2d(Conv2d {
             weight: tensor(
                 &format!("{name}.weight"),
                 vec![cout, cin / groups, k, k],
@@ -439,37 +446,37 @@ fn mobile_net() -> (Graph, Weights) {
             padding: [p, p],
             dilation: [d, d],
             groups,
-        }
+        })
     };
-    let pool = || Op::AdaptiveAvgPool2d { output: [1, 1] };
-    let x = push("input", Op::Input { channels: 3 }, vec![]);
+    let pool = || Op::AdaptiveAvgPool2d(AdaptiveAvgPool2d { output: [1, 1] });
+    let x = push("input", Op::Input(Input { channels: 3 }), vec![]);
     let stem = push("stem.conv", conv("stem.conv", 3, 8, 3, 2, 1, 1, 1), vec![x]);
-    let stem = push("stem.relu", Op::Relu, vec![stem]);
+    let stem = push("stem.relu", Op::Relu(Relu), vec![stem]);
     let dw = push("dw.conv", conv("dw.conv", 8, 8, 3, 1, 1, 1, 8), vec![stem]);
-    let dw = push("dw.act", Op::Relu6, vec![dw]);
+    let dw = push("dw.act", Op::Relu6(Relu6), vec![dw]);
     let se = push("se.pool", pool(), vec![dw]);
     let se = push("se.fc1", conv("se.fc1", 8, 4, 1, 1, 0, 1, 1), vec![se]);
-    let se = push("se.act", Op::Silu, vec![se]);
+    let se = push("se.act", Op::Silu(Silu), vec![se]);
     let se = push("se.fc2", conv("se.fc2", 4, 8, 1, 1, 0, 1, 1), vec![se]);
-    let se = push("se.gate", Op::Sigmoid, vec![se]);
-    let mul = push("se.mul", Op::Mul, vec![dw, se]);
+    let se = push("se.gate", Op::Sigmoid(Sigmoid), vec![se]);
+    let mul = push("se.mul", Op::Mul(Mul), vec![dw, se]);
     let proj = push("proj", conv("proj", 8, 8, 1, 1, 0, 1, 1), vec![mul]);
-    let add = push("add", Op::Add, vec![proj, stem]);
-    let cat = push("concat", Op::Concat, vec![add, dw, mul]);
-    let relu = push("head.relu", Op::Relu, vec![cat]);
+    let add = push("add", Op::Add(Add), vec![proj, stem]);
+    let cat = push("concat", Op::Concat(Concat), vec![add, dw, mul]);
+    let relu = push("head.relu", Op::Relu(Relu), vec![cat]);
     let hd = push(
         "head.dw",
         conv("head.dw", 24, 24, 3, 2, 2, 2, 24),
         vec![relu],
     );
     let p = push("pool", pool(), vec![hd]);
-    let f = push("flatten", Op::Flatten, vec![p]);
-    let fc = Op::Linear {
+    let f = push("flatten", Op::Flatten(Flatten), vec![p]);
+    let fc = Op::Linear(Linear {
         weight: tensor("fc.weight", vec![5, 24], 24),
         bias: Some(tensor("fc.bias", vec![5], 24)),
         in_features: 24,
         out_features: 5,
-    };
+    });
     push("fc", fc, vec![f]);
     let g = Graph {
         nodes,
@@ -479,101 +486,33 @@ fn mobile_net() -> (Graph, Weights) {
     (g, weights)
 }
 
-/// Activations of every node for `n` images, composed from the f64 references.
+/// Activations of every node for `n` images, composed from the ops' f64 references.
 fn cpu_forward(g: &Graph, w: &Weights, x: Vec<f64>, n: usize, size: [usize; 2]) -> Vec<Vec<f64>> {
-    use gradcam_wgpu::model::Op;
-    use gradcam_wgpu::reference as r;
     let shapes = g.shapes(size).unwrap();
-    let t = |name: &str| -> Vec<f64> {
-        w.get(name)
-            .unwrap()
-            .data
-            .iter()
-            .map(|&v| v as f64)
-            .collect()
-    };
-    let mut acts: Vec<Vec<f64>> = Vec::new();
-    for (i, node) in g.nodes.iter().enumerate() {
-        let a = |k: usize| &acts[node.inputs[k]];
-        let ins = node.inputs.first().map(|&j| shapes[j]).unwrap_or([0; 3]);
-        let [c, h, wd] = shapes[i];
-        let out = match &node.op {
-            Op::Input { .. } => x.clone(),
-            Op::Conv2d {
-                weight,
-                bias,
-                in_channels,
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                dilation,
-                groups,
-            } => {
-                let s = ConvShape {
-                    batch: n,
-                    in_c: *in_channels,
-                    in_h: ins[1],
-                    in_w: ins[2],
-                    out_c: *out_channels,
-                    kernel: *kernel,
-                    stride: *stride,
-                    padding: *padding,
-                    dilation: *dilation,
-                    groups: *groups,
-                };
-                let b = bias.as_ref().map(|b| t(b));
-                r::conv2d_forward(a(0), &t(weight), b.as_deref(), &s)
-            }
-            Op::Relu => r::relu(a(0)),
-            Op::Relu6 => r::relu6(a(0)),
-            Op::Sigmoid => r::sigmoid(a(0)),
-            Op::Silu => r::silu(a(0)),
-            Op::AdaptiveAvgPool2d { output } => {
-                let s = PoolShape {
-                    planes: n * ins[0],
-                    channels: ins[0],
-                    input: [ins[1], ins[2]],
-                    output: *output,
-                };
-                r::adaptive_avgpool_forward(a(0), &s)
-            }
-            Op::Flatten => a(0).clone(),
-            Op::Linear {
-                weight,
-                bias,
-                in_features,
-                out_features,
-            } => {
-                let b = bias.as_ref().map(|b| t(b));
-                r::linear_forward(
-                    a(0),
-                    &t(weight),
-                    b.as_deref(),
-                    n,
-                    *in_features,
-                    *out_features,
-                )
-            }
-            Op::Add => r::add(a(0), a(1)),
-            Op::Mul => {
-                let broadcast = shapes[node.inputs[1]] != shapes[node.inputs[0]];
-                r::mul(a(0), a(1), c, h * wd, 1, broadcast)
-            }
-            Op::Concat => {
-                let refs: Vec<&[f64]> = node.inputs.iter().map(|&j| acts[j].as_slice()).collect();
-                let channels: Vec<usize> = node.inputs.iter().map(|&j| shapes[j][0]).collect();
-                r::concat(&refs, &channels, h * wd)
-            }
-            other => panic!("the CPU forward of this test does not cover {other:?}"),
-        };
+    let mut acts: Vec<Vec<f64>> = vec![x];
+    for (i, node) in g.nodes.iter().enumerate().skip(1) {
+        let inputs: Vec<&[f64]> = node.inputs.iter().map(|&j| acts[j].as_slice()).collect();
+        let in_shapes: Vec<_> = node.inputs.iter().map(|&j| shapes[j]).collect();
+        let out = node
+            .op
+            .node()
+            .reference(&Reference {
+                weights: w,
+                n,
+                rep: 1,
+                inputs: &inputs,
+                in_shapes: &in_shapes,
+                output: &[],
+                shape: shapes[i],
+            })
+            .unwrap();
         acts.push(out);
     }
     acts
 }
 
 /// Gradients of every node for `n * rep` rows (row r belongs to image r / rep) from the
-/// output gradient `seed`, composed from the f64 references.
+/// output gradient `seed`, composed from the ops' f64 references.
 fn cpu_backward(
     g: &Graph,
     w: &Weights,
@@ -583,18 +522,9 @@ fn cpu_backward(
     rep: usize,
     size: [usize; 2],
 ) -> Vec<Vec<f64>> {
-    use gradcam_wgpu::model::Op;
     use gradcam_wgpu::reference as r;
     let shapes = g.shapes(size).unwrap();
     let rows = n * rep;
-    let t = |name: &str| -> Vec<f64> {
-        w.get(name)
-            .unwrap()
-            .data
-            .iter()
-            .map(|&v| v as f64)
-            .collect()
-    };
     let mut grads: Vec<Vec<f64>> = shapes
         .iter()
         .map(|s| vec![0.0; rows * s.iter().product::<usize>()])
@@ -602,71 +532,19 @@ fn cpu_backward(
     *grads.last_mut().unwrap() = seed;
     for (i, node) in g.nodes.iter().enumerate().rev().take(g.nodes.len() - 1) {
         let gy = grads[i].clone();
-        let [c, h, wd] = shapes[i];
-        let per = c * h * wd;
+        let inputs: Vec<&[f64]> = node.inputs.iter().map(|&j| acts[j].as_slice()).collect();
+        let in_shapes: Vec<_> = node.inputs.iter().map(|&j| shapes[j]).collect();
+        let cx = Reference {
+            weights: w,
+            n,
+            rep,
+            inputs: &inputs,
+            in_shapes: &in_shapes,
+            output: &acts[i],
+            shape: shapes[i],
+        };
         for (k, &j) in node.inputs.iter().enumerate() {
-            let ins = shapes[j];
-            let dx = match &node.op {
-                Op::Conv2d {
-                    weight,
-                    in_channels,
-                    out_channels,
-                    kernel,
-                    stride,
-                    padding,
-                    dilation,
-                    groups,
-                    ..
-                } => {
-                    let s = ConvShape {
-                        batch: rows,
-                        in_c: *in_channels,
-                        in_h: ins[1],
-                        in_w: ins[2],
-                        out_c: *out_channels,
-                        kernel: *kernel,
-                        stride: *stride,
-                        padding: *padding,
-                        dilation: *dilation,
-                        groups: *groups,
-                    };
-                    r::conv2d_backward_data(&gy, &t(weight), &s)
-                }
-                Op::Relu => r::relu_backward(&gy, &acts[i], per, rep),
-                Op::Relu6 => r::relu6_backward(&gy, &acts[i], per, rep),
-                Op::Sigmoid => r::sigmoid_backward(&gy, &acts[i], per, rep),
-                Op::Silu => r::silu_backward(&gy, &acts[j], per, rep),
-                Op::AdaptiveAvgPool2d { output } => {
-                    let s = PoolShape {
-                        planes: rows * ins[0],
-                        channels: ins[0],
-                        input: [ins[1], ins[2]],
-                        output: *output,
-                    };
-                    r::adaptive_avgpool_backward(&gy, &s)
-                }
-                Op::Flatten | Op::Add => gy.clone(),
-                Op::Linear {
-                    weight,
-                    in_features,
-                    out_features,
-                    ..
-                } => r::linear_backward(&gy, &t(weight), rows, *in_features, *out_features),
-                Op::Mul => {
-                    let broadcast = shapes[node.inputs[1]] != shapes[node.inputs[0]];
-                    let other = &acts[node.inputs[1 - k]];
-                    match (k, broadcast) {
-                        (1, true) => r::mul_reduce(&gy, other, c, h * wd, rep),
-                        (0, b) => r::mul(&gy, other, c, h * wd, rep, b),
-                        _ => r::mul(&gy, other, c, h * wd, rep, false),
-                    }
-                }
-                Op::Concat => {
-                    let channels: Vec<usize> = node.inputs.iter().map(|&j| shapes[j][0]).collect();
-                    r::concat_backward(&gy, &channels, h * wd, k)
-                }
-                other => panic!("the CPU backward of this test does not cover {other:?}"),
-            };
+            let dx = node.op.node().reference_backward(&cx, k, &gy).unwrap();
             grads[j] = r::add(&grads[j], &dx);
         }
     }
@@ -735,18 +613,18 @@ fn mobile_ops_explain_like_the_f64_composition() {
     assert!(
         plan.steps
             .iter()
-            .any(|s| s.name == "head.relu" && matches!(s.op, StepOp::Relu))
+            .any(|s| s.name == "head.relu" && s.lowered::<ReluStep>().is_some())
     );
     assert!(plan.steps.iter().any(|s| s.name == "stem.relu" && s.relu));
     assert!(
         plan.steps
             .iter()
-            .any(|s| s.name == "concat" && matches!(s.op, StepOp::Concat))
+            .any(|s| s.name == "concat" && s.lowered::<ConcatStep>().is_some())
     );
     assert!(
         plan.steps
             .iter()
-            .any(|s| s.name == "se.mul" && matches!(s.op, StepOp::Mul { broadcast: true }))
+            .any(|s| s.name == "se.mul" && s.lowered::<MulStep>().is_some_and(|m| m.broadcast))
     );
 
     let scale = logits.iter().fold(0f64, |m, v| m.max(v.abs()));

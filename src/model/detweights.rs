@@ -2,7 +2,7 @@
 //! docstring for the specification). Golden fixtures store only a seed; this regenerates the
 //! weights PyTorch used. Also handy for random-weight models in benchmarks and examples.
 
-use super::weights::{Tensor, Weights};
+use crate::weights::{Tensor, Weights};
 use std::collections::BTreeSet;
 
 pub fn fnv1a64(bytes: &[u8]) -> u64 {

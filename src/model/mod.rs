@@ -1,17 +1,19 @@
-//! Models: the graph IR, weight loading, and torchvision builders.
+//! Models: a graph with its weights and preprocessing, loaded from files or built for
+//! torchvision architectures.
 
 pub mod detweights;
-pub mod graph;
 pub mod meta;
 pub mod torchvision;
-pub mod weights;
 
-pub use graph::{Graph, Node, Op, Shape};
+pub use crate::graph::{Graph, Node, Op, Shape};
+pub use crate::weights::{Tensor, Weights};
 pub use meta::{META_KEY, META_VERSION, ModelMeta, Output};
-pub use weights::{Tensor, Weights};
 
-use crate::engine::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::error::{Error, Result};
+
+/// ImageNet's per-channel normalisation, the default for models that name none.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 use std::path::Path;
 
 /// A graph with its weights and preprocessing defaults.

@@ -1,7 +1,10 @@
 //! Graphs of torchvision's VGG and ResNet families, named by torchvision module paths.
 
-use super::graph::{Graph, Node, Op};
-use super::weights::Weights;
+use crate::graph::{
+    AdaptiveAvgPool2d, Add, BatchNorm2d, Conv2d, Dropout, Flatten, Graph, Input, Linear, MaxPool2d,
+    Node, Op, Relu,
+};
+use crate::weights::Weights;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -95,7 +98,7 @@ pub fn default_layer(arch: &str, graph: &Graph) -> String {
         .nodes
         .iter()
         .rev()
-        .find(|n| n.name.starts_with("features.") && n.op == Op::Relu)
+        .find(|n| n.name.starts_with("features.") && n.op == Op::Relu(Relu))
         .map(|n| n.name.clone())
         .unwrap_or_else(|| graph.nodes[graph.output()].name.clone())
 }
@@ -110,7 +113,7 @@ impl Builder {
         Self {
             nodes: vec![Node {
                 name: "input".into(),
-                op: Op::Input { channels: 3 },
+                op: Op::Input(Input { channels: 3 }),
                 inputs: vec![],
             }],
             aliases: BTreeMap::new(),
@@ -136,7 +139,7 @@ impl Builder {
         pad: usize,
         bias: bool,
     ) -> usize {
-        let op = Op::Conv2d {
+        let op = Op::Conv2d(Conv2d {
             weight: format!("{name}.weight"),
             bias: bias.then(|| format!("{name}.bias")),
             in_channels: cin,
@@ -146,24 +149,24 @@ impl Builder {
             padding: [pad, pad],
             dilation: [1, 1],
             groups: 1,
-        };
+        });
         self.push(name, op, vec![x])
     }
     fn bn(&mut self, name: &str, x: usize, c: usize) -> usize {
-        let op = Op::BatchNorm2d {
+        let op = Op::BatchNorm2d(BatchNorm2d {
             prefix: name.into(),
             channels: c,
             eps: BN_EPS,
-        };
+        });
         self.push(name, op, vec![x])
     }
     fn linear(&mut self, name: &str, x: usize, fin: usize, fout: usize) -> usize {
-        let op = Op::Linear {
+        let op = Op::Linear(Linear {
             weight: format!("{name}.weight"),
             bias: Some(format!("{name}.bias")),
             in_features: fin,
             out_features: fout,
-        };
+        });
         self.push(name, op, vec![x])
     }
     fn finish(self) -> Graph {
@@ -208,13 +211,13 @@ fn vgg(arch: &str, weights: &Weights) -> Result<Graph> {
     let mut i = 0;
     for &v in cfg {
         if v == M {
-            let op = Op::MaxPool2d {
+            let op = Op::MaxPool2d(MaxPool2d {
                 kernel: [2, 2],
                 stride: [2, 2],
                 padding: [0, 0],
                 dilation: [1, 1],
                 ceil_mode: false,
-            };
+            });
             x = b.push(format!("features.{i}"), op, vec![x]);
             i += 1;
             continue;
@@ -225,22 +228,22 @@ fn vgg(arch: &str, weights: &Weights) -> Result<Graph> {
             x = b.bn(&format!("features.{i}"), x, v);
             i += 1;
         }
-        x = b.push(format!("features.{i}"), Op::Relu, vec![x]);
+        x = b.push(format!("features.{i}"), Op::Relu(Relu), vec![x]);
         i += 1;
         cin = v;
     }
     b.aliases.insert("features".into(), x);
-    x = b.push("avgpool", Op::AdaptiveAvgPool2d { output: [7, 7] }, vec![x]);
-    x = b.push("flatten", Op::Flatten, vec![x]);
+    x = b.push("avgpool", Op::AdaptiveAvgPool2d(AdaptiveAvgPool2d { output: [7, 7] }), vec![x]);
+    x = b.push("flatten", Op::Flatten(Flatten), vec![x]);
     let hidden = dim(weights, "classifier.0.weight", 0)?;
     let hidden2 = dim(weights, "classifier.3.weight", 0)?;
     let classes = dim(weights, "classifier.6.weight", 0)?;
     x = b.linear("classifier.0", x, cin * 49, hidden);
-    x = b.push("classifier.1", Op::Relu, vec![x]);
-    x = b.push("classifier.2", Op::Dropout, vec![x]);
+    x = b.push("classifier.1", Op::Relu(Relu), vec![x]);
+    x = b.push("classifier.2", Op::Dropout(Dropout), vec![x]);
     x = b.linear("classifier.3", x, hidden, hidden2);
-    x = b.push("classifier.4", Op::Relu, vec![x]);
-    x = b.push("classifier.5", Op::Dropout, vec![x]);
+    x = b.push("classifier.4", Op::Relu(Relu), vec![x]);
+    x = b.push("classifier.5", Op::Dropout(Dropout), vec![x]);
     x = b.linear("classifier.6", x, hidden2, classes);
     b.aliases.insert("classifier".into(), x);
     Ok(b.finish())
@@ -258,14 +261,14 @@ fn resnet(arch: &str, weights: &Weights) -> Result<Graph> {
     let mut b = Builder::new();
     let mut x = b.conv("conv1", 0, 3, 64, 7, 2, 3, false);
     x = b.bn("bn1", x, 64);
-    x = b.push("relu", Op::Relu, vec![x]);
-    let pool = Op::MaxPool2d {
+    x = b.push("relu", Op::Relu(Relu), vec![x]);
+    let pool = Op::MaxPool2d(MaxPool2d {
         kernel: [3, 3],
         stride: [2, 2],
         padding: [1, 1],
         dilation: [1, 1],
         ceil_mode: false,
-    };
+    });
     x = b.push("maxpool", pool, vec![x]);
     let mut inplanes = 64;
     for (li, &n) in blocks.iter().enumerate() {
@@ -279,7 +282,7 @@ fn resnet(arch: &str, weights: &Weights) -> Result<Graph> {
             if bottleneck {
                 y = b.conv(&format!("{p}.conv1"), x, inplanes, planes, 1, 1, 0, false);
                 y = b.bn(&format!("{p}.bn1"), y, planes);
-                y = b.push(format!("{p}.relu"), Op::Relu, vec![y]);
+                y = b.push(format!("{p}.relu"), Op::Relu(Relu), vec![y]);
                 y = b.conv(
                     &format!("{p}.conv2"),
                     y,
@@ -292,7 +295,7 @@ fn resnet(arch: &str, weights: &Weights) -> Result<Graph> {
                 );
                 y = b.bn(&format!("{p}.bn2"), y, planes);
                 // torchvision reuses one ReLU module; later uses get a suffix.
-                y = b.push(format!("{p}.relu:1"), Op::Relu, vec![y]);
+                y = b.push(format!("{p}.relu:1"), Op::Relu(Relu), vec![y]);
                 y = b.conv(&format!("{p}.conv3"), y, planes, out_c, 1, 1, 0, false);
                 y = b.bn(&format!("{p}.bn3"), y, out_c);
             } else {
@@ -307,7 +310,7 @@ fn resnet(arch: &str, weights: &Weights) -> Result<Graph> {
                     false,
                 );
                 y = b.bn(&format!("{p}.bn1"), y, planes);
-                y = b.push(format!("{p}.relu"), Op::Relu, vec![y]);
+                y = b.push(format!("{p}.relu"), Op::Relu(Relu), vec![y]);
                 y = b.conv(&format!("{p}.conv2"), y, planes, planes, 3, 1, 1, false);
                 y = b.bn(&format!("{p}.bn2"), y, planes);
             }
@@ -328,15 +331,15 @@ fn resnet(arch: &str, weights: &Weights) -> Result<Graph> {
             } else {
                 identity
             };
-            let sum = b.push(format!("{p}.add"), Op::Add, vec![y, shortcut]);
+            let sum = b.push(format!("{p}.add"), Op::Add(Add), vec![y, shortcut]);
             // The block's final ReLU is the block's output, so it carries the block's name.
-            x = b.push(p.clone(), Op::Relu, vec![sum]);
+            x = b.push(p.clone(), Op::Relu(Relu), vec![sum]);
             inplanes = out_c;
         }
         b.aliases.insert(format!("layer{}", li + 1), x);
     }
-    x = b.push("avgpool", Op::AdaptiveAvgPool2d { output: [1, 1] }, vec![x]);
-    x = b.push("flatten", Op::Flatten, vec![x]);
+    x = b.push("avgpool", Op::AdaptiveAvgPool2d(AdaptiveAvgPool2d { output: [1, 1] }), vec![x]);
+    x = b.push("flatten", Op::Flatten(Flatten), vec![x]);
     let classes = dim(weights, "fc.weight", 0)?;
     b.linear("fc", x, inplanes, classes);
     Ok(b.finish())
@@ -350,7 +353,7 @@ pub fn state_dict_spec(arch: &str, num_classes: usize) -> Result<Vec<(String, Ve
     let mut put = |name: &str, shape: Vec<usize>| {
         stub.tensors.insert(
             name.to_string(),
-            super::weights::Tensor {
+            crate::weights::Tensor {
                 shape,
                 data: Vec::new(),
             },

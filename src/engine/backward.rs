@@ -1,0 +1,175 @@
+//! The backward pass: seeding the targets' logits, then each step's lowered op delivering
+//! its inputs' gradients, down to the lowest target layer (or the input).
+
+use super::*;
+use crate::ops::cam::CamShape;
+use crate::ops::eltwise::Merge;
+use crate::graph::op::Backward;
+
+impl Engine {
+    pub(super) fn backward_and_cam(&self, n: usize, tc: usize, t0: usize) -> Vec<Dispatch> {
+        let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
+        let rows = n * tc;
+        let last = self.plan.steps.len() - 1;
+        let mut d = Vec::new();
+        if self.cfg.method.needs_gradients() {
+            let seed = self.grads[last].as_ref().expect("output is in the region");
+            d.push(ops.targets.seed(
+                ctx,
+                n,
+                self.classes,
+                self.per_image,
+                t0,
+                tc,
+                &self.targets,
+                seed,
+                dummy,
+            ));
+        }
+        let lowest = *self.plan.targets.iter().min().expect("at least one target");
+        let [h, w] = self.cfg.size;
+        match self.cfg.method {
+            Method::FullGrad => {
+                let mut first = true;
+                self.backward(&mut d, rows, tc, 0, false, Some(&mut first));
+                // The input term: |x * dy/dx| per colour channel.
+                let shape = CamShape {
+                    rows,
+                    channels: 3,
+                    plane: h * w,
+                    rep: tc,
+                };
+                let aux = &self.fullgrad_input;
+                let g0 = self.grads[0].as_ref().expect("FullGrad reaches the input");
+                d.extend(ops.cam.abs_normalized_sum(
+                    ctx,
+                    &shape,
+                    true,
+                    self.act(0),
+                    g0,
+                    aux,
+                    &self.layer_map,
+                    dummy,
+                ));
+                let merge = if first {
+                    Merge::Set(1.0)
+                } else {
+                    Merge::Add(1.0)
+                };
+                d.push(self.merge_layer_map(rows, merge));
+                d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
+            }
+            Method::GuidedGradCam => {
+                self.backward(&mut d, rows, tc, lowest, false, None);
+                self.cam_stage(&mut d, n, tc, t0);
+                // A second, guided pass from the same seeds down to the input.
+                self.backward(&mut d, rows, tc, 0, true, None);
+                let g0 = self.grads[0]
+                    .as_ref()
+                    .expect("guided backprop reaches the input");
+                d.push(ops.image.guided(
+                    ctx,
+                    rows,
+                    [h, w],
+                    &self.cam_big,
+                    g0,
+                    &self.overlay,
+                    dummy,
+                ));
+            }
+            m => {
+                if m.needs_gradients() {
+                    self.backward(&mut d, rows, tc, lowest, false, None);
+                }
+                self.cam_stage(&mut d, n, tc, t0);
+            }
+        }
+        d
+    }
+
+    /// Backward from the seeded logits down to step `stop` for `rows` gradient rows. `guided`
+    /// uses guided backpropagation's ReLU; `fullgrad` (whether nothing has been accumulated
+    /// yet) adds each biased layer's FullGrad map into `cam_big` on the way.
+    pub(super) fn backward(
+        &self,
+        d: &mut Vec<Dispatch>,
+        rows: usize,
+        tc: usize,
+        stop: usize,
+        guided: bool,
+        mut fullgrad: Option<&mut bool>,
+    ) {
+        let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
+        let steps = &self.plan.steps;
+        let grad = |s: usize| self.grads[s].as_ref().expect("region step has a gradient");
+        let numel = |s: usize| steps[s].shape[0] * steps[s].shape[1] * steps[s].shape[2];
+        let mut written = vec![false; steps.len()];
+        for s in (stop + 1..steps.len()).rev() {
+            if !self.plan.in_region[s] {
+                continue;
+            }
+            let step = &steps[s];
+            let per = numel(s);
+            let g = if step.relu {
+                d.push(ops.eltwise.relu_backward_mode(
+                    ctx,
+                    rows,
+                    per,
+                    tc,
+                    guided,
+                    grad(s),
+                    self.act(s),
+                    &self.scratch_mask,
+                ));
+                &self.scratch_mask
+            } else {
+                grad(s)
+            };
+            if let Some(first) = fullgrad.as_deref_mut() {
+                self.fullgrad_layers(d, s, rows, g, first);
+            }
+            let inputs = self.main.inputs(&self.plan, s);
+            for (k, &i) in step.inputs.iter().enumerate() {
+                if !self.plan.in_region[i] {
+                    continue;
+                }
+                let accumulate = written[i];
+                written[i] = true;
+                // Ops that can add into the input's gradient do; the others write to a
+                // scratch buffer that is added after them.
+                let direct = step.op.accumulates();
+                let dx = if accumulate && !direct {
+                    &self.scratch_contrib
+                } else {
+                    grad(i)
+                };
+                d.extend(step.op.backward(&Backward {
+                    ctx,
+                    ops,
+                    rows,
+                    rep: tc,
+                    guided,
+                    k,
+                    dy: g,
+                    dx,
+                    accumulate: accumulate && direct,
+                    inputs: &inputs,
+                    output: self.act(s),
+                    shape: step.shape,
+                    saved: self.main.saved(s),
+                }));
+                if accumulate && !direct {
+                    let len = rows * numel(i);
+                    d.push(ops.eltwise.add_into(
+                        ctx,
+                        len,
+                        true,
+                        &self.scratch_contrib,
+                        grad(i),
+                        dummy,
+                    ));
+                }
+            }
+        }
+    }
+}

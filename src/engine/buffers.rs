@@ -1,0 +1,229 @@
+//! Sizing and allocating the engine: images per batch and gradient rows per pass within one
+//! binding and the memory budget, then every buffer the passes use.
+
+use super::*;
+use super::cam::classifier_weight;
+use super::fullgrad::fullgrad_terms;
+use crate::ops::eigen::EigenKernels;
+
+/// Memory the engine allows itself for per-target backward rows.
+const BACKWARD_BUDGET: u64 = 1 << 30;
+
+impl Engine {
+    pub fn new(ctx: GpuContext, model: &Model, cfg: EngineConfig) -> Result<Self> {
+        let graph = &model.graph;
+        // A hand-built Model skips the loaders' checks; shape inference indexes by inputs.
+        graph.validate()?;
+        let recipe = cfg.method.recipe().ok_or_else(|| {
+            Error::Invalid(format!(
+                "--method {} is not available yet",
+                cfg.method.name()
+            ))
+        })?;
+        let layers = if cfg.layers.is_empty() {
+            vec![model.default_layer.clone()]
+        } else {
+            cfg.layers.clone()
+        };
+        let mut target_nodes = Vec::new();
+        for layer in &layers {
+            let node = graph.find(layer).ok_or_else(|| Error::UnknownLayer {
+                name: layer.clone(),
+                valid: graph.layer_names().join(", "),
+            })?;
+            if node == 0 {
+                return Err(Error::Invalid("the input is not a layer to explain".into()));
+            }
+            target_nodes.push(node);
+        }
+        if cfg.batch == 0 {
+            return Err(Error::Invalid("--batch must be at least 1".into()));
+        }
+        let aug = if cfg.aug_smooth { 6 } else { 1 };
+        if cfg.aug_smooth && cfg.method == Method::GuidedGradCam {
+            return Err(Error::Invalid(
+                "--aug-smooth does not apply to guided-gradcam (pytorch-grad-cam's guided backprop is not augmented)".into(),
+            ));
+        }
+        if !cfg.precision.supported(&ctx) {
+            return Err(Error::Invalid(format!(
+                "f16 weights need the SHADER_F16 feature, which {} lacks",
+                ctx.info.name
+            )));
+        }
+        let plan = Plan::new_at(
+            &ctx,
+            graph,
+            &model.weights,
+            cfg.size,
+            &target_nodes,
+            cfg.method.needs_input_gradient(),
+            plan::WeightUpload {
+                precision: cfg.precision,
+                winograd: cfg.winograd,
+            },
+        )?;
+        let classes = plan.steps.last().expect("plan has steps").shape[0];
+        let per_image = cfg.targets.count(classes)?;
+        let ops = Ops::new(&ctx);
+        ctx.save_pipeline_cache();
+        let [h, w] = cfg.size;
+        let numel = |s: &Step| (s.shape[0] * s.shape[1] * s.shape[2]) as u64;
+
+        // Images per batch: every per-batch tensor must fit one binding.
+        let per_image_bytes = plan
+            .steps
+            .iter()
+            .map(|s| numel(s) * 4)
+            .max()
+            .unwrap_or(0)
+            .max((h * w * 4) as u64);
+        let fit = (ctx.max_binding / per_image_bytes) as usize;
+        if fit == 0 {
+            return Err(Error::Invalid(format!(
+                "one image's activations ({per_image_bytes} bytes) exceed the device's storage binding limit ({} bytes); use a smaller --size",
+                ctx.max_binding
+            )));
+        }
+        let mut cap_n = (cfg.batch * aug).min(fit);
+
+        // Backward rows: within one binding and the memory budget.
+        let region: Vec<usize> = (0..plan.steps.len())
+            .filter(|&s| plan.in_region[s])
+            .collect();
+        let region_max = region
+            .iter()
+            .map(|&s| numel(&plan.steps[s]))
+            .max()
+            .unwrap_or(1);
+        let tsteps: Vec<&Step> = plan.targets.iter().map(|&t| &plan.steps[t]).collect();
+        let max_c = tsteps.iter().map(|t| t.shape[0]).max().unwrap_or(1) as u64;
+        let max_numel = tsteps.iter().map(|t| numel(t)).max().unwrap_or(1);
+        let fullgrad = cfg.method == Method::FullGrad;
+        let planes_of: Vec<&Step> = if fullgrad {
+            plan.steps.iter().collect()
+        } else {
+            tsteps.clone()
+        };
+        let max_plane = planes_of
+            .iter()
+            .map(|t| (t.shape[1] * t.shape[2]) as u64)
+            .max()
+            .unwrap_or(1);
+        let eigen = cfg.eigen_smooth || matches!(recipe, Recipe::Eigen(_));
+        let term_len = if eigen { max_numel } else { 1 };
+        let work_len = if eigen {
+            tsteps
+                .iter()
+                .map(|t| EigenKernels::work_len(t.shape[0], t.shape[1] * t.shape[2]) as u64)
+                .max()
+                .unwrap_or(1)
+        } else {
+            1
+        };
+        let row_bytes_max = (region_max.max((h * w) as u64).max(term_len)) * 4;
+        let row_bytes_total = (region.iter().map(|&s| numel(&plan.steps[s])).sum::<u64>()
+            + 2 * region_max
+            + max_c
+            + term_len
+            + work_len
+            + max_plane
+            + 3 * (h * w) as u64)
+            * 4;
+        let rows_fit = ((ctx.max_binding / row_bytes_max) as usize)
+            .min((BACKWARD_BUDGET / row_bytes_total).max(1) as usize)
+            .min(cfg.backward_rows.unwrap_or(usize::MAX));
+        cap_n = cap_n.min(rows_fit) / aug * aug;
+        if cap_n == 0 {
+            return Err(Error::Invalid(format!(
+                "the {aug} augmented passes of one image do not fit the device's storage binding limit; use a smaller --size"
+            )));
+        }
+        let cap_rows = (cap_n * per_image).min(rows_fit).max(cap_n);
+
+        // Allocation failures surface here (typed) instead of in the uncaptured-error handler,
+        // so a caller can retry with a smaller batch.
+        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let main = Activations::new(&ctx, &plan, cap_n);
+        let grads = plan
+            .steps
+            .iter()
+            .zip(&plan.in_region)
+            .map(|(s, &r)| r.then(|| buffer::storage(&ctx, "grad", cap_rows as u64 * numel(s) * 4)))
+            .collect();
+        let rows = cap_rows as u64;
+        let probe = match recipe {
+            Recipe::Score | Recipe::Ablation => Some(Probe::new(&ctx, &plan, cap_rows)?),
+            _ => None,
+        };
+        let (fullgrad_bias, fullgrad_input) = if fullgrad {
+            fullgrad_terms(&ctx, model, &plan, cap_rows)?
+        } else {
+            (
+                vec![Vec::new(); plan.steps.len()],
+                buffer::storage(&ctx, "unused", 16),
+            )
+        };
+        let classifier = match recipe {
+            Recipe::Classifier => Some(classifier_weight(&ctx, model, &plan)?),
+            _ => None,
+        };
+        let engine = Self {
+            scratch_mask: buffer::storage(&ctx, "scratch", rows * region_max * 4),
+            scratch_contrib: buffer::storage(&ctx, "scratch", rows * region_max * 4),
+            pixels: buffer::storage(&ctx, "pixels", (cap_n * h * w * 4) as u64),
+            targets: buffer::storage(&ctx, "targets", (cap_n * per_image * 4) as u64),
+            alpha: buffer::storage(&ctx, "alpha", rows * max_c * 4),
+            terms: buffer::storage(&ctx, "terms", rows * term_len * 4),
+            eigen_work: buffer::storage(&ctx, "eigen", rows * work_len * 4),
+            cam_small: buffer::storage(&ctx, "cam", rows * max_plane * 4),
+            layer_map: buffer::storage(
+                &ctx,
+                "cam",
+                if layers.len() > 1 || fullgrad {
+                    rows * (h * w) as u64 * 4
+                } else {
+                    16
+                },
+            ),
+            cam_big: buffer::storage(&ctx, "cam", rows * (h * w) as u64 * 4),
+            cam_avg: buffer::storage(
+                &ctx,
+                "cam",
+                if aug > 1 {
+                    rows * (h * w) as u64 * 4
+                } else {
+                    16
+                },
+            ),
+            overlay: buffer::storage(&ctx, "overlay", rows * (h * w) as u64 * 4),
+            main,
+            grads,
+            ctx,
+            ops,
+            plan,
+            classifier,
+            probe,
+            fullgrad_bias,
+            fullgrad_input,
+            recipe,
+            cfg,
+            layers,
+            classes,
+            per_image,
+            aug,
+            cap_n,
+            cap_rows,
+            forward_cache: HashMap::new(),
+            raw: None,
+            resize_cache: HashMap::new(),
+            readback: Default::default(),
+            backward_cache: HashMap::new(),
+            profiler: None,
+        };
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(Error::OutOfMemory(format!("batch of {cap_n}: {e}")));
+        }
+        Ok(engine)
+    }
+}

@@ -1,0 +1,188 @@
+//! The CAM stage: per target layer the method's map, ReLU, min-max and upsampling; the
+//! layers fused; then the per-image outputs (aug-smooth mean, JET overlay).
+
+use super::*;
+use crate::graph::Op;
+use crate::graph::ops::adaptive_avg_pool::AdaptiveAvgPoolStep;
+use crate::graph::ops::linear::{Linear, LinearStep};
+use crate::ops::cam::{CamShape, Term};
+use crate::ops::eltwise::Merge;
+
+impl Engine {
+    /// Backward from the seeded logits to the target, then the CAM stage, for `n * tc` rows.
+    /// Per layer: the method's map at the layer's resolution, ReLU, min-max, upsampling;
+    /// then the layers fused, min-max again and the overlay.
+    pub(super) fn cam_stage(&self, d: &mut Vec<Dispatch>, n: usize, tc: usize, t0: usize) {
+        let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
+        let rows = n * tc;
+        let [h, w] = self.cfg.size;
+        let layers = self.plan.targets.len();
+        for (li, &t) in self.plan.targets.iter().enumerate() {
+            let [c, th, tw] = self.plan.steps[t].shape;
+            let shape = CamShape {
+                rows,
+                channels: c,
+                plane: th * tw,
+                rep: tc,
+            };
+            let a = self.act(t);
+            let g = self.grads[t]
+                .as_ref()
+                .filter(|_| self.cfg.method.needs_gradients())
+                .unwrap_or(dummy);
+            let term = match self.recipe {
+                Recipe::Weights(how) => {
+                    d.push(ops.cam.weights(ctx, &shape, how, a, g, &self.alpha, dummy));
+                    Term::Weighted
+                }
+                Recipe::Classifier => {
+                    let weight = self.classifier.as_ref().expect("CAM has its classifier");
+                    d.push(ops.targets.classifier_rows(
+                        ctx,
+                        n,
+                        c,
+                        self.per_image,
+                        t0,
+                        tc,
+                        weight,
+                        &self.targets,
+                        &self.alpha,
+                    ));
+                    Term::Weighted
+                }
+                Recipe::Score | Recipe::Ablation => {
+                    self.perturbation_weights(d, t, n, tc, t0);
+                    Term::Weighted
+                }
+                Recipe::Term(term) | Recipe::Eigen(term) => term,
+                Recipe::FullGrad => unreachable!("FullGrad has no per-layer CAM"),
+            };
+            if self.cfg.eigen_smooth || matches!(self.recipe, Recipe::Eigen(_)) {
+                d.push(
+                    ops.cam
+                        .product(ctx, &shape, term, a, g, &self.alpha, &self.terms),
+                );
+                d.extend(ops.eigen.project(
+                    ctx,
+                    rows,
+                    c,
+                    th * tw,
+                    &self.terms,
+                    &self.eigen_work,
+                    &self.cam_small,
+                ));
+            } else {
+                d.push(
+                    ops.cam
+                        .combine(ctx, &shape, term, a, g, &self.alpha, &self.cam_small),
+                );
+            }
+            d.push(
+                ops.cam
+                    .normalize(ctx, rows, th * tw, &self.cam_small, dummy),
+            );
+            let up = if layers == 1 {
+                &self.cam_big
+            } else {
+                &self.layer_map
+            };
+            d.push(
+                ops.image
+                    .upsample(ctx, rows, [th, tw], [h, w], &self.cam_small, up, dummy),
+            );
+            if layers > 1 {
+                let merge = match (self.cfg.fuse, li) {
+                    (Fuse::Mean, 0) => Merge::Set(1.0 / layers as f32),
+                    (Fuse::Mean, _) => Merge::Add(1.0 / layers as f32),
+                    (Fuse::Max, 0) => Merge::Set(1.0),
+                    (Fuse::Max, _) => Merge::Max,
+                };
+                d.push(self.merge_layer_map(rows, merge));
+            }
+        }
+        d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
+    }
+
+    /// Merges `layer_map` (one layer's upsampled maps) into `cam_big`.
+    pub(super) fn merge_layer_map(&self, rows: usize, merge: Merge) -> Dispatch {
+        let [h, w] = self.cfg.size;
+        let (ops, dummy) = (&self.ops, &self.ops.dummy);
+        ops.eltwise.combine_into(
+            &self.ctx,
+            rows * h * w,
+            merge,
+            &self.layer_map,
+            &self.cam_big,
+            dummy,
+        )
+    }
+
+    /// The per-image outputs of a pass over `images` images with `tc` targets each: the
+    /// augmented maps averaged (aug-smooth), then the JET overlays. Guided Grad-CAM already
+    /// wrote its images.
+    pub(super) fn finish(&self, images: usize, tc: usize) -> Vec<Dispatch> {
+        let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
+        let [h, w] = self.cfg.size;
+        let rows = images * tc;
+        let mut d = Vec::new();
+        let maps = if self.aug > 1 {
+            d.push(
+                ops.image
+                    .aug_mean(ctx, rows, tc, [h, w], &self.cam_big, &self.cam_avg, dummy),
+            );
+            &self.cam_avg
+        } else {
+            &self.cam_big
+        };
+        if self.cfg.method != Method::GuidedGradCam {
+            d.push(
+                ops.image
+                    .overlay(ctx, rows, tc, [h, w], &self.pixels, maps, &self.overlay),
+            );
+        }
+        d
+    }
+}
+
+/// CAM needs a global-average-pool + linear head right after the target layer; returns the
+/// linear weight `[classes, channels]` on the device.
+pub(super) fn classifier_weight(ctx: &GpuContext, model: &Model, plan: &Plan) -> Result<wgpu::Buffer> {
+    let bad = || {
+        Error::Invalid(
+            "--method cam needs the target layer to feed a global average pool and a linear \
+             classifier (e.g. layer4 of a ResNet); use gradcam for other heads"
+                .into(),
+        )
+    };
+    if plan.targets.len() != 1 {
+        return Err(Error::Invalid("--method cam takes one --layer".into()));
+    }
+    let t = plan.targets[0];
+    let rest: Vec<&Step> = plan.steps[t + 1..]
+        .iter()
+        .filter(|s| !s.op.aliases_input())
+        .collect();
+    let [c, _, _] = plan.steps[t].shape;
+    match rest[..] {
+        [pool, lin]
+            if pool.lowered::<AdaptiveAvgPoolStep>().is_some()
+                && pool.shape == [c, 1, 1]
+                && lin.lowered::<LinearStep>().is_some()
+                && !lin.relu => {}
+        _ => return Err(bad()),
+    }
+    let node = model
+        .graph
+        .nodes
+        .iter()
+        .find(|n| n.name == plan.steps.last().expect("steps").name)
+        .ok_or_else(bad)?;
+    let Op::Linear(Linear { weight, .. }) = &node.op else {
+        return Err(bad());
+    };
+    Ok(buffer::storage_f32(
+        ctx,
+        weight,
+        &model.weights.get(weight)?.data,
+    ))
+}

@@ -1,0 +1,192 @@
+//! Score-CAM and Ablation-CAM weights: probes of every channel run through the network in
+//! batches on the device, with no readback.
+
+use super::*;
+use crate::ops::perturb::TargetRows;
+
+impl Engine {
+    /// Score-CAM / Ablation-CAM weights for target step `t` into `alpha`: probes of every
+    /// channel of every image run through the network in batches, with no readback.
+    pub(super) fn perturbation_weights(
+        &self,
+        d: &mut Vec<Dispatch>,
+        t: usize,
+        n: usize,
+        tc: usize,
+        t0: usize,
+    ) {
+        let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
+        let probe = self
+            .probe
+            .as_ref()
+            .expect("perturbation methods have a probe");
+        let steps = &self.plan.steps;
+        let last = steps.len() - 1;
+        let shape = steps[t].shape;
+        let c = shape[0];
+        let [h, w] = self.cfg.size;
+        let rows = TargetRows {
+            k: self.per_image,
+            t0,
+            tc,
+            classes: self.classes,
+        };
+        let score = self.recipe == Recipe::Score;
+        let (prefix, head) = probe_steps(&self.plan, t, score);
+        let a = self.act(t);
+        for img in 0..n {
+            if score {
+                d.push(
+                    ops.perturb
+                        .mask_stats(ctx, img, shape, [h, w], a, &probe.stats, dummy),
+                );
+            } else {
+                d.push(
+                    ops.perturb
+                        .activation_min(ctx, img, shape, a, &probe.stats, dummy),
+                );
+                if prefix.iter().any(|&p| p) {
+                    // Steps outside the target's descendants need this image in every probe.
+                    let input = [3, h, w];
+                    d.push(ops.perturb.ablate(
+                        ctx,
+                        img,
+                        input,
+                        3,
+                        probe.cap,
+                        self.act(0),
+                        &probe.stats,
+                        probe.acts.act(0),
+                        dummy,
+                    ));
+                    d.extend(probe.acts.forward(ctx, ops, &self.plan, probe.cap, &prefix));
+                }
+            }
+            for c0 in (0..c).step_by(probe.cap) {
+                let count = probe.cap.min(c - c0);
+                if score {
+                    d.push(ops.perturb.masked_input(
+                        ctx,
+                        img,
+                        shape,
+                        [h, w],
+                        c0,
+                        count,
+                        a,
+                        &probe.stats,
+                        self.act(0),
+                        probe.acts.act(0),
+                        dummy,
+                    ));
+                } else {
+                    d.push(ops.perturb.ablate(
+                        ctx,
+                        img,
+                        shape,
+                        c0,
+                        count,
+                        a,
+                        &probe.stats,
+                        probe.acts.act(t),
+                        dummy,
+                    ));
+                }
+                d.extend(probe.acts.forward(ctx, ops, &self.plan, count, &head));
+                d.push(ops.perturb.gather_scores(
+                    ctx,
+                    img,
+                    c,
+                    c0,
+                    count,
+                    rows,
+                    probe.acts.act(last),
+                    &self.targets,
+                    &probe.scores,
+                    dummy,
+                ));
+            }
+        }
+        if score {
+            d.push(
+                ops.perturb
+                    .softmax(ctx, n * tc, c, &probe.scores, &self.alpha, dummy),
+            );
+        } else {
+            d.push(ops.perturb.ablation_weights(
+                ctx,
+                n,
+                c,
+                rows,
+                &probe.scores,
+                self.act(last),
+                &self.targets,
+                &self.alpha,
+            ));
+        }
+    }
+}
+
+/// Forward buffers and score storage for perturbation probes.
+pub(super) struct Probe {
+    acts: Activations,
+    /// Probes per forward pass.
+    cap: usize,
+    /// Per-row channel scores `[rows, C]`.
+    scores: wgpu::Buffer,
+    /// Mask statistics `[2 C]` or the activation minimum.
+    stats: wgpu::Buffer,
+}
+
+/// Memory for one batch of probes.
+pub(super) const PROBE_BUDGET: u64 = 1 << 30;
+
+impl Probe {
+    pub(super) fn new(ctx: &GpuContext, plan: &Plan, rows: usize) -> Result<Self> {
+        let numel = |s: &Step| s.shape.iter().product::<usize>() as u64;
+        let per_image: u64 = plan.steps.iter().map(|s| numel(s) * 4).sum();
+        let largest = plan.steps.iter().map(|s| numel(s) * 4).max().unwrap_or(4);
+        let max_c = plan
+            .targets
+            .iter()
+            .map(|&t| plan.steps[t].shape[0])
+            .max()
+            .unwrap_or(1);
+        let cap = ((PROBE_BUDGET / per_image.max(1)) as usize)
+            .min((ctx.max_binding / largest) as usize)
+            .min(max_c)
+            .max(1);
+        Ok(Self {
+            acts: Activations::new(ctx, plan, cap),
+            cap,
+            scores: buffer::storage(ctx, "scores", (rows * max_c * 4) as u64),
+            stats: buffer::storage(ctx, "stats", (2 * max_c * 4) as u64),
+        })
+    }
+}
+
+/// Steps a probe batch runs for target step `t`: (prefix, head). Score-CAM probes are inputs,
+/// so everything runs in the head. Ablation probes replace `t`'s output: the head is what the
+/// output needs after it, the prefix whatever else the head reads (e.g. a residual branch).
+pub(super) fn probe_steps(plan: &Plan, t: usize, score: bool) -> (Vec<bool>, Vec<bool>) {
+    let steps = &plan.steps;
+    let mut needed = vec![false; steps.len()];
+    let mut stack = vec![steps.len() - 1];
+    while let Some(s) = stack.pop() {
+        if needed[s] || (!score && s == t) {
+            continue;
+        }
+        needed[s] = true;
+        stack.extend(&steps[s].inputs);
+    }
+    if score {
+        return (vec![false; steps.len()], needed);
+    }
+    let mut desc = vec![false; steps.len()];
+    desc[t] = true;
+    for s in t + 1..steps.len() {
+        desc[s] = steps[s].inputs.iter().any(|&i| desc[i]);
+    }
+    let prefix = (0..steps.len()).map(|s| needed[s] && !desc[s]).collect();
+    let head = (0..steps.len()).map(|s| needed[s] && desc[s]).collect();
+    (prefix, head)
+}

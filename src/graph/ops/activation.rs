@@ -1,0 +1,131 @@
+//! Element-wise activations on the shared activation kernels (shaders/eltwise.wgsl):
+//! Sigmoid, ReLU6 and SiLU. One struct each; they differ only in their kernel and reference.
+
+use super::prelude::*;
+use crate::ops::eltwise::Activation;
+
+/// `1 / (1 + exp(-x))`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sigmoid;
+
+/// `clamp(x, 0, 6)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Relu6;
+
+/// `x * sigmoid(x)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Silu;
+
+/// The kernel and f64 reference of one activation.
+trait Elementwise {
+    const KIND: Activation;
+    fn forward(x: &[f64]) -> Vec<f64>;
+    /// `forward` is the input where [`Activation::backward_reads_input`], else the output.
+    fn backward(dy: &[f64], forward: &[f64], per_img: usize, rep: usize) -> Vec<f64>;
+}
+
+impl Elementwise for Sigmoid {
+    const KIND: Activation = Activation::Sigmoid;
+    fn forward(x: &[f64]) -> Vec<f64> {
+        r::sigmoid(x)
+    }
+    fn backward(dy: &[f64], y: &[f64], per_img: usize, rep: usize) -> Vec<f64> {
+        r::sigmoid_backward(dy, y, per_img, rep)
+    }
+}
+
+impl Elementwise for Relu6 {
+    const KIND: Activation = Activation::Relu6;
+    fn forward(x: &[f64]) -> Vec<f64> {
+        r::relu6(x)
+    }
+    fn backward(dy: &[f64], y: &[f64], per_img: usize, rep: usize) -> Vec<f64> {
+        r::relu6_backward(dy, y, per_img, rep)
+    }
+}
+
+impl Elementwise for Silu {
+    const KIND: Activation = Activation::Silu;
+    fn forward(x: &[f64]) -> Vec<f64> {
+        r::silu(x)
+    }
+    fn backward(dy: &[f64], x: &[f64], per_img: usize, rep: usize) -> Vec<f64> {
+        r::silu_backward(dy, x, per_img, rep)
+    }
+}
+
+macro_rules! activation_op {
+    ($ty:ident, $sample:expr) => {
+        impl NodeOp for $ty {
+            fn shape(&self, inputs: &[Shape]) -> std::result::Result<Shape, String> {
+                Ok(inputs[0])
+            }
+            fn lower(&self, _: &Lower<'_>) -> Result<Box<dyn Lowered>> {
+                Ok(Box::new(ActivationStep(<$ty as Elementwise>::KIND)))
+            }
+            fn reference(&self, r: &Reference<'_>) -> Result<Vec<f64>> {
+                Ok(<$ty as Elementwise>::forward(r.inputs[0]))
+            }
+            fn reference_backward(
+                &self,
+                r: &Reference<'_>,
+                _: usize,
+                dy: &[f64],
+            ) -> Result<Vec<f64>> {
+                let forward = if <$ty as Elementwise>::KIND.backward_reads_input() {
+                    r.inputs[0]
+                } else {
+                    r.output
+                };
+                Ok(<$ty as Elementwise>::backward(
+                    dy,
+                    forward,
+                    super::numel(r.shape),
+                    r.rep,
+                ))
+            }
+        }
+
+        impl Samples for $ty {
+            fn samples() -> Vec<(Op, Vec<Shape>)> {
+                vec![(Op::$ty($ty), vec![$sample])]
+            }
+        }
+    };
+}
+
+activation_op!(Sigmoid, [3, 5, 7]);
+activation_op!(Relu6, [5, 3, 3]);
+activation_op!(Silu, [7, 1, 5]);
+
+/// An activation step.
+pub struct ActivationStep(pub Activation);
+
+impl Lowered for ActivationStep {
+    fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
+        let len = f.n * super::numel(f.shape);
+        vec![
+            f.ops
+                .eltwise
+                .activation_forward(f.ctx, self.0, len, f.x(0), f.output, f.dummy()),
+        ]
+    }
+    fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {
+        // SiLU's derivative needs x; the others read their output.
+        let forward = if self.0.backward_reads_input() {
+            b.inputs[0].0
+        } else {
+            b.output
+        };
+        vec![b.ops.eltwise.activation_backward(
+            b.ctx,
+            self.0,
+            b.rows,
+            super::numel(b.shape),
+            b.rep,
+            b.dy,
+            forward,
+            b.dx,
+        )]
+    }
+}

@@ -1,0 +1,62 @@
+//! Element-wise sum of two inputs (residual connection); a following ReLU fuses into it.
+
+use super::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Add;
+
+impl NodeOp for Add {
+    fn arity(&self) -> Arity {
+        Arity::TWO
+    }
+    fn shape(&self, inputs: &[Shape]) -> std::result::Result<Shape, String> {
+        let (a, b) = (inputs[0], inputs[1]);
+        if a != b {
+            return Err(format!("adds mismatched shapes {a:?} and {b:?}"));
+        }
+        Ok(a)
+    }
+    fn stores_relu(&self) -> bool {
+        true
+    }
+    fn lower(&self, _: &Lower<'_>) -> Result<Box<dyn Lowered>> {
+        Ok(Box::new(AddStep))
+    }
+    fn reference(&self, r: &Reference<'_>) -> Result<Vec<f64>> {
+        Ok(r::add(r.inputs[0], r.inputs[1]))
+    }
+    fn reference_backward(&self, _: &Reference<'_>, _: usize, dy: &[f64]) -> Result<Vec<f64>> {
+        Ok(dy.to_vec())
+    }
+}
+
+impl Samples for Add {
+    fn samples() -> Vec<(Op, Vec<Shape>)> {
+        vec![(Op::Add(Add), vec![[5, 3, 7], [5, 3, 7]])]
+    }
+}
+
+pub struct AddStep;
+
+impl Lowered for AddStep {
+    fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
+        let len = f.n * super::numel(f.shape);
+        vec![
+            f.ops
+                .eltwise
+                .add(f.ctx, len, f.relu, f.x(0), f.x(1), f.output),
+        ]
+    }
+    /// The gradient passes straight through to both inputs.
+    fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {
+        let len = b.rows * super::numel(b.shape);
+        vec![
+            b.ops
+                .eltwise
+                .add_into(b.ctx, len, b.accumulate, b.dy, b.dx, b.dummy()),
+        ]
+    }
+    fn accumulates(&self) -> bool {
+        true
+    }
+}
