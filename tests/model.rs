@@ -10,8 +10,7 @@ use gradcam_wgpu::graph::ops::concat::ConcatStep;
 use gradcam_wgpu::graph::ops::mul::MulStep;
 use gradcam_wgpu::graph::ops::relu::ReluStep;
 use gradcam_wgpu::graph::{
-    AdaptiveAvgPool2d, Add, Concat, Conv2d, Flatten, Input, Linear, Mul, Relu, Relu6, Sigmoid,
-    Silu,
+    AdaptiveAvgPool2d, Add, Concat, Conv2d, Flatten, Input, Linear, Mul, Relu, Relu6, Sigmoid, Silu,
 };
 use gradcam_wgpu::model::{Graph, Model, Tensor, Weights, detweights, torchvision};
 use gradcam_wgpu::{Engine, EngineConfig, Error, GpuContext, TargetSpec};
@@ -187,12 +186,7 @@ fn fusion_keeps_the_target_output() {
         false,
     )
     .unwrap();
-    assert!(
-        !plan
-            .steps
-            .iter()
-            .any(|s| s.lowered::<Affine>().is_some())
-    );
+    assert!(!plan.steps.iter().any(|s| s.lowered::<Affine>().is_some()));
     assert!(
         plan.steps
             .iter()
@@ -333,17 +327,19 @@ fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
         nodes,
         aliases: Default::default(),
     };
-    let conv = |out: usize, k: usize| Op::Conv2d(Conv2d {
-        weight: "w".into(),
-        bias: None,
-        in_channels: 3,
-        out_channels: out,
-        kernel: [k, k],
-        stride: [1, 1],
-        padding: [0, 0],
-        dilation: [1, 1],
-        groups: 1,
-    });
+    let conv = |out: usize, k: usize| {
+        Op::Conv2d(Conv2d {
+            weight: "w".into(),
+            bias: None,
+            in_channels: 3,
+            out_channels: out,
+            kernel: [k, k],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        })
+    };
     let input = || node("x", Op::Input(Input { channels: 3 }), vec![]);
     // Arity.
     let g = graph(vec![input(), node("cat", Op::Concat(Concat), vec![0])]);

@@ -29,9 +29,8 @@ impl Activations {
                 acts.push(buffer::storage(ctx, &s.name, bytes));
             }
             let words = s.op.saved_words(s.shape);
-            saved.push(
-                (words > 0).then(|| buffer::storage(ctx, "saved", (cap * words * 4) as u64)),
-            );
+            saved
+                .push((words > 0).then(|| buffer::storage(ctx, "saved", (cap * words * 4) as u64)));
         }
         Self {
             acts,

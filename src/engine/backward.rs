@@ -2,9 +2,9 @@
 //! its inputs' gradients, down to the lowest target layer (or the input).
 
 use super::*;
+use crate::graph::op::Backward;
 use crate::ops::cam::CamShape;
 use crate::ops::eltwise::Merge;
-use crate::graph::op::Backward;
 
 impl Engine {
     pub(super) fn backward_and_cam(&self, n: usize, tc: usize, t0: usize) -> Vec<Dispatch> {

@@ -1,9 +1,9 @@
 //! Sizing and allocating the engine: images per batch and gradient rows per pass within one
 //! binding and the memory budget, then every buffer the passes use.
 
-use super::*;
 use super::cam::classifier_weight;
 use super::fullgrad::fullgrad_terms;
+use super::*;
 use crate::ops::eigen::EigenKernels;
 
 /// Memory the engine allows itself for per-target backward rows.

@@ -146,7 +146,11 @@ impl Engine {
 
 /// CAM needs a global-average-pool + linear head right after the target layer; returns the
 /// linear weight `[classes, channels]` on the device.
-pub(super) fn classifier_weight(ctx: &GpuContext, model: &Model, plan: &Plan) -> Result<wgpu::Buffer> {
+pub(super) fn classifier_weight(
+    ctx: &GpuContext,
+    model: &Model,
+    plan: &Plan,
+) -> Result<wgpu::Buffer> {
     let bad = || {
         Error::Invalid(
             "--method cam needs the target layer to feed a global average pool and a linear \

@@ -83,12 +83,13 @@ pub(super) fn fullgrad_terms(
                         .iter()
                         .map(|&v| v as f64)
                         .collect();
-                    let bn = step.nodes[k + 1..]
-                        .iter()
-                        .find_map(|&m| match &model.graph.nodes[m].op {
-                            Op::BatchNorm2d(bn) => Some(bn),
-                            _ => None,
-                        });
+                    let bn =
+                        step.nodes[k + 1..]
+                            .iter()
+                            .find_map(|&m| match &model.graph.nodes[m].op {
+                                Op::BatchNorm2d(bn) => Some(bn),
+                                _ => None,
+                            });
                     let scale = match bn {
                         Some(bn) => bn.affine(&model.weights)?.0,
                         None => vec![1.0; *out_channels],

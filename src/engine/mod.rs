@@ -14,8 +14,8 @@ mod cam;
 mod forward;
 mod fullgrad;
 pub mod method;
-pub mod plan;
 mod perturb;
+pub mod plan;
 pub mod targets;
 
 pub use crate::model::{IMAGENET_MEAN, IMAGENET_STD};
@@ -539,4 +539,3 @@ impl DeviceResults<'_> {
         self.engine.per_image
     }
 }
-

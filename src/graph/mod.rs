@@ -168,7 +168,10 @@ impl Graph {
 
     /// Every weight tensor the graph reads, with its PyTorch shape.
     pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
-        self.nodes.iter().flat_map(|n| n.op.node().tensors()).collect()
+        self.nodes
+            .iter()
+            .flat_map(|n| n.op.node().tensors())
+            .collect()
     }
 
     /// Number of classes (the output's feature count).

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use std::any::Any;
 
 use super::ops::{
-    activation, adaptive_avg_pool, add, alias, avg_pool, batch_norm, concat, conv2d, input,
-    linear, max_pool, mul, relu,
+    activation, adaptive_avg_pool, add, alias, avg_pool, batch_norm, concat, conv2d, input, linear,
+    max_pool, mul, relu,
 };
 
 /// How many inputs a node takes.

@@ -1,11 +1,11 @@
 //! Graphs of torchvision's VGG and ResNet families, named by torchvision module paths.
 
+use crate::error::{Error, Result};
 use crate::graph::{
     AdaptiveAvgPool2d, Add, BatchNorm2d, Conv2d, Dropout, Flatten, Graph, Input, Linear, MaxPool2d,
     Node, Op, Relu,
 };
 use crate::weights::Weights;
-use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
 pub const ARCHS: &[&str] = &[
@@ -233,7 +233,11 @@ fn vgg(arch: &str, weights: &Weights) -> Result<Graph> {
         cin = v;
     }
     b.aliases.insert("features".into(), x);
-    x = b.push("avgpool", Op::AdaptiveAvgPool2d(AdaptiveAvgPool2d { output: [7, 7] }), vec![x]);
+    x = b.push(
+        "avgpool",
+        Op::AdaptiveAvgPool2d(AdaptiveAvgPool2d { output: [7, 7] }),
+        vec![x],
+    );
     x = b.push("flatten", Op::Flatten(Flatten), vec![x]);
     let hidden = dim(weights, "classifier.0.weight", 0)?;
     let hidden2 = dim(weights, "classifier.3.weight", 0)?;
@@ -338,7 +342,11 @@ fn resnet(arch: &str, weights: &Weights) -> Result<Graph> {
         }
         b.aliases.insert(format!("layer{}", li + 1), x);
     }
-    x = b.push("avgpool", Op::AdaptiveAvgPool2d(AdaptiveAvgPool2d { output: [1, 1] }), vec![x]);
+    x = b.push(
+        "avgpool",
+        Op::AdaptiveAvgPool2d(AdaptiveAvgPool2d { output: [1, 1] }),
+        vec![x],
+    );
     x = b.push("flatten", Op::Flatten(Flatten), vec![x]);
     let classes = dim(weights, "fc.weight", 0)?;
     b.linear("fc", x, inplanes, classes);

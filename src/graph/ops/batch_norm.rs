@@ -56,10 +56,7 @@ impl NodeOp for BatchNorm2d {
     fn shape(&self, inputs: &[Shape]) -> std::result::Result<Shape, String> {
         let s = inputs[0];
         if s[0] != self.channels {
-            return Err(format!(
-                "expects {} channels, gets {}",
-                self.channels, s[0]
-            ));
+            return Err(format!("expects {} channels, gets {}", self.channels, s[0]));
         }
         Ok(s)
     }

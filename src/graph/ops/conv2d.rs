@@ -60,10 +60,7 @@ impl NodeOp for Conv2d {
         let [c, h, w] = inputs[0];
         let (k, s, p, d) = (self.kernel, self.stride, self.padding, self.dilation);
         if c != self.in_channels {
-            return Err(format!(
-                "expects {} channels, gets {c}",
-                self.in_channels
-            ));
+            return Err(format!("expects {} channels, gets {c}", self.in_channels));
         }
         let groups = self.groups;
         if groups == 0 || c % groups != 0 || self.out_channels % groups != 0 {

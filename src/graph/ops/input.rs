@@ -26,7 +26,9 @@ impl NodeOp for Input {
     }
 
     fn reference(&self, _: &Reference<'_>) -> Result<Vec<f64>> {
-        Err(Error::Invalid("the input has no reference: it is the data".into()))
+        Err(Error::Invalid(
+            "the input has no reference: it is the data".into(),
+        ))
     }
 
     fn reference_backward(&self, _: &Reference<'_>, _: usize, _: &[f64]) -> Result<Vec<f64>> {
