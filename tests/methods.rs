@@ -281,3 +281,22 @@ fn vgg11_bn_winograd() {
         assert!(e <= bound, "{} with Winograd: {e:.2e} > {bound}", c.key);
     }
 }
+
+/// Every method the CLI offers is compared with pytorch-grad-cam: the fixtures list the
+/// methods tools/make_method_fixtures.py ran, and the two it runs apart (guided-gradcam's
+/// image, cam's classifier weights) have tests of their own above.
+#[test]
+fn every_method_has_a_golden_fixture() {
+    let separately = ["guided-gradcam", "cam"];
+    for name in ["resnet50", "vgg11_bn"] {
+        let fx = Fixture::load(&format!("methods/{name}.safetensors"));
+        let listed: Vec<String> = serde_json::from_str(&fx.meta["methods"]).unwrap();
+        for (_, cli, _) in gradcam_wgpu::engine::METHODS {
+            assert!(
+                listed.iter().any(|m| m == cli) || separately.contains(cli),
+                "{cli} has no golden case in methods/{name}: add it to \
+                 tools/make_method_fixtures.py and regenerate"
+            );
+        }
+    }
+}

@@ -63,7 +63,7 @@ impl NodeOp for Conv2d {
             return Err(format!("expects {} channels, gets {c}", self.in_channels));
         }
         let groups = self.groups;
-        if groups == 0 || c % groups != 0 || self.out_channels % groups != 0 {
+        if groups == 0 || !c.is_multiple_of(groups) || !self.out_channels.is_multiple_of(groups) {
             return Err(format!("groups {groups} do not divide the channels"));
         }
         let eh = d[0] * (k[0] - 1) + 1;
