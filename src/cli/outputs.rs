@@ -80,39 +80,6 @@ pub fn error_line(key: &str, message: &str) -> String {
     serde_json::to_string(&record).expect("records serialise")
 }
 
-/// The file-name stem for an image's outputs. Plain (the input's own stem) when that is
-/// already a safe name and no other top-level input shares it (`clash`); otherwise the
-/// sanitised stem plus `~` and the key's hash, which plain names never contain. Safe: ASCII
-/// letters, digits, `-_+.`, no leading or trailing dot, at most 80 characters, so a name
-/// can never hold a separator, `..`, NUL or control characters, or leave `--out`.
-pub fn output_stem(key: &str, clash: bool) -> String {
-    let name = key.rsplit('/').next().unwrap_or(key);
-    let stem = match name.rfind('.') {
-        Some(i) if i > 0 => &name[..i],
-        _ => name,
-    };
-    let mapped: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let mut safe: String = mapped.trim_matches('.').chars().take(80).collect();
-    if safe.is_empty() {
-        safe = "image".into();
-    }
-    let plain = !clash && !key.contains('/') && safe == stem;
-    if plain {
-        safe
-    } else {
-        format!("{safe}~{:016x}", super::walk::key_hash(key))
-    }
-}
-
 /// A class's part of an output file name: its sanitised name, or its index.
 fn class_tag(model: &Model, class: usize) -> String {
     match model.classes.get(class) {

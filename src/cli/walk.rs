@@ -2,7 +2,6 @@
 //! relative to the input root) and the stem its output files are named after.
 
 use super::inputs::is_image_name;
-use super::outputs;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
@@ -54,7 +53,7 @@ pub fn walk(inputs: &[PathBuf], out: Option<&Path>) -> impl Iterator<Item = Item
             let top = !key.contains('/');
             let clash = top && ambiguous.contains(&stem_of(&key).to_lowercase());
             Item {
-                stem: outputs::output_stem(&key, clash),
+                stem: output_stem(&key, clash),
                 key,
                 path,
                 error,
@@ -130,6 +129,39 @@ fn stem_of(key: &str) -> &str {
     }
 }
 
+/// The file-name stem for an image's outputs. Plain (the input's own stem) when that is
+/// already a safe name and no other top-level input shares it (`clash`); otherwise the
+/// sanitised stem plus `~` and the key's hash, which plain names never contain. Safe: ASCII
+/// letters, digits, `-_+.`, no leading or trailing dot, at most 80 characters, so a name
+/// can never hold a separator, `..`, NUL or control characters, or leave `--out`.
+fn output_stem(key: &str, clash: bool) -> String {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let stem = match name.rfind('.') {
+        Some(i) if i > 0 => &name[..i],
+        _ => name,
+    };
+    let mapped: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut safe: String = mapped.trim_matches('.').chars().take(80).collect();
+    if safe.is_empty() {
+        safe = "image".into();
+    }
+    let plain = !clash && !key.contains('/') && safe == stem;
+    if plain {
+        safe
+    } else {
+        format!("{safe}~{:016x}", key_hash(key))
+    }
+}
+
 /// Lower-cased stems that more than one top-level key shares (`a.png` and `a.jpg`, or
 /// `A.png` and `a.png` on a case-insensitive file system): their outputs get a hash.
 fn ambiguous_stems(inputs: &[PathBuf], single: bool) -> HashSet<String> {
@@ -161,7 +193,7 @@ fn ambiguous_stems(inputs: &[PathBuf], single: bool) -> HashSet<String> {
 
 /// FNV-1a of the key's bytes: stable across runs, machines and Rust versions (std's
 /// hasher is randomised), so shards and output names never move.
-pub fn key_hash(key: &str) -> u64 {
+fn key_hash(key: &str) -> u64 {
     let mut h = fnv::FnvHasher::default();
     h.write(key.as_bytes());
     h.finish()
