@@ -333,6 +333,54 @@ fn f16_weights_from_the_cli() {
     explain_showcase(&["--precision", "f16"]);
 }
 
+/// A new user's first run, on a machine without a login session, prints only our own lines:
+/// no driver noise such as libwayland's `XDG_RUNTIME_DIR` complaint, and no line saying
+/// "error" when nothing failed.
+#[test]
+fn a_first_run_prints_no_driver_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shapes = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shapes");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gradcam"));
+    cmd.current_dir(tmp.path())
+        .args(["explain", shapes.to_str().unwrap()]);
+    // The defaults a new user has; the variables that steer device choice are theirs to set.
+    for k in [
+        "XDG_RUNTIME_DIR",
+        "NODEVICE_SELECT",
+        "MESA_VK_DEVICE_SELECT",
+        "DRI_PRIME",
+        "WGPU_BACKEND",
+        "WGPU_ADAPTER_NAME",
+    ] {
+        cmd.env_remove(k);
+    }
+    let o = cmd.output().unwrap();
+    let err = stderr(&o);
+    if !err.contains("(Vulkan, ") {
+        assert!(
+            !vulkan_present(),
+            "a Vulkan adapter exists but the run did not use it:\n{err}"
+        );
+        eprintln!("skipped: no Vulkan adapter here (the noise came from GL or Metal/DX12)");
+        return;
+    }
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
+    assert!(
+        !err.lines()
+            .any(|l| l.trim_start().to_lowercase().starts_with("error")),
+        "{err}"
+    );
+}
+
+fn vulkan_present() -> bool {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::VULKAN;
+    let adapters =
+        pollster::block_on(wgpu::Instance::new(desc).enumerate_adapters(wgpu::Backends::VULKAN));
+    !adapters.is_empty()
+}
+
 fn explain_showcase(extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let shapes = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shapes");

@@ -4,7 +4,8 @@
 //! wins; an image recorded by two different shard manifests is a duplicate.
 
 use super::args::MergeArgs;
-use super::outputs::{self, TempPolicy};
+use super::manifest;
+use super::outputs::TempPolicy;
 use super::walk;
 use gradcam_wgpu::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,7 +51,7 @@ pub fn run(a: &MergeArgs) -> Result<usize> {
     let mut duplicated = BTreeSet::new();
     for (f, (_, _, name)) in shards.iter().enumerate() {
         let path = a.out.join(name);
-        let (entries, whole, bad) = outputs::read_manifest(&path).map_err(|e| Error::File {
+        let (entries, whole, bad) = manifest::read_manifest(&path).map_err(|e| Error::File {
             path: path.clone(),
             message: e.to_string(),
         })?;

@@ -2,10 +2,13 @@
 //! (0 ok, 1 some inputs failed, 2 bad model, arch, layer or arguments).
 
 pub mod args;
+mod batch;
 mod bench;
+mod device;
 mod eval;
 mod explain;
 mod inputs;
+mod manifest;
 mod merge;
 mod outputs;
 mod walk;

@@ -1,10 +1,78 @@
-//! Writing overlays, maps and the predictions manifest.
+//! Writing each image's outputs: its overlays and maps, each under a temporary name and
+//! renamed, and its manifest line.
 
+use super::batch::Done;
+use super::walk::Item;
 use gradcam_wgpu::{ImageResult, Model};
 use npyz::WriterBuilder;
+use rayon::prelude::*;
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
+
+/// Writes each explained image's files into `out` and makes its manifest line.
+pub struct Writer<'a> {
+    pub out: &'a Path,
+    /// The method's name as the user gave it: part of every file name.
+    pub method: &'a str,
+    /// The maps' size, for the `.npy` header.
+    pub size: [usize; 2],
+    pub model: &'a Model,
+    /// The model's warnings, repeated in every ok record.
+    pub warnings: &'a [String],
+    pub tmp: &'a TempPolicy,
+}
+
+impl Writer<'_> {
+    /// Writes one batch's images in parallel; returns per image, in walk order, its manifest
+    /// line and whether it is ok. Each failure is reported, naming the file.
+    pub fn write_batch(
+        &self,
+        batch: &[(Item, Done)],
+        report: &(dyn Fn(&str) + Sync),
+    ) -> Vec<(String, bool)> {
+        batch
+            .par_iter()
+            .map(|(item, d)| {
+                let written = match d {
+                    Done::Explained(r) => self
+                        .write_image(&item.stem, r)
+                        .map(|names| ok_line(&item.key, &names, r, self.model, self.warnings)),
+                    Done::Failed(e) => Err(e.clone()),
+                };
+                written.map(|l| (l, true)).unwrap_or_else(|e| {
+                    report(&format!("error: {}: {e}", item.path.display()));
+                    (error_line(&item.key, &e), false)
+                })
+            })
+            .collect()
+    }
+
+    /// Writes `{stem}.{method}.{class name or index}.png` (and `.npy`) for every target of
+    /// one image, each atomically; returns the file names written.
+    fn write_image(&self, stem: &str, r: &ImageResult) -> Result<Vec<String>, String> {
+        let (out, tmp) = (self.out, self.tmp);
+        let mut names = Vec::new();
+        for t in &r.targets {
+            let base = format!("{stem}.{}.{}", self.method, class_tag(self.model, t.class));
+            let png = format!("{base}.png");
+            tmp.write(out, &png, |w| {
+                t.overlay
+                    .write_to(w, image::ImageFormat::Png)
+                    .map_err(std::io::Error::other)
+            })
+            .map_err(|e| format!("{}: {e}", out.join(&png).display()))?;
+            names.push(png);
+            if let Some(map) = &t.map {
+                let npy = format!("{base}.npy");
+                tmp.write(out, &npy, |w| write_npy(w, map, self.size))
+                    .map_err(|e| format!("{}: {e}", out.join(&npy).display()))?;
+                names.push(npy);
+            }
+        }
+        Ok(names)
+    }
+}
 
 #[derive(Serialize)]
 struct Prediction {
@@ -36,7 +104,7 @@ struct Record<'a> {
 /// An ok manifest line for the image keyed `key`: its output file names and the five
 /// highest logits with their scores (softmax, or sigmoid for multi-label models), plus the
 /// model's `warnings` when there are any.
-pub fn ok_line(
+fn ok_line(
     key: &str,
     outputs: &[String],
     r: &ImageResult,
@@ -68,7 +136,7 @@ pub fn ok_line(
 }
 
 /// An error manifest line.
-pub fn error_line(key: &str, message: &str) -> String {
+fn error_line(key: &str, message: &str) -> String {
     let record = Record {
         image: key,
         status: "error",
@@ -78,39 +146,6 @@ pub fn error_line(key: &str, message: &str) -> String {
         model_warnings: &[],
     };
     serde_json::to_string(&record).expect("records serialise")
-}
-
-/// The file-name stem for an image's outputs. Plain (the input's own stem) when that is
-/// already a safe name and no other top-level input shares it (`clash`); otherwise the
-/// sanitised stem plus `~` and the key's hash, which plain names never contain. Safe: ASCII
-/// letters, digits, `-_+.`, no leading or trailing dot, at most 80 characters, so a name
-/// can never hold a separator, `..`, NUL or control characters, or leave `--out`.
-pub fn output_stem(key: &str, clash: bool) -> String {
-    let name = key.rsplit('/').next().unwrap_or(key);
-    let stem = match name.rfind('.') {
-        Some(i) if i > 0 => &name[..i],
-        _ => name,
-    };
-    let mapped: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let mut safe: String = mapped.trim_matches('.').chars().take(80).collect();
-    if safe.is_empty() {
-        safe = "image".into();
-    }
-    let plain = !clash && !key.contains('/') && safe == stem;
-    if plain {
-        safe
-    } else {
-        format!("{safe}~{:016x}", super::walk::key_hash(key))
-    }
 }
 
 /// A class's part of an output file name: its sanitised name, or its index.
@@ -128,38 +163,6 @@ fn class_tag(model: &Model, class: usize) -> String {
             .collect(),
         None => class.to_string(),
     }
-}
-
-/// Writes `{stem}.{method}.{class name or index}.png` (and `.npy`) for every target of one
-/// image, each atomically; returns the file names written.
-pub fn write_image(
-    out: &Path,
-    stem: &str,
-    method: &str,
-    r: &ImageResult,
-    size: [usize; 2],
-    model: &Model,
-    tmp: &TempPolicy,
-) -> Result<Vec<String>, String> {
-    let mut names = Vec::new();
-    for t in &r.targets {
-        let base = format!("{stem}.{method}.{}", class_tag(model, t.class));
-        let png = format!("{base}.png");
-        tmp.write(out, &png, |w| {
-            t.overlay
-                .write_to(w, image::ImageFormat::Png)
-                .map_err(std::io::Error::other)
-        })
-        .map_err(|e| format!("{}: {e}", out.join(&png).display()))?;
-        names.push(png);
-        if let Some(map) = &t.map {
-            let npy = format!("{base}.npy");
-            tmp.write(out, &npy, |w| write_npy(w, map, size))
-                .map_err(|e| format!("{}: {e}", out.join(&npy).display()))?;
-            names.push(npy);
-        }
-    }
-    Ok(names)
 }
 
 fn write_npy<W: Write>(w: W, map: &[f32], size: [usize; 2]) -> std::io::Result<()> {
@@ -228,80 +231,4 @@ impl TempPolicy {
             }
         }
     }
-}
-
-/// One parsed manifest line.
-pub struct Entry {
-    pub image: String,
-    pub ok: bool,
-    pub outputs: Vec<String>,
-    /// The line as written (merge copies it verbatim).
-    pub line: String,
-}
-
-/// Reads a manifest, tolerating a torn last line (a kill mid-write): returns the entries
-/// and the byte length of the whole lines, to which the file should be cut before
-/// appending. Unparsable whole lines are skipped and counted.
-pub fn read_manifest(path: &Path) -> std::io::Result<(Vec<Entry>, u64, usize)> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0, 0)),
-        Err(e) => return Err(e),
-    };
-    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let mut entries = Vec::new();
-    let mut bad = 0;
-    for line in bytes[..whole].split(|&b| b == b'\n') {
-        if line.is_empty() {
-            continue;
-        }
-        match parse_entry(line) {
-            Some(e) => entries.push(e),
-            None => bad += 1,
-        }
-    }
-    Ok((entries, whole as u64, bad))
-}
-
-fn parse_entry(line: &[u8]) -> Option<Entry> {
-    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-    let image = v.get("image")?.as_str()?.to_string();
-    let ok = v.get("status")?.as_str()? == "ok";
-    let outputs = v
-        .get("outputs")
-        .and_then(|o| o.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    Some(Entry {
-        image,
-        ok,
-        outputs,
-        line: String::from_utf8(line.to_vec()).ok()?,
-    })
-}
-
-/// Appends whole lines and hands them to the kernel (no user-space buffer survives a kill);
-/// `fsync` also forces them to disk.
-pub fn append_lines(
-    file: &mut std::fs::File,
-    lines: &[String],
-    fsync: bool,
-) -> std::io::Result<()> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let mut buf = String::new();
-    for l in lines {
-        buf.push_str(l);
-        buf.push('\n');
-    }
-    file.write_all(buf.as_bytes())?;
-    if fsync {
-        file.sync_data()?;
-    }
-    Ok(())
 }

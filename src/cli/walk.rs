@@ -2,7 +2,6 @@
 //! relative to the input root) and the stem its output files are named after.
 
 use super::inputs::is_image_name;
-use super::outputs;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
@@ -29,7 +28,7 @@ pub fn walk(inputs: &[PathBuf], out: Option<&Path>) -> impl Iterator<Item = Item
     let out = out.and_then(|o| o.canonicalize().ok());
     let single = inputs.len() == 1;
     let ambiguous = ambiguous_stems(inputs, single);
-    let roots: Vec<(PathBuf, String)> = inputs
+    let roots: Vec<Root> = inputs
         .iter()
         .enumerate()
         .map(|(i, p)| {
@@ -43,66 +42,134 @@ pub fn walk(inputs: &[PathBuf], out: Option<&Path>) -> impl Iterator<Item = Item
                     .unwrap_or_else(|| format!("input{i}"));
                 format!("{name}/")
             };
-            (p.clone(), prefix)
+            Root {
+                path: p.clone(),
+                prefix,
+                ambiguous: ambiguous.clone(),
+            }
         })
         .collect();
-    roots.into_iter().flat_map(move |(root, prefix)| {
-        let ambiguous = ambiguous.clone();
-        let out = out.clone();
-        let item = move |path: PathBuf, rel: String, error: Option<String>| {
-            let key = format!("{prefix}{rel}");
-            let top = !key.contains('/');
-            let clash = top && ambiguous.contains(&stem_of(&key).to_lowercase());
-            Item {
-                stem: outputs::output_stem(&key, clash),
-                key,
-                path,
-                error,
-            }
-        };
-        let it: Box<dyn Iterator<Item = Item>> = if root.is_dir() {
-            let base = root.clone();
-            Box::new(
-                walkdir::WalkDir::new(&root)
-                    .follow_links(true)
-                    .sort_by_file_name()
-                    .into_iter()
-                    .filter_entry(move |e| !(e.file_type().is_dir() && is_out(e.path(), &out)))
-                    .filter_map(move |entry| match entry {
-                        Ok(e) if e.file_type().is_file() && is_image_name(e.path()) => {
-                            let rel = relative(e.path(), &base);
-                            Some(item(e.into_path(), rel, None))
-                        }
-                        Ok(_) => None,
-                        Err(e) => {
-                            let path = e.path().map(Path::to_path_buf).unwrap_or(base.clone());
-                            let rel = relative(&path, &base);
-                            Some(item(path, rel, Some(e.to_string())))
-                        }
-                    }),
-            )
+    roots.into_iter().flat_map(move |root| {
+        let it: Box<dyn Iterator<Item = Item>> = if root.path.is_dir() {
+            Box::new(walk_dir(root, out.clone()))
         } else {
-            // Named explicitly: tried whatever its extension, keyed by its file name.
-            let rel = root
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| root.to_string_lossy().into_owned());
-            let inside_out = root
-                .parent()
-                .map(|p| {
-                    if p.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        p
-                    }
-                })
-                .is_some_and(|p| is_out(p, &out));
-            let error = inside_out
-                .then(|| "lies in --out; outputs are never explained as inputs".to_string());
-            Box::new(std::iter::once(item(root, rel, error)))
+            Box::new(std::iter::once(named_file(root, &out)))
         };
         it
     })
+}
+
+/// One input and how its items are keyed and named.
+struct Root {
+    path: PathBuf,
+    /// Put before every key: the directory's name when there are several inputs.
+    prefix: String,
+    /// Top-level stems that get a hash (see [`ambiguous_stems`]).
+    ambiguous: HashSet<String>,
+}
+
+impl Root {
+    fn item(&self, path: PathBuf, rel: String, error: Option<String>) -> Item {
+        let key = format!("{}{rel}", self.prefix);
+        let top = !key.contains('/');
+        let clash = top && self.ambiguous.contains(&stem_of(&key).to_lowercase());
+        Item {
+            stem: output_stem(&key, clash),
+            key,
+            path,
+            error,
+        }
+    }
+}
+
+/// The images below a directory input, sorted by name at each level, `out` left out.
+fn walk_dir(root: Root, out: Option<PathBuf>) -> impl Iterator<Item = Item> {
+    walkdir::WalkDir::new(&root.path)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(move |e| !(e.file_type().is_dir() && is_out(e.path(), &out)))
+        .filter_map(move |entry| match entry {
+            Ok(e) if e.file_type().is_file() && is_image_name(e.path()) => {
+                let rel = relative(e.path(), &root.path);
+                Some(root.item(e.into_path(), rel, None))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                let path = e.path().map(Path::to_path_buf).unwrap_or(root.path.clone());
+                let rel = relative(&path, &root.path);
+                Some(root.item(path, rel, Some(e.to_string())))
+            }
+        })
+}
+
+/// A file named explicitly: tried whatever its extension, keyed by its file name.
+fn named_file(root: Root, out: &Option<PathBuf>) -> Item {
+    let rel = root
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| root.path.to_string_lossy().into_owned());
+    let inside_out = root
+        .path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .is_some_and(|p| is_out(p, out));
+    let error =
+        inside_out.then(|| "lies in --out; outputs are never explained as inputs".to_string());
+    root.item(root.path.clone(), rel, error)
+}
+
+/// Which walked items a run explains: those of its shard, less those a previous run
+/// finished (`done`, counted in `skipped`); a second input with the same key becomes an error.
+pub struct Select<'a> {
+    shard: Option<&'a Shard>,
+    done: &'a HashSet<String>,
+    several_inputs: bool,
+    seen: HashSet<String>,
+    pub skipped: usize,
+}
+
+impl<'a> Select<'a> {
+    pub fn new(shard: Option<&'a Shard>, done: &'a HashSet<String>, several_inputs: bool) -> Self {
+        Self {
+            shard,
+            done,
+            several_inputs,
+            seen: HashSet::new(),
+            skipped: 0,
+        }
+    }
+
+    /// The item if this run explains it.
+    pub fn take(&mut self, mut item: Item) -> Option<Item> {
+        if self
+            .shard
+            .is_some_and(|s| shard_of(&item.key, s.count) != s.index)
+        {
+            return None;
+        }
+        if self.done.contains(&item.key) {
+            self.skipped += 1;
+            return None;
+        }
+        // Keys are unique below one root unless lossy decoding merged two names; only then
+        // (or with several inputs) remember them, so memory stays flat.
+        let may_clash = self.several_inputs || item.key.contains('\u{FFFD}');
+        if may_clash && !self.seen.insert(item.key.clone()) && item.error.is_none() {
+            item.error = Some(format!(
+                "another input has the same key `{}`; name the inputs differently",
+                item.key
+            ));
+        }
+        Some(item)
+    }
 }
 
 fn is_out(dir: &Path, out: &Option<PathBuf>) -> bool {
@@ -127,6 +194,39 @@ fn stem_of(key: &str) -> &str {
     match name.rfind('.') {
         Some(i) if i > 0 => &name[..i],
         _ => name,
+    }
+}
+
+/// The file-name stem for an image's outputs. Plain (the input's own stem) when that is
+/// already a safe name and no other top-level input shares it (`clash`); otherwise the
+/// sanitised stem plus `~` and the key's hash, which plain names never contain. Safe: ASCII
+/// letters, digits, `-_+.`, no leading or trailing dot, at most 80 characters, so a name
+/// can never hold a separator, `..`, NUL or control characters, or leave `--out`.
+fn output_stem(key: &str, clash: bool) -> String {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let stem = match name.rfind('.') {
+        Some(i) if i > 0 => &name[..i],
+        _ => name,
+    };
+    let mapped: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut safe: String = mapped.trim_matches('.').chars().take(80).collect();
+    if safe.is_empty() {
+        safe = "image".into();
+    }
+    let plain = !clash && !key.contains('/') && safe == stem;
+    if plain {
+        safe
+    } else {
+        format!("{safe}~{:016x}", key_hash(key))
     }
 }
 
@@ -161,7 +261,7 @@ fn ambiguous_stems(inputs: &[PathBuf], single: bool) -> HashSet<String> {
 
 /// FNV-1a of the key's bytes: stable across runs, machines and Rust versions (std's
 /// hasher is randomised), so shards and output names never move.
-pub fn key_hash(key: &str) -> u64 {
+fn key_hash(key: &str) -> u64 {
     let mut h = fnv::FnvHasher::default();
     h.write(key.as_bytes());
     h.finish()

@@ -321,6 +321,27 @@ impl GpuContext {
     }
 }
 
+/// Turns Mesa's device-select Vulkan layer off for this process, unless the user set
+/// `MESA_VK_DEVICE_SELECT`, `DRI_PRIME` or `NODEVICE_SELECT` to steer it. Every time wgpu
+/// enumerates Vulkan devices, the layer connects to the Wayland and X11 servers to find
+/// the display's GPU, and on a machine without a login session libwayland prints
+/// `error: XDG_RUNTIME_DIR is invalid or not set in the environment.` to stderr.
+/// [`GpuContext::new`] ranks the adapters itself, so the layer's pick is never needed.
+///
+/// # Safety
+///
+/// It sets an environment variable: call it before any other thread exists (first
+/// thing in `main`), since a concurrent `getenv` in any thread would race with it.
+pub unsafe fn skip_display_probe() {
+    let steered = ["MESA_VK_DEVICE_SELECT", "DRI_PRIME", "NODEVICE_SELECT"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some());
+    if !steered {
+        // SAFETY: single-threaded, per this function's contract.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
 fn rank(t: wgpu::DeviceType) -> u8 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 4,

@@ -5,6 +5,6 @@ mod context;
 pub mod kernel;
 pub mod profiler;
 
-pub use context::{AdapterClass, Allocations, GpuContext, MemoryUsage};
+pub use context::{AdapterClass, Allocations, GpuContext, MemoryUsage, skip_display_probe};
 pub use kernel::{Access, Dispatch, Kernel, Slot, grid, record_all, record_all_profiled};
 pub use profiler::{KernelTime, Profiler};
