@@ -1,7 +1,9 @@
 //! The backward pass: seeding the targets' logits, then each step's lowered op delivering
 //! its inputs' gradients, down to the lowest target layer (or the input).
 
-use super::*;
+use super::Engine;
+use super::Method;
+use crate::gpu::Dispatch;
 use crate::graph::op::Backward;
 use crate::ops::cam::CamShape;
 use crate::ops::eltwise::Merge;

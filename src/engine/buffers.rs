@@ -1,10 +1,20 @@
 //! Sizing and allocating the engine: images per batch and gradient rows per pass within one
 //! binding and the memory budget, then every buffer the passes use.
 
+use super::Engine;
+use super::activations::Activations;
 use super::cam::classifier_weight;
 use super::fullgrad::fullgrad_terms;
-use super::*;
+use super::method::Recipe;
+use super::perturb::Probe;
+use super::plan::{self, Plan, Step};
+use super::{EngineConfig, Method};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, buffer};
+use crate::model::Model;
+use crate::ops::Ops;
 use crate::ops::eigen::EigenKernels;
+use std::collections::HashMap;
 
 /// Memory the engine allows itself for per-target backward rows.
 const BACKWARD_BUDGET: u64 = 1 << 30;

@@ -1,10 +1,16 @@
 //! The CAM stage: per target layer the method's map, ReLU, min-max and upsampling; the
 //! layers fused; then the per-image outputs (aug-smooth mean, JET overlay).
 
-use super::*;
+use super::Engine;
+use super::method::Recipe;
+use super::plan::{Plan, Step};
+use super::{Fuse, Method};
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, GpuContext, buffer};
 use crate::graph::Op;
 use crate::graph::ops::adaptive_avg_pool::AdaptiveAvgPoolStep;
 use crate::graph::ops::linear::{Linear, LinearStep};
+use crate::model::Model;
 use crate::ops::cam::{CamShape, Term};
 use crate::ops::eltwise::Merge;
 

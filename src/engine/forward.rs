@@ -1,7 +1,9 @@
 //! The forward pass: uploading (or resizing on the device) a batch's pixels and explicit
 //! targets, preprocessing, every step, and the top-k target selection.
 
-use super::*;
+use super::Engine;
+use super::TargetSpec;
+use crate::gpu::{Dispatch, buffer};
 use std::borrow::Cow;
 
 impl Engine {

@@ -1,8 +1,12 @@
 //! FullGrad: the input-gradient term and every biased layer's bias-gradient term.
 
-use super::*;
+use super::Engine;
+use super::plan::Plan;
+use crate::error::Result;
+use crate::gpu::{Dispatch, GpuContext, buffer};
 use crate::graph::Op;
 use crate::graph::ops::conv2d::Conv2d;
+use crate::model::Model;
 use crate::ops::cam::CamShape;
 use crate::ops::eltwise::Merge;
 

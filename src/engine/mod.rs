@@ -29,7 +29,6 @@ use perturb::Probe;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext, Profiler, buffer, record_all_profiled};
-use crate::model::Model;
 use crate::ops::{Ops, Precision};
 use std::collections::HashMap;
 

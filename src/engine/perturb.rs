@@ -1,7 +1,12 @@
 //! Score-CAM and Ablation-CAM weights: probes of every channel run through the network in
 //! batches on the device, with no readback.
 
-use super::*;
+use super::Engine;
+use super::activations::Activations;
+use super::method::Recipe;
+use super::plan::{Plan, Step};
+use crate::error::Result;
+use crate::gpu::{Dispatch, GpuContext, buffer};
 use crate::ops::perturb::TargetRows;
 
 impl Engine {
