@@ -1355,11 +1355,11 @@ fn activations() {
     let rows = images * rep;
     let len = images * per_img;
     let sig_u = 12 + 4 * ACT_XMAX as usize;
-    for act in [Activation::Sigmoid, Activation::Relu6, Activation::Silu] {
+    for act in [Activation::SIGMOID, Activation::RELU6, Activation::SILU] {
         let x: Vec<f32> = match act {
             // Both kinks and both sides of them, away from the kinks (for the finite
             // differences) except for the exact 0s and 6s.
-            Activation::Relu6 => (0..len)
+            Activation::RELU6 => (0..len)
                 .map(|i| match i % 11 {
                     0 => 0.0,
                     1 => 6.0,
@@ -1379,9 +1379,9 @@ fn activations() {
         let bwd = k.activation_backward(&e.ctx, act, rows, per_img, rep, &dyb, saved, &dx);
         let got = run(&[fwd, bwd], &[(&y, len), (&dx, dy.len())]);
         let y32 = f64s(&got[0]);
-        let name = format!("{act:?}");
+        let name = act.forward;
         let (f, want_dx): (Forward, Vec<f64>) = match act {
-            Activation::Sigmoid => {
+            Activation::SIGMOID => {
                 let want = r::sigmoid(&x64);
                 check_terms(&format!("{name} fwd"), &got[0], &want, &abs(&want), sig_u);
                 // The kernel's backward reads its own f32 forward output.
@@ -1389,7 +1389,7 @@ fn activations() {
                 check_terms(&format!("{name} bwd"), &got[1], &want_dx, &abs(&want_dx), 0);
                 (r::sigmoid, want_dx)
             }
-            Activation::Relu6 => {
+            Activation::RELU6 => {
                 let want = r::relu6(&x64);
                 check_exact(&format!("{name} fwd"), &got[0], &want);
                 let want_dx = r::relu6_backward(&dy64, &want, per_img, rep);
@@ -1403,7 +1403,8 @@ fn activations() {
                 }
                 (r::relu6, want_dx)
             }
-            Activation::Silu => {
+            silu => {
+                assert_eq!(silu, Activation::SILU);
                 let want = r::silu(&x64);
                 check_terms(
                     &format!("{name} fwd"),
@@ -1427,11 +1428,11 @@ fn activations() {
         let mut v = rng.vec64(len);
         // No derivative at ReLU6's kinks: the finite difference moves only the other inputs.
         for (v, &x) in v.iter_mut().zip(&x) {
-            if act == Activation::Relu6 && (x == 0.0 || x == 6.0) {
+            if act == Activation::RELU6 && (x == 0.0 || x == 6.0) {
                 *v = 0.0;
             }
         }
-        let eps = if act == Activation::Relu6 { 1e-6 } else { 1e-4 };
+        let eps = if act == Activation::RELU6 { 1e-6 } else { 1e-4 };
         let fd = central_difference(|x| repeat_rows(&f(x), images, rep), &x64, &v, &dy64, eps);
         let v_rows = repeat_rows(&v, images, rep);
         let fd_scale = dot(&abs(&v_rows), &abs(&want_dx));

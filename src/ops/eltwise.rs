@@ -3,6 +3,8 @@
 
 use super::{module, u};
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -28,21 +30,41 @@ const FLAG_SCALE: u32 = 16;
 const FLAG_GUIDED: u32 = 32;
 const FLAG_BROADCAST: u32 = 64;
 
-/// Element-wise activations other than ReLU (which fuses into its producer and has a guided
-/// mode).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    Sigmoid,
-    /// clamp(x, 0, 6)
-    Relu6,
-    /// x * sigmoid(x)
-    Silu,
+/// An element-wise activation other than ReLU (which fuses into its producer and has a guided
+/// mode): its forward and backward entry points in shaders/eltwise.wgsl. An op module
+/// declares its own; the kernels are built on first use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Activation {
+    /// `y = f(x)` over `len` values.
+    pub forward: &'static str,
+    /// `dx = dy * f'(.)`, reading the forward output (or input, see `reads_input`).
+    pub backward: &'static str,
+    /// The backward reads the forward input (SiLU) rather than the output.
+    pub reads_input: bool,
 }
 
 impl Activation {
-    /// Whether the backward pass reads the forward input (SiLU) rather than the output.
+    pub const SIGMOID: Self = Self {
+        forward: "sigmoid_forward",
+        backward: "sigmoid_backward",
+        reads_input: false,
+    };
+    /// clamp(x, 0, 6)
+    pub const RELU6: Self = Self {
+        forward: "relu6_forward",
+        backward: "relu6_backward",
+        reads_input: false,
+    };
+    /// x * sigmoid(x)
+    pub const SILU: Self = Self {
+        forward: "silu_forward",
+        backward: "silu_backward",
+        reads_input: true,
+    };
+
+    /// Whether the backward pass reads the forward input rather than the output.
     pub fn backward_reads_input(self) -> bool {
-        self == Activation::Silu
+        self.reads_input
     }
 }
 
@@ -61,9 +83,9 @@ pub struct EltwiseKernels {
     affine_fwd: Kernel,
     affine_bwd: Kernel,
     add_into: Kernel,
-    /// Forward and backward per [`Activation`], in declaration order.
-    act_fwd: [Kernel; 3],
-    act_bwd: [Kernel; 3],
+    /// Forward and backward per [`Activation`] entry, built on first use.
+    activations: Mutex<HashMap<&'static str, [Kernel; 2]>>,
+    module: wgpu::ShaderModule,
     mul: Kernel,
     mul_reduce: Kernel,
     copy_slice: Kernel,
@@ -74,23 +96,43 @@ impl EltwiseKernels {
         let m = module(ctx, "eltwise.wgsl");
         let st = [Access::Read, Access::Read, Access::ReadWrite];
         let k = |e| Kernel::new(ctx, &m, e, &st, &[], 256);
-        Self {
+        let kernels = Self {
             add: k("add"),
             relu_fwd: k("relu_forward"),
             relu_bwd: k("relu_backward"),
             affine_fwd: k("affine_forward"),
             affine_bwd: k("affine_backward"),
             add_into: k("add_into"),
-            act_fwd: [k("sigmoid_forward"), k("relu6_forward"), k("silu_forward")],
-            act_bwd: [
-                k("sigmoid_backward"),
-                k("relu6_backward"),
-                k("silu_backward"),
-            ],
+            activations: Mutex::default(),
             mul: k("mul"),
             mul_reduce: k("mul_reduce"),
             copy_slice: k("copy_slice"),
+            module: m.clone(),
+        };
+        // The bundled activations now, so that they land in the pipeline cache.
+        for act in [Activation::SIGMOID, Activation::RELU6, Activation::SILU] {
+            kernels.activation(ctx, act, |_| ());
         }
+        kernels
+    }
+
+    /// Runs `f` on the activation's [forward, backward] kernels, building them first if new.
+    fn activation<R>(
+        &self,
+        ctx: &GpuContext,
+        act: Activation,
+        f: impl FnOnce(&[Kernel; 2]) -> R,
+    ) -> R {
+        let mut built = self
+            .activations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pair = built.entry(act.forward).or_insert_with(|| {
+            let st = [Access::Read, Access::Read, Access::ReadWrite];
+            let k = |entry| Kernel::new(ctx, &self.module, entry, &st, &[], 256);
+            [k(act.forward), k(act.backward)]
+        });
+        f(pair)
     }
 
     fn run(k: &Kernel, ctx: &GpuContext, p: EltParams, bufs: [&wgpu::Buffer; 3]) -> Dispatch {
@@ -248,7 +290,7 @@ impl EltwiseKernels {
             len: u(len),
             ..Default::default()
         };
-        Self::run(&self.act_fwd[act as usize], ctx, p, [x, dummy, y])
+        self.activation(ctx, act, |k| Self::run(&k[0], ctx, p, [x, dummy, y]))
     }
 
     /// dx = dy * act'(x). `forward` is the forward output, or the input where
@@ -272,7 +314,7 @@ impl EltwiseKernels {
             rep: u(rep.max(1)),
             ..Default::default()
         };
-        Self::run(&self.act_bwd[act as usize], ctx, p, [dy, forward, dx])
+        self.activation(ctx, act, |k| Self::run(&k[1], ctx, p, [dy, forward, dx]))
     }
 
     /// out = a * b over `rows` rows of `[channels, plane]` in `a`; `b` holds one image per

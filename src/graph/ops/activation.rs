@@ -25,7 +25,7 @@ trait Elementwise {
 }
 
 impl Elementwise for Sigmoid {
-    const KIND: Activation = Activation::Sigmoid;
+    const KIND: Activation = Activation::SIGMOID;
     fn forward(x: &[f64]) -> Vec<f64> {
         r::sigmoid(x)
     }
@@ -35,7 +35,7 @@ impl Elementwise for Sigmoid {
 }
 
 impl Elementwise for Relu6 {
-    const KIND: Activation = Activation::Relu6;
+    const KIND: Activation = Activation::RELU6;
     fn forward(x: &[f64]) -> Vec<f64> {
         r::relu6(x)
     }
@@ -45,7 +45,7 @@ impl Elementwise for Relu6 {
 }
 
 impl Elementwise for Silu {
-    const KIND: Activation = Activation::Silu;
+    const KIND: Activation = Activation::SILU;
     fn forward(x: &[f64]) -> Vec<f64> {
         r::silu(x)
     }
