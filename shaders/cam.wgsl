@@ -28,9 +28,7 @@ const TERM_ACT: u32 = 4u;
 @group(0) @binding(3) var<storage, read> w: array<f32>;    // [rows, C]
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 64u + lid;
-}
+#import grid
 
 fn act_base(row: u32, c: u32) -> u32 {
     return ((row / p.rep) * p.channels + c) * p.plane;
@@ -114,7 +112,7 @@ var<workgroup> hi: array<f32, 256>;
 @compute @workgroup_size(256)
 fn minmax_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+    let row = workgroup_index(wid, nwg);
     if (row >= p.rows) { return; } // uniform per workgroup, so barriers stay uniform
     let base = row * p.plane;
     var mn = bitcast<f32>(0x7f800000u);

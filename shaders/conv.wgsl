@@ -31,6 +31,7 @@ const FLAG_BIAS: u32 = 2u;
 fn weight(i: u32) -> vec4<f32> { return w[i]; }
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+#import grid
 
 // Source coordinate for output coordinate `o` and kernel tap `k`, or -1 if outside.
 fn src(o: i32, k: u32, stride: u32, pad: u32, dil: u32, size: u32) -> i32 {
@@ -90,7 +91,7 @@ fn store4(n: u32, g: u32, co4: u32, pix: u32, v: vec4<f32>) {
 fn conv_blocked(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let tid = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let tid = linear_id(wid, nwg, lid);
     let plane = p.out_h * p.out_w;
     let px4 = (plane + 3u) / 4u;
     let per_group = p.out_cg4 * px4;
@@ -224,7 +225,7 @@ fn load_col(row: u32, col: i32) -> f32 {
 fn conv_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let tid = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let tid = linear_id(wid, nwg, lid);
     let qw = (p.out_w + 3u) / 4u;
     if (tid >= p.batch * p.out_cg * p.out_h * qw) { return; }
     let ox = i32((tid % qw) * 4u);

@@ -34,6 +34,7 @@ const FLAG_BIAS: u32 = 2u;
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+#import grid
 
 // Source coordinate for output coordinate `o` and kernel tap `k`, or -1 if outside.
 fn src(o: i32, k: u32, stride: u32, pad: u32, dil: u32, size: u32) -> i32 {
@@ -99,7 +100,7 @@ fn conv_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32,
                  @builtin(subgroup_invocation_id) lane: u32) {
-    let tid = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let tid = linear_id(wid, nwg, lid);
     // Pixels are flattened over the batch so small planes (7x7) fill whole blocks.
     let px32 = (p.batch * p.out_h * p.out_w + 31u) / 32u;
     let blocks = (p.out_cg4 + 7u) / 8u;

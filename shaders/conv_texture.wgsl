@@ -45,6 +45,7 @@ const FLAG_BIAS: u32 = 2u;
 @group(0) @binding(4) var wt: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
+#import grid
 
 fn texel(t: u32) -> vec2<u32> {
     return vec2<u32>(t & 4095u, t >> 12u);
@@ -439,7 +440,7 @@ fn conv_texture(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32,
                 @builtin(subgroup_invocation_id) lane: u32) {
-    let tid = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let tid = linear_id(wid, nwg, lid);
     // Pixels are flattened over the batch so small planes (7x7) fill whole blocks.
     let px32 = (p.batch * p.out_h * p.out_w + 31u) / 32u;
     let blocks = (p.out_cg4 + 7u) / 8u;

@@ -16,9 +16,7 @@ struct PerturbParams {
 @group(0) @binding(4) var<storage, read> targets: array<u32>; // [images, k]
 @group(0) @binding(5) var<storage, read_write> dst: array<f32>;
 
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 64u + lid;
-}
+#import grid
 
 // torch UpsamplingBilinear2d (align_corners=True) of channel `ch` of image `img` at (y, x).
 fn upsampled(ch: u32, y: u32, x: u32) -> f32 {
@@ -57,7 +55,7 @@ fn reduce_minmax(mn: f32, mx: f32, lid: u32) -> vec2<f32> {
 @compute @workgroup_size(256)
 fn mask_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let ch = wid.x + wid.y * nwg.x;
+    let ch = workgroup_index(wid, nwg);
     if (ch >= p.channels) { return; }
     var mn = bitcast<f32>(0x7f800000u);
     var mx = bitcast<f32>(0xff800000u);
@@ -143,7 +141,7 @@ var<workgroup> acc: array<f32, 256>;
 @compute @workgroup_size(256)
 fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+    let row = workgroup_index(wid, nwg);
     if (row >= p.count) { return; }
     let base = row * p.channels;
     var mx = bitcast<f32>(0xff800000u);
