@@ -14,10 +14,7 @@ const FLAG_ACCUMULATE: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: LinearParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
-// Every weight read goes through here; the f16 build (ops::half_source) stores w as
-// vec4<f16> and widens it here, so arithmetic stays f32.
-fn weight(i: u32) -> vec4<f32> { return w[i]; }
+#import weights
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 #import grid

@@ -103,7 +103,7 @@ fn shaders_parse_and_validate() {
 }
 
 #[test]
-fn every_piece_is_imported() {
+fn every_piece_is_imported_once_per_module() {
     let sources = SHADERS.iter().chain(LIBRARY);
     let imports: BTreeSet<&str> = sources
         .flat_map(|(_, s)| s.lines())
@@ -114,6 +114,15 @@ fn every_piece_is_imported() {
         imports, pieces,
         "pieces nothing imports, or imports of no piece"
     );
+    // conv_subgroup.wgsl imports conv_base both itself and through conv_lanes.
+    let composed = composed();
+    let sub = &composed
+        .iter()
+        .find(|(n, _)| n == "conv_subgroup.wgsl")
+        .unwrap()
+        .1;
+    assert_eq!(sub.matches("struct ConvParams {").count(), 1);
+    assert!(!sub.contains("#import"));
 }
 
 /// A made-up library for the composer's rules.

@@ -8,7 +8,18 @@
 //! runs wherever the engine does.
 
 /// The shared pieces, by import name.
-pub const LIBRARY: &[(&str, &str)] = &[("grid", include_str!("../../shaders/lib/grid.wgsl"))];
+pub const LIBRARY: &[(&str, &str)] = &[
+    (
+        "conv_base",
+        include_str!("../../shaders/lib/conv_base.wgsl"),
+    ),
+    (
+        "conv_lanes",
+        include_str!("../../shaders/lib/conv_lanes.wgsl"),
+    ),
+    ("grid", include_str!("../../shaders/lib/grid.wgsl")),
+    ("weights", include_str!("../../shaders/lib/weights.wgsl")),
+];
 
 /// Why a source does not compose.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
