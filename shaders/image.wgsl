@@ -154,19 +154,7 @@ fn overlay(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
 }
 
-var<workgroup> part: array<f32, 256>;
-
-fn workgroup_sum(v: f32, lid: u32) -> f32 {
-    part[lid] = v;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) { part[lid] += part[lid + stride]; }
-        workgroupBarrier();
-    }
-    let r = part[0];
-    workgroupBarrier();
-    return r;
-}
+#import reduce
 
 // Guided Grad-CAM: v = map[row] * guided[row] (guided backprop to the input, CHW in out_f32,
 // read only), then pytorch-grad-cam's deprocess_image: (v - mean) / (sdev + 1e-5) * 0.1 + 0.5,

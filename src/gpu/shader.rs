@@ -18,6 +18,7 @@ pub const LIBRARY: &[(&str, &str)] = &[
         include_str!("../../shaders/lib/conv_lanes.wgsl"),
     ),
     ("grid", include_str!("../../shaders/lib/grid.wgsl")),
+    ("reduce", include_str!("../../shaders/lib/reduce.wgsl")),
     ("weights", include_str!("../../shaders/lib/weights.wgsl")),
 ];
 
