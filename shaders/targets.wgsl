@@ -12,6 +12,11 @@ struct TargetParams {
 @group(0) @binding(3) var<storage, read_write> seed: array<f32>;    // [images * tc, classes]
 #import grid
 
+// The target class of seed row `row` = (image, t0 + j).
+fn target_of(row: u32) -> u32 {
+    return targets[(row / p.tc) * p.k + p.t0 + row % p.tc];
+}
+
 // Descending by value, ascending index among ties (a total order, so no duplicates).
 fn before(v: f32, i: u32, pv: f32, pi: u32) -> bool {
     return v > pv || (v == pv && i < pi);
@@ -49,7 +54,7 @@ fn seed_onehot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (i >= p.images * p.tc * p.classes) { return; }
     let row = i / p.classes;
     let c = i % p.classes;
-    let target_class = targets[(row / p.tc) * p.k + p.t0 + row % p.tc];
+    let target_class = target_of(row);
     seed[i] = select(0.0, 1.0, c == target_class);
 }
 
@@ -62,6 +67,6 @@ fn classifier_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     if (i >= p.images * p.tc * p.classes) { return; }
     let row = i / p.classes;
     let c = i % p.classes;
-    let target_class = targets[(row / p.tc) * p.k + p.t0 + row % p.tc];
+    let target_class = target_of(row);
     seed[i] = logits[target_class * p.classes + c];
 }
