@@ -28,9 +28,7 @@ const TERM_ACT: u32 = 4u;
 @group(0) @binding(3) var<storage, read> w: array<f32>;    // [rows, C]
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 64u + lid;
-}
+#import grid
 
 fn act_base(row: u32, c: u32) -> u32 {
     return ((row / p.rep) * p.channels + c) * p.plane;
@@ -107,14 +105,13 @@ fn product(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     dst[i] = term(row, c, i % p.plane);
 }
 
-// In place on dst: one workgroup per map of `plane` values.
-var<workgroup> lo: array<f32, 256>;
-var<workgroup> hi: array<f32, 256>;
+#import reduce
 
+// In place on dst: one workgroup per map of `plane` values.
 @compute @workgroup_size(256)
 fn minmax_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+    let row = workgroup_index(wid, nwg);
     if (row >= p.rows) { return; } // uniform per workgroup, so barriers stay uniform
     let base = row * p.plane;
     var mn = bitcast<f32>(0x7f800000u);
@@ -124,20 +121,11 @@ fn minmax_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         mn = min(mn, v);
         mx = max(mx, v);
     }
-    lo[lid] = mn;
-    hi[lid] = mx;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            lo[lid] = min(lo[lid], lo[lid + stride]);
-            hi[lid] = max(hi[lid], hi[lid + stride]);
-        }
-        workgroupBarrier();
-    }
-    let m = lo[0];
+    let r = workgroup_minmax(mn, mx, lid);
+    let m = r.x;
     // max() keeps drivers that reassociate float adds (Mesa) from computing (1e-7 + hi) - m,
     // which is 0 for a constant map of 2 or more (NaN after the division).
-    let scale = 1e-7 + max(hi[0] - m, 0.0);
+    let scale = 1e-7 + max(r.y - m, 0.0);
     for (var s = lid; s < p.plane; s += 256u) {
         dst[base + s] = (dst[base + s] - m) / scale;
     }

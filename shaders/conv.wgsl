@@ -2,48 +2,18 @@
 //
 // One GEMM per group: C[co, pix] = sum_r W[r, co] * X[r, pix], where r runs over
 // (reduction channel, kh, kw). The same code serves both directions; only the gather
-// from output coordinate to source coordinate differs (override BACKWARD):
-//   forward:        src = o * stride - pad + k * dil
-//   backward-data:  o = src * stride - pad + k * dil  solved for src (must divide exactly)
+// from output coordinate to source coordinate differs (src() in lib/conv_base.wgsl).
 // Weights are packed by the host as vec4 over output channels: w[(g * K + r) * out_cg4 + co4].
 // A weight too large for one binding is split along output channels: each chunk computes
 // channels co_base .. co_base + out_cg of every group (out_cg_total per group).
 
-override BACKWARD: bool = false;
+#import conv_base
 
-struct ConvParams {
-    batch: u32, in_c: u32, in_h: u32, in_w: u32,
-    out_c: u32, out_h: u32, out_w: u32, groups: u32,
-    red_c: u32, out_cg: u32, out_cg4: u32, k_h: u32,
-    k_w: u32, stride_h: u32, stride_w: u32, pad_h: u32,
-    pad_w: u32, dil_h: u32, dil_w: u32, flags: u32,
-    co_base: u32, out_cg_total: u32, _p0: u32, _p1: u32,
-}
-
-const FLAG_RELU: u32 = 1u;
-const FLAG_BIAS: u32 = 2u;
-
-@group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
-// Every weight read goes through here; the f16 build (ops::half_source) stores w as
-// vec4<f16> and widens it here, so arithmetic stays f32.
-fn weight(i: u32) -> vec4<f32> { return w[i]; }
+#import weights
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
-// Source coordinate for output coordinate `o` and kernel tap `k`, or -1 if outside.
-fn src(o: i32, k: u32, stride: u32, pad: u32, dil: u32, size: u32) -> i32 {
-    if (o < 0) { return -1; }
-    if (BACKWARD) {
-        let t = o + i32(pad) - i32(k * dil);
-        if (t < 0 || (t % i32(stride)) != 0) { return -1; }
-        let i = t / i32(stride);
-        return select(-1, i, i < i32(size));
-    }
-    let i = o * i32(stride) - i32(pad) + i32(k * dil);
-    return select(-1, i, i >= 0 && i < i32(size));
-}
+#import grid
 
 // Offset of the source pixel within a channel plane for output (oy, ox) and tap (kh, kw),
 // or -1 if it falls outside the input.
@@ -90,7 +60,7 @@ fn store4(n: u32, g: u32, co4: u32, pix: u32, v: vec4<f32>) {
 fn conv_blocked(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let tid = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let tid = linear_id(wid, nwg, lid);
     let plane = p.out_h * p.out_w;
     let px4 = (plane + 3u) / 4u;
     let per_group = p.out_cg4 * px4;
@@ -224,7 +194,7 @@ fn load_col(row: u32, col: i32) -> f32 {
 fn conv_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let tid = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let tid = linear_id(wid, nwg, lid);
     let qw = (p.out_w + 3u) / 4u;
     if (tid >= p.batch * p.out_cg * p.out_h * qw) { return; }
     let ox = i32((tid % qw) * 4u);

@@ -1,6 +1,6 @@
 // Conv2d forward and backward-data for CPU adapters with 8-wide subgroups (lavapipe).
-// The same implicit GEMM as conv.wgsl (its ConvParams, gather and store are repeated
-// here because this module needs the subgroup capability and conv.wgsl must not).
+// The same implicit GEMM as conv.wgsl, in a module of its own because it needs the
+// subgroup capability and conv.wgsl must not.
 //
 // llvmpipe runs a subgroup as the 8 lanes of one SIMD register and turns every storage
 // load into a per-lane loop with bounds checks, so loads dominate. Here the 8 lanes of a
@@ -15,38 +15,13 @@
 // channels 32 b + 4 lane .. + 3 (zero past the chunk). A chunk covers channels
 // co_base .. co_base + out_cg of each group, as in conv.wgsl.
 
-override BACKWARD: bool = false;
+#import conv_base
 
-struct ConvParams {
-    batch: u32, in_c: u32, in_h: u32, in_w: u32,
-    out_c: u32, out_h: u32, out_w: u32, groups: u32,
-    red_c: u32, out_cg: u32, out_cg4: u32, k_h: u32,
-    k_w: u32, stride_h: u32, stride_w: u32, pad_h: u32,
-    pad_w: u32, dil_h: u32, dil_w: u32, flags: u32,
-    co_base: u32, out_cg_total: u32, _p0: u32, _p1: u32,
-}
-
-const FLAG_RELU: u32 = 1u;
-const FLAG_BIAS: u32 = 2u;
-
-@group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
-// Source coordinate for output coordinate `o` and kernel tap `k`, or -1 if outside.
-fn src(o: i32, k: u32, stride: u32, pad: u32, dil: u32, size: u32) -> i32 {
-    if (o < 0) { return -1; }
-    if (BACKWARD) {
-        let t = o + i32(pad) - i32(k * dil);
-        if (t < 0 || (t % i32(stride)) != 0) { return -1; }
-        let i = t / i32(stride);
-        return select(-1, i, i < i32(size));
-    }
-    let i = o * i32(stride) - i32(pad) + i32(k * dil);
-    return select(-1, i, i >= 0 && i < i32(size));
-}
+#import grid
 
 // Offset in x (from the group's first input channel) of the source of flattened output
 // pixel `px` (image-major over the batch) for tap (kh, kw), or -1 if it falls outside the
@@ -61,36 +36,13 @@ fn off(px: u32, kh: u32, kw: u32) -> i32 {
     return select(-1, i32(img) + iy * i32(p.in_w) + ix, iy >= 0 && ix >= 0);
 }
 
-// The 4 output channels of one lane: their group and first channel within the chunk.
-struct Chans {
-    g: u32,
-    co: u32,
-}
+#import conv_lanes
 
-// Bias of the 4 channels (0 without bias or past the chunk), loaded once per lane.
-fn bias4(ch: Chans) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    if ((p.flags & FLAG_BIAS) != 0u) {
-        for (var j = 0u; j < 4u; j++) {
-            if (ch.co + j < p.out_cg) { r[j] = bias[ch.g * p.out_cg_total + p.co_base + ch.co + j]; }
-        }
-    }
-    return r;
-}
-
-// Writes 4 channels of flattened pixel `px` (bias added) with the optional ReLU; channels
-// past the chunk and pixels past the batch are skipped.
+// put_lane at flattened pixel `px`; pixels past the batch are skipped.
 fn put(ch: Chans, px: u32, v: vec4<f32>) {
     let plane = p.out_h * p.out_w;
     if (px >= p.batch * plane) { return; }
-    let n = px / plane;
-    let pix = px % plane;
-    let r = select(v, max(v, vec4<f32>(0.0)), (p.flags & FLAG_RELU) != 0u);
-    for (var j = 0u; j < 4u; j++) {
-        if (ch.co + j < p.out_cg) {
-            y[(n * p.out_c + ch.g * p.out_cg_total + p.co_base + ch.co + j) * plane + pix] = r[j];
-        }
-    }
+    put_lane(ch, px / plane, px % plane, v);
 }
 
 // Requires a subgroup size of 8 made of consecutive invocations (the host checks).
@@ -99,18 +51,11 @@ fn conv_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32,
                  @builtin(subgroup_invocation_id) lane: u32) {
-    let tid = (wid.x + wid.y * nwg.x) * 64u + lid;
-    // Pixels are flattened over the batch so small planes (7x7) fill whole blocks.
-    let px32 = (p.batch * p.out_h * p.out_w + 31u) / 32u;
-    let blocks = (p.out_cg4 + 7u) / 8u;
-    // Subgroup index: channel block fastest, so neighbouring subgroups share inputs.
-    let total = p.groups * px32 * blocks;
-    let live = tid / 8u < total;
-    // Tail subgroups recompute the last block (every lane must reach the broadcasts).
-    var q = min(tid / 8u, total - 1u);
-    let b = q % blocks; q /= blocks;
-    let pb = (q % px32) * 32u;
-    let g = q / px32;
+    // Channel blocks fastest, so neighbouring subgroups share inputs.
+    let blk = block_of(linear_id(wid, nwg, lid), true);
+    let g = blk.g;
+    let b = blk.b;
+    let pb = blk.pb;
 
     // a[j]: the 4 channels of this lane at pixel pb + j.
     var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0);
@@ -131,7 +76,7 @@ fn conv_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     var a30 = vec4<f32>(0.0); var a31 = vec4<f32>(0.0);
     let in_plane = p.in_h * p.in_w;
     let x0 = g * p.red_c * in_plane;
-    var wi = (g * blocks + b) * p.k_h * p.k_w * p.red_c * 8u + lane;
+    var wi = (g * blk.blocks + b) * p.k_h * p.k_w * p.red_c * 8u + lane;
     for (var kh = 0u; kh < p.k_h; kh++) {
         for (var kw = 0u; kw < p.k_w; kw++) {
             // This lane gathers pixels pb + lane + 8 h (h < 4); invalid taps read
@@ -192,7 +137,7 @@ fn conv_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
             }
         }
     }
-    if (live) {
+    if (blk.live) {
         let c = Chans(g, (b * 8u + lane) * 4u);
         let bv = bias4(c);
         put(c, pb + 0u, a0 + bv);

@@ -19,23 +19,8 @@
 // holds channels 32 b + 4 lane .. + 3 of the chunk (zero past it) for reduction channel
 // 4 q + j. A chunk covers channels co_base .. co_base + out_cg of each group.
 
-override BACKWARD: bool = false;
+#import conv_base
 
-// conv.wgsl's parameters; red_c4 = ceil(red_c / 4), and images img0 .. img0 + batch of
-// the tensors are computed (the packed input holds just those).
-struct ConvParams {
-    batch: u32, in_c: u32, in_h: u32, in_w: u32,
-    out_c: u32, out_h: u32, out_w: u32, groups: u32,
-    red_c: u32, out_cg: u32, out_cg4: u32, k_h: u32,
-    k_w: u32, stride_h: u32, stride_w: u32, pad_h: u32,
-    pad_w: u32, dil_h: u32, dil_w: u32, flags: u32,
-    co_base: u32, out_cg_total: u32, red_c4: u32, img0: u32,
-}
-
-const FLAG_RELU: u32 = 1u;
-const FLAG_BIAS: u32 = 2u;
-
-@group(0) @binding(0) var<uniform> p: ConvParams;
 // conv_pack, conv_pack4, wino_input (writes packed), wino_output (reads x)
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var packed: texture_storage_2d<rgba32float, write>;
@@ -45,6 +30,7 @@ const FLAG_BIAS: u32 = 2u;
 @group(0) @binding(4) var wt: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
+#import grid
 
 fn texel(t: u32) -> vec2<u32> {
     return vec2<u32>(t & 4095u, t >> 12u);
@@ -350,19 +336,6 @@ fn wino_output(@builtin(global_invocation_id) gid: vec3<u32>,
     }
 }
 
-// Source coordinate for output coordinate `o` and kernel tap `k`, or -1 if outside.
-fn src(o: i32, k: u32, stride: u32, pad: u32, dil: u32, size: u32) -> i32 {
-    if (o < 0) { return -1; }
-    if (BACKWARD) {
-        let t = o + i32(pad) - i32(k * dil);
-        if (t < 0 || (t % i32(stride)) != 0) { return -1; }
-        let i = t / i32(stride);
-        return select(-1, i, i < i32(size));
-    }
-    let i = o * i32(stride) - i32(pad) + i32(k * dil);
-    return select(-1, i, i >= 0 && i < i32(size));
-}
-
 // A flattened output pixel (image-major over the piece) as image and coordinates,
 // decomposed once per subgroup: llvmpipe runs an integer division lane by lane.
 struct Pix {
@@ -389,22 +362,7 @@ fn off(o: Pix, g: u32, kh: u32, kw: u32) -> i32 {
     return select(-1, i32(at), iy >= 0 && ix >= 0);
 }
 
-// The 4 output channels of one lane: their group and first channel within the chunk.
-struct Chans {
-    g: u32,
-    co: u32,
-}
-
-// Bias of the 4 channels (0 without bias or past the chunk), loaded once per lane.
-fn bias4(ch: Chans) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    if ((p.flags & FLAG_BIAS) != 0u) {
-        for (var j = 0u; j < 4u; j++) {
-            if (ch.co + j < p.out_cg) { r[j] = bias[ch.g * p.out_cg_total + p.co_base + ch.co + j]; }
-        }
-    }
-    return r;
-}
+#import conv_lanes
 
 // An output pixel as image (within the piece) and index in its plane, stepped through the
 // subgroup's 32 pixels without divisions.
@@ -418,19 +376,10 @@ fn next(o: Out) -> Out {
     return Out(o.n + u32(wrap), select(o.pix + 1u, 0u, wrap));
 }
 
-// Writes 4 channels of output pixel `o` (bias added) with the optional ReLU; channels past
-// the chunk and pixels past the batch are skipped.
+// put_lane at output pixel `o`; pixels past the batch are skipped.
 fn put(ch: Chans, o: Out, v: vec4<f32>) {
-    let plane = p.out_h * p.out_w;
     if (o.n >= p.batch) { return; }
-    let n = p.img0 + o.n;
-    let pix = o.pix;
-    let r = select(v, max(v, vec4<f32>(0.0)), (p.flags & FLAG_RELU) != 0u);
-    for (var j = 0u; j < 4u; j++) {
-        if (ch.co + j < p.out_cg) {
-            y[(n * p.out_c + ch.g * p.out_cg_total + p.co_base + ch.co + j) * plane + pix] = r[j];
-        }
-    }
+    put_lane(ch, p.img0 + o.n, o.pix, v);
 }
 
 // Requires a subgroup size of 8 made of consecutive invocations (the host checks).
@@ -439,18 +388,11 @@ fn conv_texture(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32,
                 @builtin(subgroup_invocation_id) lane: u32) {
-    let tid = (wid.x + wid.y * nwg.x) * 64u + lid;
-    // Pixels are flattened over the batch so small planes (7x7) fill whole blocks.
-    let px32 = (p.batch * p.out_h * p.out_w + 31u) / 32u;
-    let blocks = (p.out_cg4 + 7u) / 8u;
-    // Subgroup index: pixel block fastest, so neighbouring subgroups share weights.
-    let total = p.groups * px32 * blocks;
-    let live = tid / 8u < total;
-    // Tail subgroups recompute the last block (every lane must reach the broadcasts).
-    var q = min(tid / 8u, total - 1u);
-    let pb = (q % px32) * 32u; q /= px32;
-    let b = q % blocks;
-    let g = q / blocks;
+    // Pixel blocks fastest, so neighbouring subgroups share weights.
+    let blk = block_of(linear_id(wid, nwg, lid), false);
+    let g = blk.g;
+    let b = blk.b;
+    let pb = blk.pb;
 
     // a[j]: the 4 channels of this lane at pixel pb + j.
     var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0);
@@ -470,7 +412,7 @@ fn conv_texture(@builtin(workgroup_id) wid: vec3<u32>,
     var a28 = vec4<f32>(0.0); var a29 = vec4<f32>(0.0);
     var a30 = vec4<f32>(0.0); var a31 = vec4<f32>(0.0);
     let plane = p.in_h * p.in_w;
-    var wi = (g * blocks + b) * p.k_h * p.k_w * p.red_c4 * 32u + lane;
+    var wi = (g * blk.blocks + b) * p.k_h * p.k_w * p.red_c4 * 32u + lane;
     // This lane gathers pixels pb + lane + 8 h (h < 4).
     let o0 = pix_of(pb + 0u + lane);
     let o1 = pix_of(pb + 8u + lane);
@@ -639,7 +581,7 @@ fn conv_texture(@builtin(workgroup_id) wid: vec3<u32>,
             }
         }
     }
-    if (live) {
+    if (blk.live) {
         let c = Chans(g, (b * 8u + lane) * 4u);
         let bv = bias4(c);
         var o = Out(pb / (p.out_h * p.out_w), pb % (p.out_h * p.out_w));

@@ -19,9 +19,7 @@ struct EigenParams {
 @group(0) @binding(2) var<storage, read_write> work: array<f32>; // [rows, work_len]
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [rows, plane]
 
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 64u + lid;
-}
+#import grid
 
 // Work layout per row: mean [C], trace [1], vec [k], three k x k matrices.
 fn row_len() -> u32 { return p.channels + 1u + p.k + 3u * p.k * p.k; }

@@ -22,9 +22,10 @@ const FLAG_BROADCAST: u32 = 64u;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+#import grid
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 256u + lid;
+    return workgroup_index(wid, nwg) * 256u + lid;
 }
 
 fn relu_if(v: f32) -> f32 {

@@ -25,9 +25,7 @@ struct EvalParams {
 
 const NONE: u32 = 0xffffffffu;
 
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 64u + lid;
-}
+#import grid
 
 fn channel(px: u32, c: u32) -> f32 {
     return f32((px >> (8u * c)) & 0xffu) / 255.0;

@@ -15,9 +15,7 @@ struct ImageParams {
 @group(0) @binding(3) var<storage, read_write> out_f32: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out_u32: array<u32>;
 
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 64u + lid;
-}
+#import grid
 
 fn channel(px: u32, c: u32) -> f32 {
     return f32((px >> (8u * c)) & 0xffu);
@@ -133,7 +131,7 @@ var<workgroup> peak: array<f32, 256>;
 @compute @workgroup_size(256)
 fn overlay(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+    let row = workgroup_index(wid, nwg);
     if (row >= p.rows) { return; }
     let plane = p.in_h * p.in_w;
     var jet = JET;
@@ -156,19 +154,7 @@ fn overlay(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
 }
 
-var<workgroup> part: array<f32, 256>;
-
-fn workgroup_sum(v: f32, lid: u32) -> f32 {
-    part[lid] = v;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) { part[lid] += part[lid + stride]; }
-        workgroupBarrier();
-    }
-    let r = part[0];
-    workgroupBarrier();
-    return r;
-}
+#import reduce
 
 // Guided Grad-CAM: v = map[row] * guided[row] (guided backprop to the input, CHW in out_f32,
 // read only), then pytorch-grad-cam's deprocess_image: (v - mean) / (sdev + 1e-5) * 0.1 + 0.5,
@@ -180,7 +166,7 @@ fn guided_value(row: u32, s: u32, c: u32, plane: u32) -> f32 {
 @compute @workgroup_size(256)
 fn guided(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+    let row = workgroup_index(wid, nwg);
     if (row >= p.rows) { return; }
     let plane = p.in_h * p.in_w;
     let n = f32(3u * plane);

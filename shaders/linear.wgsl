@@ -14,12 +14,10 @@ const FLAG_ACCUMULATE: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: LinearParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
-// Every weight read goes through here; the f16 build (ops::half_source) stores w as
-// vec4<f16> and widens it here, so arithmetic stays f32.
-fn weight(i: u32) -> vec4<f32> { return w[i]; }
+#import weights
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+#import grid
 
 fn x4(b: u32, k4: u32) -> vec4<f32> {
     if (b >= p.batch) { return vec4<f32>(0.0); }
@@ -50,7 +48,7 @@ fn put(b: u32, r: u32, v: f32) {
 @compute @workgroup_size(64)
 fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let tid = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let tid = linear_id(wid, nwg, lid);
     let rblocks = (p.rows + 3u) / 4u;
     if (tid >= rblocks * ((p.batch + 3u) / 4u)) { return; }
     let r = (tid % rblocks) * 4u;
@@ -74,7 +72,7 @@ fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @compute @workgroup_size(64)
 fn linear_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-    let tid = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let tid = linear_id(wid, nwg, lid);
     if (tid >= p.in4 * ((p.batch + 3u) / 4u)) { return; }
     let k4 = tid % p.in4;
     let b = (tid / p.in4) * 4u;

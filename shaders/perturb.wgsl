@@ -16,9 +16,7 @@ struct PerturbParams {
 @group(0) @binding(4) var<storage, read> targets: array<u32>; // [images, k]
 @group(0) @binding(5) var<storage, read_write> dst: array<f32>;
 
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 64u + lid;
-}
+#import grid
 
 // torch UpsamplingBilinear2d (align_corners=True) of channel `ch` of image `img` at (y, x).
 fn upsampled(ch: u32, y: u32, x: u32) -> f32 {
@@ -36,28 +34,13 @@ fn upsampled(ch: u32, y: u32, x: u32) -> f32 {
     return top * (1.0 - fy) + bottom * fy;
 }
 
-var<workgroup> lo: array<f32, 256>;
-var<workgroup> hi: array<f32, 256>;
-
-fn reduce_minmax(mn: f32, mx: f32, lid: u32) -> vec2<f32> {
-    lo[lid] = mn;
-    hi[lid] = mx;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            lo[lid] = min(lo[lid], lo[lid + s]);
-            hi[lid] = max(hi[lid], hi[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    return vec2<f32>(lo[0], hi[0]);
-}
+#import reduce
 
 // dst[2 ch .. 2 ch + 2] = (min, max) of the upsampled channel; one workgroup per channel.
 @compute @workgroup_size(256)
 fn mask_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let ch = wid.x + wid.y * nwg.x;
+    let ch = workgroup_index(wid, nwg);
     if (ch >= p.channels) { return; }
     var mn = bitcast<f32>(0x7f800000u);
     var mx = bitcast<f32>(0xff800000u);
@@ -66,7 +49,7 @@ fn mask_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         mn = min(mn, v);
         mx = max(mx, v);
     }
-    let r = reduce_minmax(mn, mx, lid);
+    let r = workgroup_minmax(mn, mx, lid);
     if (lid == 0u) {
         dst[2u * ch] = r.x;
         dst[2u * ch + 1u] = r.y;
@@ -98,7 +81,7 @@ fn activation_min(@builtin(local_invocation_index) lid: u32) {
     let base = p.img * len;
     var mn = bitcast<f32>(0x7f800000u);
     for (var i = lid; i < len; i += 256u) { mn = min(mn, a[base + i]); }
-    let r = reduce_minmax(mn, mn, lid);
+    let r = workgroup_minmax(mn, mn, lid);
     if (lid == 0u) { dst[0] = r.x; }
 }
 
@@ -137,27 +120,19 @@ fn gather_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     dst[(p.img * p.tc + j) * p.channels + p.c0 + pb] = b[pb * p.classes + class_id];
 }
 
-var<workgroup> acc: array<f32, 256>;
-
 // Score-CAM weights: dst[row] = softmax over channels of scores[row]; one workgroup per row.
 @compute @workgroup_size(256)
 fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+    let row = workgroup_index(wid, nwg);
     if (row >= p.count) { return; }
     let base = row * p.channels;
     var mx = bitcast<f32>(0xff800000u);
     for (var ch = lid; ch < p.channels; ch += 256u) { mx = max(mx, b[base + ch]); }
-    let m = reduce_minmax(mx, mx, lid).y;
+    let m = workgroup_minmax(mx, mx, lid).y;
     var sum = 0.0;
     for (var ch = lid; ch < p.channels; ch += 256u) { sum += exp(b[base + ch] - m); }
-    acc[lid] = sum;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) { acc[lid] += acc[lid + s]; }
-        workgroupBarrier();
-    }
-    let z = acc[0];
+    let z = workgroup_sum(sum, lid);
     for (var ch = lid; ch < p.channels; ch += 256u) { dst[base + ch] = exp(b[base + ch] - m) / z; }
 }
 

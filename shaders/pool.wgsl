@@ -16,9 +16,7 @@ struct PoolParams {
 // Max pool only: argmax within the input plane (forward writes, backward reads).
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 64u + lid;
-}
+#import grid
 
 @compute @workgroup_size(64)
 fn maxpool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

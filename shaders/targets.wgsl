@@ -10,6 +10,12 @@ struct TargetParams {
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> targets: array<u32>; // [images, k]
 @group(0) @binding(3) var<storage, read_write> seed: array<f32>;    // [images * tc, classes]
+#import grid
+
+// The target class of seed row `row` = (image, t0 + j).
+fn target_of(row: u32) -> u32 {
+    return targets[(row / p.tc) * p.k + p.t0 + row % p.tc];
+}
 
 // Descending by value, ascending index among ties (a total order, so no duplicates).
 fn before(v: f32, i: u32, pv: f32, pi: u32) -> bool {
@@ -44,11 +50,11 @@ fn topk(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64)
 fn seed_onehot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let i = linear_id(wid, nwg, lid);
     if (i >= p.images * p.tc * p.classes) { return; }
     let row = i / p.classes;
     let c = i % p.classes;
-    let target_class = targets[(row / p.tc) * p.k + p.t0 + row % p.tc];
+    let target_class = target_of(row);
     seed[i] = select(0.0, 1.0, c == target_class);
 }
 
@@ -57,10 +63,10 @@ fn seed_onehot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 @compute @workgroup_size(64)
 fn classifier_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let i = linear_id(wid, nwg, lid);
     if (i >= p.images * p.tc * p.classes) { return; }
     let row = i / p.classes;
     let c = i % p.classes;
-    let target_class = targets[(row / p.tc) * p.k + p.t0 + row % p.tc];
+    let target_class = target_of(row);
     seed[i] = logits[target_class * p.classes + c];
 }

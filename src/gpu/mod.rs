@@ -4,6 +4,7 @@ pub mod buffer;
 mod context;
 pub mod kernel;
 pub mod profiler;
+pub mod shader;
 
 pub use context::{AdapterClass, Allocations, GpuContext, MemoryUsage, skip_display_probe};
 pub use kernel::{Access, Dispatch, Kernel, Slot, grid, record_all, record_all_profiled};

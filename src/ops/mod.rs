@@ -49,7 +49,8 @@ impl Ops {
     }
 }
 
-/// The WGSL sources, by file name, for validation and for building modules.
+/// The WGSL sources, by file name, for validation and for building modules; their
+/// `#import` lines are resolved by [`crate::gpu::shader::compose`].
 pub const SHADERS: &[(&str, &str)] = &[
     ("cam.wgsl", include_str!("../../shaders/cam.wgsl")),
     ("conv.wgsl", include_str!("../../shaders/conv.wgsl")),
@@ -86,16 +87,15 @@ pub(crate) fn module_with(
         .find(|(n, _)| *n == name)
         .map(|(_, s)| *s)
         .expect("shader is listed in SHADERS");
+    let src = crate::gpu::shader::compose(src).expect("shader imports resolve (tests/shaders.rs)");
     let src = match precision {
-        Precision::F32 => std::borrow::Cow::Borrowed(src),
-        Precision::F16 => half_source(src)
-            .expect("shader reads its weights through weight()")
-            .into(),
+        Precision::F32 => src,
+        Precision::F16 => half_source(&src).expect("shader reads its weights through weight()"),
     };
     ctx.device
         .create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(name),
-            source: wgpu::ShaderSource::Wgsl(src),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
         })
 }
 
@@ -140,7 +140,7 @@ impl Precision {
     }
 }
 
-/// The f16-weight build of a shader that reads its weights through `weight()`
+/// The f16-weight build of a composed shader that reads its weights through `weight()`
 /// (conv.wgsl, linear.wgsl): `w` holds vec4<f16> widened to f32 on load. `None` if the
 /// source lacks those lines.
 pub fn half_source(src: &str) -> Option<String> {
