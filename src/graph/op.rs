@@ -193,14 +193,13 @@ pub struct Reference<'a> {
 impl Reference<'_> {
     /// A weight tensor as f64.
     pub fn tensor(&self, name: &str) -> Result<Vec<f64>> {
-        Ok(self
-            .weights
-            .get(name)?
-            .data
-            .iter()
-            .map(|&v| v as f64)
-            .collect())
+        tensor_f64(self.weights, name)
     }
+}
+
+/// A weight tensor widened to f64 (references, and host-side folding before upload).
+pub fn tensor_f64(weights: &Weights, name: &str) -> Result<Vec<f64>> {
+    Ok(weights.get(name)?.data.iter().map(|&v| v as f64).collect())
 }
 
 /// Example configurations on awkward shapes, used by the registry's tests: each sample is

@@ -3,6 +3,7 @@
 
 use super::prelude::*;
 use crate::gpu::buffer;
+use crate::graph::op::tensor_f64;
 use crate::graph::{check_dim, check_pair};
 use crate::ops::Precision;
 use crate::ops::conv::{ConvShape, ConvWeight, out_size};
@@ -100,18 +101,9 @@ impl NodeOp for Conv2d {
 
     fn lower(&self, cx: &Lower<'_>) -> Result<Box<dyn Lowered>> {
         let shape = self.geometry(0, cx.inputs[0]);
-        let to_f64 = |name: &str| -> Result<Vec<f64>> {
-            Ok(cx
-                .weights
-                .get(name)?
-                .data
-                .iter()
-                .map(|&v| v as f64)
-                .collect())
-        };
-        let mut w = to_f64(&self.weight)?;
+        let mut w = tensor_f64(cx.weights, &self.weight)?;
         let mut b = match &self.bias {
-            Some(name) => to_f64(name)?,
+            Some(name) => tensor_f64(cx.weights, name)?,
             None => vec![0.0; self.out_channels],
         };
         let mut has_bias = self.bias.is_some();

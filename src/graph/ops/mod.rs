@@ -15,6 +15,8 @@ pub mod max_pool;
 pub mod mul;
 pub mod relu;
 
+use super::op;
+
 /// What every op module uses.
 mod prelude {
     pub use crate::error::{Error, Result};
@@ -25,6 +27,17 @@ mod prelude {
     };
     pub use crate::reference as r;
     pub use serde::{Deserialize, Serialize};
+}
+
+/// The gradient passed through unchanged (sums, aliases): added into input `k`'s gradient,
+/// or written there when nothing was yet.
+fn pass_through(b: &op::Backward<'_>) -> Vec<crate::gpu::Dispatch> {
+    let len = b.rows * numel(b.shape);
+    vec![
+        b.ops
+            .eltwise
+            .add_into(b.ctx, len, b.accumulate, b.dy, b.dx, b.dummy()),
+    ]
 }
 
 /// Elements per image of a shape.
