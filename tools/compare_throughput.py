@@ -84,10 +84,8 @@ def normalize(u8, mean, std):
     return ((x - m) / s).contiguous()
 
 
-def pgc_batch(cam, u8, mean, std):
-    """One batch as an explain tool would run it; returns the PNG bytes written."""
-    x = normalize(u8, mean, std)
-    maps = cam(input_tensor=x, targets=None)
+def overlay_pngs(u8, maps):
+    """pgc's show_cam_on_image and a PNG encoding for every image; returns the bytes written."""
     written = 0
     for i in range(len(u8)):
         ov = show_cam_on_image(u8[i].astype(np.float32) / np.float32(255), maps[i], use_rgb=True)
@@ -95,6 +93,12 @@ def pgc_batch(cam, u8, mean, std):
         assert ok
         written += len(png)
     return written
+
+
+def pgc_batch(cam, u8, mean, std):
+    """One batch as an explain tool would run it; returns the PNG bytes written."""
+    x = normalize(u8, mean, std)
+    return overlay_pngs(u8, cam(input_tensor=x, targets=None))
 
 
 def captum_batch(cam, u8, mean, std, device):
@@ -107,54 +111,43 @@ def captum_batch(cam, u8, mean, std, device):
     flat = up.flatten(1)
     flat = flat - flat.min(dim=1, keepdim=True).values
     maps = (flat / (1e-7 + flat.max(dim=1, keepdim=True).values)).view(len(u8), *x.shape[2:])
-    maps = maps.detach().cpu().numpy()
-    written = 0
-    for i in range(len(u8)):
-        ov = show_cam_on_image(u8[i].astype(np.float32) / np.float32(255), maps[i], use_rgb=True)
-        ok, png = cv2.imencode(".png", cv2.cvtColor(ov, cv2.COLOR_RGB2BGR))
-        assert ok
-        written += len(png)
-    return written
+    return overlay_pngs(u8, maps.detach().cpu().numpy())
+
+
+def time_passes(one_batch, u8, batch, iters, warmup, device):
+    """Seconds per image over `iters` passes over `u8` in batches of `batch`, after `warmup`
+    untimed batches."""
+    for _ in range(warmup):
+        one_batch(u8[:batch])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        for s in range(0, len(u8), batch):
+            one_batch(u8[s:s + batch])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / (iters * len(u8))
 
 
 def time_captum(model, layer, u8, batch, mean, std, iters, warmup, device):
-    """Seconds per image, as time_pgc; the target is each image's top-1 class."""
+    """time_passes for Captum's Grad-CAM; the target is each image's top-1 class."""
     from captum.attr import LayerGradCam
 
     def top1(x):  # the top-1 logit as the only output: target 0, one forward per batch
         return model(x).max(dim=1, keepdim=True).values
 
     cam = LayerGradCam(top1, model.get_submodule(layer))
-    for _ in range(warmup):
-        captum_batch(cam, u8[:batch], mean, std, device)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        for s in range(0, len(u8), batch):
-            captum_batch(cam, u8[s:s + batch], mean, std, device)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / (iters * len(u8))
+    return time_passes(lambda b: captum_batch(cam, b, mean, std, device), u8, batch, iters, warmup,
+                       device)
 
 
 def time_pgc(model, layer, method, u8, batch, mean, std, iters, warmup, device):
-    """Seconds per image over `iters` passes over `u8` in batches of `batch`."""
-    if device == "cuda":
-        torch.cuda.synchronize()
+    """time_passes for pgc's `method`."""
     cls = METHODS[method]
     cam = cls(model=model, target_layers=[] if method == "fullgrad" else [model.get_submodule(layer)])
     with cam:
-        for _ in range(warmup):
-            pgc_batch(cam, u8[:batch], mean, std)
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            for s in range(0, len(u8), batch):
-                pgc_batch(cam, u8[s:s + batch], mean, std)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-    return dt / (iters * len(u8))
+        return time_passes(lambda b: pgc_batch(cam, b, mean, std), u8, batch, iters, warmup, device)
 
 
 def run_engine(engine, model_args, layer, method, batch, size, imgdir, iters, warmup, timeout,
