@@ -6,7 +6,6 @@ mod fixture;
 use fixture::Fixture as Raw;
 use gradcam_wgpu::model::{Model, detweights};
 use gradcam_wgpu::{Engine, EngineConfig, GpuContext, Precision, TargetSpec};
-use std::path::Path;
 
 struct Fixture {
     name: String,
@@ -247,7 +246,7 @@ fn small_bindings_chunk_everything() {
 
 #[test]
 fn detweights_match_python_vectors() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/detweights_vectors.json");
+    let path = fixture::repo_root().join("tests/fixtures/detweights_vectors.json");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     for case in v["hash_cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();

@@ -19,6 +19,7 @@
 //!   forward at 1e-5 of sum_i |v_i| (|backward|(|dy|))_i.
 
 mod common;
+mod fixture;
 
 use common::*;
 use gradcam_wgpu::gpu::Dispatch;
@@ -2382,7 +2383,7 @@ struct Fixture {
 }
 
 fn fixtures() -> Vec<Fixture> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = fixture::repo_root().join("tests/fixtures");
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/fixtures")
         .map(|e| e.expect("entry").path())

@@ -1,9 +1,11 @@
-"""Throughput in one invocation: pytorch-grad-cam (pgc, tools/requirements.txt) vs `gradcam bench`.
+"""Throughput in one invocation: pytorch-grad-cam (pgc, tools/requirements.txt) and optionally
+Captum's LayerGradCam vs `gradcam bench`.
 
 Usage:
   /opt/ref/bin/python tools/compare_throughput.py [--models bundled,resnet18,resnet50,vgg16]
       [--methods gradcam,scorecam] [--batches 16] [--size 224] [--images 32] [--slow-images 1]
       [--threads 2] [--device cpu|cuda] [--iters 3] [--warmup 1] [--rounds 1] [--json OUT.json]
+      [--peers pgc[,captum]]
 
 Same model, batch and images on both sides:
   models   torchvision ARCH with tools/detweights.py weights (--seed), written as a state dict
@@ -18,6 +20,11 @@ Same model, batch and images on both sides:
 What is timed, per (model, method, batch), after --warmup untimed batches, --iters times:
   pgc     in memory: normalise, Method(model, [layer])(x, targets=None) (top-1 target),
           show_cam_on_image and cv2.imencode('.png') for every image. torch threads --threads.
+  captum  (--peers pgc,captum; Grad-CAM only, captum 0.9.0) the same images and batches:
+          normalise, LayerGradCam(top-1 logit, layer).attribute(x, relu_attributions=True)
+          (one forward; autograd asked for the layer's gradient only, as the engine does),
+          LayerAttribution.interpolate (bilinear) and min-max on the device, then pgc's
+          show_cam_on_image and cv2.imencode('.png') for every image.
   engine  `gradcam bench --json` end to end: upload, preprocess, forward/backward/CAM,
           overlays read back, PNG encoding in memory (its GPU-only figure is reported too).
 Slow methods (--slow-methods, default scorecam,ablationcam) use --slow-images images (default 1)
@@ -25,6 +32,9 @@ and that many per batch, on both sides. A failing run prints n/a and the others 
 --rounds N alternates the two sides N times per row (each round its own warm-up and passes)
 and reports the medians, with the ratio as the median of the rounds' ratios: on a machine
 whose speed drifts (a shared VM), a round's two sides run minutes apart at most.
+With --json the file is rewritten after every row, so a run cut short keeps what it measured.
+Exit status: 0 when every row has its ratios, 1 when one does not, 2 on a usage error, 77 when
+--device cuda is asked for and torch sees no CUDA device (nothing is measured).
 """
 
 from __future__ import annotations
@@ -53,6 +63,9 @@ from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 MODELS = ("bundled", "resnet18", "resnet50", "vgg16")
+PEERS = ("pgc", "captum")
+# The engine/peer ratio's key in the rows; pgc's keeps its original name.
+RATIO = {"pgc": "ratio", "captum": "captum_ratio"}
 
 
 def load_bundled():
@@ -71,10 +84,8 @@ def normalize(u8, mean, std):
     return ((x - m) / s).contiguous()
 
 
-def pgc_batch(cam, u8, mean, std):
-    """One batch as an explain tool would run it; returns the PNG bytes written."""
-    x = normalize(u8, mean, std)
-    maps = cam(input_tensor=x, targets=None)
+def overlay_pngs(u8, maps):
+    """pgc's show_cam_on_image and a PNG encoding for every image; returns the bytes written."""
     written = 0
     for i in range(len(u8)):
         ov = show_cam_on_image(u8[i].astype(np.float32) / np.float32(255), maps[i], use_rgb=True)
@@ -84,23 +95,59 @@ def pgc_batch(cam, u8, mean, std):
     return written
 
 
-def time_pgc(model, layer, method, u8, batch, mean, std, iters, warmup, device):
-    """Seconds per image over `iters` passes over `u8` in batches of `batch`."""
+def pgc_batch(cam, u8, mean, std):
+    """One batch as an explain tool would run it; returns the PNG bytes written."""
+    x = normalize(u8, mean, std)
+    return overlay_pngs(u8, cam(input_tensor=x, targets=None))
+
+
+def captum_batch(cam, u8, mean, std, device):
+    """One batch through Captum's LayerGradCam, post-processed as pgc does; returns PNG bytes."""
+    from captum.attr import LayerAttribution
+
+    x = normalize(u8, mean, std).to(device)
+    attr = cam.attribute(x, target=0, relu_attributions=True)  # [N, 1, h, w]
+    up = LayerAttribution.interpolate(attr, tuple(x.shape[2:]), interpolate_mode="bilinear")
+    flat = up.flatten(1)
+    flat = flat - flat.min(dim=1, keepdim=True).values
+    maps = (flat / (1e-7 + flat.max(dim=1, keepdim=True).values)).view(len(u8), *x.shape[2:])
+    return overlay_pngs(u8, maps.detach().cpu().numpy())
+
+
+def time_passes(one_batch, u8, batch, iters, warmup, device):
+    """Seconds per image over `iters` passes over `u8` in batches of `batch`, after `warmup`
+    untimed batches."""
+    for _ in range(warmup):
+        one_batch(u8[:batch])
     if device == "cuda":
         torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        for s in range(0, len(u8), batch):
+            one_batch(u8[s:s + batch])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / (iters * len(u8))
+
+
+def time_captum(model, layer, u8, batch, mean, std, iters, warmup, device):
+    """time_passes for Captum's Grad-CAM; the target is each image's top-1 class."""
+    from captum.attr import LayerGradCam
+
+    def top1(x):  # the top-1 logit as the only output: target 0, one forward per batch
+        return model(x).max(dim=1, keepdim=True).values
+
+    cam = LayerGradCam(top1, model.get_submodule(layer))
+    return time_passes(lambda b: captum_batch(cam, b, mean, std, device), u8, batch, iters, warmup,
+                       device)
+
+
+def time_pgc(model, layer, method, u8, batch, mean, std, iters, warmup, device):
+    """time_passes for pgc's `method`."""
     cls = METHODS[method]
     cam = cls(model=model, target_layers=[] if method == "fullgrad" else [model.get_submodule(layer)])
     with cam:
-        for _ in range(warmup):
-            pgc_batch(cam, u8[:batch], mean, std)
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            for s in range(0, len(u8), batch):
-                pgc_batch(cam, u8[s:s + batch], mean, std)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-    return dt / (iters * len(u8))
+        return time_passes(lambda b: pgc_batch(cam, b, mean, std), u8, batch, iters, warmup, device)
 
 
 def run_engine(engine, model_args, layer, method, batch, size, imgdir, iters, warmup, timeout,
@@ -146,6 +193,8 @@ def main():
     ap.add_argument("--json", default=None, help="write the rows here")
     ap.add_argument("--engine-args", default="",
                     help="extra `gradcam bench` flags, space-separated (e.g. --winograd)")
+    ap.add_argument("--peers", default="pgc",
+                    help="comma list of " + ", ".join(PEERS) + " (captum: Grad-CAM rows only)")
     args = ap.parse_args()
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -161,8 +210,18 @@ def main():
         ap.error("--batches: positive integers")
     if args.rounds < 1:
         ap.error("--rounds: a positive integer")
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    if not peers or any(p not in PEERS for p in peers):
+        ap.error(f"--peers: a comma list of {', '.join(PEERS)}")
+    if "captum" in peers:
+        try:
+            import captum.attr  # noqa: F401
+        except ImportError as e:
+            ap.error(f"--peers captum: {e} (pip install captum==0.9.0)")
     if args.device == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda: torch sees no CUDA device")
+        print(f"compare_throughput: --device cuda: torch {torch.__version__} sees no CUDA device; "
+              "nothing measured", file=sys.stderr)
+        return 77
     slow = {m.strip() for m in args.slow_methods.split(",") if m.strip()}
     size = parse_size(args.size)
     torch.set_num_threads(args.threads)
@@ -207,15 +266,24 @@ def main():
                     row = {"model": name, "method": method, "batch": b, "images": count,
                            "size": list(size), "layer": layer, "device": args.device,
                            "torch_threads": torch.get_num_threads()}
-                    pgc, eng = [], []
+                    # Captum has Grad-CAM only: its column stays empty for other methods.
+                    row_peers = [p for p in peers if p == "pgc" or method == "gradcam"]
+                    got = {p: [] for p in row_peers}
+                    eng = []
                     for _ in range(args.rounds):
-                        if "pgc_error" not in row:
+                        for p in row_peers:
+                            if f"{p}_error" in row:
+                                continue
                             try:
-                                spi = time_pgc(model, layer, method, u8, b, mean, std,
-                                               args.iters, args.warmup, args.device)
-                                pgc.append(1.0 / spi)
+                                if p == "pgc":
+                                    spi = time_pgc(model, layer, method, u8, b, mean, std,
+                                                   args.iters, args.warmup, args.device)
+                                else:
+                                    spi = time_captum(model, layer, u8, b, mean, std,
+                                                      args.iters, args.warmup, args.device)
+                                got[p].append(1.0 / spi)
                             except Exception as e:  # keep going: report it in the row
-                                row["pgc_error"] = f"{type(e).__name__}: {e}"
+                                row[f"{p}_error"] = f"{type(e).__name__}: {e}"
                         if "engine_error" not in row:
                             rep, err = run_engine(engine, model_args, layer, method, b, size,
                                                   dirs["slow" if is_slow else "all"], args.iters,
@@ -225,8 +293,9 @@ def main():
                                 row["engine_error"] = err
                             else:
                                 eng.append(rep)
-                    if pgc:
-                        row["pgc_images_per_second"] = statistics.median(pgc)
+                    for p, v in got.items():
+                        if v:
+                            row[f"{p}_images_per_second"] = statistics.median(v)
                     if eng:
                         e2e = [r["end_to_end"]["images_per_second"] for r in eng]
                         row["engine_images_per_second"] = statistics.median(e2e)
@@ -234,32 +303,49 @@ def main():
                             r["compute"]["images_per_second"] for r in eng)
                         row["engine_adapter"] = eng[0]["adapter"]["name"]
                         row["engine_peak_memory_bytes"] = max(r["memory"]["peak"] for r in eng)
+                    for p, v in got.items():
+                        if args.rounds > 1:
+                            row[f"{p}_rounds"] = v
+                        if v and eng and "engine_error" not in row and f"{p}_error" not in row:
+                            row[RATIO[p]] = statistics.median(e / x for e, x in zip(e2e, v))
                     if args.rounds > 1:
-                        row["pgc_rounds"] = pgc
                         row["engine_rounds"] = [r["end_to_end"]["images_per_second"] for r in eng]
-                    if pgc and eng and "engine_error" not in row and "pgc_error" not in row:
-                        row["ratio"] = statistics.median(e / p for e, p in zip(e2e, pgc))
+                    row["peers"] = row_peers
                     rows.append(row)
-                    print(f"#   {name} {method} batch {b}: pgc {fmt(row.get('pgc_images_per_second'))} "
-                          f"img/s, engine {fmt(row.get('engine_images_per_second'))} img/s"
+                    if args.json:
+                        write_json(args.json, args, rows)
+                    print(f"#   {name} {method} batch {b}: "
+                          + "".join(f"{p} {fmt(row.get(f'{p}_images_per_second'))} img/s, "
+                                    for p in row_peers)
+                          + f"engine {fmt(row.get('engine_images_per_second'))} img/s"
                           + (f" ({row['engine_error']})" if "engine_error" in row else "")
-                          + (f" (pgc: {row['pgc_error']})" if "pgc_error" in row else ""), flush=True)
+                          + "".join(f" ({p}: {row[f'{p}_error']})" for p in row_peers
+                                    if f"{p}_error" in row), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print()
-    print("| model | method | batch | images | pgc img/s | engine img/s | engine GPU-only img/s | engine/pgc |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    cols = " | ".join(f"{p} img/s" for p in peers)
+    ratios = " | ".join(f"engine/{p}" for p in peers)
+    print(f"| model | method | batch | images | {cols} | engine img/s | engine GPU-only img/s | {ratios} |")
+    print("| --- | --- | ---: | ---: |" + " ---: |" * (2 * len(peers) + 2))
     for r in rows:
         print(f"| {r['model']} | {r['method']} | {r['batch']} | {r['images']} | "
-              f"{fmt(r.get('pgc_images_per_second'))} | {fmt(r.get('engine_images_per_second'))} | "
-              f"{fmt(r.get('engine_compute_images_per_second'))} | {fmt(r.get('ratio'), 2)} |")
+              + "".join(f"{fmt(r.get(f'{p}_images_per_second'))} | " for p in peers)
+              + f"{fmt(r.get('engine_images_per_second'))} | "
+              f"{fmt(r.get('engine_compute_images_per_second'))} | "
+              + " | ".join(fmt(r.get(RATIO[p]), 2) for p in peers) + " |")
     if args.json:
-        doc = {"args": vars(args), "torch": torch.__version__, "rows": rows}
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=1)
+        write_json(args.json, args, rows)
         print(f"\n# wrote {args.json}")
-    return 0 if rows and all("ratio" in r for r in rows) else 1
+    return 0 if rows and all(RATIO[p] in r for r in rows for p in r["peers"]) else 1
+
+
+def write_json(path, args, rows):
+    doc = {"args": vars(args), "torch": torch.__version__, "rows": rows}
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def fmt(x, digits=3):

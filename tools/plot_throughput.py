@@ -1,11 +1,12 @@
-"""Images/s vs batch size, engine vs pytorch-grad-cam, from tools/compare_throughput.py's JSON.
+"""Images/s vs batch size, engine vs pytorch-grad-cam (and Captum), from compare_throughput.py's JSON.
 
 Usage:
   /opt/ref/bin/python tools/compare_throughput.py --models bundled,resnet18 --methods gradcam \
       --batches 1,4,16,32 --json tp.json
   /opt/ref/bin/python tools/plot_throughput.py tp.json --out throughput.png
 
-One panel per (model, method); lines: engine end to end, engine GPU-only, pgc. Log-scale y.
+One panel per (model, method); lines: engine end to end, engine GPU-only, pgc, Captum (where
+measured). Log-scale y.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ SERIES = (
     ("engine_images_per_second", "engine, end to end", "-o"),
     ("engine_compute_images_per_second", "engine, GPU only", ":o"),
     ("pgc_images_per_second", "pytorch-grad-cam", "-s"),
+    ("captum_images_per_second", "Captum LayerGradCam", "-^"),
 )
 
 
@@ -56,8 +58,10 @@ def main():
     axes[0][0].set_ylabel("images / s")
     axes[0][0].legend(fontsize=8)
     r0 = doc["rows"][0]
+    peers = " and ".join({"pgc": "pgc", "captum": "Captum"}[p]
+                         for p in doc["args"].get("peers", "pgc").split(","))
     # Two lines: adapter names are long and the figure may be one panel wide.
-    fig.suptitle(args.title or f"engine on {r0.get('engine_adapter', '?')}\nvs pgc on torch "
+    fig.suptitle(args.title or f"engine on {r0.get('engine_adapter', '?')}\nvs {peers} on torch "
                  f"{r0['device']} ({r0['torch_threads']} threads)", fontsize=9)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
