@@ -3,10 +3,12 @@
 //! op means (shape, lowering, reference) lives in its own module under [`ops`], listed once
 //! in the registry ([`op`]).
 
+pub mod node;
 pub mod op;
 pub mod ops;
 
-pub use op::{Arity, NodeOp, Op, WeightUpload};
+pub use node::{Arity, NodeOp, WeightUpload};
+pub use op::Op;
 pub use ops::activation::{Relu6, Sigmoid, Silu};
 pub use ops::adaptive_avg_pool::AdaptiveAvgPool2d;
 pub use ops::add::Add;

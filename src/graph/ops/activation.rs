@@ -87,8 +87,8 @@ macro_rules! activation_op {
         }
 
         impl Samples for $ty {
-            fn samples() -> Vec<(Op, Vec<Shape>)> {
-                vec![(Op::$ty($ty), vec![$sample])]
+            fn samples() -> Vec<(Self, Vec<Shape>)> {
+                vec![($ty, vec![$sample])]
             }
         }
     };

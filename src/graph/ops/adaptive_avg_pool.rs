@@ -29,8 +29,8 @@ impl NodeOp for AdaptiveAvgPool2d {
 }
 
 impl Samples for AdaptiveAvgPool2d {
-    fn samples() -> Vec<(Op, Vec<Shape>)> {
-        let pool = |output| Op::AdaptiveAvgPool2d(AdaptiveAvgPool2d { output });
+    fn samples() -> Vec<(Self, Vec<Shape>)> {
+        let pool = |output| AdaptiveAvgPool2d { output };
         vec![
             (pool([1, 1]), vec![[5, 7, 3]]),
             (pool([3, 2]), vec![[3, 7, 5]]),

@@ -31,8 +31,8 @@ impl NodeOp for Add {
 }
 
 impl Samples for Add {
-    fn samples() -> Vec<(Op, Vec<Shape>)> {
-        vec![(Op::Add(Add), vec![[5, 3, 7], [5, 3, 7]])]
+    fn samples() -> Vec<(Self, Vec<Shape>)> {
+        vec![(Add, vec![[5, 3, 7], [5, 3, 7]])]
     }
 }
 

@@ -42,14 +42,14 @@ impl NodeOp for Dropout {
 }
 
 impl Samples for Flatten {
-    fn samples() -> Vec<(Op, Vec<Shape>)> {
-        vec![(Op::Flatten(Flatten), vec![[3, 5, 7]])]
+    fn samples() -> Vec<(Self, Vec<Shape>)> {
+        vec![(Flatten, vec![[3, 5, 7]])]
     }
 }
 
 impl Samples for Dropout {
-    fn samples() -> Vec<(Op, Vec<Shape>)> {
-        vec![(Op::Dropout(Dropout), vec![[5, 3, 2]])]
+    fn samples() -> Vec<(Self, Vec<Shape>)> {
+        vec![(Dropout, vec![[5, 3, 2]])]
     }
 }
 

@@ -49,15 +49,13 @@ impl NodeOp for AvgPool2d {
 }
 
 impl Samples for AvgPool2d {
-    fn samples() -> Vec<(Op, Vec<Shape>)> {
-        let pool = |kernel, stride, padding, ceil_mode, count_include_pad| {
-            Op::AvgPool2d(AvgPool2d {
-                kernel,
-                stride,
-                padding,
-                ceil_mode,
-                count_include_pad,
-            })
+    fn samples() -> Vec<(Self, Vec<Shape>)> {
+        let pool = |kernel, stride, padding, ceil_mode, count_include_pad| AvgPool2d {
+            kernel,
+            stride,
+            padding,
+            ceil_mode,
+            count_include_pad,
         };
         vec![
             (pool([3, 3], [2, 2], [1, 1], true, false), vec![[3, 8, 7]]),

@@ -92,13 +92,13 @@ impl NodeOp for BatchNorm2d {
 }
 
 impl Samples for BatchNorm2d {
-    fn samples() -> Vec<(Op, Vec<Shape>)> {
+    fn samples() -> Vec<(Self, Vec<Shape>)> {
         let bn = BatchNorm2d {
             prefix: "bn".into(),
             channels: 5,
             eps: 1e-5,
         };
-        vec![(Op::BatchNorm2d(bn), vec![[5, 3, 7]])]
+        vec![(bn, vec![[5, 3, 7]])]
     }
 }
 

@@ -45,8 +45,8 @@ impl NodeOp for Concat {
 }
 
 impl Samples for Concat {
-    fn samples() -> Vec<(Op, Vec<Shape>)> {
-        vec![(Op::Concat(Concat), vec![[3, 5, 7], [1, 5, 7], [6, 5, 7]])]
+    fn samples() -> Vec<(Self, Vec<Shape>)> {
+        vec![(Concat, vec![[3, 5, 7], [1, 5, 7], [6, 5, 7]])]
     }
 }
 

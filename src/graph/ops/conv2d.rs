@@ -3,7 +3,7 @@
 
 use super::prelude::*;
 use crate::gpu::buffer;
-use crate::graph::op::tensor_f64;
+use crate::graph::node::tensor_f64;
 use crate::graph::{check_dim, check_pair};
 use crate::ops::Precision;
 use crate::ops::conv::{ConvShape, ConvWeight, out_size};
@@ -148,20 +148,18 @@ impl NodeOp for Conv2d {
 }
 
 impl Samples for Conv2d {
-    fn samples() -> Vec<(Op, Vec<Shape>)> {
+    fn samples() -> Vec<(Self, Vec<Shape>)> {
         #[allow(clippy::too_many_arguments)]
-        let conv = |cin, cout, kernel, stride, padding, dilation, groups, bias: bool| {
-            Op::Conv2d(Conv2d {
-                weight: "conv.weight".into(),
-                bias: bias.then(|| "conv.bias".into()),
-                in_channels: cin,
-                out_channels: cout,
-                kernel,
-                stride,
-                padding,
-                dilation,
-                groups,
-            })
+        let conv = |cin, cout, kernel, stride, padding, dilation, groups, bias: bool| Conv2d {
+            weight: "conv.weight".into(),
+            bias: bias.then(|| "conv.bias".into()),
+            in_channels: cin,
+            out_channels: cout,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
         };
         vec![
             (

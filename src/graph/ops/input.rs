@@ -38,7 +38,7 @@ impl NodeOp for Input {
 
 impl Samples for Input {
     /// Nothing to compute: the input is tested through the preprocessing kernels.
-    fn samples() -> Vec<(Op, Vec<Shape>)> {
+    fn samples() -> Vec<(Self, Vec<Shape>)> {
         Vec::new()
     }
 }

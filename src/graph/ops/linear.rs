@@ -79,14 +79,12 @@ impl NodeOp for Linear {
 }
 
 impl Samples for Linear {
-    fn samples() -> Vec<(Op, Vec<Shape>)> {
-        let linear = |in_features, out_features, bias: bool| {
-            Op::Linear(Linear {
-                weight: "fc.weight".into(),
-                bias: bias.then(|| "fc.bias".into()),
-                in_features,
-                out_features,
-            })
+    fn samples() -> Vec<(Self, Vec<Shape>)> {
+        let linear = |in_features, out_features, bias: bool| Linear {
+            weight: "fc.weight".into(),
+            bias: bias.then(|| "fc.bias".into()),
+            in_features,
+            out_features,
         };
         vec![
             (linear(13, 7, true), vec![[13, 1, 1]]),

@@ -52,15 +52,13 @@ impl NodeOp for MaxPool2d {
 }
 
 impl Samples for MaxPool2d {
-    fn samples() -> Vec<(Op, Vec<Shape>)> {
-        let pool = |kernel, stride, padding, dilation, ceil_mode| {
-            Op::MaxPool2d(MaxPool2d {
-                kernel,
-                stride,
-                padding,
-                dilation,
-                ceil_mode,
-            })
+    fn samples() -> Vec<(Self, Vec<Shape>)> {
+        let pool = |kernel, stride, padding, dilation, ceil_mode| MaxPool2d {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
         };
         vec![
             (pool([3, 3], [2, 2], [1, 1], [1, 1], false), vec![[3, 9, 7]]),

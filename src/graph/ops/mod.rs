@@ -15,15 +15,15 @@ pub mod max_pool;
 pub mod mul;
 pub mod relu;
 
-use super::op;
+use super::node;
 
 /// What every op module uses.
 mod prelude {
     pub use crate::error::{Error, Result};
     pub use crate::gpu::Dispatch;
     pub use crate::graph::Shape;
-    pub use crate::graph::op::{
-        Arity, Backward, Forward, Lower, Lowered, NodeOp, Op, Reference, Samples,
+    pub use crate::graph::node::{
+        Arity, Backward, Forward, Lower, Lowered, NodeOp, Reference, Samples,
     };
     pub use crate::reference as r;
     pub use serde::{Deserialize, Serialize};
@@ -31,7 +31,7 @@ mod prelude {
 
 /// The gradient passed through unchanged (sums, aliases): added into input `k`'s gradient,
 /// or written there when nothing was yet.
-fn pass_through(b: &op::Backward<'_>) -> Vec<crate::gpu::Dispatch> {
+fn pass_through(b: &node::Backward<'_>) -> Vec<crate::gpu::Dispatch> {
     let len = b.rows * numel(b.shape);
     vec![
         b.ops

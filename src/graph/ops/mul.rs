@@ -54,10 +54,10 @@ impl NodeOp for Mul {
 }
 
 impl Samples for Mul {
-    fn samples() -> Vec<(Op, Vec<Shape>)> {
+    fn samples() -> Vec<(Self, Vec<Shape>)> {
         vec![
-            (Op::Mul(Mul), vec![[5, 3, 7], [5, 3, 7]]),
-            (Op::Mul(Mul), vec![[6, 5, 3], [6, 1, 1]]),
+            (Mul, vec![[5, 3, 7], [5, 3, 7]]),
+            (Mul, vec![[6, 5, 3], [6, 1, 1]]),
         ]
     }
 }

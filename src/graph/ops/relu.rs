@@ -22,8 +22,8 @@ impl NodeOp for Relu {
 }
 
 impl Samples for Relu {
-    fn samples() -> Vec<(Op, Vec<Shape>)> {
-        vec![(Op::Relu(Relu), vec![[3, 5, 7]])]
+    fn samples() -> Vec<(Self, Vec<Shape>)> {
+        vec![(Relu, vec![[3, 5, 7]])]
     }
 }
 
