@@ -1,4 +1,4 @@
-// Element-wise ops: residual add, ReLU, sigmoid, ReLU6, SiLU, per-channel affine (unfolded
+// Element-wise ops: residual add, ReLU, sigmoid, ReLU6, SiLU, Hardswish, per-channel affine (unfolded
 // BatchNorm), products (element-wise or per channel), channel slices for concatenation, and
 // their backward passes, plus gradient accumulation for fan-out.
 // Bindings: a (read), b (read), dst (read_write); entries that need one input ignore b.
@@ -209,4 +209,25 @@ fn copy_slice(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     var v = a[row * p.src_per + p.src_off + j];
     if ((p.flags & FLAG_ACCUMULATE) != 0u) { v += dst[d]; }
     dst[d] = v;
+}
+
+// Hardswish (MobileNetV3): x * clamp(x + 3, 0, 6) / 6, in PyTorch's order of operations.
+@compute @workgroup_size(256)
+fn hardswish_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = a[i];
+    dst[i] = x * clamp(x + 3.0, 0.0, 6.0) / 6.0;
+}
+
+// PyTorch's hardswish_backward: 0 below -3, dy * (x / 3 + 1/2) up to 3, dy above; b is x.
+@compute @workgroup_size(256)
+fn hardswish_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = b[forward_index(i)];
+    let inside = select(a[i] * (x / 3.0 + 0.5), a[i], x > 3.0);
+    dst[i] = select(inside, 0.0, x < -3.0);
 }

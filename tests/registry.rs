@@ -37,11 +37,12 @@ fn weights_for(op: &Op, rng: &mut Rng) -> Weights {
     w
 }
 
-/// f32-rounded inputs of `n` images per input shape, values in [-3, 3] (past ReLU6's kinks).
+/// f32-rounded inputs of `n` images per input shape, values in [-4, 7]: past the kinks of
+/// ReLU6 (0, 6) and Hardswish (-3, 3).
 fn inputs_for(shapes: &[Shape], n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
     shapes
         .iter()
-        .map(|&s| rng.vec(n * numel(s), -3.0, 3.0))
+        .map(|&s| rng.vec(n * numel(s), -4.0, 7.0))
         .collect()
 }
 

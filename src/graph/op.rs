@@ -9,8 +9,8 @@ pub use super::node::{
     Arity, Backward, Forward, Lower, Lowered, NodeOp, Reference, Samples, WeightUpload, tensor_f64,
 };
 use super::ops::{
-    activation, adaptive_avg_pool, add, alias, avg_pool, batch_norm, concat, conv2d, input, linear,
-    max_pool, mul, relu,
+    activation, adaptive_avg_pool, add, alias, avg_pool, batch_norm, concat, conv2d, hardswish,
+    input, linear, max_pool, mul, relu,
 };
 
 /// Declares the IR enum from the op types: one line per op.
@@ -73,4 +73,6 @@ registry! {
     Silu(activation::Silu),
     /// Element-wise product, or a `[C, 1, 1]` gate per channel (squeeze-excitation).
     Mul(mul::Mul),
+    /// `x * clamp(x + 3, 0, 6) / 6` (MobileNetV3).
+    Hardswish(hardswish::Hardswish),
 }

@@ -9,6 +9,7 @@ pub mod avg_pool;
 pub mod batch_norm;
 pub mod concat;
 pub mod conv2d;
+pub mod hardswish;
 pub mod input;
 pub mod linear;
 pub mod max_pool;
