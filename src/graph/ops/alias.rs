@@ -10,48 +10,40 @@ pub struct Flatten;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Dropout;
 
-impl NodeOp for Flatten {
-    fn shape(&self, inputs: &[Shape]) -> std::result::Result<Shape, String> {
-        // Bounded by MAX_ELEMENTS (checked for the input).
-        Ok([super::numel(inputs[0]), 1, 1])
-    }
-    fn lower(&self, _: &Lower<'_>) -> Result<Box<dyn Lowered>> {
-        Ok(Box::new(Alias))
-    }
-    fn reference(&self, r: &Reference<'_>) -> Result<Vec<f64>> {
-        Ok(r.inputs[0].to_vec())
-    }
-    fn reference_backward(&self, _: &Reference<'_>, _: usize, dy: &[f64]) -> Result<Vec<f64>> {
-        Ok(dy.to_vec())
-    }
+/// An op whose output is its input's data under `$shape`.
+macro_rules! alias_op {
+    ($ty:ident, $shape:expr, $sample:expr) => {
+        impl NodeOp for $ty {
+            fn shape(&self, inputs: &[Shape]) -> std::result::Result<Shape, String> {
+                Ok($shape(inputs[0]))
+            }
+            fn lower(&self, _: &Lower<'_>) -> Result<Box<dyn Lowered>> {
+                Ok(Box::new(Alias))
+            }
+            fn reference(&self, r: &Reference<'_>) -> Result<Vec<f64>> {
+                Ok(r.inputs[0].to_vec())
+            }
+            fn reference_backward(
+                &self,
+                _: &Reference<'_>,
+                _: usize,
+                dy: &[f64],
+            ) -> Result<Vec<f64>> {
+                Ok(dy.to_vec())
+            }
+        }
+
+        impl Samples for $ty {
+            fn samples() -> Vec<(Self, Vec<Shape>)> {
+                vec![($ty, vec![$sample])]
+            }
+        }
+    };
 }
 
-impl NodeOp for Dropout {
-    fn shape(&self, inputs: &[Shape]) -> std::result::Result<Shape, String> {
-        Ok(inputs[0])
-    }
-    fn lower(&self, _: &Lower<'_>) -> Result<Box<dyn Lowered>> {
-        Ok(Box::new(Alias))
-    }
-    fn reference(&self, r: &Reference<'_>) -> Result<Vec<f64>> {
-        Ok(r.inputs[0].to_vec())
-    }
-    fn reference_backward(&self, _: &Reference<'_>, _: usize, dy: &[f64]) -> Result<Vec<f64>> {
-        Ok(dy.to_vec())
-    }
-}
-
-impl Samples for Flatten {
-    fn samples() -> Vec<(Self, Vec<Shape>)> {
-        vec![(Flatten, vec![[3, 5, 7]])]
-    }
-}
-
-impl Samples for Dropout {
-    fn samples() -> Vec<(Self, Vec<Shape>)> {
-        vec![(Dropout, vec![[5, 3, 2]])]
-    }
-}
+// Bounded by MAX_ELEMENTS (checked for the input).
+alias_op!(Flatten, |s| [super::numel(s), 1, 1], [3, 5, 7]);
+alias_op!(Dropout, |s| s, [5, 3, 2]);
 
 /// A step whose output is its input's buffer.
 pub struct Alias;
