@@ -182,7 +182,7 @@ impl Graph {
     }
 }
 
-/// Elements of a shape already checked against [`MAX_ELEMENTS`].
+/// Elements per image of a shape already checked against [`MAX_ELEMENTS`].
 pub fn elements(s: Shape) -> usize {
     s[0] * s[1] * s[2]
 }

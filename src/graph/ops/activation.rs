@@ -80,7 +80,7 @@ macro_rules! activation_op {
                 Ok(<$ty as Elementwise>::backward(
                     dy,
                     forward,
-                    super::numel(r.shape),
+                    elements(r.shape),
                     r.rep,
                 ))
             }
@@ -103,7 +103,7 @@ pub struct ActivationStep(pub Activation);
 
 impl Lowered for ActivationStep {
     fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
-        let len = f.n * super::numel(f.shape);
+        let len = f.n * elements(f.shape);
         vec![
             f.ops
                 .eltwise
@@ -121,7 +121,7 @@ impl Lowered for ActivationStep {
             b.ctx,
             self.0,
             b.rows,
-            super::numel(b.shape),
+            elements(b.shape),
             b.rep,
             b.dy,
             forward,

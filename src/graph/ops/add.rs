@@ -40,7 +40,7 @@ pub struct AddStep;
 
 impl Lowered for AddStep {
     fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
-        let len = f.n * super::numel(f.shape);
+        let len = f.n * elements(f.shape);
         vec![
             f.ops
                 .eltwise

@@ -42,7 +42,7 @@ macro_rules! alias_op {
 }
 
 // Bounded by MAX_ELEMENTS (checked for the input).
-alias_op!(Flatten, |s| [super::numel(s), 1, 1], [3, 5, 7]);
+alias_op!(Flatten, |s| [elements(s), 1, 1], [3, 5, 7]);
 alias_op!(Dropout, |s| s, [5, 3, 2]);
 
 /// A step whose output is its input's buffer.

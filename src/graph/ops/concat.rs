@@ -54,15 +54,15 @@ pub struct ConcatStep;
 
 /// Where input `k`'s channels start in the output, per image.
 fn offset(inputs: &[(&wgpu::Buffer, Shape)], k: usize) -> usize {
-    inputs[..k].iter().map(|(_, s)| super::numel(*s)).sum()
+    inputs[..k].iter().map(|(_, s)| elements(*s)).sum()
 }
 
 impl Lowered for ConcatStep {
     fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
-        let per = super::numel(f.shape);
+        let per = elements(f.shape);
         (0..f.inputs.len())
             .map(|k| {
-                let count = super::numel(f.inputs[k].1);
+                let count = elements(f.inputs[k].1);
                 let src = Slice {
                     buf: f.x(k),
                     per_row: count,
@@ -79,10 +79,10 @@ impl Lowered for ConcatStep {
     }
     /// Hands input `k` its channel range of the gradient, without a scratch buffer.
     fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {
-        let count = super::numel(b.inputs[b.k].1);
+        let count = elements(b.inputs[b.k].1);
         let src = Slice {
             buf: b.dy,
-            per_row: super::numel(b.shape),
+            per_row: elements(b.shape),
             offset: offset(b.inputs, b.k),
         };
         let dst = Slice {

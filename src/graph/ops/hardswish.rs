@@ -41,7 +41,7 @@ impl NodeOp for Hardswish {
     }
     fn reference_backward(&self, r: &Reference<'_>, _: usize, dy: &[f64]) -> Result<Vec<f64>> {
         // Row i of dy reads image i / rep of x.
-        let per = super::numel(r.shape);
+        let per = elements(r.shape);
         let x = r.inputs[0];
         Ok((0..dy.len())
             .map(|i| dy[i] * hardswish_grad(x[(i / per / r.rep) * per + i % per]))

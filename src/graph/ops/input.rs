@@ -22,7 +22,7 @@ impl NodeOp for Input {
     }
 
     fn lower(&self, _: &Lower<'_>) -> Result<Box<dyn Lowered>> {
-        Ok(Box::new(Lowered0))
+        Ok(Box::new(InputStep))
     }
 
     fn reference(&self, _: &Reference<'_>) -> Result<Vec<f64>> {
@@ -44,9 +44,9 @@ impl Samples for Input {
 }
 
 /// The input step: preprocessing fills it, nothing flows back.
-struct Lowered0;
+struct InputStep;
 
-impl Lowered for Lowered0 {
+impl Lowered for InputStep {
     fn forward(&self, _: &Forward<'_>) -> Vec<Dispatch> {
         Vec::new()
     }

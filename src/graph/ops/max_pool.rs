@@ -89,6 +89,6 @@ impl Lowered for MaxPoolStep {
         ]
     }
     fn saved_words(&self, shape: Shape) -> usize {
-        super::numel(shape)
+        elements(shape)
     }
 }

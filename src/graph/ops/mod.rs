@@ -22,10 +22,10 @@ use super::node;
 mod prelude {
     pub use crate::error::{Error, Result};
     pub use crate::gpu::Dispatch;
-    pub use crate::graph::Shape;
     pub use crate::graph::node::{
         Arity, Backward, Forward, Lower, Lowered, NodeOp, Reference, Samples,
     };
+    pub use crate::graph::{Shape, elements};
     pub use crate::reference as r;
     pub use serde::{Deserialize, Serialize};
 }
@@ -33,17 +33,12 @@ mod prelude {
 /// The gradient passed through unchanged (sums, aliases): added into input `k`'s gradient,
 /// or written there when nothing was yet.
 fn pass_through(b: &node::Backward<'_>) -> Vec<crate::gpu::Dispatch> {
-    let len = b.rows * numel(b.shape);
+    let len = b.rows * crate::graph::elements(b.shape);
     vec![
         b.ops
             .eltwise
             .add_into(b.ctx, len, b.accumulate, b.dy, b.dx, b.dummy()),
     ]
-}
-
-/// Elements per image of a shape.
-fn numel(s: crate::graph::Shape) -> usize {
-    s[0] * s[1] * s[2]
 }
 
 /// PyTorch's rule: pooling padding is at most half the kernel.

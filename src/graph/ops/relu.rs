@@ -17,7 +17,7 @@ impl NodeOp for Relu {
         Ok(r::relu(r.inputs[0]))
     }
     fn reference_backward(&self, r: &Reference<'_>, _: usize, dy: &[f64]) -> Result<Vec<f64>> {
-        Ok(r::relu_backward(dy, r.output, super::numel(r.shape), r.rep))
+        Ok(r::relu_backward(dy, r.output, elements(r.shape), r.rep))
     }
 }
 
@@ -31,7 +31,7 @@ pub struct ReluStep;
 
 impl Lowered for ReluStep {
     fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
-        let len = f.n * super::numel(f.shape);
+        let len = f.n * elements(f.shape);
         vec![
             f.ops
                 .eltwise
@@ -43,7 +43,7 @@ impl Lowered for ReluStep {
         vec![b.ops.eltwise.relu_backward_mode(
             b.ctx,
             b.rows,
-            super::numel(b.shape),
+            elements(b.shape),
             b.rep,
             b.guided,
             b.dy,
