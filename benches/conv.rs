@@ -26,6 +26,7 @@ fn shape(batch: usize, cin: usize, hw: usize, cout: usize, k: usize, stride: usi
         kernel: [k, k],
         stride: [stride, stride],
         padding: [k / 2, k / 2],
+        padding_end: [k / 2, k / 2],
         dilation: [1, 1],
         groups: 1,
     }

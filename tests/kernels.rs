@@ -71,6 +71,7 @@ fn cs(
         kernel,
         stride,
         padding,
+        padding_end: padding,
         dilation,
         groups,
     }

@@ -338,6 +338,7 @@ fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
             padding: [0, 0],
             dilation: [1, 1],
             groups: 1,
+            padding_end: None,
         })
     };
     let input = || node("x", Op::Input(Input { channels: 3 }), vec![]);
@@ -442,6 +443,7 @@ fn mobile_net() -> (Graph, Weights) {
             padding: [p, p],
             dilation: [d, d],
             groups,
+            padding_end: None,
         })
     };
     let pool = || Op::AdaptiveAvgPool2d(AdaptiveAvgPool2d { output: [1, 1] });
@@ -472,6 +474,7 @@ fn mobile_net() -> (Graph, Weights) {
         bias: Some(tensor("fc.bias", vec![5], 24)),
         in_features: 24,
         out_features: 5,
+        axis: 0,
     });
     push("fc", fc, vec![f]);
     let g = Graph {

@@ -187,7 +187,10 @@ pub(super) fn classifier_weight(
         .iter()
         .find(|n| n.name == plan.steps.last().expect("steps").name)
         .ok_or_else(bad)?;
-    let Op::Linear(Linear { weight, .. }) = &node.op else {
+    let Op::Linear(Linear {
+        weight, axis: 0, ..
+    }) = &node.op
+    else {
         return Err(bad());
     };
     Ok(buffer::storage_f32(

@@ -15,6 +15,8 @@ pub use ops::add::Add;
 pub use ops::alias::{Dropout, Flatten};
 pub use ops::avg_pool::AvgPool2d;
 pub use ops::batch_norm::BatchNorm2d;
+pub use ops::binary::{Binary, BinaryKind};
+pub use ops::binary_const::BinaryConst;
 pub use ops::concat::Concat;
 pub use ops::conv2d::Conv2d;
 pub use ops::input::Input;

@@ -149,6 +149,7 @@ impl Builder {
             padding: [pad, pad],
             dilation: [1, 1],
             groups: 1,
+            padding_end: None,
         });
         self.push(name, op, vec![x])
     }
@@ -166,6 +167,7 @@ impl Builder {
             bias: Some(format!("{name}.bias")),
             in_features: fin,
             out_features: fout,
+            axis: 0,
         });
         self.push(name, op, vec![x])
     }

@@ -15,7 +15,11 @@ pub struct ConvShape {
     pub out_c: usize,
     pub kernel: [usize; 2],
     pub stride: [usize; 2],
+    /// Top and left padding: the kernels index with it.
     pub padding: [usize; 2],
+    /// Bottom and right padding (ONNX pads `[t, l, b, r]`, TF 'same' with stride 2): it only
+    /// sets the output size; the kernels bound-check every read against the input.
+    pub padding_end: [usize; 2],
     pub dilation: [usize; 2],
     pub groups: usize,
 }
@@ -26,7 +30,7 @@ impl ConvShape {
             self.in_h,
             self.kernel[0],
             self.stride[0],
-            self.padding[0],
+            [self.padding[0], self.padding_end[0]],
             self.dilation[0],
         )
     }
@@ -35,7 +39,7 @@ impl ConvShape {
             self.in_w,
             self.kernel[1],
             self.stride[1],
-            self.padding[1],
+            [self.padding[1], self.padding_end[1]],
             self.dilation[1],
         )
     }
@@ -54,8 +58,9 @@ impl ConvShape {
     }
 }
 
-pub fn out_size(input: usize, k: usize, stride: usize, pad: usize, dil: usize) -> usize {
-    (input + 2 * pad).saturating_sub(dil * (k - 1) + 1) / stride + 1
+/// Output size along one axis padded by `pad` (begin, end).
+pub fn out_size(input: usize, k: usize, stride: usize, pad: [usize; 2], dil: usize) -> usize {
+    (input + pad[0] + pad[1]).saturating_sub(dil * (k - 1) + 1) / stride + 1
 }
 
 /// Kernel variant; chosen per adapter class, overridable for tests and benchmarks.
@@ -205,6 +210,7 @@ fn winograd_gemm(s: &ConvShape, tiles: usize) -> ConvShape {
         kernel: [1, 1],
         stride: [1, 1],
         padding: [0, 0],
+        padding_end: [0, 0],
         dilation: [1, 1],
         groups: 36,
     }

@@ -2,6 +2,7 @@
 //! uniform parameters and bindings and returns a [`Dispatch`] to record; the f64 twins live
 //! in [`crate::reference`].
 
+pub mod broadcast;
 pub mod cam;
 pub mod conv;
 pub mod eigen;
@@ -17,6 +18,7 @@ use crate::gpu::{GpuContext, buffer};
 
 /// Every kernel of the engine, compiled once per device.
 pub struct Ops {
+    pub broadcast: broadcast::BroadcastKernels,
     pub conv: conv::ConvKernels,
     pub eigen: eigen::EigenKernels,
     pub pool: pool::PoolKernels,
@@ -34,6 +36,7 @@ pub struct Ops {
 impl Ops {
     pub fn new(ctx: &GpuContext) -> Self {
         Self {
+            broadcast: broadcast::BroadcastKernels::new(ctx),
             conv: conv::ConvKernels::new(ctx),
             eigen: eigen::EigenKernels::new(ctx),
             pool: pool::PoolKernels::new(ctx),
@@ -52,6 +55,10 @@ impl Ops {
 /// The WGSL sources, by file name, for validation and for building modules; their
 /// `#import` lines are resolved by [`crate::gpu::shader::compose`].
 pub const SHADERS: &[(&str, &str)] = &[
+    (
+        "broadcast.wgsl",
+        include_str!("../../shaders/broadcast.wgsl"),
+    ),
     ("cam.wgsl", include_str!("../../shaders/cam.wgsl")),
     ("conv.wgsl", include_str!("../../shaders/conv.wgsl")),
     (

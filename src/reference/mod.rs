@@ -5,6 +5,7 @@
 //! inputs are `&[f64]`, outputs `Vec<f64>`. Gradient tensors may hold `rep` rows per forward
 //! image (several targets sharing one forward pass): row `r` reads forward image `r / rep`.
 
+pub mod broadcast;
 pub mod cam;
 pub mod conv;
 pub mod eigen;
@@ -16,6 +17,7 @@ pub mod perturb;
 pub mod pool;
 pub mod targets;
 
+pub use broadcast::{binary, binary_backward};
 pub use cam::{alpha, gradcam, minmax_normalize, weighted_sum};
 pub use conv::{conv2d_backward_data, conv2d_forward};
 pub use eltwise::{

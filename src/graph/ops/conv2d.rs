@@ -16,12 +16,22 @@ pub struct Conv2d {
     pub out_channels: usize,
     pub kernel: [usize; 2],
     pub stride: [usize; 2],
+    /// Top and left padding (and bottom and right unless `padding_end` says otherwise).
     pub padding: [usize; 2],
     pub dilation: [usize; 2],
     pub groups: usize,
+    /// Bottom and right padding where it differs from `padding` (ONNX pads `[t, l, b, r]`,
+    /// TF 'same' with stride 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding_end: Option<[usize; 2]>,
 }
 
 impl Conv2d {
+    /// Bottom and right padding.
+    pub fn padding_end(&self) -> [usize; 2] {
+        self.padding_end.unwrap_or(self.padding)
+    }
+
     /// The kernels' geometry for `batch` images of per-image `input`.
     pub fn geometry(&self, batch: usize, input: Shape) -> ConvShape {
         ConvShape {
@@ -33,6 +43,7 @@ impl Conv2d {
             kernel: self.kernel,
             stride: self.stride,
             padding: self.padding,
+            padding_end: self.padding_end(),
             dilation: self.dilation,
             groups: self.groups,
         }
@@ -47,6 +58,9 @@ impl NodeOp for Conv2d {
         check_pair("kernel", &self.kernel, 1)?;
         check_pair("stride", &self.stride, 1)?;
         check_pair("padding", &self.padding, 0)?;
+        if let Some(end) = &self.padding_end {
+            check_pair("padding_end", end, 0)?;
+        }
         check_pair("dilation", &self.dilation, 1)?;
         check_dim("groups", groups, 1)?;
         if cin % groups != 0 || cout % groups != 0 {
@@ -59,7 +73,8 @@ impl NodeOp for Conv2d {
 
     fn shape(&self, inputs: &[Shape]) -> std::result::Result<Shape, String> {
         let [c, h, w] = inputs[0];
-        let (k, s, p, d) = (self.kernel, self.stride, self.padding, self.dilation);
+        let (k, s, d) = (self.kernel, self.stride, self.dilation);
+        let (p, e) = (self.padding, self.padding_end());
         if c != self.in_channels {
             return Err(format!("expects {} channels, gets {c}", self.in_channels));
         }
@@ -69,13 +84,13 @@ impl NodeOp for Conv2d {
         }
         let eh = d[0] * (k[0] - 1) + 1;
         let ew = d[1] * (k[1] - 1) + 1;
-        if h + 2 * p[0] < eh || w + 2 * p[1] < ew {
+        if h + p[0] + e[0] < eh || w + p[1] + e[1] < ew {
             return Err(format!("input {h}x{w} is smaller than the kernel"));
         }
         Ok([
             self.out_channels,
-            out_size(h, k[0], s[0], p[0], d[0]),
-            out_size(w, k[1], s[1], p[1], d[1]),
+            out_size(h, k[0], s[0], [p[0], e[0]], d[0]),
+            out_size(w, k[1], s[1], [p[1], e[1]], d[1]),
         ])
     }
 
@@ -160,6 +175,11 @@ impl Samples for Conv2d {
             padding,
             dilation,
             groups,
+            padding_end: None,
+        };
+        let asymmetric = |c: Conv2d, end| Conv2d {
+            padding_end: Some(end),
+            ..c
         };
         vec![
             (
@@ -173,6 +193,26 @@ impl Samples for Conv2d {
             (
                 conv(6, 9, [2, 3], [1, 2], [0, 1], [1, 1], 3, true),
                 vec![[6, 5, 7]],
+            ),
+            // TF 'same' with stride 2 on an even side: pads [0, 0, 1, 1].
+            (
+                asymmetric(conv(5, 7, [3, 3], [2, 2], [0, 0], [1, 1], 1, true), [1, 1]),
+                vec![[5, 8, 10]],
+            ),
+            // ONNX pads [t, l, b, r] = [2, 0, 0, 1], dilated, grouped.
+            (
+                asymmetric(conv(6, 9, [3, 2], [1, 2], [2, 0], [2, 1], 3, false), [0, 1]),
+                vec![[6, 7, 9]],
+            ),
+            // Depthwise, 3 wide (the depthwise kernel's row-window path), end pad larger.
+            (
+                asymmetric(conv(6, 6, [3, 3], [1, 1], [0, 1], [1, 1], 6, true), [2, 0]),
+                vec![[6, 5, 7]],
+            ),
+            // Depthwise, stride 2, dilated (its general path).
+            (
+                asymmetric(conv(4, 4, [3, 3], [2, 2], [1, 0], [2, 1], 4, false), [0, 2]),
+                vec![[4, 9, 8]],
             ),
         ]
     }

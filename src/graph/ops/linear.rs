@@ -1,4 +1,6 @@
-//! Fully connected layer over row-chunked weights (one binding need not hold the weight).
+//! Fully connected layer over row-chunked weights (one binding need not hold the weight),
+//! contracting one dim of the input: the rows are the dims before it (ConvNeXt's pointwise
+//! Linear on `[H, W, C]`, a token MLP on `[L, D, 1]`).
 
 use super::prelude::*;
 use crate::gpu::buffer;
@@ -11,22 +13,45 @@ pub struct Linear {
     pub bias: Option<String>,
     pub in_features: usize,
     pub out_features: usize,
+    /// The contracted dim (size `in_features`); every dim after it must be 1. 0: `[F, 1, 1]`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub axis: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+impl Linear {
+    /// Rows per image: the product of the dims before `axis`.
+    fn rows(&self, input: Shape) -> usize {
+        input[..self.axis].iter().product()
+    }
 }
 
 impl NodeOp for Linear {
     fn check(&self) -> std::result::Result<(), String> {
         check_dim("in_features", self.in_features, 1)?;
-        check_dim("out_features", self.out_features, 1)
+        check_dim("out_features", self.out_features, 1)?;
+        if self.axis > 2 {
+            return Err(format!("axis {} is out of range 0..=2", self.axis));
+        }
+        Ok(())
     }
     fn shape(&self, inputs: &[Shape]) -> std::result::Result<Shape, String> {
-        let [c, h, w] = inputs[0];
-        if c != self.in_features || h * w != 1 {
+        let (x, a) = (inputs[0], self.axis);
+        if a > 2 {
+            return Err(format!("axis {a} is out of range 0..=2"));
+        }
+        if x[a] != self.in_features || x[a + 1..].iter().any(|&d| d != 1) {
             return Err(format!(
-                "expects {} features, gets {c}x{h}x{w}",
-                self.in_features
+                "expects {} features along axis {a} and 1 after it, gets {}x{}x{}",
+                self.in_features, x[0], x[1], x[2]
             ));
         }
-        Ok([self.out_features, 1, 1])
+        let mut out = x;
+        out[a] = self.out_features;
+        Ok(out)
     }
     fn tensors(&self) -> Vec<(String, Vec<usize>)> {
         let mut v = vec![(
@@ -54,7 +79,11 @@ impl NodeOp for Linear {
             Some(b) => Some(buffer::storage_f32(cx.ctx, b, &cx.weights.get(b)?.data)),
             None => None,
         };
-        Ok(Box::new(LinearStep { weight, bias }))
+        Ok(Box::new(LinearStep {
+            weight,
+            bias,
+            rows: self.rows(cx.inputs[0]),
+        }))
     }
     fn reference(&self, r: &Reference<'_>) -> Result<Vec<f64>> {
         let bias = self.bias.as_ref().map(|b| r.tensor(b)).transpose()?;
@@ -62,7 +91,7 @@ impl NodeOp for Linear {
             r.inputs[0],
             &r.tensor(&self.weight)?,
             bias.as_deref(),
-            r.n,
+            r.n * self.rows(r.in_shapes[0]),
             self.in_features,
             self.out_features,
         ))
@@ -71,7 +100,7 @@ impl NodeOp for Linear {
         Ok(r::linear_backward(
             dy,
             &r.tensor(&self.weight)?,
-            r.n * r.rep,
+            r.n * r.rep * self.rows(r.in_shapes[0]),
             self.in_features,
             self.out_features,
         ))
@@ -80,15 +109,20 @@ impl NodeOp for Linear {
 
 impl Samples for Linear {
     fn samples() -> Vec<(Self, Vec<Shape>)> {
-        let linear = |in_features, out_features, bias: bool| Linear {
+        let linear = |in_features, out_features, bias: bool, axis| Linear {
             weight: "fc.weight".into(),
             bias: bias.then(|| "fc.bias".into()),
             in_features,
             out_features,
+            axis,
         };
         vec![
-            (linear(13, 7, true), vec![[13, 1, 1]]),
-            (linear(6, 3, false), vec![[6, 1, 1]]),
+            (linear(13, 7, true, 0), vec![[13, 1, 1]]),
+            (linear(6, 3, false, 0), vec![[6, 1, 1]]),
+            // ConvNeXt's pointwise Linear on [H, W, C].
+            (linear(5, 9, true, 2), vec![[3, 7, 5]]),
+            // A token MLP on [L, D, 1].
+            (linear(6, 5, false, 1), vec![[7, 6, 1]]),
         ]
     }
 }
@@ -96,6 +130,8 @@ impl Samples for Linear {
 pub struct LinearStep {
     pub weight: LinearWeight,
     pub bias: Option<wgpu::Buffer>,
+    /// Rows per image (the dims before the contracted one).
+    pub rows: usize,
 }
 
 impl Lowered for LinearStep {
@@ -103,7 +139,7 @@ impl Lowered for LinearStep {
         f.ops.linear.forward(
             f.ctx,
             &self.weight,
-            f.n,
+            f.n * self.rows,
             f.relu,
             f.x(0),
             self.bias.as_ref(),
@@ -112,8 +148,13 @@ impl Lowered for LinearStep {
         )
     }
     fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {
-        b.ops
-            .linear
-            .backward(b.ctx, &self.weight, b.rows, b.dy, b.dx, b.dummy())
+        b.ops.linear.backward(
+            b.ctx,
+            &self.weight,
+            b.rows * self.rows,
+            b.dy,
+            b.dx,
+            b.dummy(),
+        )
     }
 }

@@ -7,6 +7,8 @@ pub mod add;
 pub mod alias;
 pub mod avg_pool;
 pub mod batch_norm;
+pub mod binary;
+pub mod binary_const;
 pub mod concat;
 pub mod conv2d;
 pub mod hardswish;
