@@ -77,6 +77,14 @@ fn cs(
     }
 }
 
+/// `s` with bottom/right padding `end` (ONNX pads `[t, l, b, r]`, TF 'same' at stride 2).
+fn asym(s: ConvShape, end: [usize; 2]) -> ConvShape {
+    ConvShape {
+        padding_end: end,
+        ..s
+    }
+}
+
 /// (name, shape, bias, relu)
 fn conv_cases() -> Vec<(&'static str, ConvShape, bool, bool)> {
     vec![
@@ -127,6 +135,42 @@ fn conv_cases() -> Vec<(&'static str, ConvShape, bool, bool)> {
             cs(2, 37, [6, 5], 21, [3, 3], [2, 2], [0, 0], [1, 1], 1),
             true,
             false,
+        ),
+        (
+            "TF same 3x3 s2 p(0,0)+(1,1) 8x10 c6->40 batch2",
+            asym(
+                cs(2, 6, [8, 10], 40, [3, 3], [2, 2], [0, 0], [1, 1], 1),
+                [1, 1],
+            ),
+            true,
+            true,
+        ),
+        (
+            "3x2 s(1,2) d(2,1) p(2,0)+(0,1) 7x9 c12->24 g3",
+            asym(
+                cs(2, 12, [7, 9], 24, [3, 2], [1, 2], [2, 0], [2, 1], 3),
+                [0, 1],
+            ),
+            false,
+            false,
+        ),
+        (
+            "1x1 p(0,1)+(2,0) 5x6 c9->10 (rows of padding only)",
+            asym(
+                cs(1, 9, [5, 6], 10, [1, 1], [1, 1], [0, 1], [1, 1], 1),
+                [2, 0],
+            ),
+            true,
+            false,
+        ),
+        (
+            "5x5 s2 p(1,2)+(3,1) 11x8 c3->9",
+            asym(
+                cs(3, 3, [11, 8], 9, [5, 5], [2, 2], [1, 2], [1, 1], 1),
+                [3, 1],
+            ),
+            true,
+            true,
         ),
     ]
 }
@@ -202,6 +246,69 @@ fn conv_backward_data() {
             check_fd(&label, dot(&f64s(&got[0]), &v), fd, dot(&abs(&v), &terms));
         }
     }
+}
+
+/// The f64 reference with asymmetric padding is the unpadded conv of the input zero-padded
+/// explicitly (top/left `padding`, bottom/right `padding_end`): forward, and backward-data
+/// with the padded gradient cropped. The kernels are checked against it on these cases.
+#[test]
+fn conv_reference_asymmetric_padding() {
+    let mut rng = Rng::new(5);
+    let cases = conv_cases().into_iter().chain(depthwise_cases());
+    let mut checked = 0;
+    for (name, s, _, _) in cases.filter(|(_, s, _, _)| s.padding != s.padding_end) {
+        let ([pt, pl], [pb, pr]) = (s.padding, s.padding_end);
+        let (ph, pw) = (s.in_h + pt + pb, s.in_w + pl + pr);
+        let padded = ConvShape {
+            in_h: ph,
+            in_w: pw,
+            padding: [0, 0],
+            padding_end: [0, 0],
+            ..s
+        };
+        assert_eq!(
+            (padded.out_h(), padded.out_w()),
+            (s.out_h(), s.out_w()),
+            "{name}"
+        );
+        let x = rng.vec64(s.batch * s.in_c * s.in_h * s.in_w);
+        let w = rng.vec64(s.weight_len());
+        let dy = rng.vec64(s.batch * s.out_c * s.out_h() * s.out_w());
+        // Pixel (plane, y, x) of the input within the padded input.
+        let inner = |plane: usize, y: usize, x: usize| (plane * ph + y + pt) * pw + x + pl;
+        let mut xp = vec![0.0; s.batch * s.in_c * ph * pw];
+        let mut i = 0;
+        for plane in 0..s.batch * s.in_c {
+            for y in 0..s.in_h {
+                for xx in 0..s.in_w {
+                    xp[inner(plane, y, xx)] = x[i];
+                    i += 1;
+                }
+            }
+        }
+        let close = |a: &[f64], b: &[f64], what: &str| {
+            assert_eq!(a.len(), b.len(), "{name} {what}: length");
+            let worst = a
+                .iter()
+                .zip(b)
+                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(worst < 1e-12, "{name} {what}: differs by {worst:.2e}");
+        };
+        let y = r::conv2d_forward(&x, &w, None, &s);
+        close(&y, &r::conv2d_forward(&xp, &w, None, &padded), "forward");
+        let dxp = r::conv2d_backward_data(&dy, &w, &padded);
+        let mut cropped = Vec::with_capacity(x.len());
+        for plane in 0..s.batch * s.in_c {
+            for y in 0..s.in_h {
+                for xx in 0..s.in_w {
+                    cropped.push(dxp[inner(plane, y, xx)]);
+                }
+            }
+        }
+        close(&r::conv2d_backward_data(&dy, &w, &s), &cropped, "backward");
+        checked += 1;
+    }
+    assert!(checked >= 7, "asymmetric cases: {checked}");
 }
 
 /// The subgroup and texture kernels (lavapipe's) through `ConvWeight`, forward and
@@ -478,6 +585,33 @@ fn depthwise_cases() -> Vec<(&'static str, ConvShape, bool, bool)> {
             cs(3, 1, [5, 3], 1, [3, 3], [2, 2], [1, 1], [1, 1], 1),
             true,
             true,
+        ),
+        (
+            "3x3 s1 p(0,1)+(2,2) 7x9 c5 (row window, asymmetric)",
+            asym(
+                cs(2, 5, [7, 9], 5, [3, 3], [1, 1], [0, 1], [1, 1], 5),
+                [2, 2],
+            ),
+            true,
+            false,
+        ),
+        (
+            "TF same 3x3 s2 p(0,0)+(1,1) 10x8 c6",
+            asym(
+                cs(2, 6, [10, 8], 6, [3, 3], [2, 2], [0, 0], [1, 1], 6),
+                [1, 1],
+            ),
+            false,
+            true,
+        ),
+        (
+            "3x5 s(2,1) d(1,2) p(2,0)+(0,3) 9x7 c7",
+            asym(
+                cs(1, 7, [9, 7], 7, [3, 5], [2, 1], [2, 0], [1, 2], 7),
+                [0, 3],
+            ),
+            true,
+            false,
         ),
     ]
 }
@@ -3195,6 +3329,26 @@ fn conv_winograd() {
             "p1 28x28 c64->128 batch12",
             three(12, 64, [28, 28], 128, 1),
             true,
+            true,
+        ),
+        (
+            "p(0,1)+(2,0) 9x10 c6->10 batch2",
+            ConvShape {
+                padding: [0, 1],
+                padding_end: [2, 0],
+                ..three(2, 6, [9, 10], 10, 0)
+            },
+            true,
+            false,
+        ),
+        (
+            "p(1,0)+(0,1) 7x6 c37->40",
+            ConvShape {
+                padding: [1, 0],
+                padding_end: [0, 1],
+                ..three(1, 37, [7, 6], 40, 0)
+            },
+            false,
             true,
         ),
     ];

@@ -3,6 +3,8 @@
 use crate::ops::conv::ConvShape;
 
 /// Input coordinate read by output coordinate `o` at kernel tap `k`, if inside the input.
+/// `pad` is the top/left padding; the bottom/right (`ConvShape::padding_end`) only sets the
+/// output size, and taps past the input's end are skipped like those before its start.
 fn tap(o: usize, k: usize, stride: usize, pad: usize, dil: usize, size: usize) -> Option<usize> {
     (o * stride + k * dil)
         .checked_sub(pad)
