@@ -9,8 +9,8 @@ pub use super::node::{
     Arity, Backward, Forward, Lower, Lowered, NodeOp, Reference, Samples, WeightUpload, tensor_f64,
 };
 use super::ops::{
-    activation, adaptive_avg_pool, add, alias, avg_pool, batch_norm, concat, conv2d, hardswish,
-    input, linear, max_pool, mul, relu,
+    activation, adaptive_avg_pool, add, alias, avg_pool, batch_norm, clip, concat, conv2d, erf,
+    gelu, group_norm, hard_sigmoid, hardswish, input, layer_norm, linear, max_pool, mul, relu,
 };
 
 /// Declares the IR enum from the op types: one line per op.
@@ -75,4 +75,10 @@ registry! {
     Mul(mul::Mul),
     /// `x * clamp(x + 3, 0, 6) / 6` (MobileNetV3).
     Hardswish(hardswish::Hardswish),
+    Gelu(gelu::Gelu),
+    Erf(erf::Erf),
+    HardSigmoid(hard_sigmoid::HardSigmoid),
+    Clip(clip::Clip),
+    LayerNorm(layer_norm::LayerNorm),
+    GroupNorm(group_norm::GroupNorm),
 }
