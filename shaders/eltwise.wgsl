@@ -1,12 +1,13 @@
-// Element-wise ops: residual add, ReLU, sigmoid, ReLU6, SiLU, Hardswish, per-channel affine (unfolded
-// BatchNorm), products (element-wise or per channel), channel slices for concatenation, and
+// Element-wise ops: residual add, ReLU, sigmoid, ReLU6, SiLU, Hardswish, GELU, erf, HardSigmoid,
+// Clip, per-channel affine (unfolded BatchNorm), products (element-wise or per channel), channel slices for concatenation, and
 // their backward passes, plus gradient accumulation for fan-out.
 // Bindings: a (read), b (read), dst (read_write); entries that need one input ignore b.
 // Gradient tensors hold `rep` rows per forward image: forward index = (row / rep, rest).
 
 struct EltParams {
     len: u32, per_img: u32, rep: u32, channels: u32,
-    plane: u32, flags: u32, scale: f32, _p1: u32,
+    // A parametric activation's two parameters are scale and shift.
+    plane: u32, flags: u32, scale: f32, shift: f32,
     // copy_slice: row strides and offsets of the source and destination.
     src_per: u32, src_off: u32, dst_per: u32, dst_off: u32,
 }
@@ -23,6 +24,7 @@ const FLAG_BROADCAST: u32 = 64u;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 #import grid
+#import erf
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return workgroup_index(wid, nwg) * 256u + lid;
@@ -230,4 +232,112 @@ fn hardswish_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let x = b[forward_index(i)];
     let inside = select(a[i] * (x / 3.0 + 0.5), a[i], x > 3.0);
     dst[i] = select(inside, 0.0, x < -3.0);
+}
+
+const FRAC_1_SQRT_2: f32 = 0.70710678118654752;
+// 1 / sqrt(2 pi) and 2 / sqrt(pi).
+const NORMAL_PDF_0: f32 = 0.39894228040143268;
+const FRAC_2_SQRT_PI: f32 = 1.12837916709551257;
+// The tanh GELU's sqrt(2 / pi) and cubic coefficient.
+const GELU_K: f32 = 0.79788456080286536;
+const GELU_C: f32 = 0.044715;
+
+// GELU (erf form): x Phi(x) = x/2 erfc(-x / sqrt 2), accurate in the negative tail.
+@compute @workgroup_size(256)
+fn gelu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = a[i];
+    dst[i] = 0.5 * x * erfc(-x * FRAC_1_SQRT_2);
+}
+
+// dst = a * (Phi(x) + x phi(x)); b is x.
+@compute @workgroup_size(256)
+fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = b[forward_index(i)];
+    dst[i] = a[i] * (0.5 * erfc(-x * FRAC_1_SQRT_2) + x * NORMAL_PDF_0 * exp(-0.5 * x * x));
+}
+
+// GELU (tanh form): 0.5 x (1 + tanh(u)) = x sigmoid(2u), u = k (x + c x^3); the sigmoid
+// saturates where a tanh built from exp would overflow.
+@compute @workgroup_size(256)
+fn gelu_tanh_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = a[i];
+    dst[i] = x * sigmoid(2.0 * GELU_K * (x + GELU_C * x * x * x));
+}
+
+// dst = a * (s + x 2 s (1 - s) u'), s = sigmoid(2u), u' = k (1 + 3 c x^2); b is x.
+@compute @workgroup_size(256)
+fn gelu_tanh_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = b[forward_index(i)];
+    let s = sigmoid(2.0 * GELU_K * (x + GELU_C * x * x * x));
+    let du = GELU_K * (1.0 + 3.0 * GELU_C * x * x);
+    dst[i] = a[i] * (s + 2.0 * x * s * (1.0 - s) * du);
+}
+
+@compute @workgroup_size(256)
+fn erf_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    dst[i] = erf(a[i]);
+}
+
+// dst = a * 2/sqrt(pi) exp(-x^2); b is x.
+@compute @workgroup_size(256)
+fn erf_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = b[forward_index(i)];
+    dst[i] = a[i] * FRAC_2_SQRT_PI * exp(-x * x);
+}
+
+// HardSigmoid: clamp(alpha x + beta, 0, 1) with alpha = scale, beta = shift.
+@compute @workgroup_size(256)
+fn hard_sigmoid_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    dst[i] = clamp(p.scale * a[i] + p.shift, 0.0, 1.0);
+}
+
+// dst = a * alpha strictly inside (0, 1), as PyTorch's hardsigmoid_backward; b is x.
+@compute @workgroup_size(256)
+fn hard_sigmoid_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let t = p.scale * b[forward_index(i)] + p.shift;
+    dst[i] = select(0.0, a[i] * p.scale, t > 0.0 && t < 1.0);
+}
+
+// Clip: clamp(x, min, max) with min = scale, max = shift (the host passes f32's extremes for
+// an absent bound, as ONNX does).
+@compute @workgroup_size(256)
+fn clip_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    dst[i] = min(max(a[i], p.scale), p.shift);
+}
+
+// dst = a where min < x < max (hardtanh_backward's rule); b is x.
+@compute @workgroup_size(256)
+fn clip_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = b[forward_index(i)];
+    dst[i] = select(0.0, a[i], x > p.scale && x < p.shift);
 }

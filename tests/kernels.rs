@@ -1510,9 +1510,9 @@ fn activations() {
         let dy = rng.vec(rows * per_img, -1.0, 1.0);
         let (x64, dy64) = (f64s(&x), f64s(&dy));
         let (xb, dyb, y, dx) = (upload(&x), upload(&dy), garbage(len), garbage(dy.len()));
-        let fwd = k.activation_forward(&e.ctx, act, len, &xb, &y, &e.ops.dummy);
+        let fwd = k.activation_forward(&e.ctx, act, [0.0; 2], len, &xb, &y, &e.ops.dummy);
         let saved = if act.backward_reads_input() { &xb } else { &y };
-        let bwd = k.activation_backward(&e.ctx, act, rows, per_img, rep, &dyb, saved, &dx);
+        let bwd = k.activation_backward(&e.ctx, act, [0.0; 2], rows, per_img, rep, &dyb, saved, &dx);
         let got = run(&[fwd, bwd], &[(&y, len), (&dx, dy.len())]);
         let y32 = f64s(&got[0]);
         let name = act.forward;

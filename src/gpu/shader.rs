@@ -17,6 +17,7 @@ pub const LIBRARY: &[(&str, &str)] = &[
         "conv_lanes",
         include_str!("../../shaders/lib/conv_lanes.wgsl"),
     ),
+    ("erf", include_str!("../../shaders/lib/erf.wgsl")),
     ("grid", include_str!("../../shaders/lib/grid.wgsl")),
     ("reduce", include_str!("../../shaders/lib/reduce.wgsl")),
     ("weights", include_str!("../../shaders/lib/weights.wgsl")),

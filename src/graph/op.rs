@@ -9,8 +9,9 @@ pub use super::node::{
     Arity, Backward, Forward, Lower, Lowered, NodeOp, Reference, Samples, WeightUpload, tensor_f64,
 };
 use super::ops::{
-    activation, adaptive_avg_pool, add, alias, avg_pool, batch_norm, binary, binary_const, concat,
-    conv2d, hardswish, input, linear, max_pool, mul, relu,
+    activation, adaptive_avg_pool, add, alias, avg_pool, batch_norm, binary, binary_const, clip,
+    concat, conv2d, erf, gelu, group_norm, hard_sigmoid, hardswish, input, layer_norm, linear,
+    max_pool, mul, relu,
 };
 
 /// Declares the IR enum from the op types: one line per op.
@@ -79,4 +80,10 @@ registry! {
     Binary(binary::Binary),
     /// An activation and a constant weight tensor, broadcast.
     BinaryConst(binary_const::BinaryConst),
+    Gelu(gelu::Gelu),
+    Erf(erf::Erf),
+    HardSigmoid(hard_sigmoid::HardSigmoid),
+    Clip(clip::Clip),
+    LayerNorm(layer_norm::LayerNorm),
+    GroupNorm(group_norm::GroupNorm),
 }

@@ -1,5 +1,5 @@
-//! Residual add, ReLU, sigmoid, ReLU6, SiLU, per-channel affine, products, channel slices
-//! (concatenation), and gradient accumulation (shaders/eltwise.wgsl).
+//! Residual add, ReLU, the other element-wise activations, per-channel affine, products,
+//! channel slices (concatenation), and gradient accumulation (shaders/eltwise.wgsl).
 
 use super::{module, u};
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
@@ -15,8 +15,9 @@ struct EltParams {
     channels: u32,
     plane: u32,
     flags: u32,
+    /// Merge scale; a parametric activation's two parameters are `scale` and `shift`.
     scale: f32,
-    _p1: u32,
+    shift: f32,
     src_per: u32,
     src_off: u32,
     dst_per: u32,
@@ -276,11 +277,14 @@ impl EltwiseKernels {
 }
 
 impl EltwiseKernels {
-    /// y = act(x) over `len` values.
+    /// y = act(x) over `len` values. `params` are a parametric activation's two parameters
+    /// (HardSigmoid's alpha and beta, Clip's bounds); the others ignore them.
+    #[allow(clippy::too_many_arguments)]
     pub fn activation_forward(
         &self,
         ctx: &GpuContext,
         act: Activation,
+        params: [f32; 2],
         len: usize,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
@@ -288,6 +292,8 @@ impl EltwiseKernels {
     ) -> Dispatch {
         let p = EltParams {
             len: u(len),
+            scale: params[0],
+            shift: params[1],
             ..Default::default()
         };
         self.activation(ctx, act, |k| Self::run(&k[0], ctx, p, [x, dummy, y]))
@@ -295,12 +301,13 @@ impl EltwiseKernels {
 
     /// dx = dy * act'(x). `forward` is the forward output, or the input where
     /// [`Activation::backward_reads_input`]; `dy` has `rows` rows of `per_img` values and
-    /// row r reads forward image r / rep.
+    /// row r reads forward image r / rep. `params` as in [`Self::activation_forward`].
     #[allow(clippy::too_many_arguments)]
     pub fn activation_backward(
         &self,
         ctx: &GpuContext,
         act: Activation,
+        params: [f32; 2],
         rows: usize,
         per_img: usize,
         rep: usize,
@@ -312,6 +319,8 @@ impl EltwiseKernels {
             len: u(rows * per_img),
             per_img: u(per_img),
             rep: u(rep.max(1)),
+            scale: params[0],
+            shift: params[1],
             ..Default::default()
         };
         self.activation(ctx, act, |k| Self::run(&k[1], ctx, p, [dy, forward, dx]))

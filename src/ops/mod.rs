@@ -10,6 +10,7 @@ pub mod eltwise;
 pub mod eval;
 pub mod image;
 pub mod linear;
+pub mod norm;
 pub mod perturb;
 pub mod pool;
 pub mod targets;
@@ -23,6 +24,7 @@ pub struct Ops {
     pub eigen: eigen::EigenKernels,
     pub pool: pool::PoolKernels,
     pub linear: linear::LinearKernels,
+    pub norm: norm::NormKernels,
     pub perturb: perturb::PerturbKernels,
     pub eltwise: eltwise::EltwiseKernels,
     pub eval: eval::EvalKernels,
@@ -41,6 +43,7 @@ impl Ops {
             eigen: eigen::EigenKernels::new(ctx),
             pool: pool::PoolKernels::new(ctx),
             linear: linear::LinearKernels::new(ctx),
+            norm: norm::NormKernels::new(ctx),
             perturb: perturb::PerturbKernels::new(ctx),
             eltwise: eltwise::EltwiseKernels::new(ctx),
             eval: eval::EvalKernels::new(ctx),
@@ -74,6 +77,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("eval.wgsl", include_str!("../../shaders/eval.wgsl")),
     ("image.wgsl", include_str!("../../shaders/image.wgsl")),
     ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
+    ("norm.wgsl", include_str!("../../shaders/norm.wgsl")),
     ("perturb.wgsl", include_str!("../../shaders/perturb.wgsl")),
     ("pool.wgsl", include_str!("../../shaders/pool.wgsl")),
     ("targets.wgsl", include_str!("../../shaders/targets.wgsl")),

@@ -13,6 +13,7 @@ pub mod eltwise;
 pub mod eval;
 pub mod image;
 pub mod linear;
+pub mod norm;
 pub mod perturb;
 pub mod pool;
 pub mod targets;
@@ -26,6 +27,7 @@ pub use eltwise::{
 };
 pub use image::{jet, overlay, preprocess, upsample_bilinear};
 pub use linear::{linear_backward, linear_forward};
+pub use norm::{norm_backward, norm_forward};
 pub use pool::{
     adaptive_avgpool_backward, adaptive_avgpool_forward, avgpool_backward, avgpool_forward,
     maxpool_backward, maxpool_forward,

@@ -61,7 +61,7 @@ macro_rules! activation_op {
                 Ok(inputs[0])
             }
             fn lower(&self, _: &Lower<'_>) -> Result<Box<dyn Lowered>> {
-                Ok(Box::new(ActivationStep(<$ty as Elementwise>::KIND)))
+                Ok(Box::new(ActivationStep::new(<$ty as Elementwise>::KIND)))
             }
             fn reference(&self, r: &Reference<'_>) -> Result<Vec<f64>> {
                 Ok(<$ty as Elementwise>::forward(r.inputs[0]))
@@ -98,28 +98,47 @@ activation_op!(Sigmoid, [3, 5, 7]);
 activation_op!(Relu6, [5, 3, 3]);
 activation_op!(Silu, [7, 1, 5]);
 
-/// An activation step.
-pub struct ActivationStep(pub Activation);
+/// An activation step: its kernels and the two parameters they read (HardSigmoid's alpha and
+/// beta, Clip's bounds; zero for the others).
+pub struct ActivationStep {
+    pub act: Activation,
+    pub params: [f32; 2],
+}
+
+impl ActivationStep {
+    pub fn new(act: Activation) -> Self {
+        Self::with_params(act, [0.0; 2])
+    }
+
+    pub fn with_params(act: Activation, params: [f32; 2]) -> Self {
+        Self { act, params }
+    }
+}
 
 impl Lowered for ActivationStep {
     fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
         let len = f.n * elements(f.shape);
-        vec![
-            f.ops
-                .eltwise
-                .activation_forward(f.ctx, self.0, len, f.x(0), f.output, f.dummy()),
-        ]
+        vec![f.ops.eltwise.activation_forward(
+            f.ctx,
+            self.act,
+            self.params,
+            len,
+            f.x(0),
+            f.output,
+            f.dummy(),
+        )]
     }
     fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {
-        // SiLU's derivative needs x; the others read their output.
-        let forward = if self.0.backward_reads_input() {
+        // The derivative reads x (SiLU, GELU, ...) or the output (sigmoid, ReLU6).
+        let forward = if self.act.backward_reads_input() {
             b.inputs[0].0
         } else {
             b.output
         };
         vec![b.ops.eltwise.activation_backward(
             b.ctx,
-            self.0,
+            self.act,
+            self.params,
             b.rows,
             elements(b.shape),
             b.rep,
@@ -128,4 +147,14 @@ impl Lowered for ActivationStep {
             b.dx,
         )]
     }
+}
+
+/// The reference gradient of an element-wise op whose derivative `grad` is a function of
+/// its input: `dy * grad(x)`, gradient row i reading image i / rep of x.
+pub fn input_gradient(r: &Reference<'_>, dy: &[f64], grad: impl Fn(f64) -> f64) -> Vec<f64> {
+    let per = elements(r.shape);
+    let x = r.inputs[0];
+    (0..dy.len())
+        .map(|i| dy[i] * grad(x[(i / per / r.rep) * per + i % per]))
+        .collect()
 }

@@ -34,7 +34,7 @@ impl NodeOp for Hardswish {
         Ok(inputs[0])
     }
     fn lower(&self, _: &Lower<'_>) -> Result<Box<dyn Lowered>> {
-        Ok(Box::new(ActivationStep(HARDSWISH)))
+        Ok(Box::new(ActivationStep::new(HARDSWISH)))
     }
     fn reference(&self, r: &Reference<'_>) -> Result<Vec<f64>> {
         Ok(r.inputs[0].iter().map(|&x| hardswish(x)).collect())
