@@ -10,7 +10,7 @@ pub use super::node::{
 };
 use super::ops::{
     activation, adaptive_avg_pool, add, alias, avg_pool, batch_norm, concat, conv2d, hardswish,
-    input, linear, max_pool, mul, relu,
+    input, linear, max_pool, mul, pad, reduce_mean, relu, slice, transpose,
 };
 
 /// Declares the IR enum from the op types: one line per op.
@@ -64,7 +64,7 @@ registry! {
     Linear(linear::Linear),
     /// Element-wise sum (residual connection).
     Add(add::Add),
-    /// Inputs of equal H and W stacked along channels.
+    /// Inputs equal except along `axis`, stacked along it.
     Concat(concat::Concat),
     Sigmoid(activation::Sigmoid),
     /// `clamp(x, 0, 6)` (MobileNet).
@@ -75,4 +75,14 @@ registry! {
     Mul(mul::Mul),
     /// `x * clamp(x + 3, 0, 6) / 6` (MobileNetV3).
     Hardswish(hardswish::Hardswish),
+    /// Output dim i is input dim `perm[i]`.
+    Transpose(transpose::Transpose),
+    /// The same data under another shape of as many elements.
+    Reshape(alias::Reshape),
+    /// `x[start..end]` along `axis`.
+    Slice(slice::Slice),
+    /// Constant padding on every axis.
+    Pad(pad::Pad),
+    /// The mean over dims `start..end` (keepdims).
+    ReduceMean(reduce_mean::ReduceMean),
 }

@@ -11,6 +11,7 @@ pub mod eigen;
 pub mod eltwise;
 pub mod eval;
 pub mod image;
+pub mod layout;
 pub mod linear;
 pub mod perturb;
 pub mod pool;

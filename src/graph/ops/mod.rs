@@ -11,10 +11,15 @@ pub mod concat;
 pub mod conv2d;
 pub mod hardswish;
 pub mod input;
+pub mod layout;
 pub mod linear;
 pub mod max_pool;
 pub mod mul;
+pub mod pad;
+pub mod reduce_mean;
 pub mod relu;
+pub mod slice;
+pub mod transpose;
 
 use super::node;
 
