@@ -309,7 +309,7 @@ fn results_can_stay_on_the_device() {
 fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
     use gradcam_wgpu::model::{Node, Op};
     for (op, json) in [
-        (Op::Concat(Concat), r#"{"op":"concat"}"#),
+        (Op::Concat(Concat::default()), r#"{"op":"concat"}"#),
         (Op::Sigmoid(Sigmoid), r#"{"op":"sigmoid"}"#),
         (Op::Relu6(Relu6), r#"{"op":"relu6"}"#),
         (Op::Silu(Silu), r#"{"op":"silu"}"#),
@@ -343,7 +343,10 @@ fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
     };
     let input = || node("x", Op::Input(Input { channels: 3 }), vec![]);
     // Arity.
-    let g = graph(vec![input(), node("cat", Op::Concat(Concat), vec![0])]);
+    let g = graph(vec![
+        input(),
+        node("cat", Op::Concat(Concat::default()), vec![0]),
+    ]);
     let e = g.validate().unwrap_err().to_string();
     assert!(e.contains("`cat`") && e.contains("at least 2"), "{e}");
     let g = graph(vec![input(), node("m", Op::Mul(Mul), vec![0, 0, 0])]);
@@ -354,7 +357,7 @@ fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
     let g = graph(vec![
         input(),
         node("a", conv(5, 1), vec![0]),
-        node("cat", Op::Concat(Concat), vec![0, 1, 0]),
+        node("cat", Op::Concat(Concat::default()), vec![0, 1, 0]),
         node("gate", pool.clone(), vec![1]),
         node("se", Op::Mul(Mul), vec![1, 3]),
         node("sq", Op::Mul(Mul), vec![1, 1]),
@@ -367,7 +370,7 @@ fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
     let g = graph(vec![
         input(),
         node("a", conv(5, 3), vec![0]),
-        node("cat", Op::Concat(Concat), vec![0, 1]),
+        node("cat", Op::Concat(Concat::default()), vec![0, 1]),
     ]);
     let e = g.shapes([9, 7]).unwrap_err().to_string();
     assert!(
@@ -460,7 +463,7 @@ fn mobile_net() -> (Graph, Weights) {
     let mul = push("se.mul", Op::Mul(Mul), vec![dw, se]);
     let proj = push("proj", conv("proj", 8, 8, 1, 1, 0, 1, 1), vec![mul]);
     let add = push("add", Op::Add(Add), vec![proj, stem]);
-    let cat = push("concat", Op::Concat(Concat), vec![add, dw, mul]);
+    let cat = push("concat", Op::Concat(Concat::default()), vec![add, dw, mul]);
     let relu = push("head.relu", Op::Relu(Relu), vec![cat]);
     let hd = push(
         "head.dw",

@@ -11,7 +11,7 @@ pub use super::node::{
 use super::ops::{
     activation, adaptive_avg_pool, add, alias, avg_pool, batch_norm, binary, binary_const, clip,
     concat, conv2d, erf, gelu, group_norm, hard_sigmoid, hardswish, input, layer_norm, linear,
-    max_pool, mul, relu,
+    max_pool, mul, pad, reduce_mean, relu, slice, transpose,
 };
 
 /// Declares the IR enum from the op types: one line per op.
@@ -65,7 +65,7 @@ registry! {
     Linear(linear::Linear),
     /// Element-wise sum (residual connection).
     Add(add::Add),
-    /// Inputs of equal H and W stacked along channels.
+    /// Inputs equal except along `axis`, stacked along it.
     Concat(concat::Concat),
     Sigmoid(activation::Sigmoid),
     /// `clamp(x, 0, 6)` (MobileNet).
@@ -86,4 +86,14 @@ registry! {
     Clip(clip::Clip),
     LayerNorm(layer_norm::LayerNorm),
     GroupNorm(group_norm::GroupNorm),
+    /// Output dim i is input dim `perm[i]`.
+    Transpose(transpose::Transpose),
+    /// The same data under another shape of as many elements.
+    Reshape(alias::Reshape),
+    /// `x[start..end]` along `axis`.
+    Slice(slice::Slice),
+    /// Constant padding on every axis.
+    Pad(pad::Pad),
+    /// The mean over dims `start..end` (keepdims).
+    ReduceMean(reduce_mean::ReduceMean),
 }

@@ -9,6 +9,7 @@ pub mod eigen;
 pub mod eltwise;
 pub mod eval;
 pub mod image;
+pub mod layout;
 pub mod linear;
 pub mod norm;
 pub mod perturb;
@@ -31,6 +32,7 @@ pub struct Ops {
     pub cam: cam::CamKernels,
     pub targets: targets::TargetKernels,
     pub image: image::ImageKernels,
+    pub layout: layout::LayoutKernels,
     /// Bound where an entry point ignores a binding of its family's shared layout.
     pub dummy: wgpu::Buffer,
 }
@@ -50,6 +52,7 @@ impl Ops {
             cam: cam::CamKernels::new(ctx),
             targets: targets::TargetKernels::new(ctx),
             image: image::ImageKernels::new(ctx),
+            layout: layout::LayoutKernels::new(ctx),
             dummy: buffer::storage(ctx, "dummy", 16),
         }
     }
@@ -76,6 +79,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("eltwise.wgsl", include_str!("../../shaders/eltwise.wgsl")),
     ("eval.wgsl", include_str!("../../shaders/eval.wgsl")),
     ("image.wgsl", include_str!("../../shaders/image.wgsl")),
+    ("layout.wgsl", include_str!("../../shaders/layout.wgsl")),
     ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
     ("norm.wgsl", include_str!("../../shaders/norm.wgsl")),
     ("perturb.wgsl", include_str!("../../shaders/perturb.wgsl")),

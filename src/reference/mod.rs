@@ -12,6 +12,7 @@ pub mod eigen;
 pub mod eltwise;
 pub mod eval;
 pub mod image;
+pub mod layout;
 pub mod linear;
 pub mod norm;
 pub mod perturb;

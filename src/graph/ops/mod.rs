@@ -19,10 +19,15 @@ pub mod hard_sigmoid;
 pub mod hardswish;
 pub mod input;
 pub mod layer_norm;
+pub mod layout;
 pub mod linear;
 pub mod max_pool;
 pub mod mul;
+pub mod pad;
+pub mod reduce_mean;
 pub mod relu;
+pub mod slice;
+pub mod transpose;
 
 use super::node;
 

@@ -1,0 +1,124 @@
+//! Layout ops: a strided gather (transpose, slice, pad, their backward passes, and the
+//! broadcast back of a mean) and a sum over a contiguous block of dims
+//! (shaders/layout.wgsl).
+
+use super::{module, u};
+use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct LayoutParams {
+    dims: [u32; 4],
+    lo: [u32; 4],
+    hi: [u32; 4],
+    stride: [u32; 4],
+    misc: [u32; 4],
+    fill: f32,
+    scale: f32,
+    _p: [u32; 2],
+}
+
+const FLAG_ACCUMULATE: u32 = 1;
+
+/// What [`LayoutKernels::gather`] reads for each element `o` of a `[E0, E1, E2]` box per
+/// row: `scale * src[row * row_stride + offset + sum_d (o_d - lo_d) * stride_d]` inside the
+/// window `lo <= o < hi`, `fill` outside.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gather {
+    pub dims: [usize; 3],
+    pub lo: [usize; 3],
+    pub hi: [usize; 3],
+    /// Source strides per box dim (0 broadcasts).
+    pub stride: [usize; 3],
+    pub row_stride: usize,
+    pub offset: usize,
+    pub fill: f32,
+    pub scale: f32,
+}
+
+impl Gather {
+    /// A plain read of the whole box: window everything, no offset, no fill, scale 1.
+    pub fn new(dims: [usize; 3], stride: [usize; 3], row_stride: usize) -> Self {
+        Self {
+            dims,
+            lo: [0; 3],
+            hi: dims,
+            stride,
+            row_stride,
+            offset: 0,
+            fill: 0.0,
+            scale: 1.0,
+        }
+    }
+}
+
+/// Row-major strides of a shape.
+pub fn strides(s: [usize; 3]) -> [usize; 3] {
+    [s[1] * s[2], s[2], 1]
+}
+
+pub struct LayoutKernels {
+    gather: Kernel,
+    reduce_sum: Kernel,
+}
+
+fn quad(v: [usize; 3], w: usize) -> [u32; 4] {
+    [u(v[0]), u(v[1]), u(v[2]), u(w)]
+}
+
+impl LayoutKernels {
+    pub fn new(ctx: &GpuContext) -> Self {
+        let m = module(ctx, "layout.wgsl");
+        let st = [Access::Read, Access::ReadWrite];
+        Self {
+            gather: Kernel::new(ctx, &m, "gather", &st, &[], 256),
+            reduce_sum: Kernel::new(ctx, &m, "reduce_sum", &st, &[], 256),
+        }
+    }
+
+    /// `dst` (contiguous, `rows` boxes) = the [`Gather`] of `src`, added when `accumulate`.
+    pub fn gather(
+        &self,
+        ctx: &GpuContext,
+        rows: usize,
+        g: &Gather,
+        accumulate: bool,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let len = rows * g.dims.iter().product::<usize>();
+        let p = LayoutParams {
+            dims: quad(g.dims, len),
+            lo: quad(g.lo, 0),
+            hi: quad(g.hi, 0),
+            stride: quad(g.stride, g.row_stride),
+            misc: [u(g.offset), accumulate as u32 * FLAG_ACCUMULATE, 0, 0],
+            fill: g.fill,
+            scale: g.scale,
+            ..Default::default()
+        };
+        self.gather.dispatch(ctx, &p, &[src, dst], len as u64)
+    }
+
+    /// `dst[a, b] = scale * sum_l src[a, l, b]`, `src` viewed as `[outer, len, inner]`
+    /// (`outer` counts every row).
+    #[allow(clippy::too_many_arguments)]
+    pub fn reduce_sum(
+        &self,
+        ctx: &GpuContext,
+        outer: usize,
+        len: usize,
+        inner: usize,
+        scale: f32,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let count = outer * inner;
+        let p = LayoutParams {
+            dims: quad([outer, len, inner], count),
+            scale,
+            ..Default::default()
+        };
+        self.reduce_sum.dispatch(ctx, &p, &[src, dst], count as u64)
+    }
+}
