@@ -1,7 +1,8 @@
 """Golden fixtures for the ONNX importer: ONNX files + pytorch-grad-cam ("pgc") reference maps.
 
-Usage:  /opt/ref/bin/python tools/make_onnx_fixtures.py [--out tests/fixtures/onnx] [--only CASE ...]
-                                                        [--rapidocr-wheel PATH]
+Usage:  /opt/ref/bin/python tools/make_onnx_fixtures.py [--out tests/fixtures/onnx]
+            [--only CASE ...] [--rapidocr-wheel PATH]   (default: the rapidocr_onnxruntime 1.4.4
+            wheel in /tmp/rapidocr; CASE: the names in TV_CASES and rapidocr_cls)
 
 Conventions as tools/make_fixtures.py and tools/make_method_fixtures.py: images from
 make_fixtures.make_images (seed "image_seed"), ImageNet normalisation make_fixtures.normalize, files
@@ -596,8 +597,9 @@ def write_rapidocr(outdir, wheel):
                "logits": np.ascontiguousarray(logits.numpy()), "targets": targets}
     tensors.update(cams)
     notes = (f"Trained PaddleOCR text-direction classifier ch_ppocr_mobile_v2.0_cls (classes "
-             f"'0', '180'), converted by paddle2onnx, copied verbatim from the rapidocr_onnxruntime "
-             f"1.4.4 wheel ({RAPIDOCR_MEMBER}, sha256 {sha}), Apache-2.0. Weights are Constant "
+             f"'0', '180'), converted by paddle2onnx, copied verbatim from the "
+             f"rapidocr_onnxruntime 1.4.4 wheel ({RAPIDOCR_MEMBER}, sha256 {sha}), "
+             f"Apache-2.0. Weights are Constant "
              f"nodes (no initializers). rapidocr preprocessing (ch_ppocr_cls/text_cls.py "
              f"resize_norm_img): cv2 BGR image resized to height 48 (width <= 192, right part "
              f"zero-padded after normalising), float32 / 255, -= 0.5, /= 0.5, CHW. The file ends "
