@@ -50,6 +50,7 @@ pub mod gpu;
 pub mod graph;
 pub mod input;
 pub mod model;
+pub mod onnx;
 pub mod ops;
 pub mod reference;
 pub mod weights;

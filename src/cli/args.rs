@@ -32,10 +32,15 @@ pub enum Command {
 /// Which model to run (shared by the subcommands).
 #[derive(Args, Debug)]
 pub struct ModelArgs {
-    /// Model file: a self-describing model (tools/export.py) or a torchvision state dict
-    /// saved with safetensors. Default: the bundled shapes model (weights/README.md).
+    /// Model file: an ONNX model (`.onnx`, any exporter, opset 9+), a self-describing
+    /// model (tools/export.py) or a torchvision state dict saved with safetensors.
+    /// Default: the bundled shapes model (weights/README.md).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Image layout of an ONNX model's input; default: read from its shape ([N,3,H,W] or
+    /// [N,H,W,3], as tf2onnx writes Keras models).
+    #[arg(long, value_parser = ["nchw", "nhwc"])]
+    pub layout: Option<String>,
     /// Architecture of a torchvision state dict (e.g. resnet50, vgg16_bn); inferred from
     /// the tensor names if omitted. Not used with self-describing model files.
     #[arg(long)]

@@ -222,7 +222,7 @@ fn bench_model(a: &BenchArgs) -> Result<(Model, &'static str)> {
             "--random-weights builds its own weights; drop --model".into(),
         )),
         (None, Some(arch), true) => Ok((random_model(arch, a.num_classes, a.seed)?, "random")),
-        (Some(_), _, false) => Ok((super::load_model(&a.model)?.0, "file")),
+        (Some(_), _, false) => Ok((super::load_model(&a.model, &a.size)?.0, "file")),
         (None, Some(_), false) => Err(Error::Invalid(
             "--arch needs --model (a torchvision state dict) or --random-weights".into(),
         )),

@@ -63,7 +63,7 @@ struct Plan {
 fn plan(a: &ExplainArgs) -> Result<Plan> {
     let method: Method = a.method.parse()?;
     let targets: TargetSpec = a.target.parse()?;
-    let (model, warnings) = super::load_model(&a.model)?;
+    let (model, warnings) = super::load_model(&a.model, &a.size)?;
     let (size, mean, std) = super::preprocessing(&model, &a.size, &a.mean, &a.std)?;
     let shard = walk::resolve_shard(a.shard.as_deref(), a.shard_count, |k| std::env::var(k).ok())
         .map_err(Error::Invalid)?;
@@ -98,9 +98,10 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
 /// The start-up line: model, method, device, layers, batch and shard.
 fn announce(plan: &Plan, gpu: &Gpu) {
     eprintln!(
-        "{} {} on {}{}",
+        "{} {} of {} on {}{}",
         plan.model.arch,
         plan.method.name(),
+        plan.model.explains,
         gpu.describe(),
         match &plan.shard {
             Some(Shard { index, count, from }) => format!("; shard {index}/{count} (from {from})"),
@@ -222,6 +223,7 @@ fn conclude(
         batch_final: gpu.batch,
         oom_halvings: gpu.halvings.clone(),
         model_warnings: plan.warnings.clone(),
+        explains: plan.model.explains.clone(),
         fatal: fatal.as_ref().map(|e| e.to_string()),
     };
     let written = manifest.write_summary(&summary);

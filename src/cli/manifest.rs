@@ -146,6 +146,9 @@ pub struct Summary {
     pub oom_halvings: Vec<[usize; 2]>,
     /// NaN/Inf weights and the like: every result of the run is suspect.
     pub model_warnings: Vec<String>,
+    /// The score the maps explain (the logits, or the input of an ONNX model's final
+    /// Softmax).
+    pub explains: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fatal: Option<String>,
 }

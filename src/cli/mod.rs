@@ -55,17 +55,30 @@ pub fn run(cli: args::Cli) -> u8 {
     }
 }
 
+use gradcam_wgpu::onnx::OnnxOptions;
 use gradcam_wgpu::{Error, Model, Result, input};
 
-/// The model named by `--model`, or the bundled one.
-pub fn load_model(m: &args::ModelArgs) -> Result<(Model, Vec<String>)> {
+/// The model named by `--model`, or the bundled one; `size` (`--size`) is what an ONNX
+/// model with a dynamic input size is imported at.
+pub fn load_model(m: &args::ModelArgs, size: &Option<String>) -> Result<(Model, Vec<String>)> {
     let arch = m.arch.as_deref();
+    let onnx = OnnxOptions {
+        size: size
+            .as_deref()
+            .map(input::parse_size)
+            .transpose()
+            .map_err(Error::Invalid)?,
+        layout: m.layout.as_deref().map(str::parse).transpose()?,
+    };
     let model = match m.model.as_deref() {
-        Some(p) => Model::load(p, arch)?,
+        Some(p) => Model::load_with(p, arch, &onnx)?,
         None if arch.is_some() => {
             return Err(Error::Invalid(
                 "--arch needs --model (a torchvision state dict saved as safetensors)".into(),
             ));
+        }
+        None if m.layout.is_some() => {
+            return Err(Error::Invalid("--layout applies to an ONNX --model".into()));
         }
         None => Model::bundled()?,
     };

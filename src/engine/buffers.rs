@@ -37,9 +37,21 @@ impl Engine {
         };
         let mut target_nodes = Vec::new();
         for layer in &layers {
-            let node = graph.find(layer).ok_or_else(|| Error::UnknownLayer {
-                name: layer.clone(),
-                valid: graph.layer_names().join(", "),
+            let node = graph.find(layer).ok_or_else(|| {
+                let names = graph.layer_names();
+                let valid = if names.len() > 24 {
+                    format!(
+                        "the nearest of {} are {}",
+                        names.len(),
+                        crate::onnx::nearest(layer, &names, 8).join(", ")
+                    )
+                } else {
+                    names.join(", ")
+                };
+                Error::UnknownLayer {
+                    name: layer.clone(),
+                    valid,
+                }
             })?;
             if node == 0 {
                 return Err(Error::Invalid("the input is not a layer to explain".into()));

@@ -10,6 +10,7 @@ pub use crate::weights::{Tensor, Weights};
 pub use meta::{META_KEY, META_VERSION, ModelMeta, Output};
 
 use crate::error::{Error, Result};
+use crate::onnx::{self, OnnxOptions};
 
 /// ImageNet's per-channel normalisation, the default for models that name none.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -31,12 +32,35 @@ pub struct Model {
     /// One name per class; empty when the file does not name them (torchvision state dicts).
     pub classes: Vec<String>,
     pub output: Output,
+    /// The score a map explains (the logits, or what the ONNX importer kept of a final
+    /// Softmax), for the run's header and summary.
+    pub explains: String,
 }
+
+/// What the models that are not ONNX explain.
+pub const LOGITS: &str = "the logits";
 
 impl Model {
     /// Loads a self-describing model file (see [`meta`]), or a torchvision state dict whose
     /// `arch` may be omitted when the tensor names identify it.
+    ///
+    /// An ONNX file (extension `.onnx`, or any file that parses as an ONNX model and not as
+    /// safetensors) is imported with default options; see [`Model::load_with`].
     pub fn load(path: &Path, arch: Option<&str>) -> Result<Self> {
+        Self::load_with(path, arch, &OnnxOptions::default())
+    }
+
+    /// [`Model::load`], with the input size and layout an ONNX model may need.
+    pub fn load_with(path: &Path, arch: Option<&str>, onnx_opts: &OnnxOptions) -> Result<Self> {
+        if Self::is_onnx_file(path) {
+            if let Some(a) = arch {
+                return Err(Error::Invalid(format!(
+                    "--arch {a} was given, but {} is an ONNX model; drop --arch",
+                    path.display()
+                )));
+            }
+            return onnx::load(path, onnx_opts);
+        }
         let weights = Weights::load(path)?;
         Self::from_weights(weights, arch).map_err(|e| match e {
             Error::File { .. } => e,
@@ -45,6 +69,25 @@ impl Model {
                 message: other.to_string(),
             },
         })
+    }
+
+    /// By extension, or by content for a file that is not safetensors.
+    fn is_onnx_file(path: &Path) -> bool {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+        {
+            return true;
+        }
+        // A safetensors file opens with its header's length (8 bytes) and then `{`.
+        let mut head = [0u8; 9];
+        let is_safetensors = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .map(|()| head[8] == b'{');
+        match is_safetensors {
+            Ok(false) => std::fs::read(path).is_ok_and(|b| onnx::is_onnx(&b)),
+            _ => false,
+        }
     }
 
     pub fn from_weights(weights: Weights, arch: Option<&str>) -> Result<Self> {
@@ -66,6 +109,7 @@ impl Model {
                 std: meta.std,
                 classes: meta.classes,
                 output: meta.output,
+                explains: LOGITS.into(),
             });
         }
         let arch = match arch {
@@ -93,6 +137,7 @@ impl Model {
             std: IMAGENET_STD,
             classes: Vec::new(),
             output: Output::Softmax,
+            explains: LOGITS.into(),
         })
     }
 

@@ -1,0 +1,195 @@
+//! The graph under construction: IR nodes with their shapes, the weights they read, and
+//! what each ONNX value name stands for (a constant, or an IR node's output with its ONNX
+//! shape).
+
+use super::node::ONode;
+use super::tensor::Const;
+use crate::error::{Error, Result};
+use crate::graph::{Node, Op, Reshape, Shape};
+use crate::weights::{Tensor, Weights};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+/// An activation: an IR node's output, with its ONNX dims less the batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Act {
+    pub node: usize,
+    pub dims: Vec<usize>,
+    /// Channels-last (`[N, H, W, C]`): not a layer a CAM can read as channels.
+    pub nhwc: bool,
+}
+
+impl Act {
+    /// ONNX rank (with the batch).
+    pub fn rank(&self) -> usize {
+        self.dims.len() + 1
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Value {
+    Const(Rc<Const>),
+    Act(Act),
+}
+
+/// ONNX dims (less the batch) as the IR's per-image shape: padded on the right with 1s,
+/// so the memory layout is ONNX's and an ONNX axis `a` is IR axis `a - 1`.
+pub fn pad3(dims: &[usize]) -> Shape {
+    let mut s = [1; 3];
+    s[..dims.len()].copy_from_slice(dims);
+    s
+}
+
+#[derive(Default)]
+pub struct Builder {
+    pub nodes: Vec<Node>,
+    pub shapes: Vec<Shape>,
+    pub weights: Weights,
+    pub values: HashMap<String, Value>,
+    /// Per IR node: a 4-D channels-first output with more than one position (a CAM layer).
+    pub spatial: Vec<bool>,
+    names: HashSet<String>,
+}
+
+impl Builder {
+    /// Input `i` of `n`, which must exist.
+    pub fn value(&self, n: &ONode, i: usize) -> Result<&Value> {
+        let name = n
+            .input(i)
+            .ok_or_else(|| n.err(format!("input {i} is missing")))?;
+        self.values
+            .get(name)
+            .ok_or_else(|| n.err(format!("reads `{name}`, which no node or initializer defines")))
+    }
+
+    /// Input `i` as an activation.
+    pub fn act(&self, n: &ONode, i: usize) -> Result<Act> {
+        match self.value(n, i)? {
+            Value::Act(a) => Ok(a.clone()),
+            Value::Const(_) => Err(n.err(format!(
+                "input {i} is a constant where this importer needs an activation"
+            ))),
+        }
+    }
+
+    /// Input `i` as a constant (an initializer or folded from constants).
+    pub fn konst(&self, n: &ONode, i: usize) -> Result<Rc<Const>> {
+        match self.value(n, i)? {
+            Value::Const(c) => Ok(c.clone()),
+            Value::Act(_) => Err(n.err(format!(
+                "input {i} (`{}`) depends on the image; this importer needs a constant there",
+                n.inputs[i]
+            ))),
+        }
+    }
+
+    /// Optional constant input `i`.
+    pub fn opt_konst(&self, n: &ONode, i: usize) -> Result<Option<Rc<Const>>> {
+        match n.input(i) {
+            Some(_) => self.konst(n, i).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A fresh node or tensor name based on `base`.
+    pub fn fresh(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut k = 1;
+        while self.names.contains(&name) || self.weights.tensors.contains_key(&name) {
+            name = format!("{base}:{k}");
+            k += 1;
+        }
+        self.names.insert(name.clone());
+        name
+    }
+
+    /// Appends an IR node named after `base`; its shape follows from the op's own rule.
+    pub fn push(&mut self, n: &ONode, base: &str, op: Op, inputs: &[usize]) -> Result<usize> {
+        let in_shapes: Vec<Shape> = inputs.iter().map(|&i| self.shapes[i]).collect();
+        op.node().check().map_err(|m| n.err(m))?;
+        let shape = op.node().shape(&in_shapes).map_err(|m| n.err(m))?;
+        let name = self.fresh(base);
+        self.nodes.push(Node {
+            name,
+            op,
+            inputs: inputs.to_vec(),
+        });
+        self.shapes.push(shape);
+        self.spatial.push(false);
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// `node` as an activation of ONNX dims `dims`, reshaped (free) where the op's own
+    /// shape lays the same elements out under other per-image axes.
+    pub fn act_of(&mut self, n: &ONode, node: usize, dims: Vec<usize>, nhwc: bool) -> Result<Act> {
+        if dims.len() > 3 {
+            return Err(n.err(format!(
+                "produces a rank-{} tensor; this importer handles ranks up to 4",
+                dims.len() + 1
+            )));
+        }
+        let want = pad3(&dims);
+        let have = self.shapes[node];
+        let node = if want == have {
+            node
+        } else if want.iter().product::<usize>() == have.iter().product::<usize>() {
+            let base = format!("{}:reshape", self.nodes[node].name);
+            self.push(n, &base, Op::Reshape(Reshape { shape: want }), &[node])?
+        } else {
+            return Err(n.err(format!(
+                "the graph's shapes disagree: ONNX says {dims:?} per image, the op gives {have:?}"
+            )));
+        };
+        self.spatial[node] = dims.len() == 3 && !nhwc && dims[1] * dims[2] > 1;
+        Ok(Act { node, dims, nhwc })
+    }
+
+    /// Appends an IR node for `n`'s first output, of ONNX dims `dims`, and binds it.
+    pub fn emit(&mut self, n: &ONode, op: Op, inputs: &[usize], dims: Vec<usize>) -> Result<Act> {
+        let nhwc = false;
+        self.emit_layout(n, op, inputs, dims, nhwc)
+    }
+
+    /// [`Self::emit`] for an op that keeps its input's layout (element-wise ops).
+    pub fn emit_layout(
+        &mut self,
+        n: &ONode,
+        op: Op,
+        inputs: &[usize],
+        dims: Vec<usize>,
+        nhwc: bool,
+    ) -> Result<Act> {
+        let base = n.outputs.first().cloned().unwrap_or_else(|| n.name.clone());
+        let node = self.push(n, &base, op, inputs)?;
+        let act = self.act_of(n, node, dims, nhwc)?;
+        self.bind(n, 0, Value::Act(act.clone()))?;
+        Ok(act)
+    }
+
+    /// Output `k` of `n` stands for `v`.
+    pub fn bind(&mut self, n: &ONode, k: usize, v: Value) -> Result<()> {
+        let name = n
+            .outputs
+            .get(k)
+            .ok_or_else(|| n.err(format!("has no output {k}")))?;
+        self.values.insert(name.clone(), v);
+        Ok(())
+    }
+
+    /// Stores a constant as a weight tensor and returns its name.
+    pub fn tensor(&mut self, base: &str, shape: Vec<usize>, data: Vec<f32>) -> String {
+        let name = self.fresh(base);
+        self.weights.tensors.insert(name.clone(), Tensor { shape, data });
+        name
+    }
+
+    /// The per-image IR shape of an activation.
+    pub fn shape(&self, a: &Act) -> Shape {
+        self.shapes[a.node]
+    }
+}
+
+/// A model error naming the file's ONNX graph.
+pub fn graph_err(m: impl std::fmt::Display) -> Error {
+    Error::Model(format!("ONNX graph: {m}"))
+}

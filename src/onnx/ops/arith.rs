@@ -1,0 +1,109 @@
+//! Add, Sub, Mul and Div with numpy broadcasting: of two activations (the engine's own Add
+//! and Mul where shapes allow, as in residuals and squeeze-excitation gates), or of an
+//! activation and a constant (layer scales, normalisation constants, biases).
+
+use super::super::builder::{Act, Builder, Value, pad3};
+use super::super::node::ONode;
+use super::super::tensor::Const;
+use crate::error::Result;
+use crate::graph::{Add, Binary, BinaryConst, BinaryKind, Mul, Op};
+
+fn kind(n: &ONode) -> Result<BinaryKind> {
+    Ok(match n.op.as_str() {
+        "Add" => BinaryKind::Add,
+        "Sub" => BinaryKind::Sub,
+        "Mul" => BinaryKind::Mul,
+        "Div" => BinaryKind::Div,
+        other => return Err(n.err(format!("`{other}` is not arithmetic"))),
+    })
+}
+
+pub fn arith(b: &mut Builder, n: &ONode) -> Result<()> {
+    let kind = kind(n)?;
+    match (b.value(n, 0)?.clone(), b.value(n, 1)?.clone()) {
+        (Value::Act(x), Value::Act(y)) => two_activations(b, n, kind, x, y),
+        (Value::Act(x), Value::Const(c)) => with_constant(b, n, kind, x, &c, false),
+        (Value::Const(c), Value::Act(x)) => with_constant(b, n, kind, x, &c, true),
+        (Value::Const(_), Value::Const(_)) => Err(n.err("constant arithmetic was not folded")),
+    }
+}
+
+fn two_activations(b: &mut Builder, n: &ONode, kind: BinaryKind, x: Act, y: Act) -> Result<()> {
+    if x.rank() != y.rank() {
+        return Err(n.err(format!(
+            "combines per-image dims {:?} and {:?} of different ranks",
+            x.dims, y.dims
+        )));
+    }
+    let mut dims = Vec::with_capacity(x.dims.len());
+    for (&p, &q) in x.dims.iter().zip(&y.dims) {
+        dims.push(match (p, q) {
+            _ if p == q => p,
+            (1, q) => q,
+            (p, 1) => p,
+            _ => {
+                return Err(n.err(format!(
+                    "cannot broadcast {:?} with {:?}",
+                    x.dims, y.dims
+                )));
+            }
+        });
+    }
+    let nhwc = x.nhwc || y.nhwc;
+    let (sx, sy) = (b.shape(&x), b.shape(&y));
+    let gate = |s: [usize; 3], full: [usize; 3]| s == [full[0], 1, 1] && s != full;
+    let (op, inputs) = match kind {
+        BinaryKind::Add if sx == sy => (Op::Add(Add), [x.node, y.node]),
+        BinaryKind::Mul if sx == sy || gate(sy, sx) => (Op::Mul(Mul), [x.node, y.node]),
+        BinaryKind::Mul if gate(sx, sy) => (Op::Mul(Mul), [y.node, x.node]),
+        _ => (Op::Binary(Binary { kind }), [x.node, y.node]),
+    };
+    b.emit_layout(n, op, &inputs, dims, nhwc)?;
+    Ok(())
+}
+
+/// `x ∘ c` (or `c ∘ x` when `reversed`), `c` broadcast along `x`'s per-image dims.
+fn with_constant(
+    b: &mut Builder,
+    n: &ONode,
+    kind: BinaryKind,
+    x: Act,
+    c: &Const,
+    reversed: bool,
+) -> Result<()> {
+    let r = x.rank();
+    if c.dims.len() > r {
+        return Err(n.err(format!(
+            "constant of shape {:?} has a higher rank than the activation",
+            c.dims
+        )));
+    }
+    let mut aligned = vec![1; r - c.dims.len()];
+    aligned.extend_from_slice(&c.dims);
+    if aligned[0] != 1 {
+        return Err(n.err(format!(
+            "constant of shape {:?} varies along the batch",
+            c.dims
+        )));
+    }
+    let per_image = &aligned[1..];
+    for (&d, &xd) in per_image.iter().zip(&x.dims) {
+        if d != 1 && d != xd {
+            return Err(n.err(format!(
+                "constant of shape {:?} does not broadcast onto per-image dims {:?}",
+                c.dims, x.dims
+            )));
+        }
+    }
+    let shape = pad3(per_image);
+    let base = format!("{}.constant", n.outputs[0]);
+    let tensor = b.tensor(&base, shape.to_vec(), c.to_f32());
+    let op = Op::BinaryConst(BinaryConst {
+        kind,
+        tensor,
+        shape,
+        reversed,
+    });
+    b.emit_layout(n, op, &[x.node], x.dims.clone(), x.nhwc)?;
+    Ok(())
+}

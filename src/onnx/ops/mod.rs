@@ -1,0 +1,81 @@
+//! One importer per ONNX op family, each mapping a node onto IR nodes.
+
+mod activation;
+mod arith;
+mod conv;
+mod matmul;
+mod norm;
+mod reduce;
+mod shape;
+mod slice;
+
+use super::builder::Builder;
+use super::node::ONode;
+use crate::error::Result;
+
+/// The ONNX op types this importer reads (with the shape subgraphs [`super::fold`]
+/// evaluates).
+pub const SUPPORTED: &[&str] = &[
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Clip",
+    "Concat",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Erf",
+    "Flatten",
+    "Gelu",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "GroupNormalization",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "LayerNormalization",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "Pad",
+    "ReduceMean",
+    "Relu",
+    "Reshape",
+    "Sigmoid",
+    "Slice",
+    "Softmax (final)",
+    "Split",
+    "Squeeze",
+    "Sub",
+    "Transpose",
+    "Unsqueeze",
+];
+
+/// Maps `n` (whose inputs are bound) onto IR nodes and binds its outputs.
+pub fn import(b: &mut Builder, n: &ONode) -> Result<()> {
+    match n.op.as_str() {
+        "Conv" => conv::conv(b, n),
+        "MaxPool" | "AveragePool" | "GlobalAveragePool" | "GlobalMaxPool" => conv::pool(b, n),
+        "BatchNormalization" => norm::batch_norm(b, n),
+        "LayerNormalization" => norm::layer_norm(b, n),
+        "GroupNormalization" => norm::group_norm(b, n),
+        "Relu" | "Sigmoid" | "Silu" | "HardSigmoid" | "HardSwish" | "Clip" | "Gelu" | "Erf" => {
+            activation::activation(b, n)
+        }
+        "Add" | "Sub" | "Mul" | "Div" => arith::arith(b, n),
+        "Gemm" => matmul::gemm(b, n),
+        "MatMul" => matmul::matmul(b, n),
+        "ReduceMean" => reduce::reduce_mean(b, n),
+        "Identity" | "Dropout" | "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze"
+        | "Transpose" => shape::shape_op(b, n),
+        "Concat" => slice::concat(b, n),
+        "Split" => slice::split(b, n),
+        "Slice" => slice::slice(b, n),
+        "Pad" => slice::pad(b, n),
+        other => Err(n.err(format!(
+            "op type `{other}` is not supported; this importer reads {}",
+            SUPPORTED.join(", ")
+        ))),
+    }
+}

@@ -1,0 +1,176 @@
+//! ONNX files exported from PyTorch (and one trained paddle2onnx model) against PyTorch and
+//! pytorch-grad-cam 1.5.7: fixtures from tools/make_onnx_fixtures.py. Logits within 1e-4
+//! relative, maps within 1e-3 absolute, for Grad-CAM, Grad-CAM++, Score-CAM and EigenCAM
+//! at the layer each fixture names (a PyTorch module path, or an ONNX value name).
+
+mod fixture;
+
+use fixture::repo_root;
+use gradcam_wgpu::engine::Method;
+use gradcam_wgpu::onnx::OnnxOptions;
+use gradcam_wgpu::{Engine, EngineConfig, GpuContext, Model, TargetSpec};
+use safetensors::SafeTensors;
+use std::collections::HashMap;
+
+const MAP_TOLERANCE: f32 = 1e-3;
+const LOGIT_TOLERANCE: f32 = 1e-4;
+
+struct Golden {
+    name: String,
+    meta: HashMap<String, String>,
+    model: Model,
+    size: [usize; 2],
+    images: Vec<image::RgbImage>,
+    bytes: Vec<u8>,
+}
+
+impl Golden {
+    fn load(name: &str) -> Self {
+        let dir = repo_root().join("tests/fixtures/onnx");
+        let bytes = std::fs::read(dir.join(format!("{name}.safetensors"))).unwrap();
+        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = meta.metadata().clone().unwrap();
+        let size = [meta["height"].parse().unwrap(), meta["width"].parse().unwrap()];
+        let mut model = Model::load_with(
+            &dir.join(&meta["model"]),
+            None,
+            &OnnxOptions {
+                size: Some(size),
+                layout: None,
+            },
+        )
+        .or_else(|_| Model::load(&dir.join(&meta["model"]), None))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        model.mean = serde_json::from_str(&meta["mean"]).unwrap();
+        model.std = serde_json::from_str(&meta["std"]).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let u8s = st.tensor("input_u8").unwrap();
+        let [h, w] = size;
+        let images = (0..u8s.shape()[0])
+            .map(|i| {
+                let px = u8s.data()[i * h * w * 3..(i + 1) * h * w * 3].to_vec();
+                image::RgbImage::from_raw(w as u32, h as u32, px).unwrap()
+            })
+            .collect();
+        Self {
+            name: name.into(),
+            meta,
+            model,
+            size,
+            images,
+            bytes,
+        }
+    }
+
+    fn f32s(&self, key: &str) -> Option<Vec<f32>> {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        st.tensor(key)
+            .ok()
+            .map(|t| bytemuck::pod_collect_to_vec(t.data()))
+    }
+
+    fn targets(&self) -> Vec<Vec<usize>> {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let t: Vec<i64> = bytemuck::pod_collect_to_vec(st.tensor("targets").unwrap().data());
+        t.chunks(2)
+            .map(|c| c.iter().map(|&v| v as usize).collect())
+            .collect()
+    }
+
+    fn config(&self, method: Method) -> EngineConfig {
+        EngineConfig {
+            layers: vec![self.meta["layer"].clone()],
+            method,
+            size: self.size,
+            batch: self.images.len(),
+            targets: TargetSpec::PerImage(2),
+            mean: self.model.mean,
+            std: self.model.std,
+            read_maps: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// Worst relative logit error and worst map error per method.
+fn check(name: &str) {
+    let g = Golden::load(name);
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let targets = g.targets();
+    let want_logits = g.f32s("logits").unwrap();
+    let mut worst_logit = 0f32;
+    let scale = want_logits.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let mut report = Vec::new();
+    for (key, method) in [
+        ("cam.gradcam", Method::GradCam),
+        ("cam.gradcam++", Method::GradCamPlusPlus),
+        ("cam.scorecam", Method::ScoreCam),
+        ("cam.eigencam", Method::EigenCam),
+    ] {
+        let Some(want) = g.f32s(key) else { continue };
+        let flipped = g.f32s(&format!("{key}.flipped"));
+        let mut engine = Engine::new(ctx.clone(), &g.model, g.config(method))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let results = engine.explain_for(&g.images, &targets).unwrap();
+        let plane = g.size[0] * g.size[1];
+        let mut worst = 0f32;
+        for (i, r) in results.iter().enumerate() {
+            let k = r.logits.len();
+            for (c, &l) in r.logits.iter().enumerate() {
+                worst_logit = worst_logit.max((l - want_logits[i * k + c]).abs() / scale);
+            }
+            for (t, tr) in r.targets.iter().enumerate() {
+                assert_eq!(tr.class, targets[i][t]);
+                let row = i * 2 + t;
+                let got = tr.map.as_ref().unwrap();
+                let err = |w: &[f32]| {
+                    got.iter()
+                        .zip(&w[row * plane..(row + 1) * plane])
+                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+                };
+                let e = flipped.as_ref().map_or(err(&want), |f| err(&want).min(err(f)));
+                worst = worst.max(e);
+            }
+        }
+        report.push(format!("{key} {worst:.2e}"));
+        assert!(worst <= MAP_TOLERANCE, "{name} {key}: max map error {worst:.2e}");
+    }
+    println!(
+        "{name} ({}, layer {}): logits {worst_logit:.2e} relative; {}",
+        g.meta.get("exporter").map_or("?", |s| s.as_str()),
+        g.meta["layer"],
+        report.join(", ")
+    );
+    assert!(worst_logit <= LOGIT_TOLERANCE, "{name}: logits off by {worst_logit:.2e} relative");
+    assert!(!report.is_empty(), "{name}: no maps in the fixture");
+}
+
+#[test]
+fn mobilenet_v3_small() {
+    check("mobilenet_v3_small");
+}
+
+#[test]
+fn convnext() {
+    check("convnext");
+}
+
+#[test]
+fn efficientnet_b0_dynamo_external_data() {
+    check("efficientnet_b0");
+}
+
+#[test]
+fn regnet_y() {
+    check("regnet_y");
+}
+
+#[test]
+fn densenet() {
+    check("densenet");
+}
+
+#[test]
+fn nhwc_convnet() {
+    check("nhwc_convnet");
+}
