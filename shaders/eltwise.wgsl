@@ -273,16 +273,18 @@ fn gelu_tanh_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     dst[i] = x * sigmoid(2.0 * GELU_K * (x + GELU_C * x * x * x));
 }
 
-// dst = a * (s + x 2 s (1 - s) u'), s = sigmoid(2u), u' = k (1 + 3 c x^2); b is x.
+// dst = a * (s + x 2 s (1 - s) u'), s = sigmoid(2u), u' = k (1 + 3 c x^2); b is x. 1 - s is
+// sigmoid(-2u), which does not cancel where s nears 1.
 @compute @workgroup_size(256)
 fn gelu_tanh_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= p.len) { return; }
     let x = b[forward_index(i)];
-    let s = sigmoid(2.0 * GELU_K * (x + GELU_C * x * x * x));
+    let v = 2.0 * GELU_K * (x + GELU_C * x * x * x);
+    let s = sigmoid(v);
     let du = GELU_K * (1.0 + 3.0 * GELU_C * x * x);
-    dst[i] = a[i] * (s + 2.0 * x * s * (1.0 - s) * du);
+    dst[i] = a[i] * (s + 2.0 * x * s * sigmoid(-v) * du);
 }
 
 @compute @workgroup_size(256)

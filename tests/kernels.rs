@@ -1512,7 +1512,8 @@ fn activations() {
         let (xb, dyb, y, dx) = (upload(&x), upload(&dy), garbage(len), garbage(dy.len()));
         let fwd = k.activation_forward(&e.ctx, act, [0.0; 2], len, &xb, &y, &e.ops.dummy);
         let saved = if act.backward_reads_input() { &xb } else { &y };
-        let bwd = k.activation_backward(&e.ctx, act, [0.0; 2], rows, per_img, rep, &dyb, saved, &dx);
+        let bwd =
+            k.activation_backward(&e.ctx, act, [0.0; 2], rows, per_img, rep, &dyb, saved, &dx);
         let got = run(&[fwd, bwd], &[(&y, len), (&dx, dy.len())]);
         let y32 = f64s(&got[0]);
         let name = act.forward;
@@ -1584,6 +1585,56 @@ fn activations() {
 /// a * b element-wise and per channel (b of [C, 1, 1], squeeze-excitation), forward and
 /// the gradients of both factors with 2 gradient rows per image. Single products are exact;
 /// the per-channel factor's gradient sums a plane.
+/// shaders/lib/erf.wgsl on a dense sweep of [-6, 6] and both sides of its range split at 1:
+/// erf within 2.5e-7 absolute (its fit is within 1.1e-7 in exact f32 arithmetic; the rest is
+/// WGSL's exp), GELU's x Phi(x) within that plus an ULP of |y|, its gradient likewise.
+#[test]
+fn erf_and_gelu_accuracy() {
+    use gradcam_wgpu::graph::ops::{erf::ERF, gelu::GELU};
+    let e = env();
+    let k = &e.ops.eltwise;
+    let mut x: Vec<f32> = (-12000..=12000).map(|i| i as f32 * 5e-4).collect();
+    for b in [1.0f32, -1.0] {
+        x.extend([b, b.next_up(), b.next_down(), 10.0 * b, 30.0 * b]);
+    }
+    let len = x.len();
+    let (xb, y, dy1, dx) = (
+        upload(&x),
+        garbage(len),
+        upload(&vec![1.0; len]),
+        garbage(len),
+    );
+    let mut d = vec![k.activation_forward(&e.ctx, ERF, [0.0; 2], len, &xb, &y, &e.ops.dummy)];
+    let got_erf = run(&d, &[(&y, len)]).remove(0);
+    d = vec![
+        k.activation_forward(&e.ctx, GELU, [0.0; 2], len, &xb, &y, &e.ops.dummy),
+        k.activation_backward(&e.ctx, GELU, [0.0; 2], 1, len, 1, &dy1, &xb, &dx),
+    ];
+    let got = run(&d, &[(&y, len), (&dx, len)]);
+    let phi = |x: f64| 0.5 * libm::erfc(-x * std::f64::consts::FRAC_1_SQRT_2);
+    let pdf = |x: f64| (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    let (mut worst_erf, mut worst_gelu, mut worst_grad) = (0.0f64, 0.0f64, 0.0f64);
+    for (i, &xi) in x.iter().enumerate() {
+        let x = xi as f64;
+        let err = (got_erf[i] as f64 - libm::erf(x)).abs();
+        assert!(err <= 2.5e-7, "erf({x}) = {} off by {err:.2e}", got_erf[i]);
+        worst_erf = worst_erf.max(err);
+        let want = x * phi(x);
+        let err = (got[0][i] as f64 - want).abs();
+        assert!(
+            err <= 2.5e-7 + want.abs() * 1.2e-7,
+            "gelu({x}) = {} off by {err:.2e}",
+            got[0][i]
+        );
+        worst_gelu = worst_gelu.max(err);
+        let want = phi(x) + x * pdf(x);
+        let err = (got[1][i] as f64 - want).abs();
+        assert!(err <= 5e-7, "gelu'({x}) = {} off by {err:.2e}", got[1][i]);
+        worst_grad = worst_grad.max(err);
+    }
+    eprintln!("erf {worst_erf:.2e}, gelu {worst_gelu:.2e}, gelu' {worst_grad:.2e}");
+}
+
 #[test]
 fn mul_and_backward() {
     let e = env();

@@ -1,7 +1,8 @@
 // The error function in f32 (WGSL has none), absolute error about 1e-7 (1 to 2 ULP near 1):
 //   |x| <= 1:  erf(x) = x P(x^2)
 //   z > 1:     erfc(z) = t exp(-z^2 + Q(t)), t = 1 / (1 + z / 2)  (Numerical Recipes' erfcc form)
-// P (degree 5) and Q (degree 8) are least-squares fits on Chebyshev nodes, rounded to f32.
+// P (degree 5) and Q (degree 8) are least-squares fits on Chebyshev nodes rounded to f32
+// (tools/fit_erf.py, which also measures the error in emulated f32).
 // erfc keeps its relative accuracy in the tail, which GELU's x Phi(x) needs for x < 0.
 
 // erfc(z) for z >= 1; past 10 it is below f32's smallest normal.

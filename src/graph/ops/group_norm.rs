@@ -33,7 +33,7 @@ impl NodeOp for GroupNorm {
     fn check(&self) -> std::result::Result<(), String> {
         check_dim("groups", self.groups, 1)?;
         check_dim("channels", self.channels, 1)?;
-        if self.channels % self.groups != 0 {
+        if !self.channels.is_multiple_of(self.groups) {
             return Err(format!(
                 "channels {} is not a multiple of groups {}",
                 self.channels, self.groups

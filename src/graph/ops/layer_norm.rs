@@ -62,7 +62,10 @@ impl NodeOp for LayerNorm {
     }
     fn shape(&self, inputs: &[Shape]) -> std::result::Result<Shape, String> {
         let s = inputs[0];
-        let features: usize = s[self.axis..].iter().product();
+        let Some(dims) = s.get(self.axis..) else {
+            return Err(format!("axis {} is not 0, 1 or 2", self.axis));
+        };
+        let features: usize = dims.iter().product();
         if features != self.features {
             return Err(format!(
                 "expects {} features from axis {}, gets {features} ({s:?})",
