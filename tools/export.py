@@ -2,20 +2,28 @@
 """Export a PyTorch CNN to a self-describing gradcam-wgpu model file.
 
 The module is traced with ``torch.fx``; every node is mapped to one op of the engine's IR
-(``src/model/graph.rs``) and the file's ``__metadata__["gradcam_wgpu"]`` gets the graph, the
+(``src/graph/``) and the file's ``__metadata__["gradcam_wgpu"]`` gets the graph, the
 input size, the normalisation, the class names, the default target layer and the output kind
 (schema: ``src/model/meta.rs``). Tensors keep their ``state_dict`` names, so layer names in
 the engine are the module paths PyTorch users know (``layer4``, ``features.29``, ...).
 
-Supported: Conv2d (any groups), BatchNorm2d (eval), ReLU, ReLU6/Hardtanh(0, 6), SiLU,
-Sigmoid, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Identity, Linear,
-``+`` / ``torch.add``, ``*`` / ``torch.mul`` (equal shapes, or a [N, C, 1, 1] gate),
-``torch.cat`` on channels, ``torch.flatten``, ``view``/``reshape`` to [N, -1],
-``mean((2, 3))`` and the functional forms of the activations and pools. Anything else is an
-error naming the module (or function) and the op.
+Tensors of rank 2 to 4 with the batch first; the engine's per-image shape is the torch shape
+without the batch, padded on the right with 1s (``[N, L, D]`` is ``[L, D, 1]``), so axis
+fields count from torch's dim 1 (/work/notes/ir-spec.md). Supported: Conv2d (any groups),
+BatchNorm2d (eval), LayerNorm and F.layer_norm (over the last dims), GroupNorm, ReLU,
+ReLU6/Hardtanh/clamp, SiLU, Sigmoid, Hardswish, Hardsigmoid, GELU (erf or tanh), MaxPool2d,
+AvgPool2d, AdaptiveAvgPool2d, Linear (on the last dim of any rank), Dropout, StochasticDepth
+and Identity (the identity), ``+ - * /`` and their torch forms (two tensors broadcasting per
+dim, or a tensor and a Python number or a parameter such as ConvNeXt's layer_scale, stored
+as a tensor), ``torch.cat`` on any dim but the batch, permute/transpose that keep the batch
+first, flatten/view/reshape/squeeze/unsqueeze that keep the batch, ``mean`` over contiguous
+dims, and the functional forms of the activations and pools. Anything else is an error
+naming the module (or function) and the op. tools/ir_eval.py evaluates an exported file's
+IR in torch, to check it against the model.
 
     python tools/export.py --torchvision resnet18 --out resnet18.safetensors
-    python -c 'from export import export; export(model, "m.safetensors", input_size=(128, 128), ...)'
+    python -c 'from export import export; export(model, "m.safetensors", input_size=(128, 128),
+                                                 ...)'
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def conv2d(op, x, t):
     w = t[op["weight"]]
     kh, kw = op["kernel"]
     _need(x.shape[1] == op["in_channels"], "in_channels")
-    _need(list(w.shape) == [op["out_channels"], op["in_channels"] // op["groups"], kh, kw], "weight")
+    _need(list(w.shape) == [op["out_channels"], op["in_channels"] // op["groups"], kh, kw],
+          "weight shape")
     (pt, pl), (pb, pr) = op["padding"], op.get("padding_end") or op["padding"]
     x = F.pad(x, (pl, pr, pt, pb))
     b = t[op["bias"]] if op.get("bias") else None
