@@ -2,7 +2,8 @@
 Captum's LayerGradCam vs `gradcam bench`.
 
 Usage:
-  /opt/ref/bin/python tools/compare_throughput.py [--models bundled,resnet18,resnet50,vgg16]
+  /opt/ref/bin/python tools/compare_throughput.py [--models bundled,resnet18,resnet50,vgg16,
+      mobilenet_v3_large,efficientnet_b0,convnext_tiny] [--engine-format onnx|ir]
       [--methods gradcam,scorecam] [--batches 16] [--size 224] [--images 32] [--slow-images 1]
       [--threads 2] [--device cpu|cuda] [--iters 3] [--warmup 1] [--rounds 1] [--json OUT.json]
       [--peers pgc[,captum]]
@@ -13,9 +14,16 @@ Same model, batch and images on both sides:
            tools/compare_pgc.py does); `bundled` is the project's shapes model
            (weights/shapes-resnet.pt for pgc, the engine's built-in copy of the same weights),
            run at --size too (it is fully convolutional; its own size is 128).
+           mobilenet_v3_large, efficientnet_b0 and convnext_tiny (detweights too) are not
+           architectures the engine knows by tensor names: the script exports each on the fly
+           to a temporary file, by default an ONNX file (torch.onnx.export, dynamo=False,
+           opset 17, dynamic batch) run with --model X.onnx; --engine-format ir writes a
+           self-describing file with tools/export.py instead. An export that fails is the
+           row's engine error.
   images   tools/make_fixtures.make_images, written as PNGs that the engine reads with
            `--images DIR` (decoded once, before timing) and pgc keeps decoded in memory.
-  layer    ResNets layer4 (bundled: layer3), VGG the last ReLU of `features`.
+  layer    ResNets layer4 (bundled: layer3), VGG the last ReLU of `features`, the exported
+           models features[-1] (the same module path is passed to the engine's --layer).
 
 What is timed, per (model, method, batch), after --warmup untimed batches, --iters times:
   pgc     in memory: normalise, Method(model, [layer])(x, targets=None) (top-1 target),
@@ -49,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -62,7 +71,13 @@ from compare_pgc import METHODS, REPO, default_layer, parse_size  # noqa: E402
 from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-MODELS = ("bundled", "resnet18", "resnet50", "vgg16")
+MODELS = ("bundled", "resnet18", "resnet50", "vgg16", "mobilenet_v3_large", "efficientnet_b0",
+          "convnext_tiny")
+# Run by the engine from a file exported on the fly (it has no state-dict layout for them).
+EXPORTED = ("mobilenet_v3_large", "efficientnet_b0", "convnext_tiny")
+ENGINE_FORMATS = ("onnx", "ir")
+# --models' default stays the state-dict models (tools/gpu-check.sh's compare step runs it).
+DEFAULT_MODELS = ("bundled", "resnet18", "resnet50", "vgg16")
 PEERS = ("pgc", "captum")
 # The engine/peer ratio's key in the rows; pgc's keeps its original name.
 RATIO = {"pgc": "ratio", "captum": "captum_ratio"}
@@ -150,6 +165,26 @@ def time_pgc(model, layer, method, u8, batch, mean, std, iters, warmup, device):
         return time_passes(lambda b: pgc_batch(cam, b, mean, std), u8, batch, iters, warmup, device)
 
 
+def export_for_engine(model, name, layer, fmt, size, num_classes, outdir):
+    """Writes `model` (on the CPU, eval) as a file the engine loads; returns its path."""
+    x = torch.zeros(1, 3, *size)
+    if fmt == "onnx":
+        path = os.path.join(outdir, f"{name}.onnx")
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is on purpose
+            torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    else:
+        import export  # tools/export.py
+
+        path = os.path.join(outdir, f"{name}.safetensors")
+        export.export(model, path, input_size=size, mean=mf.MEAN, std=mf.STD,
+                      classes=[str(i) for i in range(num_classes)], default_layer=layer,
+                      name=name)
+    return path
+
+
 def run_engine(engine, model_args, layer, method, batch, size, imgdir, iters, warmup, timeout,
                extra=()):
     cmd = [engine, "bench", "--json", "--no-profile", *model_args, *extra, "--method", method,
@@ -171,7 +206,9 @@ def run_engine(engine, model_args, layer, method, batch, size, imgdir, iters, wa
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default=",".join(MODELS), help="comma list of " + ", ".join(MODELS))
+    ap.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                    help="comma list of " + ", ".join(MODELS) + " (default: "
+                    + ",".join(DEFAULT_MODELS) + ")")
     ap.add_argument("--methods", default="gradcam,scorecam", help="comma list: " + ",".join(METHODS))
     ap.add_argument("--batches", default="16", help="comma list of batch sizes")
     ap.add_argument("--size", default="224", help="H or HxW (default 224)")
@@ -191,6 +228,9 @@ def main():
     ap.add_argument("--image-seed", type=int, default=2024)
     ap.add_argument("--timeout", type=int, default=1800, help="engine timeout per run, s")
     ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--engine-format", default="onnx", choices=ENGINE_FORMATS,
+                    help="file the engine runs the exported models from (" + ", ".join(EXPORTED)
+                    + "): onnx (torch.onnx.export) or ir (tools/export.py)")
     ap.add_argument("--engine-args", default="",
                     help="extra `gradcam bench` flags, space-separated (e.g. --winograd)")
     ap.add_argument("--peers", default="pgc",
@@ -243,9 +283,22 @@ def main():
               f"threads), {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; engine {engine}",
               flush=True)
         for name in models:
+            export_error = None
             if name == "bundled":
                 model, layer, mean, std = load_bundled()
                 model_args = []
+            elif name in EXPORTED:
+                model = mf.build(name, args.num_classes, args.seed)
+                layer = f"features.{len(model.features) - 1}"  # pgc's features[-1]
+                mean, std = mf.MEAN, mf.STD
+                model_args = []
+                try:
+                    path = export_for_engine(model, name, layer, args.engine_format, size,
+                                             args.num_classes, tmp)
+                    model_args = ["--model", path]
+                except Exception as e:  # the pgc side still runs; the row says why
+                    export_error = (f"{args.engine_format} export failed: "
+                                    f"{type(e).__name__}: {e}")
             else:
                 model = mf.build(name, args.num_classes, args.seed)
                 layer = default_layer(model, name)
@@ -266,6 +319,10 @@ def main():
                     row = {"model": name, "method": method, "batch": b, "images": count,
                            "size": list(size), "layer": layer, "device": args.device,
                            "torch_threads": torch.get_num_threads()}
+                    if name in EXPORTED:
+                        row["engine_format"] = args.engine_format
+                    if export_error:
+                        row["engine_error"] = export_error
                     # Captum has Grad-CAM only: its column stays empty for other methods.
                     row_peers = [p for p in peers if p == "pgc" or method == "gradcam"]
                     got = {p: [] for p in row_peers}

@@ -2,20 +2,28 @@
 """Export a PyTorch CNN to a self-describing gradcam-wgpu model file.
 
 The module is traced with ``torch.fx``; every node is mapped to one op of the engine's IR
-(``src/model/graph.rs``) and the file's ``__metadata__["gradcam_wgpu"]`` gets the graph, the
+(``src/graph/``) and the file's ``__metadata__["gradcam_wgpu"]`` gets the graph, the
 input size, the normalisation, the class names, the default target layer and the output kind
 (schema: ``src/model/meta.rs``). Tensors keep their ``state_dict`` names, so layer names in
 the engine are the module paths PyTorch users know (``layer4``, ``features.29``, ...).
 
-Supported: Conv2d (any groups), BatchNorm2d (eval), ReLU, ReLU6/Hardtanh(0, 6), SiLU,
-Sigmoid, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Identity, Linear,
-``+`` / ``torch.add``, ``*`` / ``torch.mul`` (equal shapes, or a [N, C, 1, 1] gate),
-``torch.cat`` on channels, ``torch.flatten``, ``view``/``reshape`` to [N, -1],
-``mean((2, 3))`` and the functional forms of the activations and pools. Anything else is an
-error naming the module (or function) and the op.
+Tensors of rank 2 to 4 with the batch first; the engine's per-image shape is the torch shape
+without the batch, padded on the right with 1s (``[N, L, D]`` is ``[L, D, 1]``), so axis
+fields count from torch's dim 1 (/work/notes/ir-spec.md). Supported: Conv2d (any groups),
+BatchNorm2d (eval), LayerNorm and F.layer_norm (over the last dims), GroupNorm, ReLU,
+ReLU6/Hardtanh/clamp, SiLU, Sigmoid, Hardswish, Hardsigmoid, GELU (erf or tanh), MaxPool2d,
+AvgPool2d, AdaptiveAvgPool2d, Linear (on the last dim of any rank), Dropout, StochasticDepth
+and Identity (the identity), ``+ - * /`` and their torch forms (two tensors broadcasting per
+dim, or a tensor and a Python number or a parameter such as ConvNeXt's layer_scale, stored
+as a tensor), ``torch.cat`` on any dim but the batch, permute/transpose that keep the batch
+first, flatten/view/reshape/squeeze/unsqueeze that keep the batch, ``mean`` over contiguous
+dims, and the functional forms of the activations and pools. Anything else is an error
+naming the module (or function) and the op. tools/ir_eval.py evaluates an exported file's
+IR in torch, to check it against the model.
 
     python tools/export.py --torchvision resnet18 --out resnet18.safetensors
-    python -c 'from export import export; export(model, "m.safetensors", input_size=(128, 128), ...)'
+    python -c 'from export import export; export(model, "m.safetensors", input_size=(128, 128),
+                                                 ...)'
 """
 
 from __future__ import annotations
@@ -78,11 +86,28 @@ def _pair(v) -> list[int]:
     return [int(v), int(v)]
 
 
+_BINARY = {"add", "sub", "mul", "div"}
+# Shape-only tensor methods and functions: the same data per image under the output's shape.
+_RESHAPES_M = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
+_RESHAPES_F = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
+_IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
+
+
+def internal(shape: Sequence[int]) -> list[int]:
+    """The engine's per-image shape of a torch shape [N, ...] (rank 2..4): the batch dropped,
+    padded on the right with 1s (ir-spec: torch dim d >= 1 is internal axis d - 1)."""
+    if not 2 <= len(shape) <= 4:
+        raise UnsupportedOp(f"a {len(shape)}-D tensor (shape {list(shape)}); only 2-D to 4-D")
+    return [int(v) for v in shape[1:]] + [1] * (4 - len(shape))
+
+
 class _Exporter:
+    BATCH = 2  # shape propagation batch: a reshape that keeps it keeps the images apart
+
     def __init__(self, module: nn.Module, input_size: Sequence[int], in_channels: int):
         self.module = module.eval()
         self.gm = torch.fx.symbolic_trace(self.module)
-        example = torch.zeros(1, in_channels, *input_size)
+        example = torch.zeros(self.BATCH, in_channels, *input_size)
         ShapeProp(self.gm).propagate(example)
         self.modules = dict(self.gm.named_modules())
         self.state = self.module.state_dict()
@@ -91,6 +116,7 @@ class _Exporter:
         self.names: set[str] = set()
         self.scope_last: dict[str, int] = {}  # container path -> last IR node inside it
         self.tensors: dict[str, torch.Tensor] = {}
+        self.consts: dict[str, tuple[str, torch.Tensor]] = {}  # get_attr node -> (name, value)
 
     # -- helpers -----------------------------------------------------------------------
     def shape(self, n: torch.fx.Node) -> list[int]:
@@ -99,6 +125,13 @@ class _Exporter:
             raise UnsupportedOp(f"`{n.name}` does not produce a tensor")
         return list(meta.shape)
 
+    def ishape(self, n: torch.fx.Node, at: torch.fx.Node | None = None) -> list[int]:
+        """`n`'s per-image shape in the engine; errors name `at` (default `n`)."""
+        try:
+            return internal(self.shape(n))
+        except UnsupportedOp as e:
+            raise UnsupportedOp(f"{self.where(at or n)}: {e}") from None
+
     def where(self, n: torch.fx.Node) -> str:
         if n.op == "call_module":
             return f"module `{n.target}` ({type(self.modules[n.target]).__name__})"
@@ -106,17 +139,48 @@ class _Exporter:
         return f"`{n.name}` ({n.op} {target})"
 
     def inp(self, n: torch.fx.Node, a) -> int:
+        if isinstance(a, torch.fx.Node) and a.name in self.consts:
+            raise UnsupportedOp(f"{self.where(n)}: reads parameter `{a.target}` directly "
+                                "(only element-wise ops and norms' affine take one)")
         if not isinstance(a, torch.fx.Node) or a.name not in self.index:
             raise UnsupportedOp(
                 f"{self.where(n)}: input {a!r} is not a tensor produced by a supported op"
             )
         return self.index[a.name]
 
-    def tensor(self, name: str) -> str:
+    def tensor(self, name: str, shape: Sequence[int] | None = None) -> str:
         if name not in self.state:
             raise UnsupportedOp(f"tensor `{name}` is not in the state dict")
-        self.tensors[name] = self.state[name].detach().to(torch.float32).contiguous().clone()
+        t = self.state[name].detach().to(torch.float32).contiguous().clone()
+        self.tensors[name] = t if shape is None else t.reshape(list(shape))
         return name
+
+    def constant(self, base: str, value: torch.Tensor, owned: bool = False) -> str:
+        """Stores `value` under `base`, or `base:k` where that name holds another value (or,
+        unless `owned`, is a state dict entry)."""
+        value = value.detach().to(torch.float32).contiguous().clone()
+        name, k = base, 0
+        while True:
+            held = self.tensors.get(name)
+            if held is not None and held.shape == value.shape and torch.equal(held, value):
+                break
+            if held is None and (owned and name == base or name not in self.state):
+                break
+            k += 1
+            name = f"{base}:{k}"
+        self.tensors[name] = value
+        return name
+
+    def param(self, n: torch.fx.Node, a, shape: Sequence[int]) -> str | None:
+        """A norm's affine weight or bias given as a parameter (get_attr), stored as `shape`."""
+        if a is None:
+            return None
+        if not isinstance(a, torch.fx.Node) or a.name not in self.consts:
+            raise UnsupportedOp(f"{self.where(n)}: affine {a!r} is not a parameter")
+        name, value = self.consts[a.name]
+        if value.numel() != int(np.prod(shape)):
+            raise UnsupportedOp(f"{self.where(n)}: `{name}` has shape {list(value.shape)}")
+        return self.constant(name, value.reshape(list(shape)), owned=True)
 
     def unique(self, base: str) -> str:
         name, k = base, 0
@@ -126,7 +190,7 @@ class _Exporter:
         self.names.add(name)
         return name
 
-    def emit(self, n: torch.fx.Node, op: dict, inputs: list[int]) -> None:
+    def emit(self, n: torch.fx.Node, op: dict, inputs: list[int]) -> int:
         if n.op == "call_module":
             base = str(n.target)
         else:
@@ -138,6 +202,7 @@ class _Exporter:
         self.index[n.name] = idx
         for path in self.stack(n):
             self.scope_last[path] = idx
+        return idx
 
     def alias(self, n: torch.fx.Node, a) -> None:
         """`n` is the same data as its input (identity at inference)."""
@@ -151,6 +216,14 @@ class _Exporter:
     def scope(self, n: torch.fx.Node) -> str:
         paths = self.stack(n)
         return paths[-1] if paths else ""
+
+    def dims(self, n: torch.fx.Node, x, dims) -> list[int]:
+        """`dims` of `x` normalised (non-negative); the batch (dim 0) is refused."""
+        rank = len(self.shape(x))
+        dims = [int(d) % rank for d in (dims if isinstance(dims, (tuple, list)) else [dims])]
+        if 0 in dims:
+            raise UnsupportedOp(f"{self.where(n)}: operates on the batch dimension")
+        return dims
 
     # -- op mapping -------------------------------------------------------------------
     def conv(self, n, m: nn.Conv2d, x):
@@ -219,55 +292,184 @@ class _Exporter:
 
     def adaptive(self, n, x):
         out = self.shape(n)
-        hw = out[2:] if len(out) == 4 else [1, 1]
-        self.emit(n, {"op": "adaptive_avg_pool2d", "output": hw}, [self.inp(n, x)])
+        if len(out) != 4:
+            raise UnsupportedOp(f"{self.where(n)}: on a {len(out)}-D tensor; only [N, C, H, W]")
+        self.emit(n, {"op": "adaptive_avg_pool2d", "output": out[2:]}, [self.inp(n, x)])
 
-    def flatten(self, n, x, start=1, end=-1):
-        rank = len(self.shape(x))
-        if start != 1 or end not in (-1, rank - 1):
-            raise UnsupportedOp(f"{self.where(n)}: flatten({start}, {end}); only [N, -1]")
-        self.emit(n, {"op": "flatten"}, [self.inp(n, x)])
+    def reshape(self, n, x):
+        """Any view of `x` that keeps the batch: `flatten` to [N, F], else `reshape`."""
+        out, inp = self.shape(n), self.shape(x)
+        if out[:1] != inp[:1]:
+            raise UnsupportedOp(f"{self.where(n)}: {inp} to {out} does not keep the batch")
+        if len(out) == 2:
+            self.emit(n, {"op": "flatten"}, [self.inp(n, x)])
+        elif self.ishape(n) == self.ishape(x, n):
+            self.alias(n, x)
+        else:
+            self.emit(n, {"op": "reshape", "shape": self.ishape(n)}, [self.inp(n, x)])
+
+    def permute(self, n, x, dims):
+        dims = [int(d) % len(self.shape(x)) for d in dims]
+        if not dims or dims[0] != 0:
+            raise UnsupportedOp(f"{self.where(n)}: permute {dims} moves the batch")
+        perm = [d - 1 for d in dims[1:]]
+        perm += list(range(len(perm), 3))
+        if perm == [0, 1, 2]:
+            self.alias(n, x)
+        else:
+            self.ishape(n)  # rank check
+            self.emit(n, {"op": "transpose", "perm": perm}, [self.inp(n, x)])
+
+    def swap(self, n, x, d0, d1):
+        d0, d1 = self.dims(n, x, [d0, d1])
+        dims = list(range(len(self.shape(x))))
+        dims[d0], dims[d1] = dims[d1], dims[d0]
+        self.permute(n, x, dims)
+
+    def operand(self, n, a):
+        """('x', node) for an activation, ('c', value, base name) for a constant."""
+        if isinstance(a, torch.fx.Node):
+            if a.name in self.consts:
+                name, value = self.consts[a.name]
+                return ("c", value, name)
+            return ("x", a)
+        if isinstance(a, (int, float)) and not isinstance(a, bool):
+            return ("c", torch.tensor(float(a)), None)
+        raise UnsupportedOp(f"{self.where(n)}: operand {a!r}")
 
     def binary(self, n, kind: str, a, b):
-        if not isinstance(a, torch.fx.Node) or not isinstance(b, torch.fx.Node):
-            raise UnsupportedOp(f"{self.where(n)}: {kind} with a constant")
+        oa, ob = self.operand(n, a), self.operand(n, b)
+        if oa[0] == "c" and ob[0] == "c":
+            raise UnsupportedOp(f"{self.where(n)}: {kind} of two constants")
+        if oa[0] == "c" or ob[0] == "c":
+            self.binary_const(n, kind, oa, ob)
+            return
         sa, sb = self.shape(a), self.shape(b)
-        if kind == "add":
-            if sa != sb:
-                raise UnsupportedOp(f"{self.where(n)}: add of shapes {sa} and {sb}")
-        else:
+        if kind == "add" and sa == sb:
+            self.emit(n, {"op": "add"}, [self.inp(n, a), self.inp(n, b)])
+            return
+        if kind == "mul":
             gate = lambda s, o: len(s) == 4 and s[2:] == [1, 1] and s[:2] == o[:2]  # noqa: E731
             if sa != sb and gate(sa, sb):
-                a, b = b, a  # the engine broadcasts its second operand
-            elif sa != sb and not gate(sb, sa):
-                raise UnsupportedOp(f"{self.where(n)}: mul of shapes {sa} and {sb}")
-        self.emit(n, {"op": kind}, [self.inp(n, a), self.inp(n, b)])
+                a, b, sa, sb = b, a, sb, sa  # the engine's mul broadcasts its second operand
+            if sa == sb or gate(sb, sa):
+                self.emit(n, {"op": "mul"}, [self.inp(n, a), self.inp(n, b)])
+                return
+        if len(sa) != len(sb) or sa[0] != sb[0]:
+            raise UnsupportedOp(f"{self.where(n)}: {kind} of shapes {sa} and {sb}")
+        self.ishape(n)  # rank check
+        self.emit(n, {"op": "binary", "kind": kind}, [self.inp(n, a), self.inp(n, b)])
+
+    def binary_const(self, n, kind, oa, ob):
+        reversed_ = oa[0] == "c"
+        (_, value, name), (_, x) = (oa, ob) if reversed_ else (ob, oa)
+        xs = self.shape(x)
+        cs = list(value.shape)
+        if len(cs) > len(xs) or any(c not in (1, d) for c, d in zip(cs[::-1], xs[::-1])) or (
+            len(cs) == len(xs) and cs[0] != 1
+        ):
+            raise UnsupportedOp(f"{self.where(n)}: {kind} of {xs} and a constant of shape {cs}")
+        self.ishape(x, n)  # rank check
+        shape = internal([1] * (len(xs) - len(cs)) + cs)
+        if name is None:  # a Python number: named after the op, as emit() names the node
+            scope, op = self.scope(n), re.sub(r"_\d+$", "", n.name)
+            name = f"{scope}.{op}" if scope else op
+            tensor = self.constant(name, value.reshape(shape))
+        else:
+            tensor = self.constant(name, value.reshape(shape), owned=True)
+        self.emit(
+            n,
+            {"op": "binary_const", "kind": kind, "tensor": tensor, "shape": shape,
+             "reversed": reversed_},
+            [self.inp(n, x)],
+        )
 
     def concat(self, n, tensors, dim=0):
-        rank = len(self.shape(n))
-        if dim not in (1, 1 - rank) or rank != 4:
-            raise UnsupportedOp(f"{self.where(n)}: cat on dim {dim}; only channels (dim 1)")
-        self.emit(n, {"op": "concat"}, [self.inp(n, t) for t in tensors])
+        (dim,) = self.dims(n, n, [dim])
+        self.ishape(n)  # rank check
+        op = {"op": "concat"}
+        if dim != 1:
+            op["axis"] = dim - 1  # absent = 0: files of the old unit `concat` stay the same
+        self.emit(n, op, [self.inp(n, t) for t in tensors])
 
     def mean(self, n, x, dims, keepdim=False):
+        if dims is None or dims == []:
+            raise UnsupportedOp(f"{self.where(n)}: mean over every dimension (the batch too)")
         rank = len(self.shape(x))
-        dims = sorted(d % rank for d in (dims if isinstance(dims, (tuple, list)) else [dims]))
-        if rank != 4 or dims != [2, 3]:
-            raise UnsupportedOp(f"{self.where(n)}: mean over {dims}; only spatial (2, 3)")
-        self.emit(n, {"op": "adaptive_avg_pool2d", "output": [1, 1]}, [self.inp(n, x)])
+        dims = sorted(self.dims(n, x, dims))
+        if dims != list(range(dims[0], dims[-1] + 1)):
+            raise UnsupportedOp(f"{self.where(n)}: mean over {dims}; only contiguous dims")
+        if rank == 4 and dims == [2, 3]:  # global average pooling: the engine's own op
+            self.emit(n, {"op": "adaptive_avg_pool2d", "output": [1, 1]}, [self.inp(n, x)])
+            return
+        self.ishape(x, n)
+        kept = [d if i not in dims else 1 for i, d in enumerate(self.shape(x))]
+        idx = self.emit(n, {"op": "reduce_mean", "start": dims[0] - 1, "end": dims[-1]},
+                        [self.inp(n, x)])
+        if internal(kept) != self.ishape(n):  # keepdim=False dropped a dim before others
+            self.emit(n, {"op": "reshape", "shape": self.ishape(n)}, [idx])
 
-    def unary(self, n, kind: str, x):
-        self.emit(n, {"op": kind}, [self.inp(n, x)])
+    def unary(self, n, kind: str, x, **params):
+        self.emit(n, {"op": kind, **params}, [self.inp(n, x)])
 
-    def hardtanh(self, n, x, lo, hi):
-        if (lo, hi) != (0.0, 6.0):
-            raise UnsupportedOp(f"{self.where(n)}: hardtanh({lo}, {hi}); only ReLU6")
-        self.unary(n, "relu6", x)
+    def clamp(self, n, x, lo, hi):
+        if (lo, hi) == (0.0, 6.0):
+            self.unary(n, "relu6", x)
+        elif lo == 0.0 and hi is None:
+            self.unary(n, "relu", x)
+        else:
+            for v in (lo, hi):
+                if v is not None and not isinstance(v, (int, float)):
+                    raise UnsupportedOp(f"{self.where(n)}: clamp to a tensor")
+            self.unary(n, "clip", x, min=None if lo is None else float(lo),
+                       max=None if hi is None else float(hi))
+
+    def gelu(self, n, x, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise UnsupportedOp(f"{self.where(n)}: gelu approximate={approximate!r}")
+        self.unary(n, "gelu", x, approximate=approximate == "tanh")
+
+    def layer_norm(self, n, x, normalized, weight, bias, eps):
+        normalized = [int(v) for v in normalized]
+        s = self.shape(x)
+        if len(normalized) >= len(s) or s[len(s) - len(normalized):] != normalized:
+            raise UnsupportedOp(f"{self.where(n)}: layer_norm over {normalized} of {s}")
+        self.ishape(x, n)
+        features = int(np.prod(normalized))
+        self.emit(
+            n,
+            {"op": "layer_norm", "axis": len(s) - 1 - len(normalized), "features": features,
+             "eps": float(eps), "weight": weight(features), "bias": bias(features)},
+            [self.inp(n, x)],
+        )
+
+    def group_norm(self, n, x, groups, weight, bias, eps):
+        s = self.shape(x)
+        self.ishape(x, n)
+        if s[1] % groups:
+            raise UnsupportedOp(f"{self.where(n)}: {s[1]} channels in {groups} groups")
+        self.emit(
+            n,
+            {"op": "group_norm", "groups": int(groups), "channels": s[1], "eps": float(eps),
+             "weight": weight(s[1]), "bias": bias(s[1])},
+            [self.inp(n, x)],
+        )
+
+    def linear(self, n, x, weight: str, bias: str | None, in_features, out_features):
+        self.ishape(x, n)  # rank check
+        rank = len(self.shape(x))
+        op = {"op": "linear", "weight": weight, "bias": bias, "in_features": in_features,
+              "out_features": out_features}
+        if rank > 2:
+            op["axis"] = rank - 2  # the last torch dim; absent = 0 keeps old files the same
+        self.emit(n, op, [self.inp(n, x)])
 
     def call_module(self, n: torch.fx.Node):
         m = self.modules[n.target]
         x = n.args[0] if n.args else None
         p = str(n.target)
+        own = lambda t: (lambda k: self.tensor(f"{p}.{t}", [k])  # noqa: E731
+                         if getattr(m, t, None) is not None else None)
         if isinstance(m, nn.Conv2d):
             self.conv(n, m, x)
         elif isinstance(m, nn.BatchNorm2d):
@@ -282,16 +484,26 @@ class _Exporter:
                 {"op": "batch_norm2d", "prefix": p, "channels": m.num_features, "eps": m.eps},
                 [self.inp(n, x)],
             )
+        elif isinstance(m, nn.LayerNorm):
+            self.layer_norm(n, x, m.normalized_shape, own("weight"), own("bias"), m.eps)
+        elif isinstance(m, nn.GroupNorm):
+            self.group_norm(n, x, m.num_groups, own("weight"), own("bias"), m.eps)
         elif isinstance(m, nn.ReLU):
             self.unary(n, "relu", x)
         elif isinstance(m, nn.ReLU6):
             self.unary(n, "relu6", x)
         elif isinstance(m, nn.Hardtanh):
-            self.hardtanh(n, x, m.min_val, m.max_val)
+            self.clamp(n, x, m.min_val, m.max_val)
         elif isinstance(m, nn.SiLU):
             self.unary(n, "silu", x)
         elif isinstance(m, nn.Sigmoid):
             self.unary(n, "sigmoid", x)
+        elif isinstance(m, nn.Hardswish):
+            self.unary(n, "hardswish", x)
+        elif isinstance(m, nn.Hardsigmoid):
+            self.unary(n, "hard_sigmoid", x, alpha=1 / 6, beta=0.5)
+        elif isinstance(m, nn.GELU):
+            self.gelu(n, x, m.approximate)
         elif isinstance(m, nn.MaxPool2d):
             self.max_pool(
                 n, x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
@@ -304,50 +516,68 @@ class _Exporter:
             )
         elif isinstance(m, nn.AdaptiveAvgPool2d):
             self.adaptive(n, x)
-        elif isinstance(m, nn.Flatten):
-            self.flatten(n, x, m.start_dim, m.end_dim)
-        elif isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Identity)):
+        elif isinstance(m, (nn.Flatten, nn.Unflatten)):
+            self.reshape(n, x)
+        elif isinstance(m, _IDENTITY):
             self.alias(n, x)
         elif isinstance(m, nn.Linear):
-            if len(self.shape(x)) != 2:
-                raise UnsupportedOp(f"{self.where(n)}: Linear on a {len(self.shape(x))}-D input")
-            self.emit(
-                n,
-                {
-                    "op": "linear",
-                    "weight": self.tensor(f"{p}.weight"),
-                    "bias": self.tensor(f"{p}.bias") if m.bias is not None else None,
-                    "in_features": m.in_features,
-                    "out_features": m.out_features,
-                },
-                [self.inp(n, x)],
-            )
+            self.linear(n, x, self.tensor(f"{p}.weight"),
+                        self.tensor(f"{p}.bias") if m.bias is not None else None,
+                        m.in_features, m.out_features)
         else:
             raise UnsupportedOp(f"{self.where(n)}: unsupported op `{type(m).__name__}`")
 
     def call_function(self, n: torch.fx.Node):
         f, a, kw = n.target, n.args, n.kwargs
         arg = lambda i, k, d=None: a[i] if len(a) > i else kw.get(k, d)  # noqa: E731
-        if f in (operator.add, operator.iadd, torch.add):
-            if kw.get("alpha", 1) != 1:
-                raise UnsupportedOp(f"{self.where(n)}: add with alpha")
-            self.binary(n, "add", a[0], a[1])
-        elif f in (operator.mul, operator.imul, torch.mul):
-            self.binary(n, "mul", a[0], a[1])
+        binary = {
+            "add": (operator.add, operator.iadd, torch.add),
+            "sub": (operator.sub, operator.isub, torch.sub, torch.subtract),
+            "mul": (operator.mul, operator.imul, torch.mul, torch.multiply),
+            "div": (operator.truediv, operator.itruediv, torch.div, torch.true_divide),
+        }
+        kind = next((k for k, fs in binary.items() if f in fs), None)
+        if kind is not None:
+            if kw.get("alpha", 1) != 1 or kw.get("rounding_mode") is not None:
+                raise UnsupportedOp(f"{self.where(n)}: {kind} with alpha or rounding_mode")
+            self.binary(n, kind, a[0], a[1])
+        elif f is operator.getitem and "tensor_meta" not in a[0].meta:
+            return  # an element of x.shape, consumed by view/reshape
         elif f in (torch.cat, torch.concat):
             self.concat(n, arg(0, "tensors"), arg(1, "dim", 0))
-        elif f is torch.flatten:
-            self.flatten(n, a[0], arg(1, "start_dim", 0), arg(2, "end_dim", -1))
+        elif f in _RESHAPES_F:
+            self.reshape(n, a[0])
+        elif f is torch.permute:
+            self.permute(n, a[0], arg(1, "dims"))
+        elif f is torch.transpose:
+            self.swap(n, a[0], arg(1, "dim0"), arg(2, "dim1"))
         elif f in (F.relu, torch.relu):
             self.unary(n, "relu", a[0])
         elif f is F.relu6:
             self.unary(n, "relu6", a[0])
         elif f is F.hardtanh:
-            self.hardtanh(n, a[0], arg(1, "min_val", -1.0), arg(2, "max_val", 1.0))
+            self.clamp(n, a[0], arg(1, "min_val", -1.0), arg(2, "max_val", 1.0))
+        elif f in (torch.clamp, torch.clip):
+            self.clamp(n, a[0], arg(1, "min"), arg(2, "max"))
         elif f is F.silu:
             self.unary(n, "silu", a[0])
         elif f in (torch.sigmoid, F.sigmoid):
             self.unary(n, "sigmoid", a[0])
+        elif f is F.hardswish:
+            self.unary(n, "hardswish", a[0])
+        elif f is F.hardsigmoid:
+            self.unary(n, "hard_sigmoid", a[0], alpha=1 / 6, beta=0.5)
+        elif f is F.gelu:
+            self.gelu(n, a[0], arg(1, "approximate", "none"))
+        elif f is F.layer_norm:
+            w, b = arg(2, "weight"), arg(3, "bias")
+            self.layer_norm(n, a[0], arg(1, "normalized_shape"),
+                            lambda k: self.param(n, w, [k]), lambda k: self.param(n, b, [k]),
+                            arg(4, "eps", 1e-5))
+        elif f is F.group_norm:
+            w, b = arg(2, "weight"), arg(3, "bias")
+            self.group_norm(n, a[0], arg(1, "num_groups"), lambda k: self.param(n, w, [k]),
+                            lambda k: self.param(n, b, [k]), arg(4, "eps", 1e-5))
         elif f is F.adaptive_avg_pool2d:
             self.adaptive(n, a[0])
         elif f in (F.max_pool2d, torch.max_pool2d):
@@ -361,7 +591,7 @@ class _Exporter:
                 arg(4, "ceil_mode", False), arg(5, "count_include_pad", True),
                 arg(6, "divisor_override"),
             )
-        elif f in (F.dropout, F.dropout2d):
+        elif f in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d):
             self.alias(n, a[0])
         elif getattr(f, "__name__", "") == "stochastic_depth" and not arg(3, "training", True):
             self.alias(n, a[0])  # torchvision.ops.stochastic_depth is the identity in eval
@@ -375,27 +605,45 @@ class _Exporter:
         if m == "size" or m == "dim":
             return  # shape queries feed view/reshape, checked there
         x = a[0]
-        if m in ("view", "reshape"):
-            out, inp = self.shape(n), self.shape(x)
-            if len(out) != 2 or out[0] != inp[0]:
-                raise UnsupportedOp(f"{self.where(n)}: {m} to {out}; only [N, -1]")
-            self.emit(n, {"op": "flatten"}, [self.inp(n, x)])
-        elif m == "flatten":
-            self.flatten(n, x, a[1] if len(a) > 1 else kw.get("start_dim", 0),
-                         a[2] if len(a) > 2 else kw.get("end_dim", -1))
+        arg = lambda i, k, d=None: a[i] if len(a) > i else kw.get(k, d)  # noqa: E731
+        binary = {"add": ("add", "add_", "__add__", "__iadd__", "__radd__"),
+                  "sub": ("sub", "sub_", "__sub__", "__isub__"),
+                  "mul": ("mul", "mul_", "__mul__", "__imul__", "__rmul__"),
+                  "div": ("div", "div_", "__truediv__", "__itruediv__")}
+        kind = next((k for k, ms in binary.items() if m in ms), None)
+        if kind is not None:
+            if kw.get("alpha", 1) != 1 or kw.get("rounding_mode") is not None:
+                raise UnsupportedOp(f"{self.where(n)}: {kind} with alpha or rounding_mode")
+            self.binary(n, kind, x, a[1])
+        elif m in ("__rsub__", "__rtruediv__"):
+            self.binary(n, "sub" if m == "__rsub__" else "div", a[1], x)
+        elif m in _RESHAPES_M:
+            self.reshape(n, x)
+        elif m == "permute":
+            self.permute(n, x, a[1] if len(a) == 2 and isinstance(a[1], (tuple, list))
+                         else kw.get("dims", a[1:]))
+        elif m == "transpose":
+            self.swap(n, x, arg(1, "dim0"), arg(2, "dim1"))
         elif m == "contiguous":
             self.alias(n, x)
         elif m in ("relu", "relu_", "sigmoid", "sigmoid_"):
             self.unary(n, m.rstrip("_"), x)
-        elif m in ("add", "add_", "__add__", "__iadd__"):
-            self.binary(n, "add", x, a[1])
-        elif m in ("mul", "mul_", "__mul__"):
-            self.binary(n, "mul", x, a[1])
+        elif m in ("clamp", "clamp_", "clip", "clip_"):
+            self.clamp(n, x, arg(1, "min"), arg(2, "max"))
         elif m == "mean":
-            self.mean(n, x, a[1] if len(a) > 1 else kw.get("dim"),
-                      a[2] if len(a) > 2 else kw.get("keepdim", False))
+            self.mean(n, x, arg(1, "dim"), arg(2, "keepdim", False))
         else:
             raise UnsupportedOp(f"{self.where(n)}: unsupported tensor method `{m}`")
+
+    def get_attr(self, n: torch.fx.Node):
+        """A parameter or buffer read in `forward` (ConvNeXt's layer_scale, LayerNorm2d's
+        affine): kept aside as a constant for the ops that take one."""
+        value = self.gm
+        for part in str(n.target).split("."):
+            value = getattr(value, part)
+        if not isinstance(value, torch.Tensor):
+            raise UnsupportedOp(f"`{n.name}` reads `{n.target}`, not a tensor")
+        self.consts[n.name] = (str(n.target), value.detach())
 
     def run(self) -> tuple[list[dict], dict[str, int]]:
         placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
@@ -418,8 +666,7 @@ class _Exporter:
             elif n.op == "call_method":
                 self.call_method(n)
             elif n.op == "get_attr":
-                raise UnsupportedOp(f"`{n.name}` reads parameter `{n.target}` directly; wrap "
-                                    "it in a supported module")
+                self.get_attr(n)
             elif n.op == "output":
                 out = n.args[0]
         if not isinstance(out, torch.fx.Node) or out.name not in self.index:
@@ -467,7 +714,7 @@ def to_metadata(module: nn.Module, *, input_size, mean, std, classes, default_la
     used = set()
     for n in nodes:
         op = n["op"]
-        used.update(v for k, v in op.items() if k in ("weight", "bias") and v)
+        used.update(v for k, v in op.items() if k in ("weight", "bias", "tensor") and v)
         if op["op"] == "batch_norm2d":
             used.update(f"{op['prefix']}.{t}" for t in ("weight", "bias", "running_mean",
                                                         "running_var"))

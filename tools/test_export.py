@@ -3,8 +3,12 @@
 
     /opt/ref/bin/python tools/test_export.py
 
-- torchvision VGG, ResNet, DenseNet, MobileNetV2 and EfficientNet trace and export;
-- graphs are topologically ordered, end in the logits, and name layers by module path;
+- torchvision VGG, ResNet, DenseNet, MobileNetV2/V3, EfficientNet, RegNet and ConvNeXt trace
+  and export; graphs are topologically ordered, end in the logits, name layers by module path;
+- the exported files of MobileNetV3, ConvNeXt, EfficientNet, RegNet, DenseNet and of a small
+  net using every newer op (GroupNorm, GELU, LayerNorm, permute, Linear on [N, ..., F],
+  broadcasting and constant element-wise ops, reshape, mean, cat on any axis) give the
+  model's logits under tools/ir_eval.py's interpreter of the IR;
 - unsupported ops fail with the module's path and the op's name.
 """
 
@@ -16,10 +20,12 @@ import tempfile
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import export  # noqa: E402
+import ir_eval  # noqa: E402
 
 
 def meta_of(model, size=64, **kw):
@@ -54,29 +60,69 @@ def expect_error(model, *needles):
     raise AssertionError(f"{type(model).__name__} exported but should not")
 
 
+class Zoo(nn.Module):
+    """Every op tools/export.py maps beyond the CNN set, in one small net."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.GroupNorm(2, 8), nn.GELU())
+        self.scale = nn.Parameter(torch.rand(8, 1, 1) + 0.5)
+        self.gate = nn.Sequential(nn.Conv2d(8, 8, 1), nn.Hardsigmoid())
+        self.norm = nn.LayerNorm(8)
+        self.mlp = nn.Sequential(nn.Linear(8, 12), nn.Hardswish(), nn.Linear(12, 8))
+        self.tokens = nn.Linear(8, 6)
+        self.head = nn.Linear(6 + 8 + 8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)                                   # [N, 8, H, W]
+        x = x * self.scale + self.gate(x) * x / 6          # binary_const, mul gate, div const
+        x = torch.clamp(6 - x, -2.0, 3.0) - x.mean(1, keepdim=True)  # reversed sub, clip, binary
+        y = x.permute(0, 2, 3, 1)                          # transpose to [N, H, W, C]
+        y = y + self.mlp(self.norm(y))                     # layer_norm and linear on axis 2
+        t = y.flatten(1, 2)                                # reshape to [N, HW, C]
+        t = F.gelu(self.tokens(t), approximate="tanh")     # linear on axis 1, tanh GELU
+        a = t.mean(1)                                      # reduce_mean and a reshape
+        b = torch.cat([y, y * 0.5], dim=3).mean((1, 2))    # concat on axis 2, mean
+        return self.head(torch.cat([a, b], 1))
+
+
+def check_ir(model, name, size=64):
+    """The exported file's IR (tools/ir_eval.py) gives the model's logits."""
+    r = ir_eval.check(model, (size, size), name=name)
+    assert r["f32"] < 1e-4 and r["f64"] < 1e-10, r
+    return f"{r['nodes']} nodes, max rel logits error f32 {r['f32']:.1e} f64 {r['f64']:.1e}"
+
+
 def main():
     torch.manual_seed(0)
+    torch.set_num_threads(2)
     for arch in ("vgg11_bn", "resnet18", "resnet50", "densenet121", "mobilenet_v2",
-                 "efficientnet_b0"):
+                 "mobilenet_v3_large", "efficientnet_b0", "regnet_y_400mf", "convnext_tiny"):
         model = getattr(torchvision.models, arch)(num_classes=10)
         meta, tensors = meta_of(model)
         check_graph(meta, tensors)
         print(f"ok {arch}: {len(meta['graph']['nodes'])} nodes, {len(tensors)} tensors")
+    for arch in ("mobilenet_v3_large", "convnext_tiny", "efficientnet_b0", "regnet_y_400mf",
+                 "densenet121"):
+        model = ir_eval.randomize(getattr(torchvision.models, arch)(num_classes=10))
+        print(f"ok {arch} through ir_eval: {check_ir(model, arch)}")
     meta, _ = meta_of(torchvision.models.resnet18(num_classes=10), default_layer="layer4")
     assert meta["graph"]["aliases"]["layer4"] == len(meta["graph"]["nodes"]) - 4
 
-    class Gelu(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU())
-            self.fc = nn.Linear(4, 10)
-
-        def forward(self, x):
-            return self.fc(self.body(x).mean((2, 3)))
-
-    print("ok", expect_error(Gelu(), "body.1", "GELU"))
-    print("ok", expect_error(torchvision.models.mobilenet_v3_small(num_classes=10),
-                             "features.0.2", "Hardswish"))
+    zoo = ir_eval.randomize(Zoo())
+    meta, tensors = meta_of(zoo)
+    check_graph(meta, tensors)
+    kinds = {n["op"]["op"] for n in meta["graph"]["nodes"]}
+    want = {"group_norm", "gelu", "binary_const", "hard_sigmoid", "mul", "binary", "clip",
+            "transpose", "layer_norm", "linear", "hardswish", "reshape", "reduce_mean",
+            "concat"}
+    assert want <= kinds, want - kinds
+    consts = [n["op"] for n in meta["graph"]["nodes"] if n["op"]["op"] == "binary_const"]
+    assert {(c["kind"], c["reversed"], tuple(c["shape"])) for c in consts} == {
+        ("mul", False, (8, 1, 1)), ("div", False, (1, 1, 1)), ("sub", True, (1, 1, 1)),
+        ("mul", False, (1, 1, 1))}, consts
+    assert all(list(tensors[c["tensor"]].shape) == c["shape"] for c in consts)
+    print(f"ok zoo: {check_ir(zoo, 'zoo', size=19)}")
 
     class Softmaxed(nn.Module):
         def __init__(self):
@@ -88,15 +134,25 @@ def main():
 
     print("ok", expect_error(Softmaxed(), "softmax"))
 
-    class Scaled(nn.Module):
+    class Upsampled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 10, 3), nn.Upsample(scale_factor=2))
+
+        def forward(self, x):
+            return self.body(x).mean((2, 3))
+
+    print("ok", expect_error(Upsampled(), "body.1", "Upsample"))
+
+    class BatchMixed(nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(3, 10, 3)
 
         def forward(self, x):
-            return (self.conv(x) * 2.0).mean((2, 3))
+            return self.conv(x).permute(1, 0, 2, 3).mean((2, 3)).t()
 
-    print("ok", expect_error(Scaled(), "mul with a constant"))
+    print("ok", expect_error(BatchMixed(), "moves the batch"))
 
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "m.safetensors")
