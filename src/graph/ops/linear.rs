@@ -44,8 +44,12 @@ impl NodeOp for Linear {
             return Err(format!("axis {a} is out of range 0..=2"));
         }
         if x[a] != self.in_features || x[a + 1..].iter().any(|&d| d != 1) {
+            let along = match a {
+                0 => String::new(),
+                _ => format!(" along axis {a} and 1 after it"),
+            };
             return Err(format!(
-                "expects {} features along axis {a} and 1 after it, gets {}x{}x{}",
+                "expects {} features{along}, gets {}x{}x{}",
                 self.in_features, x[0], x[1], x[2]
             ));
         }
