@@ -395,50 +395,54 @@ fn new_ops_have_the_exporters_spellings_and_checked_shapes() {
     assert!(g.shapes([9, 7]).is_err());
 }
 
-/// A small net of the ops exported models use: a stem, a depthwise conv with ReLU6,
-/// squeeze-excitation (pool, 1x1 conv, SiLU, 1x1 conv, sigmoid, channel product), a residual
-/// add, a three-way concat, a ReLU after it, a strided dilated depthwise conv and a linear
-/// head, with random weights.
-fn mobile_net() -> (Graph, Weights) {
-    use gradcam_wgpu::model::{Node, Op};
-    let mut rng = common::Rng::new(21);
-    let mut weights = Weights::default();
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut push = |name: &str, op: Op, inputs: Vec<usize>| {
-        nodes.push(Node {
-            name: name.into(),
-            op,
-            inputs,
-        });
-        nodes.len() - 1
-    };
-    let mut tensor = |name: &str, shape: Vec<usize>, fan_in: usize| {
+/// Random weights for the test nets: uniform in +-sqrt(3 / fan_in).
+struct Init {
+    rng: common::Rng,
+    weights: Weights,
+}
+
+impl Init {
+    fn new(seed: u64) -> Self {
+        Self {
+            rng: common::Rng::new(seed),
+            weights: Weights::default(),
+        }
+    }
+
+    fn tensor(&mut self, name: &str, shape: Vec<usize>, fan_in: usize) -> String {
         let len = shape.iter().product();
         let scale = (3.0 / fan_in as f64).sqrt();
         let data = (0..len)
-            .map(|_| ((2.0 * rng.unit() - 1.0) * scale) as f32)
+            .map(|_| ((2.0 * self.rng.unit() - 1.0) * scale) as f32)
             .collect();
-        weights
+        self.weights
             .tensors
             .insert(name.to_string(), Tensor { shape, data });
         name.to_string()
-    };
-    let mut conv = |name: &str,
-                    cin: usize,
-                    cout: usize,
-                    k: usize,
-                    s: usize,
-                    p: usize,
-                    d: usize,
-                    groups: usize| {
+    }
+
+    /// `name`'s conv with a bias: `cin` to `cout`, kernel `k`, stride `s`, padding `p`,
+    /// dilation `d`.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        d: usize,
+        groups: usize,
+    ) -> gradcam_wgpu::model::Op {
         let fan_in = cin / groups * k * k;
-        Op::Conv2d(Conv2d {
-            weight: tensor(
+        gradcam_wgpu::model::Op::Conv2d(Conv2d {
+            weight: self.tensor(
                 &format!("{name}.weight"),
                 vec![cout, cin / groups, k, k],
                 fan_in,
             ),
-            bias: Some(tensor(&format!("{name}.bias"), vec![cout], fan_in)),
+            bias: Some(self.tensor(&format!("{name}.bias"), vec![cout], fan_in)),
             in_channels: cin,
             out_channels: cout,
             kernel: [k, k],
@@ -448,33 +452,59 @@ fn mobile_net() -> (Graph, Weights) {
             groups,
             padding_end: None,
         })
+    }
+}
+
+/// A small net of the ops exported models use: a stem, a depthwise conv with ReLU6,
+/// squeeze-excitation (pool, 1x1 conv, SiLU, 1x1 conv, sigmoid, channel product), a residual
+/// add, a three-way concat, a ReLU after it, a strided dilated depthwise conv and a linear
+/// head, with random weights.
+fn mobile_net() -> (Graph, Weights) {
+    use gradcam_wgpu::model::{Node, Op};
+    let mut init = Init::new(21);
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut push = |name: &str, op: Op, inputs: Vec<usize>| {
+        nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs,
+        });
+        nodes.len() - 1
     };
     let pool = || Op::AdaptiveAvgPool2d(AdaptiveAvgPool2d { output: [1, 1] });
     let x = push("input", Op::Input(Input { channels: 3 }), vec![]);
-    let stem = push("stem.conv", conv("stem.conv", 3, 8, 3, 2, 1, 1, 1), vec![x]);
+    let stem = push(
+        "stem.conv",
+        init.conv("stem.conv", 3, 8, 3, 2, 1, 1, 1),
+        vec![x],
+    );
     let stem = push("stem.relu", Op::Relu(Relu), vec![stem]);
-    let dw = push("dw.conv", conv("dw.conv", 8, 8, 3, 1, 1, 1, 8), vec![stem]);
+    let dw = push(
+        "dw.conv",
+        init.conv("dw.conv", 8, 8, 3, 1, 1, 1, 8),
+        vec![stem],
+    );
     let dw = push("dw.act", Op::Relu6(Relu6), vec![dw]);
     let se = push("se.pool", pool(), vec![dw]);
-    let se = push("se.fc1", conv("se.fc1", 8, 4, 1, 1, 0, 1, 1), vec![se]);
+    let se = push("se.fc1", init.conv("se.fc1", 8, 4, 1, 1, 0, 1, 1), vec![se]);
     let se = push("se.act", Op::Silu(Silu), vec![se]);
-    let se = push("se.fc2", conv("se.fc2", 4, 8, 1, 1, 0, 1, 1), vec![se]);
+    let se = push("se.fc2", init.conv("se.fc2", 4, 8, 1, 1, 0, 1, 1), vec![se]);
     let se = push("se.gate", Op::Sigmoid(Sigmoid), vec![se]);
     let mul = push("se.mul", Op::Mul(Mul), vec![dw, se]);
-    let proj = push("proj", conv("proj", 8, 8, 1, 1, 0, 1, 1), vec![mul]);
+    let proj = push("proj", init.conv("proj", 8, 8, 1, 1, 0, 1, 1), vec![mul]);
     let add = push("add", Op::Add(Add), vec![proj, stem]);
     let cat = push("concat", Op::Concat(Concat::default()), vec![add, dw, mul]);
     let relu = push("head.relu", Op::Relu(Relu), vec![cat]);
     let hd = push(
         "head.dw",
-        conv("head.dw", 24, 24, 3, 2, 2, 2, 24),
+        init.conv("head.dw", 24, 24, 3, 2, 2, 2, 24),
         vec![relu],
     );
     let p = push("pool", pool(), vec![hd]);
     let f = push("flatten", Op::Flatten(Flatten), vec![p]);
     let fc = Op::Linear(Linear {
-        weight: tensor("fc.weight", vec![5, 24], 24),
-        bias: Some(tensor("fc.bias", vec![5], 24)),
+        weight: init.tensor("fc.weight", vec![5, 24], 24),
+        bias: Some(init.tensor("fc.bias", vec![5], 24)),
         in_features: 24,
         out_features: 5,
         axis: 0,
@@ -485,7 +515,7 @@ fn mobile_net() -> (Graph, Weights) {
         aliases: Default::default(),
     };
     g.validate().unwrap();
-    (g, weights)
+    (g, init.weights)
 }
 
 /// Activations of every node for `n` images, composed from the ops' f64 references.
@@ -553,55 +583,14 @@ fn cpu_backward(
     grads
 }
 
-/// The engine on a net of the new ops: logits against the composed f64 forward, and
-/// Grad-CAM maps (alpha from the gradients at the layer, two targets per image so gradient
-/// rows map to images by r / 2) against the composed f64 backward, for layers that are the
-/// concat, the squeeze-excitation product, a ReLU6 read by three consumers, a ReLU kept
-/// apart from the concat before it, and a depthwise conv.
+/// The engine on a net of the new ops, for layers that are the concat, the
+/// squeeze-excitation product, a ReLU6 read by three consumers, a ReLU kept apart from the
+/// concat before it, and a depthwise conv.
 #[test]
 fn mobile_ops_explain_like_the_f64_composition() {
-    use gradcam_wgpu::engine::{IMAGENET_MEAN, IMAGENET_STD};
-    use gradcam_wgpu::reference as r;
     let ctx = ctx();
     let (graph, weights) = mobile_net();
     let size = [21, 19];
-    let (n, k) = (3, 2);
-    let model = Model {
-        arch: "mobile-test".into(),
-        graph: graph.clone(),
-        weights: weights.clone(),
-        default_layer: "concat".into(),
-        input_size: size,
-        mean: IMAGENET_MEAN,
-        std: IMAGENET_STD,
-        classes: Vec::new(),
-        output: gradcam_wgpu::model::Output::Softmax,
-    };
-    let images: Vec<image::RgbImage> = (0..n as u32)
-        .map(|i| {
-            image::RgbImage::from_fn(size[1] as u32, size[0] as u32, |x, y| {
-                image::Rgb([
-                    (x * 13 + y * 3 + 40 * i) as u8,
-                    (y * 11 + x * x) as u8,
-                    (90 + 50 * i + x * y) as u8,
-                ])
-            })
-        })
-        .collect();
-    let pixels: Vec<u8> = images
-        .iter()
-        .flat_map(|im| im.pixels().flat_map(|p| [p[0], p[1], p[2], 255]))
-        .collect();
-    let f64s = |v: [f32; 3]| v.map(|x| x as f64);
-    let x = r::preprocess(&pixels, n, size, f64s(IMAGENET_MEAN), f64s(IMAGENET_STD));
-    let acts = cpu_forward(&graph, &weights, x, n, size);
-    let logits = acts.last().unwrap();
-    let classes = 5;
-    let targets = r::topk(logits, n, classes, k);
-    let seed = r::seed_onehot(&targets, n, classes, k, 0, k);
-    let grads = cpu_backward(&graph, &weights, &acts, seed, n, k, size);
-    let shapes = graph.shapes(size).unwrap();
-
     // The ReLU after the concat is a step of its own; the stem's is fused into its conv.
     let plan = Plan::new(
         &ctx,
@@ -628,10 +617,68 @@ fn mobile_ops_explain_like_the_f64_composition() {
             .iter()
             .any(|s| s.name == "se.mul" && s.lowered::<MulStep>().is_some_and(|m| m.broadcast))
     );
+    explains_like_the_f64_composition(
+        &ctx,
+        &graph,
+        &weights,
+        size,
+        &["concat", "se.mul", "dw.act", "head.relu", "head.dw"],
+    );
+}
+
+/// The engine on `graph`: logits against the composed f64 forward, and Grad-CAM maps (alpha
+/// from the gradients at the layer, two targets per image so gradient rows map to images by
+/// r / 2) against the composed f64 backward, at each of `layers`.
+fn explains_like_the_f64_composition(
+    ctx: &GpuContext,
+    graph: &Graph,
+    weights: &Weights,
+    size: [usize; 2],
+    layers: &[&str],
+) {
+    use gradcam_wgpu::engine::{IMAGENET_MEAN, IMAGENET_STD};
+    use gradcam_wgpu::reference as r;
+    let (n, k) = (3, 2);
+    let model = Model {
+        arch: "mobile-test".into(),
+        graph: graph.clone(),
+        weights: weights.clone(),
+        default_layer: layers[0].into(),
+        input_size: size,
+        mean: IMAGENET_MEAN,
+        std: IMAGENET_STD,
+        classes: Vec::new(),
+        output: gradcam_wgpu::model::Output::Softmax,
+        explains: gradcam_wgpu::model::LOGITS.into(),
+    };
+    let images: Vec<image::RgbImage> = (0..n as u32)
+        .map(|i| {
+            image::RgbImage::from_fn(size[1] as u32, size[0] as u32, |x, y| {
+                image::Rgb([
+                    (x * 13 + y * 3 + 40 * i) as u8,
+                    (y * 11 + x * x) as u8,
+                    (90 + 50 * i + x * y) as u8,
+                ])
+            })
+        })
+        .collect();
+    let pixels: Vec<u8> = images
+        .iter()
+        .flat_map(|im| im.pixels().flat_map(|p| [p[0], p[1], p[2], 255]))
+        .collect();
+    let f64s = |v: [f32; 3]| v.map(|x| x as f64);
+    let x = r::preprocess(&pixels, n, size, f64s(IMAGENET_MEAN), f64s(IMAGENET_STD));
+    let acts = cpu_forward(graph, weights, x, n, size);
+    let logits = acts.last().unwrap();
+    let classes = graph.num_classes(size).unwrap();
+    let targets = r::topk(logits, n, classes, k);
+    let seed = r::seed_onehot(&targets, n, classes, k, 0, k);
+    let grads = cpu_backward(graph, weights, &acts, seed, n, k, size);
+    let shapes = graph.shapes(size).unwrap();
 
     let scale = logits.iter().fold(0f64, |m, v| m.max(v.abs()));
     let plane = size[0] * size[1];
-    for layer in ["concat", "se.mul", "dw.act", "head.relu", "head.dw"] {
+    for &layer in layers {
         let cfg = EngineConfig {
             layers: vec![layer.into()],
             size,
@@ -680,4 +727,192 @@ fn mobile_ops_explain_like_the_f64_composition() {
             assert!(hi > 0.99, "{layer}: a degenerate reference map");
         }
     }
+}
+
+/// The layout ops in a net: a stem read twice (by a transpose and by a concat along W, so
+/// its gradient is summed from both), transpose, pad, slice, concat along W, a transpose to
+/// NHWC, Keras's global average pool (reduce_mean 0..2), reshape and a linear head.
+fn layout_net() -> (Graph, Weights) {
+    use gradcam_wgpu::graph::{Pad, ReduceMean, Reshape, Slice, Transpose};
+    use gradcam_wgpu::model::{Node, Op};
+    let mut init = Init::new(33);
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut push = |name: &str, op: Op, inputs: Vec<usize>| {
+        nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs,
+        });
+        nodes.len() - 1
+    };
+    let transpose = |perm| Op::Transpose(Transpose { perm });
+    let x = push("input", Op::Input(Input { channels: 3 }), vec![]);
+    let stem = push(
+        "stem.conv",
+        init.conv("stem.conv", 3, 6, 3, 1, 1, 1, 1),
+        vec![x],
+    );
+    let stem = push("stem.relu", Op::Relu(Relu), vec![stem]);
+    let t = push("t", transpose([0, 2, 1]), vec![stem]);
+    let pad = Pad {
+        begin: [0, 1, 0],
+        end: [0, 0, 2],
+        value: 0.5,
+    };
+    let p = push("pad", Op::Pad(pad), vec![t]);
+    let slice = Slice {
+        axis: 2,
+        start: 1,
+        end: 14,
+    };
+    let s = push("slice", Op::Slice(slice), vec![p]);
+    let t = push("t2", transpose([0, 2, 1]), vec![s]);
+    let cat = push("cat", Op::Concat(Concat { axis: 2 }), vec![stem, t]);
+    let hwc = push("nhwc", transpose([1, 2, 0]), vec![cat]);
+    let gap = push(
+        "gap",
+        Op::ReduceMean(ReduceMean { start: 0, end: 2 }),
+        vec![hwc],
+    );
+    let flat = push(
+        "reshape",
+        Op::Reshape(Reshape { shape: [6, 1, 1] }),
+        vec![gap],
+    );
+    let fc = Op::Linear(Linear {
+        weight: init.tensor("fc.weight", vec![5, 6], 6),
+        bias: Some(init.tensor("fc.bias", vec![5], 6)),
+        in_features: 6,
+        out_features: 5,
+        axis: 0,
+    });
+    push("fc", fc, vec![flat]);
+    let g = Graph {
+        nodes,
+        aliases: Default::default(),
+    };
+    g.validate().unwrap();
+    (g, init.weights)
+}
+
+#[test]
+fn layout_ops_explain_like_the_f64_composition() {
+    let ctx = ctx();
+    let (graph, weights) = layout_net();
+    let size = [13, 11];
+    let shapes = graph.shapes(size).unwrap();
+    assert_eq!(shapes[graph.find("pad").unwrap()], [6, 12, 15]);
+    assert_eq!(shapes[graph.find("cat").unwrap()], [6, 13, 23]);
+    assert_eq!(shapes[graph.find("gap").unwrap()], [1, 1, 6]);
+    explains_like_the_f64_composition(&ctx, &graph, &weights, size, &["stem.relu", "cat"]);
+}
+
+#[test]
+fn layout_ops_have_the_spec_spellings_and_checked_parameters() {
+    use gradcam_wgpu::graph::{Pad, ReduceMean, Reshape, Slice, Transpose};
+    use gradcam_wgpu::model::Op;
+    let pad = Pad {
+        begin: [0, 1, 2],
+        end: [3, 0, 1],
+        value: -0.5,
+    };
+    for (op, json) in [
+        (
+            Op::Concat(Concat { axis: 2 }),
+            r#"{"op":"concat","axis":2}"#,
+        ),
+        (
+            Op::Transpose(Transpose { perm: [1, 2, 0] }),
+            r#"{"op":"transpose","perm":[1,2,0]}"#,
+        ),
+        (
+            Op::Reshape(Reshape { shape: [4, 3, 1] }),
+            r#"{"op":"reshape","shape":[4,3,1]}"#,
+        ),
+        (
+            Op::Slice(Slice {
+                axis: 1,
+                start: 2,
+                end: 5,
+            }),
+            r#"{"op":"slice","axis":1,"start":2,"end":5}"#,
+        ),
+        (
+            Op::Pad(pad),
+            r#"{"op":"pad","begin":[0,1,2],"end":[3,0,1],"value":-0.5}"#,
+        ),
+        (
+            Op::ReduceMean(ReduceMean { start: 1, end: 3 }),
+            r#"{"op":"reduce_mean","start":1,"end":3}"#,
+        ),
+    ] {
+        assert_eq!(serde_json::to_string(&op).unwrap(), json);
+        assert_eq!(serde_json::from_str::<Op>(json).unwrap(), op);
+    }
+    // Bad parameters and shapes are errors naming the parameter, never panics.
+    let bad = |op: Op, input: [usize; 3], needle: &str| {
+        let node = op.node();
+        let e = node
+            .check()
+            .and_then(|_| node.shape(&[input]))
+            .expect_err(needle);
+        assert!(e.contains(needle), "{e}");
+    };
+    bad(
+        Op::Transpose(Transpose { perm: [0, 0, 1] }),
+        [2, 3, 4],
+        "perm",
+    );
+    bad(
+        Op::Transpose(Transpose { perm: [0, 1, 3] }),
+        [2, 3, 4],
+        "perm",
+    );
+    bad(
+        Op::Reshape(Reshape { shape: [5, 5, 1] }),
+        [2, 3, 4],
+        "24 elements",
+    );
+    bad(
+        Op::Reshape(Reshape { shape: [0, 5, 1] }),
+        [2, 3, 4],
+        "shape",
+    );
+    let big = 1 << 24;
+    let r = Reshape {
+        shape: [big, big, big],
+    };
+    bad(Op::Reshape(r), [2, 3, 4], "elements");
+    let slice = |axis, start, end| Op::Slice(Slice { axis, start, end });
+    bad(slice(3, 0, 1), [2, 3, 4], "axis");
+    bad(slice(1, 2, 2), [2, 3, 4], "start");
+    bad(slice(2, 1, 5), [2, 3, 4], "end 5");
+    bad(slice(0, 0, usize::MAX), [2, 3, 4], "end");
+    let pad = |begin, end| {
+        Op::Pad(Pad {
+            begin,
+            end,
+            value: 0.0,
+        })
+    };
+    bad(pad([0, usize::MAX, 0], [0; 3]), [2, 3, 4], "begin");
+    bad(pad([0; 3], [0, 0, 1 << 30]), [2, 3, 4], "end");
+    let mean = |start, end| Op::ReduceMean(ReduceMean { start, end });
+    bad(mean(1, 1), [2, 3, 4], "dims");
+    bad(mean(0, 4), [2, 3, 4], "dims");
+    bad(Op::Concat(Concat { axis: 3 }), [2, 3, 4], "axis");
+    let e = Op::Concat(Concat { axis: 1 })
+        .node()
+        .shape(&[[2, 3, 4], [2, 5, 6]])
+        .unwrap_err();
+    assert!(
+        e.contains("2x4") && e.contains("2x6") && e.contains("axis 1"),
+        "{e}"
+    );
+    assert_eq!(
+        Op::Concat(Concat { axis: 1 })
+            .node()
+            .shape(&[[2, 3, 4], [2, 5, 4], [2, 1, 4]]),
+        Ok([2, 9, 4])
+    );
 }
