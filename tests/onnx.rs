@@ -29,7 +29,13 @@ fn attr_int(name: &str, v: i64) -> AttributeProto {
     a
 }
 
-fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+fn node(
+    name: &str,
+    op: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
     let mut n = NodeProto::new();
     n.name = name.into();
     n.op_type = op.into();
@@ -46,7 +52,9 @@ fn floats(name: &str, dims: &[i64], seed: u32) -> TensorProto {
     t.data_type = DataType::FLOAT as i32;
     let count: i64 = dims.iter().product();
     t.float_data = (0..count as u32)
-        .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 1000.0 - 0.5)
+        .map(|i| {
+            ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 1000.0 - 0.5
+        })
         .collect();
     t
 }
@@ -88,7 +96,12 @@ fn output(name: &str) -> ValueInfoProto {
     v
 }
 
-fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, inp: ValueInfoProto, out: &str) -> Vec<u8> {
+fn model(
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    inp: ValueInfoProto,
+    out: &str,
+) -> Vec<u8> {
     let mut g = GraphProto::new();
     g.name = "tiny".into();
     g.node = nodes;
@@ -108,18 +121,75 @@ fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, inp: ValueInfoProto, ou
 /// into Reshape) → Gemm → Softmax, with TorchScript-style node names.
 fn tiny_parts() -> (Vec<NodeProto>, Vec<TensorProto>) {
     let nodes = vec![
-        node("/features/features.0/Conv", "Conv", &["x", "w", "b"], &["c"], vec![attr_ints("pads", &[1, 1, 1, 1]), attr_ints("kernel_shape", &[3, 3])]),
-        node("/features/features.0/act/Relu", "Relu", &["c"], &["r"], vec![]),
-        node("/features/features.1/Sigmoid", "Sigmoid", &["r"], &["s"], vec![]),
-        node("/features/features.1/Mul", "Mul", &["r", "s"], &["silu"], vec![]),
-        node("/pool/GlobalAveragePool", "GlobalAveragePool", &["silu"], &["p"], vec![]),
+        node(
+            "/features/features.0/Conv",
+            "Conv",
+            &["x", "w", "b"],
+            &["c"],
+            vec![
+                attr_ints("pads", &[1, 1, 1, 1]),
+                attr_ints("kernel_shape", &[3, 3]),
+            ],
+        ),
+        node(
+            "/features/features.0/act/Relu",
+            "Relu",
+            &["c"],
+            &["r"],
+            vec![],
+        ),
+        node(
+            "/features/features.1/Sigmoid",
+            "Sigmoid",
+            &["r"],
+            &["s"],
+            vec![],
+        ),
+        node(
+            "/features/features.1/Mul",
+            "Mul",
+            &["r", "s"],
+            &["silu"],
+            vec![],
+        ),
+        node(
+            "/pool/GlobalAveragePool",
+            "GlobalAveragePool",
+            &["silu"],
+            &["p"],
+            vec![],
+        ),
         node("/Shape", "Shape", &["p"], &["shape"], vec![]),
-        node("/Gather", "Gather", &["shape", "zero"], &["n"], vec![attr_int("axis", 0)]),
+        node(
+            "/Gather",
+            "Gather",
+            &["shape", "zero"],
+            &["n"],
+            vec![attr_int("axis", 0)],
+        ),
         node("/Unsqueeze", "Unsqueeze", &["n", "axes0"], &["n1"], vec![]),
-        node("/Concat", "Concat", &["n1", "minus1"], &["target"], vec![attr_int("axis", 0)]),
+        node(
+            "/Concat",
+            "Concat",
+            &["n1", "minus1"],
+            &["target"],
+            vec![attr_int("axis", 0)],
+        ),
         node("/Reshape", "Reshape", &["p", "target"], &["flat"], vec![]),
-        node("/fc/Gemm", "Gemm", &["flat", "fw", "fb"], &["logits"], vec![attr_int("transB", 1)]),
-        node("/Softmax", "Softmax", &["logits"], &["probs"], vec![attr_int("axis", 1)]),
+        node(
+            "/fc/Gemm",
+            "Gemm",
+            &["flat", "fw", "fb"],
+            &["logits"],
+            vec![attr_int("transB", 1)],
+        ),
+        node(
+            "/Softmax",
+            "Softmax",
+            &["logits"],
+            &["probs"],
+            vec![attr_int("axis", 1)],
+        ),
     ];
     let mut zero = ints("zero", &[0]);
     zero.dims.clear();
@@ -137,7 +207,12 @@ fn tiny_parts() -> (Vec<NodeProto>, Vec<TensorProto>) {
 
 fn tiny() -> Vec<u8> {
     let (nodes, inits) = tiny_parts();
-    model(nodes, inits, input("x", &[None, Some(3), Some(9), Some(7)]), "probs")
+    model(
+        nodes,
+        inits,
+        input("x", &[None, Some(3), Some(9), Some(7)]),
+        "probs",
+    )
 }
 
 fn no_external(_: &str) -> gradcam_wgpu::Result<Vec<u8>> {
@@ -158,11 +233,25 @@ fn err(bytes: &[u8], opts: &OnnxOptions) -> String {
 fn a_small_net_imports_with_folding_fusion_and_names() {
     let m = load(&tiny(), &OnnxOptions::default()).unwrap();
     assert_eq!(m.input_size, [9, 7]);
-    let ops: Vec<String> = m.graph.nodes.iter().map(|n| format!("{:?}", n.op)).collect();
+    let ops: Vec<String> = m
+        .graph
+        .nodes
+        .iter()
+        .map(|n| format!("{:?}", n.op))
+        .collect();
     // The shape subgraph folds away, x * sigmoid(x) is one SiLU, the Softmax is stripped.
-    assert!(m.graph.nodes.iter().any(|n| matches!(n.op, Op::Silu(_))), "{ops:?}");
-    assert!(!m.graph.nodes.iter().any(|n| matches!(n.op, Op::Sigmoid(_))), "{ops:?}");
-    assert!(matches!(m.graph.nodes.last().unwrap().op, Op::Linear(_)), "{ops:?}");
+    assert!(
+        m.graph.nodes.iter().any(|n| matches!(n.op, Op::Silu(_))),
+        "{ops:?}"
+    );
+    assert!(
+        !m.graph.nodes.iter().any(|n| matches!(n.op, Op::Sigmoid(_))),
+        "{ops:?}"
+    );
+    assert!(
+        matches!(m.graph.nodes.last().unwrap().op, Op::Linear(_)),
+        "{ops:?}"
+    );
     assert_eq!(m.graph.num_classes(m.input_size).unwrap(), 5);
     assert!(m.explains.contains("Softmax"), "{}", m.explains);
     // The default layer is the last spatial map before the pool.
@@ -181,7 +270,12 @@ fn a_small_net_imports_with_folding_fusion_and_names() {
 #[test]
 fn dynamic_sizes_need_a_size_and_fixed_ones_refuse_another() {
     let (nodes, inits) = tiny_parts();
-    let dynamic = model(nodes, inits, input("x", &[None, Some(3), None, None]), "probs");
+    let dynamic = model(
+        nodes,
+        inits,
+        input("x", &[None, Some(3), None, None]),
+        "probs",
+    );
     let e = err(&dynamic, &OnnxOptions::default());
     assert!(e.contains("--size"), "{e}");
     let m = load(
@@ -208,9 +302,20 @@ fn channels_last_inputs_are_detected() {
     let (mut nodes, inits) = tiny_parts();
     nodes.insert(
         0,
-        node("/Transpose", "Transpose", &["x_nhwc"], &["x"], vec![attr_ints("perm", &[0, 3, 1, 2])]),
+        node(
+            "/Transpose",
+            "Transpose",
+            &["x_nhwc"],
+            &["x"],
+            vec![attr_ints("perm", &[0, 3, 1, 2])],
+        ),
     );
-    let bytes = model(nodes, inits, input("x_nhwc", &[Some(1), Some(9), Some(7), Some(3)]), "probs");
+    let bytes = model(
+        nodes,
+        inits,
+        input("x_nhwc", &[Some(1), Some(9), Some(7), Some(3)]),
+        "probs",
+    );
     let m = load(&bytes, &OnnxOptions::default()).unwrap();
     assert_eq!(m.input_size, [9, 7]);
     assert!(matches!(m.graph.nodes[1].op, Op::Transpose(_)));
@@ -229,9 +334,26 @@ fn channels_last_inputs_are_detected() {
 #[test]
 fn unsupported_ops_name_the_node_type_and_opset() {
     let (mut nodes, inits) = tiny_parts();
-    nodes[1] = node("/features/features.0/act/Elu", "Elu", &["c"], &["r"], vec![]);
-    let e = err(&model(nodes, inits, input("x", &[None, Some(3), Some(9), Some(7)]), "probs"), &OnnxOptions::default());
-    assert!(e.contains("/features/features.0/act/Elu") && e.contains("`Elu`") && e.contains("opset 17"), "{e}");
+    nodes[1] = node(
+        "/features/features.0/act/Elu",
+        "Elu",
+        &["c"],
+        &["r"],
+        vec![],
+    );
+    let e = err(
+        &model(
+            nodes,
+            inits,
+            input("x", &[None, Some(3), Some(9), Some(7)]),
+            "probs",
+        ),
+        &OnnxOptions::default(),
+    );
+    assert!(
+        e.contains("/features/features.0/act/Elu") && e.contains("`Elu`") && e.contains("opset 17"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -248,23 +370,58 @@ fn malformed_graphs_are_clear_errors() {
     // A missing initializer names the value.
     let (nodes, mut inits) = tiny_parts();
     inits.retain(|t| t.name != "w");
-    let e = err(&model(nodes, inits, input("x", &[None, Some(3), Some(9), Some(7)]), "probs"), &opts);
-    assert!(e.contains("`w`") && e.contains("/features/features.0/Conv"), "{e}");
+    let e = err(
+        &model(
+            nodes,
+            inits,
+            input("x", &[None, Some(3), Some(9), Some(7)]),
+            "probs",
+        ),
+        &opts,
+    );
+    assert!(
+        e.contains("`w`") && e.contains("/features/features.0/Conv"),
+        "{e}"
+    );
     // A cycle: the first node reads what a later one writes.
     let (mut nodes, inits) = tiny_parts();
     nodes[0].input[0] = "silu".into();
-    let e = err(&model(nodes, inits, input("x", &[None, Some(3), Some(9), Some(7)]), "probs"), &opts);
+    let e = err(
+        &model(
+            nodes,
+            inits,
+            input("x", &[None, Some(3), Some(9), Some(7)]),
+            "probs",
+        ),
+        &opts,
+    );
     assert!(e.contains("`silu`"), "{e}");
     // A weight whose shape contradicts the graph.
     let (nodes, mut inits) = tiny_parts();
     inits[2] = floats("fw", &[5, 6], 3);
-    let e = err(&model(nodes, inits, input("x", &[None, Some(3), Some(9), Some(7)]), "probs"), &opts);
+    let e = err(
+        &model(
+            nodes,
+            inits,
+            input("x", &[None, Some(3), Some(9), Some(7)]),
+            "probs",
+        ),
+        &opts,
+    );
     assert!(e.contains("/fc/Gemm"), "{e}");
     // Raw data shorter than its shape.
     let (nodes, mut inits) = tiny_parts();
     inits[1].float_data.clear();
     inits[1].raw_data = vec![0; 6];
-    let e = err(&model(nodes, inits, input("x", &[None, Some(3), Some(9), Some(7)]), "probs"), &opts);
+    let e = err(
+        &model(
+            nodes,
+            inits,
+            input("x", &[None, Some(3), Some(9), Some(7)]),
+            "probs",
+        ),
+        &opts,
+    );
     assert!(e.contains("`b`") && e.contains("raw data"), "{e}");
 }
 
@@ -278,7 +435,12 @@ fn external_data_is_read_and_a_missing_file_is_named() {
     loc.value = "tiny.data".into();
     inits[0].external_data = vec![loc];
     inits[0].data_location = onnx_protobuf::tensor_proto::DataLocation::EXTERNAL.into();
-    let bytes = model(nodes, inits, input("x", &[None, Some(3), Some(9), Some(7)]), "probs");
+    let bytes = model(
+        nodes,
+        inits,
+        input("x", &[None, Some(3), Some(9), Some(7)]),
+        "probs",
+    );
     let e = err(&bytes, &OnnxOptions::default());
     assert!(e.contains("tiny.data") && e.contains("`w`"), "{e}");
     let data: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();

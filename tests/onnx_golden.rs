@@ -30,7 +30,10 @@ impl Golden {
         let bytes = std::fs::read(dir.join(format!("{name}.safetensors"))).unwrap();
         let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
         let meta = meta.metadata().clone().unwrap();
-        let size = [meta["height"].parse().unwrap(), meta["width"].parse().unwrap()];
+        let size = [
+            meta["height"].parse().unwrap(),
+            meta["width"].parse().unwrap(),
+        ];
         let mut model = Model::load_with(
             &dir.join(&meta["model"]),
             None,
@@ -99,7 +102,10 @@ fn check(name: &str) {
     let targets = g.targets();
     let want_logits = g.f32s("logits").unwrap();
     let mut worst_logit = 0f32;
-    let scale = want_logits.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let scale = want_logits
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(1e-6);
     let mut report = Vec::new();
     for (key, method) in [
         ("cam.gradcam", Method::GradCam),
@@ -128,12 +134,17 @@ fn check(name: &str) {
                         .zip(&w[row * plane..(row + 1) * plane])
                         .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
                 };
-                let e = flipped.as_ref().map_or(err(&want), |f| err(&want).min(err(f)));
+                let e = flipped
+                    .as_ref()
+                    .map_or(err(&want), |f| err(&want).min(err(f)));
                 worst = worst.max(e);
             }
         }
         report.push(format!("{key} {worst:.2e}"));
-        assert!(worst <= MAP_TOLERANCE, "{name} {key}: max map error {worst:.2e}");
+        assert!(
+            worst <= MAP_TOLERANCE,
+            "{name} {key}: max map error {worst:.2e}"
+        );
     }
     println!(
         "{name} ({}, layer {}): logits {worst_logit:.2e} relative; {}",
@@ -141,7 +152,10 @@ fn check(name: &str) {
         g.meta["layer"],
         report.join(", ")
     );
-    assert!(worst_logit <= LOGIT_TOLERANCE, "{name}: logits off by {worst_logit:.2e} relative");
+    assert!(
+        worst_logit <= LOGIT_TOLERANCE,
+        "{name}: logits off by {worst_logit:.2e} relative"
+    );
     assert!(!report.is_empty(), "{name}: no maps in the fixture");
 }
 

@@ -5,7 +5,7 @@
 use super::node::ONode;
 use super::tensor::Const;
 use crate::error::{Error, Result};
-use crate::graph::{Node, Op, Reshape, Shape};
+use crate::graph::{Input, Node, Op, Reshape, Shape};
 use crate::weights::{Tensor, Weights};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -57,9 +57,11 @@ impl Builder {
         let name = n
             .input(i)
             .ok_or_else(|| n.err(format!("input {i} is missing")))?;
-        self.values
-            .get(name)
-            .ok_or_else(|| n.err(format!("reads `{name}`, which no node or initializer defines")))
+        self.values.get(name).ok_or_else(|| {
+            n.err(format!(
+                "reads `{name}`, which no node or initializer defines"
+            ))
+        })
     }
 
     /// Input `i` as an activation.
@@ -101,6 +103,19 @@ impl Builder {
         }
         self.names.insert(name.clone());
         name
+    }
+
+    /// Node 0, the image batch of `3 x H x W` images.
+    pub fn push_input(&mut self, name: &str, [h, w]: [usize; 2]) -> usize {
+        let name = self.fresh(name);
+        self.nodes.push(Node {
+            name,
+            op: Op::Input(Input { channels: 3 }),
+            inputs: Vec::new(),
+        });
+        self.shapes.push([3, h, w]);
+        self.spatial.push(false);
+        self.nodes.len() - 1
     }
 
     /// Appends an IR node named after `base`; its shape follows from the op's own rule.
@@ -179,7 +194,9 @@ impl Builder {
     /// Stores a constant as a weight tensor and returns its name.
     pub fn tensor(&mut self, base: &str, shape: Vec<usize>, data: Vec<f32>) -> String {
         let name = self.fresh(base);
-        self.weights.tensors.insert(name.clone(), Tensor { shape, data });
+        self.weights
+            .tensors
+            .insert(name.clone(), Tensor { shape, data });
         name
     }
 

@@ -66,12 +66,18 @@ pub fn try_fold(b: &mut Builder, n: &ONode) -> Result<bool> {
                 None => n.input(1).map(|_| get(1).map(|c| c.to_i64())).transpose()?,
             };
             let dims = squeeze_dims(n, &c.dims, axes)?;
-            Const { dims, ..(*c).clone() }
+            Const {
+                dims,
+                ..(*c).clone()
+            }
         }
         "Reshape" => {
             let c = get(0)?;
             let dims = reshape_dims(n, &c.dims, &*get(1)?.to_i64())?;
-            Const { dims, ..(*c).clone() }
+            Const {
+                dims,
+                ..(*c).clone()
+            }
         }
         "Flatten" => {
             let c = get(0)?;
@@ -93,7 +99,9 @@ pub fn try_fold(b: &mut Builder, n: &ONode) -> Result<bool> {
             let shape = get(0)?.to_i64();
             let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
             let count: usize = dims.iter().product();
-            let v = n.tensor("value")?.unwrap_or(Const::floats(vec![1], vec![0.0]));
+            let v = n
+                .tensor("value")?
+                .unwrap_or(Const::floats(vec![1], vec![0.0]));
             match v.data {
                 Data::F(f) => Const::floats(dims, vec![f.first().copied().unwrap_or(0.0); count]),
                 Data::I(i) => Const::ints(dims, vec![i.first().copied().unwrap_or(0); count]),
@@ -210,10 +218,7 @@ pub fn squeeze_dims(n: &ONode, dims: &[usize], axes: Option<Vec<i64>>) -> Result
     } else {
         let axes = axes.ok_or_else(|| n.err("has no axes"))?;
         let r = dims.len() + axes.len();
-        let mut axes: Vec<usize> = axes
-            .iter()
-            .map(|&a| axis(n, a, r))
-            .collect::<Result<_>>()?;
+        let mut axes: Vec<usize> = axes.iter().map(|&a| axis(n, a, r)).collect::<Result<_>>()?;
         axes.sort_unstable();
         let mut out = dims.to_vec();
         for a in axes {
@@ -270,7 +275,11 @@ fn concat(n: &ONode, parts: &[Rc<Const>]) -> Result<Const> {
     let (mut f, mut i) = (Vec::new(), Vec::new());
     for o in 0..outer {
         for p in parts {
-            let pd = if p.dims.is_empty() { vec![1] } else { p.dims.clone() };
+            let pd = if p.dims.is_empty() {
+                vec![1]
+            } else {
+                p.dims.clone()
+            };
             if pd.len() != dims0.len() {
                 return Err(n.err("concatenates constants of different ranks"));
             }
@@ -297,9 +306,19 @@ fn concat(n: &ONode, parts: &[Rc<Const>]) -> Result<Const> {
 
 /// `Slice` of a constant (opset 10+ inputs, or opset < 10 attributes).
 fn slice(n: &ONode, c: &Const, inputs: &[(usize, Rc<Const>)]) -> Result<Const> {
-    let get = |i: usize| inputs.iter().find(|(k, _)| *k == i).map(|(_, c)| c.to_i64());
+    let get = |i: usize| {
+        inputs
+            .iter()
+            .find(|(k, _)| *k == i)
+            .map(|(_, c)| c.to_i64())
+    };
     let (starts, ends, axes, steps) = match n.ints("starts")? {
-        Some(s) => (s, n.ints("ends")?.unwrap_or_default(), n.ints("axes")?, None),
+        Some(s) => (
+            s,
+            n.ints("ends")?.unwrap_or_default(),
+            n.ints("axes")?,
+            None,
+        ),
         None => (
             get(1).unwrap_or_default(),
             get(2).unwrap_or_default(),
@@ -324,7 +343,10 @@ fn slice(n: &ONode, c: &Const, inputs: &[(usize, Rc<Const>)]) -> Result<Const> {
         let e = clampi(*ends.get(k).unwrap_or(&d)).max(s);
         ranges[a] = (s, e, step as usize);
     }
-    let dims: Vec<usize> = ranges.iter().map(|&(s, e, st)| (e - s).div_ceil(st)).collect();
+    let dims: Vec<usize> = ranges
+        .iter()
+        .map(|&(s, e, st)| (e - s).div_ceil(st))
+        .collect();
     let st = strides(&c.dims);
     let count: usize = dims.iter().product();
     let mut idx = Vec::with_capacity(count);
@@ -387,7 +409,10 @@ fn broadcast_index(dims: &[usize], out: &[usize]) -> Vec<usize> {
 
 fn binary(n: &ONode, a: &Const, b: &Const) -> Result<Const> {
     let dims = broadcast(n, &a.dims, &b.dims)?;
-    let (ia, ib) = (broadcast_index(&a.dims, &dims), broadcast_index(&b.dims, &dims));
+    let (ia, ib) = (
+        broadcast_index(&a.dims, &dims),
+        broadcast_index(&b.dims, &dims),
+    );
     let float = matches!(a.data, Data::F(_)) || matches!(b.data, Data::F(_)) || n.op == "Pow";
     if float {
         let (x, y) = (a.to_f32(), b.to_f32());
@@ -427,7 +452,15 @@ fn binary(n: &ONode, a: &Const, b: &Const) -> Result<Const> {
 fn unary(n: &ONode, c: &Const) -> Const {
     match &c.data {
         Data::I(v) if matches!(n.op.as_str(), "Neg" | "Abs" | "Floor" | "Ceil") => {
-            let f = |x: i64| if n.op == "Neg" { -x } else if n.op == "Abs" { x.abs() } else { x };
+            let f = |x: i64| {
+                if n.op == "Neg" {
+                    -x
+                } else if n.op == "Abs" {
+                    x.abs()
+                } else {
+                    x
+                }
+            };
             Const::ints(c.dims.clone(), v.iter().map(|&x| f(x)).collect())
         }
         _ => {

@@ -20,7 +20,7 @@ pub use names::nearest;
 pub use ops::SUPPORTED;
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Input, Op, Transpose};
+use crate::graph::{Graph, Op, Transpose};
 use crate::model::{IMAGENET_MEAN, IMAGENET_STD, Model, Output};
 use builder::{Act, Builder, Value, graph_err};
 use node::ONode;
@@ -63,7 +63,8 @@ pub struct OnnxOptions {
 
 /// Whether `bytes` parse as an ONNX model with a graph.
 pub fn is_onnx(bytes: &[u8]) -> bool {
-    ModelProto::parse_from_bytes(bytes).is_ok_and(|m| m.graph.as_ref().is_some_and(|g| !g.node.is_empty()))
+    ModelProto::parse_from_bytes(bytes)
+        .is_ok_and(|m| m.graph.as_ref().is_some_and(|g| !g.node.is_empty()))
 }
 
 /// Loads `path`, reading external tensor data from files next to it.
@@ -80,14 +81,17 @@ pub fn load(path: &Path, opts: &OnnxOptions) -> Result<Model> {
             return Ok(b.clone());
         }
         let rel = Path::new(location);
-        if rel.is_absolute() || rel.components().any(|c| c == std::path::Component::ParentDir) {
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
             return Err(Error::Invalid(format!(
                 "external data location `{location}` leaves the model's directory"
             )));
         }
         let p = dir.join(rel);
-        let b = std::fs::read(&p)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
+        let b = std::fs::read(&p).map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
         cache.insert(location.to_string(), b.clone());
         Ok(b)
     };
@@ -162,7 +166,12 @@ pub fn import(
     let logits = match b.values.get(&rw.output) {
         Some(Value::Act(a)) => a.clone(),
         Some(Value::Const(_)) => return Err(graph_err("the output does not depend on the image")),
-        None => return Err(graph_err(format!("no node computes the output `{}`", rw.output))),
+        None => {
+            return Err(graph_err(format!(
+                "no node computes the output `{}`",
+                rw.output
+            )));
+        }
     };
     let graph = finish(&mut b, &nodes, &logits)?;
     let default_layer = default_layer(&b)?;
@@ -292,7 +301,7 @@ fn bind_input(b: &mut Builder, name: &str, layout: Layout, [h, w]: [usize; 2]) -
         scopes: Vec::new(),
         opset: 0,
     };
-    let node = b.push(&n, name, Op::Input(Input { channels: 3 }), &[])?;
+    let node = b.push_input(name, [h, w]);
     let act = match layout {
         Layout::Nchw => b.act_of(&n, node, vec![3, h, w], false)?,
         Layout::Nhwc => {

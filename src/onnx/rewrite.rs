@@ -107,7 +107,10 @@ fn fuse_gelu(nodes: &mut [Option<ONode>], e: usize, k: Constants) -> Option<()> 
     let div = nodes[d].as_ref()?;
     let scaled = (div.op == "Div" && near(scalar(k, div.inputs.get(1)?), std::f32::consts::SQRT_2))
         || (div.op == "Mul"
-            && near(scalar(k, div.inputs.get(1)?), std::f32::consts::FRAC_1_SQRT_2));
+            && near(
+                scalar(k, div.inputs.get(1)?),
+                std::f32::consts::FRAC_1_SQRT_2,
+            ));
     if !scaled || !idx.sole_use(&div.outputs[0]) {
         return None;
     }
@@ -152,7 +155,9 @@ fn fuse_gelu(nodes: &mut [Option<ONode>], e: usize, k: Constants) -> Option<()> 
 
 /// `x * sigmoid(x)` as Silu, `x * hardsigmoid(x)` (1/6, 1/2) as HardSwish.
 fn fuse_gated(nodes: &mut [Option<ONode>], idx: &Index, m: usize) -> Option<()> {
-    let mul = nodes[m].as_ref().filter(|n| n.op == "Mul" && n.inputs.len() == 2)?;
+    let mul = nodes[m]
+        .as_ref()
+        .filter(|n| n.op == "Mul" && n.inputs.len() == 2)?;
     for (gi, xi) in [(1, 0), (0, 1)] {
         let g = *idx.producer.get(&mul.inputs[gi])?;
         let Some(gate) = nodes[g].as_ref() else {

@@ -74,10 +74,7 @@ impl Const {
 const MAX_CONST: usize = 1 << 31;
 
 /// Decodes `t`; `external` reads the bytes of an external-data file named in the model.
-pub fn decode(
-    t: &TensorProto,
-    external: &mut dyn FnMut(&str) -> Result<Vec<u8>>,
-) -> Result<Const> {
+pub fn decode(t: &TensorProto, external: &mut dyn FnMut(&str) -> Result<Vec<u8>>) -> Result<Const> {
     let bad = |m: String| Error::Tensor {
         name: t.name.clone(),
         message: m,

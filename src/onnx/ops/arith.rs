@@ -42,10 +42,7 @@ fn two_activations(b: &mut Builder, n: &ONode, kind: BinaryKind, x: Act, y: Act)
             (1, q) => q,
             (p, 1) => p,
             _ => {
-                return Err(n.err(format!(
-                    "cannot broadcast {:?} with {:?}",
-                    x.dims, y.dims
-                )));
+                return Err(n.err(format!("cannot broadcast {:?} with {:?}", x.dims, y.dims)));
             }
         });
     }

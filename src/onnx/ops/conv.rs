@@ -122,10 +122,7 @@ pub fn conv(b: &mut Builder, n: &ONode) -> Result<()> {
 
 /// Appends a spatial op on `x` whose output is again NCHW.
 fn emit_spatial(b: &mut Builder, n: &ONode, op: Op, x: Act) -> Result<()> {
-    let shape = op
-        .node()
-        .shape(&[b.shape(&x)])
-        .map_err(|m| n.err(m))?;
+    let shape = op.node().shape(&[b.shape(&x)]).map_err(|m| n.err(m))?;
     b.emit(n, op, &[x.node], shape.to_vec())?;
     Ok(())
 }

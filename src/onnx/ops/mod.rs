@@ -67,8 +67,9 @@ pub fn import(b: &mut Builder, n: &ONode) -> Result<()> {
         "Gemm" => matmul::gemm(b, n),
         "MatMul" => matmul::matmul(b, n),
         "ReduceMean" => reduce::reduce_mean(b, n),
-        "Identity" | "Dropout" | "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze"
-        | "Transpose" => shape::shape_op(b, n),
+        "Identity" | "Dropout" | "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" | "Transpose" => {
+            shape::shape_op(b, n)
+        }
         "Concat" => slice::concat(b, n),
         "Split" => slice::split(b, n),
         "Slice" => slice::slice(b, n),

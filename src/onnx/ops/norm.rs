@@ -74,22 +74,13 @@ pub fn batch_norm(b: &mut Builder, n: &ONode) -> Result<()> {
 }
 
 /// A per-channel affine parameter (input `i`) as a weight named `{base}.{what}`.
-fn affine(
-    b: &mut Builder,
-    n: &ONode,
-    i: usize,
-    len: usize,
-    what: &str,
-) -> Result<Option<String>> {
+fn affine(b: &mut Builder, n: &ONode, i: usize, len: usize, what: &str) -> Result<Option<String>> {
     match b.opt_konst(n, i)? {
         Some(c) if c.len() == len => {
             let base = format!("{}.{what}", n.outputs[0]);
             Ok(Some(b.tensor(&base, vec![len], c.to_f32())))
         }
-        Some(c) => Err(n.err(format!(
-            "{what} has {} values, expected {len}",
-            c.len()
-        ))),
+        Some(c) => Err(n.err(format!("{what} has {} values, expected {len}", c.len()))),
         None => Ok(None),
     }
 }
@@ -127,9 +118,7 @@ pub fn group_norm(b: &mut Builder, n: &ONode) -> Result<()> {
         if c.len() == channels {
             c
         } else {
-            (0..channels)
-                .map(|k| c[k * c.len() / channels])
-                .collect()
+            (0..channels).map(|k| c[k * c.len() / channels]).collect()
         }
     };
     let mut param = |i: usize, what: &str| -> Result<String> {

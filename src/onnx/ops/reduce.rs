@@ -27,7 +27,9 @@ pub fn reduce_mean(b: &mut Builder, n: &ONode) -> Result<()> {
     }
     let (start, end) = (axes[0] - 1, axes[axes.len() - 1]);
     if end - start != axes.len() {
-        return Err(n.err(format!("averages over axes {axes:?}, which are not contiguous")));
+        return Err(n.err(format!(
+            "averages over axes {axes:?}, which are not contiguous"
+        )));
     }
     let keepdims = n.int("keepdims", 1)? != 0;
     let dims: Vec<usize> = x

@@ -69,10 +69,7 @@ pub fn shape_op(b: &mut Builder, n: &ONode) -> Result<()> {
 fn transpose(b: &mut Builder, n: &ONode, x: Act) -> Result<()> {
     let r = x.rank();
     let perm: Vec<usize> = match n.ints("perm")? {
-        Some(p) => p
-            .iter()
-            .map(|&a| axis(n, a, r))
-            .collect::<Result<_>>()?,
+        Some(p) => p.iter().map(|&a| axis(n, a, r)).collect::<Result<_>>()?,
         None => (0..r).rev().collect(),
     };
     let mut seen = vec![false; r];
@@ -86,9 +83,8 @@ fn transpose(b: &mut Builder, n: &ONode, x: Act) -> Result<()> {
         return Err(n.err(format!("perm {perm:?} moves the batch axis")));
     }
     let dims: Vec<usize> = perm[1..].iter().map(|&p| x.dims[p - 1]).collect();
-    let nhwc = r == 4
-        && ((!x.nhwc && perm == [0, 2, 3, 1]) || (x.nhwc && perm == [0, 3, 1, 2]))
-        || r == 4 && x.nhwc && perm == [0, 1, 2, 3];
+    // NCHW to NHWC makes a channels-last tensor; any other permutation, one that is not.
+    let nhwc = !x.nhwc && perm == [0, 2, 3, 1];
     if perm.iter().enumerate().all(|(i, &p)| i == p) {
         return b.bind(n, 0, Value::Act(x));
     }

@@ -59,7 +59,16 @@ fn slice_to(
     let mut dims = x.dims.clone();
     dims[a] = end - start;
     let base = n.outputs.get(k).cloned().unwrap_or_else(|| n.name.clone());
-    let node = b.push(n, &base, Op::Slice(Slice { axis: a, start, end }), &[x.node])?;
+    let node = b.push(
+        n,
+        &base,
+        Op::Slice(Slice {
+            axis: a,
+            start,
+            end,
+        }),
+        &[x.node],
+    )?;
     let act = b.act_of(n, node, dims, x.nhwc)?;
     b.bind(n, k, Value::Act(act.clone()))?;
     Ok(act)
@@ -101,11 +110,15 @@ pub fn split(b: &mut Builder, n: &ONode) -> Result<()> {
 pub fn slice(b: &mut Builder, n: &ONode) -> Result<()> {
     let mut x = b.act(n, 0)?;
     let r = x.rank();
-    let konst = |i: usize| -> Result<Option<Vec<i64>>> {
-        Ok(b.opt_konst(n, i)?.map(|c| c.to_i64()))
-    };
+    let konst =
+        |i: usize| -> Result<Option<Vec<i64>>> { Ok(b.opt_konst(n, i)?.map(|c| c.to_i64())) };
     let (starts, ends, axes, steps) = match n.ints("starts")? {
-        Some(s) => (s, n.ints("ends")?.unwrap_or_default(), n.ints("axes")?, None),
+        Some(s) => (
+            s,
+            n.ints("ends")?.unwrap_or_default(),
+            n.ints("axes")?,
+            None,
+        ),
         None => (
             konst(1)?.unwrap_or_default(),
             konst(2)?.unwrap_or_default(),
@@ -123,7 +136,11 @@ pub fn slice(b: &mut Builder, n: &ONode) -> Result<()> {
     let mut sliced = false;
     for (k, &a) in axes.iter().enumerate() {
         let step = steps.as_ref().and_then(|s| s.get(k).copied()).unwrap_or(1);
-        let len = if a == 0 { i64::MAX } else { x.dims[a - 1] as i64 };
+        let len = if a == 0 {
+            i64::MAX
+        } else {
+            x.dims[a - 1] as i64
+        };
         let clampi = |v: i64| (if v < 0 { v.saturating_add(len) } else { v }).clamp(0, len);
         let (s, e) = (clampi(starts[k]), clampi(ends[k]).max(clampi(starts[k])));
         if a == 0 {
@@ -155,14 +172,22 @@ pub fn pad(b: &mut Builder, n: &ONode) -> Result<()> {
     let r = x.rank();
     let mode = n.string("mode", "constant")?;
     if mode != "constant" {
-        return Err(n.err(format!("pad mode `{mode}`; only constant padding is supported")));
+        return Err(n.err(format!(
+            "pad mode `{mode}`; only constant padding is supported"
+        )));
     }
     let (pads, value, axes) = if n.opset < 11 {
-        (n.ints("pads")?.unwrap_or_default(), n.float("value", 0.0)?, None)
+        (
+            n.ints("pads")?.unwrap_or_default(),
+            n.float("value", 0.0)?,
+            None,
+        )
     } else {
         let pads = b.konst(n, 1)?.to_i64();
         let value = match b.opt_konst(n, 2)? {
-            Some(c) => c.scalar().ok_or_else(|| n.err("constant_value is not a scalar"))?,
+            Some(c) => c
+                .scalar()
+                .ok_or_else(|| n.err("constant_value is not a scalar"))?,
             None => 0.0,
         };
         let axes = b.opt_konst(n, 3)?.map(|c| c.to_i64());
@@ -199,6 +224,12 @@ pub fn pad(b: &mut Builder, n: &ONode) -> Result<()> {
         .enumerate()
         .map(|(i, &d)| d + begin[i] + end[i])
         .collect();
-    b.emit_layout(n, Op::Pad(Pad { begin, end, value }), &[x.node], dims, x.nhwc)?;
+    b.emit_layout(
+        n,
+        Op::Pad(Pad { begin, end, value }),
+        &[x.node],
+        dims,
+        x.nhwc,
+    )?;
     Ok(())
 }
