@@ -318,6 +318,62 @@ fn a_self_describing_model_needs_no_arch_size_or_normalisation() {
 }
 
 #[test]
+fn an_onnx_model_runs_by_module_path_node_or_value_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+    let model = fixtures.join("mobilenet_v3_small.onnx");
+    let img = tmp.path().join("x.png");
+    image(&img, 50, 40);
+    let run = |layer: &str, out: &str| {
+        gradcam(&[
+            "explain",
+            img.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--layer",
+            layer,
+            "--out",
+            tmp.path().join(out).to_str().unwrap(),
+        ])
+    };
+    let value = "/features/features.12/features.12.2/HardSwish_output_0";
+    let node = "/features/features.12/features.12.2/HardSwish";
+    let mut maps = Vec::new();
+    for (i, layer) in ["features.12", value, node].iter().enumerate() {
+        let o = run(layer, &format!("out{i}"));
+        assert_eq!(o.status.code(), Some(0), "{layer}: {}", stderr(&o));
+        let summary = std::fs::read_to_string(tmp.path().join(format!("out{i}/summary.json")));
+        assert!(summary.unwrap().contains("the output `"));
+        let mut pngs: Vec<PathBuf> = std::fs::read_dir(tmp.path().join(format!("out{i}")))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "png"))
+            .collect();
+        pngs.sort();
+        maps.push(image::open(&pngs[0]).unwrap().to_rgb8());
+    }
+    // Three names of one layer: one map.
+    assert!(maps.windows(2).all(|w| w[0] == w[1]));
+    // An unknown layer lists the nearest names.
+    let o = run("features.13", "bad");
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("features.12") && e.contains("nearest"), "{e}");
+    // A dynamic input size needs --size; the trained paddle2onnx model ends in Softmax.
+    let cls = fixtures.join("rapidocr_cls.onnx");
+    let args = ["explain", img.to_str().unwrap(), "--model", cls.to_str().unwrap()];
+    let o = gradcam(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--size"), "{}", stderr(&o));
+    let out = tmp.path().join("cls");
+    let o = gradcam(&[&args[..], &["--size", "48x192", "--out", out.to_str().unwrap()]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Softmax"), "{}", stderr(&o));
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    assert!(summary.contains("final Softmax"), "{summary}");
+}
+
+#[test]
 fn the_readme_first_command_explains_the_showcase_with_the_bundled_model() {
     explain_showcase(&[]);
 }

@@ -286,8 +286,8 @@ fn bad_graphs_get_clear_errors() {
             vec!["node `pool` reads node 99"],
         ),
         (
-            Box::new(set(node(2) + "/op", json!({"op": "gelu"}))),
-            vec!["unknown variant `gelu`"],
+            Box::new(set(node(2) + "/op", json!({"op": "upsample"}))),
+            vec!["unknown variant `upsample`"],
         ),
         (
             Box::new(set(node(1) + "/op/out_channels", json!(-2))),

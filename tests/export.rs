@@ -151,9 +151,9 @@ fn metadata_errors_are_clear() {
     let e = err(json(&|v| v["input_size"] = serde_json::json!([0, 10])));
     assert!(e.contains("input_size 0x10"), "{e}");
     let e = err(json(&|v| {
-        v["graph"]["nodes"][1]["op"]["op"] = "gelu".into();
+        v["graph"]["nodes"][1]["op"]["op"] = "upsample".into();
     }));
-    assert!(e.contains("gelu"), "{e}");
+    assert!(e.contains("upsample"), "{e}");
     let e = err("{not json".into());
     assert!(e.contains("not valid JSON"), "{e}");
     // A tensor the graph names but the file lacks.

@@ -140,3 +140,34 @@ fn argument_corpus_parses_or_fails_cleanly() {
         }
     }
 }
+
+/// The `onnx_load` target: ONNX files imported with the options the mode byte picks; the
+/// valid seeds import and infer shapes, the rest (truncations, an unsupported op) fail with
+/// one line.
+#[test]
+fn onnx_corpus_imports_or_fails_cleanly() {
+    use gradcam_wgpu::onnx::{Layout, OnnxOptions, import};
+    let files = corpus("onnx_load");
+    let mut ok = 0;
+    for (p, bytes) in &files {
+        let Some((&mode, rest)) = bytes.split_first() else {
+            continue;
+        };
+        let opts = OnnxOptions {
+            size: (mode & 1 != 0).then_some([17, 23]),
+            layout: (mode & 2 != 0).then_some(Layout::Nhwc),
+        };
+        let mut external = |_: &str| Err(gradcam_wgpu::Error::Invalid("no external data".into()));
+        match import(rest, &mut external, &opts, "fuzz") {
+            Ok(model) => {
+                ok += 1;
+                let shapes = model.graph.shapes(model.input_size).unwrap();
+                assert!(shapes[model.graph.output()][0] > 0);
+                assert!(model.graph.find(&model.default_layer).is_some());
+            }
+            Err(e) => one_line(p, &e.to_string()),
+        }
+    }
+    eprintln!("{} ONNX inputs, {ok} imported", files.len());
+    assert!(ok >= 10, "the corpus holds the valid seeds ({ok} imported)");
+}

@@ -16,7 +16,6 @@ const MAP_TOLERANCE: f32 = 1e-3;
 const LOGIT_TOLERANCE: f32 = 1e-4;
 
 struct Golden {
-    name: String,
     meta: HashMap<String, String>,
     model: Model,
     size: [usize; 2],
@@ -49,14 +48,18 @@ impl Golden {
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let u8s = st.tensor("input_u8").unwrap();
         let [h, w] = size;
+        // A model fed OpenCV's BGR (rapidocr's) gets the images with R and B swapped.
+        let bgr = meta.get("channel_order").is_some_and(|o| o == "bgr");
         let images = (0..u8s.shape()[0])
             .map(|i| {
-                let px = u8s.data()[i * h * w * 3..(i + 1) * h * w * 3].to_vec();
+                let mut px = u8s.data()[i * h * w * 3..(i + 1) * h * w * 3].to_vec();
+                if bgr {
+                    px.chunks_exact_mut(3).for_each(|p| p.swap(0, 2));
+                }
                 image::RgbImage::from_raw(w as u32, h as u32, px).unwrap()
             })
             .collect();
         Self {
-            name: name.into(),
             meta,
             model,
             size,
@@ -187,4 +190,12 @@ fn densenet() {
 #[test]
 fn nhwc_convnet() {
     check("nhwc_convnet");
+}
+
+/// A trained model from another framework: PaddleOCR's text-direction classifier as
+/// paddle2onnx wrote it (Constant-node weights, a Shape/Cast/Slice flatten, HardSwish as
+/// Add/Clip/Mul/Div, a final Softmax), explained at an ONNX value name.
+#[test]
+fn rapidocr_cls_trained_paddle2onnx() {
+    check("rapidocr_cls");
 }

@@ -39,7 +39,7 @@ impl Engine {
         for layer in &layers {
             let node = graph.find(layer).ok_or_else(|| {
                 let names = graph.layer_names();
-                let valid = if names.len() > 24 {
+                let valid = if names.len() > 100 {
                     format!(
                         "the nearest of {} are {}",
                         names.len(),
