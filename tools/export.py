@@ -9,7 +9,7 @@ the engine are the module paths PyTorch users know (``layer4``, ``features.29``,
 
 Tensors of rank 2 to 4 with the batch first; the engine's per-image shape is the torch shape
 without the batch, padded on the right with 1s (``[N, L, D]`` is ``[L, D, 1]``), so axis
-fields count from torch's dim 1 (/work/notes/ir-spec.md). Supported: Conv2d (any groups),
+fields count from torch's dim 1 (docs/architecture.md, "Shapes"). Supported: Conv2d (any groups),
 BatchNorm2d (eval), LayerNorm and F.layer_norm (over the last dims), GroupNorm, ReLU,
 ReLU6/Hardtanh/clamp, SiLU, Sigmoid, Hardswish, Hardsigmoid, GELU (erf or tanh), MaxPool2d,
 AvgPool2d, AdaptiveAvgPool2d, Linear (on the last dim of any rank), Dropout, StochasticDepth

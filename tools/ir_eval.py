@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A reference interpreter of the engine's IR (forward only, in torch), to prove that a file
 written by tools/export.py computes what the PyTorch model computes, before (or apart from)
-the engine's own kernels. Ops follow /work/notes/ir-spec.md and src/graph/ops/: activations
+the engine's own kernels. Ops follow docs/architecture.md ("Shapes") and src/graph/ops/: activations
 are [N, d0, d1, d2] (the per-image shape with the batch in front), axis fields are d-axes.
 
     /opt/ref/bin/python tools/ir_eval.py --torchvision convnext_tiny,mobilenet_v3_large
