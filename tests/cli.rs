@@ -361,12 +361,23 @@ fn an_onnx_model_runs_by_module_path_node_or_value_name() {
     assert!(e.contains("features.12") && e.contains("nearest"), "{e}");
     // A dynamic input size needs --size; the trained paddle2onnx model ends in Softmax.
     let cls = fixtures.join("rapidocr_cls.onnx");
-    let args = ["explain", img.to_str().unwrap(), "--model", cls.to_str().unwrap()];
+    let args = [
+        "explain",
+        img.to_str().unwrap(),
+        "--model",
+        cls.to_str().unwrap(),
+    ];
     let o = gradcam(&args);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--size"), "{}", stderr(&o));
     let out = tmp.path().join("cls");
-    let o = gradcam(&[&args[..], &["--size", "48x192", "--out", out.to_str().unwrap()]].concat());
+    let o = gradcam(
+        &[
+            &args[..],
+            &["--size", "48x192", "--out", out.to_str().unwrap()],
+        ]
+        .concat(),
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("Softmax"), "{}", stderr(&o));
     let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();

@@ -43,10 +43,6 @@ impl Const {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The elements as f32 (integers converted).
     pub fn to_f32(&self) -> Vec<f32> {
         match &self.data {
