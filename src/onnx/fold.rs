@@ -73,7 +73,7 @@ pub fn try_fold(b: &mut Builder, n: &ONode) -> Result<bool> {
         }
         "Reshape" => {
             let c = get(0)?;
-            let dims = reshape_dims(n, &c.dims, &*get(1)?.to_i64())?;
+            let dims = reshape_dims(n, &c.dims, &get(1)?.to_i64())?;
             Const {
                 dims,
                 ..(*c).clone()
@@ -249,7 +249,7 @@ pub fn reshape_dims(n: &ONode, dims: &[usize], target: &[i64]) -> Result<Vec<usi
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(n.err(format!("cannot reshape {dims:?} to {target:?}")));
         }
         out[i] = total / known;
