@@ -409,6 +409,24 @@ fn malformed_graphs_are_clear_errors() {
         &opts,
     );
     assert!(e.contains("/fc/Gemm"), "{e}");
+    // A shape subgraph asking for an enormous constant is refused, not allocated.
+    let (mut nodes, mut inits) = tiny_parts();
+    inits.push(ints("huge", &[1 << 40, 1 << 20]));
+    nodes[9].input[1] = "big".into();
+    nodes.insert(
+        0,
+        node("/Big", "ConstantOfShape", &["huge"], &["big"], vec![]),
+    );
+    let e = err(
+        &model(
+            nodes,
+            inits,
+            input("x", &[None, Some(3), Some(9), Some(7)]),
+            "probs",
+        ),
+        &opts,
+    );
+    assert!(e.contains("/Big") && e.contains("too large"), "{e}");
     // Raw data shorter than its shape.
     let (nodes, mut inits) = tiny_parts();
     inits[1].float_data.clear();

@@ -98,7 +98,7 @@ pub fn try_fold(b: &mut Builder, n: &ONode) -> Result<bool> {
         "ConstantOfShape" => {
             let shape = get(0)?.to_i64();
             let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-            let count: usize = dims.iter().product();
+            let count = count(n, &dims)?;
             let v = n
                 .tensor("value")?
                 .unwrap_or(Const::floats(vec![1], vec![0.0]));
@@ -152,6 +152,22 @@ fn cast(n: &ONode, c: &Const) -> Result<Const> {
     })
 }
 
+/// Most elements a folded constant may have: shape arithmetic needs few, and a corrupt
+/// file must not make the importer allocate without bound.
+const MAX_FOLDED: usize = 1 << 26;
+
+/// `dims`' element count, if within [`MAX_FOLDED`].
+fn count(n: &ONode, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |p, &d| p.checked_mul(d))
+        .filter(|&c| c <= MAX_FOLDED)
+        .ok_or_else(|| {
+            n.err(format!(
+                "folds a constant of shape {dims:?}, which is too large"
+            ))
+        })
+}
+
 /// Row-major strides of `dims`.
 fn strides(dims: &[usize]) -> Vec<usize> {
     let mut s = vec![1; dims.len()];
@@ -177,6 +193,7 @@ fn gather(n: &ONode, data: &Const, indices: &Const) -> Result<Const> {
     let len = data.dims[a] as i64;
     let outer: usize = data.dims[..a].iter().product();
     let inner: usize = data.dims[a + 1..].iter().product();
+    count(n, &[outer, indices.len(), inner])?;
     let mut idx = Vec::new();
     let ids = indices.to_i64();
     for o in 0..outer {
@@ -247,14 +264,17 @@ pub fn reshape_dims(n: &ONode, dims: &[usize], target: &[i64]) -> Result<Vec<usi
             _ => return Err(n.err(format!("invalid reshape target {target:?}"))),
         });
     }
-    let known: usize = out.iter().product();
+    let known = out
+        .iter()
+        .try_fold(1usize, |p, &d| p.checked_mul(d))
+        .ok_or_else(|| n.err(format!("invalid reshape target {target:?}")))?;
     if let Some(i) = infer {
         if known == 0 || !total.is_multiple_of(known) {
             return Err(n.err(format!("cannot reshape {dims:?} to {target:?}")));
         }
         out[i] = total / known;
     }
-    if out.iter().product::<usize>() != total {
+    if out.iter().try_fold(1usize, |p, &d| p.checked_mul(d)) != Some(total) {
         return Err(n.err(format!("cannot reshape {dims:?} to {target:?}")));
     }
     Ok(out)
@@ -409,6 +429,7 @@ fn broadcast_index(dims: &[usize], out: &[usize]) -> Vec<usize> {
 
 fn binary(n: &ONode, a: &Const, b: &Const) -> Result<Const> {
     let dims = broadcast(n, &a.dims, &b.dims)?;
+    count(n, &dims)?;
     let (ia, ib) = (
         broadcast_index(&a.dims, &dims),
         broadcast_index(&b.dims, &dims),

@@ -279,6 +279,17 @@ fn input_geometry(input: &ValueInfoProto, opts: &OnnxOptions) -> Result<(Layout,
             )));
         }
     };
+    if size
+        .iter()
+        .any(|&d| d == 0 || d > crate::input::MAX_INPUT_SIDE)
+    {
+        return Err(bad(format!(
+            "input size {}x{} is out of range (1..={})",
+            size[0],
+            size[1],
+            crate::input::MAX_INPUT_SIDE
+        )));
+    }
     Ok((layout, size))
 }
 

@@ -49,8 +49,9 @@ pub fn pads(
             let mut end = [0; 2];
             for d in 0..2 {
                 let out = input[d].div_ceil(stride[d]);
-                let eff = dilation[d] * (kernel[d] - 1) + 1;
-                let total = ((out - 1) * stride[d] + eff).saturating_sub(input[d]);
+                let eff = dilation[d].saturating_mul(kernel[d] - 1).saturating_add(1);
+                let total = ((out - 1).saturating_mul(stride[d]).saturating_add(eff))
+                    .saturating_sub(input[d]);
                 let small = total / 2;
                 (begin[d], end[d]) = if mode == "SAME_UPPER" {
                     (small, total - small)
@@ -82,7 +83,7 @@ pub fn conv(b: &mut Builder, n: &ONode) -> Result<()> {
         return Err(n.err(format!("group {groups} is not positive")));
     }
     let groups = groups as usize;
-    if cg * groups != c {
+    if cg.checked_mul(groups) != Some(c) {
         return Err(n.err(format!(
             "weight {:?} with {groups} groups does not fit {c} input channels",
             wt.dims

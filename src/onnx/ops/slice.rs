@@ -92,7 +92,8 @@ pub fn split(b: &mut Builder, n: &ONode) -> Result<()> {
             }
         },
     };
-    if sizes.len() != outputs || sizes.iter().sum::<usize>() != len {
+    let total = sizes.iter().try_fold(0usize, |t, &v| t.checked_add(v));
+    if sizes.len() != outputs || total != Some(len) {
         return Err(n.err(format!(
             "splits {len} into {sizes:?} across {outputs} outputs"
         )));
@@ -222,7 +223,7 @@ pub fn pad(b: &mut Builder, n: &ONode) -> Result<()> {
         .dims
         .iter()
         .enumerate()
-        .map(|(i, &d)| d + begin[i] + end[i])
+        .map(|(i, &d)| d.saturating_add(begin[i]).saturating_add(end[i]))
         .collect();
     b.emit_layout(
         n,
