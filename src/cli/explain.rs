@@ -63,7 +63,7 @@ struct Plan {
 fn plan(a: &ExplainArgs) -> Result<Plan> {
     let method: Method = a.method.parse()?;
     let targets: TargetSpec = a.target.parse()?;
-    let (model, warnings) = super::load_model(&a.model, &a.size)?;
+    let (model, warnings) = super::load_model(&a.model, &a.size, gradcam_wgpu::model::BUNDLED)?;
     let (size, mean, std) = super::preprocessing(&model, &a.size, &a.mean, &a.std)?;
     let shard = walk::resolve_shard(a.shard.as_deref(), a.shard_count, |k| std::env::var(k).ok())
         .map_err(Error::Invalid)?;
