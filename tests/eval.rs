@@ -1,4 +1,4 @@
-//! `gradcam eval` on the shipped split with the bundled model: the device pipeline agrees
+//! `gradcam eval` on the shipped split with the shapes model (eval's default): the device pipeline agrees
 //! with a host recomputation from read-back maps, and the numbers mean something (Grad-CAM
 //! beats the random baseline, deletion falls faster than insertion rises).
 
@@ -28,7 +28,7 @@ fn subset(ds: &Dataset, count: usize) -> Vec<&Item> {
 
 #[test]
 fn device_metrics_match_a_host_recomputation() {
-    let model = Model::bundled().unwrap();
+    let model = Model::shapes().unwrap();
     let ds = dataset();
     let items = subset(&ds, 12);
     let ctx = GpuContext::new().unwrap();
@@ -106,7 +106,7 @@ fn device_metrics_match_a_host_recomputation() {
 
 #[test]
 fn baselines_score_below_gradcam() {
-    let model = Model::bundled().unwrap();
+    let model = Model::shapes().unwrap();
     let ds = dataset();
     let items = subset(&ds, 10);
     let ctx = GpuContext::new().unwrap();
@@ -152,7 +152,7 @@ fn a_dataset_with_a_broken_image_reports_it_and_goes_on() {
     }
     std::fs::write(tmp.path().join("boxes.json"), json.to_string()).unwrap();
     let ds = Dataset::load(tmp.path()).unwrap();
-    let model = Model::bundled().unwrap();
+    let model = Model::shapes().unwrap();
     let ctx = GpuContext::new().unwrap();
     let cfg = EvalConfig {
         steps: 0,
