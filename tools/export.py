@@ -50,7 +50,8 @@ META_KEY = "gradcam_wgpu"
 META_VERSION = 1
 
 
-_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "U8", np.dtype(np.int64): "I64"}
+_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "U8", np.dtype(np.uint16): "U16",
+              np.dtype(np.int64): "I64"}
 
 
 def save_safetensors(tensors: dict, path: str, metadata: dict):
