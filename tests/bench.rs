@@ -174,3 +174,38 @@ fn profiling_leaves_results_unchanged_and_memory_is_tracked() {
     );
     assert_eq!(after.peak, with.peak.max(after.live));
 }
+
+/// `bench` without `--model` runs the bundled ImageNet model; `--model shapes` the shapes one.
+#[test]
+fn bench_defaults_to_the_bundled_model() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--json",
+            "--size",
+            "32",
+            "--batch",
+            "1",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--no-profile",
+        ];
+        args.extend_from_slice(extra);
+        let o = gradcam(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (r["model"]["name"].clone(), r["model"]["source"].clone())
+    };
+    assert_eq!(run(&[]), ("efficientnet-lite0".into(), "bundled".into()));
+    assert_eq!(
+        run(&["--model", "shapes"]),
+        ("shapes-resnet".into(), "bundled".into())
+    );
+}

@@ -172,3 +172,18 @@ fn a_dataset_with_a_broken_image_reports_it_and_goes_on() {
     let e = Dataset::load(tmp.path()).unwrap_err().to_string();
     assert!(e.contains("boxes.json") && e.contains("x.png"), "{e}");
 }
+
+/// `gradcam eval`'s default model is the shapes model its benchmark was made for, not the
+/// bundled ImageNet one.
+#[test]
+fn the_cli_evaluates_the_shapes_model_by_default() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/shapes-eval");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .args(["eval", "--data", data.to_str().unwrap()])
+        .args(["--limit", "2", "--steps", "2", "--no-baselines", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("shapes-resnet: 2 images"), "{err}");
+}
