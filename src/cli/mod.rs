@@ -111,7 +111,7 @@ fn builtin_name<'a>(m: &'a args::ModelArgs, default: &'a str) -> Option<&'a str>
 
 /// Whether `--model` names a built-in model (or is absent).
 pub fn is_builtin(m: &args::ModelArgs) -> bool {
-    builtin_name(m, "").is_some_and(|n| !n.is_empty())
+    builtin_name(m, gradcam_wgpu::model::BUNDLED).is_some()
 }
 
 /// Input size, mean and std: the flags where given, else the model's own.
