@@ -409,6 +409,9 @@ fn the_readme_first_command_explains_the_photos_with_the_bundled_model() {
         err.contains("efficientnet-lite0") && err.contains("_swish:1"),
         "{err}"
     );
+    // The console names each photo's top-5.
+    assert!(err.contains("cat.jpg: Egyptian cat 0.8"), "{err}");
+    assert!(err.contains("coffee.jpg: espresso 0.8"), "{err}");
     let out = tmp.path().join("gradcam-out");
     let manifest = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
     let mut got = std::collections::BTreeMap::new();
