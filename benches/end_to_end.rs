@@ -1,4 +1,5 @@
-//! The bundled model with Grad-CAM at its own size (128x128), batches of 1 and 16:
+//! The shapes model (`Model::shapes`) with Grad-CAM at its own size (128x128), batches of 1
+//! and 16:
 //! `end_to_end` is what `gradcam explain` does per batch minus file I/O (upload, forward,
 //! backward, CAM, overlays read back, PNG encoding in memory); `compute` replays the pass on
 //! pixels already on the device (GPU work only). Throughput is in images.
@@ -33,7 +34,7 @@ fn png_bytes(results: &[gradcam_wgpu::ImageResult]) -> usize {
 
 fn bench(c: &mut Criterion) {
     let ctx = GpuContext::new().expect("adapter");
-    let model = Model::bundled().expect("bundled model");
+    let model = Model::shapes().expect("shapes model");
     let mut g = c.benchmark_group("end_to_end");
     g.sample_size(10);
     g.warm_up_time(Duration::from_secs(1));
@@ -49,11 +50,11 @@ fn bench(c: &mut Criterion) {
         let mut engine = Engine::new(ctx.clone(), &model, cfg).expect("engine");
         let imgs = images(batch, model.input_size);
         g.throughput(Throughput::Elements(batch as u64));
-        g.bench_function(format!("bundled.gradcam.b{batch}"), |b| {
+        g.bench_function(format!("shapes.gradcam.b{batch}"), |b| {
             b.iter(|| png_bytes(&engine.explain(&imgs).expect("explain")))
         });
         engine.explain_on_device(&imgs, None).expect("upload");
-        g.bench_function(format!("bundled.gradcam.compute.b{batch}"), |b| {
+        g.bench_function(format!("shapes.gradcam.compute.b{batch}"), |b| {
             b.iter(|| engine.rerun_on_device(batch).expect("rerun"))
         });
     }

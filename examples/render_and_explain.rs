@@ -1,5 +1,5 @@
 //! A renderer that explains its own frames: draws an animated scene with a wgpu render
-//! pipeline, explains each frame with the bundled model inside the same command encoder,
+//! pipeline, explains each frame with the shapes model inside the same command encoder,
 //! composites the heat over the scene in a second render pass, and writes the frames to
 //! `docs/render_and_explain.png` (scenes on top, composites below). Headless.
 //!
@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "docs/render_and_explain.png".into());
     let frames: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(4);
     let size: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(256);
-    let model = gradcam_wgpu::Model::bundled()?;
+    let model = gradcam_wgpu::Model::shapes()?;
     let (device, queue) = scene::caller_device();
     println!(
         "{} on {}, model input {:?}, scene {size}x{size}",

@@ -24,7 +24,8 @@ fn f(v: &serde_json::Value, path: &[&str]) -> f64 {
 #[test]
 fn bench_json_reports_throughput_profile_and_memory() {
     let o = gradcam(&[
-        "bench", "--json", "--size", "32", "--batch", "2", "--iters", "2", "--warmup", "1",
+        "bench", "--json", "--model", "shapes", "--size", "32", "--batch", "2", "--iters", "2",
+        "--warmup", "1",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");
@@ -65,7 +66,7 @@ fn bench_json_reports_throughput_profile_and_memory() {
         total > 0.0 && total < 3.0 * compute + 0.05,
         "{total} vs {compute}: {r}"
     );
-    // The bundled model's convs: 102 MFLOP per image at 128x128, so 6.4 MFLOP at 32x32, and
+    // The shapes model's convs: 102 MFLOP per image at 128x128, so 6.4 MFLOP at 32x32, and
     // Grad-CAM adds the backward above layer3 (none: layer3 feeds the pool) plus the fc.
     let fpi = f(p, &["flops_per_image"]);
     assert!(fpi > 5.0e6 && fpi < 8.0e6, "{fpi}: {r}");
@@ -78,7 +79,7 @@ fn bench_json_reports_throughput_profile_and_memory() {
 
     let mem = &r["memory"];
     assert!(f(mem, &["peak"]) >= f(mem, &["live"]), "{r}");
-    // The bundled weights alone are 1.5 MB.
+    // The shapes model's weights alone are 1.5 MB.
     assert!(f(mem, &["peak"]) > 1.5e6, "{r}");
 }
 
@@ -103,7 +104,7 @@ fn bench_rejects_bad_method_and_arch() {
 fn profiling_leaves_results_unchanged_and_memory_is_tracked() {
     let ctx = GpuContext::new().unwrap();
     let start = ctx.memory();
-    let model = Model::bundled().unwrap();
+    let model = Model::shapes().unwrap();
     let cfg = EngineConfig {
         size: [32, 32],
         batch: 2,
@@ -121,7 +122,7 @@ fn profiling_leaves_results_unchanged_and_memory_is_tracked() {
         .collect();
     let plain = engine.explain(&images).unwrap();
     let mem = ctx.memory();
-    // The bundled weights alone are 1.5 MB; the peak includes the readback staging.
+    // The shapes model's weights alone are 1.5 MB; the peak includes the readback staging.
     assert!(mem.live > start.live + 1_500_000, "{start:?} -> {mem:?}");
     assert!(mem.peak >= mem.live, "{mem:?}");
 
@@ -172,4 +173,39 @@ fn profiling_leaves_results_unchanged_and_memory_is_tracked() {
         "{with:?} -> {after:?}"
     );
     assert_eq!(after.peak, with.peak.max(after.live));
+}
+
+/// `bench` without `--model` runs the bundled ImageNet model; `--model shapes` the shapes one.
+#[test]
+fn bench_defaults_to_the_bundled_model() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--json",
+            "--size",
+            "32",
+            "--batch",
+            "1",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--no-profile",
+        ];
+        args.extend_from_slice(extra);
+        let o = gradcam(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (r["model"]["name"].clone(), r["model"]["source"].clone())
+    };
+    assert_eq!(run(&[]), ("efficientnet-lite0".into(), "bundled".into()));
+    assert_eq!(
+        run(&["--model", "shapes"]),
+        ("shapes-resnet".into(), "bundled".into())
+    );
 }

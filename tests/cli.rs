@@ -198,7 +198,15 @@ fn bad_model_layer_and_arguments_exit_2() {
     let o = run(&["--model", m, "--method", "nonsense"]);
     assert_eq!(o.status.code(), Some(2));
 
-    // Without --model the bundled model runs, which has no --arch.
+    // Without --model the bundled model runs, which has no --arch; nor has a built-in name.
+    let o = run(&["--model", "shapes", "--arch", "resnet18"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--arch needs --model"),
+        "{}",
+        stderr(&o)
+    );
+
     let o = run(&["--arch", "resnet18"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -384,12 +392,75 @@ fn an_onnx_model_runs_by_module_path_node_or_value_name() {
     assert!(summary.contains("final Softmax"), "{summary}");
 }
 
+/// README's main command, `gradcam explain examples/photos`: the bundled ImageNet model names
+/// each photo as the PyTorch port does (tests/bundled.rs) and writes its overlay.
 #[test]
-fn the_readme_first_command_explains_the_showcase_with_the_bundled_model() {
-    explain_showcase(&[]);
+fn the_readme_first_command_explains_the_photos_with_the_bundled_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/photos");
+    let o = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .current_dir(tmp.path())
+        .args(["explain", photos.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("efficientnet-lite0") && err.contains("_swish:1"),
+        "{err}"
+    );
+    // The console names each photo's top-5.
+    assert!(err.contains("cat.jpg: Egyptian cat 0.8"), "{err}");
+    assert!(err.contains("coffee.jpg: espresso 0.8"), "{err}");
+    let out = tmp.path().join("gradcam-out");
+    let manifest = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    let mut got = std::collections::BTreeMap::new();
+    for line in manifest.lines() {
+        let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+        let top5: Vec<&str> = (0..5)
+            .map(|k| rec["top5"][k]["label"].as_str().unwrap())
+            .collect();
+        let image = rec["image"].as_str().unwrap().to_string();
+        for f in rec["outputs"].as_array().unwrap() {
+            assert!(out.join(f.as_str().unwrap()).exists(), "{f}");
+        }
+        got.insert(image, (top5[0].to_string(), rec["outputs"][0].clone()));
+    }
+    let want = [
+        ("cat.jpg", "Egyptian cat", "cat.gradcam.Egyptian_cat.png"),
+        ("coffee.jpg", "espresso", "coffee.gradcam.espresso.png"),
+        ("rocket.jpg", "missile", "rocket.gradcam.missile.png"),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (image, label, overlay) in want {
+        assert_eq!(got[image].0, label, "{image}");
+        assert_eq!(got[image].1, overlay, "{image}");
+    }
 }
 
-/// With f16 weights the bundled model still names every showcase image right.
+/// README's second example: the shapes model by name on the shapes showcase.
+#[test]
+fn the_shapes_model_by_name_explains_the_showcase() {
+    explain_showcase(&["--model", "shapes"]);
+}
+
+/// A file named like a built-in model is loaded as the file.
+#[test]
+fn a_file_named_like_a_builtin_model_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(model(tmp.path()), tmp.path().join("shapes")).unwrap();
+    let img = tmp.path().join("a.png");
+    image(&img, 40, 30);
+    let o = Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .current_dir(tmp.path())
+        .args(["explain", "a.png", "--model", "shapes", "--size", "32"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resnet18"), "{}", stderr(&o));
+}
+
+/// With f16 weights the shapes model still names every showcase image right.
 #[test]
 fn f16_weights_from_the_cli() {
     let probe = gradcam_wgpu::GpuContext::new().unwrap();
@@ -397,7 +468,7 @@ fn f16_weights_from_the_cli() {
         eprintln!("skipped: {} lacks SHADER_F16", probe.describe());
         return;
     }
-    explain_showcase(&["--precision", "f16"]);
+    explain_showcase(&["--model", "shapes", "--precision", "f16"]);
 }
 
 /// A new user's first run, on a machine without a login session, prints only our own lines:
@@ -406,10 +477,10 @@ fn f16_weights_from_the_cli() {
 #[test]
 fn a_first_run_prints_no_driver_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let shapes = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shapes");
+    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/photos");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gradcam"));
     cmd.current_dir(tmp.path())
-        .args(["explain", shapes.to_str().unwrap()]);
+        .args(["explain", photos.to_str().unwrap()]);
     // The defaults a new user has; the variables that steer device choice are theirs to set.
     for k in [
         "XDG_RUNTIME_DIR",
@@ -471,7 +542,7 @@ fn explain_showcase(extra: &[&str]) {
         })
         .count();
     assert_eq!(manifest.lines().count(), pngs);
-    // The bundled model names its classes; every one-object showcase is named after its
+    // The shapes model names its classes; every one-object showcase is named after its
     // class, and the model gets it right.
     for line in manifest.lines() {
         let rec: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -498,9 +569,16 @@ fn shards_from_flags_and_the_environment_are_disjoint_and_cover() {
     let out = tmp.path().join("out");
     let run = |env: &[(&str, &str)], extra: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_gradcam"));
-        c.args(["explain", imgs.to_str().unwrap(), "--size", "32"])
-            .args(["--out", out.to_str().unwrap()])
-            .args(extra);
+        c.args([
+            "explain",
+            imgs.to_str().unwrap(),
+            "--model",
+            "shapes",
+            "--size",
+            "32",
+        ])
+        .args(["--out", out.to_str().unwrap()])
+        .args(extra);
         for k in [
             "SLURM_ARRAY_TASK_ID",
             "SLURM_ARRAY_TASK_COUNT",
@@ -602,7 +680,7 @@ fn shards_from_flags_and_the_environment_are_disjoint_and_cover() {
 
 #[test]
 fn device_and_host_resize_agree() {
-    // Images of several sizes, none at the model's 128x128.
+    // Images of several sizes, none at the shapes model's 128x128.
     let tmp = tempfile::tempdir().unwrap();
     let imgs = tmp.path().join("imgs");
     std::fs::create_dir_all(&imgs).unwrap();
@@ -626,6 +704,8 @@ fn device_and_host_resize_agree() {
         let o = gradcam(&[
             "explain",
             imgs.to_str().unwrap(),
+            "--model",
+            "shapes",
             "--resize",
             mode,
             "--out",
@@ -680,7 +760,8 @@ fn pipeline_cache_is_saved_and_bad_cache_data_is_ignored() {
     let run = |out: &str, cache_env: &Path| {
         let o = Command::new(env!("CARGO_BIN_EXE_gradcam"))
             .env("GRADCAM_PIPELINE_CACHE", cache_env)
-            .args(["explain", img.to_str().unwrap(), "--size", "32", "--out"])
+            .args(["explain", img.to_str().unwrap(), "--model", "shapes"])
+            .args(["--size", "32", "--out"])
             .arg(tmp.path().join(out))
             .output()
             .unwrap();

@@ -242,6 +242,7 @@ fn bad_image_files_each_get_one_error_and_good_ones_are_explained() {
     let o = Command::new(env!("CARGO_BIN_EXE_gradcam"))
         .arg("explain")
         .arg(&dir)
+        .args(["--model", "shapes"])
         .arg("--out")
         .arg(&out)
         .output()

@@ -277,8 +277,9 @@ fn texture_output_matches_twin() {
     }
 }
 
-fn bundled() -> Model {
-    Model::bundled().expect("the bundled model")
+/// The shapes model: small and fast at its own 128x128.
+fn shapes() -> Model {
+    Model::shapes().expect("the shapes model")
 }
 
 fn config(model: &Model, batch: usize) -> EngineConfig {
@@ -318,7 +319,7 @@ fn model_size(model: &Model) -> [u32; 2] {
 /// path and the CLI on the same pixels read back.
 #[test]
 fn texture_path_equals_library_and_cli() {
-    let model = bundled();
+    let model = shapes();
     let size = model_size(&model);
     let (tex, bytes) = rendered(F::Rgba8Unorm, size, 1.3);
     let mut ex = explainer(&model, 1);
@@ -381,13 +382,20 @@ fn texture_path_equals_library_and_cli() {
         1e-5,
     );
 
-    // CLI path on a PNG of the same pixels (bundled model, its own size).
+    // CLI path on a PNG of the same pixels (the shapes model, its own size).
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("frame.png");
     img.save(&png).unwrap();
     let out = dir.path().join("out");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_gradcam"))
-        .args(["explain", png.to_str().unwrap(), "--save-cam", "--out"])
+        .args([
+            "explain",
+            png.to_str().unwrap(),
+            "--model",
+            "shapes",
+            "--save-cam",
+        ])
+        .arg("--out")
         .arg(&out)
         .output()
         .unwrap();
@@ -432,7 +440,7 @@ fn texture_path_equals_library_and_cli() {
 /// gives one heatmap.
 #[test]
 fn srgb_bgra_and_half_float_inputs_equal_rgba8() {
-    let model = bundled();
+    let model = shapes();
     let size = model_size(&model);
     // Rendered through an sRGB target: `bytes` are the encoded values a PNG would hold.
     let (srgb_tex, bytes) = rendered(F::Rgba8UnormSrgb, size, 0.4);
@@ -504,7 +512,7 @@ fn srgb_bgra_and_half_float_inputs_equal_rgba8() {
 /// Several crops of one texture in one call equal the crops explained one at a time.
 #[test]
 fn crops_of_one_texture_batch() {
-    let model = bundled();
+    let model = shapes();
     let (tex, _) = rendered(F::Rgba8Unorm, [160, 120], 2.0);
     let view = tex.create_view(&Default::default());
     let crops = [
@@ -589,7 +597,7 @@ fn crops_of_one_texture_batch() {
 /// untouched until the caller submits, and predictions only follow the caller's submit.
 #[test]
 fn encode_submits_nothing() {
-    let model = bundled();
+    let model = shapes();
     let size = model_size(&model);
     let (tex, _) = rendered(F::Rgba8Unorm, size, 0.7);
     let mut ex = explainer(&model, 1);
@@ -636,7 +644,7 @@ fn encode_submits_nothing() {
 /// and predictions are read back.
 #[test]
 fn warm_frames_allocate_nothing() {
-    let model = bundled();
+    let model = shapes();
     let (device, queue) = device();
     let size = [96u32, 80u32];
     let s = scene::Scene::new(device, F::Rgba8UnormSrgb, size);
@@ -710,7 +718,7 @@ fn warm_frames_allocate_nothing() {
 
 #[test]
 fn bad_textures_are_clear_errors() {
-    let model = bundled();
+    let model = shapes();
     let (device, _) = device();
     let mut ex = explainer(&model, 1);
     let good = scene::texture(device, F::Rgba8Unorm, [32, 32]);
@@ -788,7 +796,7 @@ fn bad_textures_are_clear_errors() {
 /// allocates nothing after its first frame.
 #[test]
 fn render_and_explain_example_runs() {
-    let model = bundled();
+    let model = shapes();
     let (device, queue) = scene::caller_device();
     let r = scene::render_and_explain(&device, &queue, &model, 3, [96, 80]).unwrap();
     assert_eq!(r.strip.dimensions(), (3 * 96, 2 * 80));

@@ -1,4 +1,4 @@
-//! `gradcam eval` on the shipped split with the bundled model: the device pipeline agrees
+//! `gradcam eval` on the shipped split with the shapes model (eval's default): the device pipeline agrees
 //! with a host recomputation from read-back maps, and the numbers mean something (Grad-CAM
 //! beats the random baseline, deletion falls faster than insertion rises).
 
@@ -28,7 +28,7 @@ fn subset(ds: &Dataset, count: usize) -> Vec<&Item> {
 
 #[test]
 fn device_metrics_match_a_host_recomputation() {
-    let model = Model::bundled().unwrap();
+    let model = Model::shapes().unwrap();
     let ds = dataset();
     let items = subset(&ds, 12);
     let ctx = GpuContext::new().unwrap();
@@ -106,7 +106,7 @@ fn device_metrics_match_a_host_recomputation() {
 
 #[test]
 fn baselines_score_below_gradcam() {
-    let model = Model::bundled().unwrap();
+    let model = Model::shapes().unwrap();
     let ds = dataset();
     let items = subset(&ds, 10);
     let ctx = GpuContext::new().unwrap();
@@ -152,7 +152,7 @@ fn a_dataset_with_a_broken_image_reports_it_and_goes_on() {
     }
     std::fs::write(tmp.path().join("boxes.json"), json.to_string()).unwrap();
     let ds = Dataset::load(tmp.path()).unwrap();
-    let model = Model::bundled().unwrap();
+    let model = Model::shapes().unwrap();
     let ctx = GpuContext::new().unwrap();
     let cfg = EvalConfig {
         steps: 0,
@@ -171,4 +171,19 @@ fn a_dataset_with_a_broken_image_reports_it_and_goes_on() {
     std::fs::write(tmp.path().join("boxes.json"), bad.to_string()).unwrap();
     let e = Dataset::load(tmp.path()).unwrap_err().to_string();
     assert!(e.contains("boxes.json") && e.contains("x.png"), "{e}");
+}
+
+/// `gradcam eval`'s default model is the shapes model its benchmark was made for, not the
+/// bundled ImageNet one.
+#[test]
+fn the_cli_evaluates_the_shapes_model_by_default() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/shapes-eval");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .args(["eval", "--data", data.to_str().unwrap()])
+        .args(["--limit", "2", "--steps", "2", "--no-baselines", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("shapes-resnet: 2 images"), "{err}");
 }

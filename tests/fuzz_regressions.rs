@@ -53,8 +53,8 @@ fn image_corpus_decodes_or_fails_cleanly() {
 
 #[test]
 fn model_corpus_loads_or_fails_cleanly() {
-    // Mode 1 swaps only the metadata of the bundled weights.
-    let mut bundled = Model::bundled().unwrap().weights;
+    // Mode 1 swaps only the metadata of the shapes model's weights.
+    let mut bundled = Model::shapes().unwrap().weights;
     let files = corpus("model_load");
     let mut ok = 0;
     for (p, bytes) in &files {

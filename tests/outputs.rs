@@ -10,7 +10,7 @@ fn gradcam(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(BIN)
         .arg("explain")
         .args(args)
-        .args(["--size", "32", "--batch", "4"])
+        .args(["--model", "shapes", "--size", "32", "--batch", "4"])
         .output()
         .unwrap()
 }

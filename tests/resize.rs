@@ -102,7 +102,7 @@ fn device_resize(im: &image::RgbImage, to: [usize; 2]) -> image::RgbImage {
 
 #[test]
 fn engine_explains_any_size_like_pre_resized_images() {
-    let model = Model::bundled().unwrap();
+    let model = Model::shapes().unwrap();
     let size = [64, 64];
     let cfg = EngineConfig {
         size,

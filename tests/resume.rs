@@ -7,8 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gradcam");
-/// Small and fast on lavapipe: the bundled model at 64x64, batches of 8.
-const RUN: &[&str] = &["--size", "64", "--batch", "8"];
+/// Small and fast on lavapipe: the shapes model at 64x64, batches of 8.
+const RUN: &[&str] = &["--model", "shapes", "--size", "64", "--batch", "8"];
 
 fn explain(inputs: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(BIN);

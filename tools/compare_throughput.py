@@ -3,7 +3,7 @@ Captum's LayerGradCam vs `gradcam bench`.
 
 Usage:
   /opt/ref/bin/python tools/compare_throughput.py [--models bundled,resnet18,resnet50,vgg16,
-      mobilenet_v3_large,efficientnet_b0,convnext_tiny] [--engine-format onnx|ir]
+      mobilenet_v3_large,efficientnet_b0,convnext_tiny,efficientnet_lite0] [--engine-format onnx|ir]
       [--methods gradcam,scorecam] [--batches 16] [--size 224] [--images 32] [--slow-images 1]
       [--threads 2] [--device cpu|cuda] [--iters 3] [--warmup 1] [--rounds 1] [--json OUT.json]
       [--peers pgc[,captum]]
@@ -11,9 +11,13 @@ Usage:
 Same model, batch and images on both sides:
   models   torchvision ARCH with tools/detweights.py weights (--seed), written as a state dict
            with safetensors and passed to the engine as --model FILE --arch ARCH (as
-           tools/compare_pgc.py does); `bundled` is the project's shapes model
-           (weights/shapes-resnet.pt for pgc, the engine's built-in copy of the same weights),
-           run at --size too (it is fully convolutional; its own size is 128).
+           tools/compare_pgc.py does); `bundled` (or `shapes`) is the project's shapes model
+           (weights/shapes-resnet.pt for pgc, the engine's built-in copy, `--model shapes`),
+           run at --size too (it is fully convolutional; its own size is 128);
+           `efficientnet_lite0` is the engine's default ImageNet model (the PyTorch port with
+           its published weights for pgc, tools/make_bundled_model.py; the engine's built-in
+           copy, `--model efficientnet-lite0`), explained at its default layer, the head's
+           ReLU6 (hooked on make_bundled_model.HeadHooked for pgc, see there).
            mobilenet_v3_large, efficientnet_b0 and convnext_tiny (detweights too) are not
            architectures the engine knows by tensor names: the script exports each on the fly
            to a temporary file, by default an ONNX file (torch.onnx.export, dynamo=False,
@@ -22,7 +26,7 @@ Same model, batch and images on both sides:
            row's engine error.
   images   tools/make_fixtures.make_images, written as PNGs that the engine reads with
            `--images DIR` (decoded once, before timing) and pgc keeps decoded in memory.
-  layer    ResNets layer4 (bundled: layer3), VGG the last ReLU of `features`, the exported
+  layer    ResNets layer4 (bundled: layer3; efficientnet_lite0: the head's ReLU6), VGG the last ReLU of `features`, the exported
            models features[-1] (the same module path is passed to the engine's --layer).
 
 What is timed, per (model, method, batch), after --warmup untimed batches, --iters times:
@@ -71,8 +75,8 @@ from compare_pgc import METHODS, REPO, default_layer, parse_size  # noqa: E402
 from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-MODELS = ("bundled", "resnet18", "resnet50", "vgg16", "mobilenet_v3_large", "efficientnet_b0",
-          "convnext_tiny")
+MODELS = ("bundled", "shapes", "resnet18", "resnet50", "vgg16", "mobilenet_v3_large",
+          "efficientnet_b0", "convnext_tiny", "efficientnet_lite0")
 # Run by the engine from a file exported on the fly (it has no state-dict layout for them).
 EXPORTED = ("mobilenet_v3_large", "efficientnet_b0", "convnext_tiny")
 ENGINE_FORMATS = ("onnx", "ir")
@@ -90,6 +94,14 @@ def load_bundled():
     model.load_state_dict(torch.load(train.CHECKPOINT, map_location="cpu", weights_only=True))
     model.eval()
     return model, train.TARGET_LAYER, train.MEAN, train.STD
+
+
+def load_efficientnet_lite0():
+    """The port wrapped so pgc hooks the head's ReLU6 only; the engine's name for that layer."""
+    import make_bundled_model as mbm
+
+    model = mbm.HeadHooked(mbm.load_port()).eval()
+    return model, "head_act", mbm.DEFAULT_LAYER, mbm.MEAN, mbm.STD
 
 
 def normalize(u8, mean, std):
@@ -284,9 +296,13 @@ def main():
               flush=True)
         for name in models:
             export_error = None
-            if name == "bundled":
+            engine_layer = None  # the engine's name for `layer` where they differ
+            if name in ("bundled", "shapes"):
                 model, layer, mean, std = load_bundled()
-                model_args = []
+                model_args = ["--model", "shapes"]
+            elif name == "efficientnet_lite0":
+                model, layer, engine_layer, mean, std = load_efficientnet_lite0()
+                model_args = ["--model", "efficientnet-lite0"]
             elif name in EXPORTED:
                 model = mf.build(name, args.num_classes, args.seed)
                 layer = f"features.{len(model.features) - 1}"  # pgc's features[-1]
@@ -317,7 +333,8 @@ def main():
                         continue  # slow methods run at one batch size only
                     u8 = u8_all[:count]
                     row = {"model": name, "method": method, "batch": b, "images": count,
-                           "size": list(size), "layer": layer, "device": args.device,
+                           "size": list(size), "layer": engine_layer or layer,
+                           "device": args.device,
                            "torch_threads": torch.get_num_threads()}
                     if name in EXPORTED:
                         row["engine_format"] = args.engine_format
@@ -342,7 +359,8 @@ def main():
                             except Exception as e:  # keep going: report it in the row
                                 row[f"{p}_error"] = f"{type(e).__name__}: {e}"
                         if "engine_error" not in row:
-                            rep, err = run_engine(engine, model_args, layer, method, b, size,
+                            rep, err = run_engine(engine, model_args, engine_layer or layer,
+                                                  method, b, size,
                                                   dirs["slow" if is_slow else "all"], args.iters,
                                                   args.warmup, args.timeout,
                                                   args.engine_args.split())

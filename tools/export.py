@@ -17,7 +17,11 @@ and Identity (the identity), ``+ - * /`` and their torch forms (two tensors broa
 dim, or a tensor and a Python number or a parameter such as ConvNeXt's layer_scale, stored
 as a tensor), ``torch.cat`` on any dim but the batch, permute/transpose that keep the batch
 first, flatten/view/reshape/squeeze/unsqueeze that keep the batch, ``mean`` over contiguous
-dims, and the functional forms of the activations and pools. Anything else is an error
+dims, constant padding (ZeroPad2d, ConstantPad2d, ``F.pad``; a zero pad read by a conv is
+folded into the conv's ``padding``/``padding_end``, as TF-"SAME" ports such as
+EfficientNet-Lite write it), ``F.conv2d`` with a parameter as weight (a Conv2d subclass's own
+forward: the node is named by the module's path), and the functional forms of the
+activations and pools. Anything else is an error
 naming the module (or function) and the op. tools/ir_eval.py evaluates an exported file's
 IR in torch, to check it against the model.
 
@@ -46,7 +50,8 @@ META_KEY = "gradcam_wgpu"
 META_VERSION = 1
 
 
-_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "U8", np.dtype(np.int64): "I64"}
+_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "U8", np.dtype(np.uint16): "U16",
+              np.dtype(np.int64): "I64"}
 
 
 def save_safetensors(tensors: dict, path: str, metadata: dict):
@@ -190,8 +195,11 @@ class _Exporter:
         self.names.add(name)
         return name
 
-    def emit(self, n: torch.fx.Node, op: dict, inputs: list[int]) -> int:
-        if n.op == "call_module":
+    def emit(self, n: torch.fx.Node, op: dict, inputs: list[int], base: str | None = None
+             ) -> int:
+        if base is not None:
+            pass  # the caller's name (a functional conv named by its module)
+        elif n.op == "call_module":
             base = str(n.target)
         else:
             scope = self.scope(n)
@@ -229,9 +237,34 @@ class _Exporter:
     def conv(self, n, m: nn.Conv2d, x):
         if m.padding_mode != "zeros":
             raise UnsupportedOp(f"{self.where(n)}: padding_mode `{m.padding_mode}`")
-        kernel, dilation = _pair(m.kernel_size), _pair(m.dilation)
-        if isinstance(m.padding, str):
-            if m.padding == "valid":
+        p = str(n.target)
+        self.conv_op(n, x, self.tensor(f"{p}.weight"),
+                     self.tensor(f"{p}.bias") if m.bias is not None else None,
+                     m.stride, m.padding, m.dilation, m.groups)
+
+    def conv_fn(self, n, x, weight, bias, stride, padding, dilation, groups):
+        """`F.conv2d` with parameters as weight and bias; inside a Conv2d subclass that owns
+        the weight (a TF-"SAME" conv's forward) the node takes the module's path."""
+        def own(a, what):
+            if a is None:
+                return None
+            if not isinstance(a, torch.fx.Node) or a.name not in self.consts:
+                raise UnsupportedOp(f"{self.where(n)}: {what} {a!r} is not a parameter")
+            name, _ = self.consts[a.name]
+            return self.tensor(name)
+        w, b = own(weight, "weight"), own(bias, "bias")
+        scope = self.scope(n)
+        m = dict(self.module.named_modules()).get(scope)  # fx keeps only called modules
+        base = scope if isinstance(m, nn.Conv2d) and f"{scope}.weight" == w else None
+        self.conv_op(n, x, w, b, stride, padding, dilation, groups, base)
+
+    def conv_op(self, n, x, weight, bias, stride, padding, dilation, groups, base=None):
+        w = self.tensors[weight]
+        if w.dim() != 4:
+            raise UnsupportedOp(f"{self.where(n)}: a {w.dim()}-D conv weight; only 2-D convs")
+        kernel, dilation = list(w.shape[2:]), _pair(dilation)
+        if isinstance(padding, str):
+            if padding == "valid":
                 padding = [0, 0]
             else:  # "same" (stride 1): symmetric only
                 total = [d * (k - 1) for d, k in zip(dilation, kernel)]
@@ -239,24 +272,48 @@ class _Exporter:
                     raise UnsupportedOp(f"{self.where(n)}: asymmetric 'same' padding")
                 padding = [t // 2 for t in total]
         else:
-            padding = _pair(m.padding)
-        p = str(n.target)
-        self.emit(
-            n,
-            {
-                "op": "conv2d",
-                "weight": self.tensor(f"{p}.weight"),
-                "bias": self.tensor(f"{p}.bias") if m.bias is not None else None,
-                "in_channels": m.in_channels,
-                "out_channels": m.out_channels,
-                "kernel": kernel,
-                "stride": _pair(m.stride),
-                "padding": padding,
-                "dilation": dilation,
-                "groups": m.groups,
-            },
-            [self.inp(n, x)],
-        )
+            padding = _pair(padding)
+        end = list(padding)
+        src = self.inp(n, x)
+        pad = self.nodes[src]["op"]
+        if pad["op"] == "pad" and pad["value"] == 0.0 and pad["begin"][0] == pad["end"][0] == 0:
+            # A zero pad read by a conv: folded (the pad node is pruned unless read elsewhere).
+            padding = [p + b for p, b in zip(padding, pad["begin"][1:])]
+            end = [p + e for p, e in zip(end, pad["end"][1:])]
+            src = self.nodes[src]["inputs"][0]
+        op = {
+            "op": "conv2d",
+            "weight": weight,
+            "bias": bias,
+            "in_channels": int(w.shape[1]) * int(groups),
+            "out_channels": int(w.shape[0]),
+            "kernel": kernel,
+            "stride": _pair(stride),
+            "padding": padding,
+            "dilation": dilation,
+            "groups": int(groups),
+        }
+        if end != padding:
+            op["padding_end"] = end  # absent = `padding`: symmetric files stay the same
+        self.emit(n, op, [src], base)
+
+    def pad(self, n, x, pads, mode="constant", value=0.0):
+        """Constant padding of the last dims (`pads` as F.pad: last dim first, before/after)."""
+        rank = len(self.shape(x))
+        pads = [int(v) for v in pads]
+        if mode != "constant":
+            raise UnsupportedOp(f"{self.where(n)}: {mode} padding; only constant")
+        if len(pads) % 2 or len(pads) // 2 > rank - 1 or min(pads, default=0) < 0:
+            raise UnsupportedOp(f"{self.where(n)}: pad {pads} (only non-negative, not the batch)")
+        if value is not None and not isinstance(value, (int, float)):
+            raise UnsupportedOp(f"{self.where(n)}: pad value {value!r}")
+        begin, end = [0, 0, 0], [0, 0, 0]
+        for i in range(len(pads) // 2):
+            d = rank - 2 - i  # IR axis of torch dim rank-1-i
+            begin[d], end[d] = pads[2 * i], pads[2 * i + 1]
+        self.ishape(n)  # rank check
+        self.emit(n, {"op": "pad", "begin": begin, "end": end, "value": float(value or 0.0)},
+                  [self.inp(n, x)])
 
     def max_pool(self, n, x, kernel, stride, padding, dilation, ceil_mode, return_indices):
         if return_indices:
@@ -472,6 +529,8 @@ class _Exporter:
                          if getattr(m, t, None) is not None else None)
         if isinstance(m, nn.Conv2d):
             self.conv(n, m, x)
+        elif isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d)):
+            self.pad(n, x, m.padding, value=m.value)
         elif isinstance(m, nn.BatchNorm2d):
             if m.running_mean is None:
                 raise UnsupportedOp(f"{self.where(n)}: BatchNorm without running statistics")
@@ -543,6 +602,11 @@ class _Exporter:
             self.binary(n, kind, a[0], a[1])
         elif f is operator.getitem and "tensor_meta" not in a[0].meta:
             return  # an element of x.shape, consumed by view/reshape
+        elif f in (F.conv2d, torch.conv2d):
+            self.conv_fn(n, a[0], arg(1, "weight"), arg(2, "bias"), arg(3, "stride", 1),
+                         arg(4, "padding", 0), arg(5, "dilation", 1), arg(6, "groups", 1))
+        elif f is F.pad:
+            self.pad(n, a[0], arg(1, "pad"), arg(2, "mode", "constant"), arg(3, "value", 0.0))
         elif f in (torch.cat, torch.concat):
             self.concat(n, arg(0, "tensors"), arg(1, "dim", 0))
         elif f in _RESHAPES_F:

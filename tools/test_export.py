@@ -9,6 +9,10 @@
   net using every newer op (GroupNorm, GELU, LayerNorm, permute, Linear on [N, ..., F],
   broadcasting and constant element-wise ops, reshape, mean, cat on any axis) give the
   model's logits under tools/ir_eval.py's interpreter of the IR;
+- padding: a zero pad (ZeroPad2d, F.pad) read by a conv folds into the conv's
+  padding/padding_end, other pads stay `pad` nodes; a TF-"SAME" Conv2d subclass (a ZeroPad2d
+  and F.conv2d in its forward) is one conv named by its module path; EfficientNet-Lite0 (the
+  bundled model's architecture) exports with distinct stem and head activations;
 - unsupported ops fail with the module's path and the op's name.
 """
 
@@ -86,6 +90,70 @@ class Zoo(nn.Module):
         return self.head(torch.cat([a, b], 1))
 
 
+class SameConv(nn.Conv2d):
+    """TF "SAME" padding as EfficientNet-Lite's port writes it: a ZeroPad2d, then F.conv2d."""
+
+    def __init__(self, cin, cout, k, stride, size):
+        super().__init__(cin, cout, k, stride, bias=True)
+        total = max((-(-size // stride) - 1) * stride + k - size, 0)
+        self.static_padding = nn.ZeroPad2d((total // 2, total - total // 2) * 2)
+
+    def forward(self, x):
+        return F.conv2d(self.static_padding(x), self.weight, self.bias, self.stride)
+
+
+class Padded(nn.Module):
+    """Pads folded into convs and pads that stay."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = SameConv(3, 8, 3, 2, 20)                     # pads (0, 1): padding_end
+        self.pad = nn.ZeroPad2d((2, 0, 1, 3))                    # folded into conv
+        self.conv = nn.Conv2d(8, 8, 3, padding=1, groups=8)      # ... on top of its own
+        self.mid = nn.ConstantPad2d(1, -0.5)                     # not zero: stays a pad node
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = self.conv(self.pad(x))
+        x = F.max_pool2d(self.mid(x), 2)
+        x = F.pad(x, (1, 1, 0, 2))                               # zero pad read by a mean
+        return self.head(x.mean((2, 3)))
+
+
+def check_padding():
+    model = ir_eval.randomize(Padded())
+    meta, tensors = meta_of(model, size=20)
+    check_graph(meta, tensors)
+    by = {n["name"]: n["op"] for n in meta["graph"]["nodes"]}
+    assert by["stem"]["padding"] == [0, 0] and by["stem"]["padding_end"] == [1, 1], by["stem"]
+    assert by["stem"]["bias"] == "stem.bias"
+    assert by["conv"]["padding"] == [2, 3] and by["conv"]["padding_end"] == [4, 1], by["conv"]
+    pads = [op for op in by.values() if op["op"] == "pad"]
+    assert [(p["begin"], p["end"], p["value"]) for p in pads] == [
+        ([0, 1, 1], [0, 1, 1], -0.5), ([0, 0, 1], [0, 2, 1], 0.0)], pads
+    assert "stem.static_padding" not in by and "pad" not in by  # folded, pruned
+    print(f"ok padding: {check_ir(model, 'padded', size=20)}")
+
+
+def check_efficientnet_lite():
+    """The bundled model's architecture (tools/make_bundled_model.py), random weights."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = ir_eval.randomize(EfficientNet.from_name("efficientnet-lite0", num_classes=10))
+    meta, tensors = meta_of(model, size=224, default_layer="_swish:1")
+    check_graph(meta, tensors)
+    nodes = meta["graph"]["nodes"]
+    names = [n["name"] for n in nodes]
+    # One ReLU6 module serves the stem and the head: two nodes, the head's last.
+    assert names[3] == "_swish" and names[-5] == "_swish:1", (names[:4], names[-5:])
+    assert nodes[-5]["inputs"] == [names.index("_bn1")]
+    assert not any(n["op"]["op"] == "pad" for n in nodes)
+    assert meta["graph"]["aliases"]["_blocks.15"] == names.index("_blocks.15._bn2")
+    assert nodes[names.index("_conv_stem")]["op"]["padding_end"] == [1, 1]
+    print(f"ok efficientnet-lite0: {check_ir(model, 'efficientnet-lite0', size=224)}")
+
+
 def check_ir(model, name, size=64):
     """The exported file's IR (tools/ir_eval.py) gives the model's logits."""
     r = ir_eval.check(model, (size, size), name=name)
@@ -108,6 +176,9 @@ def main():
         print(f"ok {arch} through ir_eval: {check_ir(model, arch)}")
     meta, _ = meta_of(torchvision.models.resnet18(num_classes=10), default_layer="layer4")
     assert meta["graph"]["aliases"]["layer4"] == len(meta["graph"]["nodes"]) - 4
+
+    check_padding()
+    check_efficientnet_lite()
 
     zoo = ir_eval.randomize(Zoo())
     meta, tensors = meta_of(zoo)

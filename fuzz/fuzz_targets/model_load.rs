@@ -2,7 +2,7 @@
 //! (the engine plan's first step; the rest needs a GPU) at a few input sizes.
 //!
 //! The first byte picks what the rest is: 0 (and anything unlisted) a whole safetensors
-//! file; 1 the metadata JSON of a self-describing model whose tensors are the bundled
+//! file; 1 the metadata JSON of a self-describing model whose tensors are the shapes
 //! model's (so mutations reach the graph checks without breaking the safetensors framing);
 //! 2..=14 a state dict loaded with `--arch` ARCHS[b - 2].
 #![no_main]
@@ -13,9 +13,9 @@ use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 
 thread_local! {
-    // The bundled model's tensors, parsed once; each run only swaps the metadata.
+    // The shapes model's tensors, parsed once; each run only swaps the metadata.
     static BUNDLED: RefCell<Weights> =
-        RefCell::new(Model::bundled().expect("bundled model loads").weights);
+        RefCell::new(Model::shapes().expect("shapes model loads").weights);
 }
 
 fn exercise(graph: &gradcam_wgpu::model::Graph, size: [usize; 2]) {

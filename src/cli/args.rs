@@ -34,7 +34,8 @@ pub enum Command {
 pub struct ModelArgs {
     /// Model file: an ONNX model (`.onnx`, any exporter, opset 9+), a self-describing
     /// model (tools/export.py) or a torchvision state dict saved with safetensors.
-    /// Default: the bundled shapes model (weights/README.md).
+    /// Or a built-in model by name: `efficientnet-lite0` (ImageNet, the default of explain
+    /// and bench) or `shapes` (the shapes benchmark's model, the default of eval).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Image layout of an ONNX model's input; default: read from its shape ([N,3,H,W] or

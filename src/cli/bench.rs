@@ -3,7 +3,7 @@
 use super::args::BenchArgs;
 use gradcam_wgpu::engine::Method;
 use gradcam_wgpu::gpu::{KernelTime, MemoryUsage, Profiler};
-use gradcam_wgpu::model::{Tensor, Weights, detweights, torchvision};
+use gradcam_wgpu::model::{BUNDLED, Tensor, Weights, detweights, torchvision};
 use gradcam_wgpu::{Engine, EngineConfig, Error, GpuContext, Model, Result, TargetSpec};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -222,7 +222,14 @@ fn bench_model(a: &BenchArgs) -> Result<(Model, &'static str)> {
             "--random-weights builds its own weights; drop --model".into(),
         )),
         (None, Some(arch), true) => Ok((random_model(arch, a.num_classes, a.seed)?, "random")),
-        (Some(_), _, false) => Ok((super::load_model(&a.model, &a.size)?.0, "file")),
+        (Some(_), _, false) => {
+            let kind = if super::is_builtin(&a.model) {
+                "bundled"
+            } else {
+                "file"
+            };
+            Ok((super::load_model(&a.model, &a.size, BUNDLED)?.0, kind))
+        }
         (None, Some(_), false) => Err(Error::Invalid(
             "--arch needs --model (a torchvision state dict) or --random-weights".into(),
         )),

@@ -7,7 +7,7 @@ use gradcam_wgpu::{Error, GpuContext, Result};
 
 /// Runs the evaluation; returns how many images could not be read.
 pub fn run(a: &EvalArgs) -> Result<usize> {
-    let (model, _) = super::load_model(&a.model, &None)?;
+    let (model, _) = super::load_model(&a.model, &None, gradcam_wgpu::model::SHAPES)?;
     if !(a.loc_threshold > 0.0 && a.loc_threshold <= 1.0) {
         return Err(Error::Invalid("--loc-threshold must be in (0, 1]".into()));
     }

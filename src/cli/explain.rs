@@ -11,7 +11,7 @@ use super::args::ExplainArgs;
 use super::batch::{self, Done, Job};
 use super::device::Gpu;
 use super::manifest::{Manifest, Summary};
-use super::outputs::Writer;
+use super::outputs::{self, Writer};
 use super::walk::{self, Item, Shard};
 use gradcam_wgpu::engine::Method;
 use gradcam_wgpu::gpu::AdapterClass;
@@ -63,7 +63,7 @@ struct Plan {
 fn plan(a: &ExplainArgs) -> Result<Plan> {
     let method: Method = a.method.parse()?;
     let targets: TargetSpec = a.target.parse()?;
-    let (model, warnings) = super::load_model(&a.model, &a.size)?;
+    let (model, warnings) = super::load_model(&a.model, &a.size, gradcam_wgpu::model::BUNDLED)?;
     let (size, mean, std) = super::preprocessing(&model, &a.size, &a.mean, &a.std)?;
     let shard = walk::resolve_shard(a.shard.as_deref(), a.shard_count, |k| std::env::var(k).ok())
         .map_err(Error::Invalid)?;
@@ -179,6 +179,9 @@ fn produce(inputs: &Inputs, batch: &AtomicUsize, tx: SyncSender<Vec<Job>>) -> us
     select.skipped
 }
 
+/// Images whose top-5 the console shows (all of them are in the manifest).
+const CONSOLE_PREDICTIONS: usize = 10;
+
 /// The writer: each batch's files, then its records appended to the manifest in walk order.
 /// Returns the ok and failed counts and the error that stopped it, if any.
 fn write(
@@ -191,8 +194,21 @@ fn write(
     for batch in rx {
         let lines = files.write_batch(&batch, &|l| progress.report(l));
         let before = ok + failed;
+        for (line, _) in lines.iter().filter(|(_, g)| *g) {
+            match ok {
+                n if n < CONSOLE_PREDICTIONS => {
+                    if let Some(l) = outputs::console_line(line) {
+                        progress.report(&l);
+                    }
+                }
+                CONSOLE_PREDICTIONS => {
+                    progress.report(&format!("... the rest in {}", manifest.name))
+                }
+                _ => {}
+            }
+            ok += 1;
+        }
         let good = lines.iter().filter(|(_, g)| *g).count();
-        ok += good;
         failed += lines.len() - good;
         let lines: Vec<String> = lines.into_iter().map(|(l, _)| l).collect();
         if let Err(e) = manifest.append(&lines) {

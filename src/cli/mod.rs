@@ -55,12 +55,18 @@ pub fn run(cli: args::Cli) -> u8 {
     }
 }
 
+use gradcam_wgpu::model::BUILTIN;
 use gradcam_wgpu::onnx::OnnxOptions;
 use gradcam_wgpu::{Error, Model, Result, input};
 
-/// The model named by `--model`, or the bundled one; `size` (`--size`) is what an ONNX
-/// model with a dynamic input size is imported at.
-pub fn load_model(m: &args::ModelArgs, size: &Option<String>) -> Result<(Model, Vec<String>)> {
+/// The model named by `--model` (a file, or a built-in model's name: `efficientnet-lite0`,
+/// `shapes`), else the built-in `default`; `size` (`--size`) is what an ONNX model with a
+/// dynamic input size is imported at.
+pub fn load_model(
+    m: &args::ModelArgs,
+    size: &Option<String>,
+    default: &str,
+) -> Result<(Model, Vec<String>)> {
     let arch = m.arch.as_deref();
     let onnx = OnnxOptions {
         size: size
@@ -70,23 +76,42 @@ pub fn load_model(m: &args::ModelArgs, size: &Option<String>) -> Result<(Model, 
             .map_err(Error::Invalid)?,
         layout: m.layout.as_deref().map(str::parse).transpose()?,
     };
-    let model = match m.model.as_deref() {
-        Some(p) => Model::load_with(p, arch, &onnx)?,
-        None if arch.is_some() => {
-            return Err(Error::Invalid(
-                "--arch needs --model (a torchvision state dict saved as safetensors)".into(),
-            ));
+    let path = m.model.as_deref();
+    let model = match (builtin_name(m, default), path) {
+        (None, Some(p)) => Model::load_with(p, arch, &onnx)?,
+        (name, _) => {
+            let name = name.unwrap_or(default);
+            if arch.is_some() {
+                return Err(Error::Invalid(
+                    "--arch needs --model (a torchvision state dict saved as safetensors)".into(),
+                ));
+            }
+            if m.layout.is_some() {
+                return Err(Error::Invalid("--layout applies to an ONNX --model".into()));
+            }
+            Model::builtin(name)
+                .unwrap_or_else(|| Err(Error::Invalid(format!("no built-in model `{name}`"))))?
         }
-        None if m.layout.is_some() => {
-            return Err(Error::Invalid("--layout applies to an ONNX --model".into()));
-        }
-        None => Model::bundled()?,
     };
     let warnings = model.warnings();
     for w in &warnings {
         eprintln!("warning: {w}");
     }
     Ok((model, warnings))
+}
+
+/// The built-in model `--model` names (`default` when absent); a file of that name wins.
+fn builtin_name<'a>(m: &'a args::ModelArgs, default: &'a str) -> Option<&'a str> {
+    match m.model.as_deref() {
+        None => Some(default),
+        Some(p) if p.exists() => None,
+        Some(p) => p.to_str().filter(|n| BUILTIN.contains(n)),
+    }
+}
+
+/// Whether `--model` names a built-in model (or is absent).
+pub fn is_builtin(m: &args::ModelArgs) -> bool {
+    builtin_name(m, gradcam_wgpu::model::BUNDLED).is_some()
 }
 
 /// Input size, mean and std: the flags where given, else the model's own.

@@ -101,6 +101,22 @@ struct Record<'a> {
     model_warnings: &'a [String],
 }
 
+/// The console's line for an ok manifest line: the image and its top-5 labels with scores.
+pub fn console_line(record: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(record).ok()?;
+    let top5: Vec<String> = v["top5"]
+        .as_array()?
+        .iter()
+        .map(|p| {
+            let name = p["label"]
+                .as_str()
+                .map_or_else(|| p["class"].to_string(), str::to_string);
+            format!("{name} {:.2}", p["prob"].as_f64().unwrap_or(f64::NAN))
+        })
+        .collect();
+    Some(format!("{}: {}", v["image"].as_str()?, top5.join(", ")))
+}
+
 /// An ok manifest line for the image keyed `key`: its output file names and the five
 /// highest logits with their scores (softmax, or sigmoid for multi-label models), plus the
 /// model's `warnings` when there are any.

@@ -37,6 +37,18 @@ pub struct Model {
     pub explains: String,
 }
 
+/// `--model` names of the built-in models: the default ImageNet model and the shapes model.
+pub const BUNDLED: &str = "efficientnet-lite0";
+pub const SHAPES: &str = "shapes";
+pub const BUILTIN: [&str; 2] = [BUNDLED, SHAPES];
+
+#[cfg(not(feature = "bundled-model"))]
+fn no_bundled() -> Error {
+    Error::Invalid(
+        "this build has no bundled models (feature `bundled-model` is off); pass --model".into(),
+    )
+}
+
 /// What the models that are not ONNX explain.
 pub const LOGITS: &str = "the logits";
 
@@ -141,10 +153,20 @@ impl Model {
         })
     }
 
-    /// The model bundled with the crate: a small ResNet trained by the project on its
-    /// procedural shapes benchmark (`weights/README.md`), the CLI's default `--model`.
+    /// The model bundled with the crate and the default `--model` of `explain` and `bench`:
+    /// EfficientNet-Lite0, an ImageNet classifier (1000 classes, 224x224, 4.7M parameters;
+    /// `weights/efficientnet-lite0.NOTICE`), default layer the head's activation.
     #[cfg(feature = "bundled-model")]
     pub fn bundled() -> Result<Self> {
+        let bytes = include_bytes!("../../weights/efficientnet-lite0.safetensors");
+        Self::from_weights(Weights::from_bytes(bytes)?, None)
+    }
+
+    /// The project's shapes model (`weights/README.md`): a small ResNet trained on the
+    /// procedural shapes benchmark, ten classes at 128x128; `gradcam eval`'s default and
+    /// `--model shapes`.
+    #[cfg(feature = "bundled-model")]
+    pub fn shapes() -> Result<Self> {
         let bytes = include_bytes!("../../weights/shapes-resnet.safetensors");
         Self::from_weights(Weights::from_bytes(bytes)?, None)
     }
@@ -152,9 +174,22 @@ impl Model {
     /// Without the `bundled-model` feature there is no default model.
     #[cfg(not(feature = "bundled-model"))]
     pub fn bundled() -> Result<Self> {
-        Err(Error::Invalid(
-            "this build has no bundled model (feature `bundled-model` is off); pass --model".into(),
-        ))
+        Err(no_bundled())
+    }
+
+    /// Without the `bundled-model` feature there is no shapes model.
+    #[cfg(not(feature = "bundled-model"))]
+    pub fn shapes() -> Result<Self> {
+        Err(no_bundled())
+    }
+
+    /// A model built into the binary, by the name `--model` accepts for it.
+    pub fn builtin(name: &str) -> Option<Result<Self>> {
+        match name {
+            BUNDLED => Some(Self::bundled()),
+            SHAPES => Some(Self::shapes()),
+            _ => None,
+        }
     }
 
     /// The metadata that makes this model self-describing.
