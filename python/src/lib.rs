@@ -301,10 +301,11 @@ impl PyExplainer {
                     want[0], want[1]
                 )));
             }
+            // `as_slice` also accepts Fortran order: only C order is used in place.
             let owned;
             let x: &[f32] = match a.as_slice() {
-                Ok(s) => s,
-                Err(_) => {
+                Ok(s) if a.is_c_contiguous() => s,
+                _ => {
                     owned = a.as_array().iter().copied().collect::<Vec<f32>>();
                     &owned
                 }
@@ -335,8 +336,8 @@ impl PyExplainer {
         }
         let (h, w) = (shape[1], shape[2]);
         let pixels: Vec<u8> = match a.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => a.as_array().iter().copied().collect(),
+            Ok(s) if a.is_c_contiguous() => s.to_vec(),
+            _ => a.as_array().iter().copied().collect(),
         };
         let imgs: Vec<image::RgbImage> = pixels
             .chunks_exact(h * w * 3)
@@ -433,11 +434,37 @@ fn collect(
     })
 }
 
+/// Test support: a `tests/fixtures/methods` fixture's model, built as the Rust tests build
+/// it: detweights of `spec` (JSON `[[name, shape], ...]`) and `seed`, then `overrides`.
+#[pyfunction]
+fn _fixture_model(
+    py: Python<'_>,
+    arch: String,
+    spec: String,
+    seed: u64,
+    overrides: HashMap<String, PyReadonlyArrayDyn<'_, f32>>,
+) -> PyResult<PyModel> {
+    use gradcam_wgpu::model::{Tensor, detweights};
+    let spec: Vec<(String, Vec<usize>)> =
+        serde_json::from_str(&spec).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let mut weights = detweights::generate(&spec, seed);
+    for (name, a) in overrides {
+        let t = Tensor {
+            shape: a.shape().to_vec(),
+            data: a.as_array().iter().copied().collect(),
+        };
+        weights.tensors.insert(name, t);
+    }
+    let m = guarded(py, move || Model::from_weights(weights, Some(&arch)))?;
+    Ok(PyModel { inner: Arc::new(m) })
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyModel>()?;
     m.add_class::<PyExplainer>()?;
     m.add_class::<PyResultSet>()?;
+    m.add_function(wrap_pyfunction!(_fixture_model, m)?)?;
     m.add("Error", m.py().get_type::<Error>())?;
     m.add("ModelError", m.py().get_type::<ModelError>())?;
     m.add("GpuError", m.py().get_type::<GpuError>())?;
