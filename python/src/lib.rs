@@ -14,8 +14,18 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-create_exception!(_native, Error, PyException, "An engine error (model, GPU, file).");
-create_exception!(_native, ModelError, Error, "The model file cannot be loaded or run.");
+create_exception!(
+    _native,
+    Error,
+    PyException,
+    "An engine error (model, GPU, file)."
+);
+create_exception!(
+    _native,
+    ModelError,
+    Error,
+    "The model file cannot be loaded or run."
+);
 create_exception!(_native, GpuError, Error, "The GPU (or its driver) failed.");
 
 /// The engine's errors as Python exceptions: bad input is a `ValueError`.
@@ -30,7 +40,10 @@ fn to_py(e: gradcam_wgpu::Error) -> PyErr {
 }
 
 /// Runs `f` with the GIL released; a panic becomes an `Error` instead of crossing over.
-fn guarded<T: Send>(py: Python<'_>, f: impl FnOnce() -> gradcam_wgpu::Result<T> + Send) -> PyResult<T> {
+fn guarded<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> gradcam_wgpu::Result<T> + Send,
+) -> PyResult<T> {
     py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
         .map_err(|p| {
             let what = p
@@ -79,7 +92,11 @@ impl PyModel {
             None => None,
             Some("nchw") => Some(Layout::Nchw),
             Some("nhwc") => Some(Layout::Nhwc),
-            Some(o) => return Err(PyValueError::new_err(format!("layout `{o}`: expected nchw or nhwc"))),
+            Some(o) => {
+                return Err(PyValueError::new_err(format!(
+                    "layout `{o}`: expected nchw or nhwc"
+                )));
+            }
         };
         let opts = OnnxOptions {
             size: size.map(|(h, w)| [h, w]),
@@ -107,7 +124,10 @@ impl PyModel {
     }
     #[getter]
     fn input_channels(&self) -> usize {
-        self.inner.graph.shapes(self.inner.input_size).map_or(3, |s| s[0][0])
+        self.inner
+            .graph
+            .shapes(self.inner.input_size)
+            .map_or(3, |s| s[0][0])
     }
     #[getter]
     fn mean(&self) -> [f32; 3] {
@@ -228,7 +248,11 @@ impl PyExplainer {
         let precision = match precision {
             "f32" => Precision::F32,
             "f16" => Precision::F16,
-            o => return Err(PyValueError::new_err(format!("precision `{o}`: expected f32 or f16"))),
+            o => {
+                return Err(PyValueError::new_err(format!(
+                    "precision `{o}`: expected f32 or f16"
+                )));
+            }
         };
         let cfg = EngineConfig {
             layers,
