@@ -77,22 +77,22 @@ def main():
         row = {"model": arch, "batch": a.batch, "size": a.size, "method": a.method}
 
         with getattr(pgc, a.method)(model=model, target_layers=layers) as cam:
-            want = cam(input_tensor=x)
-            row["pgc_s"] = timed(lambda: cam(input_tensor=x), a.iters, a.warmup)
+            want = cam(input_tensor=x, targets=None)
+            row["pgc_s"] = timed(lambda: cam(input_tensor=x, targets=None), a.iters, a.warmup)
 
         with getattr(compat, a.method)(model=model, target_layers=layers) as cam:
             t = time.perf_counter()
-            got = cam(input_tensor=x)
+            got = cam(input_tensor=x, targets=None)
             row["dropin_setup_s"] = time.perf_counter() - t
             row["max_abs_error"] = float(np.abs(got - want).max())
-            row["dropin_s"] = timed(lambda: cam(input_tensor=x), a.iters, a.warmup)
+            row["dropin_s"] = timed(lambda: cam(input_tensor=x, targets=None), a.iters, a.warmup)
             if a.rss:
                 for _ in range(10):
-                    cam(input_tensor=x)
+                    cam(input_tensor=x, targets=None)
                 start = rss_mib()
                 samples = []
                 for i in range(a.rss):
-                    cam(input_tensor=x)
+                    cam(input_tensor=x, targets=None)
                     if i % max(1, a.rss // 10) == 0:
                         samples.append(round(rss_mib() - start, 1))
                 row["rss_start_mib"] = round(start, 1)
