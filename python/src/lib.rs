@@ -310,10 +310,7 @@ impl PyExplainer {
                     .collect(),
             }),
         };
-        let per_image = match &classes {
-            None => None,
-            Some(c) => Some(c.first().map_or(1, |c| c.len())),
-        };
+        let per_image = classes.as_ref().map(|c| c.first().map_or(1, |c| c.len()));
         let size = self.cfg.size;
         let overlays = self.overlays;
         if let Ok(a) = images.extract::<PyReadonlyArrayDyn<'_, f32>>() {
