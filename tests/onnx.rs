@@ -332,6 +332,49 @@ fn channels_last_inputs_are_detected() {
 }
 
 #[test]
+fn grayscale_and_rgba_inputs_take_tensors() {
+    for c in [1usize, 4] {
+        let (nodes, mut inits) = tiny_parts();
+        inits[0] = floats("w", &[4, c as i64, 3, 3], 1);
+        let bytes = model(
+            nodes,
+            inits,
+            input("x", &[None, Some(c as i64), Some(9), Some(7)]),
+            "probs",
+        );
+        let m = load(&bytes, &OnnxOptions::default()).unwrap();
+        let ctx = gradcam_wgpu::GpuContext::new().expect("a wgpu adapter");
+        let cfg = gradcam_wgpu::EngineConfig {
+            size: m.input_size,
+            read_maps: true,
+            ..Default::default()
+        };
+        let mut engine = gradcam_wgpu::Engine::new(ctx, &m, cfg).unwrap();
+        assert_eq!(engine.input_channels(), c);
+        let x: Vec<f32> = (0..2 * c * 9 * 7)
+            .map(|i| (i % 13) as f32 / 6.0 - 1.0)
+            .collect();
+        let r = engine.explain_tensor(&x, 2, None).unwrap();
+        assert_eq!(r[1].targets[0].map.as_ref().unwrap().len(), 9 * 7);
+        let e = engine
+            .explain(&[image::RgbImage::new(7, 9)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("{c}-channel")), "{e}");
+    }
+    // Five channels are not an image.
+    let (nodes, mut inits) = tiny_parts();
+    inits[0] = floats("w", &[4, 5, 3, 3], 1);
+    let bytes = model(
+        nodes,
+        inits,
+        input("x", &[None, Some(5), Some(9), Some(7)]),
+        "probs",
+    );
+    assert!(err(&bytes, &OnnxOptions::default()).contains("C of 1 to 4"));
+}
+
+#[test]
 fn unsupported_ops_name_the_node_type_and_opset() {
     let (mut nodes, inits) = tiny_parts();
     nodes[1] = node(

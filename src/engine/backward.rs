@@ -37,7 +37,7 @@ impl Engine {
                 // The input term: |x * dy/dx| per colour channel.
                 let shape = CamShape {
                     rows,
-                    channels: 3,
+                    channels: self.plan.steps[0].shape[0],
                     plane: h * w,
                     rep: tc,
                 };

@@ -242,6 +242,7 @@ impl Engine {
             readback: Default::default(),
             backward_cache: HashMap::new(),
             profiler: None,
+            tensor_input: false,
         };
         if let Some(e) = pollster::block_on(oom.pop()) {
             return Err(Error::OutOfMemory(format!("batch of {cap_n}: {e}")));

@@ -142,3 +142,27 @@ impl Engine {
         }
     }
 }
+
+/// Tensors `[n, c, h, w]` as the forward rows: each image once, or its six aug-smooth
+/// passes (horizontal flip x {0.9, 1, 1.1}), as the preprocessing kernel makes them.
+pub(super) fn augment(x: &[f32], n: usize, c: usize, [h, w]: [usize; 2], aug: usize) -> Vec<f32> {
+    if aug == 1 {
+        return x.to_vec();
+    }
+    let each = c * h * w;
+    let mut out = Vec::with_capacity(n * aug * each);
+    for img in x.chunks_exact(each).take(n) {
+        for v in 0..aug {
+            let flip = v % 6 >= 3;
+            let factor = [0.9f32, 1.0, 1.1][v % 3];
+            for row in img.chunks_exact(w) {
+                if flip {
+                    out.extend(row.iter().rev().map(|&p| p * factor));
+                } else {
+                    out.extend(row.iter().map(|&p| p * factor));
+                }
+            }
+        }
+    }
+    out
+}

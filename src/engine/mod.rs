@@ -152,6 +152,8 @@ pub struct Engine {
     probe: Option<Probe>,
     /// Per-dispatch timing, off unless [`Engine::set_profiler`] turned it on.
     profiler: Option<Profiler>,
+    /// The current batch was written as tensors: the forward pass skips preprocessing.
+    tensor_input: bool,
 }
 
 impl Engine {
@@ -202,10 +204,16 @@ impl Engine {
                 "explain_for needs an engine configured with TargetSpec::PerImage".into(),
             ));
         }
-        if classes.len() != images.len() {
+        self.check_classes(images.len(), classes)?;
+        self.explain_inner(images, Some(classes))
+    }
+
+    /// `classes` holds one list of [`TargetSpec::PerImage`] classes per image.
+    fn check_classes(&self, images: usize, classes: &[Vec<usize>]) -> Result<()> {
+        if classes.len() != images {
             return Err(Error::Invalid(format!(
                 "{} images but {} target lists",
-                images.len(),
+                images,
                 classes.len()
             )));
         }
@@ -224,7 +232,72 @@ impl Engine {
                 )));
             }
         }
-        self.explain_inner(images, Some(classes))
+        Ok(())
+    }
+
+    /// Channels of the model's input.
+    pub fn input_channels(&self) -> usize {
+        self.plan.steps[0].shape[0]
+    }
+
+    /// Explains preprocessed tensors, as a PyTorch model takes them: `input` is f32
+    /// `[n, C, H, W]` at the input size, row-major, already normalised (the engine's mean and
+    /// std are not applied). `classes` as for [`Engine::explain_for`], required exactly
+    /// with [`TargetSpec::PerImage`]. Overlays are drawn over black: there are no pixels.
+    pub fn explain_tensor(
+        &mut self,
+        input: &[f32],
+        n: usize,
+        classes: Option<&[Vec<usize>]>,
+    ) -> Result<Vec<ImageResult>> {
+        let [h, w] = self.cfg.size;
+        let c = self.input_channels();
+        let each = c * h * w;
+        if n == 0 || input.len() != n * each {
+            return Err(Error::Invalid(format!(
+                "the input holds {} values; expected [{n}, {c}, {h}, {w}] with at least one image",
+                input.len()
+            )));
+        }
+        if let Some(bad) = input.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "the input has a non-finite value at flat index {bad}"
+            )));
+        }
+        match (&self.cfg.targets, classes) {
+            (TargetSpec::PerImage(_), Some(cl)) => self.check_classes(n, cl)?,
+            (TargetSpec::PerImage(_), None) => {
+                return Err(Error::Invalid(
+                    "TargetSpec::PerImage needs the classes of every image".into(),
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(Error::Invalid(
+                    "classes are given only with TargetSpec::PerImage".into(),
+                ));
+            }
+            _ => {}
+        }
+        let batch = self.batch_size();
+        let mut out = Vec::with_capacity(n);
+        for b in (0..n).step_by(batch) {
+            let rows = batch.min(n - b);
+            let x = &input[b * each..(b + rows) * each];
+            let rows_aug = forward::augment(x, rows, c, [h, w], self.aug);
+            self.ctx
+                .queue
+                .write_buffer(self.act(0), 0, bytemuck::cast_slice(&rows_aug));
+            let black = vec![0u32; rows * h * w];
+            self.ctx
+                .queue
+                .write_buffer(&self.pixels, 0, bytemuck::cast_slice(&black));
+            self.upload_targets(rows, classes.map(|cl| &cl[b..b + rows]));
+            self.tensor_input = true;
+            let r = self.run_batch(rows);
+            self.tensor_input = false;
+            out.extend(r?);
+        }
+        Ok(out)
     }
 
     fn explain_inner(
@@ -233,6 +306,7 @@ impl Engine {
         classes: Option<&[Vec<usize>]>,
     ) -> Result<Vec<ImageResult>> {
         check_sizes(images)?;
+        self.check_rgb()?;
         let mut out = Vec::with_capacity(images.len());
         let batch = self.batch_size();
         for (b, chunk) in images.chunks(batch).enumerate() {
@@ -247,12 +321,26 @@ impl Engine {
         images: &[image::RgbImage],
         classes: Option<&[Vec<usize>]>,
     ) -> Result<Vec<ImageResult>> {
-        let images_n = images.len();
+        self.upload(images, classes);
+        self.run_batch(images.len())
+    }
+
+    /// Images feed a 3-channel input; other models take tensors.
+    fn check_rgb(&self) -> Result<()> {
+        match self.input_channels() {
+            3 => Ok(()),
+            c => Err(Error::Invalid(format!(
+                "the model takes {c}-channel input, not RGB images: pass tensors [N, {c}, H, W]"
+            ))),
+        }
+    }
+
+    /// Runs the batch already uploaded (pixels or tensors, and targets) and reads it back.
+    fn run_batch(&mut self, images_n: usize) -> Result<Vec<ImageResult>> {
         // Forward rows: every image's augmented passes.
         let n = images_n * self.aug;
         let [h, w] = self.cfg.size;
         let plane = h * w;
-        self.upload(images, classes);
         let tc_max = (self.cap_rows / n).clamp(1, self.per_image);
         let mut results: Vec<ImageResult> = Vec::new();
         let mut t0 = 0;
@@ -339,6 +427,7 @@ impl Engine {
             )));
         }
         check_sizes(images)?;
+        self.check_rgb()?;
         if matches!(self.cfg.targets, TargetSpec::PerImage(_)) != classes.is_some() {
             return Err(Error::Invalid(
                 "pass classes exactly when the engine uses TargetSpec::PerImage".into(),
@@ -467,8 +556,9 @@ impl Engine {
             b.extend(self.finish(images, tc));
             self.backward_cache.insert(key, b);
         }
+        // Tensors were written to the input activation: skip preprocessing (dispatch 0).
         let forward = if t0 == 0 {
-            &self.forward_cache[&n][..]
+            &self.forward_cache[&n][usize::from(self.tensor_input)..]
         } else {
             &[]
         };

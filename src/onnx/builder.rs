@@ -106,14 +106,14 @@ impl Builder {
     }
 
     /// Node 0, the image batch of `3 x H x W` images.
-    pub fn push_input(&mut self, name: &str, [h, w]: [usize; 2]) -> usize {
+    pub fn push_input(&mut self, name: &str, channels: usize, [h, w]: [usize; 2]) -> usize {
         let name = self.fresh(name);
         self.nodes.push(Node {
             name,
-            op: Op::Input(Input { channels: 3 }),
+            op: Op::Input(Input { channels }),
             inputs: Vec::new(),
         });
-        self.shapes.push([3, h, w]);
+        self.shapes.push([channels, h, w]);
         self.spatial.push(false);
         self.nodes.len() - 1
     }

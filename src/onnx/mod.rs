@@ -132,8 +132,8 @@ pub fn import(
         b.values.insert(t.name.clone(), Value::Const(Rc::new(c)));
     }
     let input = image_input(g.input.as_slice(), &b)?;
-    let (layout, size) = input_geometry(input, opts)?;
-    bind_input(&mut b, &input.name, layout, size)?;
+    let (layout, channels, size) = input_geometry(input, opts)?;
+    bind_input(&mut b, &input.name, layout, channels, size)?;
 
     let nodes: Vec<ONode> = g
         .node
@@ -217,8 +217,14 @@ fn image_input<'a>(inputs: &'a [ValueInfoProto], b: &Builder) -> Result<&'a Valu
     }
 }
 
-/// The input's layout and `[H, W]`, from its shape and the options.
-fn input_geometry(input: &ValueInfoProto, opts: &OnnxOptions) -> Result<(Layout, [usize; 2])> {
+/// Most channels an image input may have (RGB, or tensors such as grayscale or RGBA).
+const MAX_CHANNELS: usize = 4;
+
+/// The input's layout, channels and `[H, W]`, from its shape and the options.
+fn input_geometry(
+    input: &ValueInfoProto,
+    opts: &OnnxOptions,
+) -> Result<(Layout, usize, [usize; 2])> {
     let bad = |m: String| Error::Model(format!("input `{}`: {m}", input.name));
     let dims: Vec<Option<usize>> = input
         .type_
@@ -243,9 +249,11 @@ fn input_geometry(input: &ValueInfoProto, opts: &OnnxOptions) -> Result<(Layout,
         Some(l) => l,
         None if dims[1] == Some(3) => Layout::Nchw,
         None if dims[3] == Some(3) => Layout::Nhwc,
+        None if dims[1].is_some_and(|c| c <= MAX_CHANNELS) => Layout::Nchw,
+        None if dims[3].is_some_and(|c| c <= MAX_CHANNELS) => Layout::Nhwc,
         None => {
             return Err(bad(format!(
-                "shape {} is neither [N, 3, H, W] nor [N, H, W, 3]; pass --layout",
+                "shape {} is neither [N, C, H, W] nor [N, H, W, C] with C of 1 to 4; pass --layout",
                 show_dims(&dims)
             )));
         }
@@ -254,11 +262,13 @@ fn input_geometry(input: &ValueInfoProto, opts: &OnnxOptions) -> Result<(Layout,
         Layout::Nchw => (dims[1], [dims[2], dims[3]]),
         Layout::Nhwc => (dims[3], [dims[1], dims[2]]),
     };
-    if c.is_some_and(|c| c != 3) {
+    // A dynamic channel count is taken as RGB.
+    let channels = c.unwrap_or(3);
+    if !(1..=MAX_CHANNELS).contains(&channels) {
         return Err(bad(format!(
-            "shape {} has {} channels; the engine feeds RGB images (3)",
+            "shape {} has {channels} channels; the engine takes 1 to {MAX_CHANNELS} (RGB \
+             images, or tensors)",
             show_dims(&dims),
-            c.unwrap_or(0)
         )));
     }
     let size = match (hw, opts.size) {
@@ -290,7 +300,7 @@ fn input_geometry(input: &ValueInfoProto, opts: &OnnxOptions) -> Result<(Layout,
             crate::input::MAX_INPUT_SIDE
         )));
     }
-    Ok((layout, size))
+    Ok((layout, channels, size))
 }
 
 fn show_dims(dims: &[Option<usize>]) -> String {
@@ -302,7 +312,13 @@ fn show_dims(dims: &[Option<usize>]) -> String {
 }
 
 /// Node 0: the image batch, transposed to channels-last for an NHWC model.
-fn bind_input(b: &mut Builder, name: &str, layout: Layout, [h, w]: [usize; 2]) -> Result<()> {
+fn bind_input(
+    b: &mut Builder,
+    name: &str,
+    layout: Layout,
+    channels: usize,
+    [h, w]: [usize; 2],
+) -> Result<()> {
     let n = ONode {
         name: name.to_string(),
         op: "Input".into(),
@@ -312,13 +328,13 @@ fn bind_input(b: &mut Builder, name: &str, layout: Layout, [h, w]: [usize; 2]) -
         scopes: Vec::new(),
         opset: 0,
     };
-    let node = b.push_input(name, [h, w]);
+    let node = b.push_input(name, channels, [h, w]);
     let act = match layout {
-        Layout::Nchw => b.act_of(&n, node, vec![3, h, w], false)?,
+        Layout::Nchw => b.act_of(&n, node, vec![channels, h, w], false)?,
         Layout::Nhwc => {
             let op = Op::Transpose(Transpose { perm: [1, 2, 0] });
             let t = b.push(&n, &format!("{name}:nhwc"), op, &[node])?;
-            b.act_of(&n, t, vec![h, w, 3], true)?
+            b.act_of(&n, t, vec![h, w, channels], true)?
         }
     };
     b.values.insert(name.to_string(), Value::Act(act));
