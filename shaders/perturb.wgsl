@@ -7,6 +7,7 @@ struct PerturbParams {
     img: u32, channels: u32, h: u32, w: u32,
     out_h: u32, out_w: u32, c0: u32, count: u32,
     classes: u32, k: u32, t0: u32, tc: u32,
+    score: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: PerturbParams;
@@ -17,6 +18,13 @@ struct PerturbParams {
 @group(0) @binding(5) var<storage, read_write> dst: array<f32>;
 
 #import grid
+#import score
+
+// Logits for lib/score.wgsl: probe logits (src 1, in `b`) or the main pass's (`c`).
+fn logit_at(i: u32, src: u32) -> f32 {
+    if (src == 1u) { return b[i]; }
+    return c[i];
+}
 
 // torch UpsamplingBilinear2d (align_corners=True) of channel `ch` of image `img` at (y, x).
 fn upsampled(ch: u32, y: u32, x: u32) -> f32 {
@@ -108,7 +116,7 @@ fn ablate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     dst[i] = select(a[p.img * per + j], value, ch == p.c0 + pb);
 }
 
-// scores[(img, j), c0 + b] = probe logits[b, class of target t0 + j of img].
+// scores[(img, j), c0 + b] = the score of probe b's logits for target t0 + j of img.
 @compute @workgroup_size(64)
 fn gather_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
@@ -117,7 +125,8 @@ fn gather_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let j = i / p.count;
     let pb = i % p.count;
     let class_id = targets[p.img * p.k + p.t0 + j];
-    dst[(p.img * p.tc + j) * p.channels + p.c0 + pb] = b[pb * p.classes + class_id];
+    dst[(p.img * p.tc + j) * p.channels + p.c0 + pb] =
+        target_score(p.score, pb * p.classes, p.classes, class_id, 1u);
 }
 
 // Score-CAM weights: dst[row] = softmax over channels of scores[row]; one workgroup per row.
@@ -145,6 +154,6 @@ fn ablation_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let row = i / p.channels;
     let img = row / p.tc;
     let class_id = targets[img * p.k + p.t0 + row % p.tc];
-    let y = c[img * p.classes + class_id];
+    let y = target_score(p.score, img * p.classes, p.classes, class_id, 2u);
     dst[i] = (y - b[i]) / y;
 }

@@ -1,9 +1,9 @@
 // Target selection and gradient seeding, so no readback is needed between forward and
-// backward: top-k of the logits per image, then one-hot seeds of dy^c/dlogits.
+// backward: top-k of the scores per image, then the seeds dscore/dlogits (lib/score.wgsl).
 
 struct TargetParams {
     images: u32, classes: u32, k: u32, t0: u32,
-    tc: u32, _p0: u32, _p1: u32, _p2: u32,
+    tc: u32, score: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: TargetParams;
@@ -11,6 +11,9 @@ struct TargetParams {
 @group(0) @binding(2) var<storage, read_write> targets: array<u32>; // [images, k]
 @group(0) @binding(3) var<storage, read_write> seed: array<f32>;    // [images * tc, classes]
 #import grid
+#import score
+
+fn logit_at(i: u32, src: u32) -> f32 { return logits[i]; }
 
 // The target class of seed row `row` = (image, t0 + j).
 fn target_of(row: u32) -> u32 {
@@ -32,8 +35,16 @@ fn topk(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var t = 0u; t < p.k; t++) {
         var best_v = 0.0;
         var best_i = 0xffffffffu;
-        for (var c = 0u; c < p.classes; c++) {
-            let v = logits[base + c];
+        // A binary target ranks its two categories by their scores, -z_0 and z_0; the other
+        // scores rise with their logit, so logits rank them.
+        let categories = select(p.classes, 2u, p.score == SCORE_BINARY);
+        for (var c = 0u; c < categories; c++) {
+            var v: f32;
+            if (p.score == SCORE_BINARY) {
+                v = target_score(SCORE_BINARY, base, 1u, c, 0u);
+            } else {
+                v = logits[base + c];
+            }
             let after_prev = t == 0u || before(prev_v, prev_i, v, c);
             if (after_prev && (best_i == 0xffffffffu || before(v, c, best_v, best_i))) {
                 best_v = v;
@@ -46,16 +57,17 @@ fn topk(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// seed[row, c] = (c == target of row), rows = (image, t0 + j) for j < tc.
+// seed[row, c] = dscore/dz_c for the target of row, rows = (image, t0 + j) for j < tc
+// (one-hot for logits).
 @compute @workgroup_size(64)
-fn seed_onehot(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn seed_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wid, nwg, lid);
     if (i >= p.images * p.tc * p.classes) { return; }
     let row = i / p.classes;
     let c = i % p.classes;
-    let target_class = target_of(row);
-    seed[i] = select(0.0, 1.0, c == target_class);
+    let base = (row / p.tc) * p.classes;
+    seed[i] = target_score_grad(p.score, base, p.classes, target_of(row), c, 0u);
 }
 
 // seed[(n, j), c] = logits[target(n, t0 + j), c]: the classifier row of each row's class, for

@@ -22,6 +22,7 @@ mod common;
 mod fixture;
 
 use common::*;
+use gradcam_wgpu::engine::Score;
 use gradcam_wgpu::gpu::Dispatch;
 use gradcam_wgpu::ops::Precision;
 use gradcam_wgpu::ops::cam::{CamShape, Term, Weighting};
@@ -2473,11 +2474,17 @@ fn guided_gradcam_images() {
 fn topk_and_seed() {
     let e = env();
     let mut rng = Rng::new(22);
-    for (images, classes, k, ties) in [
-        (3, 1000, 5, false),
-        (2, 10, 10, true),
-        (4, 37, 7, true),
-        (1, 5, 3, false),
+    for (images, classes, k, ties, score) in [
+        (3, 1000, 5, false, Score::Logit),
+        (2, 10, 10, true, Score::Logit),
+        (4, 37, 7, true, Score::Logit),
+        (1, 5, 3, false, Score::Logit),
+        (3, 1000, 4, false, Score::Softmax),
+        (2, 37, 3, true, Score::Softmax),
+        (3, 1000, 2, false, Score::Rest),
+        (2, 7, 7, false, Score::Rest),
+        (5, 1, 2, false, Score::Binary),
+        (3, 1, 1, true, Score::Binary),
     ] {
         let logits: Vec<f32> = (0..images * classes)
             .map(|i| {
@@ -2490,28 +2497,56 @@ fn topk_and_seed() {
                 }
             })
             .collect();
-        let want = r::topk(&f64s(&logits), images, classes, k);
+        let want = r::topk_scores(&f64s(&logits), images, classes, k, score);
         let (lb, tb) = (upload(&logits), garbage(images * k));
         let (t0, tc) = (k / 3, k - k / 3 - (k > 2) as usize);
         let seed = garbage(images * tc * classes);
         let ds = [
             e.ops
                 .targets
-                .topk(&e.ctx, images, classes, k, &lb, &tb, &e.ops.dummy),
+                .topk(&e.ctx, images, classes, k, score, &lb, &tb, &e.ops.dummy),
             e.ops
                 .targets
-                .seed(&e.ctx, images, classes, k, t0, tc, &tb, &seed, &e.ops.dummy),
+                .seed(&e.ctx, images, classes, k, t0, tc, score, &lb, &tb, &seed),
         ];
         let got = run_bytes(&ds, &[(&tb, images * k), (&seed, images * tc * classes)]);
         let got_t: Vec<u32> = bytemuck::pod_collect_to_vec(&got[0]);
         let got_t: Vec<usize> = got_t.iter().map(|&t| t as usize).collect();
-        assert_eq!(got_t, want, "topk {images}x{classes} k={k} ties={ties}");
+        let case = format!("{score} {images}x{classes} k={k} ties={ties}");
+        assert_eq!(got_t, want, "topk {case}");
         let got_s: Vec<f32> = bytemuck::pod_collect_to_vec(&got[1]);
-        assert_eq!(
-            f64s(&got_s),
-            r::seed_onehot(&want, images, classes, k, t0, tc),
-            "seed {images}x{classes} k={k} t0={t0} tc={tc}"
-        );
+        let want_s = r::seed_scores(&f64s(&logits), &want, images, classes, k, t0, tc, score);
+        if matches!(score, Score::Logit | Score::Binary) {
+            assert_eq!(f64s(&got_s), want_s, "seed {case} t0={t0} tc={tc}");
+        } else {
+            // exp and log of f32 logits and a sum over the row, against f64.
+            check_rel(&format!("seed {case}"), &got_s, &want_s, 1e-5);
+        }
+    }
+}
+
+/// The reference's closed-form score gradients against central differences of its scores.
+#[test]
+fn score_gradients_match_finite_differences() {
+    let mut rng = Rng::new(23);
+    for score in [Score::Logit, Score::Softmax, Score::Rest, Score::Binary] {
+        let classes = if score == Score::Binary { 1 } else { 9 };
+        let row = f64s(&rng.vec(classes, -4.0, 4.0));
+        for c in 0..score.categories(classes).unwrap() {
+            let grad = r::score_grad(score, &row, c);
+            for k in 0..classes {
+                let h = 1e-5;
+                let (mut up, mut down) = (row.clone(), row.clone());
+                up[k] += h;
+                down[k] -= h;
+                let fd = (r::score(score, &up, c) - r::score(score, &down, c)) / (2.0 * h);
+                assert!(
+                    (fd - grad[k]).abs() < 1e-8,
+                    "{score} class {c} d/dz{k}: {fd} vs {}",
+                    grad[k]
+                );
+            }
+        }
     }
 }
 
@@ -2707,7 +2742,7 @@ fn golden_fixtures() {
             let d = e
                 .ops
                 .targets
-                .topk(&e.ctx, n, classes, k, &lb, &tb, &e.ops.dummy);
+                .topk(&e.ctx, n, classes, k, Score::Logit, &lb, &tb, &e.ops.dummy);
             let got: Vec<usize> = run_u32(&[d], &[(&tb, n * k)])[0]
                 .iter()
                 .map(|&v| v as usize)
@@ -2913,6 +2948,7 @@ fn score_cam_batched_chain() {
         t0: 1,
         tc: 2,
         classes,
+        score: Score::Logit,
     };
     let mut act = rng.vec(images * channels * h * w, 0.0, 2.0);
     act[(channels + 5) * h * w..][..h * w].fill(0.0); // image 1, channel 5 is dead
@@ -3163,6 +3199,17 @@ fn ablation_probes() {
 
 #[test]
 fn ablation_scores_and_weights() {
+    for (score, classes) in [
+        (Score::Logit, 10),
+        (Score::Softmax, 10),
+        (Score::Rest, 10),
+        (Score::Binary, 1),
+    ] {
+        ablation_scores_case(score, classes);
+    }
+}
+
+fn ablation_scores_case(score: Score, classes: usize) {
     let e = env();
     let mut rng = Rng::new(42);
     let (images, channels, batch) = (2, 8, 3);
@@ -3170,10 +3217,12 @@ fn ablation_scores_and_weights() {
         k: 3,
         t0: 1,
         tc: 2,
-        classes: 10,
+        classes,
+        score,
     };
+    let categories = score.categories(classes).unwrap();
     let targets: Vec<usize> = (0..images * rows.k)
-        .map(|_| rng.below(rows.classes))
+        .map(|_| rng.below(categories))
         .collect();
     let targets32: Vec<u32> = targets.iter().map(|&t| t as u32).collect();
     // Unablated logits away from 0 (they divide), of either sign.
@@ -3223,8 +3272,6 @@ fn ablation_scores_and_weights() {
             .ablation_weights(&e.ctx, images, channels, rows, &scores, &lb, &tb, &weights),
     );
     let got = run(&ds, &[(&scores, len), (&weights, len)]);
-    check_exact("gather_scores in chunks", &got[0], &want_scores);
-    // (y - s) / y: a subtraction and a division of f32 values, 2u relative.
     let want = r::perturb::ablation_weights(
         &want_scores,
         &f64s(&logits),
@@ -3233,7 +3280,20 @@ fn ablation_scores_and_weights() {
         channels,
         rows,
     );
-    check_terms("ablation_weights", &got[1], &want, &abs(&want), 0);
+    if matches!(score, Score::Logit | Score::Binary) {
+        check_exact("gather_scores in chunks", &got[0], &want_scores);
+        // (y - s) / y: a subtraction and a division of f32 values, 2u relative.
+        check_terms("ablation_weights", &got[1], &want, &abs(&want), 0);
+    } else {
+        // exp and log over the row, in f32 against f64.
+        check_rel(
+            &format!("{score} gather_scores"),
+            &got[0],
+            &want_scores,
+            1e-5,
+        );
+        check_rel(&format!("{score} ablation_weights"), &got[1], &want, 1e-4);
+    }
 }
 
 /// Weights as a kernel stores them at `precision`, widened to f64.

@@ -5,7 +5,7 @@
 mod fixture;
 
 use fixture::Fixture;
-use gradcam_wgpu::engine::{Fuse, Method};
+use gradcam_wgpu::engine::{Fuse, Method, Score};
 use gradcam_wgpu::{Engine, EngineConfig, GpuContext, TargetSpec};
 
 const TOLERANCE: f32 = 1e-3;
@@ -19,6 +19,7 @@ struct Case<'a> {
     aug_smooth: bool,
     /// Winograd convs (`--winograd`).
     winograd: bool,
+    score: Score,
 }
 
 fn case(key: &str, method: Method) -> Case<'_> {
@@ -30,6 +31,7 @@ fn case(key: &str, method: Method) -> Case<'_> {
         eigen_smooth: false,
         aug_smooth: false,
         winograd: false,
+        score: Score::Logit,
     }
 }
 
@@ -58,6 +60,7 @@ fn run_with(fx: &Fixture, ctx: &GpuContext, c: &Case) -> (f32, Vec<image::RgbIma
         eigen_smooth: c.eigen_smooth,
         aug_smooth: c.aug_smooth,
         winograd: c.winograd,
+        score: c.score,
         size: fx.size,
         batch: 2,
         targets: TargetSpec::PerImage(2),
@@ -280,6 +283,36 @@ fn vgg11_bn_winograd() {
         let e = run(&fx, &ctx, &c);
         assert!(e <= bound, "{} with Winograd: {e:.2e} > {bound}", c.key);
     }
+}
+
+/// `--score` against pytorch-grad-cam's target objects (tools/make_score_fixtures.py): softmax
+/// and ReST on a 7-class ResNet, binary on a one-output ResNet, with the gradient methods and
+/// the perturbation methods (which score their probes the same way).
+#[test]
+fn scores_match_pytorch_grad_cam_targets() {
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for name in ["scores_multiclass", "scores_binary"] {
+        let fx = Fixture::load(&format!("methods/{name}.safetensors"));
+        let keys: Vec<String> = serde_json::from_str(&fx.meta["keys"]).unwrap();
+        for key in &keys {
+            let mut parts = key.split('.').skip(1);
+            let method: Method = parts.next().unwrap().parse().unwrap();
+            let score: Score = parts.next().unwrap().parse().unwrap();
+            let c = Case {
+                score,
+                ..case(key, method)
+            };
+            let err = run(&fx, &ctx, &c);
+            checked += 1;
+            if err > TOLERANCE {
+                failures.push(format!("{name} {key}: {err:.2e}"));
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} cases in the score fixtures");
+    assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
 }
 
 /// Every method the CLI offers is compared with pytorch-grad-cam: the fixtures list the

@@ -2,8 +2,8 @@
 
 mod common;
 
-use gradcam_wgpu::engine::Method;
 use gradcam_wgpu::engine::Plan;
+use gradcam_wgpu::engine::{Method, Score};
 use gradcam_wgpu::graph::op::Reference;
 use gradcam_wgpu::graph::ops::batch_norm::Affine;
 use gradcam_wgpu::graph::ops::concat::ConcatStep;
@@ -672,7 +672,7 @@ fn explains_like_the_f64_composition(
     let logits = acts.last().unwrap();
     let classes = graph.num_classes(size).unwrap();
     let targets = r::topk(logits, n, classes, k);
-    let seed = r::seed_onehot(&targets, n, classes, k, 0, k);
+    let seed = r::seed_scores(logits, &targets, n, classes, k, 0, k, Score::Logit);
     let grads = cpu_backward(graph, weights, &acts, seed, n, k, size);
     let shapes = graph.shapes(size).unwrap();
 

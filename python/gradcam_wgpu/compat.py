@@ -27,6 +27,7 @@ from . import _native
 __all__ = [
     "AblationCAM",
     "BinaryClassifierOutputTarget",
+    "ClassifierOutputReST",
     "ClassifierOutputSoftmaxTarget",
     "ClassifierOutputTarget",
     "EigenCAM",
@@ -60,7 +61,7 @@ class ClassifierOutputTarget:
 
 
 class ClassifierOutputSoftmaxTarget(ClassifierOutputTarget):
-    """The softmax probability of ``category`` (not supported by the engine yet)."""
+    """The softmax probability of ``category``."""
 
     def __call__(self, model_output):
         import torch
@@ -68,6 +69,20 @@ class ClassifierOutputSoftmaxTarget(ClassifierOutputTarget):
         if len(model_output.shape) == 1:
             return torch.softmax(model_output, dim=-1)[self.category]
         return torch.softmax(model_output, dim=-1)[:, self.category]
+
+
+class ClassifierOutputReST(ClassifierOutputTarget):
+    """The logit of ``category`` minus the cross-entropy (ReST, arXiv 2501.06261)."""
+
+    def __call__(self, model_output):
+        import torch
+
+        one = len(model_output.shape) == 1
+        out = model_output.unsqueeze(0) if one else model_output
+        target = torch.full((out.shape[0],), self.category, device=out.device)
+        ce = torch.nn.functional.cross_entropy(out, target, reduction="none")
+        rest = out[:, self.category] - ce
+        return rest[0] if one else rest
 
 
 class BinaryClassifierOutputTarget:
@@ -92,8 +107,17 @@ class SoftmaxOutputTarget:
         return torch.softmax(model_output, dim=-1)
 
 
-def _classes(targets, n):
-    """pytorch-grad-cam targets -> one class per image (None: the top class)."""
+# pgc target class -> the engine's score (`score=` of gradcam_wgpu.Explainer)
+_SCORES = {
+    "ClassifierOutputTarget": "logit",
+    "ClassifierOutputSoftmaxTarget": "softmax",
+    "ClassifierOutputReST": "rest",
+    "BinaryClassifierOutputTarget": "binary",
+}
+
+
+def _targets(targets, n):
+    """pytorch-grad-cam targets -> [(score, class)] per image, or None for the top logit."""
     if targets is None:
         return None
     targets = list(targets)
@@ -102,16 +126,16 @@ def _classes(targets, n):
     out = []
     for t in targets:
         name = type(t).__name__
-        if name == "ClassifierOutputTarget" and hasattr(t, "category"):
-            c = int(t.category)
-            if c < 0:
-                raise ValueError(f"ClassifierOutputTarget({c}): negative classes are not supported")
-            out.append(c)
-        else:
+        score = _SCORES.get(name)
+        if score is None or not hasattr(t, "category"):
             raise NotImplementedError(
-                f"target {name}: gradcam_wgpu explains classifier logits "
-                "(ClassifierOutputTarget, or targets=None for the top class)"
+                f"target {name}: gradcam_wgpu explains {', '.join(_SCORES)} "
+                "(or targets=None for the top class)"
             )
+        c = int(t.category)
+        if c < 0:
+            raise ValueError(f"{name}({c}): negative classes are not supported")
+        out.append((score, c))
     return out
 
 
@@ -268,8 +292,8 @@ class BaseCAM:
         # (C, H, W, aug_smooth, eigen_smooth) -> Explainer
         self._explainers = {}
 
-    def _explainer(self, model, shape, n, aug_smooth, eigen_smooth):
-        key = (shape, aug_smooth, eigen_smooth)
+    def _explainer(self, model, shape, n, aug_smooth, eigen_smooth, score="logit"):
+        key = (shape, aug_smooth, eigen_smooth, score)
         ex = self._explainers.get(key)
         if ex is not None and ex[0] is model and ex[1].batch_size >= min(n, 64):
             return ex[1]
@@ -278,6 +302,7 @@ class BaseCAM:
             model,
             layers=layers,
             method=self._method,
+            score=score,
             size=shape[1:],
             batch=max(1, min(n, 64)),
             eigen_smooth=eigen_smooth,
@@ -291,15 +316,33 @@ class BaseCAM:
         n, c, h, w = x.shape
         shape = (c, h, w)
         model = _export(self.model, shape) if self._torch else self.model
-        classes = _classes(targets, n)
-        ex = self._explainer(model, shape, n, aug_smooth, eigen_smooth)
-        res = ex(x, classes=classes)
-        self.outputs = res.logits
+        # EigenCAM weighs no target: pytorch-grad-cam takes any target object and ignores it.
+        per_image = None if self._method == "eigencam" else _targets(targets, n)
+        maps = np.empty((n, h, w), np.float32)
+        logits = None
+        # One engine call per score; images keep their places.
+        groups = {}
+        for i, (score, _) in enumerate(per_image or []):
+            groups.setdefault(score, []).append(i)
+        for score, idx in groups.items() or [("logit", None)]:
+            ex = self._explainer(model, shape, len(idx or x), aug_smooth, eigen_smooth, score)
+            if idx is None:
+                res = ex(x)
+            elif len(idx) == n:
+                res = ex(x, classes=[c for _, c in per_image])
+            else:
+                res = ex(np.ascontiguousarray(x[idx]), classes=[per_image[i][1] for i in idx])
+            if logits is None:
+                logits = np.empty((n, res.logits.shape[1]), np.float32)
+            sel = slice(None) if idx is None else idx
+            maps[sel] = res.maps[:, 0]
+            logits[sel] = res.logits
+        self.outputs = logits
         if self._torch:
             import torch
 
-            self.outputs = torch.from_numpy(res.logits).to(_device(input_tensor))
-        return res.maps[:, 0]
+            self.outputs = torch.from_numpy(logits).to(_device(input_tensor))
+        return maps
 
     def __call__(self, input_tensor, targets=None, aug_smooth=False, eigen_smooth=False):
         return self.forward(input_tensor, targets, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)

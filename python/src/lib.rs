@@ -215,7 +215,7 @@ struct PyExplainer {
 #[pymethods]
 impl PyExplainer {
     #[new]
-    #[pyo3(signature = (model, layers=None, method="gradcam", targets=None, *, size=None,
+    #[pyo3(signature = (model, layers=None, method="gradcam", targets=None, *, score="logit", size=None,
         batch=8, fuse="mean", eigen_smooth=false, aug_smooth=false, mean=None, std=None,
         precision="f32", winograd=false, overlays=false, backward_rows=None))]
     #[allow(clippy::too_many_arguments)]
@@ -225,6 +225,7 @@ impl PyExplainer {
         layers: Option<Bound<'_, PyAny>>,
         method: &str,
         targets: Option<Bound<'_, PyAny>>,
+        score: &str,
         size: Option<(usize, usize)>,
         batch: usize,
         fuse: &str,
@@ -266,6 +267,7 @@ impl PyExplainer {
                 None => TargetSpec::TopK(1),
                 Some(t) => parse_targets(&t)?,
             },
+            score: score.parse().map_err(to_py)?,
             mean: mean.unwrap_or(m.mean),
             std: std.unwrap_or(m.std),
             read_maps: true,

@@ -182,6 +182,12 @@ pub struct ExplainArgs {
     /// Classes to explain: top1, topK, all, or a list like 3,7.
     #[arg(long, default_value = "top1")]
     pub target: String,
+    /// The score each map explains: logit (pre-softmax), softmax (its probability), rest
+    /// (logit minus cross-entropy) or binary (a one-output model's logit for class 1,
+    /// negated for class 0): pytorch-grad-cam's ClassifierOutputTarget,
+    /// ClassifierOutputSoftmaxTarget, ClassifierOutputReST and BinaryClassifierOutputTarget.
+    #[arg(long, default_value = "logit", value_parser = clap::builder::PossibleValuesParser::new(gradcam_wgpu::engine::SCORES))]
+    pub score: String,
     /// Model input size HxW (or one number for square). Default: the model's own size
     /// (224x224 for torchvision state dicts).
     #[arg(long)]

@@ -13,7 +13,7 @@ use super::device::Gpu;
 use super::manifest::{Manifest, Summary};
 use super::outputs::{self, Writer};
 use super::walk::{self, Item, Shard};
-use gradcam_wgpu::engine::Method;
+use gradcam_wgpu::engine::{Method, Score};
 use gradcam_wgpu::gpu::AdapterClass;
 use gradcam_wgpu::{EngineConfig, Error, GpuContext, Model, Result, TargetSpec};
 use std::collections::HashSet;
@@ -63,12 +63,16 @@ struct Plan {
 fn plan(a: &ExplainArgs) -> Result<Plan> {
     let method: Method = a.method.parse()?;
     let targets: TargetSpec = a.target.parse()?;
-    let (model, warnings) = super::load_model(&a.model, &a.size, gradcam_wgpu::model::BUNDLED)?;
+    let (mut model, warnings) = super::load_model(&a.model, &a.size, gradcam_wgpu::model::BUNDLED)?;
     let (size, mean, std) = super::preprocessing(&model, &a.size, &a.mean, &a.std)?;
     let shard = walk::resolve_shard(a.shard.as_deref(), a.shard_count, |k| std::env::var(k).ok())
         .map_err(Error::Invalid)?;
     if a.progress_json == Some(0) {
         return Err(Error::Invalid("--progress-json must be at least 1".into()));
+    }
+    let score: Score = a.score.parse()?;
+    if score != Score::Logit {
+        model.explains = format!("{} of {}", score.describe(), model.explains);
     }
     let cfg = EngineConfig {
         layers: a.layer.clone(),
@@ -79,6 +83,7 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
         size,
         batch: a.batch,
         targets,
+        score,
         mean,
         std,
         read_maps: a.save_cam,

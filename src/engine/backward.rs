@@ -23,9 +23,10 @@ impl Engine {
                 self.per_image,
                 t0,
                 tc,
+                self.cfg.score,
+                self.act(last),
                 &self.targets,
                 seed,
-                dummy,
             ));
         }
         let lowest = *self.plan.targets.iter().min().expect("at least one target");

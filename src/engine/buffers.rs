@@ -8,7 +8,7 @@ use super::fullgrad::fullgrad_terms;
 use super::method::Recipe;
 use super::perturb::Probe;
 use super::plan::{self, Plan, Step};
-use super::{EngineConfig, Method};
+use super::{EngineConfig, Method, Score};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, buffer};
 use crate::model::Model;
@@ -86,7 +86,14 @@ impl Engine {
             },
         )?;
         let classes = plan.steps.last().expect("plan has steps").shape[0];
-        let per_image = cfg.targets.count(classes)?;
+        let categories = cfg.score.categories(classes)?;
+        if cfg.score != Score::Logit && recipe == Recipe::Classifier {
+            return Err(Error::Invalid(format!(
+                "--score {}: CAM weighs the classifier's row of the class; it explains logits only",
+                cfg.score
+            )));
+        }
+        let per_image = cfg.targets.count(categories)?;
         let ops = Ops::new(&ctx);
         ctx.save_pipeline_cache();
         let [h, w] = cfg.size;
@@ -232,6 +239,7 @@ impl Engine {
             cfg,
             layers,
             classes,
+            categories,
             per_image,
             aug,
             cap_n,

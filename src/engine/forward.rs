@@ -24,10 +24,16 @@ impl Engine {
         d.extend(self.main.forward(ctx, ops, &self.plan, n, &all));
         if let TargetSpec::TopK(k) = self.cfg.targets {
             let logits = self.act(self.plan.steps.len() - 1);
-            d.push(
-                ops.targets
-                    .topk(ctx, n, self.classes, k, logits, &self.targets, dummy),
-            );
+            d.push(ops.targets.topk(
+                ctx,
+                n,
+                self.classes,
+                k,
+                self.cfg.score,
+                logits,
+                &self.targets,
+                dummy,
+            ));
         }
         d
     }
@@ -126,7 +132,7 @@ impl Engine {
             TargetSpec::Classes(c) => {
                 Some((0..n).flat_map(|_| c.iter().map(|&c| c as u32)).collect())
             }
-            TargetSpec::All => Some((0..n).flat_map(|_| 0..self.classes as u32).collect()),
+            TargetSpec::All => Some((0..n).flat_map(|_| 0..self.categories as u32).collect()),
             TargetSpec::PerImage(_) => classes.map(|c| {
                 c.iter()
                     .flat_map(|l| std::iter::repeat_n(l, self.aug))

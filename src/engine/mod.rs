@@ -21,7 +21,7 @@ pub mod targets;
 pub use crate::model::{IMAGENET_MEAN, IMAGENET_STD};
 pub use method::{Fuse, METHODS, Method};
 pub use plan::{Plan, Step, WeightUpload};
-pub use targets::TargetSpec;
+pub use targets::{SCORES, Score, TargetSpec};
 
 use activations::Activations;
 use method::Recipe;
@@ -50,6 +50,8 @@ pub struct EngineConfig {
     /// Images per batch (lowered if one binding can't hold that many).
     pub batch: usize,
     pub targets: TargetSpec,
+    /// The score each target explains (pytorch-grad-cam's target objects).
+    pub score: Score,
     pub mean: [f32; 3],
     pub std: [f32; 3],
     /// Read the normalised maps back (for `.npy` output).
@@ -74,6 +76,7 @@ impl Default for EngineConfig {
             size: [224, 224],
             batch: 8,
             targets: TargetSpec::TopK(1),
+            score: Score::Logit,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
             read_maps: false,
@@ -111,6 +114,8 @@ pub struct Engine {
     /// CAM: the classifier weight `[classes, channels]`.
     classifier: Option<wgpu::Buffer>,
     classes: usize,
+    /// Classes a target may name: `classes`, or 2 for a binary score.
+    categories: usize,
     /// Targets per image.
     per_image: usize,
     /// Passes per image: 6 with aug-smooth, else 1.
@@ -225,10 +230,10 @@ impl Engine {
                     self.per_image
                 )));
             }
-            if let Some(bad) = c.iter().find(|&&c| c >= self.classes) {
+            if let Some(bad) = c.iter().find(|&&c| c >= self.categories) {
                 return Err(Error::Invalid(format!(
                     "image {i}: class {bad} is out of range (the model has {} classes)",
-                    self.classes
+                    self.categories
                 )));
             }
         }

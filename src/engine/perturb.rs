@@ -35,6 +35,7 @@ impl Engine {
             t0,
             tc,
             classes: self.classes,
+            score: self.cfg.score,
         };
         let score = self.recipe == Recipe::Score;
         let (prefix, head) = probe_steps(&self.plan, t, score);

@@ -20,6 +20,7 @@ pub const LIBRARY: &[(&str, &str)] = &[
     ("erf", include_str!("../../shaders/lib/erf.wgsl")),
     ("grid", include_str!("../../shaders/lib/grid.wgsl")),
     ("reduce", include_str!("../../shaders/lib/reduce.wgsl")),
+    ("score", include_str!("../../shaders/lib/score.wgsl")),
     ("weights", include_str!("../../shaders/lib/weights.wgsl")),
 ];
 

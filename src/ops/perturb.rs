@@ -1,6 +1,7 @@
 //! Score-CAM and Ablation-CAM probes and their channel weights (shaders/perturb.wgsl).
 
 use super::{module, u};
+use crate::engine::Score;
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel, grid};
 
 #[repr(C)]
@@ -18,6 +19,8 @@ struct PerturbParams {
     k: u32,
     t0: u32,
     tc: u32,
+    score: u32,
+    _p: [u32; 3],
 }
 
 /// Which rows of targets a score refers to: image `img`'s targets `t0 .. t0 + tc` of `k`.
@@ -27,6 +30,8 @@ pub struct TargetRows {
     pub t0: usize,
     pub tc: usize,
     pub classes: usize,
+    /// The score the targets explain.
+    pub score: Score,
 }
 
 pub struct PerturbKernels {
@@ -220,6 +225,7 @@ fn params(
         t0: 0,
         tc: 0,
         classes: 0,
+        score: Score::Logit,
     });
     PerturbParams {
         img: u(img),
@@ -234,5 +240,7 @@ fn params(
         k: u(r.k),
         t0: u(r.t0),
         tc: u(r.tc),
+        score: r.score.code(),
+        _p: [0; 3],
     }
 }

@@ -1,6 +1,8 @@
-//! Top-k target selection and one-hot gradient seeds (shaders/targets.wgsl).
+//! Top-k target selection and the gradient seeds of the explained scores
+//! (shaders/targets.wgsl, shaders/lib/score.wgsl).
 
 use super::{module, u};
+use crate::engine::Score;
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
 
 #[repr(C)]
@@ -11,7 +13,8 @@ struct TargetParams {
     k: u32,
     t0: u32,
     tc: u32,
-    _p: [u32; 3],
+    score: u32,
+    _p: [u32; 2],
 }
 
 pub struct TargetKernels {
@@ -26,12 +29,12 @@ impl TargetKernels {
         let st = [Access::Read, Access::ReadWrite, Access::ReadWrite];
         Self {
             topk: Kernel::new(ctx, &m, "topk", &st, &[], 64),
-            seed: Kernel::new(ctx, &m, "seed_onehot", &st, &[], 64),
+            seed: Kernel::new(ctx, &m, "seed_scores", &st, &[], 64),
             classifier: Kernel::new(ctx, &m, "classifier_rows", &st, &[], 64),
         }
     }
 
-    /// targets[n, 0..k] = indices of the k largest logits of image n, descending.
+    /// targets[n, 0..k] = the classes of the k largest scores of image n, descending.
     #[allow(clippy::too_many_arguments)]
     pub fn topk(
         &self,
@@ -39,6 +42,7 @@ impl TargetKernels {
         images: usize,
         classes: usize,
         k: usize,
+        score: Score,
         logits: &wgpu::Buffer,
         targets: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
@@ -47,13 +51,15 @@ impl TargetKernels {
             images: u(images),
             classes: u(classes),
             k: u(k),
+            score: score.code(),
             ..Default::default()
         };
         self.topk
             .dispatch(ctx, &p, &[logits, targets, dummy], images as u64)
     }
 
-    /// seed[(n, j), c] = 1 where c is target t0 + j of image n (targets has k per image).
+    /// seed[(n, j), c] = dscore/dlogit c of target t0 + j of image n (targets has k per
+    /// image; one-hot for [`Score::Logit`]).
     #[allow(clippy::too_many_arguments)]
     pub fn seed(
         &self,
@@ -63,9 +69,10 @@ impl TargetKernels {
         k: usize,
         t0: usize,
         tc: usize,
+        score: Score,
+        logits: &wgpu::Buffer,
         targets: &wgpu::Buffer,
         seed: &wgpu::Buffer,
-        dummy: &wgpu::Buffer,
     ) -> Dispatch {
         let p = TargetParams {
             images: u(images),
@@ -73,12 +80,13 @@ impl TargetKernels {
             k: u(k),
             t0: u(t0),
             tc: u(tc),
+            score: score.code(),
             ..Default::default()
         };
         self.seed.dispatch(
             ctx,
             &p,
-            &[dummy, targets, seed],
+            &[logits, targets, seed],
             (images * tc * classes) as u64,
         )
     }

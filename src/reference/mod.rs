@@ -33,4 +33,4 @@ pub use pool::{
     adaptive_avgpool_backward, adaptive_avgpool_forward, avgpool_backward, avgpool_forward,
     maxpool_backward, maxpool_forward,
 };
-pub use targets::{seed_onehot, topk};
+pub use targets::{score, score_grad, seed_scores, topk, topk_scores};

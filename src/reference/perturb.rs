@@ -3,6 +3,7 @@
 //! `AblationLayer` compute them. Activations are `[images, C, h, w]` (`shape` = `[C, h, w]`);
 //! probe b of a chunk is channel c0 + b of image `img`.
 
+use super::targets::score;
 pub use crate::ops::perturb::TargetRows;
 
 /// torch.nn.UpsamplingBilinear2d (bilinear, align_corners=True) of `rows` maps from `from`
@@ -142,8 +143,8 @@ pub fn ablate(
         .collect()
 }
 
-/// `gather_scores`: scores[(img, j), c0 + b] = probe_logits[b, class of target t0 + j of
-/// img] for j < tc, b < count; `scores` is `[images * tc, channels]`, `targets`
+/// `gather_scores`: scores[(img, j), c0 + b] = the score of probe_logits[b] for target t0 + j
+/// of img, for j < tc, b < count; `scores` is `[images * tc, channels]`, `targets`
 /// `[images, k]`, `probe_logits` `[count, classes]`.
 #[allow(clippy::too_many_arguments)]
 pub fn gather_scores(
@@ -158,10 +159,13 @@ pub fn gather_scores(
 ) {
     for j in 0..rows.tc {
         let class = targets[img * rows.k + rows.t0 + j];
-        assert!(class < rows.classes, "target class in range");
+        assert!(
+            class < rows.score.categories(rows.classes).unwrap(),
+            "target class in range"
+        );
         for b in 0..count {
-            scores[(img * rows.tc + j) * channels + c0 + b] =
-                probe_logits[b * rows.classes + class];
+            let logits = &probe_logits[b * rows.classes..(b + 1) * rows.classes];
+            scores[(img * rows.tc + j) * channels + c0 + b] = score(rows.score, logits, class);
         }
     }
 }
@@ -179,7 +183,7 @@ pub fn softmax_rows(scores: &[f64], channels: usize) -> Vec<f64> {
 }
 
 /// `ablation_weights`: weights[(n, j), c] = (y - scores[(n, j), c]) / y, y = the unablated
-/// logits[n, class of target t0 + j of n]; `scores` `[images * tc, channels]`.
+/// score of logits[n] for target t0 + j of n; `scores` `[images * tc, channels]`.
 pub fn ablation_weights(
     scores: &[f64],
     logits: &[f64],
@@ -195,7 +199,12 @@ pub fn ablation_weights(
         .map(|(i, &s)| {
             let row = i / channels;
             let n = row / rows.tc;
-            let y = logits[n * rows.classes + targets[n * rows.k + rows.t0 + row % rows.tc]];
+            let class = targets[n * rows.k + rows.t0 + row % rows.tc];
+            let y = score(
+                rows.score,
+                &logits[n * rows.classes..(n + 1) * rows.classes],
+                class,
+            );
             (y - s) / y
         })
         .collect()

@@ -1,4 +1,7 @@
-//! Target selection and one-hot gradient seeds (twin of `shaders/targets.wgsl`).
+//! Target selection and the explained scores' gradient seeds (twin of `shaders/targets.wgsl`
+//! and `shaders/lib/score.wgsl`).
+
+use crate::engine::Score;
 
 /// Per image, the indices of the `k` largest logits, descending; ties go to the lower index.
 pub fn topk(logits: &[f64], images: usize, classes: usize, k: usize) -> Vec<usize> {
@@ -13,23 +16,83 @@ pub fn topk(logits: &[f64], images: usize, classes: usize, k: usize) -> Vec<usiz
     out
 }
 
-/// seed[(n, j), c] = 1 where c is target `t0 + j` of image n, for j < tc; `targets` holds
-/// `k` per image. Returns `[images * tc, classes]`.
-pub fn seed_onehot(
+/// The explained score of logits `row` for class `c` (twin of `target_score` in
+/// `shaders/lib/score.wgsl`; a binary score's `c` is its category).
+pub fn score(kind: Score, row: &[f64], c: usize) -> f64 {
+    match kind {
+        Score::Logit => row[c],
+        Score::Softmax => (row[c] - logsumexp(row)).exp(),
+        Score::Rest => 2.0 * row[c] - logsumexp(row),
+        Score::Binary => {
+            assert_eq!(row.len(), 1, "a binary score reads one logit");
+            if c == 1 { row[0] } else { -row[0] }
+        }
+    }
+}
+
+/// d[`score`]/d`row`, in closed form (`target_score_grad`).
+pub fn score_grad(kind: Score, row: &[f64], c: usize) -> Vec<f64> {
+    let onehot = |k: usize| if k == c { 1.0 } else { 0.0 };
+    let lse = logsumexp(row);
+    (0..row.len())
+        .map(|k| match kind {
+            Score::Logit => onehot(k),
+            Score::Softmax => (row[c] - lse).exp() * (onehot(k) - (row[k] - lse).exp()),
+            Score::Rest => 2.0 * onehot(k) - (row[k] - lse).exp(),
+            Score::Binary => {
+                if c == 1 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            }
+        })
+        .collect()
+}
+
+fn logsumexp(row: &[f64]) -> f64 {
+    let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+}
+
+/// Per image, the `k` classes of the largest scores, descending, ties to the lower class:
+/// [`topk`] of the logits, or of the two categories' scores (-z, z) for a binary score.
+pub fn topk_scores(
+    logits: &[f64],
+    images: usize,
+    classes: usize,
+    k: usize,
+    kind: Score,
+) -> Vec<usize> {
+    if kind != Score::Binary {
+        return topk(logits, images, classes, k);
+    }
+    // + 0.0 turns -0 into 0, so z = 0 is a tie (the kernel compares with ==): category 0.
+    let pairs: Vec<f64> = logits.iter().flat_map(|&z| [-z + 0.0, z + 0.0]).collect();
+    topk(&pairs, images, 2, k)
+}
+
+/// seed[(n, j), :] = d score / d logits of image n for its target `t0 + j`, for j < tc;
+/// `targets` holds `k` per image. Returns `[images * tc, classes]` (one-hot for logits).
+#[allow(clippy::too_many_arguments)]
+pub fn seed_scores(
+    logits: &[f64],
     targets: &[usize],
     images: usize,
     classes: usize,
     k: usize,
     t0: usize,
     tc: usize,
+    kind: Score,
 ) -> Vec<f64> {
     assert_eq!(targets.len(), images * k, "targets length");
+    assert_eq!(logits.len(), images * classes, "logits length");
     assert!(t0 + tc <= k, "target range exceeds k");
-    let mut seed = vec![0.0; images * tc * classes];
+    let mut seed = Vec::with_capacity(images * tc * classes);
     for n in 0..images {
+        let row = &logits[n * classes..(n + 1) * classes];
         for j in 0..tc {
-            let row = n * tc + j;
-            seed[row * classes + targets[n * k + t0 + j]] = 1.0;
+            seed.extend(score_grad(kind, row, targets[n * k + t0 + j]));
         }
     }
     seed
