@@ -126,7 +126,11 @@ fn explicit_and_all_targets() {
     let m = model(tmp.path());
     let img = tmp.path().join("x.png");
     image(&img, 48, 40);
-    for (target, expect) in [("3,7", vec![3, 7]), ("all", (0..10).collect::<Vec<_>>())] {
+    for (target, expect, score) in [
+        ("3,7", vec![3, 7], "logit"),
+        ("all", (0..10).collect::<Vec<_>>(), "logit"),
+        ("2,5", vec![2, 5], "softmax"),
+    ] {
         let out = tmp.path().join(format!("out-{}", target.replace(',', "_")));
         let o = gradcam(&[
             "explain",
@@ -137,6 +141,8 @@ fn explicit_and_all_targets() {
             "40x48",
             "--target",
             target,
+            "--score",
+            score,
             "--out",
             out.to_str().unwrap(),
         ]);
@@ -194,6 +200,22 @@ fn bad_model_layer_and_arguments_exit_2() {
 
     let o = run(&["--model", m, "--size", "0x3"]);
     assert_eq!(o.status.code(), Some(2));
+
+    let o = run(&["--model", m, "--score", "binary"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--score binary") && stderr(&o).contains("has 10"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(&["--model", m, "--score", "probability"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("softmax"), "{}", stderr(&o));
+
+    let o = run(&["--model", m, "--method", "cam", "--score", "softmax"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("logits only"), "{}", stderr(&o));
 
     let o = run(&["--model", m, "--method", "nonsense"]);
     assert_eq!(o.status.code(), Some(2));
