@@ -6,6 +6,7 @@ Conventions as tools/make_method_fixtures.py (weights regenerated from "seed" an
 tools/detweights.py; images from make_fixtures.make_images). One file per model,
 tests/fixtures/methods/scores_<case>.safetensors:
   input_u8   U8  [N, H, W, 3]
+  input      F32 [N, 3, H, W]         (u8/255 - mean)/std
   logits     F32 [N, K]
   targets    I64 [N, 2]               classes (binary: categories 0/1), different per image
   cam.<method>.<score>  F32 [N, 2, H, W]   pgc <Method>(model, [layer])(input,
@@ -71,7 +72,8 @@ def write(outdir, case, arch, num_classes, seed, n, h, w, layer, targets, scores
     with torch.no_grad():
         logits = model(x).float()
     module = model.get_submodule(layer)
-    tensors = {"input_u8": np.ascontiguousarray(u8), "logits": logits.numpy(),
+    tensors = {"input_u8": np.ascontiguousarray(u8), "input": np.ascontiguousarray(x.numpy()),
+               "logits": logits.numpy(),
                "targets": targets}
     for score in scores:
         for key, cls in METHODS.items():

@@ -57,6 +57,19 @@ def methods_fixture():
     return fx
 
 
+@pytest.fixture(scope="session")
+def score_fixtures():
+    """The --score fixtures: pytorch-grad-cam maps for its softmax, ReST and binary targets."""
+    out = {}
+    for case in ("multiclass", "binary"):
+        fx = Fixture(FIXTURES / "methods" / f"scores_{case}.safetensors")
+        fx.model = gw._native._fixture_model(
+            fx.meta["arch"], fx.meta["tensors"], int(fx.meta["seed"]), {}
+        )
+        out[case] = fx
+    return out
+
+
 def map_error(got, fx, key, rows=None):
     """Max abs error of maps `got` [N, T, H, W] against fixture `key`, per map the nearer of
     it and `key.flipped` (an SVD's sign is arbitrary); `rows` picks the fixture's targets."""

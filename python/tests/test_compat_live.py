@@ -67,6 +67,27 @@ def test_live_score_and_ablation(resnet18):
         assert np.abs(a - b).max() < TOL, name
 
 
+def test_live_targets(resnet18):
+    """pgc's own softmax, ReST and binary target objects, mixed within a call."""
+    mt = pgc.utils.model_targets
+    m = resnet18
+    torch.manual_seed(2)
+    x = torch.randn(3, 3, 48, 64)
+    targets = [mt.ClassifierOutputSoftmaxTarget(2), mt.ClassifierOutputReST(7),
+               mt.ClassifierOutputSoftmaxTarget(9)]
+    for name in ("GradCAM", "GradCAMPlusPlus", "ScoreCAM"):
+        a = ours(name, m, [m.layer3], x, targets)
+        b = pgc_maps(name, m, [m.layer3], x, targets)
+        assert np.abs(a - b).max() < TOL, name
+    binary = torchvision.models.resnet18(num_classes=1).eval()
+    targets = [mt.BinaryClassifierOutputTarget(0), mt.BinaryClassifierOutputTarget(1)]
+    x = x[:2]
+    for name in ("GradCAM", "AblationCAM"):
+        a = ours(name, binary, [binary.layer3], x, targets)
+        b = pgc_maps(name, binary, [binary.layer3], x, targets)
+        assert np.abs(a - b).max() < TOL, name
+
+
 class Gray(torch.nn.Module):
     """1- or 4-channel input convs, a custom forward."""
 
