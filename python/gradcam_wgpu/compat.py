@@ -23,9 +23,10 @@ settable after construction) caps the engine's probe batch; the maps do not depe
 
 ``aug_smooth=True`` runs the engine's built-in test-time augmentation (pytorch-grad-cam's
 default: horizontal flip x {0.9, 1, 1.1}, as one batch). With ``tta_transforms`` (a ttach
-``Compose``, or any iterable of objects with ``augment_image``/``deaugment_mask``) it runs
-pytorch-grad-cam's loop instead: one engine pass per transform, de-augmented, averaged
-(needs torch).
+``Compose``, or any iterable of objects with ``augment_image``/``deaugment_mask``; given to
+the constructor or, as pytorch-grad-cam's CAM classes need, set as ``cam.tta_transforms``)
+it runs pytorch-grad-cam's loop instead: one engine pass per transform, de-augmented,
+averaged (needs torch).
 """
 
 from __future__ import annotations

@@ -163,9 +163,12 @@ def test_live_tta_transforms():
         [tta.HorizontalFlip(), tta.VerticalFlip(), tta.Multiply(factors=[0.9, 1, 1.1])]
     )
     for targets in (None, [compat.ClassifierOutputTarget(1), compat.ClassifierOutputTarget(3)]):
-        with compat.GradCAM(model=m, target_layers=[m.body[0]], tta_transforms=transforms) as cam:
+        # pgc's CAM classes take it as an attribute (only BaseCAM's constructor has it)
+        with compat.GradCAM(model=m, target_layers=[m.body[0]]) as cam:
+            cam.tta_transforms = transforms
             a = cam(input_tensor=x, targets=targets, aug_smooth=True)
-        with pgc.GradCAM(model=m, target_layers=[m.body[0]], tta_transforms=transforms) as cam:
+        with pgc.GradCAM(model=m, target_layers=[m.body[0]]) as cam:
+            cam.tta_transforms = transforms
             b = cam(input_tensor=x, targets=targets, aug_smooth=True)
         assert a.shape == b.shape and a.dtype == b.dtype
         assert np.abs(a - b).max() < 1e-4, targets
