@@ -115,3 +115,37 @@ fn bad_tensors_are_errors() {
         .unwrap_err();
     assert!(e.to_string().contains("PerImage"), "{e}");
 }
+
+#[test]
+fn probe_batch_leaves_maps_unchanged() {
+    // Score-CAM and Ablation-CAM chunk their probes; a cap of 3 (not dividing 256 channels)
+    // gives the same maps as the budget's sizing.
+    let spec = torchvision::state_dict_spec("resnet18", 7).unwrap();
+    let model = Model::from_weights(detweights::generate(&spec, 5), None).unwrap();
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let imgs = images();
+    for method in [Method::ScoreCam, Method::AblationCam] {
+        let run = |probe_batch| {
+            let cfg = EngineConfig {
+                layers: vec!["layer3".into()],
+                method,
+                size: SIZE,
+                batch: 2,
+                targets: TargetSpec::TopK(2),
+                read_maps: true,
+                probe_batch,
+                ..Default::default()
+            };
+            let mut engine = Engine::new(ctx.clone(), &model, cfg).unwrap();
+            engine.explain(&imgs).unwrap()
+        };
+        let (a, b) = (run(None), run(Some(3)));
+        for (p, q) in a.iter().zip(&b) {
+            for (x, y) in p.targets.iter().zip(&q.targets) {
+                assert_eq!(x.class, y.class);
+                let e = worst(x.map.as_ref().unwrap(), y.map.as_ref().unwrap());
+                assert!(e < 1e-6, "{method:?}: map error {e}");
+            }
+        }
+    }
+}

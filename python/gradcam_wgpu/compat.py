@@ -11,12 +11,30 @@ float32 array). Results are numpy float32 ``[N, H, W]`` in [0, 1], as pytorch-gr
 
 Like pytorch-grad-cam, the constructor puts a torch model in eval mode. A model found in
 training mode at call time is explained in eval mode (warned once) and left as it was.
+
+Engines are shared: building one (shaders, pipelines, GPU buffers) takes seconds, so drop-in
+objects with the same engine model, layers, method, input shape and smoothing flags share one,
+e.g. a new ``with GradCAM(...) as cam:`` per loop iteration builds it once. ``close()`` (or
+leaving the ``with`` block) drops the object's hold; the :data:`cache_size` most recently
+released engines are kept idle for the next object, and :func:`clear_cache` frees them.
+
+``cam.batch_size`` (Score-CAM, Ablation-CAM: perturbed copies per forward pass, default 32,
+settable after construction) caps the engine's probe batch; the maps do not depend on it.
+
+``aug_smooth=True`` runs the engine's built-in test-time augmentation (pytorch-grad-cam's
+default: horizontal flip x {0.9, 1, 1.1}, as one batch). With ``tta_transforms`` (a ttach
+``Compose``, or any iterable of objects with ``augment_image``/``deaugment_mask``; given to
+the constructor or, as pytorch-grad-cam's CAM classes need, set as ``cam.tta_transforms``)
+it runs pytorch-grad-cam's loop instead: one engine pass per transform, de-augmented,
+averaged (needs torch).
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import tempfile
+import threading
 import warnings
 import weakref
 
@@ -42,6 +60,9 @@ __all__ = [
     "ScoreCAM",
     "SoftmaxOutputTarget",
     "XGradCAM",
+    "cache_info",
+    "cache_size",
+    "clear_cache",
 ]
 
 
@@ -244,6 +265,124 @@ def _to_numpy(input_tensor):
     return x
 
 
+# ---- shared engines -----------------------------------------------------------------------
+
+#: How many released engines are kept idle for the next drop-in object (least recently used
+#: first out); 0 frees an engine as soon as no object holds it. Read on every release.
+cache_size = 2
+
+_LOCK = threading.RLock()
+_ENTRIES = {}  # key -> _Entry: every cached engine, held or idle
+_IDLE = collections.OrderedDict()  # key -> _Entry with no holder, least recently used first
+_STATS = {"builds": 0, "hits": 0}
+_MAX_BATCH = 64
+
+
+class _Entry:
+    """One shared ``_native.Explainer`` and the drop-in objects holding it."""
+
+    def __init__(self, key, model, kwargs):
+        self.key = key
+        self.model = model  # keeps id(model) in the key unique while the entry lives
+        self.kwargs = kwargs
+        self.explainer = None
+        self.batch = 0
+        self.refs = 0
+        self.cached = True
+        self.lock = threading.Lock()  # one call at a time: the explainer is not reentrant
+
+    def explainer_for(self, n):
+        """The explainer, rebuilt with a larger batch if `n` images need one (under `lock`)."""
+        want = max(1, min(n, _MAX_BATCH))
+        if self.explainer is None or self.batch < want:
+            old, self.explainer = self.explainer, None
+            if old is not None:
+                old.close()
+            self.explainer = _native.Explainer(self.model, batch=want, lazy=True, **self.kwargs)
+            self.batch = want
+            with _LOCK:
+                _STATS["builds"] += 1
+        return self.explainer
+
+    def close(self):
+        if self.explainer is not None:
+            self.explainer.close()
+            self.explainer = None
+            self.batch = 0
+
+
+def _options(kwargs):
+    """A hashable key of explainer options."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
+
+
+def _acquire(model, kwargs):
+    """The shared entry for (model, engine options), with one more holder."""
+    key = (id(model), _options(kwargs))
+    with _LOCK:
+        entry = _ENTRIES.get(key)
+        if entry is None or entry.model is not model:
+            entry = _Entry(key, model, kwargs)
+            _ENTRIES[key] = entry
+        else:
+            _STATS["hits"] += 1
+        _IDLE.pop(key, None)
+        entry.refs += 1
+        return entry
+
+
+def _release(entry):
+    """Drops one holder; the entry goes idle (kept up to `cache_size`) or is freed."""
+    with _LOCK:
+        entry.refs -= 1
+        if entry.refs > 0:
+            return
+        if entry.cached:
+            _IDLE[entry.key] = entry
+            evicted = _trim(cache_size)
+        else:
+            evicted = [entry]
+    for e in evicted:
+        _free(e)
+
+
+def _trim(keep):
+    """Removes idle entries beyond `keep` from the cache (under `_LOCK`); returns them."""
+    out = []
+    while len(_IDLE) > max(0, keep):
+        _, e = _IDLE.popitem(last=False)
+        out.append(e)
+    for e in out:
+        e.cached = False
+        if _ENTRIES.get(e.key) is e:
+            del _ENTRIES[e.key]
+    return out
+
+
+def _free(entry):
+    with entry.lock:
+        entry.close()
+
+
+def clear_cache():
+    """Frees every idle engine now; engines held by open drop-in objects are freed when
+    they are closed (and no longer shared with new objects)."""
+    with _LOCK:
+        evicted = _trim(0)
+        for e in _ENTRIES.values():
+            e.cached = False
+        _ENTRIES.clear()
+    for e in evicted:
+        _free(e)
+
+
+def cache_info():
+    """Engine cache counters: ``builds`` (engines built), ``hits`` (objects that found a
+    shared engine), ``entries`` (engines cached, held or idle), ``idle``."""
+    with _LOCK:
+        return {**_STATS, "entries": len(_ENTRIES), "idle": len(_IDLE)}
+
+
 # ---- CAMs ---------------------------------------------------------------------------------
 
 
@@ -268,10 +407,20 @@ class BaseCAM:
                 "reshape_transform: gradcam_wgpu explains [N, C, H, W] target layers; "
                 "token layers (ViT, Swin) are not supported yet"
             )
-        if tta_transforms is not None:
+        ablation_layer = kwargs.pop("ablation_layer", None)
+        if ablation_layer is not None and type(ablation_layer).__name__ != "AblationLayer":
             raise NotImplementedError(
-                "tta_transforms: only pytorch-grad-cam's default augmentation (aug_smooth=True)"
+                f"ablation_layer {type(ablation_layer).__name__}: gradcam_wgpu ablates "
+                "[N, C, H, W] channels as pytorch-grad-cam's default AblationLayer"
             )
+        ratio = kwargs.pop("ratio_channels_to_ablate", 1.0)
+        if ratio != 1.0:
+            raise NotImplementedError(
+                f"ratio_channels_to_ablate={ratio}: gradcam_wgpu ablates every channel (1.0)"
+            )
+        self.ablation_layer = ablation_layer
+        # None: aug_smooth=True runs the engine's built-in (pgc's default) augmentation
+        self.tta_transforms = tta_transforms
         self.model = model
         self.target_layers = list(target_layers) if target_layers is not None else []
         self.reshape_transform = reshape_transform
@@ -289,27 +438,30 @@ class BaseCAM:
             )
         if not self._names and self._method != "fullgrad":
             raise ValueError("target_layers is empty")
-        # (C, H, W, aug_smooth, eigen_smooth) -> Explainer
-        self._explainers = {}
+        # the shared engines this object holds, by engine options
+        self._held = {}
 
-    def _explainer(self, model, shape, n, aug_smooth, eigen_smooth, score="logit"):
-        key = (shape, aug_smooth, eigen_smooth, score)
-        ex = self._explainers.get(key)
-        if ex is not None and ex[0] is model and ex[1].batch_size >= min(n, 64):
-            return ex[1]
-        layers = [] if self._method == "fullgrad" else self._names
-        explainer = _native.Explainer(
-            model,
-            layers=layers,
-            method=self._method,
-            score=score,
-            size=shape[1:],
-            batch=max(1, min(n, 64)),
-            eigen_smooth=eigen_smooth,
-            aug_smooth=aug_smooth,
-        )
-        self._explainers[key] = (model, explainer)
-        return explainer
+    def _entry(self, model, shape, aug_smooth, eigen_smooth, score="logit"):
+        """The shared engine entry for this call's options (held until `close`)."""
+        kwargs = {
+            "layers": [] if self._method == "fullgrad" else list(self._names),
+            "method": self._method,
+            "score": score,
+            "size": tuple(shape[1:]),
+            "eigen_smooth": bool(eigen_smooth),
+            "aug_smooth": bool(aug_smooth),
+        }
+        if self._method in ("scorecam", "ablationcam") and self.batch_size is not None:
+            kwargs["probe_batch"] = max(1, int(self.batch_size))
+        opts = _options(kwargs)
+        held = self._held.get(opts)
+        if held is not None and held.model is model:
+            return held
+        entry = _acquire(model, kwargs)
+        self._held[opts] = entry
+        if held is not None:  # a re-exported model (new weights): the old engine is unused
+            _release(held)
+        return entry
 
     def forward(self, input_tensor, targets=None, eigen_smooth=False, aug_smooth=False):
         x = _to_numpy(input_tensor)
@@ -325,13 +477,16 @@ class BaseCAM:
         for i, (score, _) in enumerate(per_image or []):
             groups.setdefault(score, []).append(i)
         for score, idx in groups.items() or [("logit", None)]:
-            ex = self._explainer(model, shape, len(idx or x), aug_smooth, eigen_smooth, score)
-            if idx is None:
-                res = ex(x)
-            elif len(idx) == n:
-                res = ex(x, classes=[c for _, c in per_image])
-            else:
-                res = ex(np.ascontiguousarray(x[idx]), classes=[per_image[i][1] for i in idx])
+            entry = self._entry(model, shape, aug_smooth, eigen_smooth, score)
+            with entry.lock:
+                ex = entry.explainer_for(n if idx is None else len(idx))
+                if idx is None:
+                    res = ex(x)
+                elif len(idx) == n:
+                    res = ex(x, classes=[c for _, c in per_image])
+                else:
+                    sub = np.ascontiguousarray(x[idx])
+                    res = ex(sub, classes=[per_image[i][1] for i in idx])
             if logits is None:
                 logits = np.empty((n, res.logits.shape[1]), np.float32)
             sel = slice(None) if idx is None else idx
@@ -344,14 +499,38 @@ class BaseCAM:
             self.outputs = torch.from_numpy(logits).to(_device(input_tensor))
         return maps
 
+    def forward_augmentation_smoothing(self, input_tensor, targets=None, eigen_smooth=False):
+        """pytorch-grad-cam's loop over ``tta_transforms``: augment the input, explain it,
+        de-augment the ``[N, 1, H, W]`` map, average over transforms (not renormalised)."""
+        try:
+            import torch
+        except ImportError as e:
+            raise ImportError(
+                "tta_transforms needs torch (ttach transforms work on torch tensors); "
+                "install torch, or use aug_smooth=True without tta_transforms"
+            ) from e
+        if not isinstance(input_tensor, torch.Tensor):
+            input_tensor = torch.from_numpy(_to_numpy(input_tensor).copy())
+        cams = []
+        for transform in self.tta_transforms:
+            augmented = transform.augment_image(input_tensor)
+            cam = self.forward(augmented, targets, eigen_smooth=eigen_smooth)
+            cam = transform.deaugment_mask(torch.from_numpy(cam[:, None, :, :]))
+            cams.append(cam.numpy()[:, 0, :, :])
+        return np.mean(np.float32(cams), axis=0)
+
     def __call__(self, input_tensor, targets=None, aug_smooth=False, eigen_smooth=False):
+        if aug_smooth is True and self.tta_transforms is not None:
+            return self.forward_augmentation_smoothing(input_tensor, targets, eigen_smooth)
         return self.forward(input_tensor, targets, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)
 
     def close(self):
-        """Releases the GPU buffers (also on leaving a ``with`` block)."""
-        for _, ex in self._explainers.values():
-            ex.close()
-        self._explainers.clear()
+        """Drops this object's hold on its engines (also on leaving a ``with`` block); the
+        most recently released are kept idle for new objects (see :func:`clear_cache`)."""
+        held = list(getattr(self, "_held", {}).values())
+        self._held = {}
+        for entry in held:
+            _release(entry)
 
     def __del__(self):
         try:

@@ -217,7 +217,8 @@ impl PyExplainer {
     #[new]
     #[pyo3(signature = (model, layers=None, method="gradcam", targets=None, *, score="logit", size=None,
         batch=8, fuse="mean", eigen_smooth=false, aug_smooth=false, mean=None, std=None,
-        precision="f32", winograd=false, overlays=false, backward_rows=None))]
+        precision="f32", winograd=false, overlays=false, backward_rows=None, probe_batch=None,
+        lazy=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -237,6 +238,8 @@ impl PyExplainer {
         winograd: bool,
         overlays: bool,
         backward_rows: Option<usize>,
+        probe_batch: Option<usize>,
+        lazy: bool,
     ) -> PyResult<Self> {
         let m = &model.inner;
         let layers: Vec<String> = match layers {
@@ -272,6 +275,7 @@ impl PyExplainer {
             std: std.unwrap_or(m.std),
             read_maps: true,
             backward_rows,
+            probe_batch,
             precision,
             winograd,
         };
@@ -281,8 +285,11 @@ impl PyExplainer {
             overlays,
             engines: HashMap::new(),
         };
-        // Build now so that a bad layer or method fails here, not on the first call.
-        ex.engine(py, None)?;
+        // Build now so that a bad layer or method fails here, not on the first call; `lazy`
+        // skips it for callers that only use `classes=` (that engine is built on first use).
+        if !lazy {
+            ex.engine(py, None)?;
+        }
         Ok(ex)
     }
 

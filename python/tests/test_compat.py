@@ -125,3 +125,147 @@ def test_with_swallows_index_error_like_pgc(methods_fixture, capsys):
     with compat.GradCAM(model=fx.model, target_layers=[fx.meta["layer"]]):
         raise IndexError("boom")
     assert "boom" in capsys.readouterr().out
+
+
+# ---- shared engines, batch_size, tta_transforms, ablation_layer -----------------------------
+
+
+@pytest.fixture
+def fresh_cache():
+    compat.clear_cache()
+    size = compat.cache_size
+    yield
+    compat.cache_size = size
+    compat.clear_cache()
+
+
+def grad_cam(fx, x=None, cls=compat.GradCAM, **kw):
+    targets = [compat.ClassifierOutputTarget(int(c)) for c in fx.targets[:, 0]]
+    x = fx["input"] if x is None else x
+    with cls(model=fx.model, target_layers=[fx.meta["layer"]], **kw) as cam:
+        return cam(x, targets[: len(x)])
+
+
+def test_engines_are_shared_across_objects(methods_fixture, fresh_cache):
+    fx = methods_fixture
+    start = compat.cache_info()
+    first = grad_cam(fx)
+    info = compat.cache_info()
+    assert info["builds"] == start["builds"] + 1 and info["idle"] == 1
+    for _ in range(3):  # pgc's README pattern: a new object per iteration
+        np.testing.assert_array_equal(grad_cam(fx), first)
+    info = compat.cache_info()
+    assert info["builds"] == start["builds"] + 1, info
+    assert info["hits"] == start["hits"] + 3 and info["entries"] == 1 and info["idle"] == 1
+    # two open objects hold one engine; it goes idle when both are closed
+    a = compat.GradCAM(model=fx.model, target_layers=[fx.meta["layer"]])
+    b = compat.GradCAM(model=fx.model, target_layers=[fx.meta["layer"]])
+    np.testing.assert_array_equal(a(fx["input"]), b(fx["input"]))
+    assert compat.cache_info()["idle"] == 0 and compat.cache_info()["entries"] == 1
+    a.close()
+    assert compat.cache_info()["idle"] == 0
+    b.close()
+    info = compat.cache_info()
+    assert info["idle"] == 1 and info["builds"] == start["builds"] + 1
+    compat.clear_cache()
+    assert compat.cache_info()["entries"] == 0 and compat.cache_info()["idle"] == 0
+
+
+def test_cache_is_bounded(methods_fixture, fresh_cache):
+    fx = methods_fixture
+    for cls in (compat.GradCAM, compat.HiResCAM, compat.LayerCAM):
+        grad_cam(fx, cls=cls)
+    assert compat.cache_info()["idle"] == 2 and compat.cache_info()["entries"] == 2
+    builds = compat.cache_info()["builds"]
+    grad_cam(fx, cls=compat.GradCAM)  # evicted: least recently used
+    assert compat.cache_info()["builds"] == builds + 1
+    grad_cam(fx, cls=compat.LayerCAM)  # kept
+    assert compat.cache_info()["builds"] == builds + 1
+    compat.cache_size = 0
+    grad_cam(fx, cls=compat.LayerCAM)
+    assert compat.cache_info()["entries"] == 0
+
+
+def test_shared_engine_grows_its_batch(methods_fixture, fresh_cache):
+    fx = methods_fixture
+    builds = compat.cache_info()["builds"]
+    one = grad_cam(fx, x=fx["input"][:1])
+    two = grad_cam(fx)  # the batch grows: rebuilt once
+    assert compat.cache_info()["builds"] == builds + 2
+    np.testing.assert_allclose(grad_cam(fx, x=fx["input"][:1]), one, atol=1e-6)
+    np.testing.assert_allclose(two[:1], one, atol=1e-5)
+    assert compat.cache_info()["builds"] == builds + 2  # the larger batch serves one image
+
+
+@pytest.mark.parametrize("name", ["ScoreCAM", "AblationCAM"])
+def test_batch_size_caps_probes_without_changing_maps(methods_fixture, fresh_cache, name):
+    fx = methods_fixture
+    cls = getattr(compat, name)
+    default = grad_cam(fx, cls=cls)
+    with cls(model=fx.model, target_layers=[fx.meta["layer"]]) as cam:
+        assert cam.batch_size == 32
+        cam.batch_size = 3  # as pgc: set after construction, read at call time
+        builds = compat.cache_info()["builds"]
+        small = cam(fx["input"], [compat.ClassifierOutputTarget(int(c)) for c in fx.targets[:, 0]])
+        assert compat.cache_info()["builds"] == builds + 1
+    np.testing.assert_allclose(small, default, atol=1e-6)
+
+
+def test_ablation_layer(methods_fixture):
+    fx = methods_fixture
+
+    class AblationLayer:  # pgc's default, by name (no torch here)
+        pass
+
+    class AblationLayerVit(AblationLayer):
+        pass
+
+    layers = [fx.meta["layer"]]
+    compat.AblationCAM(model=fx.model, target_layers=layers, ablation_layer=None).close()
+    compat.AblationCAM(model=fx.model, target_layers=layers, ablation_layer=AblationLayer()).close()
+    with pytest.raises(NotImplementedError, match="AblationLayerVit"):
+        compat.AblationCAM(model=fx.model, target_layers=layers, ablation_layer=AblationLayerVit())
+    with pytest.raises(NotImplementedError, match="ratio_channels_to_ablate"):
+        compat.AblationCAM(model=fx.model, target_layers=layers, ratio_channels_to_ablate=0.5)
+
+
+def test_tta_transforms_loop(methods_fixture):
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    fx = methods_fixture
+
+    class Flip:  # the ttach interface: augment_image / deaugment_mask on torch tensors
+        def augment_image(self, x):
+            return torch.flip(x, [-1])
+
+        def deaugment_mask(self, m):
+            return torch.flip(m, [-1])
+
+    class Same:
+        def augment_image(self, x):
+            return x
+
+        def deaugment_mask(self, m):
+            return m
+
+    x = fx["input"]
+    plain = grad_cam(fx)
+    flipped = grad_cam(fx, x=np.ascontiguousarray(x[..., ::-1]))[..., ::-1]
+    targets = [compat.ClassifierOutputTarget(int(c)) for c in fx.targets[:, 0]]
+    with compat.GradCAM(
+        model=fx.model, target_layers=[fx.meta["layer"]], tta_transforms=[Same(), Flip()]
+    ) as cam:
+        got = cam(x, targets, aug_smooth=True)
+        assert cam(x, targets) is not None  # aug_smooth=False ignores tta_transforms
+    assert got.dtype == np.float32 and got.shape == plain.shape
+    np.testing.assert_allclose(got, (plain + flipped) / 2, atol=1e-6)
+
+
+def test_tta_transforms_need_torch(methods_fixture, monkeypatch):
+    import sys
+
+    fx = methods_fixture
+    cam = compat.GradCAM(model=fx.model, target_layers=[fx.meta["layer"]], tta_transforms=[])
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match="tta_transforms needs torch"):
+        cam(fx["input"], None, aug_smooth=True)
+    cam.close()

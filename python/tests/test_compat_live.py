@@ -173,3 +173,32 @@ def test_live_errors(resnet18):
             cam(torch.randn(1, 3, 16, 16))
     with pytest.raises(NotImplementedError, match="reshape_transform"):
         compat.GradCAM(model=m, target_layers=[m.conv], reshape_transform=lambda t: t)
+
+
+def test_live_tta_transforms():
+    tta = pytest.importorskip("ttach", reason="ttach is not installed")
+    torch.manual_seed(4)
+    m = Gray(3).eval()
+    x = torch.randn(2, 3, 33, 40)
+    transforms = tta.Compose(
+        [tta.HorizontalFlip(), tta.VerticalFlip(), tta.Multiply(factors=[0.9, 1, 1.1])]
+    )
+    for targets in (None, [compat.ClassifierOutputTarget(1), compat.ClassifierOutputTarget(3)]):
+        # pgc's CAM classes take it as an attribute (only BaseCAM's constructor has it)
+        with compat.GradCAM(model=m, target_layers=[m.body[0]]) as cam:
+            cam.tta_transforms = transforms
+            a = cam(input_tensor=x, targets=targets, aug_smooth=True)
+        with pgc.GradCAM(model=m, target_layers=[m.body[0]]) as cam:
+            cam.tta_transforms = transforms
+            b = cam(input_tensor=x, targets=targets, aug_smooth=True)
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert np.abs(a - b).max() < 1e-4, targets
+
+
+def test_live_ablation_layers(resnet18):
+    from pytorch_grad_cam.ablation_layer import AblationLayer, AblationLayerVit
+
+    layers = [resnet18.layer4]
+    compat.AblationCAM(model=resnet18, target_layers=layers, ablation_layer=AblationLayer()).close()
+    with pytest.raises(NotImplementedError, match="AblationLayerVit"):
+        compat.AblationCAM(model=resnet18, target_layers=layers, ablation_layer=AblationLayerVit())

@@ -88,6 +88,7 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
         std,
         read_maps: a.save_cam,
         backward_rows: None,
+        probe_batch: None,
         precision: a.weights.precision(),
         winograd: a.weights.winograd,
     };

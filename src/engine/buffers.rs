@@ -182,7 +182,9 @@ impl Engine {
             .collect();
         let rows = cap_rows as u64;
         let probe = match recipe {
-            Recipe::Score | Recipe::Ablation => Some(Probe::new(&ctx, &plan, cap_rows)?),
+            Recipe::Score | Recipe::Ablation => {
+                Some(Probe::new(&ctx, &plan, cap_rows, cfg.probe_batch)?)
+            }
             _ => None,
         };
         let (fullgrad_bias, fullgrad_input) = if fullgrad {

@@ -58,6 +58,9 @@ pub struct EngineConfig {
     pub read_maps: bool,
     /// Cap on (image, target) rows per backward pass; `None` sizes it from the device limits.
     pub backward_rows: Option<usize>,
+    /// Cap on Score-CAM / Ablation-CAM probes per forward pass (pytorch-grad-cam's
+    /// `batch_size`); `None` sizes it from a memory budget. The maps don't depend on it.
+    pub probe_batch: Option<usize>,
     /// Storage precision of conv and linear weights (f16 needs `SHADER_F16`).
     pub precision: Precision,
     /// Run 3x3 stride-1 convs as Winograd F(4x4, 3x3) where the adapter's kernel supports
@@ -81,6 +84,7 @@ impl Default for EngineConfig {
             std: IMAGENET_STD,
             read_maps: false,
             backward_rows: None,
+            probe_batch: None,
             precision: Precision::F32,
             winograd: false,
         }

@@ -147,7 +147,13 @@ pub(super) struct Probe {
 pub(super) const PROBE_BUDGET: u64 = 1 << 30;
 
 impl Probe {
-    pub(super) fn new(ctx: &GpuContext, plan: &Plan, rows: usize) -> Result<Self> {
+    /// `probe_batch` caps the probes per pass (`EngineConfig::probe_batch`).
+    pub(super) fn new(
+        ctx: &GpuContext,
+        plan: &Plan,
+        rows: usize,
+        probe_batch: Option<usize>,
+    ) -> Result<Self> {
         let numel = |s: &Step| s.shape.iter().product::<usize>() as u64;
         let per_image: u64 = plan.steps.iter().map(|s| numel(s) * 4).sum();
         let largest = plan.steps.iter().map(|s| numel(s) * 4).max().unwrap_or(4);
@@ -160,6 +166,7 @@ impl Probe {
         let cap = ((PROBE_BUDGET / per_image.max(1)) as usize)
             .min((ctx.max_binding / largest) as usize)
             .min(max_c)
+            .min(probe_batch.unwrap_or(usize::MAX))
             .max(1);
         Ok(Self {
             acts: Activations::new(ctx, plan, cap),
