@@ -85,6 +85,7 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
         backward_rows: None,
         precision: a.weights.precision(),
         winograd: a.weights.winograd,
+        folds: Vec::new(),
     };
     Ok(Plan {
         method,
