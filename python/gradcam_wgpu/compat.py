@@ -9,6 +9,13 @@ its weights are unchanged; ``target_layers`` are mapped to their module paths) o
 :class:`gradcam_wgpu.Model` (``target_layers`` are then layer names, and the input a numpy
 float32 array). Results are numpy float32 ``[N, H, W]`` in [0, 1], as pytorch-grad-cam's.
 
+``reshape_transform`` (pytorch-grad-cam's hook for token and channels-last layers: ViT, Swin,
+ConvNeXt) works when it only rearranges the layer's elements (slicing off a class token,
+reshape, permute, transpose), as pytorch-grad-cam's examples write it: it is probed once per
+input shape with element indices, and the engine reads the layer's activations and gradients
+through the resulting index map. A transform that computes new values, or one that mixes the
+images of a batch, raises NotImplementedError; so does AblationCAM with a transform.
+
 Like pytorch-grad-cam, the constructor puts a torch model in eval mode. A model found in
 training mode at call time is explained in eval mode (warned once) and left as it was.
 """
@@ -239,11 +246,6 @@ class BaseCAM:
         detach=True,
         **kwargs,
     ):
-        if reshape_transform is not None:
-            raise NotImplementedError(
-                "reshape_transform: gradcam_wgpu explains [N, C, H, W] target layers; "
-                "token layers (ViT, Swin) are not supported yet"
-            )
         if tta_transforms is not None:
             raise NotImplementedError(
                 "tta_transforms: only pytorch-grad-cam's default augmentation (aug_smooth=True)"
@@ -267,8 +269,10 @@ class BaseCAM:
             raise ValueError("target_layers is empty")
         # (C, H, W, aug_smooth, eigen_smooth) -> Explainer
         self._explainers = {}
+        # reshape_transform: (C, H, W) -> the engine's folds of the target layers
+        self._folds = {}
 
-    def _explainer(self, model, shape, n, aug_smooth, eigen_smooth):
+    def _explainer(self, model, shape, n, aug_smooth, eigen_smooth, folds=None):
         key = (shape, aug_smooth, eigen_smooth)
         ex = self._explainers.get(key)
         if ex is not None and ex[0] is model and ex[1].batch_size >= min(n, 64):
@@ -282,6 +286,7 @@ class BaseCAM:
             batch=max(1, min(n, 64)),
             eigen_smooth=eigen_smooth,
             aug_smooth=aug_smooth,
+            folds=None if self._method == "fullgrad" else folds,
         )
         self._explainers[key] = (model, explainer)
         return explainer
@@ -292,7 +297,13 @@ class BaseCAM:
         shape = (c, h, w)
         model = _export(self.model, shape) if self._torch else self.model
         classes = _classes(targets, n)
-        ex = self._explainer(model, shape, n, aug_smooth, eigen_smooth)
+        folds = None
+        if self.reshape_transform is not None and self._method != "fullgrad":
+            folds = self._folds.get(shape)
+            if folds is None:
+                folds = _transform_folds(self, model, input_tensor, shape)
+                self._folds[shape] = folds
+        ex = self._explainer(model, shape, n, aug_smooth, eigen_smooth, folds)
         res = ex(x, classes=classes)
         self.outputs = res.logits
         if self._torch:
@@ -325,6 +336,109 @@ class BaseCAM:
         if isinstance(exc_value, IndexError):
             print(f"An exception occurred in CAM with block: {exc_type}. Message: {exc_value}")
             return True
+
+
+# ---- reshape_transform ----------------------------------------------------------------------
+
+
+def _transform_folds(cam, model, input_tensor, shape):
+    """The engine's fold of each target layer under ``cam.reshape_transform``.
+
+    The transform is probed with element indices: a layer output of shape S becomes
+    ``arange(prod(S)).reshape(1, *S)`` (float64), and the transformed [1, C, h, w] values say
+    which element each folded element reads. A second probe of two images checks that the
+    transform keeps them apart. S is torch's output shape of the layer (one forward pass
+    with hooks, on the first image), whose row-major order is the exported ONNX value's and
+    so the engine's (docs/architecture.md, "Shapes"); for a :class:`gradcam_wgpu.Model` it
+    is ``Model.layer_shape``, and the probe is a numpy array.
+    """
+    h, w = shape[1:]
+    engine = [model.layer_shape(name, (h, w)) for name in cam._names]
+    if not cam._torch:
+        return [_fold(cam.reshape_transform, s, name, False) for s, name in zip(engine, cam._names)]
+    torch_shapes = _torch_layer_shapes(cam.model, cam._names, input_tensor)
+    folds = []
+    for name, s, ts in zip(cam._names, engine, torch_shapes):
+        if ts is None or int(np.prod(ts)) != int(np.prod(s)):
+            raise NotImplementedError(
+                f"reshape_transform on layer `{name}`: its torch output {ts} does not match "
+                f"the exported layer's shape {s}"
+            )
+        folds.append(_fold(cam.reshape_transform, ts, name, True))
+    return folds
+
+
+def _torch_layer_shapes(model, names, input_tensor):
+    """Torch's per-image output shape of each named module, from one image."""
+    import torch
+
+    x = input_tensor if hasattr(input_tensor, "detach") else torch.from_numpy(_to_numpy(input_tensor))
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    x = x[:1].detach().to(device=device, dtype=torch.float32)
+    shapes = {}
+
+    def hook(i):
+        def record(module, inputs, output):
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            shapes.setdefault(i, tuple(out.shape[1:]))
+
+        return record
+
+    handles = [model.get_submodule(n).register_forward_hook(hook(i)) for i, n in enumerate(names)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return [shapes.get(i) for i in range(len(names))]
+
+
+def _fold(transform, shape, name, torch_probe):
+    """``((C, h, w), uint32 index)`` of ``transform`` on a layer output of per-image ``shape``."""
+    numel = int(np.prod(shape))
+
+    def probe(n):
+        x = np.arange(n * numel, dtype=np.float64).reshape(n, *shape)
+        if torch_probe:
+            import torch
+
+            y = transform(torch.from_numpy(x))
+            return y.detach().cpu().numpy() if hasattr(y, "detach") else np.asarray(y)
+        return np.asarray(transform(x))
+
+    def unsupported(why):
+        return NotImplementedError(
+            f"reshape_transform on layer `{name}`: {why}; gradcam_wgpu supports transforms "
+            "that only rearrange a layer's elements (slice, reshape, permute, transpose)"
+        )
+
+    try:
+        one, two = probe(1), probe(2)
+    except Exception as e:
+        raise unsupported(f"it failed on a probe of shape {(1, *shape)}: {e}") from e
+    if one.ndim != 4 or one.shape[0] != 1 or two.shape != (2, *one.shape[1:]) or one.size == 0:
+        raise unsupported(f"expected an [n, C, h, w] result, got {tuple(one.shape)}")
+    idx = one[0]
+    if (
+        not np.all(np.isfinite(idx))
+        or np.any(idx != np.round(idx))
+        or idx.min() < 0
+        or idx.max() >= numel
+    ):
+        raise unsupported("its values are not the layer's elements (it computes new ones)")
+    if np.unique(idx).size != idx.size:
+        raise unsupported("it repeats elements")
+    if not (np.array_equal(two[0], idx) and np.array_equal(two[1], idx + numel)):
+        raise unsupported("it mixes the images of a batch")
+    fold_shape = tuple(int(d) for d in idx.shape)
+    return fold_shape, np.ascontiguousarray(idx.reshape(-1).astype(np.uint32))
 
 
 def _device(t):
