@@ -346,8 +346,8 @@ def _transform_folds(cam, model, input_tensor, shape):
 
     The transform is probed with element indices: a layer output of shape S becomes
     ``arange(prod(S)).reshape(1, *S)`` (float64), and the transformed [1, C, h, w] values say
-    which element each folded element reads. A second probe of two images checks that the
-    transform keeps them apart. S is torch's output shape of the layer (one forward pass
+    which element each folded element reads. A second probe, two images of shuffled labels,
+    checks that the transform moves values without computing and keeps the images apart. S is torch's output shape of the layer (one forward pass
     with hooks, on the first image), whose row-major order is the exported ONNX value's and
     so the engine's (docs/architecture.md, "Shapes"); for a :class:`gradcam_wgpu.Model` it
     is ``Model.layer_shape``, and the probe is a numpy array.
@@ -403,9 +403,13 @@ def _torch_layer_shapes(model, names, input_tensor):
 def _fold(transform, shape, name, torch_probe):
     """``((C, h, w), uint32 index)`` of ``transform`` on a layer output of per-image ``shape``."""
     numel = int(np.prod(shape))
+    # The second probe: two images of shuffled element labels, so that arithmetic which
+    # happens to give indices on the first (a mean over channels of arange) disagrees.
+    shuffled = np.random.default_rng(0).permutation(2 * numel).astype(np.float64)
 
     def probe(n):
-        x = np.arange(n * numel, dtype=np.float64).reshape(n, *shape)
+        x = np.arange(numel, dtype=np.float64) if n == 1 else shuffled
+        x = x.reshape(n, *shape)
         if torch_probe:
             import torch
 
@@ -435,10 +439,11 @@ def _fold(transform, shape, name, torch_probe):
         raise unsupported("its values are not the layer's elements (it computes new ones)")
     if np.unique(idx).size != idx.size:
         raise unsupported("it repeats elements")
-    if not (np.array_equal(two[0], idx) and np.array_equal(two[1], idx + numel)):
-        raise unsupported("it mixes the images of a batch")
-    fold_shape = tuple(int(d) for d in idx.shape)
-    return fold_shape, np.ascontiguousarray(idx.reshape(-1).astype(np.uint32))
+    flat = idx.reshape(-1).astype(np.int64)
+    want = shuffled.reshape(2, numel)[:, flat].reshape(two.shape)
+    if not np.array_equal(two, want):
+        raise unsupported("it computes new values or mixes the images of a batch")
+    return tuple(int(d) for d in idx.shape), flat.astype(np.uint32)
 
 
 def _device(t):

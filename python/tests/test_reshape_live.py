@@ -1,0 +1,66 @@
+"""``reshape_transform`` against pytorch-grad-cam live (skipped where torch or grad-cam is
+missing): a target layer whose output is channels-last, as in Swin and ConvNeXt."""
+
+import numpy as np
+import pytest
+
+from gradcam_wgpu import compat
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+pgc = pytest.importorskip("pytorch_grad_cam", reason="grad-cam is not installed")
+
+TOL = 1e-4
+
+
+class Permute(torch.nn.Module):
+    def __init__(self, *dims):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+
+class ChannelsLast(torch.nn.Module):
+    """conv -> NHWC -> LayerNorm over channels (the target) -> GELU -> NCHW -> conv -> head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.to_nhwc = Permute(0, 2, 3, 1)
+        self.norm = torch.nn.LayerNorm(8)
+        self.act = torch.nn.GELU()
+        self.to_nchw = Permute(0, 3, 1, 2)
+        self.conv = torch.nn.Conv2d(8, 12, 3, stride=2, padding=1)
+        self.relu = torch.nn.ReLU()
+        self.fc = torch.nn.Linear(12, 5)
+
+    def forward(self, x):
+        x = self.to_nchw(self.act(self.norm(self.to_nhwc(self.stem(x)))))
+        return self.fc(self.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def nhwc_to_nchw(t):
+    return t.permute(0, 3, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return ChannelsLast().eval()
+
+
+@pytest.mark.parametrize("name", ["GradCAM", "GradCAMPlusPlus", "ScoreCAM", "EigenCAM", "LayerCAM"])
+def test_live_channels_last_layer(net, name):
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 21, 18)
+    targets = [compat.ClassifierOutputTarget(1), compat.ClassifierOutputTarget(4)]
+    maps = []
+    for lib in (compat, pgc):
+        cls = getattr(lib, name)
+        with cls(model=net, target_layers=[net.norm], reshape_transform=nhwc_to_nchw) as cam:
+            maps.append(cam(input_tensor=x, targets=targets))
+    ours, theirs = maps
+    assert ours.shape == theirs.shape
+    err = np.abs(ours - theirs).max()
+    assert err < TOL, (name, err)
