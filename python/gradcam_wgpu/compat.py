@@ -347,10 +347,11 @@ def _transform_folds(cam, model, input_tensor, shape):
     The transform is probed with element indices: a layer output of shape S becomes
     ``arange(prod(S)).reshape(1, *S)`` (float64), and the transformed [1, C, h, w] values say
     which element each folded element reads. A second probe, two images of shuffled labels,
-    checks that the transform moves values without computing and keeps the images apart. S is torch's output shape of the layer (one forward pass
-    with hooks, on the first image), whose row-major order is the exported ONNX value's and
-    so the engine's (docs/architecture.md, "Shapes"); for a :class:`gradcam_wgpu.Model` it
-    is ``Model.layer_shape``, and the probe is a numpy array.
+    checks that the transform moves values without computing and keeps the images apart.
+    S is torch's output shape of the layer (one forward pass with hooks, on the first
+    image), whose row-major order is the exported ONNX value's and so the engine's
+    (docs/architecture.md, "Shapes"); for a :class:`gradcam_wgpu.Model` it is
+    ``Model.layer_shape``, and the probe is a numpy array.
     """
     h, w = shape[1:]
     engine = [model.layer_shape(name, (h, w)) for name in cam._names]
@@ -372,7 +373,9 @@ def _torch_layer_shapes(model, names, input_tensor):
     """Torch's per-image output shape of each named module, from one image."""
     import torch
 
-    x = input_tensor if hasattr(input_tensor, "detach") else torch.from_numpy(_to_numpy(input_tensor))
+    x = input_tensor
+    if not hasattr(x, "detach"):
+        x = torch.from_numpy(_to_numpy(x))
     try:
         device = next(model.parameters()).device
     except StopIteration:

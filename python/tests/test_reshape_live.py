@@ -103,7 +103,8 @@ def test_live_vit_tokens(name):
     maps = []
     for lib in (compat, pgc):
         cls = getattr(lib, name)
-        with cls(model=net, target_layers=[net.norm], reshape_transform=vit_reshape_transform) as cam:
+        kw = {"target_layers": [net.norm], "reshape_transform": vit_reshape_transform}
+        with cls(model=net, **kw) as cam:
             maps.append(cam(input_tensor=x, targets=None))
     err = np.abs(maps[0] - maps[1]).max()
     assert err < TOL, (name, err)
