@@ -1,6 +1,8 @@
-// Layout ops (transpose, slice, pad, reduce_mean) and their backward passes: a strided
-// gather over a box of three dims per row, and a mean over a contiguous block of dims.
-// Bindings: src (read), dst (read_write). Every row holds one image (or gradient row).
+// Layout ops (transpose, slice, pad, reduce_mean, gather) and their backward passes: a
+// strided gather over a box of three dims per row, a gather by an index map, and a mean over
+// a contiguous block of dims.
+// Bindings: src (read), dst (read_write), idx (read; index_gather only). Every row holds one
+// image (or gradient row).
 
 struct LayoutParams {
     // gather: the box [E0, E1, E2] and the total count (rows * E0 * E1 * E2).
@@ -21,6 +23,7 @@ const FLAG_ACCUMULATE: u32 = 1u;
 @group(0) @binding(0) var<uniform> p: LayoutParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read> idx: array<u32>;
 #import grid
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
@@ -65,4 +68,19 @@ fn reduce_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         s += src[base + l * inner];
     }
     store(i, p.scale * s);
+}
+
+// dst[row, i] = src[row * stride.w + idx[i]], or 0 where idx[i] is 0xffffffff; dims.x is
+// dst's elements per row, dims.w the total count.
+@compute @workgroup_size(256)
+fn index_gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.dims.w) { return; }
+    let j = idx[i % p.dims.x];
+    var v = 0.0;
+    if (j != 0xffffffffu) {
+        v = src[(i / p.dims.x) * p.stride.w + j];
+    }
+    store(i, v);
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use gradcam_wgpu::engine::Plan;
-use gradcam_wgpu::engine::{Method, Score};
+use gradcam_wgpu::engine::{Fold, Method, Score};
 use gradcam_wgpu::graph::op::Reference;
 use gradcam_wgpu::graph::ops::batch_norm::Affine;
 use gradcam_wgpu::graph::ops::concat::ConcatStep;
@@ -636,6 +636,19 @@ fn explains_like_the_f64_composition(
     size: [usize; 2],
     layers: &[&str],
 ) {
+    let layers: Vec<(&str, Option<Fold>)> = layers.iter().map(|&l| (l, None)).collect();
+    explains_folded_like_the_f64_composition(ctx, graph, weights, size, &layers);
+}
+
+/// [`explains_like_the_f64_composition`] with folded layers: the reference gathers the f64
+/// activations and gradients through the same index map.
+fn explains_folded_like_the_f64_composition(
+    ctx: &GpuContext,
+    graph: &Graph,
+    weights: &Weights,
+    size: [usize; 2],
+    layers: &[(&str, Option<Fold>)],
+) {
     use gradcam_wgpu::engine::{IMAGENET_MEAN, IMAGENET_STD};
     use gradcam_wgpu::reference as r;
     let (n, k) = (3, 2);
@@ -643,7 +656,7 @@ fn explains_like_the_f64_composition(
         arch: "mobile-test".into(),
         graph: graph.clone(),
         weights: weights.clone(),
-        default_layer: layers[0].into(),
+        default_layer: layers[0].0.into(),
         input_size: size,
         mean: IMAGENET_MEAN,
         std: IMAGENET_STD,
@@ -678,9 +691,11 @@ fn explains_like_the_f64_composition(
 
     let scale = logits.iter().fold(0f64, |m, v| m.max(v.abs()));
     let plane = size[0] * size[1];
-    for &layer in layers {
+    for (layer, fold) in layers {
+        let layer = *layer;
         let cfg = EngineConfig {
             layers: vec![layer.into()],
+            folds: vec![fold.clone()],
             size,
             batch: n,
             targets: TargetSpec::TopK(k),
@@ -690,8 +705,19 @@ fn explains_like_the_f64_composition(
         let mut e = Engine::new(ctx.clone(), &model, cfg).unwrap();
         let res = e.explain(&images).unwrap();
         let node = graph.find(layer).unwrap();
-        let [c, h, w] = shapes[node];
-        let want = r::gradcam(&acts[node], &grads[node], [n, c, h, w], k, size);
+        let want = match fold {
+            None => {
+                let [c, h, w] = shapes[node];
+                r::gradcam(&acts[node], &grads[node], [n, c, h, w], k, size)
+            }
+            Some(f) => {
+                let numel = shapes[node].iter().product();
+                let a = r::layout::index_gather(&acts[node], numel, &f.index);
+                let g = r::layout::index_gather(&grads[node], numel, &f.index);
+                let [c, h, w] = f.shape;
+                r::gradcam(&a, &g, [n, c, h, w], k, size)
+            }
+        };
         let mut worst_logit = 0f64;
         let mut worst_map = 0f64;
         for (i, ir) in res.iter().enumerate() {
@@ -915,4 +941,185 @@ fn layout_ops_have_the_spec_spellings_and_checked_parameters() {
             .shape(&[[2, 3, 4], [2, 5, 4], [2, 1, 4]]),
         Ok([2, 9, 4])
     );
+}
+
+/// `nhwc` of the layout net (the concat transposed to `[H, W, C]`) read back as `[C, H, W]`.
+fn nhwc_to_nchw([c, h, w]: [usize; 3]) -> Fold {
+    let index = (0..c)
+        .flat_map(|ch| (0..h * w).map(move |p| (p * c + ch) as u32))
+        .collect();
+    Fold {
+        shape: [c, h, w],
+        index,
+    }
+}
+
+fn identity(shape: [usize; 3]) -> Fold {
+    Fold {
+        shape,
+        index: (0..shape.iter().product::<usize>() as u32).collect(),
+    }
+}
+
+/// Maps of `layer` (folded by `fold`) for the layout net's images.
+fn folded_maps(
+    ctx: &GpuContext,
+    model: &Model,
+    method: Method,
+    layer: &str,
+    fold: Option<Fold>,
+) -> Vec<Vec<f32>> {
+    let size = model.input_size;
+    let cfg = EngineConfig {
+        layers: vec![layer.into()],
+        folds: vec![fold],
+        method,
+        size,
+        batch: 2,
+        targets: TargetSpec::TopK(2),
+        read_maps: true,
+        ..Default::default()
+    };
+    let images: Vec<image::RgbImage> = (0..3u32)
+        .map(|i| {
+            image::RgbImage::from_fn(size[1] as u32, size[0] as u32, |x, y| {
+                image::Rgb([
+                    (x * 17 + 30 * i) as u8,
+                    (y * y + x) as u8,
+                    (x * y + 9) as u8,
+                ])
+            })
+        })
+        .collect();
+    let mut e = Engine::new(ctx.clone(), model, cfg).unwrap();
+    e.explain(&images)
+        .unwrap()
+        .into_iter()
+        .flat_map(|r| r.targets.into_iter().map(|t| t.map.unwrap()))
+        .collect()
+}
+
+/// Folded layers: Grad-CAM of the NHWC layer folded to NCHW against the f64 reference on
+/// the gathered tensors; for every method, an identity fold gives exactly the unfolded maps
+/// (also on a conv whose ReLU is otherwise fused), and the NHWC layer folded back gives
+/// exactly the NCHW concat's maps.
+#[test]
+fn folded_layers_explain_like_their_gathered_tensors() {
+    let ctx = ctx();
+    let (graph, weights) = layout_net();
+    let size = [13, 11];
+    let shapes = graph.shapes(size).unwrap();
+    let cat = shapes[graph.find("cat").unwrap()];
+    assert_eq!(shapes[graph.find("nhwc").unwrap()], [13, 23, 6]);
+    let stem = shapes[graph.find("stem.conv").unwrap()];
+    explains_folded_like_the_f64_composition(
+        &ctx,
+        &graph,
+        &weights,
+        size,
+        &[
+            ("nhwc", Some(nhwc_to_nchw(cat))),
+            ("cat", Some(identity(cat))),
+        ],
+    );
+    let model = Model {
+        arch: "layout-test".into(),
+        graph,
+        weights,
+        default_layer: "cat".into(),
+        input_size: size,
+        mean: gradcam_wgpu::engine::IMAGENET_MEAN,
+        std: gradcam_wgpu::engine::IMAGENET_STD,
+        classes: Vec::new(),
+        output: gradcam_wgpu::model::Output::Softmax,
+        explains: gradcam_wgpu::model::LOGITS.into(),
+    };
+    for method in [
+        Method::GradCam,
+        Method::GradCamPlusPlus,
+        Method::LayerCam,
+        Method::EigenCam,
+        Method::ScoreCam,
+        Method::GuidedGradCam,
+    ] {
+        let plain = folded_maps(&ctx, &model, method, "cat", None);
+        let same = folded_maps(&ctx, &model, method, "cat", Some(identity(cat)));
+        assert_eq!(plain, same, "{method:?}: identity fold");
+        let back = folded_maps(&ctx, &model, method, "nhwc", Some(nhwc_to_nchw(cat)));
+        assert_eq!(plain, back, "{method:?}: NHWC folded to NCHW");
+        let conv = folded_maps(&ctx, &model, method, "stem.conv", None);
+        let same = folded_maps(&ctx, &model, method, "stem.conv", Some(identity(stem)));
+        assert_eq!(conv, same, "{method:?}: identity fold of a conv");
+    }
+}
+
+/// Bad folds are errors naming the layer; Ablation-CAM takes none; FullGrad ignores them.
+#[test]
+fn folds_are_checked() {
+    let ctx = ctx();
+    let (graph, weights) = layout_net();
+    let size = [13, 11];
+    let model = Model {
+        arch: "layout-test".into(),
+        graph,
+        weights,
+        default_layer: "cat".into(),
+        input_size: size,
+        mean: gradcam_wgpu::engine::IMAGENET_MEAN,
+        std: gradcam_wgpu::engine::IMAGENET_STD,
+        classes: Vec::new(),
+        output: gradcam_wgpu::model::Output::Softmax,
+        explains: gradcam_wgpu::model::LOGITS.into(),
+    };
+    assert_eq!(model.layer_shape("nhwc", size).unwrap(), [13, 23, 6]);
+    assert!(matches!(
+        model.layer_shape("nope", size),
+        Err(Error::UnknownLayer { .. })
+    ));
+    let cat = [6, 13, 23];
+    let engine = |method, fold: Fold| {
+        let cfg = EngineConfig {
+            layers: vec!["nhwc".into()],
+            folds: vec![Some(fold)],
+            method,
+            size,
+            batch: 1,
+            ..Default::default()
+        };
+        Engine::new(ctx.clone(), &model, cfg)
+            .err()
+            .map(|e| e.to_string())
+    };
+    let mut short = identity(cat);
+    short.index.pop();
+    let mut far = identity(cat);
+    far.index[5] = 6 * 13 * 23;
+    let mut twice = identity(cat);
+    twice.index[5] = 4;
+    for (fold, says) in [
+        (short, "1793 indices"),
+        (far, "out of range"),
+        (twice, "appears twice"),
+    ] {
+        let e = engine(Method::GradCam, fold).expect("a bad fold is an error");
+        assert!(e.contains("layer `nhwc`") && e.contains(says), "{e}");
+    }
+    let e = engine(Method::AblationCam, identity(cat)).unwrap();
+    assert!(
+        e.contains("Ablation-CAM on a folded layer is not supported"),
+        "{e}"
+    );
+    assert_eq!(engine(Method::FullGrad, identity([1, 1, 1])), None);
+    // The output cannot be folded (the plan needs the logits last).
+    let cfg = EngineConfig {
+        layers: vec!["fc".into()],
+        folds: vec![Some(identity([5, 1, 1]))],
+        size,
+        ..Default::default()
+    };
+    let e = Engine::new(ctx.clone(), &model, cfg)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("layer `fc`: fold of the output"), "{e}");
 }

@@ -9,6 +9,13 @@ its weights are unchanged; ``target_layers`` are mapped to their module paths) o
 :class:`gradcam_wgpu.Model` (``target_layers`` are then layer names, and the input a numpy
 float32 array). Results are numpy float32 ``[N, H, W]`` in [0, 1], as pytorch-grad-cam's.
 
+``reshape_transform`` (pytorch-grad-cam's hook for token and channels-last layers: ViT, Swin,
+ConvNeXt) works when it only rearranges the layer's elements (slicing off a class token,
+reshape, permute, transpose), as pytorch-grad-cam's examples write it: it is probed once per
+input shape with element indices, and the engine reads the layer's activations and gradients
+through the resulting index map. A transform that computes new values, or one that mixes the
+images of a batch, raises NotImplementedError; so does AblationCAM with a transform.
+
 Like pytorch-grad-cam, the constructor puts a torch model in eval mode. A model found in
 training mode at call time is explained in eval mode (warned once) and left as it was.
 
@@ -312,8 +319,14 @@ class _Entry:
 
 
 def _options(kwargs):
-    """A hashable key of explainer options."""
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
+    """A hashable key of explainer options (folds by their shapes and index bytes)."""
+
+    def key(k, v):
+        if k == "folds":
+            return tuple(None if f is None else (tuple(f[0]), f[1].tobytes()) for f in v)
+        return tuple(v) if isinstance(v, list) else v
+
+    return tuple(sorted((k, key(k, v)) for k, v in kwargs.items()))
 
 
 def _acquire(model, kwargs):
@@ -402,11 +415,6 @@ class BaseCAM:
         detach=True,
         **kwargs,
     ):
-        if reshape_transform is not None:
-            raise NotImplementedError(
-                "reshape_transform: gradcam_wgpu explains [N, C, H, W] target layers; "
-                "token layers (ViT, Swin) are not supported yet"
-            )
         ablation_layer = kwargs.pop("ablation_layer", None)
         if ablation_layer is not None and type(ablation_layer).__name__ != "AblationLayer":
             raise NotImplementedError(
@@ -440,8 +448,10 @@ class BaseCAM:
             raise ValueError("target_layers is empty")
         # the shared engines this object holds, by engine options
         self._held = {}
+        # reshape_transform: (C, H, W) -> the engine's folds of the target layers
+        self._folds = {}
 
-    def _entry(self, model, shape, aug_smooth, eigen_smooth, score="logit"):
+    def _entry(self, model, shape, aug_smooth, eigen_smooth, score="logit", folds=None):
         """The shared engine entry for this call's options (held until `close`)."""
         kwargs = {
             "layers": [] if self._method == "fullgrad" else list(self._names),
@@ -453,6 +463,8 @@ class BaseCAM:
         }
         if self._method in ("scorecam", "ablationcam") and self.batch_size is not None:
             kwargs["probe_batch"] = max(1, int(self.batch_size))
+        if folds is not None:
+            kwargs["folds"] = folds
         opts = _options(kwargs)
         held = self._held.get(opts)
         if held is not None and held.model is model:
@@ -470,6 +482,12 @@ class BaseCAM:
         model = _export(self.model, shape) if self._torch else self.model
         # EigenCAM weighs no target: pytorch-grad-cam takes any target object and ignores it.
         per_image = None if self._method == "eigencam" else _targets(targets, n)
+        folds = None
+        if self.reshape_transform is not None and self._method != "fullgrad":
+            folds = self._folds.get(shape)
+            if folds is None:
+                folds = _transform_folds(self, model, input_tensor, shape)
+                self._folds[shape] = folds
         maps = np.empty((n, h, w), np.float32)
         logits = None
         # One engine call per score; images keep their places.
@@ -477,7 +495,7 @@ class BaseCAM:
         for i, (score, _) in enumerate(per_image or []):
             groups.setdefault(score, []).append(i)
         for score, idx in groups.items() or [("logit", None)]:
-            entry = self._entry(model, shape, aug_smooth, eigen_smooth, score)
+            entry = self._entry(model, shape, aug_smooth, eigen_smooth, score, folds)
             with entry.lock:
                 ex = entry.explainer_for(n if idx is None else len(idx))
                 if idx is None:
@@ -547,6 +565,117 @@ class BaseCAM:
         if isinstance(exc_value, IndexError):
             print(f"An exception occurred in CAM with block: {exc_type}. Message: {exc_value}")
             return True
+
+
+# ---- reshape_transform ----------------------------------------------------------------------
+
+
+def _transform_folds(cam, model, input_tensor, shape):
+    """The engine's fold of each target layer under ``cam.reshape_transform``.
+
+    The transform is probed with element indices: a layer output of shape S becomes
+    ``arange(prod(S)).reshape(1, *S)`` (float64), and the transformed [1, C, h, w] values say
+    which element each folded element reads. A second probe, two images of shuffled labels,
+    checks that the transform moves values without computing and keeps the images apart.
+    S is torch's output shape of the layer (one forward pass with hooks, on the first
+    image), whose row-major order is the exported ONNX value's and so the engine's
+    (docs/architecture.md, "Shapes"); for a :class:`gradcam_wgpu.Model` it is
+    ``Model.layer_shape``, and the probe is a numpy array.
+    """
+    h, w = shape[1:]
+    engine = [model.layer_shape(name, (h, w)) for name in cam._names]
+    if not cam._torch:
+        return [_fold(cam.reshape_transform, s, name, False) for s, name in zip(engine, cam._names)]
+    torch_shapes = _torch_layer_shapes(cam.model, cam._names, input_tensor)
+    folds = []
+    for name, s, ts in zip(cam._names, engine, torch_shapes):
+        if ts is None or int(np.prod(ts)) != int(np.prod(s)):
+            raise NotImplementedError(
+                f"reshape_transform on layer `{name}`: its torch output {ts} does not match "
+                f"the exported layer's shape {s}"
+            )
+        folds.append(_fold(cam.reshape_transform, ts, name, True))
+    return folds
+
+
+def _torch_layer_shapes(model, names, input_tensor):
+    """Torch's per-image output shape of each named module, from one image."""
+    import torch
+
+    x = input_tensor
+    if not hasattr(x, "detach"):
+        x = torch.from_numpy(_to_numpy(x))
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    x = x[:1].detach().to(device=device, dtype=torch.float32)
+    shapes = {}
+
+    def hook(i):
+        def record(module, inputs, output):
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            shapes.setdefault(i, tuple(out.shape[1:]))
+
+        return record
+
+    handles = [model.get_submodule(n).register_forward_hook(hook(i)) for i, n in enumerate(names)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return [shapes.get(i) for i in range(len(names))]
+
+
+def _fold(transform, shape, name, torch_probe):
+    """``((C, h, w), uint32 index)`` of ``transform`` on a layer output of per-image ``shape``."""
+    numel = int(np.prod(shape))
+    # The second probe: two images of shuffled element labels, so that arithmetic which
+    # happens to give indices on the first (a mean over channels of arange) disagrees.
+    shuffled = np.random.default_rng(0).permutation(2 * numel).astype(np.float64)
+
+    def probe(n):
+        x = np.arange(numel, dtype=np.float64) if n == 1 else shuffled
+        x = x.reshape(n, *shape)
+        if torch_probe:
+            import torch
+
+            y = transform(torch.from_numpy(x))
+            return y.detach().cpu().numpy() if hasattr(y, "detach") else np.asarray(y)
+        return np.asarray(transform(x))
+
+    def unsupported(why):
+        return NotImplementedError(
+            f"reshape_transform on layer `{name}`: {why}; gradcam_wgpu supports transforms "
+            "that only rearrange a layer's elements (slice, reshape, permute, transpose)"
+        )
+
+    try:
+        one, two = probe(1), probe(2)
+    except Exception as e:
+        raise unsupported(f"it failed on a probe of shape {(1, *shape)}: {e}") from e
+    if one.ndim != 4 or one.shape[0] != 1 or two.shape != (2, *one.shape[1:]) or one.size == 0:
+        raise unsupported(f"expected an [n, C, h, w] result, got {tuple(one.shape)}")
+    idx = one[0]
+    if (
+        not np.all(np.isfinite(idx))
+        or np.any(idx != np.round(idx))
+        or idx.min() < 0
+        or idx.max() >= numel
+    ):
+        raise unsupported("its values are not the layer's elements (it computes new ones)")
+    if np.unique(idx).size != idx.size:
+        raise unsupported("it repeats elements")
+    flat = idx.reshape(-1).astype(np.int64)
+    want = shuffled.reshape(2, numel)[:, flat].reshape(two.shape)
+    if not np.array_equal(two, want):
+        raise unsupported("it computes new values or mixes the images of a batch")
+    return tuple(int(d) for d in idx.shape), flat.astype(np.uint32)
 
 
 def _device(t):

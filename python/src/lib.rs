@@ -2,7 +2,7 @@
 //! engine configuration; `gradcam_wgpu` (Python) re-exports them and adds the
 //! pytorch-grad-cam drop-in on top.
 
-use gradcam_wgpu::engine::{Fuse, Method};
+use gradcam_wgpu::engine::{Fold, Fuse, Method};
 use gradcam_wgpu::onnx::{Layout, OnnxOptions};
 use gradcam_wgpu::{Engine, EngineConfig, GpuContext, ImageResult, Model, Precision, TargetSpec};
 use numpy::ndarray::{Array2, Array4, Array5};
@@ -150,6 +150,21 @@ impl PyModel {
     fn layers(&self) -> Vec<String> {
         self.inner.graph.layer_names()
     }
+    /// The per-image output shape `(d0, d1, d2)` of layer `name` at input `size` (default
+    /// the model's): the framework's shape less the batch, padded with 1s, in the same
+    /// row-major order (what `folds=` indexes).
+    #[pyo3(signature = (name, size=None))]
+    fn layer_shape(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        size: Option<(usize, usize)>,
+    ) -> PyResult<(usize, usize, usize)> {
+        let size = size.map_or(self.inner.input_size, |(h, w)| [h, w]);
+        let m = self.inner.clone();
+        let [a, b, c] = guarded(py, move || m.layer_shape(name, size))?;
+        Ok((a, b, c))
+    }
     fn __repr__(&self) -> String {
         format!(
             "Model(arch={:?}, input_size={:?}, default_layer={:?})",
@@ -174,6 +189,31 @@ fn parse_targets(t: &Bound<'_, PyAny>) -> PyResult<TargetSpec> {
     Err(PyValueError::new_err(
         "targets: expected \"top1\", \"topK\", \"all\", \"3,7\", a class index or a list of them",
     ))
+}
+
+/// `folds=`: per layer None, or `(shape, index)`: the folded `(C, h, w)` and a uint32 array
+/// of C*h*w flat indices into the layer's per-image output.
+fn parse_folds(f: &Bound<'_, PyAny>) -> PyResult<Vec<Option<Fold>>> {
+    let bad = || {
+        PyValueError::new_err(
+            "folds: expected a list with, per layer, None or ((C, h, w), uint32 index array)",
+        )
+    };
+    let mut out = Vec::new();
+    for item in f.try_iter().map_err(|_| bad())? {
+        let item = item?;
+        if item.is_none() {
+            out.push(None);
+            continue;
+        }
+        let ((c, h, w), index): ((usize, usize, usize), PyReadonlyArrayDyn<'_, u32>) =
+            item.extract().map_err(|_| bad())?;
+        out.push(Some(Fold {
+            shape: [c, h, w],
+            index: index.as_array().iter().copied().collect(),
+        }));
+    }
+    Ok(out)
 }
 
 /// The results of one call, as numpy arrays.
@@ -218,7 +258,7 @@ impl PyExplainer {
     #[pyo3(signature = (model, layers=None, method="gradcam", targets=None, *, score="logit", size=None,
         batch=8, fuse="mean", eigen_smooth=false, aug_smooth=false, mean=None, std=None,
         precision="f32", winograd=false, overlays=false, backward_rows=None, probe_batch=None,
-        lazy=false))]
+        lazy=false, folds=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -240,6 +280,7 @@ impl PyExplainer {
         backward_rows: Option<usize>,
         probe_batch: Option<usize>,
         lazy: bool,
+        folds: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let m = &model.inner;
         let layers: Vec<String> = match layers {
@@ -278,6 +319,11 @@ impl PyExplainer {
             probe_batch,
             precision,
             winograd,
+            folds: folds
+                .as_ref()
+                .map(parse_folds)
+                .transpose()?
+                .unwrap_or_default(),
         };
         let mut ex = Self {
             model: m.clone(),

@@ -171,8 +171,6 @@ def test_live_errors(resnet18):
     with compat.GradCAM(model=m, target_layers=[m.conv]) as cam:
         with pytest.raises(gw.Error, match="CumSum"):
             cam(torch.randn(1, 3, 16, 16))
-    with pytest.raises(NotImplementedError, match="reshape_transform"):
-        compat.GradCAM(model=m, target_layers=[m.conv], reshape_transform=lambda t: t)
 
 
 def test_live_tta_transforms():

@@ -111,6 +111,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         std,
         precision: a.weights.precision(),
         winograd: a.weights.winograd,
+        folds: Vec::new(),
         ..EngineConfig::default()
     };
     let t = Instant::now();

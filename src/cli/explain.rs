@@ -91,6 +91,7 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
         probe_batch: None,
         precision: a.weights.precision(),
         winograd: a.weights.winograd,
+        folds: Vec::new(),
     };
     Ok(Plan {
         method,

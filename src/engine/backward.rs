@@ -29,7 +29,7 @@ impl Engine {
                 seed,
             ));
         }
-        let lowest = *self.plan.targets.iter().min().expect("at least one target");
+        let lowest = *self.plan.sources.iter().min().expect("at least one target");
         let [h, w] = self.cfg.size;
         match self.cfg.method {
             Method::FullGrad => {

@@ -8,7 +8,7 @@ use super::fullgrad::fullgrad_terms;
 use super::method::Recipe;
 use super::perturb::Probe;
 use super::plan::{self, Plan, Step};
-use super::{EngineConfig, Method, Score};
+use super::{EngineConfig, Method, Score, fold};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, buffer};
 use crate::model::Model;
@@ -37,27 +37,33 @@ impl Engine {
         };
         let mut target_nodes = Vec::new();
         for layer in &layers {
-            let node = graph.find(layer).ok_or_else(|| {
-                let names = graph.layer_names();
-                let valid = if names.len() > 100 {
-                    format!(
-                        "the nearest of {} are {}",
-                        names.len(),
-                        crate::onnx::nearest(layer, &names, 8).join(", ")
-                    )
-                } else {
-                    names.join(", ")
-                };
-                Error::UnknownLayer {
-                    name: layer.clone(),
-                    valid,
-                }
-            })?;
+            let node = model.find_layer(layer)?;
             if node == 0 {
                 return Err(Error::Invalid("the input is not a layer to explain".into()));
             }
             target_nodes.push(node);
         }
+        // FullGrad reads no layer: its folds are ignored.
+        let folds: &[_] = if cfg.method == Method::FullGrad {
+            &[]
+        } else {
+            &cfg.folds
+        };
+        if folds.iter().any(Option::is_some)
+            && matches!(recipe, Recipe::Ablation | Recipe::Classifier)
+        {
+            return Err(Error::Invalid(format!(
+                "{} on a folded layer is not supported",
+                if recipe == Recipe::Ablation {
+                    "Ablation-CAM"
+                } else {
+                    "CAM"
+                }
+            )));
+        }
+        let (folded, target_nodes) =
+            fold::fold_graph(graph, &layers, &target_nodes, folds, cfg.size)?;
+        let graph = &folded;
         if cfg.batch == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
@@ -174,10 +180,15 @@ impl Engine {
         // so a caller can retry with a smaller batch.
         let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let main = Activations::new(&ctx, &plan, cap_n);
+        // The region's gradients, and the folded targets' (gathered from their sources').
+        let mut has_grad = plan.in_region.clone();
+        for &t in &plan.targets {
+            has_grad[t] = true;
+        }
         let grads = plan
             .steps
             .iter()
-            .zip(&plan.in_region)
+            .zip(&has_grad)
             .map(|(s, &r)| r.then(|| buffer::storage(&ctx, "grad", cap_rows as u64 * numel(s) * 4)))
             .collect();
         let rows = cap_rows as u64;

@@ -8,6 +8,7 @@ use super::{Fuse, Method};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext, buffer};
 use crate::graph::Op;
+use crate::graph::op::Forward;
 use crate::graph::ops::adaptive_avg_pool::AdaptiveAvgPoolStep;
 use crate::graph::ops::linear::{Linear, LinearStep};
 use crate::model::Model;
@@ -23,6 +24,9 @@ impl Engine {
         let rows = n * tc;
         let [h, w] = self.cfg.size;
         let layers = self.plan.targets.len();
+        if self.cfg.method.needs_gradients() {
+            self.fold_gradients(d, rows);
+        }
         for (li, &t) in self.plan.targets.iter().enumerate() {
             let [c, th, tw] = self.plan.steps[t].shape;
             let shape = CamShape {
@@ -107,6 +111,28 @@ impl Engine {
             }
         }
         d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
+    }
+
+    /// Each folded target's gradient: its gather applied to its source's gradient.
+    fn fold_gradients(&self, d: &mut Vec<Dispatch>, rows: usize) {
+        let steps = &self.plan.steps;
+        for (k, &t) in self.plan.targets.iter().enumerate() {
+            if !self.plan.folded(k) {
+                continue;
+            }
+            let s = self.plan.sources[k];
+            let grad = |i: usize| self.grads[i].as_ref().expect("folds have gradients");
+            d.extend(steps[t].op.forward(&Forward {
+                ctx: &self.ctx,
+                ops: &self.ops,
+                n: rows,
+                inputs: &[(grad(s), steps[s].shape)],
+                output: grad(t),
+                shape: steps[t].shape,
+                relu: false,
+                saved: None,
+            }));
+        }
     }
 
     /// Merges `layer_map` (one layer's upsampled maps) into `cam_big`.

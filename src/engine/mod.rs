@@ -11,6 +11,7 @@ pub(crate) mod activations;
 mod backward;
 mod buffers;
 mod cam;
+pub mod fold;
 mod forward;
 mod fullgrad;
 pub mod method;
@@ -19,6 +20,7 @@ pub mod plan;
 pub mod targets;
 
 pub use crate::model::{IMAGENET_MEAN, IMAGENET_STD};
+pub use fold::Fold;
 pub use method::{Fuse, METHODS, Method};
 pub use plan::{Plan, Step, WeightUpload};
 pub use targets::{SCORES, Score, TargetSpec};
@@ -37,6 +39,10 @@ pub struct EngineConfig {
     /// Target layers (torchvision module paths); empty picks the model's default. Several
     /// layers give one map fused from the per-layer maps.
     pub layers: Vec<String>,
+    /// Per layer, how to read it (pytorch-grad-cam's `reshape_transform`): `None` as it is,
+    /// or folded to `[C, h, w]` through an index map ([`Fold`]). Empty, or one per layer;
+    /// ignored by FullGrad; Ablation-CAM and CAM take no folds.
+    pub folds: Vec<Option<Fold>>,
     pub method: Method,
     /// How several layers' maps are fused.
     pub fuse: Fuse,
@@ -72,6 +78,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             layers: Vec::new(),
+            folds: Vec::new(),
             method: Method::GradCam,
             fuse: Fuse::Mean,
             eigen_smooth: false,

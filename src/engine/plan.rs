@@ -28,6 +28,10 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// The steps whose outputs are the target layers' activations, in the order asked.
     pub targets: Vec<usize>,
+    /// Per target, the step the backward computes the gradient of: the target itself, or
+    /// for a folded target (a gather node the output does not read) the layer it gathers
+    /// from; the target's gradient is then the same gather of that one.
+    pub sources: Vec<usize>,
     /// Steps whose gradient the backward pass computes: the targets and everything after
     /// them that the output depends on.
     pub in_region: Vec<bool>,
@@ -158,16 +162,6 @@ impl Plan {
                 nodes: p.nodes.clone(),
             });
         }
-        // The region: descendants of the targets that the output depends on.
-        let mut from_target = vec![false; steps.len()];
-        for &t in &targets {
-            from_target[t] = true;
-        }
-        // Methods that need the input's gradient backpropagate through everything.
-        from_target[0] |= to_input;
-        for s in 0..steps.len() {
-            from_target[s] |= steps[s].inputs.iter().any(|&i| from_target[i]);
-        }
         let mut to_output = vec![false; steps.len()];
         to_output[steps.len() - 1] = true;
         for s in (0..steps.len()).rev() {
@@ -177,12 +171,33 @@ impl Plan {
                 }
             }
         }
+        let sources: Vec<usize> = targets
+            .iter()
+            .map(|&t| {
+                let fold = matches!(graph.nodes[pending[t].node].op, Op::Gather(_));
+                if fold && !to_output[t] {
+                    steps[t].inputs[0]
+                } else {
+                    t
+                }
+            })
+            .collect();
+        // The region: descendants of the targets that the output depends on.
+        let mut from_target = vec![false; steps.len()];
+        for &t in &sources {
+            from_target[t] = true;
+        }
+        // Methods that need the input's gradient backpropagate through everything.
+        from_target[0] |= to_input;
+        for s in 0..steps.len() {
+            from_target[s] |= steps[s].inputs.iter().any(|&i| from_target[i]);
+        }
         let in_region: Vec<bool> = from_target
             .iter()
             .zip(&to_output)
             .map(|(a, b)| *a && *b)
             .collect();
-        if let Some(&t) = targets.iter().find(|&&t| !in_region[t]) {
+        if let Some(&t) = sources.iter().find(|&&t| !in_region[t]) {
             return Err(Error::Invalid(format!(
                 "the output does not depend on layer `{}`",
                 steps[t].name
@@ -191,8 +206,14 @@ impl Plan {
         Ok(Self {
             steps,
             targets,
+            sources,
             in_region,
         })
+    }
+
+    /// Whether target `k` is folded (its gradient is gathered from its source's).
+    pub fn folded(&self, k: usize) -> bool {
+        self.sources[k] != self.targets[k]
     }
 }
 

@@ -21,6 +21,7 @@ pub use ops::clip::Clip;
 pub use ops::concat::Concat;
 pub use ops::conv2d::Conv2d;
 pub use ops::erf::Erf;
+pub use ops::gather::Gather;
 pub use ops::gelu::Gelu;
 pub use ops::group_norm::GroupNorm;
 pub use ops::hard_sigmoid::HardSigmoid;

@@ -10,8 +10,8 @@ pub use super::node::{
 };
 use super::ops::{
     activation, adaptive_avg_pool, add, alias, avg_pool, batch_norm, binary, binary_const, clip,
-    concat, conv2d, erf, gelu, group_norm, hard_sigmoid, hardswish, input, layer_norm, linear,
-    max_pool, mul, pad, reduce_mean, relu, slice, transpose,
+    concat, conv2d, erf, gather, gelu, group_norm, hard_sigmoid, hardswish, input, layer_norm,
+    linear, max_pool, mul, pad, reduce_mean, relu, slice, transpose,
 };
 
 /// Declares the IR enum from the op types: one line per op.
@@ -96,4 +96,6 @@ registry! {
     Pad(pad::Pad),
     /// The mean over dims `start..end` (keepdims).
     ReduceMean(reduce_mean::ReduceMean),
+    /// Output element i is input element `index[i]` (a folded target layer).
+    Gather(gather::Gather),
 }

@@ -227,6 +227,34 @@ impl Model {
             .collect()
     }
 
+    /// The per-image output shape `[d0, d1, d2]` of layer `name` (a node or alias name) at
+    /// input size `[H, W]`: the framework's shape less the batch, padded with 1s
+    /// (docs/architecture.md, "Shapes"), so its row-major order is the framework's.
+    pub fn layer_shape(&self, name: &str, size: [usize; 2]) -> Result<crate::graph::Shape> {
+        Ok(self.graph.shapes(size)?[self.find_layer(name)?])
+    }
+
+    /// The node of layer `name`, or an error listing the valid names (the nearest ones when
+    /// there are many).
+    pub fn find_layer(&self, name: &str) -> Result<usize> {
+        self.graph.find(name).ok_or_else(|| {
+            let names = self.graph.layer_names();
+            let valid = if names.len() > 100 {
+                format!(
+                    "the nearest of {} are {}",
+                    names.len(),
+                    onnx::nearest(name, &names, 8).join(", ")
+                )
+            } else {
+                names.join(", ")
+            };
+            Error::UnknownLayer {
+                name: name.to_string(),
+                valid,
+            }
+        })
+    }
+
     /// The name of class `c`, or its index when the model does not name its classes.
     pub fn class_name(&self, c: usize) -> String {
         self.classes

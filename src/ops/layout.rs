@@ -1,6 +1,6 @@
 //! Layout ops: a strided gather (transpose, slice, pad, their backward passes, and the
-//! broadcast back of a mean) and a sum over a contiguous block of dims
-//! (shaders/layout.wgsl).
+//! broadcast back of a mean), a gather by an index map (a folded target layer) and a sum
+//! over a contiguous block of dims (shaders/layout.wgsl).
 
 use super::{module, u};
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
@@ -57,8 +57,12 @@ pub fn strides(s: [usize; 3]) -> [usize; 3] {
     [s[1] * s[2], s[2], 1]
 }
 
+/// An [`LayoutKernels::index_gather`] index that reads nothing: the element is 0.
+pub const NO_INDEX: u32 = u32::MAX;
+
 pub struct LayoutKernels {
     gather: Kernel,
+    index_gather: Kernel,
     reduce_sum: Kernel,
 }
 
@@ -72,6 +76,14 @@ impl LayoutKernels {
         let st = [Access::Read, Access::ReadWrite];
         Self {
             gather: Kernel::new(ctx, &m, "gather", &st, &[], 256),
+            index_gather: Kernel::new(
+                ctx,
+                &m,
+                "index_gather",
+                &[Access::Read, Access::ReadWrite, Access::Read],
+                &[],
+                256,
+            ),
             reduce_sum: Kernel::new(ctx, &m, "reduce_sum", &st, &[], 256),
         }
     }
@@ -98,6 +110,32 @@ impl LayoutKernels {
             ..Default::default()
         };
         self.gather.dispatch(ctx, &p, &[src, dst], len as u64)
+    }
+
+    /// `dst[row, i] = src[row * src_row + index[i]]` for `rows` rows of `index.len()`
+    /// elements (0 where the index is [`NO_INDEX`]), added when `accumulate`. `index` holds
+    /// `per_row` u32.
+    #[allow(clippy::too_many_arguments)]
+    pub fn index_gather(
+        &self,
+        ctx: &GpuContext,
+        rows: usize,
+        per_row: usize,
+        src_row: usize,
+        index: &wgpu::Buffer,
+        accumulate: bool,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Dispatch {
+        let len = rows * per_row;
+        let p = LayoutParams {
+            dims: [u(per_row), 0, 0, u(len)],
+            stride: [0, 0, 0, u(src_row)],
+            misc: [0, accumulate as u32 * FLAG_ACCUMULATE, 0, 0],
+            ..Default::default()
+        };
+        self.index_gather
+            .dispatch(ctx, &p, &[src, dst, index], len as u64)
     }
 
     /// `dst[a, b] = scale * sum_l src[a, l, b]`, `src` viewed as `[outer, len, inner]`

@@ -124,3 +124,23 @@ pub fn reduce_mean_backward(dy: &[f64], shape: Shape, start: usize, end: usize) 
         )] / len
     })
 }
+
+/// `y[row, i] = x[row, index[i]]`, `x` in rows of `in_numel` elements.
+pub fn index_gather(x: &[f64], in_numel: usize, index: &[u32]) -> Vec<f64> {
+    x.chunks(in_numel)
+        .flat_map(|row| index.iter().map(|&j| row[j as usize]))
+        .collect()
+}
+
+/// The gradient of [`index_gather`]: `dy[row, i]` added at `index[i]`, zeros elsewhere.
+pub fn index_gather_backward(dy: &[f64], in_numel: usize, index: &[u32]) -> Vec<f64> {
+    dy.chunks(index.len())
+        .flat_map(|row| {
+            let mut dx = vec![0.0; in_numel];
+            for (&j, &g) in index.iter().zip(row) {
+                dx[j as usize] += g;
+            }
+            dx
+        })
+        .collect()
+}

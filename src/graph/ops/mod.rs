@@ -13,6 +13,7 @@ pub mod clip;
 pub mod concat;
 pub mod conv2d;
 pub mod erf;
+pub mod gather;
 pub mod gelu;
 pub mod group_norm;
 pub mod hard_sigmoid;

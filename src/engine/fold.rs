@@ -1,0 +1,89 @@
+//! Folded target layers (pytorch-grad-cam's `reshape_transform`): a layer read through an
+//! index map as `[C, h, w]`. The engine inserts a [`Gather`] node right after the layer and
+//! targets it; the plan stops the backward at the layer and gathers its gradient too.
+
+use crate::error::{Error, Result};
+use crate::graph::{Gather, Graph, Node, Op, elements};
+
+/// How a target layer is read: element `i` of the folded `[C, h, w]` tensor (row-major, per
+/// image) is the layer's flat per-image element `index[i]` (row-major over its own shape).
+/// Activations and gradients are both folded; the map must be injective.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fold {
+    /// `[C, h, w]`: channels and the map's grid.
+    pub shape: [usize; 3],
+    pub index: Vec<u32>,
+}
+
+/// `graph` with a gather node after each folded target, and the nodes to target: the
+/// gather where `folds[k]` is set, else the layer. `folds` is empty or one per target.
+pub(super) fn fold_graph(
+    graph: &Graph,
+    names: &[String],
+    targets: &[usize],
+    folds: &[Option<Fold>],
+    size: [usize; 2],
+) -> Result<(Graph, Vec<usize>)> {
+    if folds.iter().all(Option::is_none) {
+        return Ok((graph.clone(), targets.to_vec()));
+    }
+    if folds.len() != targets.len() {
+        return Err(Error::Invalid(format!(
+            "{} folds for {} layers: give one (or None) per layer",
+            folds.len(),
+            targets.len()
+        )));
+    }
+    let shapes = graph.shapes(size)?;
+    // Gather nodes to insert after each node, in the order of the layers.
+    let mut after: Vec<Vec<(usize, Gather)>> = vec![Vec::new(); graph.nodes.len()];
+    for (k, (fold, &t)) in folds.iter().zip(targets).enumerate() {
+        let Some(f) = fold else { continue };
+        let bad = |m: String| Error::Invalid(format!("layer `{}`: fold {m}", names[k]));
+        if t == graph.output() {
+            return Err(bad("of the output: pick a layer before it".into()));
+        }
+        let op = Gather {
+            shape: f.shape,
+            index: f.index.clone(),
+        };
+        crate::graph::NodeOp::check(&op).map_err(bad)?;
+        op.check_input(elements(shapes[t])).map_err(|m| {
+            bad(format!(
+                "(layer shape {:?}, {} elements): {m}",
+                shapes[t],
+                elements(shapes[t])
+            ))
+        })?;
+        after[t].push((k, op));
+    }
+    // Old node i moves to new[i]; the gathers follow their layers.
+    let mut new = Vec::with_capacity(graph.nodes.len());
+    let mut next = 0;
+    for a in &after {
+        new.push(next);
+        next += 1 + a.len();
+    }
+    let mut nodes = Vec::with_capacity(next);
+    let mut out = targets.iter().map(|&t| new[t]).collect::<Vec<_>>();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        nodes.push(Node {
+            inputs: n.inputs.iter().map(|&j| new[j]).collect(),
+            ..n.clone()
+        });
+        for (k, op) in after[i].drain(..) {
+            out[k] = nodes.len();
+            nodes.push(Node {
+                name: format!("{}#fold{k}", n.name),
+                op: Op::Gather(op),
+                inputs: vec![new[i]],
+            });
+        }
+    }
+    let aliases = graph
+        .aliases
+        .iter()
+        .map(|(a, &i)| (a.clone(), new[i]))
+        .collect();
+    Ok((Graph { nodes, aliases }, out))
+}
