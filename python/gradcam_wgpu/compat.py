@@ -426,6 +426,11 @@ class BaseCAM:
             raise NotImplementedError(
                 f"ratio_channels_to_ablate={ratio}: gradcam_wgpu ablates every channel (1.0)"
             )
+        if reshape_transform is not None and self._method == "ablationcam":
+            raise NotImplementedError(
+                "AblationCAM with a reshape_transform: the engine ablates channels of "
+                "[N, C, H, W] layers (pytorch-grad-cam needs AblationLayerVit there)"
+            )
         self.ablation_layer = ablation_layer
         # None: aug_smooth=True runs the engine's built-in (pgc's default) augmentation
         self.tta_transforms = tta_transforms
