@@ -187,6 +187,13 @@ fn densenet() {
     check("densenet");
 }
 
+/// Multi-head self-attention over a conv stem's positions: MatMul of two activations and an
+/// inner Softmax, with the target layer before them so the gradient runs back through both.
+#[test]
+fn attention_net() {
+    check("attention_net");
+}
+
 #[test]
 fn nhwc_convnet() {
     check("nhwc_convnet");

@@ -184,6 +184,33 @@ class NHWCNet(nn.Module):
         return self.fc(x)
 
 
+class AttentionNet(nn.Module):
+    """A conv stem, multi-head self-attention over its positions (batch-first, as in
+    non-local blocks and hybrid CNN-attention nets: MatMul of two activations, an inner
+    Softmax), a residual projection and a conv head. Its target layer is the stem, so the
+    gradient comes back through the attention."""
+
+    def __init__(self, heads=4, dim=32):
+        super().__init__()
+        self.heads, self.d = heads, dim // heads
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, dim, 3, stride=2, padding=1), nn.BatchNorm2d(dim), nn.ReLU())
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+        self.tail = nn.Sequential(nn.Conv2d(dim, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU())
+        self.fc = nn.Linear(48, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        n, c, h, w = x.shape
+        q, k, v = (t.reshape(n, self.heads, self.d, h * w) for t in self.qkv(x).chunk(3, dim=1))
+        attn = torch.softmax(q.transpose(-2, -1) @ k * self.d ** -0.5, dim=-1)
+        out = (v @ attn.transpose(-2, -1)).reshape(n, c, h, w)
+        x = self.tail(x + self.proj(out))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
 class NCHWAdapter(nn.Module):
     """pgc needs an NCHW input (it takes H, W from the last two axes): feed the NHWC net the
     same tensor transposed. The target layer is inside .net, so the maps are the NHWC model's."""
@@ -372,6 +399,8 @@ TV_CASES = [
          targets=[[7, 4], [3, 6]]),
     dict(case="nhwc_convnet", build=NHWCNet, seed=26, h=40, w=56, layer="body.11",
          exporter="torchscript", opset=13, targets=[[1, 8], [4, 0]], nhwc=True),
+    dict(case="attention_net", build=AttentionNet, seed=27, h=32, w=40, layer="stem",
+         exporter="torchscript", opset=17, targets=[[2, 6], [9, 3]]),
 ]
 
 

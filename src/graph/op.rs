@@ -11,7 +11,7 @@ pub use super::node::{
 use super::ops::{
     activation, adaptive_avg_pool, add, alias, avg_pool, batch_norm, binary, binary_const, clip,
     concat, conv2d, erf, gather, gelu, group_norm, hard_sigmoid, hardswish, input, layer_norm,
-    linear, max_pool, mul, pad, reduce_mean, relu, slice, transpose,
+    linear, matmul, max_pool, mul, pad, reduce_mean, relu, slice, softmax, transpose,
 };
 
 /// Declares the IR enum from the op types: one line per op.
@@ -98,4 +98,8 @@ registry! {
     ReduceMean(reduce_mean::ReduceMean),
     /// Output element i is input element `index[i]` (a folded target layer).
     Gather(gather::Gather),
+    /// The product of two activations, batched (attention).
+    MatMul(matmul::MatMul),
+    /// Softmax along a per-image axis.
+    Softmax(softmax::Softmax),
 }

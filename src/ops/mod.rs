@@ -2,6 +2,7 @@
 //! uniform parameters and bindings and returns a [`Dispatch`] to record; the f64 twins live
 //! in [`crate::reference`].
 
+pub mod attention;
 pub mod broadcast;
 pub mod cam;
 pub mod conv;
@@ -20,6 +21,7 @@ use crate::gpu::{GpuContext, buffer};
 
 /// Every kernel of the engine, compiled once per device.
 pub struct Ops {
+    pub attention: attention::AttentionKernels,
     pub broadcast: broadcast::BroadcastKernels,
     pub conv: conv::ConvKernels,
     pub eigen: eigen::EigenKernels,
@@ -40,6 +42,7 @@ pub struct Ops {
 impl Ops {
     pub fn new(ctx: &GpuContext) -> Self {
         Self {
+            attention: attention::AttentionKernels::new(ctx),
             broadcast: broadcast::BroadcastKernels::new(ctx),
             conv: conv::ConvKernels::new(ctx),
             eigen: eigen::EigenKernels::new(ctx),
@@ -61,6 +64,10 @@ impl Ops {
 /// The WGSL sources, by file name, for validation and for building modules; their
 /// `#import` lines are resolved by [`crate::gpu::shader::compose`].
 pub const SHADERS: &[(&str, &str)] = &[
+    (
+        "attention.wgsl",
+        include_str!("../../shaders/attention.wgsl"),
+    ),
     (
         "broadcast.wgsl",
         include_str!("../../shaders/broadcast.wgsl"),

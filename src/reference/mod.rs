@@ -5,6 +5,7 @@
 //! inputs are `&[f64]`, outputs `Vec<f64>`. Gradient tensors may hold `rep` rows per forward
 //! image (several targets sharing one forward pass): row `r` reads forward image `r / rep`.
 
+pub mod attention;
 pub mod broadcast;
 pub mod cam;
 pub mod conv;

@@ -22,12 +22,14 @@ pub mod input;
 pub mod layer_norm;
 pub mod layout;
 pub mod linear;
+pub mod matmul;
 pub mod max_pool;
 pub mod mul;
 pub mod pad;
 pub mod reduce_mean;
 pub mod relu;
 pub mod slice;
+pub mod softmax;
 pub mod transpose;
 
 use super::node;

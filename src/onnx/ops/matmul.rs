@@ -61,10 +61,9 @@ pub fn matmul(b: &mut Builder, n: &ONode) -> Result<()> {
     let x = b.act(n, 0)?;
     let w = match b.value(n, 1)? {
         Value::Const(c) => c.clone(),
-        _ => {
-            return Err(n.err(
-                "multiplies two activations (attention); only constant weights are supported",
-            ));
+        Value::Act(y) => {
+            let y = y.clone();
+            return super::attention::matmul(b, n, &x, &y);
         }
     };
     let Some(&k) = x.dims.last() else {

@@ -2,6 +2,7 @@
 
 mod activation;
 mod arith;
+mod attention;
 mod conv;
 mod matmul;
 mod norm;
@@ -44,7 +45,7 @@ pub const SUPPORTED: &[&str] = &[
     "Reshape",
     "Sigmoid",
     "Slice",
-    "Softmax (final)",
+    "Softmax",
     "Split",
     "Squeeze",
     "Sub",
@@ -70,6 +71,7 @@ pub fn import(b: &mut Builder, n: &ONode) -> Result<()> {
         "Identity" | "Dropout" | "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" | "Transpose" => {
             shape::shape_op(b, n)
         }
+        "Softmax" => attention::softmax(b, n),
         "Concat" => slice::concat(b, n),
         "Split" => slice::split(b, n),
         "Slice" => slice::slice(b, n),

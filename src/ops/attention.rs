@@ -1,0 +1,257 @@
+//! Attention's activation-by-activation kernels (shaders/attention.wgsl): the batched matrix
+//! product of two activations with its two gradients, and Softmax along an axis. f64 twin
+//! in `reference::attention`.
+
+use super::{module, u};
+use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
+
+/// Per-image operands of a batched product: a `[batch_a, m, k]` by b `[batch_b, k, n]`, one
+/// batch broadcast where it is 1; the product is `[max batch, m, n]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatMulShape {
+    pub a: [usize; 3],
+    pub b: [usize; 3],
+}
+
+impl MatMulShape {
+    pub fn batch(&self) -> usize {
+        self.a[0].max(self.b[0])
+    }
+
+    pub fn output(&self) -> [usize; 3] {
+        [self.batch(), self.a[1], self.b[2]]
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct BmmParams {
+    rows: u32,
+    batch: u32,
+    m: u32,
+    n: u32,
+    l: u32,
+    s: u32,
+    x_rep: u32,
+    y_rep: u32,
+    x_row: u32,
+    x_b: u32,
+    x_s: u32,
+    x_i: u32,
+    x_l: u32,
+    y_row: u32,
+    y_b: u32,
+    y_s: u32,
+    y_l: u32,
+    y_j: u32,
+    _p: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct SoftmaxParams {
+    lines: u32,
+    len: u32,
+    inner: u32,
+    outer: u32,
+    rep: u32,
+    _p: [u32; 3],
+}
+
+/// Softmax lines of an image `[outer, len, inner]`: along `axis` of `shape`.
+pub fn softmax_lines(shape: [usize; 3], axis: usize) -> [usize; 3] {
+    [
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    ]
+}
+
+pub struct AttentionKernels {
+    bmm: Kernel,
+    softmax_forward: Kernel,
+    softmax_backward: Kernel,
+}
+
+impl AttentionKernels {
+    pub fn new(ctx: &GpuContext) -> Self {
+        let m = module(ctx, "attention.wgsl");
+        let st = [Access::Read, Access::Read, Access::ReadWrite];
+        Self {
+            bmm: Kernel::new(ctx, &m, "bmm", &st, &[], 64),
+            softmax_forward: Kernel::new(ctx, &m, "softmax_forward", &st, &[], 64),
+            softmax_backward: Kernel::new(ctx, &m, "softmax_backward", &st, &[], 64),
+        }
+    }
+
+    fn bmm(
+        &self,
+        ctx: &GpuContext,
+        p: &BmmParams,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Dispatch {
+        let threads = p.rows as u64 * p.batch as u64 * p.m as u64 * p.n as u64;
+        self.bmm.dispatch(ctx, p, &[x, y, out], threads)
+    }
+
+    /// out = a b for `n` images.
+    pub fn matmul(
+        &self,
+        ctx: &GpuContext,
+        s: &MatMulShape,
+        n: usize,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Dispatch {
+        let ([ba, m, k], [bb, _, nn]) = (s.a, s.b);
+        let p = BmmParams {
+            rows: u(n),
+            batch: u(s.batch()),
+            m: u(m),
+            n: u(nn),
+            l: u(k),
+            s: 1,
+            x_rep: 1,
+            y_rep: 1,
+            x_row: u(ba * m * k),
+            x_b: u(if ba > 1 { m * k } else { 0 }),
+            x_i: u(k),
+            x_l: 1,
+            y_row: u(bb * k * nn),
+            y_b: u(if bb > 1 { k * nn } else { 0 }),
+            y_l: u(nn),
+            y_j: 1,
+            ..Default::default()
+        };
+        self.bmm(ctx, &p, a, b, out)
+    }
+
+    /// The gradient of operand `which` (0: a, 1: b) for `rows` gradient rows (`rep` per
+    /// forward image of `a` and `b`) from `dy`; a broadcast operand's gradient is summed over
+    /// the batch it was repeated along.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_backward(
+        &self,
+        ctx: &GpuContext,
+        s: &MatMulShape,
+        which: usize,
+        rows: usize,
+        rep: usize,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Dispatch {
+        let ([ba, m, k], [bb, _, nn]) = (s.a, s.b);
+        let bo = s.batch();
+        let dy_row = bo * m * nn;
+        // The batches of dx, and whether dy's batch is summed into one.
+        let (bx, other_batched) = if which == 0 {
+            (ba, bb > 1)
+        } else {
+            (bb, ba > 1)
+        };
+        let summed = bx == 1 && bo > 1;
+        let sum = if summed { bo } else { 1 };
+        let p = if which == 0 {
+            // dA[b, i = m, j = k] = sum_l dY[b, m, l] B[b, k, l]
+            BmmParams {
+                rows: u(rows),
+                batch: u(bx),
+                m: u(m),
+                n: u(k),
+                l: u(nn),
+                s: u(sum),
+                x_rep: 1,
+                y_rep: u(rep),
+                x_row: u(dy_row),
+                x_b: u(if bx > 1 { m * nn } else { 0 }),
+                x_s: u(if summed { m * nn } else { 0 }),
+                x_i: u(nn),
+                x_l: 1,
+                y_row: u(bb * k * nn),
+                y_b: u(if bx > 1 && other_batched { k * nn } else { 0 }),
+                y_s: u(if summed && other_batched { k * nn } else { 0 }),
+                y_l: 1,
+                y_j: u(nn),
+                ..Default::default()
+            }
+        } else {
+            // dB[b, i = k, j = n] = sum_l A[b, l, k] dY[b, l, n]
+            BmmParams {
+                rows: u(rows),
+                batch: u(bx),
+                m: u(k),
+                n: u(nn),
+                l: u(m),
+                s: u(sum),
+                x_rep: u(rep),
+                y_rep: 1,
+                x_row: u(ba * m * k),
+                x_b: u(if bx > 1 && other_batched { m * k } else { 0 }),
+                x_s: u(if summed && other_batched { m * k } else { 0 }),
+                x_i: 1,
+                x_l: u(k),
+                y_row: u(dy_row),
+                y_b: u(if bx > 1 { m * nn } else { 0 }),
+                y_s: u(if summed { m * nn } else { 0 }),
+                y_l: u(nn),
+                y_j: 1,
+                ..Default::default()
+            }
+        };
+        if which == 0 {
+            self.bmm(ctx, &p, dy, b, dx)
+        } else {
+            self.bmm(ctx, &p, a, dy, dx)
+        }
+    }
+
+    /// y = softmax(x) along the lines `[outer, len, inner]` of `n` images.
+    pub fn softmax(
+        &self,
+        ctx: &GpuContext,
+        lines: [usize; 3],
+        n: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let count = n * lines[0] * lines[2];
+        let p = softmax_params(lines, count, 1);
+        self.softmax_forward
+            .dispatch(ctx, &p, &[x, dummy, y], count as u64)
+    }
+
+    /// dx = y (dy - sum(dy y)) per line, for `rows` gradient rows (`rep` per image of `y`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn softmax_backward(
+        &self,
+        ctx: &GpuContext,
+        lines: [usize; 3],
+        rows: usize,
+        rep: usize,
+        y: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+    ) -> Dispatch {
+        let count = rows * lines[0] * lines[2];
+        let p = softmax_params(lines, count, rep);
+        self.softmax_backward
+            .dispatch(ctx, &p, &[dy, y, dx], count as u64)
+    }
+}
+
+fn softmax_params(lines: [usize; 3], count: usize, rep: usize) -> SoftmaxParams {
+    SoftmaxParams {
+        lines: u(count),
+        len: u(lines[1]),
+        inner: u(lines[2]),
+        outer: u(lines[0]),
+        rep: u(rep.max(1)),
+        _p: [0; 3],
+    }
+}
