@@ -527,3 +527,569 @@ fn files_load_by_extension_or_content() {
     let e = Model::load(&p, Some("resnet18")).unwrap_err().to_string();
     assert!(e.contains("ONNX") && e.contains("--arch"), "{e}");
 }
+
+/// A scalar int64 initializer.
+fn int_scalar(name: &str, v: i64) -> TensorProto {
+    let mut t = ints(name, &[v]);
+    t.dims.clear();
+    t
+}
+
+/// A float initializer of `dims` holding `v`.
+fn float_values(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+    let mut t = floats(name, dims, 0);
+    t.float_data = v.to_vec();
+    t
+}
+
+/// The image `[N, 3, 4, 4]`, the graph's input in the transformer-shaped tests.
+fn image4() -> ValueInfoProto {
+    input("x", &[None, Some(3), Some(4), Some(4)])
+}
+
+/// The last node's output for a batch of `n` images, composed from the ops' f64
+/// references (as tests/model.rs does for hand-built graphs).
+fn cpu_forward(m: &Model, x: &[f64], n: usize) -> Vec<f64> {
+    use gradcam_wgpu::graph::op::Reference;
+    let shapes = m.graph.shapes(m.input_size).unwrap();
+    let mut acts: Vec<Vec<f64>> = vec![x.to_vec()];
+    for (i, node) in m.graph.nodes.iter().enumerate().skip(1) {
+        let inputs: Vec<&[f64]> = node.inputs.iter().map(|&j| acts[j].as_slice()).collect();
+        let in_shapes: Vec<_> = node.inputs.iter().map(|&j| shapes[j]).collect();
+        let out = node
+            .op
+            .node()
+            .reference(&Reference {
+                weights: &m.weights,
+                n,
+                rep: 1,
+                inputs: &inputs,
+                in_shapes: &in_shapes,
+                output: &[],
+                shape: shapes[i],
+            })
+            .unwrap();
+        acts.push(out);
+    }
+    acts.pop().unwrap()
+}
+
+fn assert_close(name: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{name}: lengths");
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-9, "{name}[{k}]: {g} vs {w}");
+    }
+}
+
+/// Folds the nodes computing `c` (of `k` elements) and returns it as the constant that
+/// `x.flatten()[:, :k] + c.reshape(k)` adds.
+fn folded(mut nodes: Vec<NodeProto>, mut inits: Vec<TensorProto>, k: i64) -> Vec<f32> {
+    inits.extend([ints("s0", &[0]), ints("sk", &[k]), ints("s1", &[1])]);
+    nodes.extend([
+        node("/Flatten", "Flatten", &["x"], &["flat"], vec![]),
+        node(
+            "/Slice",
+            "Slice",
+            &["flat", "s0", "sk", "s1"],
+            &["head"],
+            vec![],
+        ),
+        node("/Reshape_c", "Reshape", &["c", "sk"], &["c_flat"], vec![]),
+        node("/Add", "Add", &["head", "c_flat"], &["out"], vec![]),
+    ]);
+    let m = load(
+        &model(nodes, inits, image4(), "out"),
+        &OnnxOptions::default(),
+    )
+    .unwrap();
+    let tensor = m.graph.nodes.iter().find_map(|n| match &n.op {
+        Op::BinaryConst(b) => Some(b.tensor.clone()),
+        _ => None,
+    });
+    m.weights
+        .get(&tensor.expect("a constant add"))
+        .unwrap()
+        .data
+        .clone()
+}
+
+#[test]
+fn transformer_shape_subgraphs_fold() {
+    let mod_of = |fmod: i64| {
+        folded(
+            vec![node(
+                "/Mod",
+                "Mod",
+                &["p", "q"],
+                &["c"],
+                vec![attr_int("fmod", fmod)],
+            )],
+            vec![ints("p", &[-7, 7, -7, 7, 6]), ints("q", &[3, 3, -3, -3, 3])],
+            5,
+        )
+    };
+    // Python's sign (of the divisor) and C's (of the dividend).
+    assert_eq!(mod_of(0), [2.0, 1.0, -1.0, -2.0, 0.0]);
+    assert_eq!(mod_of(1), [-1.0, 1.0, -1.0, 1.0, 0.0]);
+    let fmod = folded(
+        vec![node(
+            "/Mod",
+            "Mod",
+            &["p", "q"],
+            &["c"],
+            vec![attr_int("fmod", 1)],
+        )],
+        vec![
+            float_values("p", &[2], &[-7.5, 7.5]),
+            float_values("q", &[1], &[2.0]),
+        ],
+        2,
+    );
+    assert_eq!(fmod, [-1.5, 1.5]);
+    // torch's `expand(N, -1)`: ConstantOfShape(ones) * -1 == [N, -1] picks the
+    // -1s, Where puts the 1s there, and Expand broadcasts (numpy: a 1 keeps the dim).
+    let mut one = ints("one", &[1]);
+    one.dims = vec![1];
+    let mut cos = node(
+        "/ConstantOfShape",
+        "ConstantOfShape",
+        &["two"],
+        &["ones"],
+        vec![],
+    );
+    let mut value = AttributeProto::new();
+    value.name = "value".into();
+    value.type_ = AttributeType::TENSOR.into();
+    value.t = Some(one).into();
+    cos.attribute = vec![value];
+    let expand = folded(
+        vec![
+            cos,
+            node("/Mul", "Mul", &["ones", "minus1"], &["neg"], vec![]),
+            node("/Equal", "Equal", &["target", "neg"], &["eq"], vec![]),
+            node(
+                "/Where",
+                "Where",
+                &["eq", "ones", "target"],
+                &["shape"],
+                vec![],
+            ),
+            node("/Expand", "Expand", &["token", "shape"], &["c"], vec![]),
+        ],
+        vec![
+            ints("two", &[2]),
+            int_scalar("minus1", -1),
+            ints("target", &[1, -1]),
+            float_values("token", &[1, 3], &[0.5, -1.0, 2.0]),
+        ],
+        3,
+    );
+    assert_eq!(expand, [0.5, -1.0, 2.0]);
+    let broadcast = folded(
+        vec![node("/Expand", "Expand", &["col", "shape"], &["c"], vec![])],
+        vec![
+            float_values("col", &[2, 1], &[1.0, 2.0]),
+            ints("shape", &[2, 3]),
+        ],
+        6,
+    );
+    assert_eq!(broadcast, [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+    // Comparisons are bools (0/1 integers); Not and Where read them.
+    let logic = folded(
+        vec![
+            node("/Less", "Less", &["a", "b"], &["lt"], vec![]),
+            node("/Greater", "Greater", &["a", "b"], &["gt"], vec![]),
+            node("/Not", "Not", &["lt"], &["ge"], vec![]),
+            node("/Where", "Where", &["gt", "a", "b"], &["max"], vec![]),
+            node(
+                "/Concat",
+                "Concat",
+                &["lt", "gt", "ge", "max"],
+                &["c"],
+                vec![attr_int("axis", 0)],
+            ),
+        ],
+        vec![
+            float_values("a", &[3], &[1.0, 5.0, 3.0]),
+            float_values("b", &[3], &[2.0, 2.0, 3.0]),
+        ],
+        12,
+    );
+    assert_eq!(logic, [1., 0., 0., 0., 1., 0., 0., 1., 1., 2., 5., 3.]);
+    // Range (int, negative step, float), Sqrt and Pow, as attention's scale computes them.
+    let ranges = folded(
+        vec![
+            node("/Range", "Range", &["r0", "r1", "r2"], &["up"], vec![]),
+            node("/Range_1", "Range", &["r1", "r0", "r3"], &["down"], vec![]),
+            node("/Range_2", "Range", &["f0", "f1", "f0"], &["half"], vec![]),
+            node("/Sqrt", "Sqrt", &["sq"], &["root"], vec![]),
+            node("/Pow", "Pow", &["base", "exp"], &["pow"], vec![]),
+            node("/Pow_1", "Pow", &["ibase", "iexp"], &["ipow"], vec![]),
+            node(
+                "/Concat",
+                "Concat",
+                &["up", "down", "half", "root", "pow", "ipow"],
+                &["c"],
+                vec![attr_int("axis", 0)],
+            ),
+        ],
+        vec![
+            int_scalar("r0", 1),
+            int_scalar("r1", 10),
+            int_scalar("r2", 3),
+            int_scalar("r3", -4),
+            float_values("f0", &[], &[0.5]),
+            float_values("f1", &[], &[2.0]),
+            float_values("sq", &[2], &[4.0, 2.25]),
+            float_values("base", &[2], &[2.0, 3.0]),
+            float_values("exp", &[2], &[3.0, 2.0]),
+            ints("ibase", &[2]),
+            ints("iexp", &[10]),
+        ],
+        14,
+    );
+    let want = [
+        1.0, 4.0, 7.0, 10.0, 6.0, 2.0, 0.5, 1.0, 1.5, 2.0, 1.5, 8.0, 9.0, 1024.0,
+    ];
+    assert_eq!(ranges, want);
+}
+
+#[test]
+fn folding_errors_name_the_node_and_never_allocate_without_bound() {
+    let opts = OnnxOptions::default();
+    let fails = |nodes: Vec<NodeProto>, inits: Vec<TensorProto>| {
+        let mut inits = inits;
+        inits.extend([ints("s0", &[0]), ints("sk", &[1]), ints("s1", &[1])]);
+        let mut nodes = nodes;
+        nodes.extend([
+            node("/Flatten", "Flatten", &["x"], &["flat"], vec![]),
+            node(
+                "/Slice",
+                "Slice",
+                &["flat", "s0", "sk", "s1"],
+                &["head"],
+                vec![],
+            ),
+            node("/Add", "Add", &["head", "c"], &["out"], vec![]),
+        ]);
+        err(&model(nodes, inits, image4(), "out"), &opts)
+    };
+    let e = fails(
+        vec![node("/Big", "Range", &["a", "b", "d"], &["c"], vec![])],
+        vec![
+            int_scalar("a", i64::MIN),
+            int_scalar("b", i64::MAX),
+            int_scalar("d", 1),
+        ],
+    );
+    assert!(e.contains("/Big") && e.contains("too large"), "{e}");
+    let e = fails(
+        vec![node("/Stuck", "Range", &["a", "b", "d"], &["c"], vec![])],
+        vec![int_scalar("a", 0), int_scalar("b", 3), int_scalar("d", 0)],
+    );
+    assert!(e.contains("/Stuck") && e.contains("delta of 0"), "{e}");
+    let e = fails(
+        vec![node("/Stuck", "Range", &["a", "b", "d"], &["c"], vec![])],
+        vec![
+            float_values("a", &[], &[0.0]),
+            float_values("b", &[], &[1e30]),
+            float_values("d", &[], &[1e-30]),
+        ],
+    );
+    assert!(e.contains("/Stuck") && e.contains("too long"), "{e}");
+    let e = fails(
+        vec![node("/Huge", "Expand", &["v", "shape"], &["c"], vec![])],
+        vec![
+            float_values("v", &[1], &[1.0]),
+            ints("shape", &[1 << 40, 1 << 30]),
+        ],
+    );
+    assert!(e.contains("/Huge") && e.contains("too large"), "{e}");
+    let e = fails(
+        vec![node("/Neg", "Expand", &["v", "shape"], &["c"], vec![])],
+        vec![float_values("v", &[1], &[1.0]), ints("shape", &[-3])],
+    );
+    assert!(e.contains("/Neg") && e.contains("negative"), "{e}");
+    let e = fails(
+        vec![node("/Mod", "Mod", &["p", "q"], &["c"], vec![])],
+        vec![ints("p", &[3]), ints("q", &[0])],
+    );
+    assert!(e.contains("/Mod") && e.contains("by zero"), "{e}");
+    let e = fails(
+        vec![node("/Where", "Where", &["p", "q", "r"], &["c"], vec![])],
+        vec![ints("p", &[1, 0]), ints("q", &[1, 2, 3]), ints("r", &[0])],
+    );
+    assert!(e.contains("/Where") && e.contains("broadcast"), "{e}");
+    // A fold-only op on the image says so.
+    let e = fails(vec![node("/Sqrt", "Sqrt", &["x"], &["c"], vec![])], vec![]);
+    assert!(
+        e.contains("/Sqrt") && e.contains("only on constants"),
+        "{e}"
+    );
+}
+
+/// torchvision's ViT stem: patches `[N, 16, 3]` (a reshape and transpose of the image), the
+/// class token expanded to the batch through torch's shape subgraph, concatenated in front,
+/// plus a position embedding; then `extra` nodes reading `tokens` (`[N, 17, 3]`).
+fn vit_stem(extra: Vec<NodeProto>, out: &str) -> Vec<u8> {
+    let mut nodes = vec![
+        node("/Reshape", "Reshape", &["x", "flat3"], &["rows"], vec![]),
+        node(
+            "/Transpose",
+            "Transpose",
+            &["rows"],
+            &["patches"],
+            vec![attr_ints("perm", &[0, 2, 1])],
+        ),
+        // [N, -1, -1] with N from the image's shape (1 when folded).
+        node("/Shape", "Shape", &["x"], &["xshape"], vec![]),
+        node(
+            "/Gather",
+            "Gather",
+            &["xshape", "zero"],
+            &["n"],
+            vec![attr_int("axis", 0)],
+        ),
+        node("/Unsqueeze", "Unsqueeze", &["n", "axes0"], &["n1"], vec![]),
+        node(
+            "/Concat_shape",
+            "Concat",
+            &["n1", "minus1s"],
+            &["target"],
+            vec![attr_int("axis", 0)],
+        ),
+        node("/Abs", "Abs", &["target"], &["ones"], vec![]),
+        node("/Equal", "Equal", &["target", "minus1"], &["eq"], vec![]),
+        node(
+            "/Where",
+            "Where",
+            &["eq", "ones", "target"],
+            &["shape"],
+            vec![],
+        ),
+        node(
+            "/Expand",
+            "Expand",
+            &["class_token", "shape"],
+            &["cls"],
+            vec![],
+        ),
+        node(
+            "/Concat",
+            "Concat",
+            &["cls", "patches"],
+            &["joined"],
+            vec![attr_int("axis", 1)],
+        ),
+        node("/Add", "Add", &["joined", "pos"], &["tokens"], vec![]),
+    ];
+    nodes.extend(extra);
+    let mut zero = ints("zero", &[0]);
+    zero.dims.clear();
+    let inits = vec![
+        ints("flat3", &[1, 3, 16]),
+        zero,
+        ints("axes0", &[0]),
+        ints("minus1s", &[-1, -1]),
+        int_scalar("minus1", -1),
+        float_values("class_token", &[1, 1, 3], &[0.25, -0.5, 1.5]),
+        floats("pos", &[1, 17, 3], 7),
+    ];
+    model(nodes, inits, image4(), out)
+}
+
+/// The image batch `[n, 3, 4, 4]` and the f64 tokens `[n, 17, 3]` of [`vit_stem`].
+fn vit_tokens(n: usize) -> (Vec<f64>, Vec<f64>) {
+    let x: Vec<f64> = (0..n * 48)
+        .map(|i| ((i * 37) % 23) as f64 / 7.0 - 1.5)
+        .collect();
+    let pos = floats("pos", &[1, 17, 3], 7).float_data;
+    let cls = [0.25f32, -0.5, 1.5];
+    let mut tokens = Vec::with_capacity(n * 51);
+    for b in 0..n {
+        for t in 0..17 {
+            for d in 0..3 {
+                let v = if t == 0 {
+                    cls[d] as f64
+                } else {
+                    x[b * 48 + d * 16 + (t - 1)]
+                };
+                tokens.push(v + pos[t * 3 + d] as f64);
+            }
+        }
+    }
+    (x, tokens)
+}
+
+#[test]
+fn a_class_token_concatenates_in_front_of_the_patches() {
+    let bytes = vit_stem(vec![], "tokens");
+    let m = load(&bytes, &OnnxOptions::default()).unwrap();
+    // A pad and a constant add, no concat; the batch of 2 shares the class token.
+    assert!(m.graph.nodes.iter().any(|n| matches!(n.op, Op::Pad(_))));
+    assert!(!m.graph.nodes.iter().any(|n| matches!(n.op, Op::Concat(_))));
+    let (x, tokens) = vit_tokens(2);
+    assert_close("tokens", &cpu_forward(&m, &x, 2), &tokens);
+    assert_eq!(m.graph.find("joined"), m.graph.find("/Concat"));
+}
+
+#[test]
+fn constants_concatenate_between_and_after_activations() {
+    // [c0 | patches | c1 | patches | c2] along the token axis: two runs of activations.
+    let bytes = vit_stem(
+        vec![node(
+            "/Concat_more",
+            "Concat",
+            &["c0", "patches", "c1", "patches", "c2"],
+            &["mixed"],
+            vec![attr_int("axis", 1)],
+        )],
+        "mixed",
+    );
+    // Splice the three constants into the graph's initializers.
+    let mut proto = ModelProto::parse_from_bytes(&bytes).unwrap();
+    let g = proto.graph.as_mut().unwrap();
+    g.initializer.push(floats("c0", &[1, 2, 3], 11));
+    g.initializer.push(floats("c1", &[1, 1, 3], 12));
+    g.initializer.push(floats("c2", &[1, 3, 3], 13));
+    let m = load(&proto.write_to_bytes().unwrap(), &OnnxOptions::default()).unwrap();
+    let x: Vec<f64> = (0..2 * 48).map(|i| (i % 11) as f64 * 0.3 - 1.0).collect();
+    let c = |name: &str, t: i64, seed| floats(name, &[1, t, 3], seed).float_data;
+    let (c0, c1, c2) = (c("c0", 2, 11), c("c1", 1, 12), c("c2", 3, 13));
+    let mut want = Vec::new();
+    for b in 0..2 {
+        let patches: Vec<f64> = (0..16)
+            .flat_map(|t| (0..3).map(move |d| (t, d)))
+            .map(|(t, d)| x[b * 48 + d * 16 + t])
+            .collect();
+        want.extend(c0.iter().map(|&v| v as f64));
+        want.extend(&patches);
+        want.extend(c1.iter().map(|&v| v as f64));
+        want.extend(&patches);
+        want.extend(c2.iter().map(|&v| v as f64));
+    }
+    assert_close("mixed", &cpu_forward(&m, &x, 2), &want);
+}
+
+#[test]
+fn gather_on_tokens_is_a_slice() {
+    // x[:, 0] (the class token), x[:, -1] and x[:, 2:5] of the tokens.
+    let mut proto = ModelProto::parse_from_bytes(&vit_stem(
+        vec![
+            node(
+                "/Gather_cls",
+                "Gather",
+                &["tokens", "i0"],
+                &["cls_out"],
+                vec![attr_int("axis", 1)],
+            ),
+            node(
+                "/Gather_last",
+                "Gather",
+                &["tokens", "ilast"],
+                &["last"],
+                vec![attr_int("axis", -2)],
+            ),
+            node(
+                "/Gather_run",
+                "Gather",
+                &["tokens", "irun"],
+                &["run"],
+                vec![attr_int("axis", 1)],
+            ),
+            node("/Flatten_run", "Flatten", &["run"], &["run_flat"], vec![]),
+            node(
+                "/Concat_out",
+                "Concat",
+                &["cls_out", "last", "run_flat"],
+                &["out"],
+                vec![attr_int("axis", 1)],
+            ),
+        ],
+        "out",
+    ))
+    .unwrap();
+    let g = proto.graph.as_mut().unwrap();
+    g.initializer.extend([
+        int_scalar("i0", 0),
+        int_scalar("ilast", -1),
+        ints("irun", &[2, 3, 4]),
+    ]);
+    let bytes = proto.write_to_bytes().unwrap();
+    let m = load(&bytes, &OnnxOptions::default()).unwrap();
+    let (x, tokens) = vit_tokens(2);
+    let mut want = Vec::new();
+    for b in 0..2 {
+        let tok = |t: usize| tokens[(b * 17 + t) * 3..(b * 17 + t + 1) * 3].to_vec();
+        want.extend(tok(0));
+        want.extend(tok(16));
+        for t in 2..5 {
+            want.extend(tok(t));
+        }
+    }
+    assert_close("gathered", &cpu_forward(&m, &x, 2), &want);
+    assert_eq!(m.graph.num_classes(m.input_size).unwrap(), 15);
+
+    // The index lists that are not a slice, the batch axis and a stray index are errors.
+    let with_gather = |axis: i64, idx: TensorProto| {
+        let mut p = ModelProto::parse_from_bytes(&vit_stem(
+            vec![node(
+                "/Gather_bad",
+                "Gather",
+                &["tokens", "idx"],
+                &["out"],
+                vec![attr_int("axis", axis)],
+            )],
+            "out",
+        ))
+        .unwrap();
+        let mut idx = idx;
+        idx.name = "idx".into();
+        p.graph.as_mut().unwrap().initializer.push(idx);
+        err(&p.write_to_bytes().unwrap(), &OnnxOptions::default())
+    };
+    let e = with_gather(1, ints("idx", &[0, 2]));
+    assert!(
+        e.contains("/Gather_bad") && e.contains("consecutive"),
+        "{e}"
+    );
+    let e = with_gather(1, ints("idx", &[3, 2]));
+    assert!(
+        e.contains("/Gather_bad") && e.contains("consecutive"),
+        "{e}"
+    );
+    let e = with_gather(0, int_scalar("idx", 0));
+    assert!(e.contains("/Gather_bad") && e.contains("batch axis"), "{e}");
+    let e = with_gather(1, int_scalar("idx", 17));
+    assert!(
+        e.contains("/Gather_bad") && e.contains("out of range"),
+        "{e}"
+    );
+    let e = with_gather(1, int_scalar("idx", -18));
+    assert!(
+        e.contains("/Gather_bad") && e.contains("out of range"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_constant_that_varies_along_the_batch_does_not_concatenate() {
+    let mut proto = ModelProto::parse_from_bytes(&vit_stem(vec![], "tokens")).unwrap();
+    // A class token for a batch of two, and one of the wrong width.
+    for (dims, what) in [
+        (vec![2, 1, 3], "every image"),
+        (vec![1, 1, 4], "per-image dims"),
+    ] {
+        let t = proto
+            .graph
+            .as_mut()
+            .unwrap()
+            .initializer
+            .iter_mut()
+            .find(|t| t.name == "class_token")
+            .unwrap();
+        *t = floats("class_token", &dims, 5);
+        let e = err(&proto.write_to_bytes().unwrap(), &OnnxOptions::default());
+        assert!(e.contains("/Concat") && e.contains(what), "{e}");
+    }
+}

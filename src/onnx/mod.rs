@@ -16,6 +16,7 @@ mod ops;
 mod rewrite;
 mod tensor;
 
+pub use fold::FOLDED;
 pub use names::nearest;
 pub use ops::SUPPORTED;
 

@@ -14,8 +14,8 @@ use super::builder::Builder;
 use super::node::ONode;
 use crate::error::Result;
 
-/// The ONNX op types this importer reads (with the shape subgraphs [`super::fold`]
-/// evaluates).
+/// The ONNX op types this importer reads on activations; [`super::fold::FOLDED`] lists
+/// those it evaluates only on constants.
 pub const SUPPORTED: &[&str] = &[
     "Add",
     "AveragePool",
@@ -27,6 +27,7 @@ pub const SUPPORTED: &[&str] = &[
     "Dropout",
     "Erf",
     "Flatten",
+    "Gather",
     "Gelu",
     "Gemm",
     "GlobalAveragePool",
@@ -76,6 +77,11 @@ pub fn import(b: &mut Builder, n: &ONode) -> Result<()> {
         "Split" => slice::split(b, n),
         "Slice" => slice::slice(b, n),
         "Pad" => slice::pad(b, n),
+        "Gather" => slice::gather(b, n),
+        other if super::fold::FOLDED.contains(&other) => Err(n.err(format!(
+            "op type `{other}` is supported only on constants (shape subgraphs), and this \
+             node reads the image"
+        ))),
         other => Err(n.err(format!(
             "op type `{other}` is not supported; this importer reads {}",
             SUPPORTED.join(", ")

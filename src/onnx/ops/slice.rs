@@ -1,9 +1,9 @@
-//! Concat, Split, Slice and Pad of activations along per-image axes.
+//! Concat, Split, Slice, Pad and Gather of activations along per-image axes.
 
-use super::super::builder::{Act, Builder, Value};
+use super::super::builder::{Act, Builder, Value, pad3};
 use super::super::node::{ONode, axis};
 use crate::error::Result;
-use crate::graph::{Concat, Op, Pad, Slice};
+use crate::graph::{Add, BinaryConst, BinaryKind, Concat, Op, Pad, Slice};
 
 /// A non-batch axis of a rank-`r` tensor as an IR axis.
 fn image_axis(n: &ONode, a: i64, r: usize) -> Result<usize> {
@@ -14,35 +14,146 @@ fn image_axis(n: &ONode, a: i64, r: usize) -> Result<usize> {
 }
 
 pub fn concat(b: &mut Builder, n: &ONode) -> Result<()> {
-    let xs: Vec<Act> = (0..n.inputs.len())
+    let parts: Vec<Value> = (0..n.inputs.len())
         .filter(|&i| n.input(i).is_some())
-        .map(|i| b.act(n, i))
+        .map(|i| b.value(n, i).cloned())
         .collect::<Result<_>>()?;
-    let first = xs.first().ok_or_else(|| n.err("has no inputs"))?.clone();
+    let first = parts
+        .iter()
+        .find_map(|p| match p {
+            Value::Act(x) => Some(x.clone()),
+            Value::Const(_) => None,
+        })
+        .ok_or_else(|| n.err("has no inputs that depend on the image"))?;
     let a = image_axis(n, n.int("axis", 0)?, first.rank())?;
-    if xs.len() == 1 {
+    if parts.len() == 1 {
         return b.bind(n, 0, Value::Act(first));
     }
+    // Per-image dims of each part: a constant's batch dim must be 1 (the same for every image).
     let mut dims = first.dims.clone();
     dims[a] = 0;
-    for x in &xs {
-        let mut d = x.dims.clone();
+    let mut sizes = Vec::with_capacity(parts.len());
+    for p in &parts {
+        let mut d = match p {
+            Value::Act(x) => x.dims.clone(),
+            Value::Const(c) => match c.dims.split_first() {
+                Some((1, rest)) => rest.to_vec(),
+                _ => {
+                    return Err(n.err(format!(
+                        "concatenates a constant of shape {:?}, which is not one [1, ...] \
+                         for every image of the batch",
+                        c.dims
+                    )));
+                }
+            },
+        };
         if d.len() != first.dims.len() {
             return Err(n.err("concatenates tensors of different ranks"));
         }
-        dims[a] += d[a];
+        dims[a] = dims[a]
+            .checked_add(d[a])
+            .ok_or_else(|| n.err("concatenates too much"))?;
+        sizes.push(d[a]);
         d[a] = first.dims[a];
         if d != first.dims {
             return Err(n.err(format!(
-                "concatenates {:?} and {:?} along axis {}",
+                "concatenates per-image dims {:?} and {d:?} along axis {}",
                 first.dims,
-                x.dims,
                 a + 1
             )));
         }
     }
-    let inputs: Vec<usize> = xs.iter().map(|x| x.node).collect();
-    b.emit_layout(n, Op::Concat(Concat { axis: a }), &inputs, dims, first.nhwc)?;
+    if parts.iter().all(|p| matches!(p, Value::Act(_))) {
+        let inputs: Vec<usize> = parts
+            .iter()
+            .filter_map(|p| match p {
+                Value::Act(x) => Some(x.node),
+                Value::Const(_) => None,
+            })
+            .collect();
+        b.emit_layout(n, Op::Concat(Concat { axis: a }), &inputs, dims, first.nhwc)?;
+        return Ok(());
+    }
+    concat_constants(b, n, &parts, &sizes, a, dims, first.nhwc)
+}
+
+/// Concat with constant parts, without an op of its own: each run of activations is
+/// concatenated and zero-padded to the full length, the runs summed, and one constant
+/// holding the constant parts in their slots (zeros elsewhere) added.
+fn concat_constants(
+    b: &mut Builder,
+    n: &ONode,
+    parts: &[Value],
+    sizes: &[usize],
+    a: usize,
+    dims: Vec<usize>,
+    nhwc: bool,
+) -> Result<()> {
+    let total = dims[a];
+    let base = n.outputs.first().cloned().unwrap_or_else(|| n.name.clone());
+    let mut sum: Option<usize> = None;
+    let (mut offset, mut k) = (0, 0);
+    while k < parts.len() {
+        let (start, mut run) = (offset, Vec::new());
+        while let Some(Value::Act(x)) = parts.get(k) {
+            run.push(x.node);
+            offset += sizes[k];
+            k += 1;
+        }
+        if run.is_empty() {
+            offset += sizes[k];
+            k += 1;
+            continue;
+        }
+        let joined = match run[..] {
+            [one] => one,
+            _ => b.push(
+                n,
+                &format!("{base}:concat"),
+                Op::Concat(Concat { axis: a }),
+                &run,
+            )?,
+        };
+        let (mut begin, mut end) = ([0; 3], [0; 3]);
+        begin[a] = start;
+        end[a] = total - offset;
+        let pad = Op::Pad(Pad {
+            begin,
+            end,
+            value: 0.0,
+        });
+        let padded = b.push(n, &format!("{base}:pad"), pad, &[joined])?;
+        sum = Some(match sum {
+            None => padded,
+            Some(s) => b.push(n, &format!("{base}:sum"), Op::Add(Add), &[s, padded])?,
+        });
+    }
+    let sum = sum.ok_or_else(|| n.err("has no inputs that depend on the image"))?;
+    // The IR's per-image layout is ONNX's: `outer` blocks of `len · inner` elements.
+    let outer: usize = dims[..a].iter().product();
+    let inner: usize = dims[a + 1..].iter().product();
+    let mut slots = vec![0.0; outer * total * inner];
+    let mut offset = 0;
+    for (p, &len) in parts.iter().zip(sizes) {
+        if let Value::Const(c) = p {
+            let v = c.to_f32();
+            for o in 0..outer {
+                let to = (o * total + offset) * inner;
+                slots[to..to + len * inner]
+                    .copy_from_slice(&v[o * len * inner..(o + 1) * len * inner]);
+            }
+        }
+        offset += len;
+    }
+    let shape = pad3(&dims);
+    let tensor = b.tensor(&format!("{base}.constant"), shape.to_vec(), slots);
+    let op = Op::BinaryConst(BinaryConst {
+        kind: BinaryKind::Add,
+        tensor,
+        shape,
+        reversed: false,
+    });
+    b.emit_layout(n, op, &[sum], dims, nhwc)?;
     Ok(())
 }
 
@@ -232,5 +343,58 @@ pub fn pad(b: &mut Builder, n: &ONode) -> Result<()> {
         dims,
         x.nhwc,
     )?;
+    Ok(())
+}
+
+/// `Gather` of an activation along a per-image axis with constant indices: a scalar
+/// index drops the axis, a list of consecutive increasing ones keeps it; either is a slice.
+pub fn gather(b: &mut Builder, n: &ONode) -> Result<()> {
+    let x = b.act(n, 0)?;
+    let idx = b.konst(n, 1)?;
+    let a = image_axis(n, n.int("axis", 0)?, x.rank())?;
+    let len = x.dims[a];
+    if idx.dims.len() > 1 {
+        return Err(n.err(format!(
+            "gathers with indices of shape {:?}; only a scalar or a 1-D list is supported",
+            idx.dims
+        )));
+    }
+    let ids: Vec<usize> = idx
+        .to_i64()
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 {
+                i.saturating_add(len as i64)
+            } else {
+                i
+            };
+            usize::try_from(j)
+                .ok()
+                .filter(|&j| j < len)
+                .ok_or_else(|| n.err(format!("index {i} is out of range for a dim of {len}")))
+        })
+        .collect::<Result<_>>()?;
+    let Some(&start) = ids.first() else {
+        return Err(n.err("gathers no index"));
+    };
+    if ids.windows(2).any(|w| w[1] != w[0] + 1) {
+        return Err(n.err(format!(
+            "gathers indices {ids:?}; only consecutive increasing ones (a slice) are supported"
+        )));
+    }
+    let end = start + ids.len();
+    let sliced = if (start, end) == (0, len) {
+        x.clone()
+    } else {
+        slice_to(b, n, &x, a, (start, end), 0)?
+    };
+    if idx.dims.is_empty() {
+        let mut dims = sliced.dims.clone();
+        dims.remove(a);
+        let act = b.act_of(n, sliced.node, dims, false)?;
+        b.bind(n, 0, Value::Act(act))?;
+    } else {
+        b.bind(n, 0, Value::Act(sliced))?;
+    }
     Ok(())
 }

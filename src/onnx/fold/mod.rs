@@ -3,11 +3,46 @@
 //! constants. Shapes are folded with a batch of 1: the importer reads the batch
 //! dimension of a `Reshape` target as the batch, whatever the model's own batch size.
 
+mod elementwise;
+
 use super::builder::{Builder, Value};
 use super::node::{ONode, axis};
 use super::tensor::{Const, Data};
 use crate::error::Result;
+use elementwise::{binary, expand, unary, where_};
 use std::rc::Rc;
+
+/// The op types folded only when their inputs are constants (beyond those in
+/// [`super::ops::SUPPORTED`], which fold too when they can).
+pub const FOLDED: &[&str] = &[
+    "Abs",
+    "And",
+    "Cast",
+    "Ceil",
+    "Constant",
+    "ConstantOfShape",
+    "Equal",
+    "Expand",
+    "Floor",
+    "Greater",
+    "GreaterOrEqual",
+    "Less",
+    "LessOrEqual",
+    "Max",
+    "Min",
+    "Mod",
+    "Neg",
+    "Not",
+    "Or",
+    "Pow",
+    "Range",
+    "Reciprocal",
+    "Shape",
+    "Size",
+    "Sqrt",
+    "Where",
+    "Xor",
+];
 
 /// Folds `n` if it computes a constant; `Ok(false)` leaves it to the op importers.
 pub fn try_fold(b: &mut Builder, n: &ONode) -> Result<bool> {
@@ -107,10 +142,14 @@ pub fn try_fold(b: &mut Builder, n: &ONode) -> Result<bool> {
                 Data::I(i) => Const::ints(dims, vec![i.first().copied().unwrap_or(0); count]),
             }
         }
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Max" | "Min" => {
+        "Add" | "Sub" | "Mul" | "Div" | "Mod" | "Pow" | "Max" | "Min" | "Equal" | "Less"
+        | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or" | "Xor" => {
             binary(n, &*get(0)?, &*get(1)?)?
         }
-        "Neg" | "Sqrt" | "Reciprocal" | "Floor" | "Ceil" | "Abs" => unary(n, &*get(0)?),
+        "Neg" | "Sqrt" | "Reciprocal" | "Floor" | "Ceil" | "Abs" | "Not" => unary(n, &*get(0)?),
+        "Where" => where_(n, &*get(0)?, &*get(1)?, &*get(2)?)?,
+        "Expand" => expand(n, &*get(0)?, &*get(1)?)?,
+        "Range" => range(n, &*get(0)?, &*get(1)?, &*get(2)?)?,
         _ => return Ok(false),
     };
     b.bind(n, 0, Value::Const(Rc::new(out)))?;
@@ -385,115 +424,44 @@ fn slice(n: &ONode, c: &Const, inputs: &[(usize, Rc<Const>)]) -> Result<Const> {
     })
 }
 
-/// Numpy broadcasting of two constants' dims.
-fn broadcast(n: &ONode, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
-    let r = a.len().max(b.len());
-    let pad = |d: &[usize]| -> Vec<usize> {
-        let mut v = vec![1; r - d.len()];
-        v.extend_from_slice(d);
-        v
+/// `Range(start, limit, delta)`: `start + k·delta` while short of `limit`.
+fn range(n: &ONode, start: &Const, limit: &Const, delta: &Const) -> Result<Const> {
+    let scalar = |c: &Const, what: &str| {
+        c.scalar()
+            .map(|_| ())
+            .ok_or_else(|| n.err(format!("{what} is not a scalar")))
     };
-    let (a, b) = (pad(a), pad(b));
-    a.iter()
-        .zip(&b)
-        .map(|(&x, &y)| match (x, y) {
-            (x, y) if x == y => Ok(x),
-            (1, y) => Ok(y),
-            (x, 1) => Ok(x),
-            _ => Err(n.err(format!("cannot broadcast {a:?} with {b:?}"))),
-        })
-        .collect()
-}
-
-/// Index into `dims` (right-aligned to `out`) of each element of `out`.
-fn broadcast_index(dims: &[usize], out: &[usize]) -> Vec<usize> {
-    let r = out.len();
-    let mut full = vec![1; r - dims.len()];
-    full.extend_from_slice(dims);
-    let st = strides(&full);
-    let count: usize = out.iter().product();
-    (0..count)
-        .map(|flat| {
-            let (mut rem, mut off) = (flat, 0);
-            for d in (0..r).rev() {
-                let i = rem % out[d];
-                rem /= out[d];
-                if full[d] != 1 {
-                    off += i * st[d];
-                }
-            }
-            off
-        })
-        .collect()
-}
-
-fn binary(n: &ONode, a: &Const, b: &Const) -> Result<Const> {
-    let dims = broadcast(n, &a.dims, &b.dims)?;
-    count(n, &dims)?;
-    let (ia, ib) = (
-        broadcast_index(&a.dims, &dims),
-        broadcast_index(&b.dims, &dims),
-    );
-    let float = matches!(a.data, Data::F(_)) || matches!(b.data, Data::F(_)) || n.op == "Pow";
+    scalar(start, "start")?;
+    scalar(limit, "limit")?;
+    scalar(delta, "delta")?;
+    let float = [start, limit, delta]
+        .iter()
+        .any(|c| matches!(c.data, Data::F(_)));
     if float {
-        let (x, y) = (a.to_f32(), b.to_f32());
-        let f = |p: f32, q: f32| match n.op.as_str() {
-            "Add" => p + q,
-            "Sub" => p - q,
-            "Mul" => p * q,
-            "Div" => p / q,
-            "Pow" => p.powf(q),
-            "Equal" => (p == q) as i32 as f32,
-            "Max" => p.max(q),
-            _ => p.min(q),
-        };
-        let v = ia.iter().zip(&ib).map(|(&i, &j)| f(x[i], y[j])).collect();
-        Ok(Const::floats(dims, v))
+        let (s, l, d) = (start.to_f32()[0], limit.to_f32()[0], delta.to_f32()[0]);
+        let len = ((l - s) / d).ceil();
+        if d == 0.0 || !len.is_finite() || len > MAX_FOLDED as f32 {
+            return Err(n.err(format!(
+                "range {s}..{l} by {d} is empty-stepped or too long"
+            )));
+        }
+        let len = count(n, &[len.max(0.0) as usize])?;
+        Ok(Const::floats(
+            vec![len],
+            (0..len).map(|k| s + k as f32 * d).collect(),
+        ))
     } else {
-        let (x, y) = (a.to_i64(), b.to_i64());
-        let mut v = Vec::with_capacity(ia.len());
-        for (&i, &j) in ia.iter().zip(&ib) {
-            let (p, q) = (x[i], y[j]);
-            v.push(match n.op.as_str() {
-                "Add" => p.wrapping_add(q),
-                "Sub" => p.wrapping_sub(q),
-                "Mul" => p.wrapping_mul(q),
-                "Div" => p
-                    .checked_div(q)
-                    .ok_or_else(|| n.err("divides an integer constant by zero"))?,
-                "Equal" => (p == q) as i64,
-                "Max" => p.max(q),
-                _ => p.min(q),
-            });
-        }
-        Ok(Const::ints(dims, v))
-    }
-}
-
-fn unary(n: &ONode, c: &Const) -> Const {
-    match &c.data {
-        Data::I(v) if matches!(n.op.as_str(), "Neg" | "Abs" | "Floor" | "Ceil") => {
-            let f = |x: i64| {
-                if n.op == "Neg" {
-                    -x
-                } else if n.op == "Abs" {
-                    x.abs()
-                } else {
-                    x
-                }
-            };
-            Const::ints(c.dims.clone(), v.iter().map(|&x| f(x)).collect())
-        }
-        _ => {
-            let f = |x: f32| match n.op.as_str() {
-                "Neg" => -x,
-                "Sqrt" => x.sqrt(),
-                "Reciprocal" => 1.0 / x,
-                "Floor" => x.floor(),
-                "Ceil" => x.ceil(),
-                _ => x.abs(),
-            };
-            Const::floats(c.dims.clone(), c.to_f32().iter().map(|&x| f(x)).collect())
-        }
+        let (s, l, d) = (start.to_i64()[0], limit.to_i64()[0], delta.to_i64()[0]);
+        let span = (l as i128 - s as i128).unsigned_abs();
+        let len = match d {
+            0 => return Err(n.err("range has a delta of 0")),
+            d if (d > 0) == (l > s) => span.div_ceil(d.unsigned_abs() as u128),
+            _ => 0,
+        };
+        let len = count(n, &[usize::try_from(len).unwrap_or(usize::MAX)])?;
+        Ok(Const::ints(
+            vec![len],
+            (0..len as i64).map(|k| s + k * d).collect(),
+        ))
     }
 }
