@@ -19,6 +19,7 @@ pub enum Method {
     GuidedGradCam,
     FullGrad,
     Cam,
+    Fem,
 }
 
 /// (method, CLI name, one-line description).
@@ -88,6 +89,11 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "cam",
         "weights = the classifier row of the class (global-average-pool + linear heads)",
     ),
+    (
+        Method::Fem,
+        "fem",
+        "weights = share of positions above mean + 2 std of each channel (no gradients)",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -123,6 +129,7 @@ impl Method {
             Method::GradCam | Method::GuidedGradCam => Recipe::Weights(Weighting::Mean),
             Method::GradCamPlusPlus => Recipe::Weights(Weighting::PlusPlus),
             Method::XGradCam => Recipe::Weights(Weighting::XGrad),
+            Method::Fem => Recipe::Weights(Weighting::Fem),
             Method::Cam => Recipe::Classifier,
             Method::HiResCam => Recipe::Term(Term::GradAct),
             Method::GradCamElementWise => Recipe::Term(Term::ReluGradAct),
@@ -144,7 +151,7 @@ impl Method {
     pub fn needs_gradients(self) -> bool {
         !matches!(
             self,
-            Method::EigenCam | Method::Cam | Method::ScoreCam | Method::AblationCam
+            Method::EigenCam | Method::Cam | Method::ScoreCam | Method::AblationCam | Method::Fem
         )
     }
 }
