@@ -6,7 +6,7 @@
 //   product          term(row, c, s) itself, the input of the eigen projection
 //   minmax_normalize pytorch-grad-cam's scale_cam_image: (x - min) / (1e-7 + (max - min))
 // with term = w * A (weighted), G * A (HiResCAM), ReLU(G * A) (element-wise Grad-CAM),
-// ReLU(G) * A (LayerCAM), A (EigenCAM), G * A (EigenGradCAM).
+// ReLU(G) * A (LayerCAM), A (EigenCAM), G * A (EigenGradCAM), |G| * A (Seg-Eigen-CAM).
 
 struct CamParams {
     rows: u32, channels: u32, plane: u32, rep: u32,
@@ -25,6 +25,7 @@ const TERM_GRAD_ACT: u32 = 1u;
 const TERM_RELU_GRAD_ACT: u32 = 2u;
 const TERM_RELU_GRAD_TIMES_ACT: u32 = 3u;
 const TERM_ACT: u32 = 4u;
+const TERM_ABS_GRAD_TIMES_ACT: u32 = 5u;
 
 @group(0) @binding(0) var<uniform> p: CamParams;
 @group(0) @binding(1) var<storage, read> act: array<f32>;  // [images, C, plane]
@@ -92,6 +93,7 @@ fn term(row: u32, c: u32, s: u32) -> f32 {
     switch p.mode {
         case TERM_GRAD_ACT: { return g * a; }
         case TERM_RELU_GRAD_ACT: { return max(g * a, 0.0); }
+        case TERM_ABS_GRAD_TIMES_ACT: { return abs(g) * a; }
         default: { return max(g, 0.0) * a; }
     }
 }

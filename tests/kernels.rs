@@ -2078,12 +2078,13 @@ fn cam_channel_weights() {
     }
 }
 
-const TERMS: [Term; 5] = [
+const TERMS: [Term; 6] = [
     Term::Weighted,
     Term::GradAct,
     Term::ReluGradAct,
     Term::ReluGradTimesAct,
     Term::Act,
+    Term::AbsGradTimesAct,
 ];
 
 #[test]

@@ -315,8 +315,8 @@ fn scores_match_pytorch_grad_cam_targets() {
     assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
 }
 
-/// The methods pytorch-grad-cam added later (tools/make_new_method_fixtures.py): FEM at two
-/// layers of a ResNet-18.
+/// The methods pytorch-grad-cam added later (tools/make_new_method_fixtures.py): FEM and
+/// Seg-Eigen-CAM at two layers of a ResNet-18.
 #[test]
 fn new_methods_match_pytorch_grad_cam() {
     let ctx = GpuContext::new().expect("a wgpu adapter");

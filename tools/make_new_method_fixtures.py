@@ -1,4 +1,5 @@
-"""Golden fixtures for the methods pytorch-grad-cam 1.5.7 added after the first set (FEM, ...).
+"""Golden fixtures for the methods pytorch-grad-cam 1.5.7 added after the first set: FEM and
+Seg-Eigen-CAM (its sign correction fixes the SVD's sign, so there is no `.flipped` map).
 
 Usage:  /opt/ref/bin/python tools/make_new_method_fixtures.py [--out tests/fixtures/methods]
 
@@ -27,12 +28,12 @@ import detweights  # noqa: E402
 import make_fixtures as mf  # noqa: E402
 
 from importlib.metadata import version as pkg_version  # noqa: E402
-from pytorch_grad_cam import FEM  # noqa: E402
+from pytorch_grad_cam import FEM, SegEigenCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 MAX_BYTES = 400_000
 # --method name -> pgc class
-METHODS = {"fem": FEM}
+METHODS = {"fem": FEM, "seg-eigen-cam": SegEigenCAM}
 CASE = dict(arch="resnet18", num_classes=7, seed=41, n=2, h=32, w=40, layer="layer2",
             other_layers=["layer1"], targets=[[1, 4], [3, 0]])
 

@@ -66,6 +66,7 @@ __all__ = [
     "LayerCAM",
     "RawScoresOutputTarget",
     "ScoreCAM",
+    "SegEigenCAM",
     "SoftmaxOutputTarget",
     "XGradCAM",
     "cache_info",
@@ -707,6 +708,11 @@ EigenGradCAM = _cam("EigenGradCAM", "eigengradcam", "The first principal compone
 ScoreCAM = _cam("ScoreCAM", "scorecam", "Score-CAM.")
 AblationCAM = _cam("AblationCAM", "ablationcam", "Ablation-CAM.")
 FullGrad = _cam("FullGrad", "fullgrad", "FullGrad (target_layers is ignored).")
+
+
+SegEigenCAM = _cam(
+    "SegEigenCAM", "seg-eigen-cam", "Seg-Eigen-CAM: first PC of |gradients| x activations."
+)
 
 
 class FEM(BaseCAM):

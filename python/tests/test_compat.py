@@ -48,7 +48,7 @@ def test_fixture_methods(methods_fixture, name):
 def test_fixture_new_methods(new_methods_fixture):
     fx = new_methods_fixture
     layers = [fx.meta["layer"]] + json.loads(fx.meta["layers"])
-    for key, cls in [("cam.fem", compat.FEM)]:
+    for key, cls in [("cam.fem", compat.FEM), ("cam.seg-eigen-cam", compat.SegEigenCAM)]:
         for i, layer in enumerate(layers):
             with cls(model=fx.model, target_layers=[layer]) as cam:
                 for column in (0, 1):

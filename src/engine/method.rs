@@ -20,6 +20,7 @@ pub enum Method {
     FullGrad,
     Cam,
     Fem,
+    SegEigenCam,
 }
 
 /// (method, CLI name, one-line description).
@@ -94,6 +95,11 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "fem",
         "weights = share of positions above mean + 2 std of each channel (no gradients)",
     ),
+    (
+        Method::SegEigenCam,
+        "seg-eigen-cam",
+        "first principal component of |gradients| x activations, salient side positive",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -136,6 +142,7 @@ impl Method {
             Method::LayerCam => Recipe::Term(Term::ReluGradTimesAct),
             Method::EigenCam => Recipe::Eigen(Term::Act),
             Method::EigenGradCam => Recipe::Eigen(Term::GradAct),
+            Method::SegEigenCam => Recipe::Eigen(Term::AbsGradTimesAct),
             Method::ScoreCam => Recipe::Score,
             Method::AblationCam => Recipe::Ablation,
             Method::FullGrad => Recipe::FullGrad,

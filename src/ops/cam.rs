@@ -43,6 +43,8 @@ pub enum Term {
     ReluGradTimesAct = 3,
     /// A (EigenCAM).
     Act = 4,
+    /// |G| * A (Seg-Eigen-CAM).
+    AbsGradTimesAct = 5,
 }
 
 /// Shapes of one CAM reduction: `rows` (image, target) pairs, activations of `rows / rep`

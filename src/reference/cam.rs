@@ -140,7 +140,8 @@ fn fem_weights(activations: &[f64], s: &CamShape) -> Vec<f64> {
 
 /// The per-element terms of `product`: out[row, c, s] = term(row, c, s) with
 /// Weighted = w[row, c] A, GradAct = G A, ReluGradAct = ReLU(G A),
-/// ReluGradTimesAct = ReLU(G) A, Act = A (row reads activation image row / rep).
+/// ReluGradTimesAct = ReLU(G) A, Act = A, AbsGradTimesAct = |G| A (row reads activation
+/// image row / rep).
 /// Inputs a term does not use may be empty.
 pub fn product(
     activations: &[f64],
@@ -170,6 +171,7 @@ pub fn product(
                 Term::GradAct => gradients[i] * a,
                 Term::ReluGradAct => (gradients[i] * a).max(0.0),
                 Term::ReluGradTimesAct => gradients[i].max(0.0) * a,
+                Term::AbsGradTimesAct => gradients[i].abs() * a,
             }
         })
         .collect()
