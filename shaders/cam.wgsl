@@ -1,11 +1,12 @@
 // CAM reductions shared by every method. Rows are (image, target) pairs; activations are
 // per image, so row r reads image r / rep. A method is a choice of modes:
-//   channel_weights  w[row, c] from gradients (and activations): Grad-CAM, Grad-CAM++, XGrad-CAM
+//   channel_weights  w[row, c] from gradients and/or activations: Grad-CAM, Grad-CAM++,
+//                    XGrad-CAM, FEM
 //   combine          cam[row, s] = ReLU(sum_c term(row, c, s))
 //   product          term(row, c, s) itself, the input of the eigen projection
 //   minmax_normalize pytorch-grad-cam's scale_cam_image: (x - min) / (1e-7 + (max - min))
 // with term = w * A (weighted), G * A (HiResCAM), ReLU(G * A) (element-wise Grad-CAM),
-// ReLU(G) * A (LayerCAM), A (EigenCAM), G * A (EigenGradCAM).
+// ReLU(G) * A (LayerCAM), A (EigenCAM), G * A (EigenGradCAM), |G| * A (Seg-Eigen-CAM).
 
 struct CamParams {
     rows: u32, channels: u32, plane: u32, rep: u32,
@@ -15,12 +16,16 @@ struct CamParams {
 const WEIGHTS_MEAN: u32 = 0u;
 const WEIGHTS_PLUSPLUS: u32 = 1u;
 const WEIGHTS_XGRAD: u32 = 2u;
+const WEIGHTS_FEM: u32 = 3u;
+// FEM's k: a position is "high" above mean + k std (pytorch-grad-cam's default).
+const FEM_K: f32 = 2.0;
 
 const TERM_WEIGHTED: u32 = 0u;
 const TERM_GRAD_ACT: u32 = 1u;
 const TERM_RELU_GRAD_ACT: u32 = 2u;
 const TERM_RELU_GRAD_TIMES_ACT: u32 = 3u;
 const TERM_ACT: u32 = 4u;
+const TERM_ABS_GRAD_TIMES_ACT: u32 = 5u;
 
 @group(0) @binding(0) var<uniform> p: CamParams;
 @group(0) @binding(1) var<storage, read> act: array<f32>;  // [images, C, plane]
@@ -50,6 +55,17 @@ fn channel_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     }
     var sum_a = 0.0;
     for (var s = 0u; s < p.plane; s++) { sum_a += act[a0 + s]; }
+    if (p.mode == WEIGHTS_FEM) {
+        // The share of positions above mean + k std (population std, as numpy's).
+        let mean = sum_a / f32(p.plane);
+        var v = 0.0;
+        for (var s = 0u; s < p.plane; s++) { let d = act[a0 + s] - mean; v += d * d; }
+        let th = mean + FEM_K * sqrt(v / f32(p.plane));
+        var high = 0u;
+        for (var s = 0u; s < p.plane; s++) { high += select(0u, 1u, act[a0 + s] > th); }
+        dst[i] = f32(high) / f32(p.plane);
+        return;
+    }
     var acc = 0.0;
     for (var s = 0u; s < p.plane; s++) {
         let g = grad[g0 + s];
@@ -77,6 +93,7 @@ fn term(row: u32, c: u32, s: u32) -> f32 {
     switch p.mode {
         case TERM_GRAD_ACT: { return g * a; }
         case TERM_RELU_GRAD_ACT: { return max(g * a, 0.0); }
+        case TERM_ABS_GRAD_TIMES_ACT: { return abs(g) * a; }
         default: { return max(g, 0.0) * a; }
     }
 }

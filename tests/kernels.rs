@@ -1989,6 +1989,49 @@ fn weights_error_terms(
                 .collect();
             (terms, 2 * plane + 2)
         }
+        Weighting::Fem => {
+            unreachable!("FEM weights are counts, checked exactly in cam_fem_weights")
+        }
+    }
+}
+
+/// FEM's weights are shares of positions above mean + 2 std: counts, equal to the f64
+/// reference's unless a value sits within rounding of the threshold (none here).
+#[test]
+fn cam_fem_weights() {
+    let e = env();
+    let mut rng = Rng::new(33);
+    for (images, rep, channels, hw) in [(2, 2, 5, [7, 7]), (1, 3, 67, [7, 5]), (3, 1, 4, [13, 11])]
+    {
+        let rows = images * rep;
+        let plane = hw[0] * hw[1];
+        let s = cam_shape(rows, channels, plane, rep);
+        let mut act = rng.vec(images * channels * plane, 0.0, 1.0);
+        // Heavy tails, so that some positions pass mean + 2 std; and a constant channel,
+        // where none do.
+        for v in act.iter_mut().step_by(13) {
+            *v *= 8.0;
+        }
+        act[plane..2 * plane].fill(0.5);
+        let want = r::cam::channel_weights(&f64s(&act), &[], &s, Weighting::Fem);
+        assert!(want.iter().any(|&w| w > 0.0) && want[1] == 0.0, "{want:?}");
+        let out = garbage(rows * channels);
+        let ab = upload(&act);
+        let d = e.ops.cam.weights(
+            &e.ctx,
+            &s,
+            Weighting::Fem,
+            &ab,
+            &e.ops.dummy,
+            &out,
+            &e.ops.dummy,
+        );
+        let got = run(&[d], &[(&out, rows * channels)]);
+        check_exact(
+            &format!("fem {images} x rep {rep}, {channels} x {hw:?}"),
+            &got[0],
+            &want,
+        );
     }
 }
 
@@ -2035,12 +2078,13 @@ fn cam_channel_weights() {
     }
 }
 
-const TERMS: [Term; 5] = [
+const TERMS: [Term; 6] = [
     Term::Weighted,
     Term::GradAct,
     Term::ReluGradAct,
     Term::ReluGradTimesAct,
     Term::Act,
+    Term::AbsGradTimesAct,
 ];
 
 #[test]

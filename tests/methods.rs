@@ -315,20 +315,53 @@ fn scores_match_pytorch_grad_cam_targets() {
     assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
 }
 
+/// The methods pytorch-grad-cam added later (tools/make_new_method_fixtures.py): FEM and
+/// Seg-Eigen-CAM at two layers of a ResNet-18.
+#[test]
+fn new_methods_match_pytorch_grad_cam() {
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/new_methods.safetensors");
+    let methods: Vec<String> = serde_json::from_str(&fx.meta["methods"]).unwrap();
+    let others: Vec<String> = serde_json::from_str(&fx.meta["layers"]).unwrap();
+    let mut failures = Vec::new();
+    for name in &methods {
+        let method: Method = name.parse().unwrap();
+        let mut keys = vec![(format!("cam.{name}"), Vec::new())];
+        keys.extend(
+            others
+                .iter()
+                .map(|l| (format!("cam.{name}.{l}"), vec![l.clone()])),
+        );
+        for (key, layers) in &keys {
+            let c = Case {
+                layers: layers.clone(),
+                ..case(key, method)
+            };
+            let err = run(&fx, &ctx, &c);
+            if err > TOLERANCE {
+                failures.push(format!("{key}: {err:.2e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
+}
+
 /// Every method the CLI offers is compared with pytorch-grad-cam: the fixtures list the
 /// methods tools/make_method_fixtures.py ran, and the two it runs apart (guided-gradcam's
 /// image, cam's classifier weights) have tests of their own above.
 #[test]
 fn every_method_has_a_golden_fixture() {
     let separately = ["guided-gradcam", "cam"];
+    let new = Fixture::load("methods/new_methods.safetensors");
+    let new: Vec<String> = serde_json::from_str(&new.meta["methods"]).unwrap();
     for name in ["resnet50", "vgg11_bn"] {
         let fx = Fixture::load(&format!("methods/{name}.safetensors"));
         let listed: Vec<String> = serde_json::from_str(&fx.meta["methods"]).unwrap();
         for (_, cli, _) in gradcam_wgpu::engine::METHODS {
             assert!(
-                listed.iter().any(|m| m == cli) || separately.contains(cli),
-                "{cli} has no golden case in methods/{name}: add it to \
-                 tools/make_method_fixtures.py and regenerate"
+                listed.iter().chain(&new).any(|m| m == cli) || separately.contains(cli),
+                "{cli} has no golden case in methods/{name} or methods/new_methods: add it to \
+                 tools/make_new_method_fixtures.py and regenerate"
             );
         }
     }

@@ -57,6 +57,7 @@ __all__ = [
     "ClassifierOutputTarget",
     "EigenCAM",
     "EigenGradCAM",
+    "FEM",
     "FullGrad",
     "GradCAM",
     "GradCAMElementWise",
@@ -65,6 +66,7 @@ __all__ = [
     "LayerCAM",
     "RawScoresOutputTarget",
     "ScoreCAM",
+    "SegEigenCAM",
     "SoftmaxOutputTarget",
     "XGradCAM",
     "cache_info",
@@ -485,8 +487,8 @@ class BaseCAM:
         n, c, h, w = x.shape
         shape = (c, h, w)
         model = _export(self.model, shape) if self._torch else self.model
-        # EigenCAM weighs no target: pytorch-grad-cam takes any target object and ignores it.
-        per_image = None if self._method == "eigencam" else _targets(targets, n)
+        # EigenCAM and FEM weigh no target: pytorch-grad-cam takes any target and ignores it.
+        per_image = None if self._method in ("eigencam", "fem") else _targets(targets, n)
         folds = None
         if self.reshape_transform is not None and self._method != "fullgrad":
             folds = self._folds.get(shape)
@@ -706,3 +708,20 @@ EigenGradCAM = _cam("EigenGradCAM", "eigengradcam", "The first principal compone
 ScoreCAM = _cam("ScoreCAM", "scorecam", "Score-CAM.")
 AblationCAM = _cam("AblationCAM", "ablationcam", "Ablation-CAM.")
 FullGrad = _cam("FullGrad", "fullgrad", "FullGrad (target_layers is ignored).")
+
+
+SegEigenCAM = _cam(
+    "SegEigenCAM", "seg-eigen-cam", "Seg-Eigen-CAM: first PC of |gradients| x activations."
+)
+
+
+class FEM(BaseCAM):
+    """FEM: weights = the share of positions above mean + k std of each channel (k = 2)."""
+
+    _method = "fem"
+
+    def __init__(self, model, target_layers, reshape_transform=None, k=2):
+        if k != 2:
+            raise NotImplementedError(f"FEM(k={k}): gradcam_wgpu uses pytorch-grad-cam's k = 2")
+        super().__init__(model, target_layers, reshape_transform)
+        self.k = k

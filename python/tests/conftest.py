@@ -70,6 +70,16 @@ def score_fixtures():
     return out
 
 
+@pytest.fixture(scope="session")
+def new_methods_fixture():
+    """The methods pytorch-grad-cam added later (FEM, ...) on a ResNet-18."""
+    fx = Fixture(FIXTURES / "methods" / "new_methods.safetensors")
+    fx.model = gw._native._fixture_model(
+        fx.meta["arch"], fx.meta["tensors"], int(fx.meta["seed"]), {}
+    )
+    return fx
+
+
 def map_error(got, fx, key, rows=None):
     """Max abs error of maps `got` [N, T, H, W] against fixture `key`, per map the nearer of
     it and `key.flipped` (an SVD's sign is arbitrary); `rows` picks the fixture's targets."""

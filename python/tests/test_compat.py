@@ -45,6 +45,25 @@ def test_fixture_methods(methods_fixture, name):
         assert map_error(maps[:, None], fx, CLASSES[name], rows=[column]) < TOL, (name, column)
 
 
+def test_fixture_new_methods(new_methods_fixture):
+    fx = new_methods_fixture
+    layers = [fx.meta["layer"]] + json.loads(fx.meta["layers"])
+    for key, cls in [("cam.fem", compat.FEM), ("cam.seg-eigen-cam", compat.SegEigenCAM)]:
+        for i, layer in enumerate(layers):
+            with cls(model=fx.model, target_layers=[layer]) as cam:
+                for column in (0, 1):
+                    maps = per_target_maps(cam, fx, column)
+                    want = key if i == 0 else f"{key}.{layer}"
+                    assert map_error(maps[:, None], fx, want, rows=[column]) < TOL, (want, column)
+    with pytest.raises(NotImplementedError, match="k = 2"):
+        compat.FEM(model=fx.model, target_layers=layers[:1], k=3)
+
+
+def per_target_maps(cam, fx, column):
+    targets = [compat.ClassifierOutputTarget(int(c)) for c in fx.targets[:, column]]
+    return cam(input_tensor=fx["input"], targets=targets)
+
+
 def test_fixture_options(methods_fixture):
     fx = methods_fixture
     layers = json.loads(fx.meta["multilayer"])

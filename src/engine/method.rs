@@ -19,6 +19,8 @@ pub enum Method {
     GuidedGradCam,
     FullGrad,
     Cam,
+    Fem,
+    SegEigenCam,
 }
 
 /// (method, CLI name, one-line description).
@@ -88,6 +90,16 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "cam",
         "weights = the classifier row of the class (global-average-pool + linear heads)",
     ),
+    (
+        Method::Fem,
+        "fem",
+        "weights = share of positions above mean + 2 std of each channel (no gradients)",
+    ),
+    (
+        Method::SegEigenCam,
+        "seg-eigen-cam",
+        "first principal component of |gradients| x activations, salient side positive",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -123,12 +135,14 @@ impl Method {
             Method::GradCam | Method::GuidedGradCam => Recipe::Weights(Weighting::Mean),
             Method::GradCamPlusPlus => Recipe::Weights(Weighting::PlusPlus),
             Method::XGradCam => Recipe::Weights(Weighting::XGrad),
+            Method::Fem => Recipe::Weights(Weighting::Fem),
             Method::Cam => Recipe::Classifier,
             Method::HiResCam => Recipe::Term(Term::GradAct),
             Method::GradCamElementWise => Recipe::Term(Term::ReluGradAct),
             Method::LayerCam => Recipe::Term(Term::ReluGradTimesAct),
             Method::EigenCam => Recipe::Eigen(Term::Act),
             Method::EigenGradCam => Recipe::Eigen(Term::GradAct),
+            Method::SegEigenCam => Recipe::Eigen(Term::AbsGradTimesAct),
             Method::ScoreCam => Recipe::Score,
             Method::AblationCam => Recipe::Ablation,
             Method::FullGrad => Recipe::FullGrad,
@@ -144,7 +158,7 @@ impl Method {
     pub fn needs_gradients(self) -> bool {
         !matches!(
             self,
-            Method::EigenCam | Method::Cam | Method::ScoreCam | Method::AblationCam
+            Method::EigenCam | Method::Cam | Method::ScoreCam | Method::AblationCam | Method::Fem
         )
     }
 }

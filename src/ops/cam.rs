@@ -23,7 +23,12 @@ pub enum Weighting {
     PlusPlus = 1,
     /// XGrad-CAM: sum of g * A / (sum(A) + 1e-7).
     XGrad = 2,
+    /// FEM: the share of positions where A > mean(A) + 2 std(A); no gradients.
+    Fem = 3,
 }
+
+/// FEM's k (pytorch-grad-cam's default; `FEM_K` in shaders/cam.wgsl).
+pub const FEM_K: f64 = 2.0;
 
 /// The per-element term that a map sums over channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +43,8 @@ pub enum Term {
     ReluGradTimesAct = 3,
     /// A (EigenCAM).
     Act = 4,
+    /// |G| * A (Seg-Eigen-CAM).
+    AbsGradTimesAct = 5,
 }
 
 /// Shapes of one CAM reduction: `rows` (image, target) pairs, activations of `rows / rep`

@@ -74,14 +74,16 @@ pub fn gradcam(
     minmax_normalize(&cam, out[0] * out[1])
 }
 
-use crate::ops::cam::{CamShape, Term, Weighting};
+use crate::ops::cam::{CamShape, FEM_K, Term, Weighting};
 
 /// Per-channel weights of `channel_weights` (pytorch-grad-cam's `get_cam_weights`):
 /// `gradients` `[rows, C, plane]`, `activations` `[rows / rep, C, plane]`.
 /// - Mean (Grad-CAM): mean_s g;
 /// - PlusPlus (Grad-CAM++ eq. 19): sum_s ReLU(g) * alpha, alpha = g^2 / (2 g^2 +
 ///   sum_s(A) g^3 + 1e-6), and alpha = 0 where g == 0;
-/// - XGrad (XGrad-CAM): sum_s g * A / (sum_s(A) + 1e-7).
+/// - XGrad (XGrad-CAM): sum_s g * A / (sum_s(A) + 1e-7);
+/// - Fem (FEM): the share of s with A > mean_s(A) + k std_s(A) (population std, k = 2);
+///   `gradients` may then be empty.
 pub fn channel_weights(
     activations: &[f64],
     gradients: &[f64],
@@ -89,6 +91,9 @@ pub fn channel_weights(
     how: Weighting,
 ) -> Vec<f64> {
     let (rows, ch, plane, rep) = (s.rows, s.channels, s.plane, s.rep.max(1));
+    if how == Weighting::Fem {
+        return fem_weights(activations, s);
+    }
     assert_eq!(gradients.len(), rows * ch * plane, "gradients length");
     if how == Weighting::Mean {
         return alpha(gradients, rows, ch, plane);
@@ -118,9 +123,25 @@ pub fn channel_weights(
         .collect()
 }
 
+/// FEM's channel weights of each row's activation image.
+fn fem_weights(activations: &[f64], s: &CamShape) -> Vec<f64> {
+    let (ch, plane, rep) = (s.channels, s.plane, s.rep.max(1));
+    (0..s.rows * ch)
+        .map(|i| {
+            let (row, c) = (i / ch, i % ch);
+            let a = &activations[((row / rep) * ch + c) * plane..][..plane];
+            let mean = a.iter().sum::<f64>() / plane as f64;
+            let var = a.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / plane as f64;
+            let th = mean + FEM_K * var.sqrt();
+            a.iter().filter(|&&v| v > th).count() as f64 / plane as f64
+        })
+        .collect()
+}
+
 /// The per-element terms of `product`: out[row, c, s] = term(row, c, s) with
 /// Weighted = w[row, c] A, GradAct = G A, ReluGradAct = ReLU(G A),
-/// ReluGradTimesAct = ReLU(G) A, Act = A (row reads activation image row / rep).
+/// ReluGradTimesAct = ReLU(G) A, Act = A, AbsGradTimesAct = |G| A (row reads activation
+/// image row / rep).
 /// Inputs a term does not use may be empty.
 pub fn product(
     activations: &[f64],
@@ -150,6 +171,7 @@ pub fn product(
                 Term::GradAct => gradients[i] * a,
                 Term::ReluGradAct => (gradients[i] * a).max(0.0),
                 Term::ReluGradTimesAct => gradients[i].max(0.0) * a,
+                Term::AbsGradTimesAct => gradients[i].abs() * a,
             }
         })
         .collect()
