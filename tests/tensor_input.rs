@@ -63,7 +63,7 @@ fn tensors_match_pixels() {
             ..Default::default()
         };
         let x = preprocess(&imgs, &cfg);
-        let mut engine = Engine::new(ctx.clone(), &model, cfg).unwrap();
+        let mut engine = Engine::new(ctx.clone(), &model, cfg.clone()).unwrap();
         let per_image: Vec<Vec<usize>> = vec![vec![2], vec![0], vec![6]];
         let (from_pixels, from_tensors) = if let TargetSpec::PerImage(_) = targets {
             (
@@ -77,6 +77,19 @@ fn tensors_match_pixels() {
             )
         };
         assert_eq!(from_tensors.len(), 3);
+        if method == Method::GradCam && !aug_smooth {
+            // Tensor overlays are drawn over black, also after pixels were uploaded: the
+            // same as a fresh engine's, and again on a second call (black kept, not rewritten).
+            let mut fresh = Engine::new(ctx.clone(), &model, cfg.clone()).unwrap();
+            let want = fresh.explain_tensor(&x, 3, None).unwrap();
+            let again = engine.explain_tensor(&x, 3, None).unwrap();
+            for ((a, b), c) in from_tensors.iter().zip(&want).zip(&again) {
+                for ((ta, tb), tc) in a.targets.iter().zip(&b.targets).zip(&c.targets) {
+                    assert_eq!(ta.overlay, tb.overlay, "overlay after a pixel upload");
+                    assert_eq!(tc.overlay, tb.overlay, "overlay on a second tensor call");
+                }
+            }
+        }
         for (p, t) in from_pixels.iter().zip(&from_tensors) {
             assert!(worst(&p.logits, &t.logits) < 1e-4, "{method:?} logits");
             assert_eq!(p.targets.len(), t.targets.len());

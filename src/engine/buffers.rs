@@ -264,6 +264,7 @@ impl Engine {
             backward_cache: HashMap::new(),
             profiler: None,
             tensor_input: false,
+            pixels_black: false,
         };
         if let Some(e) = pollster::block_on(oom.pop()) {
             return Err(Error::OutOfMemory(format!("batch of {cap_n}: {e}")));

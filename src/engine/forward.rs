@@ -41,6 +41,7 @@ impl Engine {
     /// Writes a batch's pixels and explicit targets to the device. Images at the input size
     /// are written as they are; a batch with any other size is resized on the device.
     pub(super) fn upload(&mut self, images: &[image::RgbImage], classes: Option<&[Vec<usize>]>) {
+        self.pixels_black = false;
         let [h, w] = self.cfg.size;
         if images
             .iter()
@@ -151,11 +152,17 @@ impl Engine {
 
 /// Tensors `[n, c, h, w]` as the forward rows: each image once, or its six aug-smooth
 /// passes (horizontal flip x {0.9, 1, 1.1}), as the preprocessing kernel makes them.
-pub(super) fn augment(x: &[f32], n: usize, c: usize, [h, w]: [usize; 2], aug: usize) -> Vec<f32> {
-    if aug == 1 {
-        return x.to_vec();
-    }
+pub(super) fn augment(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    [h, w]: [usize; 2],
+    aug: usize,
+) -> Cow<'_, [f32]> {
     let each = c * h * w;
+    if aug == 1 {
+        return Cow::Borrowed(&x[..n * each]);
+    }
     let mut out = Vec::with_capacity(n * aug * each);
     for img in x.chunks_exact(each).take(n) {
         for v in 0..aug {
@@ -170,5 +177,5 @@ pub(super) fn augment(x: &[f32], n: usize, c: usize, [h, w]: [usize; 2], aug: us
             }
         }
     }
-    out
+    Cow::Owned(out)
 }

@@ -170,6 +170,8 @@ pub struct Engine {
     profiler: Option<Profiler>,
     /// The current batch was written as tensors: the forward pass skips preprocessing.
     tensor_input: bool,
+    /// `pixels` holds zeros (tensor batches draw their overlays over black).
+    pixels_black: bool,
 }
 
 impl Engine {
@@ -303,10 +305,14 @@ impl Engine {
             self.ctx
                 .queue
                 .write_buffer(self.act(0), 0, bytemuck::cast_slice(&rows_aug));
-            let black = vec![0u32; rows * h * w];
-            self.ctx
-                .queue
-                .write_buffer(&self.pixels, 0, bytemuck::cast_slice(&black));
+            if !self.pixels_black {
+                // Overlays are drawn over black: there are no pixels.
+                let black = vec![0u32; self.cap_n * h * w];
+                self.ctx
+                    .queue
+                    .write_buffer(&self.pixels, 0, bytemuck::cast_slice(&black));
+                self.pixels_black = true;
+            }
             self.upload_targets(rows, classes.map(|cl| &cl[b..b + rows]));
             self.tensor_input = true;
             let r = self.run_batch(rows);
@@ -497,8 +503,10 @@ impl Engine {
         Ok(())
     }
 
-    /// The packed RGBA8 input pixels `[batch, H, W]` that the forward pass preprocesses.
-    pub(crate) fn pixels_buffer(&self) -> &wgpu::Buffer {
+    /// The packed RGBA8 input pixels `[batch, H, W]` that the forward pass preprocesses, for
+    /// a caller that writes them itself.
+    pub(crate) fn pixels_buffer(&mut self) -> &wgpu::Buffer {
+        self.pixels_black = false;
         &self.pixels
     }
 
