@@ -518,31 +518,6 @@ fn mobile_net() -> (Graph, Weights) {
     (g, init.weights)
 }
 
-/// Activations of every node for `n` images, composed from the ops' f64 references.
-fn cpu_forward(g: &Graph, w: &Weights, x: Vec<f64>, n: usize, size: [usize; 2]) -> Vec<Vec<f64>> {
-    let shapes = g.shapes(size).unwrap();
-    let mut acts: Vec<Vec<f64>> = vec![x];
-    for (i, node) in g.nodes.iter().enumerate().skip(1) {
-        let inputs: Vec<&[f64]> = node.inputs.iter().map(|&j| acts[j].as_slice()).collect();
-        let in_shapes: Vec<_> = node.inputs.iter().map(|&j| shapes[j]).collect();
-        let out = node
-            .op
-            .node()
-            .reference(&Reference {
-                weights: w,
-                n,
-                rep: 1,
-                inputs: &inputs,
-                in_shapes: &in_shapes,
-                output: &[],
-                shape: shapes[i],
-            })
-            .unwrap();
-        acts.push(out);
-    }
-    acts
-}
-
 /// Gradients of every node for `n * rep` rows (row r belongs to image r / rep) from the
 /// output gradient `seed`, composed from the ops' f64 references.
 fn cpu_backward(
@@ -681,7 +656,7 @@ fn explains_folded_like_the_f64_composition(
         .collect();
     let f64s = |v: [f32; 3]| v.map(|x| x as f64);
     let x = r::preprocess(&pixels, n, size, f64s(IMAGENET_MEAN), f64s(IMAGENET_STD));
-    let acts = cpu_forward(graph, weights, x, n, size);
+    let acts = common::cpu_forward(graph, weights, x, n, size);
     let logits = acts.last().unwrap();
     let classes = graph.num_classes(size).unwrap();
     let targets = r::topk(logits, n, classes, k);

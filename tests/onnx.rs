@@ -2,6 +2,8 @@
 //! that every malformed file is a clear error naming the node, tensor or file (never a
 //! panic). Whole exported nets against PyTorch are in tests/onnx_golden.rs.
 
+mod common;
+
 use gradcam_wgpu::Model;
 use gradcam_wgpu::graph::Op;
 use gradcam_wgpu::onnx::{Layout, OnnxOptions, import};
@@ -547,30 +549,9 @@ fn image4() -> ValueInfoProto {
     input("x", &[None, Some(3), Some(4), Some(4)])
 }
 
-/// The last node's output for a batch of `n` images, composed from the ops' f64
-/// references (as tests/model.rs does for hand-built graphs).
+/// The last node's output for a batch of `n` images, composed from the ops' f64 references.
 fn cpu_forward(m: &Model, x: &[f64], n: usize) -> Vec<f64> {
-    use gradcam_wgpu::graph::op::Reference;
-    let shapes = m.graph.shapes(m.input_size).unwrap();
-    let mut acts: Vec<Vec<f64>> = vec![x.to_vec()];
-    for (i, node) in m.graph.nodes.iter().enumerate().skip(1) {
-        let inputs: Vec<&[f64]> = node.inputs.iter().map(|&j| acts[j].as_slice()).collect();
-        let in_shapes: Vec<_> = node.inputs.iter().map(|&j| shapes[j]).collect();
-        let out = node
-            .op
-            .node()
-            .reference(&Reference {
-                weights: &m.weights,
-                n,
-                rep: 1,
-                inputs: &inputs,
-                in_shapes: &in_shapes,
-                output: &[],
-                shape: shapes[i],
-            })
-            .unwrap();
-        acts.push(out);
-    }
+    let mut acts = common::cpu_forward(&m.graph, &m.weights, x.to_vec(), n, m.input_size);
     acts.pop().unwrap()
 }
 

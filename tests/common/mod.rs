@@ -254,3 +254,34 @@ pub fn check_bytes_within_one(name: &str, gpu: &[u8], reference: &[u8]) -> usize
     eprintln!("{name}: {off} of {} bytes off by one", gpu.len());
     off
 }
+
+/// Activations of every node for `n` images, composed from the ops' f64 references.
+pub fn cpu_forward(
+    g: &gradcam_wgpu::model::Graph,
+    w: &gradcam_wgpu::weights::Weights,
+    x: Vec<f64>,
+    n: usize,
+    size: [usize; 2],
+) -> Vec<Vec<f64>> {
+    let shapes = g.shapes(size).unwrap();
+    let mut acts: Vec<Vec<f64>> = vec![x];
+    for (i, node) in g.nodes.iter().enumerate().skip(1) {
+        let inputs: Vec<&[f64]> = node.inputs.iter().map(|&j| acts[j].as_slice()).collect();
+        let in_shapes: Vec<_> = node.inputs.iter().map(|&j| shapes[j]).collect();
+        let out = node
+            .op
+            .node()
+            .reference(&gradcam_wgpu::graph::op::Reference {
+                weights: w,
+                n,
+                rep: 1,
+                inputs: &inputs,
+                in_shapes: &in_shapes,
+                output: &[],
+                shape: shapes[i],
+            })
+            .unwrap();
+        acts.push(out);
+    }
+    acts
+}
