@@ -134,3 +134,34 @@ pub fn axis(n: &ONode, a: i64, rank: usize) -> Result<usize> {
     }
     Ok(a2 as usize)
 }
+
+/// Slice's `(starts, ends, axes, steps)` for an input of rank `rank`: attributes before
+/// opset 10, optional constant inputs 1 to 4 (`input(i)`) from it on; axes resolved, and
+/// `0..starts.len()` where none are given.
+pub type SliceArgs = (Vec<i64>, Vec<i64>, Vec<usize>, Option<Vec<i64>>);
+
+pub fn slice_args(
+    n: &ONode,
+    rank: usize,
+    input: impl Fn(usize) -> Result<Option<Vec<i64>>>,
+) -> Result<SliceArgs> {
+    let (starts, ends, axes, steps) = match n.ints("starts")? {
+        Some(s) => (
+            s,
+            n.ints("ends")?.unwrap_or_default(),
+            n.ints("axes")?,
+            None,
+        ),
+        None => (
+            input(1)?.unwrap_or_default(),
+            input(2)?.unwrap_or_default(),
+            input(3)?,
+            input(4)?,
+        ),
+    };
+    let axes: Vec<usize> = match axes {
+        Some(a) => a.iter().map(|&v| axis(n, v, rank)).collect::<Result<_>>()?,
+        None => (0..starts.len()).collect(),
+    };
+    Ok((starts, ends, axes, steps))
+}

@@ -6,7 +6,7 @@
 mod elementwise;
 
 use super::builder::{Builder, Value};
-use super::node::{ONode, axis};
+use super::node::{ONode, axis, slice_args};
 use super::tensor::{Const, Data};
 use crate::error::Result;
 use elementwise::{binary, expand, unary, where_};
@@ -366,30 +366,13 @@ fn concat(n: &ONode, parts: &[Rc<Const>]) -> Result<Const> {
 /// `Slice` of a constant (opset 10+ inputs, or opset < 10 attributes).
 fn slice(n: &ONode, c: &Const, inputs: &[(usize, Rc<Const>)]) -> Result<Const> {
     let get = |i: usize| {
-        inputs
+        Ok(inputs
             .iter()
             .find(|(k, _)| *k == i)
-            .map(|(_, c)| c.to_i64())
-    };
-    let (starts, ends, axes, steps) = match n.ints("starts")? {
-        Some(s) => (
-            s,
-            n.ints("ends")?.unwrap_or_default(),
-            n.ints("axes")?,
-            None,
-        ),
-        None => (
-            get(1).unwrap_or_default(),
-            get(2).unwrap_or_default(),
-            get(3),
-            get(4),
-        ),
+            .map(|(_, c)| c.to_i64()))
     };
     let r = c.dims.len();
-    let axes: Vec<usize> = match axes {
-        Some(a) => a.iter().map(|&a| axis(n, a, r)).collect::<Result<_>>()?,
-        None => (0..starts.len()).collect(),
-    };
+    let (starts, ends, axes, steps) = slice_args(n, r, get)?;
     let mut ranges: Vec<(usize, usize, usize)> = c.dims.iter().map(|&d| (0, d, 1)).collect();
     for (k, &a) in axes.iter().enumerate() {
         let d = c.dims[a] as i64;

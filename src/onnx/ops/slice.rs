@@ -1,7 +1,7 @@
 //! Concat, Split, Slice, Pad and Gather of activations along per-image axes.
 
 use super::super::builder::{Act, Builder, Value, pad3};
-use super::super::node::{ONode, axis};
+use super::super::node::{ONode, axis, slice_args};
 use crate::error::Result;
 use crate::graph::{Add, BinaryConst, BinaryKind, Concat, Op, Pad, Slice};
 
@@ -222,26 +222,8 @@ pub fn split(b: &mut Builder, n: &ONode) -> Result<()> {
 pub fn slice(b: &mut Builder, n: &ONode) -> Result<()> {
     let mut x = b.act(n, 0)?;
     let r = x.rank();
-    let konst =
-        |i: usize| -> Result<Option<Vec<i64>>> { Ok(b.opt_konst(n, i)?.map(|c| c.to_i64())) };
-    let (starts, ends, axes, steps) = match n.ints("starts")? {
-        Some(s) => (
-            s,
-            n.ints("ends")?.unwrap_or_default(),
-            n.ints("axes")?,
-            None,
-        ),
-        None => (
-            konst(1)?.unwrap_or_default(),
-            konst(2)?.unwrap_or_default(),
-            konst(3)?,
-            konst(4)?,
-        ),
-    };
-    let axes: Vec<usize> = match axes {
-        Some(a) => a.iter().map(|&v| axis(n, v, r)).collect::<Result<_>>()?,
-        None => (0..starts.len()).collect(),
-    };
+    let konst = |i: usize| Ok(b.opt_konst(n, i)?.map(|c| c.to_i64()));
+    let (starts, ends, axes, steps) = slice_args(n, r, konst)?;
     if ends.len() != starts.len() || axes.len() != starts.len() {
         return Err(n.err("starts, ends and axes differ in length"));
     }
