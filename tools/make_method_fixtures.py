@@ -193,12 +193,13 @@ class RecordingAblationLayer(AblationLayer):
         return AblationLayer.__call__(self, x)
 
 
-def run_cam(cam, x, targets, **kw):
+def run_cam(cam, x, targets, target_cls=ClassifierOutputTarget, **kw):
+    """[N, T, H, W]: one pgc call per target column, `target_cls(targets[n, t])` per image."""
     n = x.shape[0]
     T = targets.shape[1]
     out = np.zeros((n, T) + tuple(x.shape[2:]), dtype=np.float32)
     for t in range(T):
-        tg = [ClassifierOutputTarget(int(targets[i, t])) for i in range(n)]
+        tg = [target_cls(int(targets[i, t])) for i in range(n)]
         g = cam(input_tensor=x, targets=tg, **kw)
         assert g.dtype == np.float32 and g.shape == (n,) + tuple(x.shape[2:]), (g.dtype, g.shape)
         out[:, t] = g

@@ -26,27 +26,16 @@ import torchvision
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import detweights  # noqa: E402
 import make_fixtures as mf  # noqa: E402
+from make_method_fixtures import run_cam  # noqa: E402
 
 from importlib.metadata import version as pkg_version  # noqa: E402
 from pytorch_grad_cam import FEM, SegEigenCAM  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 MAX_BYTES = 400_000
 # --method name -> pgc class
 METHODS = {"fem": FEM, "seg-eigen-cam": SegEigenCAM}
 CASE = dict(arch="resnet18", num_classes=7, seed=41, n=2, h=32, w=40, layer="layer2",
             other_layers=["layer1"], targets=[[1, 4], [3, 0]])
-
-
-def run_cam(cam, x, targets):
-    n = x.shape[0]
-    out = np.zeros((n, targets.shape[1]) + tuple(x.shape[2:]), dtype=np.float32)
-    for t in range(targets.shape[1]):
-        g = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(targets[i, t]))
-                                         for i in range(n)])
-        assert g.dtype == np.float32 and g.shape == (n,) + tuple(x.shape[2:])
-        out[:, t] = g
-    return out
 
 
 def main():

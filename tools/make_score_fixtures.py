@@ -32,6 +32,7 @@ import torchvision
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import detweights  # noqa: E402
 import make_fixtures as mf  # noqa: E402
+from make_method_fixtures import run_cam  # noqa: E402
 
 from importlib.metadata import version as pkg_version  # noqa: E402
 from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM  # noqa: E402
@@ -52,16 +53,6 @@ def cases():
         dict(case="binary", arch="resnet18", num_classes=1, seed=32, n=2, h=32, w=40,
              layer="layer2", targets=[[0, 1], [1, 0]], scores=["binary"]),
     ]
-
-
-def run_cam(cam, x, targets, target_cls):
-    n = x.shape[0]
-    out = np.zeros((n, targets.shape[1]) + tuple(x.shape[2:]), dtype=np.float32)
-    for t in range(targets.shape[1]):
-        g = cam(input_tensor=x, targets=[target_cls(int(targets[i, t])) for i in range(n)])
-        assert g.dtype == np.float32 and g.shape == (n,) + tuple(x.shape[2:])
-        out[:, t] = g
-    return out
 
 
 def write(outdir, case, arch, num_classes, seed, n, h, w, layer, targets, scores):
