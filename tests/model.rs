@@ -997,18 +997,7 @@ fn folded_layers_explain_like_their_gathered_tensors() {
             ("cat", Some(identity(cat))),
         ],
     );
-    let model = Model {
-        arch: "layout-test".into(),
-        graph,
-        weights,
-        default_layer: "cat".into(),
-        input_size: size,
-        mean: gradcam_wgpu::engine::IMAGENET_MEAN,
-        std: gradcam_wgpu::engine::IMAGENET_STD,
-        classes: Vec::new(),
-        output: gradcam_wgpu::model::Output::Softmax,
-        explains: gradcam_wgpu::model::LOGITS.into(),
-    };
+    let model = layout_model(graph, weights, size);
     for method in [
         Method::GradCam,
         Method::GradCamPlusPlus,
@@ -1028,13 +1017,9 @@ fn folded_layers_explain_like_their_gathered_tensors() {
     }
 }
 
-/// Bad folds are errors naming the layer; Ablation-CAM takes none; FullGrad ignores them.
-#[test]
-fn folds_are_checked() {
-    let ctx = ctx();
-    let (graph, weights) = layout_net();
-    let size = [13, 11];
-    let model = Model {
+/// `layout_net` as a model at `size`, its default layer the concat.
+fn layout_model(graph: Graph, weights: Weights, size: [usize; 2]) -> Model {
+    Model {
         arch: "layout-test".into(),
         graph,
         weights,
@@ -1045,7 +1030,16 @@ fn folds_are_checked() {
         classes: Vec::new(),
         output: gradcam_wgpu::model::Output::Softmax,
         explains: gradcam_wgpu::model::LOGITS.into(),
-    };
+    }
+}
+
+/// Bad folds are errors naming the layer; Ablation-CAM takes none; FullGrad ignores them.
+#[test]
+fn folds_are_checked() {
+    let ctx = ctx();
+    let (graph, weights) = layout_net();
+    let size = [13, 11];
+    let model = layout_model(graph, weights, size);
     assert_eq!(model.layer_shape("nhwc", size).unwrap(), [13, 23, 6]);
     assert!(matches!(
         model.layer_shape("nope", size),
