@@ -71,17 +71,21 @@ import onnxruntime as ort  # noqa: E402
 import PIL  # noqa: E402
 from importlib.metadata import version as pkg_version  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, ScoreCAM  # noqa: E402
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM  # noqa: E402
 from torchvision.models.convnext import CNBlock, CNBlockConfig, ConvNeXt  # noqa: E402
 from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf  # noqa: E402
 from torchvision.models.mobilenetv3 import MobileNetV3, _mobilenet_v3_conf  # noqa: E402
 from torchvision.models.regnet import BlockParams, RegNet  # noqa: E402
+from torchvision.models.swin_transformer import SwinTransformer  # noqa: E402
+from torchvision.models.vision_transformer import VisionTransformer  # noqa: E402
 
 MAX_TOTAL_BYTES = 5_500_000
 REL_TOL = 1e-4
 N = 2
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM,
            "eigencam": EigenCAM}
+TOKEN_METHODS = dict(METHODS, layercam=LayerCAM)  # the transformer cases add LayerCAM
+MAX_ONNX_BYTES, MAX_SAFETENSORS_BYTES = 400_000, 600_000  # per file, transformer cases
 RAPIDOCR_WHEEL = "/tmp/rapidocr/rapidocr_onnxruntime-1.4.4-py3-none-any.whl"
 RAPIDOCR_MEMBER = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
 RAPIDOCR_NAME = "rapidocr_cls"
@@ -211,6 +215,56 @@ class AttentionNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+def build_vit():
+    m = VisionTransformer(image_size=64, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32,
+                          mlp_dim=64, num_classes=10)
+    with torch.no_grad():  # torchvision zeroes the head (and the class token): logits all 0
+        m.class_token.normal_(0.0, 0.5)
+        nn.init.normal_(m.heads.head.weight, std=32 ** -0.5)
+        m.heads.head.bias.normal_(0.0, 0.05)
+    return m
+
+
+def build_swin():
+    # depths [1, 2], not [2, 2]: each shifted block's mask construction traces to ~890 ONNX
+    # nodes (the file would be 584 KB); stage 2's second block is shifted (masks exercised)
+    m = SwinTransformer(patch_size=[2, 2], embed_dim=16, depths=[1, 2], num_heads=[2, 4],
+                        window_size=[4, 4], stochastic_depth_prob=0.0, num_classes=10)
+    with torch.no_grad():  # trunc_normal(0.02) init: near-uniform attention, bias ~0
+        for mod in m.modules():
+            if isinstance(mod, nn.Linear):
+                nn.init.normal_(mod.weight, std=mod.in_features ** -0.5)
+                if mod.bias is not None:  # PatchMerging's reduction has none
+                    mod.bias.normal_(0.0, 0.05)
+            if hasattr(mod, "relative_position_bias_table"):
+                mod.relative_position_bias_table.normal_(0.0, 1.0)
+    return m
+
+
+def vit_reshape_transform(tensor, height=8, width=8):
+    """pgc's ViT tutorial transform (usage_examples/vit_example.py) with an 8 x 8 grid."""
+    result = tensor[:, 1:, :].reshape(tensor.size(0), height, width, tensor.size(2))
+    result = result.transpose(2, 3).transpose(1, 2)
+    return result
+
+
+def swin_reshape_transform(tensor):
+    """torchvision's Swin keeps [N, H, W, C]: NCHW for pgc."""
+    return tensor.permute(0, 3, 1, 2)
+
+
+# reshape kind -> (pgc reshape_transform, prefix tokens dropped before the fold)
+RESHAPES = {"vit": (vit_reshape_transform, 1), "swin": (swin_reshape_transform, 0)}
+
+
+VIT_NOTE = ("pgc reshape_transform as pgc's ViT tutorial (usage_examples/vit_example.py, height = "
+            "width = 8): result = tensor[:, 1:, :].reshape(tensor.size(0), 8, 8, "
+            "tensor.size(2)); result = result.transpose(2, 3).transpose(1, 2). The target "
+            "encoder_layer_1.ln_1 is the tutorial's blocks[-1].norm1; layer_value is the "
+            "[N, 65, 32] token tensor (class token first). Head and class token re-initialised "
+            "(torchvision zeroes them).")
+
+
 class NCHWAdapter(nn.Module):
     """pgc needs an NCHW input (it takes H, W from the last two axes): feed the NHWC net the
     same tensor transposed. The target layer is inside .net, so the maps are the NHWC model's."""
@@ -240,13 +294,14 @@ def export_torchscript(model, example, path, opset, dynamic_batch):
                       **kw)
 
 
-def export_dynamo(model, example, path, opset):
+def export_dynamo(model, example, path, opset, dynamic_batch=True):
     data = os.path.basename(path) + ".data"
     if os.path.exists(path + ".data"):
         os.remove(path + ".data")
     prog = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
                              input_names=["input"], output_names=["logits"],
-                             dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+                             dynamic_shapes=({"x": {0: torch.export.Dim("batch")}}
+                                             if dynamic_batch else None))
     prog.save(path, external_data=True)
     m = onnx.load(path, load_external_data=False)
     # name_scopes is the metadata the importer resolves module paths with: it must be there
@@ -337,19 +392,20 @@ def onnx_summary(path):
     return ops, opset, shape
 
 
-def run_methods(model, module, x, targets):
+def run_methods(model, module, x, targets, methods=METHODS, reshape_transform=None):
     cams = {}
-    for key, cls in METHODS.items():
-        with cls(model=model, target_layers=[module]) as cam:
+    kw = {"reshape_transform": reshape_transform} if reshape_transform else {}
+    for key, cls in methods.items():
+        with cls(model=model, target_layers=[module], **kw) as cam:
             if key == "scorecam":
                 cam.batch_size = mmf.SCORECAM_BATCH
             cams["cam." + key] = mmf.run_cam(cam, x, targets)
     with mmf.svd_sign(+1):
-        with EigenCAM(model=model, target_layers=[module]) as cam:
+        with EigenCAM(model=model, target_layers=[module], **kw) as cam:
             same = mmf.run_cam(cam, x, targets)
     assert np.array_equal(same, cams["cam.eigencam"]), "verbatim get_2d_projection copy differs"
     with mmf.svd_sign(-1):
-        with EigenCAM(model=model, target_layers=[module]) as cam:
+        with EigenCAM(model=model, target_layers=[module], **kw) as cam:
             cams["cam.eigencam.flipped"] = mmf.run_cam(cam, x, targets)
     n, T = targets.shape
     zero = []
@@ -401,13 +457,23 @@ TV_CASES = [
          exporter="torchscript", opset=13, targets=[[1, 8], [4, 0]], nhwc=True),
     dict(case="attention_net", build=AttentionNet, seed=27, h=32, w=40, layer="stem",
          exporter="torchscript", opset=17, targets=[[2, 6], [9, 3]]),
+    dict(case="vit", build=build_vit, seed=28, h=64, w=64,
+         layer="encoder.layers.encoder_layer_1.ln_1", exporter="torchscript", opset=17,
+         targets=[[4, 8], [1, 6]], reshape="vit"),
+    # the vit model, weights, images and targets, through the other exporter (static batch)
+    dict(case="vit_dynamo", build=build_vit, seed=28, h=64, w=64,
+         layer="encoder.layers.encoder_layer_1.ln_1", exporter="dynamo", opset=18,
+         targets=[[4, 8], [1, 6]], reshape="vit", image_case="vit", dynamic=False),
+    dict(case="swin", build=build_swin, seed=29, h=32, w=32, layer="features.3.1.norm1",
+         exporter="torchscript", opset=17, targets=[[5, 3], [9, 1]], reshape="swin"),
 ]
 
 
-def write_tv_case(outdir, case, build, seed, h, w, layer, exporter, opset, targets, nhwc=False):
+def write_tv_case(outdir, case, build, seed, h, w, layer, exporter, opset, targets, nhwc=False,
+                  reshape=None, image_case=None, dynamic=True):
     torch.manual_seed(seed)
     net = build()
-    image_seed = 1000 + sum(("onnx_" + case).encode())
+    image_seed = 1000 + sum(("onnx_" + (image_case or case)).encode())
     u8 = mf.make_images(N, h, w, image_seed)
     x = mf.normalize(u8)
     calib = mf.normalize(mf.make_images(8, h, w, image_seed + 1))
@@ -424,13 +490,15 @@ def write_tv_case(outdir, case, build, seed, h, w, layer, exporter, opset, targe
     with torch.no_grad():
         logits = model(x).float()
     hd.remove()
-    a = act["a"].numpy()
-    assert a.ndim == 4, a.shape
+    a = act["a"].numpy()  # the layer's own output (tokens for the transformers): matched in ONNX
+    transform, prefix = RESHAPES[reshape] if reshape else (None, 0)
+    folded = transform(act["a"]).numpy() if reshape else a  # what pgc's maps are made from
+    assert folded.ndim == 4, folded.shape
 
     path = os.path.join(outdir, case + ".onnx")
     data = ""
     if exporter == "dynamo":
-        data = export_dynamo(net, onnx_in, path, opset)
+        data = export_dynamo(net, onnx_in, path, opset, dynamic_batch=dynamic)
         exp_name = f"dynamo-opset{opset}"
     else:
         example = onnx_in[:1] if nhwc else onnx_in
@@ -446,7 +514,8 @@ def write_tv_case(outdir, case, build, seed, h, w, layer, exporter, opset, targe
 
     targets = np.asarray(targets, np.int64)
     assert targets.shape == (N, 2) and len({tuple(r) for r in targets}) == N
-    cams, zero = run_methods(model, module, x, targets)
+    methods = TOKEN_METHODS if reshape else METHODS
+    cams, zero = run_methods(model, module, x, targets, methods, transform)
     with torch.no_grad():
         assert torch.equal(model(x), logits), "model output changed after the methods ran"
 
@@ -461,19 +530,37 @@ def write_tv_case(outdir, case, build, seed, h, w, layer, exporter, opset, targe
                         "forward(x) = net(x.permute(0, 2, 3, 1)).",
         "efficientnet_b0": "dynamo export; node metadata pkg.torch.onnx.stack_trace removed "
                            "(absolute paths), name_scopes / class_hierarchy / fx_node kept.",
+        "vit": VIT_NOTE,
+        "vit_dynamo": VIT_NOTE + " Same weights, images and targets as the vit case (so the "
+                      "same maps); dynamo export with a static batch, node metadata "
+                      "pkg.torch.onnx.stack_trace removed.",
+        "swin": "pgc reshape_transform = tensor.permute(0, 3, 1, 2) (torchvision's Swin keeps "
+                "[N, H, W, C]); layer_value is the [N, h, w, C] LayerNorm output. Linear weights "
+                "N(0, 1/fan_in) and relative position bias tables N(0, 1) so that the windowed "
+                "attention (shifted windows with their masks in both stages) matters.",
     }.get(case, "")
-    meta = common_meta(case, path, data, layer, value, node, a.shape, h, w, mf.MEAN, mf.STD,
+    meta = common_meta(case, path, data, layer, value, node, folded.shape, h, w, mf.MEAN, mf.STD,
                        "nhwc" if nhwc else "nchw", "rgb", exp_name, "logit", logits.shape[1],
-                       ops, opsets, in_shape, d, seed, image_seed, targets, notes)
+                       ops, opsets, in_shape, d, seed, image_seed, targets, notes, methods)
     meta["layer_value_matches"] = json.dumps(matches)
+    if reshape:
+        meta["reshape"] = reshape
+        meta["grid"] = json.dumps(list(folded.shape[2:]))
+        meta["prefix_tokens"] = str(prefix)
+        meta["layer_token_shape"] = json.dumps(list(a.shape))
     sp = write(outdir, case, tensors, meta)
     report(case, path, data, sp, layer, value, node, a.shape, exp_name, ops, opsets, d, dv, zero,
            logits)
+    if reshape:
+        assert os.path.getsize(path) + (os.path.getsize(os.path.join(outdir, data)) if data
+                                         else 0) < MAX_ONNX_BYTES, path
+        assert os.path.getsize(sp) < MAX_SAFETENSORS_BYTES, sp
     return [path] + ([os.path.join(outdir, data)] if data else []) + [sp]
 
 
 def common_meta(case, path, data, layer, value, node, act_shape, h, w, mean, std, layout, order,
-                exp_name, score, k, ops, opsets, in_shape, d, seed, image_seed, targets, notes):
+                exp_name, score, k, ops, opsets, in_shape, d, seed, image_seed, targets, notes,
+                methods=METHODS):
     meta = {
         "case": case,
         "model": os.path.basename(path),
@@ -501,8 +588,8 @@ def common_meta(case, path, data, layer, value, node, act_shape, h, w, mean, std
         "image_seed": str(image_seed),
         "targets": json.dumps(targets.tolist()),
         "targets_rule": "explicit",
-        "methods": json.dumps(list(METHODS) + ["eigencam.flipped"]),
-        "method_classes": json.dumps({k: c.__name__ for k, c in METHODS.items()}),
+        "methods": json.dumps(list(methods) + ["eigencam.flipped"]),
+        "method_classes": json.dumps({k: c.__name__ for k, c in methods.items()}),
         "target_class": "ClassifierOutputTarget",
         "scorecam_batch": str(mmf.SCORECAM_BATCH),
         "eigen_flip_rule": mmf.EIGEN_FLIP_RULE,
