@@ -26,6 +26,19 @@ has its external weights in <case>.onnx.data) and <case>.safetensors:
                                     "method_classes"); full pgc pipeline output
   cam.eigencam.flipped            the same with the opposite SVD sign (metadata "eigen_flip_rule",
                                     as make_method_fixtures.py): accept either map per (n, t)
+  cam.layercam                    transformer cases only (vit, vit_dynamo, swin): pgc LayerCAM
+The transformer cases' layer outputs tokens, not an NCHW map: pgc ran every method with
+reshape_transform= the fold named by metadata "reshape" (pgc's hooks keep the folded tensor):
+  vit    torchvision VisionTransformer(image_size 64, patch 8, 2 layers, 4 heads, hidden 32, mlp
+         64); layer encoder.layers.encoder_layer_1.ln_1 (pgc tutorial's blocks[-1].norm1), tokens
+         [N, 1 + 64, 32] (class token first); fold exactly as pgc's ViT tutorial:
+         result = tensor[:, 1:, :].reshape(tensor.size(0), 8, 8, tensor.size(2))
+         result = result.transpose(2, 3).transpose(1, 2)
+  vit_dynamo  the same model, weights, images and targets (so bit-identical tensors), dynamo
+         exporter with a static batch (weights in vit_dynamo.onnx.data)
+  swin   torchvision SwinTransformer(patch 2, embed 16, depths [1, 2], heads [2, 4], window 4)
+         at 32 x 32 (stage 1 16 x 16 tokens, stage 2 8 x 8 with a shifted, masked block);
+         layer features.3.1.norm1, tokens [N, 8, 8, 32]; fold tensor.permute(0, 3, 1, 2)
 Metadata (strings; JSON where structured):
   model, external_data    the ONNX file name and its external data file ("" if none)
   layer                   what to pass to --layer: a PyTorch module path (torchvision / NHWC
@@ -34,7 +47,13 @@ Metadata (strings; JSON where structured):
                             intermediate value through onnxruntime and matching it to the torch
                             activation, preferring values produced inside the module's scope)
   layer_node              the ONNX node that produces layer_value
-  layer_output_shape      JSON [N, C, h, w] of the activation (NCHW in every case)
+  layer_output_shape      JSON [N, C, h, w] of the activation (NCHW in every case; for the
+                            transformer cases the folded map pgc used)
+  reshape                 transformer cases only: the fold, "vit" or "swin" (see above)
+  grid                    JSON [h, w] of the folded map
+  prefix_tokens           tokens dropped before the fold (1 for vit: the class token, 0 for swin)
+  layer_token_shape       JSON full ONNX shape of layer_value ([N, 65, 32] vit, [N, 8, 8, 32]
+                            swin); layer_value is matched to the token tensor before the fold
   height, width, batch, classes, mean, std (JSON), layout (nchw|nhwc), channel_order (rgb|bgr)
   exporter                e.g. torchscript-opset17, dynamo-opset18, paddle2onnx-opset11
   score                   logit | pre-softmax
@@ -79,7 +98,7 @@ from torchvision.models.regnet import BlockParams, RegNet  # noqa: E402
 from torchvision.models.swin_transformer import SwinTransformer  # noqa: E402
 from torchvision.models.vision_transformer import VisionTransformer  # noqa: E402
 
-MAX_TOTAL_BYTES = 5_500_000
+MAX_TOTAL_BYTES = 7_500_000
 REL_TOL = 1e-4
 N = 2
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM,

@@ -5,8 +5,9 @@ Usage:  python tools/test_onnx_fixtures.py [--dir tests/fixtures/onnx]
 For every <case>.safetensors: onnxruntime runs <case>.onnx on "input" (permuted to NHWC for
 layout nhwc, one image at a time where the file has a static batch of 1) and must give "logits"
 (the Softmax input for score "pre-softmax") within 1e-4 relative; "layer_value" must be a value
-of the graph produced by "layer_node", with shape "layer_output_shape"; the tensors must have the
-documented shapes and dtypes.
+of the graph produced by "layer_node", with shape "layer_output_shape" (or, for the transformer
+cases with a "reshape", "layer_token_shape", whose fold gives "layer_output_shape"); the tensors
+must have the documented shapes and dtypes (every map listed in "methods").
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import onnxruntime as ort
 from safetensors import safe_open
 
 REL_TOL = 1e-4
-METHOD_KEYS = ["cam.gradcam", "cam.gradcam++", "cam.scorecam", "cam.eigencam",
-               "cam.eigencam.flipped"]
 
 
 def check(path: str) -> str:
@@ -36,7 +35,9 @@ def check(path: str) -> str:
     assert t["input"].dtype == np.float32 and t["input"].shape == (n, 3, h, w)
     assert t["logits"].dtype == np.float32 and t["logits"].shape == (n, k)
     assert t["targets"].dtype == np.int64 and t["targets"].shape == (n, 2)
-    for key in METHOD_KEYS:
+    methods = json.loads(meta["methods"])
+    assert {"gradcam", "gradcam++", "scorecam", "eigencam", "eigencam.flipped"} <= set(methods)
+    for key in ["cam." + m for m in methods]:
         assert t[key].dtype == np.float32 and t[key].shape == (n, 2, h, w), key
     mean = np.array(json.loads(meta["mean"]), np.float32).reshape(1, 3, 1, 1)
     std = np.array(json.loads(meta["std"]), np.float32).reshape(1, 3, 1, 1)
@@ -61,7 +62,16 @@ def check(path: str) -> str:
     outs = [np.concatenate([r[j] for r in runs]) for j in range(len(runs[0]))]
     layer = outs[-len(extra)]
     score = outs[-1] if meta["score"] == "pre-softmax" else outs[0]
-    assert list(layer.shape) == json.loads(meta["layer_output_shape"]), layer.shape
+    folded = json.loads(meta["layer_output_shape"])
+    if "reshape" in meta:  # token layer: [N, prefix + h*w, C] (vit) or [N, h, w, C] (swin)
+        assert list(layer.shape) == json.loads(meta["layer_token_shape"]), layer.shape
+        gh, gw = json.loads(meta["grid"])
+        c = layer.shape[-1]
+        tokens = {"vit": [n, int(meta["prefix_tokens"]) + gh * gw, c], "swin": [n, gh, gw, c]}
+        assert list(layer.shape) == tokens[meta["reshape"]], layer.shape
+        assert folded == [n, c, gh, gw], folded
+    else:
+        assert list(layer.shape) == folded, layer.shape
     ref = t["logits"]
     d = float(np.abs(score - ref).max() / np.abs(ref).max())
     assert d <= REL_TOL, (path, d)
