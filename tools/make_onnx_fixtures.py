@@ -35,7 +35,13 @@ reshape_transform= the fold named by metadata "reshape" (pgc's hooks keep the fo
          result = tensor[:, 1:, :].reshape(tensor.size(0), 8, 8, tensor.size(2))
          result = result.transpose(2, 3).transpose(1, 2)
   vit_dynamo  the same model, weights, images and targets (so bit-identical tensors), dynamo
-         exporter with a static batch (weights in vit_dynamo.onnx.data)
+         exporter with a static batch of 1 (exported from the first image alone; weights in
+         vit_dynamo.onnx.data); onnxruntime runs it once per image
+A static-batch export must be at batch 1: the importer runs every ONNX graph at batch 1, one image
+at a time, and reads Reshape targets as batch-1 shapes (a file exported at batch 2 folds the 2
+into them). Cases with a static batch (nhwc_convnet, vit_dynamo) are exported from input[:1] and
+every onnxruntime run on them (scores, layer_value search, tools/test_onnx_fixtures.py) feeds one
+image at a time.
   swin   torchvision SwinTransformer(patch 2, embed 16, depths [1, 2], heads [2, 4], window 4)
          at 32 x 32 (stage 1 16 x 16 tokens, stage 2 8 x 8 with a shifted, masked block);
          layer features.3.1.norm1, tokens [N, 8, 8, 32]; fold tensor.permute(0, 3, 1, 2)
@@ -479,7 +485,7 @@ TV_CASES = [
     dict(case="vit", build=build_vit, seed=28, h=64, w=64,
          layer="encoder.layers.encoder_layer_1.ln_1", exporter="torchscript", opset=17,
          targets=[[4, 8], [1, 6]], reshape="vit"),
-    # the vit model, weights, images and targets, through the other exporter (static batch)
+    # the vit model, weights, images and targets, through the other exporter (static batch 1)
     dict(case="vit_dynamo", build=build_vit, seed=28, h=64, w=64,
          layer="encoder.layers.encoder_layer_1.ln_1", exporter="dynamo", opset=18,
          targets=[[4, 8], [1, 6]], reshape="vit", image_case="vit", dynamic=False),
@@ -516,20 +522,23 @@ def write_tv_case(outdir, case, build, seed, h, w, layer, exporter, opset, targe
 
     path = os.path.join(outdir, case + ".onnx")
     data = ""
+    # a static batch is always 1 (the importer's rule): export from the first image alone
+    static1 = nhwc or not dynamic
+    example = onnx_in[:1] if static1 else onnx_in
     if exporter == "dynamo":
-        data = export_dynamo(net, onnx_in, path, opset, dynamic_batch=dynamic)
+        data = export_dynamo(net, example, path, opset, dynamic_batch=not static1)
         exp_name = f"dynamo-opset{opset}"
     else:
-        example = onnx_in[:1] if nhwc else onnx_in
-        export_torchscript(net, example, path, opset, dynamic_batch=not nhwc)
+        export_torchscript(net, example, path, opset, dynamic_batch=not static1)
         exp_name = f"torchscript-opset{opset}"
-    out = ort_scores(path, onnx_in.numpy(), static_batch1=nhwc)
+    assert (onnx_summary(path)[2][0] == 1) == static1, f"{case}: batch dim of the ONNX input"
+    out = ort_scores(path, onnx_in.numpy(), static_batch1=static1)
     d = rel_diff(out, logits.numpy())
     assert out.shape == tuple(logits.shape) and d <= REL_TOL, \
         f"{case}: onnxruntime differs from torch: rel {d:.3e}"
     proto = onnx.load(path)  # with the external data: a self-contained copy for the search
     value, node, dv, matches = find_layer_value(proto, onnx_in.numpy(), a, layer, exp_name,
-                                                static_batch1=nhwc)
+                                                static_batch1=static1)
 
     targets = np.asarray(targets, np.int64)
     assert targets.shape == (N, 2) and len({tuple(r) for r in targets}) == N
@@ -551,7 +560,8 @@ def write_tv_case(outdir, case, build, seed, h, w, layer, exporter, opset, targe
                            "(absolute paths), name_scopes / class_hierarchy / fx_node kept.",
         "vit": VIT_NOTE,
         "vit_dynamo": VIT_NOTE + " Same weights, images and targets as the vit case (so the "
-                      "same maps); dynamo export with a static batch, node metadata "
+                      "same maps); dynamo export with a static batch of 1 (exported from "
+                      "input[:1]; run it once per image), node metadata "
                       "pkg.torch.onnx.stack_trace removed.",
         "swin": "pgc reshape_transform = tensor.permute(0, 3, 1, 2) (torchvision's Swin keeps "
                 "[N, H, W, C]); layer_value is the [N, h, w, C] LayerNorm output. Linear weights "
