@@ -37,14 +37,14 @@ reshape_transform= the fold named by metadata "reshape" (pgc's hooks keep the fo
   vit_dynamo  the same model, weights, images and targets (so bit-identical tensors), dynamo
          exporter with a static batch of 1 (exported from the first image alone; weights in
          vit_dynamo.onnx.data); onnxruntime runs it once per image
+  swin   torchvision SwinTransformer(patch 2, embed 16, depths [1, 2], heads [2, 4], window 4)
+         at 32 x 32 (stage 1 16 x 16 tokens, stage 2 8 x 8 with a shifted, masked block);
+         layer features.3.1.norm1, tokens [N, 8, 8, 32]; fold tensor.permute(0, 3, 1, 2)
 A static-batch export must be at batch 1: the importer runs every ONNX graph at batch 1, one image
 at a time, and reads Reshape targets as batch-1 shapes (a file exported at batch 2 folds the 2
 into them). Cases with a static batch (nhwc_convnet, vit_dynamo) are exported from input[:1] and
 every onnxruntime run on them (scores, layer_value search, tools/test_onnx_fixtures.py) feeds one
 image at a time.
-  swin   torchvision SwinTransformer(patch 2, embed 16, depths [1, 2], heads [2, 4], window 4)
-         at 32 x 32 (stage 1 16 x 16 tokens, stage 2 8 x 8 with a shifted, masked block);
-         layer features.3.1.norm1, tokens [N, 8, 8, 32]; fold tensor.permute(0, 3, 1, 2)
 Metadata (strings; JSON where structured):
   model, external_data    the ONNX file name and its external data file ("" if none)
   layer                   what to pass to --layer: a PyTorch module path (torchvision / NHWC
