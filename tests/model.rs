@@ -638,6 +638,7 @@ fn explains_folded_like_the_f64_composition(
         classes: Vec::new(),
         output: gradcam_wgpu::model::Output::Softmax,
         explains: gradcam_wgpu::model::LOGITS.into(),
+        tokens: Default::default(),
     };
     let images: Vec<image::RgbImage> = (0..n as u32)
         .map(|i| {
@@ -1030,6 +1031,7 @@ fn layout_model(graph: Graph, weights: Weights, size: [usize; 2]) -> Model {
         classes: Vec::new(),
         output: gradcam_wgpu::model::Output::Softmax,
         explains: gradcam_wgpu::model::LOGITS.into(),
+        tokens: Default::default(),
     }
 }
 

@@ -6,7 +6,7 @@
 mod fixture;
 
 use fixture::repo_root;
-use gradcam_wgpu::engine::Method;
+use gradcam_wgpu::engine::{Method, Reshape};
 use gradcam_wgpu::onnx::OnnxOptions;
 use gradcam_wgpu::{Engine, EngineConfig, GpuContext, Model, TargetSpec};
 use safetensors::SafeTensors;
@@ -89,7 +89,22 @@ impl Golden {
             mean: self.model.mean,
             std: self.model.std,
             read_maps: true,
+            reshape: self.reshape(),
             ..Default::default()
+        }
+    }
+
+    /// The fixture's pytorch-grad-cam reshape_transform as `--reshape`, with its grid.
+    fn reshape(&self) -> Reshape {
+        let grid = || {
+            let g: Vec<usize> = serde_json::from_str(&self.meta["grid"]).unwrap();
+            Some([g[0], g[1]])
+        };
+        match self.meta.get("reshape").map(String::as_str) {
+            None => Reshape::None,
+            Some("vit") => Reshape::Vit(grid()),
+            Some("swin") => Reshape::Swin(grid()),
+            Some(other) => panic!("unknown reshape {other}"),
         }
     }
 }
@@ -111,6 +126,7 @@ fn check(name: &str) {
         ("cam.gradcam++", Method::GradCamPlusPlus),
         ("cam.scorecam", Method::ScoreCam),
         ("cam.eigencam", Method::EigenCam),
+        ("cam.layercam", Method::LayerCam),
     ] {
         let Some(want) = g.f32s(key) else { continue };
         let flipped = g.f32s(&format!("{key}.flipped"));
@@ -205,4 +221,57 @@ fn nhwc_convnet() {
 #[test]
 fn rapidocr_cls_trained_paddle2onnx() {
     check("rapidocr_cls");
+}
+
+/// torchvision's VisionTransformer through the TorchScript exporter with a dynamic batch:
+/// MultiheadAttention moves the batch inward (`[L, N, E]`), merges it with the heads and
+/// slices Q, K and V out of a rank-5 tensor. pytorch-grad-cam's ViT reshape_transform.
+#[test]
+fn vit_torchscript() {
+    check("vit");
+}
+
+/// The same ViT through the dynamo exporter (opset 18, batch 1).
+#[test]
+fn vit_dynamo() {
+    check("vit_dynamo");
+}
+
+/// torchvision's Swin Transformer: window partition (rank 6), shifted windows with their
+/// attention masks, patch merging's strided slices; channels-last maps permuted.
+#[test]
+fn swin() {
+    check("swin");
+}
+
+/// With no --layer and --reshape auto, a transformer explains what pytorch-grad-cam's
+/// tutorials do: the last block's first norm, folded as the fixture's transform folds it.
+#[test]
+fn transformers_default_to_the_last_blocks_norm1_folded() {
+    for name in ["vit", "vit_dynamo", "swin"] {
+        let g = Golden::load(name);
+        let layer = g.model.find_layer(&g.meta["layer"]).unwrap();
+        assert_eq!(
+            g.model.find_layer(&g.model.default_layer).unwrap(),
+            layer,
+            "{name}: default layer {}",
+            g.model.default_layer
+        );
+        let ctx = GpuContext::new().expect("a wgpu adapter");
+        let mut maps = Vec::new();
+        for (layers, reshape) in [
+            (vec![], Reshape::Auto),
+            (vec![g.meta["layer"].clone()], g.reshape()),
+        ] {
+            let cfg = EngineConfig {
+                layers,
+                reshape,
+                ..g.config(Method::GradCam)
+            };
+            let mut engine = Engine::new(ctx.clone(), &g.model, cfg).unwrap();
+            let r = engine.explain_for(&g.images, &g.targets()).unwrap();
+            maps.push(r[0].targets[0].map.clone().unwrap());
+        }
+        assert_eq!(maps[0], maps[1], "{name}");
+    }
 }

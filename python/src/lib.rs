@@ -258,7 +258,7 @@ impl PyExplainer {
     #[pyo3(signature = (model, layers=None, method="gradcam", targets=None, *, score="logit", size=None,
         batch=8, fuse="mean", eigen_smooth=false, aug_smooth=false, mean=None, std=None,
         precision="f32", winograd=false, overlays=false, backward_rows=None, probe_batch=None,
-        lazy=false, folds=None))]
+        lazy=false, folds=None, reshape="auto"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -281,6 +281,7 @@ impl PyExplainer {
         probe_batch: Option<usize>,
         lazy: bool,
         folds: Option<Bound<'_, PyAny>>,
+        reshape: &str,
     ) -> PyResult<Self> {
         let m = &model.inner;
         let layers: Vec<String> = match layers {
@@ -324,6 +325,7 @@ impl PyExplainer {
                 .map(parse_folds)
                 .transpose()?
                 .unwrap_or_default(),
+            reshape: reshape.parse().map_err(to_py)?,
         };
         let mut ex = Self {
             model: m.clone(),

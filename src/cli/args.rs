@@ -122,6 +122,12 @@ pub struct BenchArgs {
     /// Target layer(s); default: the model's.
     #[arg(long)]
     pub layer: Vec<String>,
+    /// How a transformer's token layer is read as a [C, h, w] map (pytorch-grad-cam's
+    /// reshape_transform): auto (what the model's graph shows: [N, 1 + h·w, C] tokens drop the
+    /// class token, channels-last [N, h, w, C] maps permute), none, vit, vit:HxW (prefix tokens
+    /// = tokens − h·w), swin, swin:HxW.
+    #[arg(long, default_value = "auto")]
+    pub reshape: String,
     /// CAM method.
     #[arg(long, default_value = "gradcam", value_parser = methods())]
     pub method: String,
@@ -166,6 +172,12 @@ pub struct ExplainArgs {
     /// several layers: their normalised maps are fused (see --fuse).
     #[arg(long)]
     pub layer: Vec<String>,
+    /// How a transformer's token layer is read as a [C, h, w] map (pytorch-grad-cam's
+    /// reshape_transform): auto (what the model's graph shows: [N, 1 + h·w, C] tokens drop the
+    /// class token, channels-last [N, h, w, C] maps permute), none, vit, vit:HxW (prefix tokens
+    /// = tokens − h·w), swin, swin:HxW.
+    #[arg(long, default_value = "auto")]
+    pub reshape: String,
     /// CAM method.
     #[arg(long, default_value = "gradcam", value_parser = methods())]
     pub method: String,

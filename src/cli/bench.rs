@@ -112,6 +112,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         precision: a.weights.precision(),
         winograd: a.weights.winograd,
         folds: Vec::new(),
+        reshape: a.reshape.parse()?,
         ..EngineConfig::default()
     };
     let t = Instant::now();

@@ -92,6 +92,7 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
         precision: a.weights.precision(),
         winograd: a.weights.winograd,
         folds: Vec::new(),
+        reshape: a.reshape.parse()?,
     };
     Ok(Plan {
         method,

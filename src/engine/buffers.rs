@@ -8,7 +8,7 @@ use super::fullgrad::fullgrad_terms;
 use super::method::Recipe;
 use super::perturb::Probe;
 use super::plan::{self, Plan, Step};
-use super::{EngineConfig, Method, Score, fold};
+use super::{EngineConfig, Method, Score, fold, reshape};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, buffer};
 use crate::model::Model;
@@ -44,8 +44,12 @@ impl Engine {
             target_nodes.push(node);
         }
         // FullGrad reads no layer: its folds are ignored.
+        let inferred;
         let folds: &[_] = if cfg.method == Method::FullGrad {
             &[]
+        } else if cfg.folds.is_empty() {
+            inferred = reshape::folds(model, &layers, &target_nodes, cfg.reshape, cfg.size)?;
+            &inferred
         } else {
             &cfg.folds
         };

@@ -17,12 +17,14 @@ mod fullgrad;
 pub mod method;
 mod perturb;
 pub mod plan;
+pub mod reshape;
 pub mod targets;
 
 pub use crate::model::{IMAGENET_MEAN, IMAGENET_STD};
 pub use fold::Fold;
 pub use method::{Fuse, METHODS, Method};
 pub use plan::{Plan, Step, WeightUpload};
+pub use reshape::Reshape;
 pub use targets::{SCORES, Score, TargetSpec};
 
 use activations::Activations;
@@ -43,6 +45,8 @@ pub struct EngineConfig {
     /// or folded to `[C, h, w]` through an index map ([`Fold`]). Empty, or one per layer;
     /// ignored by FullGrad; Ablation-CAM and CAM take no folds.
     pub folds: Vec<Option<Fold>>,
+    /// How token layers fold where `folds` is empty (`--reshape`).
+    pub reshape: Reshape,
     pub method: Method,
     /// How several layers' maps are fused.
     pub fuse: Fuse,
@@ -79,6 +83,7 @@ impl Default for EngineConfig {
         Self {
             layers: Vec::new(),
             folds: Vec::new(),
+            reshape: Reshape::Auto,
             method: Method::GradCam,
             fuse: Fuse::Mean,
             eigen_smooth: false,

@@ -15,6 +15,7 @@ use crate::onnx::{self, OnnxOptions};
 /// ImageNet's per-channel normalisation, the default for models that name none.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// A graph with its weights and preprocessing defaults.
@@ -35,6 +36,17 @@ pub struct Model {
     /// The score a map explains (the logits, or what the ONNX importer kept of a final
     /// Softmax), for the run's header and summary.
     pub explains: String,
+    /// Nodes the importer knows hold transformer tokens, by name (`--reshape auto`).
+    pub tokens: BTreeMap<String, Tokens>,
+}
+
+/// A layer of tokens rather than channels-first maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tokens {
+    /// `[T, C]` per image: ViT's sequence, maybe with prefix tokens.
+    Sequence,
+    /// `[h, w, C]` per image, channels last: Swin's.
+    Grid,
 }
 
 /// `--model` names of the built-in models: the default ImageNet model and the shapes model.
@@ -122,6 +134,7 @@ impl Model {
                 classes: meta.classes,
                 output: meta.output,
                 explains: LOGITS.into(),
+                tokens: BTreeMap::new(),
             });
         }
         let arch = match arch {
@@ -150,6 +163,7 @@ impl Model {
             classes: Vec::new(),
             output: Output::Softmax,
             explains: LOGITS.into(),
+            tokens: BTreeMap::new(),
         })
     }
 

@@ -6,24 +6,71 @@ use super::node::ONode;
 use super::tensor::Const;
 use crate::error::{Error, Result};
 use crate::graph::{Input, Node, Op, Reshape, Shape};
+use crate::model::Tokens;
 use crate::weights::{Tensor, Weights};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-/// An activation: an IR node's output, with its ONNX dims less the batch.
+/// An activation: an IR node's output, with its ONNX shape when the graph runs one image.
+///
+/// The importer computes the graph at batch 1, once per image: ONNX axis 0 is the batch
+/// (`lead == 1`) nearly always, but an export may move the batch inward (torch's
+/// MultiheadAttention works on `[L, N, E]`) and merge it with other axes, with reshape
+/// targets folded at batch 1. Axis 0 is then an ordinary per-image axis of size `lead`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Act {
     pub node: usize,
+    /// ONNX dims less axis 0.
     pub dims: Vec<usize>,
+    /// The size of ONNX axis 0 at batch 1.
+    pub lead: usize,
     /// Channels-last (`[N, H, W, C]`): not a layer a CAM can read as channels.
     pub nhwc: bool,
 }
 
 impl Act {
-    /// ONNX rank (with the batch).
+    /// ONNX rank (with axis 0).
     pub fn rank(&self) -> usize {
         self.dims.len() + 1
     }
+
+    /// The ONNX shape at batch 1.
+    pub fn full(&self) -> Vec<usize> {
+        std::iter::once(self.lead)
+            .chain(self.dims.iter().copied())
+            .collect()
+    }
+
+    /// Batch on axis 0 and at most three per-image axes: the IR shape is the ONNX one.
+    pub fn plain(&self) -> bool {
+        self.lead == 1 && self.dims.len() <= 3
+    }
+}
+
+/// The IR's per-image shape for ONNX shape `full` at batch 1: the dims after axis 0 when
+/// that is the batch (memory layout is ONNX's, so ONNX axis `a` is IR axis `a - 1`);
+/// otherwise the axes longer than 1, the leading ones merged where more than three are
+/// (ops that need an axis view the tensor around it).
+pub fn ir_shape(full: &[usize]) -> Shape {
+    match full.split_first() {
+        Some((1, rest)) if rest.len() <= 3 => pad3(rest),
+        _ => {
+            let long: Vec<usize> = full.iter().copied().filter(|&d| d != 1).collect();
+            match long.len() {
+                0..=3 => pad3(&long),
+                l => [long[..l - 2].iter().product(), long[l - 2], long[l - 1]],
+            }
+        }
+    }
+}
+
+/// `full` as `[outer, full[a], inner]` around axis `a`: any one axis as IR axis 1.
+pub fn around(full: &[usize], a: usize) -> Shape {
+    [
+        full[..a].iter().product(),
+        full[a],
+        full[a + 1..].iter().product(),
+    ]
 }
 
 #[derive(Clone, Debug)]
@@ -48,6 +95,8 @@ pub struct Builder {
     pub values: HashMap<String, Value>,
     /// Per IR node: a 4-D channels-first output with more than one position (a CAM layer).
     pub spatial: Vec<bool>,
+    /// Per IR node: transformer tokens, `[N, T, C]` or channels-last `[N, h, w, C]`.
+    pub tokens: Vec<Option<Tokens>>,
     names: HashSet<String>,
 }
 
@@ -64,8 +113,21 @@ impl Builder {
         })
     }
 
-    /// Input `i` as an activation.
+    /// Input `i` as an activation with the batch on axis 0 ([`Act::plain`]).
     pub fn act(&self, n: &ONode, i: usize) -> Result<Act> {
+        let a = self.act_any(n, i)?;
+        if !a.plain() {
+            return Err(n.err(format!(
+                "input {i} has ONNX shape {:?} at batch 1, and this op needs the batch on \
+                 axis 0 and at most 4 axes",
+                a.full()
+            )));
+        }
+        Ok(a)
+    }
+
+    /// Input `i` as an activation of any shape, for ops that read every axis alike.
+    pub fn act_any(&self, n: &ONode, i: usize) -> Result<Act> {
         match self.value(n, i)? {
             Value::Act(a) => Ok(a.clone()),
             Value::Const(_) => Err(n.err(format!(
@@ -115,6 +177,7 @@ impl Builder {
         });
         self.shapes.push([channels, h, w]);
         self.spatial.push(false);
+        self.tokens.push(None);
         self.nodes.len() - 1
     }
 
@@ -131,19 +194,28 @@ impl Builder {
         });
         self.shapes.push(shape);
         self.spatial.push(false);
+        self.tokens.push(None);
         Ok(self.nodes.len() - 1)
     }
 
-    /// `node` as an activation of ONNX dims `dims`, reshaped (free) where the op's own
-    /// shape lays the same elements out under other per-image axes.
+    /// `node` as an activation of ONNX dims `dims` (less the batch on axis 0), reshaped
+    /// (free) where the op's own shape lays the same elements out under other axes.
     pub fn act_of(&mut self, n: &ONode, node: usize, dims: Vec<usize>, nhwc: bool) -> Result<Act> {
-        if dims.len() > 3 {
-            return Err(n.err(format!(
-                "produces a rank-{} tensor; this importer handles ranks up to 4",
-                dims.len() + 1
-            )));
-        }
-        let want = pad3(&dims);
+        let full = std::iter::once(1).chain(dims).collect();
+        self.act_full(n, node, full, nhwc)
+    }
+
+    /// [`Self::act_of`] for the ONNX shape `full` at batch 1.
+    pub fn act_full(
+        &mut self,
+        n: &ONode,
+        node: usize,
+        full: Vec<usize>,
+        nhwc: bool,
+    ) -> Result<Act> {
+        let want = ir_shape(&full);
+        let (lead, dims) = (full[0], full[1..].to_vec());
+        let nhwc = nhwc && lead == 1;
         let have = self.shapes[node];
         let node = if want == have {
             node
@@ -155,8 +227,45 @@ impl Builder {
                 "the graph's shapes disagree: ONNX says {dims:?} per image, the op gives {have:?}"
             )));
         };
-        self.spatial[node] = dims.len() == 3 && !nhwc && dims[1] * dims[2] > 1;
-        Ok(Act { node, dims, nhwc })
+        self.spatial[node] = lead == 1 && dims.len() == 3 && !nhwc && dims[1] * dims[2] > 1;
+        // A free view of the node (a transpose that moves an axis of length 1) keeps it.
+        self.tokens[node] = self.tokens[node].or(match dims[..] {
+            [t, c] if lead == 1 && t > 1 && c > 1 => Some(Tokens::Sequence),
+            [h, w, c] if lead == 1 && nhwc && h * w > 1 && c > 1 => Some(Tokens::Grid),
+            _ => None,
+        });
+        Ok(Act {
+            node,
+            dims,
+            lead,
+            nhwc,
+        })
+    }
+
+    /// `x`'s node under IR shape `shape` (a free reshape where it differs).
+    pub fn view(&mut self, n: &ONode, x: &Act, shape: Shape) -> Result<usize> {
+        if self.shapes[x.node] == shape {
+            return Ok(x.node);
+        }
+        let base = format!("{}:view", self.nodes[x.node].name);
+        self.push(n, &base, Op::Reshape(Reshape { shape }), &[x.node])
+    }
+
+    /// Appends an IR node for `n`'s first output, of ONNX shape `full` at batch 1, and
+    /// binds it.
+    pub fn emit_full(
+        &mut self,
+        n: &ONode,
+        op: Op,
+        inputs: &[usize],
+        full: Vec<usize>,
+        nhwc: bool,
+    ) -> Result<Act> {
+        let base = n.outputs.first().cloned().unwrap_or_else(|| n.name.clone());
+        let node = self.push(n, &base, op, inputs)?;
+        let act = self.act_full(n, node, full, nhwc)?;
+        self.bind(n, 0, Value::Act(act.clone()))?;
+        Ok(act)
     }
 
     /// Appends an IR node for `n`'s first output, of ONNX dims `dims`, and binds it.
@@ -174,11 +283,8 @@ impl Builder {
         dims: Vec<usize>,
         nhwc: bool,
     ) -> Result<Act> {
-        let base = n.outputs.first().cloned().unwrap_or_else(|| n.name.clone());
-        let node = self.push(n, &base, op, inputs)?;
-        let act = self.act_of(n, node, dims, nhwc)?;
-        self.bind(n, 0, Value::Act(act.clone()))?;
-        Ok(act)
+        let full = std::iter::once(1).chain(dims).collect();
+        self.emit_full(n, op, inputs, full, nhwc)
     }
 
     /// Output `k` of `n` stands for `v`.

@@ -176,6 +176,12 @@ pub fn import(
     };
     let graph = finish(&mut b, &nodes, &logits)?;
     let default_layer = default_layer(&b)?;
+    let tokens = b
+        .tokens
+        .iter()
+        .zip(&b.nodes)
+        .filter_map(|(t, node)| t.map(|t| (node.name.clone(), t)))
+        .collect();
     let explains = match &rw.softmax {
         Some(s) => format!("the input of the final Softmax (node `{s}`)"),
         None => format!("the output `{}`", rw.output),
@@ -196,6 +202,7 @@ pub fn import(
         classes: Vec::new(),
         output: Output::Softmax,
         explains,
+        tokens,
     })
 }
 
@@ -419,9 +426,21 @@ fn finish(b: &mut Builder, nodes: &[ONode], logits: &Act) -> Result<Graph> {
     Ok(graph)
 }
 
-/// The last channels-first 4-D output with more than one position: the features before
-/// the global pool.
+/// The layer to explain by default. In a transformer, the last token LayerNorm before the
+/// last attention Softmax: the last block's first norm, pytorch-grad-cam's `blocks[-1].norm1`
+/// (later token layers reach the head through the class token alone). Otherwise the last
+/// channels-first 4-D output with more than one position: the features before the pool.
 fn default_layer(b: &Builder) -> Result<String> {
+    let is_norm = |i: usize| matches!(b.nodes[i].op, Op::LayerNorm(_));
+    let token_norm = |i: usize| {
+        b.tokens[i].is_some()
+            && (is_norm(i)
+                || matches!(b.nodes[i].op, Op::Reshape(_)) && is_norm(b.nodes[i].inputs[0]))
+    };
+    let softmax = b.nodes.iter().rposition(|n| matches!(n.op, Op::Softmax(_)));
+    if let Some(i) = softmax.and_then(|s| (0..s).rev().find(|&i| token_norm(i))) {
+        return Ok(b.nodes[i].name.clone());
+    }
     b.spatial
         .iter()
         .rposition(|&s| s)

@@ -4,6 +4,7 @@
 //! dimension of a `Reshape` target as the batch, whatever the model's own batch size.
 
 mod elementwise;
+mod layout;
 
 use super::builder::{Builder, Value};
 use super::node::{ONode, axis, slice_args};
@@ -37,6 +38,7 @@ pub const FOLDED: &[&str] = &[
     "Pow",
     "Range",
     "Reciprocal",
+    "ScatterND",
     "Shape",
     "Size",
     "Sqrt",
@@ -49,7 +51,7 @@ pub fn try_fold(b: &mut Builder, n: &ONode) -> Result<bool> {
     // `Shape` needs only its input's (static) dims.
     if n.op == "Shape" || n.op == "Size" {
         let dims: Vec<usize> = match b.value(n, 0)? {
-            Value::Act(a) => std::iter::once(1).chain(a.dims.iter().copied()).collect(),
+            Value::Act(a) => a.full(),
             Value::Const(c) => c.dims.clone(),
         };
         let out = if n.op == "Size" {
@@ -150,6 +152,8 @@ pub fn try_fold(b: &mut Builder, n: &ONode) -> Result<bool> {
         "Where" => where_(n, &*get(0)?, &*get(1)?, &*get(2)?)?,
         "Expand" => expand(n, &*get(0)?, &*get(1)?)?,
         "Range" => range(n, &*get(0)?, &*get(1)?, &*get(2)?)?,
+        "Transpose" => layout::transpose(n, &*get(0)?)?,
+        "ScatterND" => layout::scatter_nd(n, &*get(0)?, &*get(1)?, &*get(2)?)?,
         _ => return Ok(false),
     };
     b.bind(n, 0, Value::Const(Rc::new(out)))?;
@@ -373,22 +377,29 @@ fn slice(n: &ONode, c: &Const, inputs: &[(usize, Rc<Const>)]) -> Result<Const> {
     };
     let r = c.dims.len();
     let (starts, ends, axes, steps) = slice_args(n, r, get)?;
-    let mut ranges: Vec<(usize, usize, usize)> = c.dims.iter().map(|&d| (0, d, 1)).collect();
+    // Per axis: first index, step (negative walks backwards) and count, as ONNX clamps them.
+    let mut ranges: Vec<(i64, i64, usize)> = c.dims.iter().map(|&d| (0, 1, d)).collect();
     for (k, &a) in axes.iter().enumerate() {
         let d = c.dims[a] as i64;
         let step = steps.as_ref().and_then(|s| s.get(k).copied()).unwrap_or(1);
-        if step < 1 {
-            return Err(n.err("folds only positive slice steps"));
-        }
-        let clampi = |v: i64| (if v < 0 { v + d } else { v }).clamp(0, d) as usize;
-        let s = clampi(*starts.get(k).unwrap_or(&0));
-        let e = clampi(*ends.get(k).unwrap_or(&d)).max(s);
-        ranges[a] = (s, e, step as usize);
+        let wrap = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+        let start = *starts.get(k).unwrap_or(&0);
+        ranges[a] = match step {
+            0 => return Err(n.err("slices with step 0")),
+            st if st > 0 => {
+                let end = *ends.get(k).unwrap_or(&d);
+                let (s, e) = (wrap(start).clamp(0, d), wrap(end).clamp(0, d));
+                (s, st, ((e - s).max(0) as u64).div_ceil(st as u64) as usize)
+            }
+            st => {
+                let end = *ends.get(k).unwrap_or(&i64::MIN);
+                let (s, e) = (wrap(start).clamp(0, d - 1), wrap(end).clamp(-1, d - 1));
+                let back = st.unsigned_abs();
+                (s, st, ((s - e).max(0) as u64).div_ceil(back) as usize)
+            }
+        };
     }
-    let dims: Vec<usize> = ranges
-        .iter()
-        .map(|&(s, e, st)| (e - s).div_ceil(st))
-        .collect();
+    let dims: Vec<usize> = ranges.iter().map(|&(_, _, len)| len).collect();
     let st = strides(&c.dims);
     let count: usize = dims.iter().product();
     let mut idx = Vec::with_capacity(count);
@@ -397,7 +408,7 @@ fn slice(n: &ONode, c: &Const, inputs: &[(usize, Rc<Const>)]) -> Result<Const> {
         for d in (0..r).rev() {
             let i = rem % dims[d];
             rem /= dims[d];
-            off += (ranges[d].0 + i * ranges[d].2) * st[d];
+            off += (ranges[d].0 + i as i64 * ranges[d].1) as usize * st[d];
         }
         idx.push(off);
     }

@@ -8,7 +8,7 @@ use crate::graph::ops::hardswish::Hardswish;
 use crate::graph::{Clip, Erf, Gelu, HardSigmoid, Op, Relu, Relu6, Sigmoid, Silu};
 
 pub fn activation(b: &mut Builder, n: &ONode) -> Result<()> {
-    let x = b.act(n, 0)?;
+    let x = b.act_any(n, 0)?;
     let op = match n.op.as_str() {
         "Relu" => Op::Relu(Relu),
         "Sigmoid" => Op::Sigmoid(Sigmoid),
@@ -38,7 +38,7 @@ pub fn activation(b: &mut Builder, n: &ONode) -> Result<()> {
         }
         other => return Err(n.err(format!("`{other}` is not an activation"))),
     };
-    b.emit_layout(n, op, &[x.node], x.dims.clone(), x.nhwc)?;
+    b.emit_full(n, op, &[x.node], x.full(), x.nhwc)?;
     Ok(())
 }
 

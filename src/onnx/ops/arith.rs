@@ -21,9 +21,14 @@ fn kind(n: &ONode) -> Result<BinaryKind> {
 pub fn arith(b: &mut Builder, n: &ONode) -> Result<()> {
     let kind = kind(n)?;
     match (b.value(n, 0)?.clone(), b.value(n, 1)?.clone()) {
-        (Value::Act(x), Value::Act(y)) => two_activations(b, n, kind, x, y),
-        (Value::Act(x), Value::Const(c)) => with_constant(b, n, kind, x, &c, false),
-        (Value::Const(c), Value::Act(x)) => with_constant(b, n, kind, x, &c, true),
+        (Value::Act(x), Value::Act(y)) if x.plain() && y.plain() => {
+            two_activations(b, n, kind, x, y)
+        }
+        (Value::Act(x), Value::Act(y)) => same_shape(b, n, kind, x, y),
+        (Value::Act(x), Value::Const(c)) if x.plain() => with_constant(b, n, kind, x, &c, false),
+        (Value::Const(c), Value::Act(x)) if x.plain() => with_constant(b, n, kind, x, &c, true),
+        (Value::Act(x), Value::Const(c)) => coalesced(b, n, kind, x, &c, false),
+        (Value::Const(c), Value::Act(x)) => coalesced(b, n, kind, x, &c, true),
         (Value::Const(_), Value::Const(_)) => Err(n.err("constant arithmetic was not folded")),
     }
 }
@@ -102,5 +107,85 @@ fn with_constant(
         reversed,
     });
     b.emit_layout(n, op, &[x.node], x.dims.clone(), x.nhwc)?;
+    Ok(())
+}
+
+/// Two activations of one ONNX shape that is not plain (see [`Act::plain`]).
+fn same_shape(b: &mut Builder, n: &ONode, kind: BinaryKind, x: Act, y: Act) -> Result<()> {
+    if x.full() != y.full() {
+        return Err(n.err(format!(
+            "combines ONNX shapes {:?} and {:?} at batch 1; broadcasting is supported only \
+             with the batch on axis 0",
+            x.full(),
+            y.full()
+        )));
+    }
+    let op = match kind {
+        BinaryKind::Add => Op::Add(Add),
+        BinaryKind::Mul => Op::Mul(Mul),
+        _ => Op::Binary(Binary { kind }),
+    };
+    b.emit_full(n, op, &[x.node, y.node], x.full(), false)?;
+    Ok(())
+}
+
+/// `x ∘ c` for an `x` that is not plain: axes of length 1 dropped and neighbours that `c`
+/// treats alike (all broadcast, or all its own) merged, so that at most three remain.
+fn coalesced(
+    b: &mut Builder,
+    n: &ONode,
+    kind: BinaryKind,
+    x: Act,
+    c: &Const,
+    reversed: bool,
+) -> Result<()> {
+    let full = x.full();
+    if c.dims.len() > full.len() {
+        return Err(n.err(format!(
+            "constant of shape {:?} has a higher rank than the activation",
+            c.dims
+        )));
+    }
+    let mut aligned = vec![1; full.len() - c.dims.len()];
+    aligned.extend_from_slice(&c.dims);
+    // Per merged axis: its length in x, and whether c varies along it.
+    let mut groups: Vec<(usize, bool)> = Vec::new();
+    for (&d, &cd) in full.iter().zip(&aligned) {
+        if cd != 1 && cd != d {
+            return Err(n.err(format!(
+                "constant of shape {:?} does not broadcast onto ONNX shape {full:?}",
+                c.dims
+            )));
+        }
+        if d == 1 {
+            continue;
+        }
+        let varies = cd != 1;
+        match groups.last_mut() {
+            Some((len, v)) if *v == varies => *len *= d,
+            _ => groups.push((d, varies)),
+        }
+    }
+    if groups.len() > 3 {
+        return Err(n.err(format!(
+            "constant of shape {:?} broadcasts onto ONNX shape {full:?} in more than 3 runs",
+            c.dims
+        )));
+    }
+    let (mut xs, mut cs) = ([1; 3], [1; 3]);
+    for (i, &(len, varies)) in groups.iter().enumerate() {
+        xs[i] = len;
+        cs[i] = if varies { len } else { 1 };
+    }
+    let xn = b.view(n, &x, xs)?;
+    let base = format!("{}.constant", n.outputs[0]);
+    let tensor = b.tensor(&base, cs.to_vec(), c.to_f32());
+    let op = Op::BinaryConst(BinaryConst {
+        kind,
+        tensor,
+        shape: cs,
+        reversed,
+    });
+    b.emit_full(n, op, &[xn], full, false)?;
     Ok(())
 }

@@ -18,14 +18,14 @@ fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 pub fn gemm(b: &mut Builder, n: &ONode) -> Result<()> {
-    let x = b.act(n, 0)?;
+    let x = b.act_any(n, 0)?;
     if n.int("transA", 0)? != 0 {
         return Err(n.err("transA on an activation is not supported"));
     }
     let &[k] = &x.dims[..] else {
         return Err(n.err(format!(
-            "expects a 2-D input, gets per-image dims {:?}",
-            x.dims
+            "expects a 2-D input, gets ONNX shape {:?} at batch 1",
+            x.full()
         )));
     };
     let w = b.konst(n, 1)?;
@@ -54,11 +54,11 @@ pub fn gemm(b: &mut Builder, n: &ONode) -> Result<()> {
             Some(v)
         }
     };
-    linear(b, n, &x, 0, k, m, weight, bias, vec![m])
+    linear(b, n, &x, k, m, weight, bias, vec![x.lead, m])
 }
 
 pub fn matmul(b: &mut Builder, n: &ONode) -> Result<()> {
-    let x = b.act(n, 0)?;
+    let x = b.act_any(n, 0)?;
     let w = match b.value(n, 1)? {
         Value::Const(c) => c.clone(),
         Value::Act(y) => {
@@ -66,17 +66,18 @@ pub fn matmul(b: &mut Builder, n: &ONode) -> Result<()> {
             return super::attention::matmul(b, n, &x, &y);
         }
     };
-    let Some(&k) = x.dims.last() else {
+    let full = x.full();
+    let (&k, rows) = full.split_last().expect("an activation has axis 0");
+    if rows.is_empty() {
         return Err(n.err("multiplies a 1-D activation"));
-    };
-    let axis = x.dims.len() - 1;
-    let (m, weight, dims) = match w.dims[..] {
+    }
+    let (m, weight, out) = match w.dims[..] {
         [k2, m] if k2 == k => {
-            let mut d = x.dims.clone();
-            d[axis] = m;
+            let mut d = full.clone();
+            d[rows.len()] = m;
             (m, transpose(&w.to_f32(), k, m), d)
         }
-        [k2] if k2 == k => (1, w.to_f32(), x.dims[..axis].to_vec()),
+        [k2] if k2 == k => (1, w.to_f32(), rows.to_vec()),
         _ => {
             return Err(n.err(format!(
                 "weight {:?} does not contract the last axis ({k})",
@@ -84,21 +85,29 @@ pub fn matmul(b: &mut Builder, n: &ONode) -> Result<()> {
             )));
         }
     };
-    linear(b, n, &x, axis, k, m, weight, None, dims)
+    linear(b, n, &x, k, m, weight, None, out)
 }
 
+/// The engine's Linear over `x`'s last axis (`k` to `m` features); `out` is the ONNX
+/// shape at batch 1.
 #[allow(clippy::too_many_arguments)]
 fn linear(
     b: &mut Builder,
     n: &ONode,
     x: &Act,
-    axis: usize,
     k: usize,
     m: usize,
     weight: Vec<f32>,
     bias: Option<Vec<f32>>,
-    dims: Vec<usize>,
+    out: Vec<usize>,
 ) -> Result<()> {
+    // The plain layout contracts its own last axis; any other, a `[rows, k, 1]` view.
+    let (input, axis) = if x.plain() {
+        (x.node, x.dims.len() - 1)
+    } else {
+        let rows = x.full().iter().product::<usize>() / k.max(1);
+        (b.view(n, x, [rows, k, 1])?, 1)
+    };
     let base = n.outputs[0].clone();
     let weight = b.tensor(&format!("{base}.weight"), vec![m, k], weight);
     let bias = bias.map(|v| b.tensor(&format!("{base}.bias"), vec![m], v));
@@ -109,6 +118,6 @@ fn linear(
         out_features: m,
         axis,
     });
-    b.emit_layout(n, op, &[x.node], dims, x.nhwc)?;
+    b.emit_full(n, op, &[input], out, x.nhwc)?;
     Ok(())
 }

@@ -86,20 +86,34 @@ fn affine(b: &mut Builder, n: &ONode, i: usize, len: usize, what: &str) -> Resul
 }
 
 pub fn layer_norm(b: &mut Builder, n: &ONode) -> Result<()> {
-    let x = b.act(n, 0)?;
+    let x = b.act_any(n, 0)?;
     let a = axis(n, n.int("axis", -1)?, x.rank())?;
-    if a == 0 {
+    if a == 0 && x.lead == 1 {
         return Err(n.err("normalises over the batch axis"));
     }
-    let features: usize = x.dims[a - 1..].iter().product();
+    let full = x.full();
+    let features: usize = full[a..].iter().product();
+    // The plain layout normalises its own trailing axes; any other, a `[rows, features, 1]` view.
+    let (input, ir_axis) = if x.plain() {
+        (x.node, a - 1)
+    } else {
+        (
+            b.view(
+                n,
+                &x,
+                [full.iter().product::<usize>() / features, features, 1],
+            )?,
+            1,
+        )
+    };
     let op = Op::LayerNorm(LayerNorm {
-        axis: a - 1,
+        axis: ir_axis,
         features,
         eps: n.float("epsilon", 1e-5)?,
         weight: affine(b, n, 1, features, "weight")?,
         bias: affine(b, n, 2, features, "bias")?,
     });
-    b.emit_layout(n, op, &[x.node], x.dims.clone(), x.nhwc)?;
+    b.emit_full(n, op, &[input], full, x.nhwc)?;
     Ok(())
 }
 

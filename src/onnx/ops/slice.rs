@@ -1,16 +1,28 @@
 //! Concat, Split, Slice, Pad and Gather of activations along per-image axes.
+//!
+//! Axes are ONNX's at batch 1; axis 0 is the batch where it has length 1, else an ordinary
+//! axis (see [`Act`]), read through an `[outer, len, inner]` view.
 
-use super::super::builder::{Act, Builder, Value, pad3};
+use super::super::builder::{Act, Builder, Value, around, pad3};
 use super::super::node::{ONode, axis, slice_args};
 use crate::error::Result;
-use crate::graph::{Add, BinaryConst, BinaryKind, Concat, Op, Pad, Slice};
+use crate::graph::{Add, BinaryConst, BinaryKind, Concat, Gather, Op, Pad, Slice};
 
-/// A non-batch axis of a rank-`r` tensor as an IR axis.
-fn image_axis(n: &ONode, a: i64, r: usize) -> Result<usize> {
-    match axis(n, a, r)? {
-        0 => Err(n.err("works along the batch axis")),
-        a => Ok(a - 1),
+/// ONNX axis `a` of `x`, which must not be the batch.
+fn data_axis(n: &ONode, a: i64, x: &Act) -> Result<usize> {
+    match axis(n, a, x.rank())? {
+        0 if x.lead == 1 => Err(n.err("works along the batch axis")),
+        a => Ok(a),
     }
+}
+
+/// `x`'s node with ONNX axis `a` as an IR axis: the plain layout's own, or an
+/// `[outer, len, inner]` view.
+fn along(b: &mut Builder, n: &ONode, x: &Act, a: usize) -> Result<(usize, usize)> {
+    if x.plain() && a >= 1 {
+        return Ok((x.node, a - 1));
+    }
+    Ok((b.view(n, x, around(&x.full(), a))?, 1))
 }
 
 pub fn concat(b: &mut Builder, n: &ONode) -> Result<()> {
@@ -25,10 +37,18 @@ pub fn concat(b: &mut Builder, n: &ONode) -> Result<()> {
             Value::Const(_) => None,
         })
         .ok_or_else(|| n.err("has no inputs that depend on the image"))?;
-    let a = image_axis(n, n.int("axis", 0)?, first.rank())?;
+    let a = data_axis(n, n.int("axis", 0)?, &first)?;
     if parts.len() == 1 {
         return b.bind(n, 0, Value::Act(first));
     }
+    let general = parts.iter().any(|p| match p {
+        Value::Act(x) => !x.plain() || x.lead != first.lead,
+        Value::Const(_) => false,
+    });
+    if general || a == 0 {
+        return concat_any(b, n, &parts, &first, a);
+    }
+    let a = a - 1;
     // Per-image dims of each part: a constant's batch dim must be 1 (the same for every image).
     let mut dims = first.dims.clone();
     dims[a] = 0;
@@ -75,6 +95,36 @@ pub fn concat(b: &mut Builder, n: &ONode) -> Result<()> {
         return Ok(());
     }
     concat_constants(b, n, &parts, &sizes, a, dims, first.nhwc)
+}
+
+/// Concat of activations of any ONNX shape, through `[outer, len, inner]` views.
+fn concat_any(b: &mut Builder, n: &ONode, parts: &[Value], first: &Act, a: usize) -> Result<()> {
+    let mut full = first.full();
+    full[a] = 0;
+    let mut inputs = Vec::with_capacity(parts.len());
+    for p in parts {
+        let Value::Act(x) = p else {
+            return Err(n.err(format!(
+                "concatenates a constant with an activation of ONNX shape {:?} at batch 1; \
+                 only activations concatenate there",
+                first.full()
+            )));
+        };
+        let mut f = x.full();
+        let len = f[a];
+        f[a] = 0;
+        if f != full {
+            return Err(n.err(format!(
+                "concatenates ONNX shapes {:?} and {:?} along axis {a}",
+                first.full(),
+                x.full()
+            )));
+        }
+        full[a] += len;
+        inputs.push(b.view(n, x, around(&x.full(), a))?);
+    }
+    b.emit_full(n, Op::Concat(Concat { axis: 1 }), &inputs, full, false)?;
+    Ok(())
 }
 
 /// Concat with constant parts, without an op of its own: each run of activations is
@@ -157,7 +207,7 @@ fn concat_constants(
     Ok(())
 }
 
-/// `x[start..end]` along IR axis `a`, bound to output `k`.
+/// `x[start..end]` along ONNX axis `a`, bound to output `k`.
 fn slice_to(
     b: &mut Builder,
     n: &ONode,
@@ -167,28 +217,20 @@ fn slice_to(
     k: usize,
 ) -> Result<Act> {
     let (start, end) = range;
-    let mut dims = x.dims.clone();
-    dims[a] = end - start;
+    let mut full = x.full();
+    full[a] = end - start;
     let base = n.outputs.get(k).cloned().unwrap_or_else(|| n.name.clone());
-    let node = b.push(
-        n,
-        &base,
-        Op::Slice(Slice {
-            axis: a,
-            start,
-            end,
-        }),
-        &[x.node],
-    )?;
-    let act = b.act_of(n, node, dims, x.nhwc)?;
+    let (input, axis) = along(b, n, x, a)?;
+    let node = b.push(n, &base, Op::Slice(Slice { axis, start, end }), &[input])?;
+    let act = b.act_full(n, node, full, x.nhwc)?;
     b.bind(n, k, Value::Act(act.clone()))?;
     Ok(act)
 }
 
 pub fn split(b: &mut Builder, n: &ONode) -> Result<()> {
-    let x = b.act(n, 0)?;
-    let a = image_axis(n, n.int("axis", 0)?, x.rank())?;
-    let len = x.dims[a];
+    let x = b.act_any(n, 0)?;
+    let a = data_axis(n, n.int("axis", 0)?, &x)?;
+    let len = x.full()[a];
     let outputs = n.outputs.len();
     let sizes: Vec<usize> = match n.ints("split")? {
         Some(s) => s.iter().map(|&v| v.max(0) as usize).collect(),
@@ -220,7 +262,7 @@ pub fn split(b: &mut Builder, n: &ONode) -> Result<()> {
 }
 
 pub fn slice(b: &mut Builder, n: &ONode) -> Result<()> {
-    let mut x = b.act(n, 0)?;
+    let mut x = b.act_any(n, 0)?;
     let r = x.rank();
     let konst = |i: usize| Ok(b.opt_konst(n, i)?.map(|c| c.to_i64()));
     let (starts, ends, axes, steps) = slice_args(n, r, konst)?;
@@ -230,21 +272,20 @@ pub fn slice(b: &mut Builder, n: &ONode) -> Result<()> {
     let mut sliced = false;
     for (k, &a) in axes.iter().enumerate() {
         let step = steps.as_ref().and_then(|s| s.get(k).copied()).unwrap_or(1);
-        let len = if a == 0 {
-            i64::MAX
-        } else {
-            x.dims[a - 1] as i64
-        };
+        let batch = a == 0 && x.lead == 1;
+        let len = if batch { i64::MAX } else { x.full()[a] as i64 };
         let clampi = |v: i64| (if v < 0 { v.saturating_add(len) } else { v }).clamp(0, len);
         let (s, e) = (clampi(starts[k]), clampi(ends[k]).max(clampi(starts[k])));
-        if a == 0 {
+        if batch {
             if s != 0 || ends[k] < 1 {
                 return Err(n.err("slices the batch axis"));
             }
             continue;
         }
         if step != 1 {
-            return Err(n.err(format!("slices with step {step}; only step 1 is supported")));
+            x = strided(b, n, &x, a, starts[k], ends[k], step)?;
+            sliced = true;
+            continue;
         }
         if s == 0 && e == len {
             continue;
@@ -252,13 +293,68 @@ pub fn slice(b: &mut Builder, n: &ONode) -> Result<()> {
         if s == e {
             return Err(n.err("produces an empty tensor"));
         }
-        x = slice_to(b, n, &x, a - 1, (s as usize, e as usize), 0)?;
+        x = slice_to(b, n, &x, a, (s as usize, e as usize), 0)?;
         sliced = true;
     }
     if !sliced {
         b.bind(n, 0, Value::Act(x))?;
     }
     Ok(())
+}
+
+/// A Slice along ONNX axis `a` with a step other than 1 (Swin's patch merging takes every
+/// other row): an index map over an `[outer, len, inner]` view, clamped as ONNX does.
+#[allow(clippy::too_many_arguments)]
+fn strided(
+    b: &mut Builder,
+    n: &ONode,
+    x: &Act,
+    a: usize,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> Result<Act> {
+    let mut full = x.full();
+    let [outer, len, inner] = around(&full, a);
+    let d = len as i64;
+    let wrap = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+    let (first, count) = match step {
+        0 => return Err(n.err("slices with step 0")),
+        st if st > 0 => {
+            let (s, e) = (wrap(start).clamp(0, d), wrap(end).clamp(0, d));
+            (s, ((e - s).max(0) as u64).div_ceil(st as u64) as usize)
+        }
+        st => {
+            let (s, e) = (wrap(start).clamp(0, d - 1), wrap(end).clamp(-1, d - 1));
+            (
+                s,
+                ((s - e).max(0) as u64).div_ceil(st.unsigned_abs()) as usize,
+            )
+        }
+    };
+    if count == 0 {
+        return Err(n.err("produces an empty tensor"));
+    }
+    let mut index = Vec::with_capacity(outer * count * inner);
+    for o in 0..outer {
+        for i in 0..count {
+            let row = (first + i as i64 * step) as usize;
+            for j in 0..inner {
+                index.push(((o * len + row) * inner + j) as u32);
+            }
+        }
+    }
+    full[a] = count;
+    let op = Op::Gather(Gather {
+        shape: [outer, count, inner],
+        index,
+    });
+    let xn = b.view(n, x, [outer, len, inner])?;
+    let base = n.outputs.first().cloned().unwrap_or_else(|| n.name.clone());
+    let node = b.push(n, &base, op, &[xn])?;
+    let act = b.act_full(n, node, full, x.nhwc)?;
+    b.bind(n, 0, Value::Act(act.clone()))?;
+    Ok(act)
 }
 
 pub fn pad(b: &mut Builder, n: &ONode) -> Result<()> {
@@ -331,10 +427,10 @@ pub fn pad(b: &mut Builder, n: &ONode) -> Result<()> {
 /// `Gather` of an activation along a per-image axis with constant indices: a scalar
 /// index drops the axis, a list of consecutive increasing ones keeps it; either is a slice.
 pub fn gather(b: &mut Builder, n: &ONode) -> Result<()> {
-    let x = b.act(n, 0)?;
+    let x = b.act_any(n, 0)?;
     let idx = b.konst(n, 1)?;
-    let a = image_axis(n, n.int("axis", 0)?, x.rank())?;
-    let len = x.dims[a];
+    let a = data_axis(n, n.int("axis", 0)?, &x)?;
+    let len = x.full()[a];
     if idx.dims.len() > 1 {
         return Err(n.err(format!(
             "gathers with indices of shape {:?}; only a scalar or a 1-D list is supported",
@@ -371,9 +467,12 @@ pub fn gather(b: &mut Builder, n: &ONode) -> Result<()> {
         slice_to(b, n, &x, a, (start, end), 0)?
     };
     if idx.dims.is_empty() {
-        let mut dims = sliced.dims.clone();
-        dims.remove(a);
-        let act = b.act_of(n, sliced.node, dims, false)?;
+        let mut full = sliced.full();
+        full.remove(a);
+        if full.is_empty() {
+            return Err(n.err("gathers a scalar"));
+        }
+        let act = b.act_full(n, sliced.node, full, false)?;
         b.bind(n, 0, Value::Act(act))?;
     } else {
         b.bind(n, 0, Value::Act(sliced))?;
