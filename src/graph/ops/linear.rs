@@ -5,6 +5,8 @@
 use super::prelude::*;
 use crate::gpu::buffer;
 use crate::graph::check_dim;
+use crate::ops::Precision;
+use crate::ops::conv::{ConvLayout, ConvShape, ConvVariant, ConvWeight, default_variant};
 use crate::ops::linear::LinearWeight;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,6 +73,10 @@ impl NodeOp for Linear {
         true
     }
     fn lower(&self, cx: &Lower<'_>) -> Result<Box<dyn Lowered>> {
+        let rows = self.rows(cx.inputs[0]);
+        if let Some(step) = self.lower_rows(cx, rows)? {
+            return Ok(Box::new(step));
+        }
         let weight = LinearWeight::upload_at(
             cx.ctx,
             &self.weight,
@@ -83,11 +89,7 @@ impl NodeOp for Linear {
             Some(b) => Some(buffer::storage_f32(cx.ctx, b, &cx.weights.get(b)?.data)),
             None => None,
         };
-        Ok(Box::new(LinearStep {
-            weight,
-            bias,
-            rows: self.rows(cx.inputs[0]),
-        }))
+        Ok(Box::new(LinearStep { weight, bias, rows }))
     }
     fn reference(&self, r: &Reference<'_>) -> Result<Vec<f64>> {
         let bias = self.bias.as_ref().map(|b| r.tensor(b)).transpose()?;
@@ -108,6 +110,49 @@ impl NodeOp for Linear {
             self.in_features,
             self.out_features,
         ))
+    }
+}
+
+impl Linear {
+    /// Many rows (tokens, channels-last positions) on a CPU adapter: the texture conv kernel
+    /// as a 1x1 conv over 1x1 images, one per row, which is the same memory layout and runs
+    /// several times the row kernel's rate on llvmpipe. `None` where that kernel is not the
+    /// one the weights would get.
+    fn lower_rows(&self, cx: &Lower<'_>, rows: usize) -> Result<Option<RowsStep>> {
+        if rows < 2
+            || cx.how.precision != Precision::F32
+            || default_variant(cx.ctx) != ConvVariant::Texture
+        {
+            return Ok(None);
+        }
+        let shape = ConvShape {
+            batch: 0,
+            in_c: self.in_features,
+            in_h: 1,
+            in_w: 1,
+            out_c: self.out_features,
+            kernel: [1, 1],
+            stride: [1, 1],
+            padding: [0, 0],
+            padding_end: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let w = &cx.weights.get(&self.weight)?.data;
+        let weight = ConvWeight::upload_at(cx.ctx, &self.weight, w, &shape, Precision::F32)?;
+        if weight.layout != ConvLayout::Texels || weight.backward_layout != ConvLayout::Texels {
+            return Ok(None);
+        }
+        let bias = match &self.bias {
+            Some(b) => Some(buffer::storage_f32(cx.ctx, b, &cx.weights.get(b)?.data)),
+            None => None,
+        };
+        Ok(Some(RowsStep {
+            shape,
+            weight,
+            bias,
+            rows,
+        }))
     }
 }
 
@@ -160,5 +205,42 @@ impl Lowered for LinearStep {
             b.dx,
             b.dummy(),
         )
+    }
+}
+
+/// [`Linear::lower_rows`]'s step: every row a 1x1 image of the conv kernels.
+pub struct RowsStep {
+    /// Batch 0; each dispatch sets images x rows.
+    shape: ConvShape,
+    weight: ConvWeight,
+    bias: Option<wgpu::Buffer>,
+    rows: usize,
+}
+
+impl Lowered for RowsStep {
+    fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
+        let shape = ConvShape {
+            batch: f.n * self.rows,
+            ..self.shape
+        };
+        f.ops.conv.forward_chunked(
+            f.ctx,
+            &shape,
+            f.relu,
+            f.x(0),
+            &self.weight,
+            self.bias.as_ref(),
+            f.output,
+            f.dummy(),
+        )
+    }
+    fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {
+        let shape = ConvShape {
+            batch: b.rows * self.rows,
+            ..self.shape
+        };
+        b.ops
+            .conv
+            .backward_data_chunked(b.ctx, &shape, b.dy, &self.weight, b.dx, b.dummy())
     }
 }
