@@ -1,6 +1,6 @@
 // Attention's activation-by-activation ops: a strided batched matrix product (MatMul of two
 // activations, forward and both gradients) and Softmax along an axis (forward, backward).
-// One invocation per output value or per softmax line: lavapipe's barriers are slow.
+// No workgroup memory: lavapipe's barriers are slow.
 
 // out[row, b, i, j] = sum over s < S, l < L of x[xo + s x_s + l x_l] * y[yo + s y_s + l y_l],
 // xo = (row / x_rep) x_row + b x_b + i x_i, yo = (row / y_rep) y_row + b y_b + j y_j.
@@ -20,26 +20,64 @@ struct BmmParams {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 #import grid
 
+// Each invocation computes a 4 x 4 block of out (rows i..i+3, columns j..j+3): 8 loads per
+// 16 multiply-adds, and on llvmpipe the 4 loads of x are the same for the 8 lanes of a
+// SIMD register (neighbouring invocations differ in j). Rows and columns past the matrix
+// read the last one and are not written.
 @compute @workgroup_size(64)
 fn bmm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
     let idx = linear_id(wid, nwg, lid);
-    if (idx >= p.rows * p.batch * p.m * p.n) { return; }
-    let j = idx % p.n;
-    let i = (idx / p.n) % p.m;
-    let b = (idx / (p.n * p.m)) % p.batch;
-    let row = idx / (p.n * p.m * p.batch);
-    let xo = (row / p.x_rep) * p.x_row + b * p.x_b + i * p.x_i;
-    let yo = (row / p.y_rep) * p.y_row + b * p.y_b + j * p.y_j;
-    var acc = 0.0;
+    let m4 = (p.m + 3u) / 4u;
+    let n4 = (p.n + 3u) / 4u;
+    if (idx >= p.rows * p.batch * m4 * n4) { return; }
+    let j0 = (idx % n4) * 4u;
+    let i0 = ((idx / n4) % m4) * 4u;
+    let b = (idx / (n4 * m4)) % p.batch;
+    let row = idx / (n4 * m4 * p.batch);
+    let xb = (row / p.x_rep) * p.x_row + b * p.x_b;
+    let yb = (row / p.y_rep) * p.y_row + b * p.y_b;
+    // Unrolled: llvmpipe keeps a local array indexed by a loop variable in memory.
+    let x0 = xb + min(i0, p.m - 1u) * p.x_i;
+    let x1 = xb + min(i0 + 1u, p.m - 1u) * p.x_i;
+    let x2 = xb + min(i0 + 2u, p.m - 1u) * p.x_i;
+    let x3 = xb + min(i0 + 3u, p.m - 1u) * p.x_i;
+    let y0 = yb + min(j0, p.n - 1u) * p.y_j;
+    let y1 = yb + min(j0 + 1u, p.n - 1u) * p.y_j;
+    let y2 = yb + min(j0 + 2u, p.n - 1u) * p.y_j;
+    let y3 = yb + min(j0 + 3u, p.n - 1u) * p.y_j;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var s = 0u; s < p.s; s++) {
-        let xs = xo + s * p.x_s;
-        let ys = yo + s * p.y_s;
+        let xs = s * p.x_s;
+        let ys = s * p.y_s;
         for (var l = 0u; l < p.l; l++) {
-            acc += x[xs + l * p.x_l] * y[ys + l * p.y_l];
+            let xl = xs + l * p.x_l;
+            let yl = ys + l * p.y_l;
+            let yv = vec4<f32>(y[y0 + yl], y[y1 + yl], y[y2 + yl], y[y3 + yl]);
+            acc0 += x[x0 + xl] * yv;
+            acc1 += x[x1 + xl] * yv;
+            acc2 += x[x2 + xl] * yv;
+            acc3 += x[x3 + xl] * yv;
         }
     }
-    out[idx] = acc;
+    let base = ((row * p.batch + b) * p.m) * p.n;
+    put4(base, i0, j0, acc0);
+    put4(base, i0 + 1u, j0, acc1);
+    put4(base, i0 + 2u, j0, acc2);
+    put4(base, i0 + 3u, j0, acc3);
+}
+
+// Row i, columns j0..j0+3 of one output matrix, those inside it.
+fn put4(base: u32, i: u32, j0: u32, v: vec4<f32>) {
+    if (i >= p.m) { return; }
+    let at = base + i * p.n + j0;
+    out[at] = v.x;
+    if (j0 + 1u < p.n) { out[at + 1u] = v.y; }
+    if (j0 + 2u < p.n) { out[at + 2u] = v.z; }
+    if (j0 + 3u < p.n) { out[at + 3u] = v.w; }
 }
 
 // Softmax over lines of `len` values `inner` apart; images are [outer, len, inner].

@@ -92,7 +92,9 @@ impl AttentionKernels {
         y: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> Dispatch {
-        let threads = p.rows as u64 * p.batch as u64 * p.m as u64 * p.n as u64;
+        // One invocation per 4 x 4 block of the output.
+        let threads =
+            p.rows as u64 * p.batch as u64 * p.m.div_ceil(4) as u64 * p.n.div_ceil(4) as u64;
         self.bmm.dispatch(ctx, p, &[x, y, out], threads)
     }
 

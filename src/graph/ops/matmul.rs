@@ -59,6 +59,8 @@ impl Samples for MatMul {
             (MatMul, vec![[1, 5, 6], [4, 6, 3]]),
             (MatMul, vec![[2, 3, 9], [1, 9, 5]]),
             (MatMul, vec![[1, 1, 13], [1, 13, 1]]),
+            // Several 4 x 4 output blocks per matrix, the last ones partial.
+            (MatMul, vec![[2, 9, 6], [2, 6, 11]]),
         ]
     }
 }
