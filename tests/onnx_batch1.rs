@@ -1072,3 +1072,33 @@ fn reshape_parses_and_folds_token_layers() {
         }
     }
 }
+
+/// A backwards Slice of an empty constant is empty (it once panicked with no last index);
+/// what then reads it is the error.
+#[test]
+fn an_empty_constant_slices_backwards_to_an_empty_one() {
+    let mut c0 = floats("c0", &[0], 1);
+    c0.float_data.clear();
+    let nodes = vec![
+        node(
+            "/Sl",
+            "Slice",
+            &["c0", "st", "en", "ax", "sp"],
+            &["c"],
+            vec![],
+        ),
+        node("/Add", "Add", &["x", "c"], &["out"], vec![]),
+    ];
+    let inits = vec![
+        c0,
+        ints("st", &[-1]),
+        ints("en", &[i64::MIN]),
+        ints("ax", &[0]),
+        ints("sp", &[-1]),
+    ];
+    let e = err(
+        &model(nodes, inits, image4(), "out"),
+        &OnnxOptions::default(),
+    );
+    assert!(e.contains("/Add") && e.contains("[0]"), "{e}");
+}

@@ -327,6 +327,7 @@ fn strided(
     let wrap = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
     let (first, count) = match step {
         0 => return Err(n.err("slices with step 0")),
+        _ if d == 0 => (0, 0),
         st if st > 0 => {
             let (s, e) = (wrap(start).clamp(0, d), wrap(end).clamp(0, d));
             (s, ((e - s).max(0) as u64).div_ceil(st as u64) as usize)
