@@ -414,6 +414,37 @@ fn an_onnx_model_runs_by_module_path_node_or_value_name() {
     assert!(summary.contains("final Softmax"), "{summary}");
 }
 
+#[test]
+fn a_reshape_grid_that_does_not_fit_the_tokens_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vit = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/vit.onnx");
+    let img = tmp.path().join("x.png");
+    image(&img, 64, 64);
+    let run = |reshape: &str| {
+        gradcam(&[
+            "explain",
+            img.to_str().unwrap(),
+            "--model",
+            vit.to_str().unwrap(),
+            "--reshape",
+            reshape,
+            "--out",
+            tmp.path().join("out").to_str().unwrap(),
+        ])
+    };
+    // The default layer holds 1 + 8·8 tokens: a 5x5 grid leaves 40 over.
+    let o = run("vit:5x5");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--reshape: layer `") && e.contains("65 tokens") && e.contains("5x5"),
+        "{e}"
+    );
+    let o = run("vit:0x5");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("vit:HxW"), "{}", stderr(&o));
+}
+
 /// README's main command, `gradcam explain examples/photos`: the bundled ImageNet model names
 /// each photo as the PyTorch port does (tests/bundled.rs) and writes its overlay.
 #[test]

@@ -386,6 +386,8 @@ fn slice(n: &ONode, c: &Const, inputs: &[(usize, Rc<Const>)]) -> Result<Const> {
         let start = *starts.get(k).unwrap_or(&0);
         ranges[a] = match step {
             0 => return Err(n.err("slices with step 0")),
+            // An empty axis stays empty (and has no last index to start from).
+            st if d == 0 => (0, st, 0),
             st if st > 0 => {
                 let end = *ends.get(k).unwrap_or(&d);
                 let (s, e) = (wrap(start).clamp(0, d), wrap(end).clamp(0, d));

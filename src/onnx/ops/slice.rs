@@ -37,7 +37,13 @@ pub fn concat(b: &mut Builder, n: &ONode) -> Result<()> {
             Value::Const(_) => None,
         })
         .ok_or_else(|| n.err("has no inputs that depend on the image"))?;
-    let a = data_axis(n, n.int("axis", 0)?, &first)?;
+    // Axis 0 is the batch only where no part is longer than 1 there (`[1, N, E]` in front
+    // of `[L, N, E]` is a token, not a batch).
+    let longest = parts.iter().fold(&first, |m, p| match p {
+        Value::Act(x) if x.lead > m.lead => x,
+        _ => m,
+    });
+    let a = data_axis(n, n.int("axis", 0)?, longest)?;
     if parts.len() == 1 {
         return b.bind(n, 0, Value::Act(first));
     }
@@ -112,7 +118,8 @@ fn concat_any(b: &mut Builder, n: &ONode, parts: &[Value], first: &Act, a: usize
         };
         let mut f = x.full();
         let len = f[a];
-        f[a] = 0;
+        // The other axes must agree; `full[a]` is the length so far.
+        f[a] = full[a];
         if f != full {
             return Err(n.err(format!(
                 "concatenates ONNX shapes {:?} and {:?} along axis {a}",
@@ -320,6 +327,7 @@ fn strided(
     let wrap = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
     let (first, count) = match step {
         0 => return Err(n.err("slices with step 0")),
+        _ if d == 0 => (0, 0),
         st if st > 0 => {
             let (s, e) = (wrap(start).clamp(0, d), wrap(end).clamp(0, d));
             (s, ((e - s).max(0) as u64).div_ceil(st as u64) as usize)
