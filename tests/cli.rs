@@ -220,6 +220,22 @@ fn bad_model_layer_and_arguments_exit_2() {
     let o = run(&["--model", m, "--method", "nonsense"]);
     assert_eq!(o.status.code(), Some(2));
 
+    // Faster Score-CAM keeps at least one channel, and only Score-CAM probes channels.
+    let o = run(&["--model", m, "--method", "scorecam", "--max-channels", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--max-channels must be at least 1"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["--model", m, "--max-channels", "4"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--max-channels applies to scorecam, not gradcam"),
+        "{}",
+        stderr(&o)
+    );
+
     // Without --model the bundled model runs, which has no --arch; nor has a built-in name.
     let o = run(&["--model", "shapes", "--arch", "resnet18"]);
     assert_eq!(o.status.code(), Some(2));
@@ -256,7 +272,7 @@ fn every_method_runs_from_the_cli() {
         ("guided-gradcam", vec![]),
         ("fullgrad", vec!["--aug-smooth"]),
         ("ablationcam", vec!["--layer", "layer4.1.conv2"]),
-        ("scorecam", vec!["--layer", "layer1"]),
+        ("scorecam", vec!["--layer", "layer1", "--max-channels", "5"]),
         ("cam", vec![]),
     ] {
         assert!(help.contains(method), "--help lists {method}");

@@ -29,7 +29,7 @@ use gradcam_wgpu::ops::cam::{CamShape, Term, Weighting};
 use gradcam_wgpu::ops::conv::{self, ConvShape, ConvVariant};
 use gradcam_wgpu::ops::eltwise::Merge;
 use gradcam_wgpu::ops::linear::LinearWeight;
-use gradcam_wgpu::ops::perturb::TargetRows;
+use gradcam_wgpu::ops::perturb::{Selection, TargetRows};
 use gradcam_wgpu::ops::pool::{PoolShape, PoolWindow};
 use gradcam_wgpu::reference as r;
 
@@ -2923,14 +2923,14 @@ fn score_cam_masks() {
             let (stats, probes) = (garbage(2 * channels), garbage(channels * 3 * plane));
             let k = &e.ops.perturb;
             let ds = [
-                k.mask_stats(&e.ctx, img, shape, size, &ab, &stats, &e.ops.dummy),
+                k.mask_stats(&e.ctx, img, shape, size, None, &ab, &stats, &e.ops.dummy),
                 k.masked_input(
                     &e.ctx,
                     img,
                     shape,
                     size,
-                    0,
-                    channels,
+                    (0, channels),
+                    None,
                     &ab,
                     &stats,
                     &ib,
@@ -2965,6 +2965,7 @@ fn score_cam_masks() {
         1,
         [3, 4, 5],
         [4, 5],
+        None,
         &upload(&act),
         &stats,
         &e.ops.dummy,
@@ -3015,14 +3016,14 @@ fn score_cam_batched_chain() {
     // masked_input writes exactly `count` probes: a short last chunk leaves the rest alone.
     let (stats, probes) = (garbage(2 * channels), garbage(batch * in_f));
     let ds = [
-        k.mask_stats(&e.ctx, 1, shape, size, &ab, &stats, &e.ops.dummy),
+        k.mask_stats(&e.ctx, 1, shape, size, None, &ab, &stats, &e.ops.dummy),
         k.masked_input(
             &e.ctx,
             1,
             shape,
             size,
-            6,
-            2,
+            (6, 2),
+            None,
             &ab,
             &stats,
             &ib,
@@ -3048,15 +3049,15 @@ fn score_cam_batched_chain() {
         .collect();
     let mut ds: Vec<Dispatch> = Vec::new();
     for img in 0..images {
-        ds.push(k.mask_stats(&e.ctx, img, shape, size, &ab, &stats, &e.ops.dummy));
+        ds.push(k.mask_stats(&e.ctx, img, shape, size, None, &ab, &stats, &e.ops.dummy));
         for (ci, &(c0, count)) in chunks.iter().enumerate() {
             ds.push(k.masked_input(
                 &e.ctx,
                 img,
                 shape,
                 size,
-                c0,
-                count,
+                (c0, count),
+                None,
                 &ab,
                 &stats,
                 &ib,
@@ -3097,8 +3098,9 @@ fn score_cam_batched_chain() {
     }
     ds.push(k.softmax(
         &e.ctx,
-        images * rows.tc,
+        (0, images * rows.tc),
         channels,
+        None,
         &scores,
         &weights,
         &e.ops.dummy,
@@ -3158,6 +3160,124 @@ fn score_cam_batched_chain() {
     check_rel("score-cam chain end to end", got_weights, &want, 1e-5);
 }
 
+/// Faster Score-CAM's selection (tf-keras-vis max_N): `top_channels` orders each image's
+/// channels by spatial std like the f64 reference (exact ties, several constant channels and
+/// more channels than threads included); `mask_stats`, `masked_input` and `softmax` then see
+/// only the kept channels, and the channels not kept weigh exactly 0.
+#[test]
+fn faster_score_cam_selection() {
+    let e = env();
+    let mut rng = Rng::new(44);
+    // (images, activation [C, h, w], input size, kept channels)
+    for (images, shape, size, keep) in [
+        (2, [7, 3, 5], [9, 11], 3),
+        (1, [300, 2, 3], [5, 4], 17),
+        (2, [5, 1, 1], [3, 3], 2),
+    ] {
+        let [channels, h, w] = shape;
+        let (plane, small) = (size[0] * size[1], h * w);
+        // Channel c is scale_c * pattern + offset_c: stds 1% apart at least (f32 orders them
+        // as f64 does), channels 1 and 2 equal (a tie: the lower index first), and channels
+        // 3 and 4 constant (std 0, the last ones).
+        let mut act = Vec::new();
+        for _ in 0..images {
+            let pattern = rng.vec(small, -1.0, 1.0);
+            let mut scale: Vec<f32> = (0..channels).map(|c| 1.0 + 0.01 * c as f32).collect();
+            rng.shuffle(&mut scale);
+            for (c, &sc) in scale.iter().enumerate() {
+                let sc = if c == 3 || c == 4 { 0.0 } else { sc };
+                // Quarters: a constant channel's mean is exact, so its std is exactly 0.
+                let off = (rng.vec(1, -2.0, 2.0)[0] * 4.0).round() / 4.0;
+                act.extend(pattern.iter().map(|&v| sc * v + off));
+            }
+        }
+        // Channel 2 repeats channel 1 exactly, offset included.
+        for n in 0..images {
+            let one = act[(n * channels + 1) * small..][..small].to_vec();
+            act[(n * channels + 2) * small..][..small].copy_from_slice(&one);
+        }
+        let input = rng.vec(images * 3 * plane, -2.0, 2.0);
+        let (a64, in64) = (f64s(&act), f64s(&input));
+        let (ab, ib) = (upload(&act), upload(&input));
+        let k = &e.ops.perturb;
+        for img in 0..images {
+            let name = format!("faster score-cam {shape:?} keep {keep} image {img}");
+            let order = garbage(3 * channels);
+            let (stats, probes) = (garbage(2 * channels), garbage(keep * 3 * plane));
+            let (scores, weights) = (upload(&rng.vec(channels, -3.0, 3.0)), garbage(channels));
+            let sel = Some(Selection {
+                keep,
+                order: &order,
+            });
+            let ds = [
+                k.top_channels(&e.ctx, img, shape, &ab, &order, &e.ops.dummy),
+                k.mask_stats(&e.ctx, img, shape, size, sel, &ab, &stats, &e.ops.dummy),
+                k.masked_input(
+                    &e.ctx,
+                    img,
+                    shape,
+                    size,
+                    (0, keep),
+                    sel,
+                    &ab,
+                    &stats,
+                    &ib,
+                    &probes,
+                    &e.ops.dummy,
+                ),
+                k.softmax(
+                    &e.ctx,
+                    (0, 1),
+                    channels,
+                    sel,
+                    &scores,
+                    &weights,
+                    &e.ops.dummy,
+                ),
+            ];
+            let got = run(
+                &ds,
+                &[
+                    (&order, 3 * channels),
+                    (&probes, keep * 3 * plane),
+                    (&scores, channels),
+                    (&weights, channels),
+                ],
+            );
+            let want = r::perturb::top_channels(&a64, img, shape);
+            if small > 1 {
+                assert_eq!(
+                    want[channels - 2..],
+                    [3, 4],
+                    "{name}: constant channels last"
+                );
+                let (one, two) = (
+                    want.iter().position(|&c| c == 1),
+                    want.iter().position(|&c| c == 2),
+                );
+                assert_eq!(one.map(|p| p + 1), two, "{name}: a tie, lower index first");
+            }
+            let got_order: Vec<usize> = got[0][..channels].iter().map(|&v| v as usize).collect();
+            assert_eq!(got_order, want, "{name}: order");
+            for (rank, &c) in want.iter().enumerate() {
+                assert_eq!(got[0][channels + c], rank as f32, "{name}: rank of {c}");
+            }
+            let kept = &want[..keep];
+            let masks = r::perturb::score_masks(&a64, img, shape, size);
+            let x = &in64[img * 3 * plane..][..3 * plane];
+            let want_probes: Vec<f64> = (0..keep * 3 * plane)
+                .map(|i| x[i % (3 * plane)] * masks[kept[i / (3 * plane)] * plane + i % plane])
+                .collect();
+            check_rel(&format!("{name} probes"), &got[1], &want_probes, 1e-5);
+            let want_w = r::perturb::softmax_kept(&f64s(&got[2]), kept, channels);
+            check_rel(&format!("{name} weights"), &got[3], &want_w, 1e-5);
+            for c in want[keep..].iter() {
+                assert_eq!(got[3][*c], 0.0, "{name}: channel {c} not kept");
+            }
+        }
+    }
+}
+
 #[test]
 fn softmax_rows() {
     let e = env();
@@ -3175,7 +3295,7 @@ fn softmax_rows() {
         let d = e
             .ops
             .perturb
-            .softmax(&e.ctx, rows, channels, &sb, &out, &e.ops.dummy);
+            .softmax(&e.ctx, (0, rows), channels, None, &sb, &out, &e.ops.dummy);
         let got = run(&[d], &[(&out, rows * channels)]);
         check_softmax(
             &format!("softmax {rows}x{channels}"),

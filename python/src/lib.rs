@@ -257,7 +257,7 @@ impl PyExplainer {
     #[new]
     #[pyo3(signature = (model, layers=None, method="gradcam", targets=None, *, score="logit", size=None,
         batch=8, fuse="mean", eigen_smooth=false, aug_smooth=false, mean=None, std=None,
-        precision="f32", winograd=false, overlays=false, backward_rows=None, probe_batch=None,
+        precision="f32", winograd=false, overlays=false, backward_rows=None, probe_batch=None, max_channels=None,
         lazy=false, folds=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -279,6 +279,7 @@ impl PyExplainer {
         overlays: bool,
         backward_rows: Option<usize>,
         probe_batch: Option<usize>,
+        max_channels: Option<usize>,
         lazy: bool,
         folds: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
@@ -317,6 +318,7 @@ impl PyExplainer {
             read_maps: true,
             backward_rows,
             probe_batch,
+            max_channels,
             precision,
             winograd,
             folds: folds

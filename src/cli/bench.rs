@@ -112,6 +112,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         precision: a.weights.precision(),
         winograd: a.weights.winograd,
         folds: Vec::new(),
+        max_channels: a.max_channels,
         ..EngineConfig::default()
     };
     let t = Instant::now();

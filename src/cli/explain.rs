@@ -89,6 +89,7 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
         read_maps: a.save_cam,
         backward_rows: None,
         probe_batch: None,
+        max_channels: a.max_channels,
         precision: a.weights.precision(),
         winograd: a.weights.winograd,
         folds: Vec::new(),

@@ -67,6 +67,20 @@ impl Engine {
         if cfg.batch == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
+        match cfg.max_channels {
+            Some(0) => {
+                return Err(Error::Invalid(
+                    "--max-channels must be at least 1 (the channels Score-CAM probes)".into(),
+                ));
+            }
+            Some(_) if recipe != Recipe::Score => {
+                return Err(Error::Invalid(format!(
+                    "--max-channels applies to scorecam, not {}",
+                    cfg.method.name()
+                )));
+            }
+            _ => {}
+        }
         let aug = if cfg.aug_smooth { 6 } else { 1 };
         if cfg.aug_smooth && cfg.method == Method::GuidedGradCam {
             return Err(Error::Invalid(

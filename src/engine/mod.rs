@@ -67,6 +67,10 @@ pub struct EngineConfig {
     /// Cap on Score-CAM / Ablation-CAM probes per forward pass (pytorch-grad-cam's
     /// `batch_size`); `None` sizes it from a memory budget. The maps don't depend on it.
     pub probe_batch: Option<usize>,
+    /// Faster Score-CAM (tf-keras-vis `max_N`): Score-CAM probes only the N channels of
+    /// largest spatial std of each image's activations, the others weigh 0; `None`, or N at
+    /// least the channels, is plain Score-CAM. Score-CAM only; N = 0 is an error.
+    pub max_channels: Option<usize>,
     /// Storage precision of conv and linear weights (f16 needs `SHADER_F16`).
     pub precision: Precision,
     /// Run 3x3 stride-1 convs as Winograd F(4x4, 3x3) where the adapter's kernel supports
@@ -92,6 +96,7 @@ impl Default for EngineConfig {
             read_maps: false,
             backward_rows: None,
             probe_batch: None,
+            max_channels: None,
             precision: Precision::F32,
             winograd: false,
         }
