@@ -228,6 +228,12 @@ fn bad_model_layer_and_arguments_exit_2() {
         "{}",
         stderr(&o)
     );
+    for bad in ["0", "-1", "nan"] {
+        let flag = format!("--kpca-gamma={bad}");
+        let o = run(&["--model", m, "--method", "kpca-cam", &flag]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert!(stderr(&o).contains("--kpca-gamma"), "{}", stderr(&o));
+    }
     let o = run(&["--model", m, "--max-channels", "4"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -274,6 +280,7 @@ fn every_method_runs_from_the_cli() {
         ("ablationcam", vec!["--layer", "layer4.1.conv2"]),
         ("scorecam", vec!["--layer", "layer1", "--max-channels", "5"]),
         ("cam", vec![]),
+        ("kpca-cam", vec!["--kpca-gamma", "0.1"]),
     ] {
         assert!(help.contains(method), "--help lists {method}");
         let out = tmp.path().join(format!("out-{method}"));

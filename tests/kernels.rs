@@ -27,6 +27,7 @@ use gradcam_wgpu::gpu::Dispatch;
 use gradcam_wgpu::ops::Precision;
 use gradcam_wgpu::ops::cam::{CamShape, Term, Weighting};
 use gradcam_wgpu::ops::conv::{self, ConvShape, ConvVariant};
+use gradcam_wgpu::ops::eigen::Projection;
 use gradcam_wgpu::ops::eltwise::Merge;
 use gradcam_wgpu::ops::linear::LinearWeight;
 use gradcam_wgpu::ops::perturb::{Selection, TargetRows};
@@ -2822,22 +2823,31 @@ fn eigen_projection_matches_dense_eigendecomposition() {
             .map(|v| v.max(0.0))
             .collect();
         let xb = upload(&x);
-        let work = zeros(rows * EigenKernels::work_len(channels, plane));
+        let work = zeros(rows * EigenKernels::work_len(channels, plane, Projection::Pca));
         let out = garbage(rows * plane);
-        let d = e
-            .ops
-            .eigen
-            .project(&e.ctx, rows, channels, plane, &xb, &work, &out);
+        let d = e.ops.eigen.project(
+            &e.ctx,
+            rows,
+            channels,
+            plane,
+            Projection::Pca,
+            &xb,
+            &work,
+            &out,
+        );
         let got = run(
             &d,
             &[
                 (&out, rows * plane),
-                (&work, rows * EigenKernels::work_len(channels, plane)),
+                (
+                    &work,
+                    rows * EigenKernels::work_len(channels, plane, Projection::Pca),
+                ),
             ],
         );
         if std::env::var_os("EIGEN_DEBUG").is_some() {
             eprintln!("out[120..136] = {:?}", got[0].get(120..136));
-            let wl = EigenKernels::work_len(channels, plane);
+            let wl = EigenKernels::work_len(channels, plane, Projection::Pca);
             eprintln!(
                 "nan in work: {:?}",
                 got[1]
@@ -2851,6 +2861,58 @@ fn eigen_projection_matches_dense_eigendecomposition() {
             &got[0],
             &want,
             1e-4,
+        );
+    }
+}
+
+/// KPCA-CAM's kernel PCA (sigmoid kernel, double-centred, the largest algebraic eigenvalue)
+/// against a dense eigendecomposition: planes above and below the channels, sklearn's
+/// gamma = 1 / C, a larger gamma (a saturated, indefinite kernel) and rows of 1 position.
+#[test]
+fn kernel_pca_projection_matches_dense_eigendecomposition() {
+    use gradcam_wgpu::ops::eigen::EigenKernels;
+    let e = env();
+    let mut rng = Rng::new(45);
+    for (rows, channels, plane, gamma) in [
+        (2, 37, 12, None),
+        (1, 5, 49, None),
+        (2, 64, 20, Some(0.3)),
+        (3, 16, 80, None),
+    ] {
+        let mut x = rng.vec(rows * channels * plane, 0.0, 1.5);
+        // A strong first component, as real activations have.
+        for r in 0..rows {
+            let dir = rng.vec(channels, -1.0, 1.0);
+            let coef = rng.vec(plane, -1.0, 1.0);
+            for c in 0..channels {
+                for s in 0..plane {
+                    x[(r * channels + c) * plane + s] += 2.0 * dir[c] * coef[s];
+                }
+            }
+        }
+        let gamma = gamma.unwrap_or(1.0 / channels as f32);
+        let how = Projection::Sigmoid { gamma };
+        let want: Vec<f64> =
+            r::eigen::kernel_projection(&f64s(&x), rows, channels, plane, gamma as f64)
+                .into_iter()
+                .map(|v| v.max(0.0))
+                .collect();
+        let wl = EigenKernels::work_len(channels, plane, how);
+        let (xb, work, out) = (upload(&x), zeros(rows * wl), garbage(rows * plane));
+        let d = e
+            .ops
+            .eigen
+            .project(&e.ctx, rows, channels, plane, how, &xb, &work, &out);
+        let got = run(&d, &[(&out, rows * plane)]);
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let worst = got[0]
+            .iter()
+            .zip(&want)
+            .fold(0f64, |m, (&g, w)| m.max((g as f64 - w).abs()));
+        eprintln!("kpca {rows}x{channels}x{plane} gamma {gamma}: worst {worst:.2e} of {scale:.2e}");
+        assert!(
+            worst <= 1e-4 * scale,
+            "kpca {rows}x{channels}x{plane}: {worst:.2e}"
         );
     }
 }

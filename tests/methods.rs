@@ -21,6 +21,7 @@ struct Case<'a> {
     /// Winograd convs (`--winograd`).
     winograd: bool,
     score: Score,
+    kpca_gamma: Option<f32>,
 }
 
 fn case(key: &str, method: Method) -> Case<'_> {
@@ -33,6 +34,7 @@ fn case(key: &str, method: Method) -> Case<'_> {
         aug_smooth: false,
         winograd: false,
         score: Score::Logit,
+        kpca_gamma: None,
     }
 }
 
@@ -62,6 +64,7 @@ fn run_with(fx: &Fixture, ctx: &GpuContext, c: &Case) -> (f32, Vec<image::RgbIma
         aug_smooth: c.aug_smooth,
         winograd: c.winograd,
         score: c.score,
+        kpca_gamma: c.kpca_gamma,
         size: fx.size,
         batch: 2,
         targets: TargetSpec::PerImage(2),
@@ -316,8 +319,8 @@ fn scores_match_pytorch_grad_cam_targets() {
     assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
 }
 
-/// The methods pytorch-grad-cam added later (tools/make_new_method_fixtures.py): FEM and
-/// Seg-Eigen-CAM at two layers of a ResNet-18.
+/// The methods pytorch-grad-cam added later (tools/make_new_method_fixtures.py): FEM,
+/// Seg-Eigen-CAM and KPCA-CAM at two layers of a ResNet-18.
 #[test]
 fn new_methods_match_pytorch_grad_cam() {
     let ctx = GpuContext::new().expect("a wgpu adapter");
@@ -343,6 +346,16 @@ fn new_methods_match_pytorch_grad_cam() {
                 failures.push(format!("{key}: {err:.2e}"));
             }
         }
+    }
+    // KPCA-CAM's --kpca-gamma.
+    let gamma: f32 = fx.meta["kpca_gamma"].parse().unwrap();
+    let c = Case {
+        kpca_gamma: Some(gamma),
+        ..case("cam.kpca-cam.gamma", Method::KpcaCam)
+    };
+    let err = run(&fx, &ctx, &c);
+    if err > TOLERANCE {
+        failures.push(format!("cam.kpca-cam.gamma: {err:.2e}"));
     }
     assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
 }

@@ -63,6 +63,7 @@ __all__ = [
     "GradCAMElementWise",
     "GradCAMPlusPlus",
     "HiResCAM",
+    "KPCA_CAM",
     "LayerCAM",
     "RawScoresOutputTarget",
     "ScoreCAM",
@@ -470,6 +471,8 @@ class BaseCAM:
         }
         if self._method in ("scorecam", "ablationcam") and self.batch_size is not None:
             kwargs["probe_batch"] = max(1, int(self.batch_size))
+        if self._method == "kpca-cam" and self.gamma is not None:
+            kwargs["kpca_gamma"] = float(self.gamma)
         if folds is not None:
             kwargs["folds"] = folds
         opts = _options(kwargs)
@@ -487,8 +490,10 @@ class BaseCAM:
         n, c, h, w = x.shape
         shape = (c, h, w)
         model = _export(self.model, shape) if self._torch else self.model
-        # EigenCAM and FEM weigh no target: pytorch-grad-cam takes any target and ignores it.
-        per_image = None if self._method in ("eigencam", "fem") else _targets(targets, n)
+        # EigenCAM, FEM and KPCA-CAM weigh no target: pytorch-grad-cam takes any target and
+        # ignores it.
+        no_target = ("eigencam", "fem", "kpca-cam")
+        per_image = None if self._method in no_target else _targets(targets, n)
         folds = None
         if self.reshape_transform is not None and self._method != "fullgrad":
             folds = self._folds.get(shape)
@@ -725,3 +730,21 @@ class FEM(BaseCAM):
             raise NotImplementedError(f"FEM(k={k}): gradcam_wgpu uses pytorch-grad-cam's k = 2")
         super().__init__(model, target_layers, reshape_transform)
         self.k = k
+
+
+class KPCA_CAM(BaseCAM):
+    """KPCA-CAM: the activations' first kernel-PCA component (sklearn's KernelPCA with the
+    sigmoid kernel tanh(gamma <x, y> + 1); gamma None is 1 / channels)."""
+
+    _method = "kpca-cam"
+
+    def __init__(self, model, target_layers, reshape_transform=None, kernel="sigmoid", gamma=None):
+        if kernel != "sigmoid":
+            raise NotImplementedError(
+                f"KPCA_CAM(kernel={kernel!r}): gradcam_wgpu has pytorch-grad-cam's default, sigmoid"
+            )
+        if gamma is not None and not float(gamma) > 0:
+            raise ValueError(f"KPCA_CAM(gamma={gamma}): gamma must be positive")
+        super().__init__(model, target_layers, reshape_transform)
+        self.kernel = kernel
+        self.gamma = gamma

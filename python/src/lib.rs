@@ -257,7 +257,7 @@ impl PyExplainer {
     #[new]
     #[pyo3(signature = (model, layers=None, method="gradcam", targets=None, *, score="logit", size=None,
         batch=8, fuse="mean", eigen_smooth=false, aug_smooth=false, mean=None, std=None,
-        precision="f32", winograd=false, overlays=false, backward_rows=None, probe_batch=None, max_channels=None,
+        precision="f32", winograd=false, overlays=false, backward_rows=None, probe_batch=None, max_channels=None, kpca_gamma=None,
         lazy=false, folds=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -280,6 +280,7 @@ impl PyExplainer {
         backward_rows: Option<usize>,
         probe_batch: Option<usize>,
         max_channels: Option<usize>,
+        kpca_gamma: Option<f32>,
         lazy: bool,
         folds: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
@@ -319,6 +320,7 @@ impl PyExplainer {
             backward_rows,
             probe_batch,
             max_channels,
+            kpca_gamma,
             precision,
             winograd,
             folds: folds

@@ -182,6 +182,10 @@ pub struct ExplainArgs {
     /// spatial std of each image's activations; the others weigh 0. At least 1.
     #[arg(long, value_name = "N")]
     pub max_channels: Option<usize>,
+    /// kpca-cam's sigmoid-kernel gamma, tanh(gamma <x, y> + 1) (default 1 / channels, as
+    /// sklearn's KernelPCA).
+    #[arg(long, value_name = "G")]
+    pub kpca_gamma: Option<f32>,
     /// Test-time augmentation: horizontal flip x {0.9, 1, 1.1}, six passes in one batch,
     /// averaged (pytorch-grad-cam's aug_smooth).
     #[arg(long)]

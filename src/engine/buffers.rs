@@ -3,7 +3,7 @@
 
 use super::Engine;
 use super::activations::Activations;
-use super::cam::classifier_weight;
+use super::cam::{self, classifier_weight};
 use super::fullgrad::fullgrad_terms;
 use super::method::Recipe;
 use super::perturb::Probe;
@@ -66,6 +66,20 @@ impl Engine {
         let graph = &folded;
         if cfg.batch == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
+        }
+        match cfg.kpca_gamma {
+            Some(g) if !(g.is_finite() && g > 0.0) => {
+                return Err(Error::Invalid(format!(
+                    "--kpca-gamma must be a positive number, not {g}"
+                )));
+            }
+            Some(_) if recipe != Recipe::Kpca => {
+                return Err(Error::Invalid(format!(
+                    "--kpca-gamma applies to kpca-cam, not {}",
+                    cfg.method.name()
+                )));
+            }
+            _ => {}
         }
         match cfg.max_channels {
             Some(0) => {
@@ -159,12 +173,15 @@ impl Engine {
             .map(|t| (t.shape[1] * t.shape[2]) as u64)
             .max()
             .unwrap_or(1);
-        let eigen = cfg.eigen_smooth || matches!(recipe, Recipe::Eigen(_));
+        let eigen = cfg.eigen_smooth || matches!(recipe, Recipe::Eigen(_) | Recipe::Kpca);
         let term_len = if eigen { max_numel } else { 1 };
         let work_len = if eigen {
             tsteps
                 .iter()
-                .map(|t| EigenKernels::work_len(t.shape[0], t.shape[1] * t.shape[2]) as u64)
+                .map(|t| {
+                    let how = cam::projection(recipe, &cfg, t.shape[0]);
+                    EigenKernels::work_len(t.shape[0], t.shape[1] * t.shape[2], how) as u64
+                })
                 .max()
                 .unwrap_or(1)
         } else {

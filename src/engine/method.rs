@@ -21,6 +21,7 @@ pub enum Method {
     Cam,
     Fem,
     SegEigenCam,
+    KpcaCam,
 }
 
 /// (method, CLI name, one-line description).
@@ -100,6 +101,11 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "seg-eigen-cam",
         "first principal component of |gradients| x activations, salient side positive",
     ),
+    (
+        Method::KpcaCam,
+        "kpca-cam",
+        "first kernel-PCA component of the activations (sigmoid kernel, --kpca-gamma)",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -113,6 +119,8 @@ pub(crate) enum Recipe {
     Term(Term),
     /// The first principal component of a per-element term.
     Eigen(Term),
+    /// The first kernel-PCA component of the activations (sigmoid kernel).
+    Kpca,
     /// Softmax of the target scores of inputs masked by each channel.
     Score,
     /// Relative score drop when each channel is ablated.
@@ -143,6 +151,7 @@ impl Method {
             Method::EigenCam => Recipe::Eigen(Term::Act),
             Method::EigenGradCam => Recipe::Eigen(Term::GradAct),
             Method::SegEigenCam => Recipe::Eigen(Term::AbsGradTimesAct),
+            Method::KpcaCam => Recipe::Kpca,
             Method::ScoreCam => Recipe::Score,
             Method::AblationCam => Recipe::Ablation,
             Method::FullGrad => Recipe::FullGrad,
@@ -158,7 +167,12 @@ impl Method {
     pub fn needs_gradients(self) -> bool {
         !matches!(
             self,
-            Method::EigenCam | Method::Cam | Method::ScoreCam | Method::AblationCam | Method::Fem
+            Method::EigenCam
+                | Method::Cam
+                | Method::ScoreCam
+                | Method::AblationCam
+                | Method::Fem
+                | Method::KpcaCam
         )
     }
 }

@@ -71,6 +71,8 @@ pub struct EngineConfig {
     /// largest spatial std of each image's activations, the others weigh 0; `None`, or N at
     /// least the channels, is plain Score-CAM. Score-CAM only; N = 0 is an error.
     pub max_channels: Option<usize>,
+    /// KPCA-CAM's sigmoid-kernel gamma; `None` is sklearn's 1 / channels. Finite and > 0.
+    pub kpca_gamma: Option<f32>,
     /// Storage precision of conv and linear weights (f16 needs `SHADER_F16`).
     pub precision: Precision,
     /// Run 3x3 stride-1 convs as Winograd F(4x4, 3x3) where the adapter's kernel supports
@@ -97,6 +99,7 @@ impl Default for EngineConfig {
             backward_rows: None,
             probe_batch: None,
             max_channels: None,
+            kpca_gamma: None,
             precision: Precision::F32,
             winograd: false,
         }
