@@ -234,6 +234,9 @@ fn bad_model_layer_and_arguments_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{bad}");
         assert!(stderr(&o).contains("--kpca-gamma"), "{}", stderr(&o));
     }
+    let o = run(&["--model", m, "--method", "sobel-cam", "--aug-smooth"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("sobel-cam"), "{}", stderr(&o));
     let o = run(&["--model", m, "--max-channels", "4"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -281,6 +284,7 @@ fn every_method_runs_from_the_cli() {
         ("scorecam", vec!["--layer", "layer1", "--max-channels", "5"]),
         ("cam", vec![]),
         ("kpca-cam", vec!["--kpca-gamma", "0.1"]),
+        ("sobel-cam", vec![]),
     ] {
         assert!(help.contains(method), "--help lists {method}");
         let out = tmp.path().join(format!("out-{method}"));

@@ -2917,6 +2917,47 @@ fn kernel_pca_projection_matches_dense_eigendecomposition() {
     }
 }
 
+/// Sobel-CAM's kernel against the f64 reference of OpenCV's sobel_cam: 1-pixel sides
+/// (BORDER_REFLECT_101 degenerates to the pixel itself), odd sizes, two rows per image, and
+/// black-and-white images whose derivatives saturate at 255.
+#[test]
+fn sobel_cam_matches_the_reference() {
+    let e = env();
+    let mut rng = Rng::new(46);
+    for (images, rep, size, binary) in [
+        (2, 2, [7, 5], false),
+        (1, 1, [1, 6], false),
+        (1, 3, [1, 1], false),
+        (2, 1, [9, 13], true),
+    ] {
+        let plane = size[0] * size[1];
+        let mut rgba = rng.bytes(images * plane * 4);
+        if binary {
+            for v in &mut rgba {
+                *v = if *v > 127 { 255 } else { 0 };
+            }
+        }
+        let words: Vec<u32> = rgba
+            .chunks(4)
+            .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]))
+            .collect();
+        let (pixels, out) = (upload_u32(&words), garbage(images * rep * plane));
+        let d = e
+            .ops
+            .image
+            .sobel(&e.ctx, images * rep, rep, size, &pixels, &out, &e.ops.dummy);
+        let got = run(&[d], &[(&out, images * rep * plane)]).remove(0);
+        let one = r::image::sobel_cam(&rgba, images, size);
+        let want: Vec<f64> = (0..images * rep * plane)
+            .map(|i| one[(i / plane / rep) * plane + i % plane])
+            .collect();
+        check_exact(&format!("sobel {size:?} x{images}"), &got, &want);
+        if binary {
+            assert!(want.contains(&255.0), "saturated somewhere");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Perturbation methods: Score-CAM and Ablation-CAM
 

@@ -320,7 +320,7 @@ fn scores_match_pytorch_grad_cam_targets() {
 }
 
 /// The methods pytorch-grad-cam added later (tools/make_new_method_fixtures.py): FEM,
-/// Seg-Eigen-CAM and KPCA-CAM at two layers of a ResNet-18.
+/// Seg-Eigen-CAM, KPCA-CAM and Sobel-CAM at two layers of a ResNet-18.
 #[test]
 fn new_methods_match_pytorch_grad_cam() {
     let ctx = GpuContext::new().expect("a wgpu adapter");

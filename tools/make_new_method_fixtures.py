@@ -1,7 +1,8 @@
 """Golden fixtures for the methods pytorch-grad-cam 1.5.7 added after the first set: FEM,
 Seg-Eigen-CAM (its sign correction fixes the SVD's sign, so there is no `.flipped` map) and
 KPCA-CAM (sklearn's KernelPCA fixes its sign with svd_flip: no `.flipped` map either; sklearn
-is needed here only, not by the tests).
+is needed here only, not by the tests), and Sobel-CAM (pgc's sobel_cam of the 8-bit image, through
+its scale_cam_image; it ignores the layer and the class, so every key holds the same map).
 
 Usage:  /opt/ref/bin/python tools/make_new_method_fixtures.py [--out tests/fixtures/methods]
 
@@ -22,6 +23,7 @@ import json
 import os
 import sys
 
+import cv2
 import numpy as np
 import torch
 import torchvision
@@ -34,6 +36,8 @@ from make_method_fixtures import run_cam  # noqa: E402
 from importlib.metadata import version as pkg_version  # noqa: E402
 from pytorch_grad_cam import FEM, KPCA_CAM, SegEigenCAM  # noqa: E402
 import sklearn  # noqa: E402
+from pytorch_grad_cam.sobel_cam import sobel_cam  # noqa: E402
+from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
 
 MAX_BYTES = 400_000
 # --method name -> pgc class
@@ -73,6 +77,12 @@ def main():
                    gamma=KPCA_GAMMA)
     tensors["cam.kpca-cam.gamma"] = run_cam(cam, x, targets)
     cam.activations_and_grads.release()
+    # Sobel-CAM: a function of the image, not a CAM class.
+    sobel = np.stack([scale_cam_image(sobel_cam(im)[None])[0] for im in u8])
+    sobel = np.ascontiguousarray(np.repeat(sobel[:, None], targets.shape[1], axis=1), np.float32)
+    for layer in [c["layer"]] + c["other_layers"]:
+        suffix = "" if layer == c["layer"] else "." + layer
+        tensors[f"cam.sobel-cam{suffix}"] = sobel
     meta = {
         "arch": c["arch"],
         "num_classes": str(c["num_classes"]),
@@ -83,7 +93,7 @@ def main():
         "width": str(c["w"]),
         "batch": str(c["n"]),
         "targets": json.dumps(targets.tolist()),
-        "methods": json.dumps(list(METHODS)),
+        "methods": json.dumps(list(METHODS) + ["sobel-cam"]),
         "method_classes": json.dumps({k: v.__name__ for k, v in METHODS.items()}),
         "fem_k": "2",
         "kpca_gamma": str(KPCA_GAMMA),
@@ -96,6 +106,7 @@ def main():
         "grad_cam_version": pkg_version("grad-cam"),
         "numpy_version": np.__version__,
         "sklearn_version": sklearn.__version__,
+        "opencv_version": cv2.__version__,
         "generator": "tools/make_new_method_fixtures.py",
     }
     path = os.path.join(args.out, "new_methods.safetensors")

@@ -70,6 +70,7 @@ __all__ = [
     "SegEigenCAM",
     "SoftmaxOutputTarget",
     "XGradCAM",
+    "sobel_cam",
     "cache_info",
     "cache_size",
     "clear_cache",
@@ -748,3 +749,26 @@ class KPCA_CAM(BaseCAM):
         super().__init__(model, target_layers, reshape_transform)
         self.kernel = kernel
         self.gamma = gamma
+
+
+def sobel_cam(img):
+    """pytorch-grad-cam's sobel_cam on an RGB uint8 image [H, W, 3]: uint8 [H, W] edges,
+    OpenCV-exact without OpenCV (cv2 5.0's RGB2GRAY, 3x3 Sobel with reflect-101 borders,
+    convertScaleAbs, addWeighted(0.5, 0.5)). On the host: the engine's `sobel-cam` method
+    computes the same map on the device, min-max normalised."""
+    img = np.asarray(img)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"sobel_cam takes an RGB uint8 image [H, W, 3], not {img.dtype} {img.shape}")
+    r, g, b = (img[..., i].astype(np.int64) for i in range(3))
+    gray = (9798 * r + 19235 * g + 3735 * b + (1 << 14)) >> 15
+    h, w = gray.shape
+    # BORDER_REFLECT_101 (a side of one pixel reflects onto itself).
+    ys = np.abs(np.arange(-1, h + 1))
+    ys = np.where(ys >= h, 2 * h - 2 - ys, ys) if h > 1 else np.zeros(h + 2, np.int64)
+    xs = np.abs(np.arange(-1, w + 1))
+    xs = np.where(xs >= w, 2 * w - 2 - xs, xs) if w > 1 else np.zeros(w + 2, np.int64)
+    p = gray[ys][:, xs]
+    gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[1:-1, :-2] + p[2:, :-2])
+    gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[:-2, 1:-1] + p[:-2, 2:])
+    v = np.minimum(np.abs(gx), 255) + np.minimum(np.abs(gy), 255)
+    return np.round(v / 2).astype(np.uint8)  # numpy rounds half to even, as OpenCV does

@@ -71,6 +71,19 @@ def test_fixture_new_methods(new_methods_fixture):
         compat.KPCA_CAM(model=fx.model, target_layers=layers[:1], kernel="rbf")
 
 
+def test_sobel_cam(new_methods_fixture):
+    """The drop-in's sobel_cam (host numpy) through scale_cam_image equals pgc's."""
+    fx = new_methods_fixture
+    for i, img in enumerate(fx["input_u8"]):
+        edges = compat.sobel_cam(img)
+        assert edges.dtype == np.uint8 and edges.shape == img.shape[:2]
+        e = edges.astype(np.float64) - edges.min()
+        e = e / (1e-7 + e.max())
+        assert np.abs(e - fx["cam.sobel-cam"][i, 0]).max() < 1e-6
+    with pytest.raises(ValueError, match="uint8"):
+        compat.sobel_cam(np.zeros((4, 4, 3), np.float32))
+
+
 def per_target_maps(cam, fx, column):
     targets = [compat.ClassifierOutputTarget(int(c)) for c in fx.targets[:, column]]
     return cam(input_tensor=fx["input"], targets=targets)

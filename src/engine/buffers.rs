@@ -43,8 +43,8 @@ impl Engine {
             }
             target_nodes.push(node);
         }
-        // FullGrad reads no layer: its folds are ignored.
-        let folds: &[_] = if cfg.method == Method::FullGrad {
+        // FullGrad and Sobel-CAM read no layer: their folds are ignored.
+        let folds: &[_] = if matches!(cfg.method, Method::FullGrad | Method::SobelCam) {
             &[]
         } else {
             &cfg.folds
@@ -99,6 +99,11 @@ impl Engine {
         if cfg.aug_smooth && cfg.method == Method::GuidedGradCam {
             return Err(Error::Invalid(
                 "--aug-smooth does not apply to guided-gradcam (pytorch-grad-cam's guided backprop is not augmented)".into(),
+            ));
+        }
+        if cfg.aug_smooth && cfg.method == Method::SobelCam {
+            return Err(Error::Invalid(
+                "--aug-smooth does not apply to sobel-cam (pytorch-grad-cam's sobel_cam reads the image once)".into(),
             ));
         }
         if !cfg.precision.supported(&ctx) {

@@ -68,7 +68,7 @@ impl Engine {
                 }
                 Recipe::Term(term) | Recipe::Eigen(term) => term,
                 Recipe::Kpca => Term::Act,
-                Recipe::FullGrad => unreachable!("FullGrad has no per-layer CAM"),
+                Recipe::FullGrad | Recipe::Sobel => unreachable!("no per-layer CAM"),
             };
             if self.cfg.eigen_smooth || matches!(self.recipe, Recipe::Eigen(_) | Recipe::Kpca) {
                 d.push(

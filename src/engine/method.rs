@@ -22,6 +22,7 @@ pub enum Method {
     Fem,
     SegEigenCam,
     KpcaCam,
+    SobelCam,
 }
 
 /// (method, CLI name, one-line description).
@@ -106,6 +107,11 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "kpca-cam",
         "first kernel-PCA component of the activations (sigmoid kernel, --kpca-gamma)",
     ),
+    (
+        Method::SobelCam,
+        "sobel-cam",
+        "Sobel edge magnitude of the input image: a baseline (ignores --layer and the class)",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -127,6 +133,8 @@ pub(crate) enum Recipe {
     Ablation,
     /// FullGrad's bias-gradient and input-gradient maps (no per-layer CAM).
     FullGrad,
+    /// The input image's Sobel edges (no per-layer CAM).
+    Sobel,
 }
 
 impl Method {
@@ -155,6 +163,7 @@ impl Method {
             Method::ScoreCam => Recipe::Score,
             Method::AblationCam => Recipe::Ablation,
             Method::FullGrad => Recipe::FullGrad,
+            Method::SobelCam => Recipe::Sobel,
         })
     }
 
@@ -173,6 +182,7 @@ impl Method {
                 | Method::AblationCam
                 | Method::Fem
                 | Method::KpcaCam
+                | Method::SobelCam
         )
     }
 }

@@ -285,6 +285,11 @@ impl Engine {
                 input.len()
             )));
         }
+        if self.cfg.method == Method::SobelCam {
+            return Err(Error::Invalid(
+                "sobel-cam reads the image's pixels: explain images, not tensors".into(),
+            ));
+        }
         if let Some(bad) = input.iter().position(|v| !v.is_finite()) {
             return Err(Error::Invalid(format!(
                 "the input has a non-finite value at flat index {bad}"
