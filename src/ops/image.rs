@@ -208,6 +208,7 @@ impl ImageKernels {
 
     /// Sobel-CAM maps in [0, 255] (pytorch-grad-cam's sobel_cam, OpenCV-exact) of `rows`
     /// rows at `size`; row r reads image r / rep of `pixels`.
+    #[allow(clippy::too_many_arguments)]
     pub fn sobel(
         &self,
         ctx: &GpuContext,
