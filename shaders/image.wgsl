@@ -156,6 +156,45 @@ fn overlay(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 #import reduce
 
+// Sobel-CAM (pytorch-grad-cam's sobel_cam, OpenCV-exact on 8-bit images): gray = cvtColor
+// RGB2GRAY in OpenCV 5's fixed point, (9798 R + 19235 G + 3735 B + 2^14) >> 15 (equal to
+// cv2 5.0 on all 2^24 colours; OpenCV 4's 14-bit weights differ by 1 on some); the 3x3 Sobel x and y
+// derivatives with BORDER_REFLECT_101; each |.| saturated to 255 (convertScaleAbs); then
+// addWeighted(0.5, 0.5), rounded half to even. out_f32[row, s]; row r reads image r / rep.
+fn reflect101(i: i32, n: i32) -> i32 {
+    if (n == 1) { return 0; }
+    return select(select(i, 2 * n - 2 - i, i >= n), -i, i < 0);
+}
+
+fn gray(img: u32, y: i32, x: i32) -> i32 {
+    let h = i32(p.in_h);
+    let w = i32(p.in_w);
+    let px = pixels[img * p.in_h * p.in_w + u32(reflect101(y, h) * w + reflect101(x, w))];
+    let r = i32(px & 0xffu);
+    let g = i32((px >> 8u) & 0xffu);
+    let b = i32((px >> 16u) & 0xffu);
+    return (9798 * r + 19235 * g + 3735 * b + 16384) >> 15u;
+}
+
+@compute @workgroup_size(64)
+fn sobel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    let plane = p.in_h * p.in_w;
+    if (i >= p.rows * plane) { return; }
+    let img = (i / plane) / p.rep;
+    let y = i32((i % plane) / p.in_w);
+    let x = i32((i % plane) % p.in_w);
+    let gx = gray(img, y - 1, x + 1) + 2 * gray(img, y, x + 1) + gray(img, y + 1, x + 1)
+        - gray(img, y - 1, x - 1) - 2 * gray(img, y, x - 1) - gray(img, y + 1, x - 1);
+    let gy = gray(img, y + 1, x - 1) + 2 * gray(img, y + 1, x) + gray(img, y + 1, x + 1)
+        - gray(img, y - 1, x - 1) - 2 * gray(img, y - 1, x) - gray(img, y - 1, x + 1);
+    let v = min(abs(gx), 255) + min(abs(gy), 255);
+    // v / 2 with a half rounded to even.
+    let half = v / 2;
+    out_f32[i] = f32(half + select(0, half & 1, (v & 1) == 1));
+}
+
 // Guided Grad-CAM: v = map[row] * guided[row] (guided backprop to the input, CHW in out_f32,
 // read only), then pytorch-grad-cam's deprocess_image: (v - mean) / (sdev + 1e-5) * 0.1 + 0.5,
 // clipped to [0, 1], times 255 and truncated, over all three channels. One workgroup per row.

@@ -1,20 +1,22 @@
 // Perturbation methods: Score-CAM masks the input with each upsampled activation channel,
 // Ablation-CAM zeroes one channel at a time; both re-run the network on a batch of probes
 // (one per channel) and turn the target scores into channel weights.
-// Probe b of a chunk is channel c0 + b of image `img`.
+// Probe b of a chunk is channel c0 + b of image `img`; with a selection (Faster Score-CAM,
+// keep < channels) it is channel order[c0 + b], order from `top_channels`, read through the
+// `targets` binding.
 
 struct PerturbParams {
     img: u32, channels: u32, h: u32, w: u32,
     out_h: u32, out_w: u32, c0: u32, count: u32,
     classes: u32, k: u32, t0: u32, tc: u32,
-    score: u32, _p0: u32, _p1: u32, _p2: u32,
+    score: u32, keep: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: PerturbParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;       // activations [images, C, h, w]
 @group(0) @binding(2) var<storage, read> b: array<f32>;       // stats, logits or scores
 @group(0) @binding(3) var<storage, read> c: array<f32>;       // model input, or main logits
-@group(0) @binding(4) var<storage, read> targets: array<u32>; // [images, k]
+@group(0) @binding(4) var<storage, read> targets: array<u32>; // [images, k], or the order
 @group(0) @binding(5) var<storage, read_write> dst: array<f32>;
 
 #import grid
@@ -44,12 +46,57 @@ fn upsampled(ch: u32, y: u32, x: u32) -> f32 {
 
 #import reduce
 
-// dst[2 ch .. 2 ch + 2] = (min, max) of the upsampled channel; one workgroup per channel.
+// The selection buffer `order` [3 C] (f32): positions [0, C) hold the channels by decreasing
+// spatial std, [C, 2C) each channel's rank, [2C, 3C) the stds. Without a selection the
+// identity. Read through `targets` (u32 bits of the f32 values).
+fn chosen(j: u32) -> u32 {
+    if (p.keep < p.channels) { return u32(bitcast<f32>(targets[j])); }
+    return j;
+}
+
+fn rank_of(ch: u32) -> u32 {
+    if (p.keep < p.channels) { return u32(bitcast<f32>(targets[p.channels + ch])); }
+    return ch;
+}
+
+// Faster Score-CAM (tf-keras-vis max_N): the channels of image `img` ranked by the population
+// std of their activations, larger first, ties to the lower index (tf.math.top_k); one
+// workgroup.
+@compute @workgroup_size(256)
+fn top_channels(@builtin(local_invocation_index) lid: u32) {
+    let plane = p.h * p.w;
+    for (var ch = lid; ch < p.channels; ch += 256u) {
+        let base = (p.img * p.channels + ch) * plane;
+        var sum = 0.0;
+        for (var s = 0u; s < plane; s++) { sum += a[base + s]; }
+        let mean = sum / f32(plane);
+        var v = 0.0;
+        for (var s = 0u; s < plane; s++) { let d = a[base + s] - mean; v += d * d; }
+        let sd = sqrt(v / f32(plane));
+        // A NaN std ranks last, so the ranks stay a permutation.
+        dst[2u * p.channels + ch] = select(bitcast<f32>(0xff800000u), sd, sd == sd);
+    }
+    storageBarrier();
+    for (var ch = lid; ch < p.channels; ch += 256u) {
+        let sd = dst[2u * p.channels + ch];
+        var rank = 0u;
+        for (var o = 0u; o < p.channels; o++) {
+            let so = dst[2u * p.channels + o];
+            rank += select(0u, 1u, so > sd || (so == sd && o < ch));
+        }
+        dst[p.channels + ch] = f32(rank);
+        dst[rank] = f32(ch);
+    }
+}
+
+// dst[2 ch .. 2 ch + 2] = (min, max) of the upsampled channel ch = chosen(workgroup); one
+// workgroup per probed channel.
 @compute @workgroup_size(256)
 fn mask_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let ch = workgroup_index(wid, nwg);
-    if (ch >= p.channels) { return; }
+    let j = workgroup_index(wid, nwg);
+    if (j >= p.keep) { return; }
+    let ch = chosen(j);
     var mn = bitcast<f32>(0x7f800000u);
     var mx = bitcast<f32>(0xff800000u);
     for (var i = lid; i < p.out_h * p.out_w; i += 256u) {
@@ -64,7 +111,8 @@ fn mask_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
-// Score-CAM probes: dst[b] = input[img] * (up(A[img, c0 + b]) - min) / (max - min + 1e-8).
+// Score-CAM probes: dst[b] = input[img] * (up(A[img, ch]) - min) / (max - min + 1e-8),
+// ch = chosen(c0 + b).
 @compute @workgroup_size(64)
 fn masked_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
@@ -73,7 +121,7 @@ fn masked_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= p.count * plane) { return; }
     let pb = i / plane;
     let s = i % plane;
-    let ch = p.c0 + pb;
+    let ch = chosen(p.c0 + pb);
     // max() keeps drivers that reassociate float adds (Mesa) from computing
     // (max + 1e-8) - min, which is 0 for a constant mask of 0.25 or more (NaN after the division).
     let m = (upsampled(ch, s / p.out_w, s % p.out_w) - b[2u * ch]) / (max(b[2u * ch + 1u] - b[2u * ch], 0.0) + 1e-8);
@@ -129,20 +177,25 @@ fn gather_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         target_score(p.score, pb * p.classes, p.classes, class_id, 1u);
 }
 
-// Score-CAM weights: dst[row] = softmax over channels of scores[row]; one workgroup per row.
+// Score-CAM weights of rows c0 .. c0 + count: dst[row, ch] = softmax over the kept positions
+// j < keep of scores[row, j] at j = rank_of(ch), 0 for a channel not kept (Faster Score-CAM);
+// without a selection the softmax over all channels. One workgroup per row.
 @compute @workgroup_size(256)
 fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let row = workgroup_index(wid, nwg);
-    if (row >= p.count) { return; }
-    let base = row * p.channels;
+    let r = workgroup_index(wid, nwg);
+    if (r >= p.count) { return; }
+    let base = (p.c0 + r) * p.channels;
     var mx = bitcast<f32>(0xff800000u);
-    for (var ch = lid; ch < p.channels; ch += 256u) { mx = max(mx, b[base + ch]); }
+    for (var j = lid; j < p.keep; j += 256u) { mx = max(mx, b[base + j]); }
     let m = workgroup_minmax(mx, mx, lid).y;
     var sum = 0.0;
-    for (var ch = lid; ch < p.channels; ch += 256u) { sum += exp(b[base + ch] - m); }
+    for (var j = lid; j < p.keep; j += 256u) { sum += exp(b[base + j] - m); }
     let z = workgroup_sum(sum, lid);
-    for (var ch = lid; ch < p.channels; ch += 256u) { dst[base + ch] = exp(b[base + ch] - m) / z; }
+    for (var ch = lid; ch < p.channels; ch += 256u) {
+        let j = rank_of(ch);
+        dst[base + ch] = select(0.0, exp(b[base + j] - m) / z, j < p.keep);
+    }
 }
 
 // Ablation-CAM weights: dst[row, ch] = (y - y_ch) / y, y = the unablated score of the row.

@@ -220,6 +220,31 @@ fn bad_model_layer_and_arguments_exit_2() {
     let o = run(&["--model", m, "--method", "nonsense"]);
     assert_eq!(o.status.code(), Some(2));
 
+    // Faster Score-CAM keeps at least one channel, and only Score-CAM probes channels.
+    let o = run(&["--model", m, "--method", "scorecam", "--max-channels", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--max-channels must be at least 1"),
+        "{}",
+        stderr(&o)
+    );
+    for bad in ["0", "-1", "nan"] {
+        let flag = format!("--kpca-gamma={bad}");
+        let o = run(&["--model", m, "--method", "kpca-cam", &flag]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert!(stderr(&o).contains("--kpca-gamma"), "{}", stderr(&o));
+    }
+    let o = run(&["--model", m, "--method", "sobel-cam", "--aug-smooth"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("sobel-cam"), "{}", stderr(&o));
+    let o = run(&["--model", m, "--max-channels", "4"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--max-channels applies to scorecam, not gradcam"),
+        "{}",
+        stderr(&o)
+    );
+
     // Without --model the bundled model runs, which has no --arch; nor has a built-in name.
     let o = run(&["--model", "shapes", "--arch", "resnet18"]);
     assert_eq!(o.status.code(), Some(2));
@@ -256,8 +281,10 @@ fn every_method_runs_from_the_cli() {
         ("guided-gradcam", vec![]),
         ("fullgrad", vec!["--aug-smooth"]),
         ("ablationcam", vec!["--layer", "layer4.1.conv2"]),
-        ("scorecam", vec!["--layer", "layer1"]),
+        ("scorecam", vec!["--layer", "layer1", "--max-channels", "5"]),
         ("cam", vec![]),
+        ("kpca-cam", vec!["--kpca-gamma", "0.1"]),
+        ("sobel-cam", vec![]),
     ] {
         assert!(help.contains(method), "--help lists {method}");
         let out = tmp.path().join(format!("out-{method}"));

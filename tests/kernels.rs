@@ -27,9 +27,10 @@ use gradcam_wgpu::gpu::Dispatch;
 use gradcam_wgpu::ops::Precision;
 use gradcam_wgpu::ops::cam::{CamShape, Term, Weighting};
 use gradcam_wgpu::ops::conv::{self, ConvShape, ConvVariant};
+use gradcam_wgpu::ops::eigen::Projection;
 use gradcam_wgpu::ops::eltwise::Merge;
 use gradcam_wgpu::ops::linear::LinearWeight;
-use gradcam_wgpu::ops::perturb::TargetRows;
+use gradcam_wgpu::ops::perturb::{Selection, TargetRows};
 use gradcam_wgpu::ops::pool::{PoolShape, PoolWindow};
 use gradcam_wgpu::reference as r;
 
@@ -2822,22 +2823,31 @@ fn eigen_projection_matches_dense_eigendecomposition() {
             .map(|v| v.max(0.0))
             .collect();
         let xb = upload(&x);
-        let work = zeros(rows * EigenKernels::work_len(channels, plane));
+        let work = zeros(rows * EigenKernels::work_len(channels, plane, Projection::Pca));
         let out = garbage(rows * plane);
-        let d = e
-            .ops
-            .eigen
-            .project(&e.ctx, rows, channels, plane, &xb, &work, &out);
+        let d = e.ops.eigen.project(
+            &e.ctx,
+            rows,
+            channels,
+            plane,
+            Projection::Pca,
+            &xb,
+            &work,
+            &out,
+        );
         let got = run(
             &d,
             &[
                 (&out, rows * plane),
-                (&work, rows * EigenKernels::work_len(channels, plane)),
+                (
+                    &work,
+                    rows * EigenKernels::work_len(channels, plane, Projection::Pca),
+                ),
             ],
         );
         if std::env::var_os("EIGEN_DEBUG").is_some() {
             eprintln!("out[120..136] = {:?}", got[0].get(120..136));
-            let wl = EigenKernels::work_len(channels, plane);
+            let wl = EigenKernels::work_len(channels, plane, Projection::Pca);
             eprintln!(
                 "nan in work: {:?}",
                 got[1]
@@ -2852,6 +2862,99 @@ fn eigen_projection_matches_dense_eigendecomposition() {
             &want,
             1e-4,
         );
+    }
+}
+
+/// KPCA-CAM's kernel PCA (sigmoid kernel, double-centred, the largest algebraic eigenvalue)
+/// against a dense eigendecomposition: planes above and below the channels, sklearn's
+/// gamma = 1 / C, a larger gamma (a saturated, indefinite kernel) and rows of 1 position.
+#[test]
+fn kernel_pca_projection_matches_dense_eigendecomposition() {
+    use gradcam_wgpu::ops::eigen::EigenKernels;
+    let e = env();
+    let mut rng = Rng::new(45);
+    for (rows, channels, plane, gamma) in [
+        (2, 37, 12, None),
+        (1, 5, 49, None),
+        (2, 64, 20, Some(0.3)),
+        (3, 16, 80, None),
+    ] {
+        let mut x = rng.vec(rows * channels * plane, 0.0, 1.5);
+        // A strong first component, as real activations have.
+        for r in 0..rows {
+            let dir = rng.vec(channels, -1.0, 1.0);
+            let coef = rng.vec(plane, -1.0, 1.0);
+            for c in 0..channels {
+                for s in 0..plane {
+                    x[(r * channels + c) * plane + s] += 2.0 * dir[c] * coef[s];
+                }
+            }
+        }
+        let gamma = gamma.unwrap_or(1.0 / channels as f32);
+        let how = Projection::Sigmoid { gamma };
+        let want: Vec<f64> =
+            r::eigen::kernel_projection(&f64s(&x), rows, channels, plane, gamma as f64)
+                .into_iter()
+                .map(|v| v.max(0.0))
+                .collect();
+        let wl = EigenKernels::work_len(channels, plane, how);
+        let (xb, work, out) = (upload(&x), zeros(rows * wl), garbage(rows * plane));
+        let d = e
+            .ops
+            .eigen
+            .project(&e.ctx, rows, channels, plane, how, &xb, &work, &out);
+        let got = run(&d, &[(&out, rows * plane)]);
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let worst = got[0]
+            .iter()
+            .zip(&want)
+            .fold(0f64, |m, (&g, w)| m.max((g as f64 - w).abs()));
+        eprintln!("kpca {rows}x{channels}x{plane} gamma {gamma}: worst {worst:.2e} of {scale:.2e}");
+        assert!(
+            worst <= 1e-4 * scale,
+            "kpca {rows}x{channels}x{plane}: {worst:.2e}"
+        );
+    }
+}
+
+/// Sobel-CAM's kernel against the f64 reference of OpenCV's sobel_cam: 1-pixel sides
+/// (BORDER_REFLECT_101 degenerates to the pixel itself), odd sizes, two rows per image, and
+/// black-and-white images whose derivatives saturate at 255.
+#[test]
+fn sobel_cam_matches_the_reference() {
+    let e = env();
+    let mut rng = Rng::new(46);
+    for (images, rep, size, binary) in [
+        (2, 2, [7, 5], false),
+        (1, 1, [1, 6], false),
+        (1, 3, [1, 1], false),
+        (2, 1, [9, 13], true),
+    ] {
+        let plane = size[0] * size[1];
+        let mut rgba = rng.bytes(images * plane * 4);
+        if binary {
+            for v in &mut rgba {
+                *v = if *v > 127 { 255 } else { 0 };
+            }
+        }
+        let words: Vec<u32> = rgba
+            .chunks(4)
+            .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]))
+            .collect();
+        let (pixels, out) = (upload_u32(&words), garbage(images * rep * plane));
+        let d = e
+            .ops
+            .image
+            .sobel(&e.ctx, images * rep, rep, size, &pixels, &out, &e.ops.dummy);
+        let got = run(&[d], &[(&out, images * rep * plane)]).remove(0);
+        let one = r::image::sobel_cam(&rgba, images, size);
+        let want: Vec<f64> = (0..images * rep * plane)
+            .map(|i| one[(i / plane / rep) * plane + i % plane])
+            .collect();
+        check_exact(&format!("sobel {size:?} x{images}"), &got, &want);
+        if binary {
+            assert!(want.contains(&255.0), "saturated somewhere");
+        }
     }
 }
 
@@ -2923,14 +3026,14 @@ fn score_cam_masks() {
             let (stats, probes) = (garbage(2 * channels), garbage(channels * 3 * plane));
             let k = &e.ops.perturb;
             let ds = [
-                k.mask_stats(&e.ctx, img, shape, size, &ab, &stats, &e.ops.dummy),
+                k.mask_stats(&e.ctx, img, shape, size, None, &ab, &stats, &e.ops.dummy),
                 k.masked_input(
                     &e.ctx,
                     img,
                     shape,
                     size,
-                    0,
-                    channels,
+                    (0, channels),
+                    None,
                     &ab,
                     &stats,
                     &ib,
@@ -2965,6 +3068,7 @@ fn score_cam_masks() {
         1,
         [3, 4, 5],
         [4, 5],
+        None,
         &upload(&act),
         &stats,
         &e.ops.dummy,
@@ -3015,14 +3119,14 @@ fn score_cam_batched_chain() {
     // masked_input writes exactly `count` probes: a short last chunk leaves the rest alone.
     let (stats, probes) = (garbage(2 * channels), garbage(batch * in_f));
     let ds = [
-        k.mask_stats(&e.ctx, 1, shape, size, &ab, &stats, &e.ops.dummy),
+        k.mask_stats(&e.ctx, 1, shape, size, None, &ab, &stats, &e.ops.dummy),
         k.masked_input(
             &e.ctx,
             1,
             shape,
             size,
-            6,
-            2,
+            (6, 2),
+            None,
             &ab,
             &stats,
             &ib,
@@ -3048,15 +3152,15 @@ fn score_cam_batched_chain() {
         .collect();
     let mut ds: Vec<Dispatch> = Vec::new();
     for img in 0..images {
-        ds.push(k.mask_stats(&e.ctx, img, shape, size, &ab, &stats, &e.ops.dummy));
+        ds.push(k.mask_stats(&e.ctx, img, shape, size, None, &ab, &stats, &e.ops.dummy));
         for (ci, &(c0, count)) in chunks.iter().enumerate() {
             ds.push(k.masked_input(
                 &e.ctx,
                 img,
                 shape,
                 size,
-                c0,
-                count,
+                (c0, count),
+                None,
                 &ab,
                 &stats,
                 &ib,
@@ -3097,8 +3201,9 @@ fn score_cam_batched_chain() {
     }
     ds.push(k.softmax(
         &e.ctx,
-        images * rows.tc,
+        (0, images * rows.tc),
         channels,
+        None,
         &scores,
         &weights,
         &e.ops.dummy,
@@ -3158,6 +3263,124 @@ fn score_cam_batched_chain() {
     check_rel("score-cam chain end to end", got_weights, &want, 1e-5);
 }
 
+/// Faster Score-CAM's selection (tf-keras-vis max_N): `top_channels` orders each image's
+/// channels by spatial std like the f64 reference (exact ties, several constant channels and
+/// more channels than threads included); `mask_stats`, `masked_input` and `softmax` then see
+/// only the kept channels, and the channels not kept weigh exactly 0.
+#[test]
+fn faster_score_cam_selection() {
+    let e = env();
+    let mut rng = Rng::new(44);
+    // (images, activation [C, h, w], input size, kept channels)
+    for (images, shape, size, keep) in [
+        (2, [7, 3, 5], [9, 11], 3),
+        (1, [300, 2, 3], [5, 4], 17),
+        (2, [5, 1, 1], [3, 3], 2),
+    ] {
+        let [channels, h, w] = shape;
+        let (plane, small) = (size[0] * size[1], h * w);
+        // Channel c is scale_c * pattern + offset_c: stds 1% apart at least (f32 orders them
+        // as f64 does), channels 1 and 2 equal (a tie: the lower index first), and channels
+        // 3 and 4 constant (std 0, the last ones).
+        let mut act = Vec::new();
+        for _ in 0..images {
+            let pattern = rng.vec(small, -1.0, 1.0);
+            let mut scale: Vec<f32> = (0..channels).map(|c| 1.0 + 0.01 * c as f32).collect();
+            rng.shuffle(&mut scale);
+            for (c, &sc) in scale.iter().enumerate() {
+                let sc = if c == 3 || c == 4 { 0.0 } else { sc };
+                // Quarters: a constant channel's mean is exact, so its std is exactly 0.
+                let off = (rng.vec(1, -2.0, 2.0)[0] * 4.0).round() / 4.0;
+                act.extend(pattern.iter().map(|&v| sc * v + off));
+            }
+        }
+        // Channel 2 repeats channel 1 exactly, offset included.
+        for n in 0..images {
+            let one = act[(n * channels + 1) * small..][..small].to_vec();
+            act[(n * channels + 2) * small..][..small].copy_from_slice(&one);
+        }
+        let input = rng.vec(images * 3 * plane, -2.0, 2.0);
+        let (a64, in64) = (f64s(&act), f64s(&input));
+        let (ab, ib) = (upload(&act), upload(&input));
+        let k = &e.ops.perturb;
+        for img in 0..images {
+            let name = format!("faster score-cam {shape:?} keep {keep} image {img}");
+            let order = garbage(3 * channels);
+            let (stats, probes) = (garbage(2 * channels), garbage(keep * 3 * plane));
+            let (scores, weights) = (upload(&rng.vec(channels, -3.0, 3.0)), garbage(channels));
+            let sel = Some(Selection {
+                keep,
+                order: &order,
+            });
+            let ds = [
+                k.top_channels(&e.ctx, img, shape, &ab, &order, &e.ops.dummy),
+                k.mask_stats(&e.ctx, img, shape, size, sel, &ab, &stats, &e.ops.dummy),
+                k.masked_input(
+                    &e.ctx,
+                    img,
+                    shape,
+                    size,
+                    (0, keep),
+                    sel,
+                    &ab,
+                    &stats,
+                    &ib,
+                    &probes,
+                    &e.ops.dummy,
+                ),
+                k.softmax(
+                    &e.ctx,
+                    (0, 1),
+                    channels,
+                    sel,
+                    &scores,
+                    &weights,
+                    &e.ops.dummy,
+                ),
+            ];
+            let got = run(
+                &ds,
+                &[
+                    (&order, 3 * channels),
+                    (&probes, keep * 3 * plane),
+                    (&scores, channels),
+                    (&weights, channels),
+                ],
+            );
+            let want = r::perturb::top_channels(&a64, img, shape);
+            if small > 1 {
+                assert_eq!(
+                    want[channels - 2..],
+                    [3, 4],
+                    "{name}: constant channels last"
+                );
+                let (one, two) = (
+                    want.iter().position(|&c| c == 1),
+                    want.iter().position(|&c| c == 2),
+                );
+                assert_eq!(one.map(|p| p + 1), two, "{name}: a tie, lower index first");
+            }
+            let got_order: Vec<usize> = got[0][..channels].iter().map(|&v| v as usize).collect();
+            assert_eq!(got_order, want, "{name}: order");
+            for (rank, &c) in want.iter().enumerate() {
+                assert_eq!(got[0][channels + c], rank as f32, "{name}: rank of {c}");
+            }
+            let kept = &want[..keep];
+            let masks = r::perturb::score_masks(&a64, img, shape, size);
+            let x = &in64[img * 3 * plane..][..3 * plane];
+            let want_probes: Vec<f64> = (0..keep * 3 * plane)
+                .map(|i| x[i % (3 * plane)] * masks[kept[i / (3 * plane)] * plane + i % plane])
+                .collect();
+            check_rel(&format!("{name} probes"), &got[1], &want_probes, 1e-5);
+            let want_w = r::perturb::softmax_kept(&f64s(&got[2]), kept, channels);
+            check_rel(&format!("{name} weights"), &got[3], &want_w, 1e-5);
+            for c in want[keep..].iter() {
+                assert_eq!(got[3][*c], 0.0, "{name}: channel {c} not kept");
+            }
+        }
+    }
+}
+
 #[test]
 fn softmax_rows() {
     let e = env();
@@ -3175,7 +3398,7 @@ fn softmax_rows() {
         let d = e
             .ops
             .perturb
-            .softmax(&e.ctx, rows, channels, &sb, &out, &e.ops.dummy);
+            .softmax(&e.ctx, (0, rows), channels, None, &sb, &out, &e.ops.dummy);
         let got = run(&[d], &[(&out, rows * channels)]);
         check_softmax(
             &format!("softmax {rows}x{channels}"),

@@ -2,6 +2,7 @@
 //! tools/make_method_fixtures.py): a Bottleneck ResNet on a non-square input and a VGG-BN,
 //! two different classes per image.
 
+mod common;
 mod fixture;
 
 use fixture::Fixture;
@@ -20,6 +21,7 @@ struct Case<'a> {
     /// Winograd convs (`--winograd`).
     winograd: bool,
     score: Score,
+    kpca_gamma: Option<f32>,
 }
 
 fn case(key: &str, method: Method) -> Case<'_> {
@@ -32,6 +34,7 @@ fn case(key: &str, method: Method) -> Case<'_> {
         aug_smooth: false,
         winograd: false,
         score: Score::Logit,
+        kpca_gamma: None,
     }
 }
 
@@ -61,6 +64,7 @@ fn run_with(fx: &Fixture, ctx: &GpuContext, c: &Case) -> (f32, Vec<image::RgbIma
         aug_smooth: c.aug_smooth,
         winograd: c.winograd,
         score: c.score,
+        kpca_gamma: c.kpca_gamma,
         size: fx.size,
         batch: 2,
         targets: TargetSpec::PerImage(2),
@@ -315,8 +319,8 @@ fn scores_match_pytorch_grad_cam_targets() {
     assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
 }
 
-/// The methods pytorch-grad-cam added later (tools/make_new_method_fixtures.py): FEM and
-/// Seg-Eigen-CAM at two layers of a ResNet-18.
+/// The methods pytorch-grad-cam added later (tools/make_new_method_fixtures.py): FEM,
+/// Seg-Eigen-CAM, KPCA-CAM and Sobel-CAM at two layers of a ResNet-18.
 #[test]
 fn new_methods_match_pytorch_grad_cam() {
     let ctx = GpuContext::new().expect("a wgpu adapter");
@@ -343,7 +347,105 @@ fn new_methods_match_pytorch_grad_cam() {
             }
         }
     }
+    // KPCA-CAM's --kpca-gamma.
+    let gamma: f32 = fx.meta["kpca_gamma"].parse().unwrap();
+    let c = Case {
+        kpca_gamma: Some(gamma),
+        ..case("cam.kpca-cam.gamma", Method::KpcaCam)
+    };
+    let err = run(&fx, &ctx, &c);
+    if err > TOLERANCE {
+        failures.push(format!("cam.kpca-cam.gamma: {err:.2e}"));
+    }
     assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
+}
+
+/// Faster Score-CAM (`max_channels`, tf-keras-vis's `max_N`) against its f64 composition on
+/// the new-methods ResNet-18: the layer's activations, each image's N channels of largest
+/// spatial std (tf-keras-vis: `tf.math.top_k` of `tf.math.reduce_std`), Score-CAM's probes of
+/// just those through the f64 network, the softmax of their scores (the other channels weigh
+/// 0), ReLU, min-max, resize. N at least the channels is plain Score-CAM, bit for bit.
+#[test]
+fn faster_score_cam_matches_its_f64_reference() {
+    use gradcam_wgpu::reference as r;
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/new_methods.safetensors");
+    let (g, w) = (&fx.model.graph, &fx.model.weights);
+    let size = fx.size;
+    let (n, tc, keep) = (2, 2, 6);
+    let plane = size[0] * size[1];
+    let targets: Vec<Vec<usize>> = fx
+        .i64s("targets")
+        .chunks(tc)
+        .map(|t| t.iter().map(|&v| v as usize).collect())
+        .collect();
+    let layer = fx.meta["layer"].clone();
+    let maps = |max_channels| {
+        let cfg = EngineConfig {
+            layers: vec![layer.clone()],
+            method: Method::ScoreCam,
+            max_channels,
+            size,
+            batch: n,
+            targets: TargetSpec::PerImage(tc),
+            read_maps: true,
+            ..Default::default()
+        };
+        let mut engine = Engine::new(ctx.clone(), &fx.model, cfg).unwrap();
+        let res = engine.explain_for(&fx.images, &targets).unwrap();
+        res.iter()
+            .flat_map(|ir| ir.targets.iter().flat_map(|t| t.map.clone().unwrap()))
+            .collect::<Vec<f32>>()
+    };
+
+    let x: Vec<f64> = fx.f32s("input").iter().map(|&v| v as f64).collect();
+    let node = fx.model.find_layer(&layer).unwrap();
+    let shape = g.shapes(size).unwrap()[node];
+    let [c, h, wd] = shape;
+    let acts = common::cpu_forward(g, w, x.clone(), n, size);
+    let a = &acts[node];
+    let classes = g.num_classes(size).unwrap();
+    let mut weights = Vec::new();
+    for (img, classes_of) in targets.iter().enumerate() {
+        let kept = &r::perturb::top_channels(a, img, shape)[..keep];
+        let masks = r::perturb::score_masks(a, img, shape, size);
+        let xi = &x[img * 3 * plane..][..3 * plane];
+        let probes: Vec<f64> = (0..keep * 3 * plane)
+            .map(|i| xi[i % (3 * plane)] * masks[kept[i / (3 * plane)] * plane + i % plane])
+            .collect();
+        let logits = common::cpu_forward(g, w, probes, keep, size).pop().unwrap();
+        for &class in classes_of {
+            let scores: Vec<f64> = (0..keep).map(|j| logits[j * classes + class]).collect();
+            weights.extend(r::perturb::softmax_kept(&scores, kept, c));
+        }
+    }
+    let cam = r::weighted_sum(a, &weights, n * tc, c, h * wd, tc);
+    let cam = r::minmax_normalize(&cam, h * wd);
+    let cam = r::upsample_bilinear(&cam, n * tc, [h, wd], size);
+    let want = r::minmax_normalize(&cam, plane);
+
+    let got = maps(Some(keep));
+    let worst = got
+        .iter()
+        .zip(&want)
+        .fold(0f64, |m, (&a, &b)| m.max((a as f64 - b).abs()));
+    let plain = maps(None);
+    let apart = got
+        .iter()
+        .zip(&plain)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!(
+        "faster score-cam ({keep} of {c} channels): max abs error {worst:.2e}; \
+         {apart:.2} from plain Score-CAM"
+    );
+    assert!(worst < TOLERANCE as f64, "max abs error {worst:.2e}");
+    assert!(apart > 0.05, "the selection changes the maps ({apart})");
+    for all in [c, c + 3] {
+        assert!(
+            maps(Some(all)) == plain,
+            "max_channels {all} of {c} is Score-CAM"
+        );
+    }
 }
 
 /// Every method the CLI offers is compared with pytorch-grad-cam: the fixtures list the

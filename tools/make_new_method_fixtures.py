@@ -1,5 +1,8 @@
-"""Golden fixtures for the methods pytorch-grad-cam 1.5.7 added after the first set: FEM and
-Seg-Eigen-CAM (its sign correction fixes the SVD's sign, so there is no `.flipped` map).
+"""Golden fixtures for the methods pytorch-grad-cam 1.5.7 added after the first set: FEM,
+Seg-Eigen-CAM (its sign correction fixes the SVD's sign, so there is no `.flipped` map) and
+KPCA-CAM (sklearn's KernelPCA fixes its sign with svd_flip: no `.flipped` map either; sklearn
+is needed here only, not by the tests), and Sobel-CAM (pgc's sobel_cam of the 8-bit image, through
+its scale_cam_image; it ignores the layer and the class, so every key holds the same map).
 
 Usage:  /opt/ref/bin/python tools/make_new_method_fixtures.py [--out tests/fixtures/methods]
 
@@ -10,6 +13,7 @@ tools/detweights.py; images from make_fixtures.make_images). tests/fixtures/meth
   cam.<method>            F32 [N, 2, H, W]   pgc <Class>(model, [layer])(input,
                                               [ClassifierOutputTarget(targets[n, t]) for n]) per t
   cam.<method>.<layer>    the same at another layer (metadata "layers")
+  cam.kpca-cam.gamma      KPCA_CAM(..., gamma=kpca_gamma) at the main layer
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import sys
 
+import cv2
 import numpy as np
 import torch
 import torchvision
@@ -29,11 +34,15 @@ import make_fixtures as mf  # noqa: E402
 from make_method_fixtures import run_cam  # noqa: E402
 
 from importlib.metadata import version as pkg_version  # noqa: E402
-from pytorch_grad_cam import FEM, SegEigenCAM  # noqa: E402
+from pytorch_grad_cam import FEM, KPCA_CAM, SegEigenCAM  # noqa: E402
+import sklearn  # noqa: E402
+from pytorch_grad_cam.sobel_cam import sobel_cam  # noqa: E402
+from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
 
 MAX_BYTES = 400_000
 # --method name -> pgc class
-METHODS = {"fem": FEM, "seg-eigen-cam": SegEigenCAM}
+METHODS = {"fem": FEM, "seg-eigen-cam": SegEigenCAM, "kpca-cam": KPCA_CAM}
+KPCA_GAMMA = 0.05
 CASE = dict(arch="resnet18", num_classes=7, seed=41, n=2, h=32, w=40, layer="layer2",
             other_layers=["layer1"], targets=[[1, 4], [3, 0]])
 
@@ -63,6 +72,17 @@ def main():
             assert zero == 0, (key, layer, zero)
             suffix = "" if layer == c["layer"] else "." + layer
             tensors[f"cam.{key}{suffix}"] = maps
+    # KPCA-CAM with a gamma of its own (--kpca-gamma) at the main layer.
+    cam = KPCA_CAM(model=model, target_layers=[model.get_submodule(c["layer"])],
+                   gamma=KPCA_GAMMA)
+    tensors["cam.kpca-cam.gamma"] = run_cam(cam, x, targets)
+    cam.activations_and_grads.release()
+    # Sobel-CAM: a function of the image, not a CAM class.
+    sobel = np.stack([scale_cam_image(sobel_cam(im)[None])[0] for im in u8])
+    sobel = np.ascontiguousarray(np.repeat(sobel[:, None], targets.shape[1], axis=1), np.float32)
+    for layer in [c["layer"]] + c["other_layers"]:
+        suffix = "" if layer == c["layer"] else "." + layer
+        tensors[f"cam.sobel-cam{suffix}"] = sobel
     meta = {
         "arch": c["arch"],
         "num_classes": str(c["num_classes"]),
@@ -73,9 +93,10 @@ def main():
         "width": str(c["w"]),
         "batch": str(c["n"]),
         "targets": json.dumps(targets.tolist()),
-        "methods": json.dumps(list(METHODS)),
+        "methods": json.dumps(list(METHODS) + ["sobel-cam"]),
         "method_classes": json.dumps({k: v.__name__ for k, v in METHODS.items()}),
         "fem_k": "2",
+        "kpca_gamma": str(KPCA_GAMMA),
         "tensors": json.dumps(detweights.tensor_list(model)),
         "tensor_qsums": json.dumps(mf.qsums(model, c["seed"])),
         "mean": json.dumps(mf.MEAN),
@@ -84,6 +105,8 @@ def main():
         "torchvision_version": torchvision.__version__,
         "grad_cam_version": pkg_version("grad-cam"),
         "numpy_version": np.__version__,
+        "sklearn_version": sklearn.__version__,
+        "opencv_version": cv2.__version__,
         "generator": "tools/make_new_method_fixtures.py",
     }
     path = os.path.join(args.out, "new_methods.safetensors")

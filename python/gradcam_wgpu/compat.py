@@ -63,12 +63,14 @@ __all__ = [
     "GradCAMElementWise",
     "GradCAMPlusPlus",
     "HiResCAM",
+    "KPCA_CAM",
     "LayerCAM",
     "RawScoresOutputTarget",
     "ScoreCAM",
     "SegEigenCAM",
     "SoftmaxOutputTarget",
     "XGradCAM",
+    "sobel_cam",
     "cache_info",
     "cache_size",
     "clear_cache",
@@ -470,6 +472,8 @@ class BaseCAM:
         }
         if self._method in ("scorecam", "ablationcam") and self.batch_size is not None:
             kwargs["probe_batch"] = max(1, int(self.batch_size))
+        if self._method == "kpca-cam" and self.gamma is not None:
+            kwargs["kpca_gamma"] = float(self.gamma)
         if folds is not None:
             kwargs["folds"] = folds
         opts = _options(kwargs)
@@ -487,8 +491,10 @@ class BaseCAM:
         n, c, h, w = x.shape
         shape = (c, h, w)
         model = _export(self.model, shape) if self._torch else self.model
-        # EigenCAM and FEM weigh no target: pytorch-grad-cam takes any target and ignores it.
-        per_image = None if self._method in ("eigencam", "fem") else _targets(targets, n)
+        # EigenCAM, FEM and KPCA-CAM weigh no target: pytorch-grad-cam takes any target and
+        # ignores it.
+        no_target = ("eigencam", "fem", "kpca-cam")
+        per_image = None if self._method in no_target else _targets(targets, n)
         folds = None
         if self.reshape_transform is not None and self._method != "fullgrad":
             folds = self._folds.get(shape)
@@ -725,3 +731,44 @@ class FEM(BaseCAM):
             raise NotImplementedError(f"FEM(k={k}): gradcam_wgpu uses pytorch-grad-cam's k = 2")
         super().__init__(model, target_layers, reshape_transform)
         self.k = k
+
+
+class KPCA_CAM(BaseCAM):
+    """KPCA-CAM: the activations' first kernel-PCA component (sklearn's KernelPCA with the
+    sigmoid kernel tanh(gamma <x, y> + 1); gamma None is 1 / channels)."""
+
+    _method = "kpca-cam"
+
+    def __init__(self, model, target_layers, reshape_transform=None, kernel="sigmoid", gamma=None):
+        if kernel != "sigmoid":
+            raise NotImplementedError(
+                f"KPCA_CAM(kernel={kernel!r}): gradcam_wgpu has pytorch-grad-cam's default, sigmoid"
+            )
+        if gamma is not None and not float(gamma) > 0:
+            raise ValueError(f"KPCA_CAM(gamma={gamma}): gamma must be positive")
+        super().__init__(model, target_layers, reshape_transform)
+        self.kernel = kernel
+        self.gamma = gamma
+
+
+def sobel_cam(img):
+    """pytorch-grad-cam's sobel_cam on an RGB uint8 image [H, W, 3]: uint8 [H, W] edges,
+    OpenCV-exact without OpenCV (cv2 5.0's RGB2GRAY, 3x3 Sobel with reflect-101 borders,
+    convertScaleAbs, addWeighted(0.5, 0.5)). On the host: the engine's `sobel-cam` method
+    computes the same map on the device, min-max normalised."""
+    img = np.asarray(img)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"sobel_cam takes an RGB uint8 image [H, W, 3], not {img.dtype} {img.shape}")
+    r, g, b = (img[..., i].astype(np.int64) for i in range(3))
+    gray = (9798 * r + 19235 * g + 3735 * b + (1 << 14)) >> 15
+    h, w = gray.shape
+    # BORDER_REFLECT_101 (a side of one pixel reflects onto itself).
+    ys = np.abs(np.arange(-1, h + 1))
+    ys = np.where(ys >= h, 2 * h - 2 - ys, ys) if h > 1 else np.zeros(h + 2, np.int64)
+    xs = np.abs(np.arange(-1, w + 1))
+    xs = np.where(xs >= w, 2 * w - 2 - xs, xs) if w > 1 else np.zeros(w + 2, np.int64)
+    p = gray[ys][:, xs]
+    gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[1:-1, :-2] + p[2:, :-2])
+    gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[:-2, 1:-1] + p[:-2, 2:])
+    v = np.minimum(np.abs(gx), 255) + np.minimum(np.abs(gy), 255)
+    return np.round(v / 2).astype(np.uint8)  # numpy rounds half to even, as OpenCV does

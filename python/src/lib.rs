@@ -258,7 +258,7 @@ impl PyExplainer {
     #[pyo3(signature = (model, layers=None, method="gradcam", targets=None, *, score="logit", size=None,
         batch=8, fuse="mean", eigen_smooth=false, aug_smooth=false, mean=None, std=None,
         precision="f32", winograd=false, overlays=false, backward_rows=None, probe_batch=None,
-        lazy=false, folds=None, reshape="auto"))]
+        max_channels=None, kpca_gamma=None, lazy=false, folds=None, reshape="auto"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -279,6 +279,8 @@ impl PyExplainer {
         overlays: bool,
         backward_rows: Option<usize>,
         probe_batch: Option<usize>,
+        max_channels: Option<usize>,
+        kpca_gamma: Option<f32>,
         lazy: bool,
         folds: Option<Bound<'_, PyAny>>,
         reshape: &str,
@@ -318,6 +320,8 @@ impl PyExplainer {
             read_maps: true,
             backward_rows,
             probe_batch,
+            max_channels,
+            kpca_gamma,
             precision,
             winograd,
             folds: folds

@@ -48,7 +48,12 @@ def test_fixture_methods(methods_fixture, name):
 def test_fixture_new_methods(new_methods_fixture):
     fx = new_methods_fixture
     layers = [fx.meta["layer"]] + json.loads(fx.meta["layers"])
-    for key, cls in [("cam.fem", compat.FEM), ("cam.seg-eigen-cam", compat.SegEigenCAM)]:
+    classes = [
+        ("cam.fem", compat.FEM),
+        ("cam.seg-eigen-cam", compat.SegEigenCAM),
+        ("cam.kpca-cam", compat.KPCA_CAM),
+    ]
+    for key, cls in classes:
         for i, layer in enumerate(layers):
             with cls(model=fx.model, target_layers=[layer]) as cam:
                 for column in (0, 1):
@@ -57,6 +62,26 @@ def test_fixture_new_methods(new_methods_fixture):
                     assert map_error(maps[:, None], fx, want, rows=[column]) < TOL, (want, column)
     with pytest.raises(NotImplementedError, match="k = 2"):
         compat.FEM(model=fx.model, target_layers=layers[:1], k=3)
+    gamma = float(fx.meta["kpca_gamma"])
+    with compat.KPCA_CAM(model=fx.model, target_layers=layers[:1], gamma=gamma) as cam:
+        for column in (0, 1):
+            maps = per_target_maps(cam, fx, column)
+            assert map_error(maps[:, None], fx, "cam.kpca-cam.gamma", rows=[column]) < TOL
+    with pytest.raises(NotImplementedError, match="sigmoid"):
+        compat.KPCA_CAM(model=fx.model, target_layers=layers[:1], kernel="rbf")
+
+
+def test_sobel_cam(new_methods_fixture):
+    """The drop-in's sobel_cam (host numpy) through scale_cam_image equals pgc's."""
+    fx = new_methods_fixture
+    for i, img in enumerate(fx["input_u8"]):
+        edges = compat.sobel_cam(img)
+        assert edges.dtype == np.uint8 and edges.shape == img.shape[:2]
+        e = edges.astype(np.float64) - edges.min()
+        e = e / (1e-7 + e.max())
+        assert np.abs(e - fx["cam.sobel-cam"][i, 0]).max() < 1e-6
+    with pytest.raises(ValueError, match="uint8"):
+        compat.sobel_cam(np.zeros((4, 4, 3), np.float32))
 
 
 def per_target_maps(cam, fx, column):

@@ -131,6 +131,9 @@ pub struct BenchArgs {
     /// CAM method.
     #[arg(long, default_value = "gradcam", value_parser = methods())]
     pub method: String,
+    /// Faster Score-CAM: scorecam probes only the N channels of largest spatial std.
+    #[arg(long, value_name = "N")]
+    pub max_channels: Option<usize>,
     /// Model input size HxW (or one number). Default: the model's own.
     #[arg(long)]
     pub size: Option<String>,
@@ -187,6 +190,14 @@ pub struct ExplainArgs {
     /// Replace the channel sum by the first principal component of the weighted activations.
     #[arg(long)]
     pub eigen_smooth: bool,
+    /// Faster Score-CAM (tf-keras-vis max_N): scorecam probes only the N channels of largest
+    /// spatial std of each image's activations; the others weigh 0. At least 1.
+    #[arg(long, value_name = "N")]
+    pub max_channels: Option<usize>,
+    /// kpca-cam's sigmoid-kernel gamma, tanh(gamma <x, y> + 1) (default 1 / channels, as
+    /// sklearn's KernelPCA).
+    #[arg(long, value_name = "G")]
+    pub kpca_gamma: Option<f32>,
     /// Test-time augmentation: horizontal flip x {0.9, 1, 1.1}, six passes in one batch,
     /// averaged (pytorch-grad-cam's aug_smooth).
     #[arg(long)]

@@ -113,6 +113,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         winograd: a.weights.winograd,
         folds: Vec::new(),
         reshape: a.reshape.parse()?,
+        max_channels: a.max_channels,
         ..EngineConfig::default()
     };
     let t = Instant::now();

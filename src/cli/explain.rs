@@ -89,6 +89,8 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
         read_maps: a.save_cam,
         backward_rows: None,
         probe_batch: None,
+        max_channels: a.max_channels,
+        kpca_gamma: a.kpca_gamma,
         precision: a.weights.precision(),
         winograd: a.weights.winograd,
         folds: Vec::new(),

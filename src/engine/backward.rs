@@ -62,6 +62,14 @@ impl Engine {
                 d.push(self.merge_layer_map(rows, merge));
                 d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
             }
+            Method::SobelCam => {
+                let pixels = &self.pixels;
+                d.push(
+                    ops.image
+                        .sobel(ctx, rows, tc, [h, w], pixels, &self.cam_big, dummy),
+                );
+                d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
+            }
             Method::GuidedGradCam => {
                 self.backward(&mut d, rows, tc, lowest, false, None);
                 self.cam_stage(&mut d, n, tc, t0);

@@ -3,7 +3,7 @@
 
 use super::Engine;
 use super::activations::Activations;
-use super::cam::classifier_weight;
+use super::cam::{self, classifier_weight};
 use super::fullgrad::fullgrad_terms;
 use super::method::Recipe;
 use super::perturb::Probe;
@@ -43,9 +43,9 @@ impl Engine {
             }
             target_nodes.push(node);
         }
-        // FullGrad reads no layer: its folds are ignored.
+        // FullGrad and Sobel-CAM read no layer: their folds are ignored.
         let inferred;
-        let folds: &[_] = if cfg.method == Method::FullGrad {
+        let folds: &[_] = if matches!(cfg.method, Method::FullGrad | Method::SobelCam) {
             &[]
         } else if cfg.folds.is_empty() {
             inferred = reshape::folds(model, &layers, &target_nodes, cfg.reshape, cfg.size)?;
@@ -71,10 +71,43 @@ impl Engine {
         if cfg.batch == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
+        match cfg.kpca_gamma {
+            Some(g) if !(g.is_finite() && g > 0.0) => {
+                return Err(Error::Invalid(format!(
+                    "--kpca-gamma must be a positive number, not {g}"
+                )));
+            }
+            Some(_) if recipe != Recipe::Kpca => {
+                return Err(Error::Invalid(format!(
+                    "--kpca-gamma applies to kpca-cam, not {}",
+                    cfg.method.name()
+                )));
+            }
+            _ => {}
+        }
+        match cfg.max_channels {
+            Some(0) => {
+                return Err(Error::Invalid(
+                    "--max-channels must be at least 1 (the channels Score-CAM probes)".into(),
+                ));
+            }
+            Some(_) if recipe != Recipe::Score => {
+                return Err(Error::Invalid(format!(
+                    "--max-channels applies to scorecam, not {}",
+                    cfg.method.name()
+                )));
+            }
+            _ => {}
+        }
         let aug = if cfg.aug_smooth { 6 } else { 1 };
         if cfg.aug_smooth && cfg.method == Method::GuidedGradCam {
             return Err(Error::Invalid(
                 "--aug-smooth does not apply to guided-gradcam (pytorch-grad-cam's guided backprop is not augmented)".into(),
+            ));
+        }
+        if cfg.aug_smooth && cfg.method == Method::SobelCam {
+            return Err(Error::Invalid(
+                "--aug-smooth does not apply to sobel-cam (pytorch-grad-cam's sobel_cam reads the image once)".into(),
             ));
         }
         if !cfg.precision.supported(&ctx) {
@@ -149,12 +182,15 @@ impl Engine {
             .map(|t| (t.shape[1] * t.shape[2]) as u64)
             .max()
             .unwrap_or(1);
-        let eigen = cfg.eigen_smooth || matches!(recipe, Recipe::Eigen(_));
+        let eigen = cfg.eigen_smooth || matches!(recipe, Recipe::Eigen(_) | Recipe::Kpca);
         let term_len = if eigen { max_numel } else { 1 };
         let work_len = if eigen {
             tsteps
                 .iter()
-                .map(|t| EigenKernels::work_len(t.shape[0], t.shape[1] * t.shape[2]) as u64)
+                .map(|t| {
+                    let how = cam::projection(recipe, &cfg, t.shape[0]);
+                    EigenKernels::work_len(t.shape[0], t.shape[1] * t.shape[2], how) as u64
+                })
                 .max()
                 .unwrap_or(1)
         } else {

@@ -2,6 +2,7 @@
 //! layers fused; then the per-image outputs (aug-smooth mean, JET overlay).
 
 use super::Engine;
+use super::EngineConfig;
 use super::method::Recipe;
 use super::plan::{Plan, Step};
 use super::{Fuse, Method};
@@ -13,6 +14,7 @@ use crate::graph::ops::adaptive_avg_pool::AdaptiveAvgPoolStep;
 use crate::graph::ops::linear::{Linear, LinearStep};
 use crate::model::Model;
 use crate::ops::cam::{CamShape, Term};
+use crate::ops::eigen::Projection;
 use crate::ops::eltwise::Merge;
 
 impl Engine {
@@ -65,9 +67,10 @@ impl Engine {
                     Term::Weighted
                 }
                 Recipe::Term(term) | Recipe::Eigen(term) => term,
-                Recipe::FullGrad => unreachable!("FullGrad has no per-layer CAM"),
+                Recipe::Kpca => Term::Act,
+                Recipe::FullGrad | Recipe::Sobel => unreachable!("no per-layer CAM"),
             };
-            if self.cfg.eigen_smooth || matches!(self.recipe, Recipe::Eigen(_)) {
+            if self.cfg.eigen_smooth || matches!(self.recipe, Recipe::Eigen(_) | Recipe::Kpca) {
                 d.push(
                     ops.cam
                         .product(ctx, &shape, term, a, g, &self.alpha, &self.terms),
@@ -77,6 +80,7 @@ impl Engine {
                     rows,
                     c,
                     th * tw,
+                    projection(self.recipe, &self.cfg, c),
                     &self.terms,
                     &self.eigen_work,
                     &self.cam_small,
@@ -173,6 +177,17 @@ impl Engine {
             );
         }
         d
+    }
+}
+
+/// The projection of a layer with `channels` channels: KPCA-CAM's kernel PCA (pytorch-grad-cam
+/// ignores eigen_smooth there), else PCA.
+pub(super) fn projection(recipe: Recipe, cfg: &EngineConfig, channels: usize) -> Projection {
+    match recipe {
+        Recipe::Kpca => Projection::Sigmoid {
+            gamma: cfg.kpca_gamma.unwrap_or(1.0 / channels as f32),
+        },
+        _ => Projection::Pca,
     }
 }
 

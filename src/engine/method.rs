@@ -21,6 +21,8 @@ pub enum Method {
     Cam,
     Fem,
     SegEigenCam,
+    KpcaCam,
+    SobelCam,
 }
 
 /// (method, CLI name, one-line description).
@@ -100,6 +102,16 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "seg-eigen-cam",
         "first principal component of |gradients| x activations, salient side positive",
     ),
+    (
+        Method::KpcaCam,
+        "kpca-cam",
+        "first kernel-PCA component of the activations (sigmoid kernel, --kpca-gamma)",
+    ),
+    (
+        Method::SobelCam,
+        "sobel-cam",
+        "Sobel edge magnitude of the input image: a baseline (ignores --layer and the class)",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -113,12 +125,16 @@ pub(crate) enum Recipe {
     Term(Term),
     /// The first principal component of a per-element term.
     Eigen(Term),
+    /// The first kernel-PCA component of the activations (sigmoid kernel).
+    Kpca,
     /// Softmax of the target scores of inputs masked by each channel.
     Score,
     /// Relative score drop when each channel is ablated.
     Ablation,
     /// FullGrad's bias-gradient and input-gradient maps (no per-layer CAM).
     FullGrad,
+    /// The input image's Sobel edges (no per-layer CAM).
+    Sobel,
 }
 
 impl Method {
@@ -143,9 +159,11 @@ impl Method {
             Method::EigenCam => Recipe::Eigen(Term::Act),
             Method::EigenGradCam => Recipe::Eigen(Term::GradAct),
             Method::SegEigenCam => Recipe::Eigen(Term::AbsGradTimesAct),
+            Method::KpcaCam => Recipe::Kpca,
             Method::ScoreCam => Recipe::Score,
             Method::AblationCam => Recipe::Ablation,
             Method::FullGrad => Recipe::FullGrad,
+            Method::SobelCam => Recipe::Sobel,
         })
     }
 
@@ -158,7 +176,13 @@ impl Method {
     pub fn needs_gradients(self) -> bool {
         !matches!(
             self,
-            Method::EigenCam | Method::Cam | Method::ScoreCam | Method::AblationCam | Method::Fem
+            Method::EigenCam
+                | Method::Cam
+                | Method::ScoreCam
+                | Method::AblationCam
+                | Method::Fem
+                | Method::KpcaCam
+                | Method::SobelCam
         )
     }
 }

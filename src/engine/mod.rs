@@ -71,6 +71,12 @@ pub struct EngineConfig {
     /// Cap on Score-CAM / Ablation-CAM probes per forward pass (pytorch-grad-cam's
     /// `batch_size`); `None` sizes it from a memory budget. The maps don't depend on it.
     pub probe_batch: Option<usize>,
+    /// Faster Score-CAM (tf-keras-vis `max_N`): Score-CAM probes only the N channels of
+    /// largest spatial std of each image's activations, the others weigh 0; `None`, or N at
+    /// least the channels, is plain Score-CAM. Score-CAM only; N = 0 is an error.
+    pub max_channels: Option<usize>,
+    /// KPCA-CAM's sigmoid-kernel gamma; `None` is sklearn's 1 / channels. Finite and > 0.
+    pub kpca_gamma: Option<f32>,
     /// Storage precision of conv and linear weights (f16 needs `SHADER_F16`).
     pub precision: Precision,
     /// Run 3x3 stride-1 convs as Winograd F(4x4, 3x3) where the adapter's kernel supports
@@ -97,6 +103,8 @@ impl Default for EngineConfig {
             read_maps: false,
             backward_rows: None,
             probe_batch: None,
+            max_channels: None,
+            kpca_gamma: None,
             precision: Precision::F32,
             winograd: false,
         }
@@ -281,6 +289,11 @@ impl Engine {
                 "the input holds {} values; expected [{n}, {c}, {h}, {w}] with at least one image",
                 input.len()
             )));
+        }
+        if self.cfg.method == Method::SobelCam {
+            return Err(Error::Invalid(
+                "sobel-cam reads the image's pixels: explain images, not tensors".into(),
+            ));
         }
         if let Some(bad) = input.iter().position(|v| !v.is_finite()) {
             return Err(Error::Invalid(format!(

@@ -7,11 +7,13 @@ use super::method::Recipe;
 use super::plan::{Plan, Step};
 use crate::error::Result;
 use crate::gpu::{Dispatch, GpuContext, buffer};
-use crate::ops::perturb::TargetRows;
+use crate::ops::perturb::{Selection, TargetRows};
 
 impl Engine {
     /// Score-CAM / Ablation-CAM weights for target step `t` into `alpha`: probes of every
-    /// channel of every image run through the network in batches, with no readback.
+    /// channel of every image run through the network in batches, with no readback. With
+    /// `max_channels` (Faster Score-CAM) Score-CAM probes only each image's channels of
+    /// largest spatial std; the rest weigh 0.
     pub(super) fn perturbation_weights(
         &self,
         d: &mut Vec<Dispatch>,
@@ -40,12 +42,32 @@ impl Engine {
         let score = self.recipe == Recipe::Score;
         let (prefix, head) = probe_steps(&self.plan, t, score);
         let a = self.act(t);
+        let keep = match self.cfg.max_channels {
+            Some(k) if score => k.min(c),
+            _ => c,
+        };
+        let sel = (keep < c).then_some(Selection {
+            keep,
+            order: &probe.order,
+        });
         for img in 0..n {
             if score {
-                d.push(
-                    ops.perturb
-                        .mask_stats(ctx, img, shape, [h, w], a, &probe.stats, dummy),
-                );
+                if sel.is_some() {
+                    d.push(
+                        ops.perturb
+                            .top_channels(ctx, img, shape, a, &probe.order, dummy),
+                    );
+                }
+                d.push(ops.perturb.mask_stats(
+                    ctx,
+                    img,
+                    shape,
+                    [h, w],
+                    sel,
+                    a,
+                    &probe.stats,
+                    dummy,
+                ));
             } else {
                 d.push(
                     ops.perturb
@@ -68,16 +90,16 @@ impl Engine {
                     d.extend(probe.acts.forward(ctx, ops, &self.plan, probe.cap, &prefix));
                 }
             }
-            for c0 in (0..c).step_by(probe.cap) {
-                let count = probe.cap.min(c - c0);
+            for c0 in (0..keep).step_by(probe.cap) {
+                let count = probe.cap.min(keep - c0);
                 if score {
                     d.push(ops.perturb.masked_input(
                         ctx,
                         img,
                         shape,
                         [h, w],
-                        c0,
-                        count,
+                        (c0, count),
+                        sel,
                         a,
                         &probe.stats,
                         self.act(0),
@@ -111,13 +133,30 @@ impl Engine {
                     dummy,
                 ));
             }
+            if sel.is_some() {
+                // The order is this image's: its rows' weights now.
+                d.push(ops.perturb.softmax(
+                    ctx,
+                    (img * tc, tc),
+                    c,
+                    sel,
+                    &probe.scores,
+                    &self.alpha,
+                    dummy,
+                ));
+            }
         }
-        if score {
-            d.push(
-                ops.perturb
-                    .softmax(ctx, n * tc, c, &probe.scores, &self.alpha, dummy),
-            );
-        } else {
+        if score && sel.is_none() {
+            d.push(ops.perturb.softmax(
+                ctx,
+                (0, n * tc),
+                c,
+                None,
+                &probe.scores,
+                &self.alpha,
+                dummy,
+            ));
+        } else if !score {
             d.push(ops.perturb.ablation_weights(
                 ctx,
                 n,
@@ -141,6 +180,8 @@ pub(super) struct Probe {
     scores: wgpu::Buffer,
     /// Mask statistics `[2 C]` or the activation minimum.
     stats: wgpu::Buffer,
+    /// Faster Score-CAM's channel order of the current image `[3 C]` ([`Selection`]).
+    order: wgpu::Buffer,
 }
 
 /// Memory for one batch of probes.
@@ -173,6 +214,7 @@ impl Probe {
             cap,
             scores: buffer::storage(ctx, "scores", (rows * max_c * 4) as u64),
             stats: buffer::storage(ctx, "stats", (2 * max_c * 4) as u64),
+            order: buffer::storage(ctx, "order", (3 * max_c * 4) as u64),
         })
     }
 }

@@ -72,7 +72,7 @@ impl Scorer {
             let logits = acts.act(plan.steps.len() - 1);
             d.push(
                 ops.perturb
-                    .softmax(ctx, rows, classes, logits, probs, &ops.dummy),
+                    .softmax(ctx, (0, rows), classes, None, logits, probs, &ops.dummy),
             );
             d
         });

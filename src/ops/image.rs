@@ -66,6 +66,7 @@ pub struct ImageKernels {
     guided: Kernel,
     aug_mean: Kernel,
     resize_input: Kernel,
+    sobel: Kernel,
 }
 
 impl ImageKernels {
@@ -85,6 +86,7 @@ impl ImageKernels {
             guided: Kernel::new(ctx, &m, "guided", &st, &[], 256),
             aug_mean: Kernel::new(ctx, &m, "aug_mean", &st, &[], 64),
             resize_input: Kernel::new(ctx, &m, "resize_input", &st, &[], 64),
+            sobel: Kernel::new(ctx, &m, "sobel", &st, &[], 64),
         }
     }
 
@@ -201,6 +203,34 @@ impl ImageKernels {
             &p,
             &[pixels, maps, &self.unused_out, out],
             grid(rows as u64, ctx.max_workgroups_per_dim),
+        )
+    }
+
+    /// Sobel-CAM maps in [0, 255] (pytorch-grad-cam's sobel_cam, OpenCV-exact) of `rows`
+    /// rows at `size`; row r reads image r / rep of `pixels`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sobel(
+        &self,
+        ctx: &GpuContext,
+        rows: usize,
+        rep: usize,
+        size: [usize; 2],
+        pixels: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = ImageParams {
+            rows: u(rows),
+            in_h: u(size[0]),
+            in_w: u(size[1]),
+            rep: u(rep.max(1)),
+            ..Default::default()
+        };
+        self.sobel.dispatch(
+            ctx,
+            &p,
+            &[pixels, dummy, out, &self.unused_out],
+            (rows * size[0] * size[1]) as u64,
         )
     }
 

@@ -20,7 +20,8 @@ struct PerturbParams {
     t0: u32,
     tc: u32,
     score: u32,
-    _p: [u32; 3],
+    keep: u32,
+    _p: [u32; 2],
 }
 
 /// Which rows of targets a score refers to: image `img`'s targets `t0 .. t0 + tc` of `k`.
@@ -34,7 +35,29 @@ pub struct TargetRows {
     pub score: Score,
 }
 
+/// Faster Score-CAM's channel selection: the probes cover only the first `keep` channels of
+/// `order` (written by [`PerturbKernels::top_channels`]); the others weigh 0.
+#[derive(Clone, Copy, Debug)]
+pub struct Selection<'a> {
+    pub keep: usize,
+    /// `[3 C]`: channels by decreasing std, each channel's rank, the stds.
+    pub order: &'a wgpu::Buffer,
+}
+
+/// `keep` and the buffer the kernels read the selection from (`targets` binding).
+fn kept<'a>(
+    channels: usize,
+    sel: Option<Selection<'a>>,
+    dummy: &'a wgpu::Buffer,
+) -> (usize, &'a wgpu::Buffer) {
+    match sel {
+        Some(s) if s.keep < channels => (s.keep, s.order),
+        _ => (channels, dummy),
+    }
+}
+
 pub struct PerturbKernels {
+    top: Kernel,
     stats: Kernel,
     masked: Kernel,
     min: Kernel,
@@ -56,6 +79,7 @@ impl PerturbKernels {
         ];
         let k = |e, wg| Kernel::new(ctx, &m, e, &st, &[], wg);
         Self {
+            top: k("top_channels", 256),
             stats: k("mask_stats", 256),
             masked: k("masked_input", 64),
             min: k("activation_min", 256),
@@ -66,8 +90,26 @@ impl PerturbKernels {
         }
     }
 
+    /// order = image `img`'s channels by decreasing population std of their activations
+    /// (ties to the lower index), their ranks and stds (see [`Selection`]); `shape` is the
+    /// activation's `[C, h, w]`.
+    pub fn top_channels(
+        &self,
+        ctx: &GpuContext,
+        img: usize,
+        shape: [usize; 3],
+        act: &wgpu::Buffer,
+        order: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = params(img, shape, [1, 1], 0, 0, None);
+        self.top
+            .dispatch_groups(ctx, &p, &[act, dummy, dummy, dummy, order], [1, 1, 1])
+    }
+
     /// stats[2c..2c+2] = (min, max) of channel c of image `img` upsampled to `size`
-    /// (align_corners=True); `shape` is the activation's `[C, h, w]`.
+    /// (align_corners=True), for every channel or the selected ones; `shape` is the
+    /// activation's `[C, h, w]`.
     #[allow(clippy::too_many_arguments)]
     pub fn mask_stats(
         &self,
@@ -75,20 +117,24 @@ impl PerturbKernels {
         img: usize,
         shape: [usize; 3],
         size: [usize; 2],
+        sel: Option<Selection>,
         act: &wgpu::Buffer,
         stats: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = params(img, shape, size, 0, 0, None);
+        let (keep, order) = kept(shape[0], sel, dummy);
+        let mut p = params(img, shape, size, 0, 0, None);
+        p.keep = u(keep);
         self.stats.dispatch_groups(
             ctx,
             &p,
-            &[act, dummy, dummy, dummy, stats],
-            grid(shape[0] as u64, ctx.max_workgroups_per_dim),
+            &[act, dummy, dummy, order, stats],
+            grid(keep as u64, ctx.max_workgroups_per_dim),
         )
     }
 
-    /// probes[b] = input[img] * normalised upsampled channel c0 + b, for b < count.
+    /// probes[b] = input[img] * normalised upsampled channel c0 + b (of the selection's
+    /// order, with one), for b < count.
     #[allow(clippy::too_many_arguments)]
     pub fn masked_input(
         &self,
@@ -96,18 +142,20 @@ impl PerturbKernels {
         img: usize,
         shape: [usize; 3],
         size: [usize; 2],
-        c0: usize,
-        count: usize,
+        (c0, count): (usize, usize),
+        sel: Option<Selection>,
         act: &wgpu::Buffer,
         stats: &wgpu::Buffer,
         input: &wgpu::Buffer,
         probes: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = params(img, shape, size, c0, count, None);
+        let (keep, order) = kept(shape[0], sel, dummy);
+        let mut p = params(img, shape, size, c0, count, None);
+        p.keep = u(keep);
         let n = (count * size[0] * size[1]) as u64;
         self.masked
-            .dispatch(ctx, &p, &[act, stats, input, dummy, probes], n)
+            .dispatch(ctx, &p, &[act, stats, input, order, probes], n)
     }
 
     /// out[0] = min of image `img`'s activations.
@@ -170,21 +218,27 @@ impl PerturbKernels {
         )
     }
 
-    /// weights[row] = softmax over channels of scores[row].
+    /// weights[row] = softmax over channels of scores[row], for rows first .. first + rows.
+    /// With a selection, scores[row, j] is the score of the j-th kept channel and the
+    /// softmax runs over those; the channels not kept weigh 0.
+    #[allow(clippy::too_many_arguments)]
     pub fn softmax(
         &self,
         ctx: &GpuContext,
-        rows: usize,
+        (first, rows): (usize, usize),
         channels: usize,
+        sel: Option<Selection>,
         scores: &wgpu::Buffer,
         weights: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = params(0, [channels, 1, 1], [1, 1], 0, rows, None);
+        let (keep, order) = kept(channels, sel, dummy);
+        let mut p = params(0, [channels, 1, 1], [1, 1], first, rows, None);
+        p.keep = u(keep);
         self.softmax.dispatch_groups(
             ctx,
             &p,
-            &[dummy, scores, dummy, dummy, weights],
+            &[dummy, scores, dummy, order, weights],
             grid(rows as u64, ctx.max_workgroups_per_dim),
         )
     }
@@ -241,6 +295,7 @@ fn params(
         t0: u(r.t0),
         tc: u(r.tc),
         score: r.score.code(),
-        _p: [0; 3],
+        keep: u(shape[0]),
+        _p: [0; 2],
     }
 }

@@ -6,15 +6,11 @@
 pub fn projection(x: &[f64], rows: usize, channels: usize, plane: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(rows * plane);
     for r in 0..rows {
-        let xr = &x[r * channels * plane..(r + 1) * channels * plane];
-        // m[s][c], centred over s.
-        let mut m = vec![0.0; plane * channels];
-        for c in 0..channels {
-            let mean = xr[c * plane..(c + 1) * plane].iter().sum::<f64>() / plane as f64;
-            for s in 0..plane {
-                m[s * channels + c] = xr[c * plane + s] - mean;
-            }
-        }
+        let m = centred(
+            &x[r * channels * plane..(r + 1) * channels * plane],
+            channels,
+            plane,
+        );
         // Gram of the smaller side; its top eigenvector gives the projection.
         let p: Vec<f64> = if plane <= channels {
             let k = gram(&m, plane, channels, true);
@@ -27,16 +23,75 @@ pub fn projection(x: &[f64], rows: usize, channels: usize, plane: usize) -> Vec<
                 .map(|s| (0..channels).map(|c| m[s * channels + c] * v[c]).sum())
                 .collect()
         };
-        let mut best = 0;
-        for (i, v) in p.iter().enumerate() {
-            if v.abs() > p[best].abs() {
-                best = i;
-            }
-        }
-        let sign = if p[best] < 0.0 { -1.0 } else { 1.0 };
-        out.extend(p.iter().map(|v| v * sign));
+        out.extend(signed(p));
     }
     out
+}
+
+/// KPCA-CAM (pytorch-grad-cam's get_2d_projection_kernel with sklearn's
+/// `KernelPCA(n_components=1, kernel="sigmoid", gamma, coef0=1)`): for each row of `x`
+/// `[rows, C, plane]`, M = x^T centred per channel, K = tanh(gamma M M^T + 1) over positions,
+/// double-centred (KernelCenterer); out = u sqrt(max(lambda, 0)) for the largest eigenvalue
+/// lambda and its unit eigenvector u, signed so the entry of largest magnitude is positive
+/// (sklearn's svd_flip).
+pub fn kernel_projection(
+    x: &[f64],
+    rows: usize,
+    channels: usize,
+    plane: usize,
+    gamma: f64,
+) -> Vec<f64> {
+    let mut out = Vec::with_capacity(rows * plane);
+    for r in 0..rows {
+        let m = centred(
+            &x[r * channels * plane..(r + 1) * channels * plane],
+            channels,
+            plane,
+        );
+        let mut k = gram(&m, plane, channels, true);
+        for v in &mut k {
+            *v = (gamma * *v + 1.0).tanh();
+        }
+        let mean: Vec<f64> = k
+            .chunks(plane)
+            .map(|r| r.iter().sum::<f64>() / plane as f64)
+            .collect();
+        let all = mean.iter().sum::<f64>() / plane as f64;
+        for a in 0..plane {
+            for b in 0..plane {
+                k[a * plane + b] += all - mean[a] - mean[b];
+            }
+        }
+        let (lambda, u) = top_eigen(&k, plane);
+        out.extend(signed(
+            u.iter().map(|v| v * lambda.max(0.0).sqrt()).collect(),
+        ));
+    }
+    out
+}
+
+/// `[plane, C]` row-major: x^T with each channel's mean over the plane subtracted.
+fn centred(xr: &[f64], channels: usize, plane: usize) -> Vec<f64> {
+    let mut m = vec![0.0; plane * channels];
+    for c in 0..channels {
+        let mean = xr[c * plane..(c + 1) * plane].iter().sum::<f64>() / plane as f64;
+        for s in 0..plane {
+            m[s * channels + c] = xr[c * plane + s] - mean;
+        }
+    }
+    m
+}
+
+/// `p` times the sign of its first entry of largest magnitude.
+fn signed(p: Vec<f64>) -> Vec<f64> {
+    let mut best = 0;
+    for (i, v) in p.iter().enumerate() {
+        if v.abs() > p[best].abs() {
+            best = i;
+        }
+    }
+    let sign = if p[best] < 0.0 { -1.0 } else { 1.0 };
+    p.into_iter().map(|v| v * sign).collect()
 }
 
 /// M M^T (rows of m) when `outer`, else M^T M; m is `[n, d]` row-major.

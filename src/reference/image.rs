@@ -328,3 +328,44 @@ pub fn texture_output(
     }
     out
 }
+
+/// pytorch-grad-cam's `sobel_cam` of RGBA8 `pixels` `[images, h, w, 4]` (alpha ignored), as
+/// OpenCV (5.0) computes it on 8-bit images: gray = cvtColor(RGB2GRAY) in fixed point,
+/// (9798 R + 19235 G + 3735 B + 2^14) >> 15; Sobel x and y (3x3, BORDER_REFLECT_101); each
+/// |.| saturated to 255 (convertScaleAbs); addWeighted(0.5, 0.5) rounded half to even.
+/// Returns `[images, h, w]` in [0, 255].
+pub fn sobel_cam(pixels: &[u8], images: usize, size: [usize; 2]) -> Vec<f64> {
+    let [h, w] = size;
+    assert_eq!(pixels.len(), images * h * w * 4, "pixels length");
+    let reflect = |i: isize, n: usize| -> usize {
+        let n = n as isize;
+        if n == 1 {
+            0
+        } else if i < 0 {
+            (-i) as usize
+        } else if i >= n {
+            (2 * n - 2 - i) as usize
+        } else {
+            i as usize
+        }
+    };
+    let mut out = Vec::with_capacity(images * h * w);
+    for img in 0..images {
+        let px = &pixels[img * h * w * 4..(img + 1) * h * w * 4];
+        let gray = |y: isize, x: isize| -> i64 {
+            let q = (reflect(y, h) * w + reflect(x, w)) * 4;
+            let [r, g, b] = [px[q], px[q + 1], px[q + 2]].map(i64::from);
+            (9798 * r + 19235 * g + 3735 * b + (1 << 14)) >> 15
+        };
+        for y in 0..h as isize {
+            for x in 0..w as isize {
+                let d = |dy: isize, dx: isize| gray(y + dy, x + dx);
+                let gx = d(-1, 1) + 2 * d(0, 1) + d(1, 1) - d(-1, -1) - 2 * d(0, -1) - d(1, -1);
+                let gy = d(1, -1) + 2 * d(1, 0) + d(1, 1) - d(-1, -1) - 2 * d(-1, 0) - d(-1, 1);
+                let v = (gx.abs().min(255) + gy.abs().min(255)) as f64 / 2.0;
+                out.push(v.round_ties_even());
+            }
+        }
+    }
+    out
+}

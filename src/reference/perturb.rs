@@ -72,6 +72,36 @@ pub fn score_masks(act: &[f64], img: usize, shape: [usize; 3], size: [usize; 2])
         .collect()
 }
 
+/// `top_channels`: image `img`'s channels ordered by decreasing population std of their
+/// activations over the plane, ties to the lower index: tf-keras-vis's Faster Score-CAM
+/// (`tf.math.reduce_std` over the spatial axes, then `tf.math.top_k`, which puts the lower
+/// index first among equals). Its first N are the channels `max_N = N` keeps.
+pub fn top_channels(act: &[f64], img: usize, shape: [usize; 3]) -> Vec<usize> {
+    let plane = shape[1] * shape[2];
+    let std: Vec<f64> = image(act, img, shape)
+        .chunks(plane)
+        .map(|m| {
+            let mean = m.iter().sum::<f64>() / plane as f64;
+            (m.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / plane as f64).sqrt()
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..shape[0]).collect();
+    // A stable sort keeps equal stds in index order.
+    order.sort_by(|&x, &y| std[y].total_cmp(&std[x]));
+    order
+}
+
+/// Faster Score-CAM's weights of one row: the softmax of the kept channels' scores
+/// (`scores[j]` belongs to channel `kept[j]`) at those channels, 0 at the other `channels`.
+pub fn softmax_kept(scores: &[f64], kept: &[usize], channels: usize) -> Vec<f64> {
+    let w = softmax_rows(&scores[..kept.len()], kept.len());
+    let mut out = vec![0.0; channels];
+    for (&c, v) in kept.iter().zip(w) {
+        out[c] = v;
+    }
+    out
+}
+
 /// `masked_input`: Score-CAM probes b < count of image `img`: input[img] (`[images, 3, H, W]`)
 /// times the mask of channel c0 + b; `[count, 3, H, W]`.
 pub fn masked_input(
