@@ -7,7 +7,7 @@ Usage:
       [--engine-format onnx|ir]
       [--methods gradcam,scorecam] [--batches 16] [--size 224] [--images 32] [--slow-images 1]
       [--threads 2] [--device cpu|cuda] [--iters 3] [--warmup 1] [--rounds 1] [--json OUT.json]
-      [--peers pgc[,captum]]
+      [--peers pgc[,captum]] [--export-dir DIR]
 
 Same model, batch and images on both sides:
   models   torchvision ARCH with tools/detweights.py weights (--seed), written as a state dict
@@ -23,12 +23,13 @@ Same model, batch and images on both sides:
            architectures the engine knows by tensor names: the script exports each on the fly
            to a temporary file, by default an ONNX file (torch.onnx.export, dynamo=False,
            opset 17, dynamic batch) run with --model X.onnx; --engine-format ir writes a
-           self-describing file with tools/export.py instead. An export that fails is the
-           row's engine error. vit_b_16 and swin_t are exported the same way (ONNX at 224
-           only: ViT's position embedding fixes the size); on top of detweights they get
-           torchvision's LayerNorm init (weight 1, bias 0) and a head drawn from N(0, 0.02)
-           (torch generator seeded by --seed), so the top-1 class depends on the image
-           (build_exported). Captum has no reshape_transform: their captum rows are n/a.
+           self-describing file with tools/export.py instead (--export-dir keeps the files).
+           An export that fails is the row's engine error. The transformers vit_b_16 (224
+           only: its position embedding fixes the size) and swin_t are exported the same way;
+           on top of detweights they get torchvision's LayerNorm init (weight 1, bias 0) and
+           a head drawn from N(0, 0.02) (torch generator seeded by --seed), so the top-1 class
+           depends on the image (build_exported). Captum has no reshape_transform: their
+           captum rows are n/a.
   images   tools/make_fixtures.make_images, written as PNGs that the engine reads with
            `--images DIR` (decoded once, before timing) and pgc keeps decoded in memory.
   layer    ResNets layer4 (bundled: layer3; efficientnet_lite0: the head's ReLU6), VGG the
@@ -215,10 +216,9 @@ def time_passes(one_batch, u8, batch, iters, warmup, device):
 
 def time_captum(model, layer, u8, batch, mean, std, iters, warmup, device):
     """time_passes for Captum's Grad-CAM; the target is each image's top-1 class."""
-    from captum.attr import LayerGradCam
-
     if layer in (t[0] for t in TOKEN_MODELS.values()):
         raise NotImplementedError("LayerGradCam has no reshape_transform for token layers")
+    from captum.attr import LayerGradCam
 
     def top1(x):  # the top-1 logit as the only output: target 0, one forward per batch
         return model(x).max(dim=1, keepdim=True).values
@@ -308,6 +308,9 @@ def main():
     ap.add_argument("--engine-format", default="onnx", choices=ENGINE_FORMATS,
                     help="file the engine runs the exported models from (" + ", ".join(EXPORTED)
                     + "): onnx (torch.onnx.export) or ir (tools/export.py)")
+    ap.add_argument("--export-dir", default=None,
+                    help="write the exported models here and keep them (e.g. for a profiling "
+                    "`gradcam bench` run); default: a temporary folder")
     ap.add_argument("--engine-args", default="",
                     help="extra `gradcam bench` flags, space-separated (e.g. --winograd)")
     ap.add_argument("--peers", default="pgc",
@@ -346,6 +349,8 @@ def main():
     n_images = args.images or max(batches)
 
     tmp = tempfile.mkdtemp(prefix="compare_throughput_")
+    if args.export_dir:
+        os.makedirs(args.export_dir, exist_ok=True)
     rows = []
     try:
         u8_all = mf.make_images(max(n_images, args.slow_images), size[0], size[1], args.image_seed)
@@ -379,7 +384,7 @@ def main():
                 model_args = []
                 try:
                     path = export_for_engine(model, name, layer, args.engine_format, size,
-                                             args.num_classes, tmp)
+                                             args.num_classes, args.export_dir or tmp)
                     model_args = ["--model", path]
                 except Exception as e:  # the pgc side still runs; the row says why
                     export_error = (f"{args.engine_format} export failed: "
