@@ -3,10 +3,11 @@ Captum's LayerGradCam vs `gradcam bench`.
 
 Usage:
   /opt/ref/bin/python tools/compare_throughput.py [--models bundled,resnet18,resnet50,vgg16,
-      mobilenet_v3_large,efficientnet_b0,convnext_tiny,efficientnet_lite0] [--engine-format onnx|ir]
+      mobilenet_v3_large,efficientnet_b0,convnext_tiny,efficientnet_lite0,vit_b_16,swin_t]
+      [--engine-format onnx|ir]
       [--methods gradcam,scorecam] [--batches 16] [--size 224] [--images 32] [--slow-images 1]
       [--threads 2] [--device cpu|cuda] [--iters 3] [--warmup 1] [--rounds 1] [--json OUT.json]
-      [--peers pgc[,captum]]
+      [--peers pgc[,captum]] [--export-dir DIR]
 
 Same model, batch and images on both sides:
   models   torchvision ARCH with tools/detweights.py weights (--seed), written as a state dict
@@ -22,12 +23,22 @@ Same model, batch and images on both sides:
            architectures the engine knows by tensor names: the script exports each on the fly
            to a temporary file, by default an ONNX file (torch.onnx.export, dynamo=False,
            opset 17, dynamic batch) run with --model X.onnx; --engine-format ir writes a
-           self-describing file with tools/export.py instead. An export that fails is the
-           row's engine error.
+           self-describing file with tools/export.py instead (--export-dir keeps the files).
+           An export that fails is the row's engine error. The transformers vit_b_16 (224
+           only: its position embedding fixes the size) and swin_t are exported the same way;
+           on top of detweights they get torchvision's LayerNorm init (weight 1, bias 0) and
+           a head drawn from N(0, 0.02) (torch generator seeded by --seed), so the top-1 class
+           depends on the image (build_exported). Captum has no reshape_transform: their
+           captum rows are n/a.
   images   tools/make_fixtures.make_images, written as PNGs that the engine reads with
            `--images DIR` (decoded once, before timing) and pgc keeps decoded in memory.
-  layer    ResNets layer4 (bundled: layer3; efficientnet_lite0: the head's ReLU6), VGG the last ReLU of `features`, the exported
-           models features[-1] (the same module path is passed to the engine's --layer).
+  layer    ResNets layer4 (bundled: layer3; efficientnet_lite0: the head's ReLU6), VGG the
+           last ReLU of `features`, the exported CNNs features[-1] (the same module path is
+           passed to the engine's --layer). Transformers as pgc's tutorials: vit_b_16
+           encoder.layers.encoder_layer_11.ln_1 (blocks[-1].norm1; pgc reshape_transform
+           tensor[:, 1:, :].reshape(N, 14, 14, C).transpose(2, 3).transpose(1, 2), the class
+           token dropped), swin_t features.7.1.norm1 (features[-1][-1].norm1; permute(0, 3, 1,
+           2)); the engine folds the same tokens with its default --reshape auto.
 
 What is timed, per (model, method, batch), after --warmup untimed batches, --iters times:
   pgc     in memory: normalise, Method(model, [layer])(x, targets=None) (top-1 target),
@@ -52,6 +63,7 @@ Exit status: 0 when every row has its ratios, 1 when one does not, 2 on a usage 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -67,6 +79,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import numpy as np
 import torch
+import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cv2  # noqa: E402
@@ -76,9 +89,29 @@ from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 MODELS = ("bundled", "shapes", "resnet18", "resnet50", "vgg16", "mobilenet_v3_large",
-          "efficientnet_b0", "convnext_tiny", "efficientnet_lite0")
+          "efficientnet_b0", "convnext_tiny", "efficientnet_lite0", "vit_b_16", "swin_t")
 # Run by the engine from a file exported on the fly (it has no state-dict layout for them).
-EXPORTED = ("mobilenet_v3_large", "efficientnet_b0", "convnext_tiny")
+EXPORTED = ("mobilenet_v3_large", "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t")
+
+
+def vit_reshape(tensor, height=14, width=14):
+    """pgc's ViT tutorial transform (usage_examples/vit_example.py): drop the class token, fold
+    the 14 x 14 patch tokens of vit_b_16 at 224 into NCHW."""
+    result = tensor[:, 1:, :].reshape(tensor.size(0), height, width, tensor.size(2))
+    return result.transpose(2, 3).transpose(1, 2)
+
+
+def swin_reshape(tensor):
+    """torchvision's Swin keeps [N, H, W, C]: NCHW for pgc."""
+    return tensor.permute(0, 3, 1, 2)
+
+
+# Transformers: (target layer, pgc's reshape_transform); the engine folds the same tokens with
+# its default --reshape auto.
+TOKEN_MODELS = {
+    "vit_b_16": ("encoder.layers.encoder_layer_11.ln_1", vit_reshape),  # blocks[-1].norm1
+    "swin_t": ("features.7.1.norm1", swin_reshape),  # features[-1][-1].norm1
+}
 ENGINE_FORMATS = ("onnx", "ir")
 # --models' default stays the state-dict models (tools/gpu-check.sh's compare step runs it).
 DEFAULT_MODELS = ("bundled", "resnet18", "resnet50", "vgg16")
@@ -102,6 +135,30 @@ def load_efficientnet_lite0():
 
     model = mbm.HeadHooked(mbm.load_port()).eval()
     return model, "head_act", mbm.DEFAULT_LAYER, mbm.MEAN, mbm.STD
+
+
+def build_exported(name, num_classes, seed):
+    """tools/detweights.py weights (make_fixtures.build); for the transformers, also torchvision's
+    own LayerNorm init (weight 1, bias 0: detweights' +-0.06 gains mute every residual branch,
+    so ViT's class token, and its top-1, hardly depend on the image) and a head drawn from
+    N(0, 0.02) with torch's generator seeded by `seed`. Swin's integer relative_position_index
+    buffers keep their values (detweights would write floats into them)."""
+    if name not in TOKEN_MODELS:
+        return mf.build(name, num_classes, seed)
+    fresh = getattr(torchvision.models, name)(num_classes=num_classes)
+    keep = {k: v for k, v in fresh.state_dict().items()
+            if not v.is_floating_point() and not k.endswith("num_batches_tracked")}
+    model = mf.build(name, num_classes, seed, keep)
+    gen = torch.Generator().manual_seed(seed)
+    head = model.heads.head if name == "vit_b_16" else model.head
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.LayerNorm):
+                mod.weight.fill_(1.0)
+                mod.bias.zero_()
+        head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * 0.02)
+        head.bias.zero_()
+    return model
 
 
 def normalize(u8, mean, std):
@@ -159,6 +216,8 @@ def time_passes(one_batch, u8, batch, iters, warmup, device):
 
 def time_captum(model, layer, u8, batch, mean, std, iters, warmup, device):
     """time_passes for Captum's Grad-CAM; the target is each image's top-1 class."""
+    if layer in (t[0] for t in TOKEN_MODELS.values()):
+        raise NotImplementedError("LayerGradCam has no reshape_transform for token layers")
     from captum.attr import LayerGradCam
 
     def top1(x):  # the top-1 logit as the only output: target 0, one forward per batch
@@ -169,10 +228,12 @@ def time_captum(model, layer, u8, batch, mean, std, iters, warmup, device):
                        device)
 
 
-def time_pgc(model, layer, method, u8, batch, mean, std, iters, warmup, device):
+def time_pgc(model, layer, method, u8, batch, mean, std, iters, warmup, device,
+             reshape_transform=None):
     """time_passes for pgc's `method`."""
     cls = METHODS[method]
-    cam = cls(model=model, target_layers=[] if method == "fullgrad" else [model.get_submodule(layer)])
+    cam = cls(model=model, target_layers=[] if method == "fullgrad" else [model.get_submodule(layer)],
+              reshape_transform=reshape_transform)
     with cam:
         return time_passes(lambda b: pgc_batch(cam, b, mean, std), u8, batch, iters, warmup, device)
 
@@ -182,8 +243,12 @@ def export_for_engine(model, name, layer, fmt, size, num_classes, outdir):
     x = torch.zeros(1, 3, *size)
     if fmt == "onnx":
         path = os.path.join(outdir, f"{name}.onnx")
-        with torch.no_grad(), warnings.catch_warnings():
+        # Grad on for the transformers: under no_grad, nn.MultiheadAttention takes its fused
+        # fast path (aten::_native_multi_head_attention), which the exporter cannot write.
+        grad = contextlib.nullcontext() if name in TOKEN_MODELS else torch.no_grad()
+        with grad, warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is on purpose
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # torchvision's size asserts
             torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17,
                               input_names=["input"], output_names=["logits"],
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
@@ -243,6 +308,9 @@ def main():
     ap.add_argument("--engine-format", default="onnx", choices=ENGINE_FORMATS,
                     help="file the engine runs the exported models from (" + ", ".join(EXPORTED)
                     + "): onnx (torch.onnx.export) or ir (tools/export.py)")
+    ap.add_argument("--export-dir", default=None,
+                    help="write the exported models here and keep them (e.g. for a profiling "
+                    "`gradcam bench` run); default: a temporary folder")
     ap.add_argument("--engine-args", default="",
                     help="extra `gradcam bench` flags, space-separated (e.g. --winograd)")
     ap.add_argument("--peers", default="pgc",
@@ -281,6 +349,8 @@ def main():
     n_images = args.images or max(batches)
 
     tmp = tempfile.mkdtemp(prefix="compare_throughput_")
+    if args.export_dir:
+        os.makedirs(args.export_dir, exist_ok=True)
     rows = []
     try:
         u8_all = mf.make_images(max(n_images, args.slow_images), size[0], size[1], args.image_seed)
@@ -297,6 +367,7 @@ def main():
         for name in models:
             export_error = None
             engine_layer = None  # the engine's name for `layer` where they differ
+            reshape = None  # pgc's reshape_transform (token layers)
             if name in ("bundled", "shapes"):
                 model, layer, mean, std = load_bundled()
                 model_args = ["--model", "shapes"]
@@ -304,13 +375,16 @@ def main():
                 model, layer, engine_layer, mean, std = load_efficientnet_lite0()
                 model_args = ["--model", "efficientnet-lite0"]
             elif name in EXPORTED:
-                model = mf.build(name, args.num_classes, args.seed)
-                layer = f"features.{len(model.features) - 1}"  # pgc's features[-1]
+                model = build_exported(name, args.num_classes, args.seed)
+                if name in TOKEN_MODELS:
+                    layer, reshape = TOKEN_MODELS[name]
+                else:
+                    layer = f"features.{len(model.features) - 1}"  # pgc's features[-1]
                 mean, std = mf.MEAN, mf.STD
                 model_args = []
                 try:
                     path = export_for_engine(model, name, layer, args.engine_format, size,
-                                             args.num_classes, tmp)
+                                             args.num_classes, args.export_dir or tmp)
                     model_args = ["--model", path]
                 except Exception as e:  # the pgc side still runs; the row says why
                     export_error = (f"{args.engine_format} export failed: "
@@ -351,7 +425,8 @@ def main():
                             try:
                                 if p == "pgc":
                                     spi = time_pgc(model, layer, method, u8, b, mean, std,
-                                                   args.iters, args.warmup, args.device)
+                                                   args.iters, args.warmup, args.device,
+                                                   reshape)
                                 else:
                                     spi = time_captum(model, layer, u8, b, mean, std,
                                                       args.iters, args.warmup, args.device)
