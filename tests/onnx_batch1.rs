@@ -1102,3 +1102,30 @@ fn an_empty_constant_slices_backwards_to_an_empty_one() {
     );
     assert!(e.contains("/Add") && e.contains("[0]"), "{e}");
 }
+
+/// A graph exported at a fixed batch other than 1 folds that batch into its reshape
+/// targets, which the importer would read as one image's: refused, naming the input.
+#[test]
+fn a_fixed_batch_other_than_one_is_refused() {
+    let relu = || vec![node("/relu", "Relu", &["x"], &["y"], vec![])];
+    for (n, ok) in [(Some(1), true), (None, true), (Some(4), false)] {
+        let bytes = model(
+            relu(),
+            vec![],
+            input("x", &[n, Some(3), Some(5), Some(7)]),
+            "y",
+        );
+        match ok {
+            true => {
+                load(&bytes, &OnnxOptions::default()).unwrap();
+            }
+            false => {
+                let e = err(&bytes, &OnnxOptions::default());
+                assert!(
+                    e.contains("input `x`") && e.contains("fixed batch of 4"),
+                    "{e}"
+                );
+            }
+        }
+    }
+}

@@ -97,6 +97,8 @@ pub struct Builder {
     pub spatial: Vec<bool>,
     /// Per IR node: transformer tokens, `[N, T, C]` or channels-last `[N, h, w, C]`.
     pub tokens: Vec<Option<Tokens>>,
+    /// How many nodes (and the graph's output) read each ONNX value.
+    pub uses: HashMap<String, usize>,
     names: HashSet<String>,
 }
 

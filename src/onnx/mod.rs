@@ -159,6 +159,9 @@ pub fn import(
     let known = known_constants(&b, &nodes);
     let lookup = |v: &str| known.get(v).cloned();
     let rw = rewrite::rewrite(nodes.clone(), &output, &lookup);
+    for v in rw.nodes.iter().flat_map(|n| &n.inputs).chain([&rw.output]) {
+        *b.uses.entry(v.clone()).or_default() += 1;
+    }
     for n in &rw.nodes {
         if !fold::try_fold(&mut b, n)? {
             ops::import(&mut b, n)?;
@@ -251,6 +254,15 @@ fn input_geometry(
         return Err(bad(format!(
             "has rank {}; an image input is [N, 3, H, W] or [N, H, W, 3]",
             dims.len()
+        )));
+    }
+    // The importer runs the graph at batch 1: reshape targets folded at another fixed batch
+    // would be read as one image's.
+    if let Some(n) = dims[0].filter(|&n| n > 1) {
+        return Err(bad(format!(
+            "has a fixed batch of {n} ({}); export the model at batch 1 or with a dynamic \
+             batch axis",
+            show_dims(&dims)
         )));
     }
     let layout = match opts.layout {

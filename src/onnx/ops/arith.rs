@@ -25,6 +25,12 @@ pub fn arith(b: &mut Builder, n: &ONode) -> Result<()> {
             two_activations(b, n, kind, x, y)
         }
         (Value::Act(x), Value::Act(y)) => same_shape(b, n, kind, x, y),
+        (Value::Act(x), Value::Const(c)) if kind == BinaryKind::Add && bias(b, n, &x, &c)? => {
+            Ok(())
+        }
+        (Value::Const(c), Value::Act(x)) if kind == BinaryKind::Add && bias(b, n, &x, &c)? => {
+            Ok(())
+        }
         (Value::Act(x), Value::Const(c)) if x.plain() => with_constant(b, n, kind, x, &c, false),
         (Value::Const(c), Value::Act(x)) if x.plain() => with_constant(b, n, kind, x, &c, true),
         (Value::Act(x), Value::Const(c)) => coalesced(b, n, kind, x, &c, false),
@@ -188,4 +194,39 @@ fn coalesced(
     });
     b.emit_full(n, op, &[xn], full, false)?;
     Ok(())
+}
+
+/// `MatMul` then `Add` of a vector, as exporters write a Linear layer: the vector becomes
+/// the Linear's bias (one pass less) where nothing else reads the product, which stops being
+/// a layer of its own. `false` where the pattern does not hold.
+fn bias(b: &mut Builder, n: &ONode, x: &Act, c: &Const) -> Result<bool> {
+    let product = n
+        .inputs
+        .iter()
+        .find(|v| matches!(b.values.get(v.as_str()), Some(Value::Act(a)) if a == x))
+        .cloned();
+    let Some(product) = product.filter(|v| b.uses.get(v) == Some(&1)) else {
+        return Ok(false);
+    };
+    // The Linear, last or followed only by its own free reshape.
+    let last = b.nodes.len() - 1;
+    let linear = match &b.nodes[last].op {
+        Op::Reshape(_) if x.node == last && b.nodes[last].inputs == [last - 1] => last - 1,
+        _ if x.node == last => last,
+        _ => return Ok(false),
+    };
+    let m = match &b.nodes[linear].op {
+        Op::Linear(l) if l.bias.is_none() => l.out_features,
+        _ => return Ok(false),
+    };
+    if x.full().last() != Some(&m) || c.len() != m || c.dims.iter().rev().skip(1).any(|&d| d != 1) {
+        return Ok(false);
+    }
+    let name = b.tensor(&format!("{}.bias", n.outputs[0]), vec![m], c.to_f32());
+    if let Op::Linear(l) = &mut b.nodes[linear].op {
+        l.bias = Some(name);
+    }
+    b.values.remove(&product);
+    b.bind(n, 0, Value::Act(x.clone()))?;
+    Ok(true)
 }
