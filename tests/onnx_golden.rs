@@ -237,6 +237,13 @@ fn vit_dynamo() {
     check("vit_dynamo");
 }
 
+/// A distilled DeiT (class and distillation tokens, two heads averaged) through the
+/// TorchScript exporter: `--reshape vit:8x8` drops both prefix tokens of the 66.
+#[test]
+fn deit() {
+    check("deit");
+}
+
 /// torchvision's Swin Transformer: window partition (rank 6), shifted windows with their
 /// attention masks, patch merging's strided slices; channels-last maps permuted.
 #[test]
@@ -248,7 +255,7 @@ fn swin() {
 /// tutorials do: the last block's first norm, folded as the fixture's transform folds it.
 #[test]
 fn transformers_default_to_the_last_blocks_norm1_folded() {
-    for name in ["vit", "vit_dynamo", "swin"] {
+    for name in ["vit", "vit_dynamo", "deit", "swin"] {
         let g = Golden::load(name);
         let layer = g.model.find_layer(&g.meta["layer"]).unwrap();
         assert_eq!(

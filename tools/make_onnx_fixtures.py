@@ -26,7 +26,8 @@ has its external weights in <case>.onnx.data) and <case>.safetensors:
                                     "method_classes"); full pgc pipeline output
   cam.eigencam.flipped            the same with the opposite SVD sign (metadata "eigen_flip_rule",
                                     as make_method_fixtures.py): accept either map per (n, t)
-  cam.layercam                    transformer cases only (vit, vit_dynamo, swin): pgc LayerCAM
+  cam.layercam                    transformer cases only (vit, vit_dynamo, deit, swin): pgc
+                                    LayerCAM
 The transformer cases' layer outputs tokens, not an NCHW map: pgc ran every method with
 reshape_transform= the fold named by metadata "reshape" (pgc's hooks keep the folded tensor):
   vit    torchvision VisionTransformer(image_size 64, patch 8, 2 layers, 4 heads, hidden 32, mlp
@@ -37,6 +38,11 @@ reshape_transform= the fold named by metadata "reshape" (pgc's hooks keep the fo
   vit_dynamo  the same model, weights, images and targets (so bit-identical tensors), dynamo
          exporter with a static batch of 1 (exported from the first image alone; weights in
          vit_dynamo.onnx.data); onnxruntime runs it once per image
+  deit   a distilled DeiT from torchvision's ViT pieces (class DeiT: conv patch embedding,
+         class + distillation tokens, torchvision Encoder with 66 positions, 2 layers, 4 heads,
+         hidden 32, mlp 64), logits (head(x[:, 0]) + head_dist(x[:, 1])) / 2 as DeiT's eval
+         forward; same layer path, tokens [N, 2 + 64, 32]; fold drops both prefix tokens:
+         tensor[:, 2:, :].reshape(N, 8, 8, C).permute(0, 3, 1, 2) (metadata reshape "vit")
   swin   torchvision SwinTransformer(patch 2, embed 16, depths [1, 2], heads [2, 4], window 4)
          at 32 x 32 (stage 1 16 x 16 tokens, stage 2 8 x 8 with a shifted, masked block);
          layer features.3.1.norm1, tokens [N, 8, 8, 32]; fold tensor.permute(0, 3, 1, 2)
@@ -57,7 +63,8 @@ Metadata (strings; JSON where structured):
                             transformer cases the folded map pgc used)
   reshape                 transformer cases only: the fold, "vit" or "swin" (see above)
   grid                    JSON [h, w] of the folded map
-  prefix_tokens           tokens dropped before the fold (1 for vit: the class token, 0 for swin)
+  prefix_tokens           tokens dropped before the fold (1 for vit: the class token; 2 for deit:
+                            class and distillation tokens; 0 for swin)
   layer_token_shape       JSON full ONNX shape of layer_value ([N, 65, 32] vit, [N, 8, 8, 32]
                             swin); layer_value is matched to the token tensor before the fold
   height, width, batch, classes, mean, std (JSON), layout (nchw|nhwc), channel_order (rgb|bgr)
@@ -102,7 +109,7 @@ from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf  # 
 from torchvision.models.mobilenetv3 import MobileNetV3, _mobilenet_v3_conf  # noqa: E402
 from torchvision.models.regnet import BlockParams, RegNet  # noqa: E402
 from torchvision.models.swin_transformer import SwinTransformer  # noqa: E402
-from torchvision.models.vision_transformer import VisionTransformer  # noqa: E402
+from torchvision.models.vision_transformer import Encoder, VisionTransformer  # noqa: E402
 
 MAX_TOTAL_BYTES = 7_500_000
 REL_TOL = 1e-4
@@ -146,13 +153,16 @@ def randomize_bn(model: nn.Module, calib: torch.Tensor):
 
 
 def scale_head(model: nn.Module, calib: torch.Tensor):
-    """Scale the last Linear so the logits have a standard deviation of ~1 on the calibration
-    batch (torchvision's head inits give logits ~0.05: too small to compare maps robustly)."""
-    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    """Scale the last Linear (every head a model lists in score_heads) so the logits have a
+    standard deviation of ~1 on the calibration batch (torchvision's head inits give logits
+    ~0.05: too small to compare maps robustly)."""
+    heads = getattr(model, "score_heads", None) or \
+        [[m for m in model.modules() if isinstance(m, nn.Linear)][-1]]
     with torch.no_grad():
         s = float(model(calib).std())
-        head.weight.mul_(1.0 / s)
-        head.bias.mul_(1.0 / s)
+        for head in heads:
+            head.weight.mul_(1.0 / s)
+            head.bias.mul_(1.0 / s)
 
 
 def build_mobilenet_v3_small():
@@ -250,6 +260,35 @@ def build_vit():
     return m
 
 
+class DeiT(nn.Module):
+    """A distilled DeiT (Touvron et al. 2021) from torchvision's ViT pieces: class and
+    distillation tokens before the patch tokens, eval forward = the mean of the class head on
+    the class token and the distillation head on the distillation token (DeiT's
+    DistilledVisionTransformer.forward in eval mode)."""
+
+    def __init__(self, image=64, patch=8, layers=2, heads=4, hidden=32, mlp=64, classes=10):
+        super().__init__()
+        self.patch = patch
+        self.conv_proj = nn.Conv2d(3, hidden, kernel_size=patch, stride=patch)
+        self.class_token = nn.Parameter(torch.randn(1, 1, hidden) * 0.5)
+        self.dist_token = nn.Parameter(torch.randn(1, 1, hidden) * 0.5)
+        self.encoder = Encoder((image // patch) ** 2 + 2, layers, heads, hidden, mlp, 0.0, 0.0)
+        self.head = nn.Linear(hidden, classes)
+        self.head_dist = nn.Linear(hidden, classes)
+        for h in (self.head, self.head_dist):
+            nn.init.normal_(h.weight, std=hidden ** -0.5)
+            nn.init.normal_(h.bias, 0.0, 0.05)
+        self.score_heads = [self.head, self.head_dist]
+
+    def forward(self, x):
+        x = self.conv_proj(x).flatten(2).transpose(1, 2)  # [N, h*w, C], row-major patches
+        n = x.shape[0]
+        x = torch.cat([self.class_token.expand(n, -1, -1), self.dist_token.expand(n, -1, -1),
+                       x], dim=1)
+        x = self.encoder(x)
+        return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2
+
+
 def build_swin():
     # depths [1, 2], not [2, 2]: each shifted block's mask construction traces to ~890 ONNX
     # nodes (the file would be 584 KB); stage 2's second block is shifted (masks exercised)
@@ -273,13 +312,20 @@ def vit_reshape_transform(tensor, height=8, width=8):
     return result
 
 
+def deit_reshape_transform(tensor):
+    """pgc's ViT recipe with both prefix tokens (class, distillation) dropped, 8 x 8 grid."""
+    n, _, c = tensor.shape
+    return tensor[:, 2:, :].reshape(n, 8, 8, c).permute(0, 3, 1, 2)
+
+
 def swin_reshape_transform(tensor):
     """torchvision's Swin keeps [N, H, W, C]: NCHW for pgc."""
     return tensor.permute(0, 3, 1, 2)
 
 
-# reshape kind -> (pgc reshape_transform, prefix tokens dropped before the fold)
-RESHAPES = {"vit": (vit_reshape_transform, 1), "swin": (swin_reshape_transform, 0)}
+# case reshape -> (metadata "reshape", pgc reshape_transform, prefix tokens dropped first)
+RESHAPES = {"vit": ("vit", vit_reshape_transform, 1), "deit": ("vit", deit_reshape_transform, 2),
+            "swin": ("swin", swin_reshape_transform, 0)}
 
 
 VIT_NOTE = ("pgc reshape_transform as pgc's ViT tutorial (usage_examples/vit_example.py, height = "
@@ -489,6 +535,9 @@ TV_CASES = [
     dict(case="vit_dynamo", build=build_vit, seed=28, h=64, w=64,
          layer="encoder.layers.encoder_layer_1.ln_1", exporter="dynamo", opset=18,
          targets=[[4, 8], [1, 6]], reshape="vit", image_case="vit", dynamic=False),
+    dict(case="deit", build=DeiT, seed=30, h=64, w=64,
+         layer="encoder.layers.encoder_layer_1.ln_1", exporter="torchscript", opset=17,
+         targets=[[2, 3], [8, 0]], reshape="deit"),
     dict(case="swin", build=build_swin, seed=29, h=32, w=32, layer="features.3.1.norm1",
          exporter="torchscript", opset=17, targets=[[5, 3], [9, 1]], reshape="swin"),
 ]
@@ -516,7 +565,7 @@ def write_tv_case(outdir, case, build, seed, h, w, layer, exporter, opset, targe
         logits = model(x).float()
     hd.remove()
     a = act["a"].numpy()  # the layer's own output (tokens for the transformers): matched in ONNX
-    transform, prefix = RESHAPES[reshape] if reshape else (None, 0)
+    kind, transform, prefix = RESHAPES[reshape] if reshape else (None, None, 0)
     folded = transform(act["a"]).numpy() if reshape else a  # what pgc's maps are made from
     assert folded.ndim == 4, folded.shape
 
@@ -563,6 +612,11 @@ def write_tv_case(outdir, case, build, seed, h, w, layer, exporter, opset, targe
                       "same maps); dynamo export with a static batch of 1 (exported from "
                       "input[:1]; run it once per image), node metadata "
                       "pkg.torch.onnx.stack_trace removed.",
+        "deit": "DeiT-style distilled ViT (class + distillation token, torchvision Encoder "
+                "with 66 positions, 2 layers, 4 heads, hidden 32, mlp 64); logits = (head("
+                "x[:, 0]) + head_dist(x[:, 1])) / 2 as DeiT's eval forward. pgc "
+                "reshape_transform = tensor[:, 2:, :].reshape(N, 8, 8, C).permute(0, 3, 1, 2) "
+                "(both prefix tokens dropped); layer_value is the [N, 66, 32] token tensor.",
         "swin": "pgc reshape_transform = tensor.permute(0, 3, 1, 2) (torchvision's Swin keeps "
                 "[N, H, W, C]); layer_value is the [N, h, w, C] LayerNorm output. Linear weights "
                 "N(0, 1/fan_in) and relative position bias tables N(0, 1) so that the windowed "
@@ -573,7 +627,7 @@ def write_tv_case(outdir, case, build, seed, h, w, layer, exporter, opset, targe
                        ops, opsets, in_shape, d, seed, image_seed, targets, notes, methods)
     meta["layer_value_matches"] = json.dumps(matches)
     if reshape:
-        meta["reshape"] = reshape
+        meta["reshape"] = kind
         meta["grid"] = json.dumps(list(folded.shape[2:]))
         meta["prefix_tokens"] = str(prefix)
         meta["layer_token_shape"] = json.dumps(list(a.shape))
