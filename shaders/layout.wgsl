@@ -37,22 +37,34 @@ fn store(i: u32, v: f32) {
 }
 
 // dst[row, o] = scale * src[row * stride.w + offset + sum_d (o_d - lo_d) * stride_d] where
-// lo <= o < hi, else fill; dst is contiguous over the box.
+// lo <= o < hi, else fill; dst is contiguous over the box. Each invocation writes 4
+// consecutive elements along the last dim: llvmpipe divides lane by lane, so the index
+// arithmetic is shared.
 @compute @workgroup_size(256)
 fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
-    if (i >= p.dims.w) { return; }
+    let t = index(wid, nwg, lid);
     let per = p.dims.x * p.dims.y * p.dims.z;
-    let row = i / per;
-    let j = i % per;
-    let o = vec3<u32>(j / (p.dims.y * p.dims.z), (j / p.dims.z) % p.dims.y, j % p.dims.z);
-    var v = p.fill;
-    if (all(o >= p.lo.xyz) && all(o < p.hi.xyz)) {
-        let d = (o - p.lo.xyz) * p.stride.xyz;
-        v = p.scale * src[row * p.stride.w + p.misc.x + d.x + d.y + d.z];
+    let z4 = (p.dims.z + 3u) / 4u;
+    if (t >= (p.dims.w / per) * p.dims.x * p.dims.y * z4) { return; }
+    let z0 = (t % z4) * 4u;
+    let r = t / z4;
+    let y = r % p.dims.y;
+    let x = (r / p.dims.y) % p.dims.x;
+    let row = r / (p.dims.y * p.dims.x);
+    let out = ((row * p.dims.x + x) * p.dims.y + y) * p.dims.z;
+    let inside = x >= p.lo.x && x < p.hi.x && y >= p.lo.y && y < p.hi.y;
+    // Wraps where x or y is outside the window; read only inside it.
+    let base = row * p.stride.w + p.misc.x + (x - p.lo.x) * p.stride.x + (y - p.lo.y) * p.stride.y;
+    for (var k = 0u; k < 4u; k++) {
+        let z = z0 + k;
+        if (z >= p.dims.z) { break; }
+        var v = p.fill;
+        if (inside && z >= p.lo.z && z < p.hi.z) {
+            v = p.scale * src[base + (z - p.lo.z) * p.stride.z];
+        }
+        store(out + z, v);
     }
-    store(i, v);
 }
 
 // dst[a, b] = scale * sum over l of src[a, l, b], src viewed as [outer, len, inner].

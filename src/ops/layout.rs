@@ -109,7 +109,9 @@ impl LayoutKernels {
             scale: g.scale,
             ..Default::default()
         };
-        self.gather.dispatch(ctx, &p, &[src, dst], len as u64)
+        // One invocation per 4 elements along the last dim.
+        let threads = rows * g.dims[0] * g.dims[1] * g.dims[2].div_ceil(4);
+        self.gather.dispatch(ctx, &p, &[src, dst], threads as u64)
     }
 
     /// `dst[row, i] = src[row * src_row + index[i]]` for `rows` rows of `index.len()`
