@@ -21,7 +21,7 @@
 
 #import conv_base
 
-// conv_pack, conv_pack4, wino_input (writes packed), wino_output (reads x)
+// conv_pack, conv_pack4, conv_pack_copy, wino_input (writes packed), wino_output (reads x)
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var packed: texture_storage_2d<rgba32float, write>;
 @group(0) @binding(7) var<storage, read> x4: array<vec4<f32>>;
@@ -86,6 +86,16 @@ fn conv_pack4(@builtin(global_invocation_id) gid: vec3<u32>,
     textureStore(packed, texel(t + 1u), vec4<f32>(v0.y, v1.y, v2.y, v3.y));
     textureStore(packed, texel(t + 2u), vec4<f32>(v0.z, v1.z, v2.z, v3.z));
     textureStore(packed, texel(t + 3u), vec4<f32>(v0.w, v1.w, v2.w, v3.w));
+}
+
+// conv_pack where the input already is its texels: 1x1 planes of one group with a multiple of
+// 4 channels (a Linear over rows), a copy.
+@compute @workgroup_size(64)
+fn conv_pack_copy(@builtin(global_invocation_id) gid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * 64u;
+    if (t >= p.batch * p.red_c4) { return; }
+    textureStore(packed, texel(t), x4[p.img0 * p.red_c4 + t]);
 }
 
 // Winograd F(4x4, 3x3) for 3x3 stride-1 convs (Lavin & Gray): per 4x4 output tile,

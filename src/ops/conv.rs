@@ -686,6 +686,8 @@ struct TextureKernels {
     pack: Kernel,
     /// `pack` for planes of a multiple of 4 pixels, 4 at a time.
     pack4: Kernel,
+    /// `pack` where the input is its texels already (1x1 planes, one group, 4k channels).
+    pack_copy: Kernel,
     conv: [Kernel; 2],
     wino_input: Kernel,
     wino_output: Kernel,
@@ -738,6 +740,17 @@ impl TextureKernels {
             &[],
             64,
         );
+        let pack_copy = Kernel::with_slots(
+            ctx,
+            &m,
+            "conv_pack_copy",
+            &[
+                (7, Slot::Buffer(Access::Read)),
+                (2, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
+            ],
+            &[],
+            64,
+        );
         let conv = |backward: bool| {
             Kernel::with_slots(
                 ctx,
@@ -779,6 +792,7 @@ impl TextureKernels {
         Self {
             pack,
             pack4,
+            pack_copy,
             conv: [conv(false), conv(true)],
             wino_input,
             wino_output,
@@ -824,7 +838,10 @@ impl TextureKernels {
             * piece.red_c4 as u64
             * piece.in_h as u64
             * piece.in_w as u64;
-        let (pack, threads) = if (piece.in_h * piece.in_w).is_multiple_of(4) {
+        let plane = piece.in_h * piece.in_w;
+        let (pack, threads) = if plane == 1 && piece.groups == 1 && piece.red_c.is_multiple_of(4) {
+            (&self.pack_copy, texels)
+        } else if plane.is_multiple_of(4) {
             (&self.pack4, texels / 4)
         } else {
             (&self.pack, texels)
