@@ -8,7 +8,7 @@ use super::fullgrad::fullgrad_terms;
 use super::method::Recipe;
 use super::perturb::Probe;
 use super::plan::{self, Plan, Step};
-use super::{EngineConfig, Method, Score, fold, legrad, reshape};
+use super::{EngineConfig, Fuse, Method, Score, fold, legrad, reshape};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, buffer};
 use crate::model::Model;
@@ -34,6 +34,12 @@ impl Engine {
             if cfg.eigen_smooth {
                 return Err(Error::Invalid(
                     "--eigen-smooth does not apply to legrad (it sums no channels)".into(),
+                ));
+            }
+            if cfg.fuse != Fuse::Mean {
+                return Err(Error::Invalid(
+                    "--fuse does not apply to legrad: it averages its blocks before normalising"
+                        .into(),
                 ));
             }
             if !cfg.folds.is_empty() {

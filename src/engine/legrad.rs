@@ -122,7 +122,7 @@ pub(super) fn legrad_graph(
         // Keys innermost: softmax over an axis of T with only 1s after it.
         if sa[sm.axis] != t
             || sa[sm.axis + 1..].iter().any(|&d| d != 1)
-            || elements(sa) % (t * t) != 0
+            || !elements(sa).is_multiple_of(t * t)
         {
             return Err(Error::Invalid(format!(
                 "--method legrad: block `{name}`'s attention `{}` has per-image shape {sa:?} \
