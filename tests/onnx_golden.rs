@@ -363,3 +363,32 @@ fn legrad_on_a_cnn_names_what_is_missing() {
         "{msg}"
     );
 }
+
+/// Blocks are residual sums with an attention inside, each named once.
+#[test]
+fn legrad_layers_must_be_blocks() {
+    let g = Golden::load("vit");
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    for (layers, want) in [
+        (
+            vec!["encoder.layers.encoder_layer_1.ln_1"],
+            "not a transformer block's output",
+        ),
+        (
+            vec![
+                "encoder.layers.encoder_layer_1",
+                "encoder.layers.encoder_layer_1",
+            ],
+            "are the same block",
+        ),
+    ] {
+        let cfg = EngineConfig {
+            layers: layers.iter().map(|s| s.to_string()).collect(),
+            ..g.config(Method::LeGrad)
+        };
+        let e = Engine::new(ctx.clone(), &g.model, cfg)
+            .err()
+            .expect("an error");
+        assert!(e.to_string().contains(want), "{layers:?}: {e}");
+    }
+}

@@ -80,7 +80,7 @@ pub(super) fn legrad_graph(
             .unwrap_or(&graph.nodes[o].name);
         layers.push(name.clone());
     }
-    let mut blocks = Vec::new();
+    let mut blocks: Vec<(&str, usize)> = Vec::new();
     for name in layers.iter() {
         let o = model.find_layer(name)?;
         let s = shapes[o];
@@ -96,6 +96,17 @@ pub(super) fn legrad_graph(
                 graph.nodes[norm.0].name
             )));
         }
+        if !residual(graph, o) {
+            return Err(Error::Invalid(format!(
+                "--method legrad: layer `{name}` is not a transformer block's output (a \
+                 residual sum); name blocks, such as encoder.layers.encoder_layer_0"
+            )));
+        }
+        if let Some(&(other, _)) = blocks.iter().find(|b| b.1 == o) {
+            return Err(Error::Invalid(format!(
+                "--method legrad: layers `{other}` and `{name}` are the same block"
+            )));
+        }
         blocks.push((name.as_str(), o));
     }
     let mut order: Vec<usize> = (0..blocks.len()).collect();
@@ -106,28 +117,28 @@ pub(super) fn legrad_graph(
     for &k in &order {
         let (name, o) = blocks[k];
         let t = shapes[o][0];
-        let a = (prev + 1..o)
+        let (a, axis) = (prev + 1..o)
             .rev()
-            .find(|&i| matches!(graph.nodes[i].op, Op::Softmax(_)))
+            .find_map(|i| match &graph.nodes[i].op {
+                Op::Softmax(sm) => Some((i, sm.axis)),
+                _ => None,
+            })
             .ok_or_else(|| {
                 Error::Invalid(format!(
                     "--method legrad: no attention Softmax in block `{name}` (none between \
                      node {prev} and its output); name transformer blocks, not their parts"
                 ))
             })?;
-        let Op::Softmax(sm) = &graph.nodes[a].op else {
-            unreachable!()
-        };
         let sa = shapes[a];
         // Keys innermost: softmax over an axis of T with only 1s after it.
-        if sa[sm.axis] != t
-            || sa[sm.axis + 1..].iter().any(|&d| d != 1)
+        if sa[axis] != t
+            || sa[axis + 1..].iter().any(|&d| d != 1)
             || !elements(sa).is_multiple_of(t * t)
         {
             return Err(Error::Invalid(format!(
                 "--method legrad: block `{name}`'s attention `{}` has per-image shape {sa:?} \
                  (softmax axis {}), not [heads, {t}, {t}]",
-                graph.nodes[a].name, sm.axis
+                graph.nodes[a].name, axis
             )));
         }
         attn[k] = a;
@@ -140,6 +151,7 @@ pub(super) fn legrad_graph(
             let t = shapes[o][0];
             let grid = match reshape {
                 Reshape::Vit(g) => g,
+                // The attention always folds: `none` reads as `auto`.
                 Reshape::Auto | Reshape::None => None,
                 Reshape::Swin(_) => {
                     return Err(Error::Invalid(
@@ -164,6 +176,20 @@ pub(super) fn legrad_graph(
         .collect::<Result<Vec<_>>>()?;
     let (graph, targets) = scored_graph(graph, &blocks, &attn, &norm.1, &head, embed)?;
     Ok((graph, targets, folds))
+}
+
+/// Whether node `o` is a residual sum (a block's output), through free reshapes.
+fn residual(graph: &Graph, mut o: usize) -> bool {
+    loop {
+        match &graph.nodes[o].op {
+            Op::Add(_)
+            | Op::Binary(Binary {
+                kind: BinaryKind::Add,
+            }) => return true,
+            Op::Flatten(_) | Op::Dropout(_) | Op::Reshape(_) => o = graph.nodes[o].inputs[0],
+            _ => return false,
+        }
+    }
 }
 
 /// Attention rows `[queries, T]` (all heads' queries) read as `[queries, h, w]` over the keys
