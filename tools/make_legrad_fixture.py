@@ -1,8 +1,9 @@
 """Golden fixture for --method legrad: torchcam 0.5's LeGrad on the vit case of
 tools/make_onnx_fixtures.py (the same model, weights, images and targets; its ONNX file).
 
-Usage:  .venv/bin/python tools/make_legrad_fixture.py [--out tests/fixtures/onnx]
-        (torchcam==0.5.0 installed beside the pinned tools/requirements.txt)
+Usage:  /opt/ref/bin/python tools/make_legrad_fixture.py [--out tests/fixtures/onnx]
+        (tools/requirements.txt, torchcam included). Written by make_fixtures.save_safetensors
+        (sorted header, byte-reproducible).
 
 Writes vit_legrad.safetensors:
   logits        F32 [N, K]           the model's logits (equal to vit.safetensors' "logits")
@@ -24,7 +25,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as mf  # noqa: E402
@@ -97,7 +98,7 @@ def main():
         "generator": "tools/make_legrad_fixture.py",
     })
     path = os.path.join(args.out, "vit_legrad.safetensors")
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path, metadata=meta)
+    mf.save_safetensors({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path, meta)
     for k, v in tensors.items():
         print(k, v.shape, float(v.min()), float(v.max()))
     print(path, os.path.getsize(path), "B")
