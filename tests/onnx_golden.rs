@@ -392,3 +392,23 @@ fn legrad_layers_must_be_blocks() {
         assert!(e.to_string().contains(want), "{layers:?}: {e}");
     }
 }
+
+/// One gradient row per backward pass (targets split across passes) gives the same maps.
+#[test]
+fn legrad_split_passes_agree() {
+    let g = Golden::load("vit");
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let maps = |rows: Option<usize>| {
+        let cfg = EngineConfig {
+            layers: Vec::new(),
+            backward_rows: rows,
+            ..g.config(Method::LeGrad)
+        };
+        let mut engine = Engine::new(ctx.clone(), &g.model, cfg).unwrap();
+        let r = engine.explain_for(&g.images, &g.targets()).unwrap();
+        r.iter()
+            .flat_map(|i| i.targets.iter().flat_map(|t| t.map.clone().unwrap()))
+            .collect::<Vec<f32>>()
+    };
+    assert_eq!(maps(None), maps(Some(1)));
+}
