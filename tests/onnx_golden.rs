@@ -412,3 +412,19 @@ fn legrad_split_passes_agree() {
     };
     assert_eq!(maps(None), maps(Some(1)));
 }
+
+/// DeiT averages two heads: no single head projects a block's tokens as torchcam's
+/// torchvision-ViT projection does, so legrad refuses it.
+#[test]
+fn legrad_needs_a_single_linear_head() {
+    let g = Golden::load("deit");
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let cfg = EngineConfig {
+        layers: Vec::new(),
+        ..g.config(Method::LeGrad)
+    };
+    let e = Engine::new(ctx, &g.model, cfg)
+        .err()
+        .expect("legrad on DeiT fails");
+    assert!(e.to_string().contains("not a Linear head"), "{e}");
+}

@@ -51,16 +51,16 @@ pub(super) fn legrad_graph(
         })
         .ok_or_else(|| missing("no LayerNorm over token embeddings (the encoder's final norm)"))?;
     let embed = norm.1.features;
-    let head = graph
-        .nodes
-        .iter()
-        .rev()
-        .find_map(|n| match &n.op {
-            Op::Linear(l) if l.in_features == embed => Some(l.clone()),
-            _ => None,
-        })
-        .ok_or_else(|| missing(&format!("no Linear head taking {embed} features")))?;
+    // The head: a Linear over the embedding that gives the output (torchvision's heads.head).
     let out = graph.output();
+    let head = match &graph.nodes[unaliased(graph, out)].op {
+        Op::Linear(l) if l.in_features == embed => l.clone(),
+        _ => {
+            return Err(missing(&format!(
+                "the output is not a Linear head taking {embed} features"
+            )));
+        }
+    };
     let classes = shapes[out];
     if classes != [head.out_features, 1, 1] {
         return Err(missing(&format!(
@@ -179,17 +179,22 @@ pub(super) fn legrad_graph(
 }
 
 /// Whether node `o` is a residual sum (a block's output), through free reshapes.
-fn residual(graph: &Graph, mut o: usize) -> bool {
-    loop {
-        match &graph.nodes[o].op {
-            Op::Add(_)
+fn residual(graph: &Graph, o: usize) -> bool {
+    matches!(
+        graph.nodes[unaliased(graph, o)].op,
+        Op::Add(_)
             | Op::Binary(Binary {
-                kind: BinaryKind::Add,
-            }) => return true,
-            Op::Flatten(_) | Op::Dropout(_) | Op::Reshape(_) => o = graph.nodes[o].inputs[0],
-            _ => return false,
-        }
+                kind: BinaryKind::Add
+            })
+    )
+}
+
+/// The node whose data node `o` is, through free reshapes.
+fn unaliased(graph: &Graph, mut o: usize) -> usize {
+    while let Op::Flatten(_) | Op::Dropout(_) | Op::Reshape(_) = graph.nodes[o].op {
+        o = graph.nodes[o].inputs[0];
     }
+    o
 }
 
 /// Attention rows `[queries, T]` (all heads' queries) read as `[queries, h, w]` over the keys
