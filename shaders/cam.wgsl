@@ -26,6 +26,7 @@ const TERM_RELU_GRAD_ACT: u32 = 2u;
 const TERM_RELU_GRAD_TIMES_ACT: u32 = 3u;
 const TERM_ACT: u32 = 4u;
 const TERM_ABS_GRAD_TIMES_ACT: u32 = 5u;
+const TERM_RELU_GRAD: u32 = 6u;
 
 @group(0) @binding(0) var<uniform> p: CamParams;
 @group(0) @binding(1) var<storage, read> act: array<f32>;  // [images, C, plane]
@@ -94,6 +95,7 @@ fn term(row: u32, c: u32, s: u32) -> f32 {
         case TERM_GRAD_ACT: { return g * a; }
         case TERM_RELU_GRAD_ACT: { return max(g * a, 0.0); }
         case TERM_ABS_GRAD_TIMES_ACT: { return abs(g) * a; }
+        case TERM_RELU_GRAD: { return max(g, 0.0); }
         default: { return max(g, 0.0) * a; }
     }
 }

@@ -234,6 +234,13 @@ fn bad_model_layer_and_arguments_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{bad}");
         assert!(stderr(&o).contains("--kpca-gamma"), "{}", stderr(&o));
     }
+    let o = run(&["--model", m, "--method", "legrad"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("legrad needs a vision transformer"),
+        "{}",
+        stderr(&o)
+    );
     let o = run(&["--model", m, "--method", "sobel-cam", "--aug-smooth"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("sobel-cam"), "{}", stderr(&o));

@@ -2079,13 +2079,14 @@ fn cam_channel_weights() {
     }
 }
 
-const TERMS: [Term; 6] = [
+const TERMS: [Term; 7] = [
     Term::Weighted,
     Term::GradAct,
     Term::ReluGradAct,
     Term::ReluGradTimesAct,
     Term::Act,
     Term::AbsGradTimesAct,
+    Term::ReluGrad,
 ];
 
 #[test]

@@ -450,10 +450,11 @@ fn faster_score_cam_matches_its_f64_reference() {
 
 /// Every method the CLI offers is compared with pytorch-grad-cam: the fixtures list the
 /// methods tools/make_method_fixtures.py ran, and the two it runs apart (guided-gradcam's
-/// image, cam's classifier weights) have tests of their own above.
+/// image, cam's classifier weights) have tests of their own above; legrad (torchcam's, on a
+/// ViT) is in tests/onnx_golden.rs.
 #[test]
 fn every_method_has_a_golden_fixture() {
-    let separately = ["guided-gradcam", "cam"];
+    let separately = ["guided-gradcam", "cam", "legrad"];
     let new = Fixture::load("methods/new_methods.safetensors");
     let new: Vec<String> = serde_json::from_str(&new.meta["methods"]).unwrap();
     for name in ["resnet50", "vgg11_bn"] {

@@ -282,3 +282,149 @@ fn transformers_default_to_the_last_blocks_norm1_folded() {
         assert_eq!(maps[0], maps[1], "{name}");
     }
 }
+
+/// torchcam 0.5's LeGrad on the ViT (tools/make_legrad_fixture.py: the vit case's model,
+/// images and targets): maps within 1e-3 and the logits unchanged by LeGrad's score branch,
+/// through both exporters. Returns the worst map error.
+fn legrad(name: &str, key: &str, layers: Option<Vec<String>>) -> f32 {
+    let g = Golden::load(name);
+    let dir = repo_root().join("tests/fixtures/onnx");
+    let bytes = std::fs::read(dir.join("vit_legrad.safetensors")).unwrap();
+    let fx = Golden {
+        bytes,
+        ..Golden::load(name)
+    };
+    let (_, meta) = SafeTensors::read_metadata(&fx.bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let want = fx.f32s(&format!("cam.{key}")).unwrap();
+    let cfg = EngineConfig {
+        layers: layers
+            .unwrap_or_else(|| serde_json::from_str(&meta[&format!("{key}_layers")]).unwrap()),
+        ..g.config(Method::LeGrad)
+    };
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let mut engine = Engine::new(ctx, &g.model, cfg).unwrap();
+    let r = engine.explain_for(&g.images, &g.targets()).unwrap();
+    let logits: Vec<f32> = r.iter().flat_map(|i| i.logits.clone()).collect();
+    let want_logits = fx.f32s("logits").unwrap();
+    let scale = want_logits.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let logit = max_abs_diff(&logits, &want_logits) / scale;
+    assert!(
+        logit < LOGIT_TOLERANCE,
+        "{name} {key}: logits rel {logit:.2e}"
+    );
+    let got: Vec<f32> = r
+        .iter()
+        .flat_map(|i| i.targets.iter().flat_map(|t| t.map.clone().unwrap()))
+        .collect();
+    let worst = max_abs_diff(&got, &want);
+    println!("{name} legrad {key}: map max |diff| {worst:.2e}, logits rel {logit:.2e}");
+    assert!(
+        worst < MAP_TOLERANCE,
+        "{name} {key}: map max |diff| {worst:.2e}"
+    );
+    worst
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+#[test]
+fn legrad_two_blocks() {
+    for name in ["vit", "vit_dynamo"] {
+        legrad(name, "legrad", None);
+    }
+}
+
+/// One block, named or by default (the last block).
+#[test]
+fn legrad_last_block_and_default() {
+    legrad("vit", "legrad_last", None);
+    legrad("vit", "legrad_last", Some(Vec::new()));
+}
+
+/// A CNN has no attention to differentiate: the error names what is missing.
+#[test]
+fn legrad_on_a_cnn_names_what_is_missing() {
+    let g = Golden::load("mobilenet_v3_small");
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let cfg = EngineConfig {
+        layers: Vec::new(),
+        ..g.config(Method::LeGrad)
+    };
+    let e = Engine::new(ctx, &g.model, cfg)
+        .err()
+        .expect("legrad on a CNN fails");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("vision transformer") && msg.contains("LayerNorm"),
+        "{msg}"
+    );
+}
+
+/// Blocks are residual sums with an attention inside, each named once.
+#[test]
+fn legrad_layers_must_be_blocks() {
+    let g = Golden::load("vit");
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    for (layers, want) in [
+        (
+            vec!["encoder.layers.encoder_layer_1.ln_1"],
+            "not a transformer block's output",
+        ),
+        (
+            vec![
+                "encoder.layers.encoder_layer_1",
+                "encoder.layers.encoder_layer_1",
+            ],
+            "are the same block",
+        ),
+    ] {
+        let cfg = EngineConfig {
+            layers: layers.iter().map(|s| s.to_string()).collect(),
+            ..g.config(Method::LeGrad)
+        };
+        let e = Engine::new(ctx.clone(), &g.model, cfg)
+            .err()
+            .expect("an error");
+        assert!(e.to_string().contains(want), "{layers:?}: {e}");
+    }
+}
+
+/// One gradient row per backward pass (targets split across passes) gives the same maps.
+#[test]
+fn legrad_split_passes_agree() {
+    let g = Golden::load("vit");
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let maps = |rows: Option<usize>| {
+        let cfg = EngineConfig {
+            layers: Vec::new(),
+            backward_rows: rows,
+            ..g.config(Method::LeGrad)
+        };
+        let mut engine = Engine::new(ctx.clone(), &g.model, cfg).unwrap();
+        let r = engine.explain_for(&g.images, &g.targets()).unwrap();
+        r.iter()
+            .flat_map(|i| i.targets.iter().flat_map(|t| t.map.clone().unwrap()))
+            .collect::<Vec<f32>>()
+    };
+    assert_eq!(maps(None), maps(Some(1)));
+}
+
+/// DeiT averages two heads: no single head projects a block's tokens as torchcam's
+/// torchvision-ViT projection does, so legrad refuses it.
+#[test]
+fn legrad_needs_a_single_linear_head() {
+    let g = Golden::load("deit");
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let cfg = EngineConfig {
+        layers: Vec::new(),
+        ..g.config(Method::LeGrad)
+    };
+    let e = Engine::new(ctx, &g.model, cfg)
+        .err()
+        .expect("legrad on DeiT fails");
+    assert!(e.to_string().contains("not a Linear head"), "{e}");
+}

@@ -165,7 +165,8 @@ fn every_op_has_samples_and_they_are_awkward() {
 fn reference_backward_matches_finite_differences() {
     let mut rng = Rng::new(24);
     let h = 1e-5;
-    for c in cases() {
+    // Detach is a stop-gradient: its backward is zero by design, not the forward's derivative.
+    for c in cases().into_iter().filter(|c| kind(&c.op) != "Detach") {
         let n = 2;
         let x: Vec<Vec<f64>> = inputs_for(&c.in_shapes, n, &mut rng)
             .iter()

@@ -283,6 +283,6 @@ fn methods_or_all() -> clap::builder::PossibleValuesParser {
         gradcam_wgpu::engine::METHODS
             .iter()
             .map(|(_, name, help)| clap::builder::PossibleValue::new(*name).help(*help))
-            .chain([clap::builder::PossibleValue::new("all").help("every method")]),
+            .chain([clap::builder::PossibleValue::new("all").help("every method but legrad")]),
     )
 }

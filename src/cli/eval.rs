@@ -20,7 +20,13 @@ pub fn run(a: &EvalArgs) -> Result<usize> {
     };
     for name in names {
         if name == "all" {
-            sources.extend(METHODS.iter().map(|(m, _, _)| Source::Method(*m)));
+            // LeGrad's --layer names transformer blocks, not the layers the others read.
+            sources.extend(
+                METHODS
+                    .iter()
+                    .filter(|(m, _, _)| *m != Method::LeGrad)
+                    .map(|(m, _, _)| Source::Method(*m)),
+            );
         } else {
             sources.push(Source::Method(name.parse::<Method>()?));
         }

@@ -8,7 +8,7 @@ use super::fullgrad::fullgrad_terms;
 use super::method::Recipe;
 use super::perturb::Probe;
 use super::plan::{self, Plan, Step};
-use super::{EngineConfig, Method, Score, fold, reshape};
+use super::{EngineConfig, Fuse, Method, Score, fold, legrad, reshape};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, buffer};
 use crate::model::Model;
@@ -30,22 +30,56 @@ impl Engine {
                 cfg.method.name()
             ))
         })?;
-        let layers = if cfg.layers.is_empty() {
+        if cfg.method == Method::LeGrad {
+            if cfg.eigen_smooth {
+                return Err(Error::Invalid(
+                    "--eigen-smooth does not apply to legrad (it sums no channels)".into(),
+                ));
+            }
+            if cfg.fuse != Fuse::Mean {
+                return Err(Error::Invalid(
+                    "--fuse does not apply to legrad: it averages its blocks before normalising"
+                        .into(),
+                ));
+            }
+            if !cfg.folds.is_empty() {
+                return Err(Error::Invalid(
+                    "legrad folds the attention itself: pass --reshape, not folds".into(),
+                ));
+            }
+        }
+        let mut legrad = None;
+        let layers = if cfg.method == Method::LeGrad {
+            let mut layers = cfg.layers.clone();
+            legrad = Some(legrad::legrad_graph(
+                model,
+                &mut layers,
+                cfg.reshape,
+                cfg.size,
+            )?);
+            layers
+        } else if cfg.layers.is_empty() {
             vec![model.default_layer.clone()]
         } else {
             cfg.layers.clone()
         };
         let mut target_nodes = Vec::new();
-        for layer in &layers {
-            let node = model.find_layer(layer)?;
-            if node == 0 {
-                return Err(Error::Invalid("the input is not a layer to explain".into()));
+        // LeGrad's targets are its blocks' attention (in its own graph).
+        if legrad.is_none() {
+            for layer in &layers {
+                let node = model.find_layer(layer)?;
+                if node == 0 {
+                    return Err(Error::Invalid("the input is not a layer to explain".into()));
+                }
+                target_nodes.push(node);
             }
-            target_nodes.push(node);
         }
         // FullGrad and Sobel-CAM read no layer: their folds are ignored.
         let inferred;
-        let folds: &[_] = if matches!(cfg.method, Method::FullGrad | Method::SobelCam) {
+        let folds: &[_] = if matches!(
+            cfg.method,
+            Method::FullGrad | Method::SobelCam | Method::LeGrad
+        ) {
             &[]
         } else if cfg.folds.is_empty() {
             inferred = reshape::folds(model, &layers, &target_nodes, cfg.reshape, cfg.size)?;
@@ -65,8 +99,13 @@ impl Engine {
                 }
             )));
         }
-        let (folded, target_nodes) =
-            fold::fold_graph(graph, &layers, &target_nodes, folds, cfg.size)?;
+        let (folded, target_nodes) = match &legrad {
+            Some((g, attention, folds)) => {
+                legrad::check_grids(cfg.method, folds)?;
+                fold::fold_graph(g, &layers, attention, folds, cfg.size)?
+            }
+            None => fold::fold_graph(graph, &layers, &target_nodes, folds, cfg.size)?,
+        };
         let graph = &folded;
         if cfg.batch == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
@@ -262,7 +301,9 @@ impl Engine {
             layer_map: buffer::storage(
                 &ctx,
                 "cam",
-                if layers.len() > 1 || fullgrad {
+                if recipe == Recipe::LeGrad {
+                    rows * max_plane * 4
+                } else if layers.len() > 1 || fullgrad {
                     rows * (h * w) as u64 * 4
                 } else {
                     16

@@ -29,6 +29,9 @@ impl Engine {
         if self.cfg.method.needs_gradients() {
             self.fold_gradients(d, rows);
         }
+        if self.recipe == Recipe::LeGrad {
+            return self.legrad_stage(d, rows, tc);
+        }
         for (li, &t) in self.plan.targets.iter().enumerate() {
             let [c, th, tw] = self.plan.steps[t].shape;
             let shape = CamShape {
@@ -68,7 +71,9 @@ impl Engine {
                 }
                 Recipe::Term(term) | Recipe::Eigen(term) => term,
                 Recipe::Kpca => Term::Act,
-                Recipe::FullGrad | Recipe::Sobel => unreachable!("no per-layer CAM"),
+                Recipe::FullGrad | Recipe::Sobel | Recipe::LeGrad => {
+                    unreachable!("no per-layer CAM")
+                }
             };
             if self.cfg.eigen_smooth || matches!(self.recipe, Recipe::Eigen(_) | Recipe::Kpca) {
                 d.push(

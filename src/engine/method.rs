@@ -23,6 +23,7 @@ pub enum Method {
     SegEigenCam,
     KpcaCam,
     SobelCam,
+    LeGrad,
 }
 
 /// (method, CLI name, one-line description).
@@ -112,6 +113,11 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "sobel-cam",
         "Sobel edge magnitude of the input image: a baseline (ignores --layer and the class)",
     ),
+    (
+        Method::LeGrad,
+        "legrad",
+        "ViT: mean of ReLU(d block score / d attention) over heads, queries and blocks (--layer names blocks)",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -135,6 +141,8 @@ pub(crate) enum Recipe {
     FullGrad,
     /// The input image's Sobel edges (no per-layer CAM).
     Sobel,
+    /// LeGrad: ReLU(gradients) of the blocks' attention, averaged before normalising.
+    LeGrad,
 }
 
 impl Method {
@@ -164,6 +172,7 @@ impl Method {
             Method::AblationCam => Recipe::Ablation,
             Method::FullGrad => Recipe::FullGrad,
             Method::SobelCam => Recipe::Sobel,
+            Method::LeGrad => Recipe::LeGrad,
         })
     }
 

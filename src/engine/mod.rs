@@ -14,6 +14,7 @@ mod cam;
 pub mod fold;
 mod forward;
 mod fullgrad;
+mod legrad;
 pub mod method;
 mod perturb;
 pub mod plan;

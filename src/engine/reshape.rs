@@ -142,7 +142,7 @@ fn square(t: usize) -> Option<[usize; 2]> {
 
 /// Prefix tokens and grid for `t` tokens: the grid given (prefix 0 to 2), else a square
 /// after 1, 2 or 0 prefix tokens, in that order (class token, distillation token, none).
-fn vit_prefix(t: usize, grid: Option<[usize; 2]>) -> Option<(usize, [usize; 2])> {
+pub(super) fn vit_prefix(t: usize, grid: Option<[usize; 2]>) -> Option<(usize, [usize; 2])> {
     match grid {
         Some(g) => {
             let p = t.checked_sub(g[0] * g[1])?;

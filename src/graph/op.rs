@@ -10,8 +10,8 @@ pub use super::node::{
 };
 use super::ops::{
     activation, adaptive_avg_pool, add, alias, avg_pool, batch_norm, binary, binary_const, clip,
-    concat, conv2d, erf, gather, gelu, group_norm, hard_sigmoid, hardswish, input, layer_norm,
-    linear, matmul, max_pool, mul, pad, reduce_mean, relu, slice, softmax, transpose,
+    concat, conv2d, detach, erf, gather, gelu, group_norm, hard_sigmoid, hardswish, input,
+    layer_norm, linear, matmul, max_pool, mul, pad, reduce_mean, relu, slice, softmax, transpose,
 };
 
 /// Declares the IR enum from the op types: one line per op.
@@ -102,4 +102,6 @@ registry! {
     MatMul(matmul::MatMul),
     /// Softmax along a per-image axis.
     Softmax(softmax::Softmax),
+    /// The input's data with no gradient to it (LeGrad's per-block scores).
+    Detach(detach::Detach),
 }

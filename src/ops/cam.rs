@@ -45,6 +45,8 @@ pub enum Term {
     Act = 4,
     /// |G| * A (Seg-Eigen-CAM).
     AbsGradTimesAct = 5,
+    /// ReLU(G), the activations unused (LeGrad).
+    ReluGrad = 6,
 }
 
 /// Shapes of one CAM reduction: `rows` (image, target) pairs, activations of `rows / rep`

@@ -172,6 +172,7 @@ pub fn product(
                 Term::ReluGradAct => (gradients[i] * a).max(0.0),
                 Term::ReluGradTimesAct => gradients[i].max(0.0) * a,
                 Term::AbsGradTimesAct => gradients[i].abs() * a,
+                Term::ReluGrad => gradients[i].max(0.0),
             }
         })
         .collect()

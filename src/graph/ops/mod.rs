@@ -12,6 +12,7 @@ pub mod binary_const;
 pub mod clip;
 pub mod concat;
 pub mod conv2d;
+pub mod detach;
 pub mod erf;
 pub mod gather;
 pub mod gelu;
