@@ -929,6 +929,21 @@ fn transpose_scatternd_and_negative_slices_of_constants_fold() {
     want[5] += u[0] + u[2];
     want[12] += u[1];
     assert_close("scatter add", &s, &want);
+    // Index tuples of length 0 address the whole tensor: one update of its shape replaces it.
+    let mut idx = ints("idx", &[]);
+    idx.dims = vec![1, 0];
+    let s = folded64(
+        vec![node(
+            "/S",
+            "ScatterND",
+            &["c0", "idx", "upd"],
+            &["c"],
+            vec![],
+        )],
+        vec![c(&[5, 3]), idx, upd(&[1, 5, 3])],
+        15,
+    );
+    assert_close("scatter whole", &s, &f64s(&upd(&[1, 5, 3])));
 
     // Slice with negative steps: c0[::-1, 4:0:-2] and c0[-2::-3] of a [4, 5] and a [7].
     let sl = |dims: &[i64], starts: &[i64], ends: &[i64], axes: &[i64], steps: &[i64], k| {

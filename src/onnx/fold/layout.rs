@@ -2,7 +2,7 @@
 
 use super::super::node::{ONode, axis};
 use super::super::tensor::{Const, Data};
-use super::{pick, strides};
+use super::{count, pick, strides};
 use crate::error::Result;
 
 /// `Transpose`: output dim `i` is input dim `perm[i]` (reversed when `perm` is absent).
@@ -62,9 +62,14 @@ pub fn scatter_nd(n: &ONode, data: &Const, indices: &Const, updates: &Const) -> 
     let reduction = n.string("reduction", "none")?;
     let st = strides(&data.dims);
     let ids = indices.to_i64();
-    let offsets = ids
-        .chunks(k.max(1))
-        .take(outer.iter().product())
+    let updates_count = count(n, outer)?;
+    // Empty index tuples address the whole tensor (each update replaces all of it).
+    let tuples: Vec<&[i64]> = match k {
+        0 => vec![&[]; updates_count],
+        _ => ids.chunks(k).take(updates_count).collect(),
+    };
+    let offsets = tuples
+        .into_iter()
         .map(|t| {
             t.iter().enumerate().try_fold(0usize, |off, (a, &i)| {
                 let d = data.dims[a] as i64;
