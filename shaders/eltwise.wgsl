@@ -18,6 +18,7 @@ const FLAG_MAX: u32 = 8u;
 const FLAG_SCALE: u32 = 16u;
 const FLAG_GUIDED: u32 = 32u;
 const FLAG_BROADCAST: u32 = 64u;
+const FLAG_MUL: u32 = 128u;
 
 @group(0) @binding(0) var<uniform> p: EltParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -83,9 +84,9 @@ fn affine_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     dst[i] = a[i] * b[c];
 }
 
-// dst = a, dst += a (FLAG_ACCUMULATE) or dst = max(dst, a) (FLAG_MAX), with a scaled by
-// `scale` under FLAG_SCALE: sums gradients of a tensor with several consumers, and fuses
-// the maps of several layers.
+// dst = a, dst += a (FLAG_ACCUMULATE), dst = max(dst, a) (FLAG_MAX) or dst *= a (FLAG_MUL),
+// with a scaled by `scale` under FLAG_SCALE: sums gradients of a tensor with several
+// consumers, and fuses the maps of several layers.
 @compute @workgroup_size(256)
 fn add_into(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
@@ -95,6 +96,7 @@ fn add_into(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if ((p.flags & FLAG_SCALE) != 0u) { v *= p.scale; }
     if ((p.flags & FLAG_ACCUMULATE) != 0u) { v += dst[i]; }
     if ((p.flags & FLAG_MAX) != 0u) { v = max(v, dst[i]); }
+    if ((p.flags & FLAG_MUL) != 0u) { v *= dst[i]; }
     dst[i] = v;
 }
 

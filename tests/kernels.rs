@@ -1422,6 +1422,7 @@ fn combine_into() {
         Merge::Add(0.25),
         Merge::Add(-3.1),
         Merge::Max,
+        Merge::Mul,
     ] {
         let (sb, db) = (upload(&src), upload(&dst0));
         let d = e
@@ -1433,7 +1434,7 @@ fn combine_into() {
         let name = format!("combine_into {merge:?}");
         match merge {
             // One product, or a selection.
-            Merge::Set(_) | Merge::Max => check_exact(&name, &got[0], &want),
+            Merge::Set(_) | Merge::Max | Merge::Mul => check_exact(&name, &got[0], &want),
             // A product and a sum.
             Merge::Add(sc) => {
                 let scaled: Vec<f64> = s64.iter().map(|v| (sc as f64 * v).abs()).collect();

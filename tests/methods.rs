@@ -360,6 +360,43 @@ fn new_methods_match_pytorch_grad_cam() {
     assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
 }
 
+/// RefineCAM: the base method's maps at several layers, each rescaled to [0, 1] at the input
+/// size, multiplied and rescaled; Grad-CAM++ for `refine-cam`, any method with `--fuse
+/// product`.
+#[test]
+fn refine_cam_matches_pytorch_grad_cam() {
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/new_methods.safetensors");
+    let layers: Vec<String> = serde_json::from_str(&fx.meta["refine_layers"]).unwrap();
+    let mut failures = Vec::new();
+    for (key, method, fuse) in [
+        ("cam.refine-cam", Method::RefineCam, Fuse::Mean),
+        ("cam.gradcam.product", Method::GradCam, Fuse::Product),
+    ] {
+        let c = Case {
+            layers: layers.clone(),
+            fuse,
+            ..case(key, method)
+        };
+        let err = run(&fx, &ctx, &c);
+        println!("{key}: {err:.2e}");
+        if err > TOLERANCE {
+            failures.push(format!("{key}: {err:.2e}"));
+        }
+    }
+    assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
+    // refine-cam multiplies: --fuse max contradicts it.
+    let cfg = EngineConfig {
+        layers,
+        method: Method::RefineCam,
+        fuse: Fuse::Max,
+        size: fx.size,
+        ..Default::default()
+    };
+    let e = Engine::new(ctx, &fx.model, cfg).err().expect("refused");
+    assert!(e.to_string().contains("--fuse max"), "{e}");
+}
+
 /// Faster Score-CAM (`max_channels`, tf-keras-vis's `max_N`) against its f64 composition on
 /// the new-methods ResNet-18: the layer's activations, each image's N channels of largest
 /// spatial std (tf-keras-vis: `tf.math.top_k` of `tf.math.reduce_std`), Score-CAM's probes of
@@ -454,7 +491,8 @@ fn faster_score_cam_matches_its_f64_reference() {
 /// ViT) is in tests/onnx_golden.rs.
 #[test]
 fn every_method_has_a_golden_fixture() {
-    let separately = ["guided-gradcam", "cam", "legrad"];
+    // refine-cam: several layers at once, in refine_cam_matches_pytorch_grad_cam.
+    let separately = ["guided-gradcam", "cam", "legrad", "refine-cam"];
     let new = Fixture::load("methods/new_methods.safetensors");
     let new: Vec<String> = serde_json::from_str(&new.meta["methods"]).unwrap();
     for name in ["resnet50", "vgg11_bn"] {

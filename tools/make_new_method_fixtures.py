@@ -14,6 +14,9 @@ tools/detweights.py; images from make_fixtures.make_images). tests/fixtures/meth
                                               [ClassifierOutputTarget(targets[n, t]) for n]) per t
   cam.<method>.<layer>    the same at another layer (metadata "layers")
   cam.kpca-cam.gamma      KPCA_CAM(..., gamma=kpca_gamma) at the main layer
+  cam.refine-cam          RefineCAM(model, [layers of metadata "refine_layers"]): Grad-CAM++'s
+                            per-layer maps multiplied, rescaled (--method refine-cam)
+  cam.gradcam.product     the same with base_method=GradCAM (--method gradcam --fuse product)
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ import make_fixtures as mf  # noqa: E402
 from make_method_fixtures import run_cam  # noqa: E402
 
 from importlib.metadata import version as pkg_version  # noqa: E402
-from pytorch_grad_cam import FEM, KPCA_CAM, SegEigenCAM  # noqa: E402
+from pytorch_grad_cam import FEM, KPCA_CAM, GradCAM, SegEigenCAM  # noqa: E402
+from pytorch_grad_cam.refine_cam import RefineCAM  # noqa: E402
 import sklearn  # noqa: E402
 from pytorch_grad_cam.sobel_cam import sobel_cam  # noqa: E402
 from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
@@ -77,6 +81,13 @@ def main():
                    gamma=KPCA_GAMMA)
     tensors["cam.kpca-cam.gamma"] = run_cam(cam, x, targets)
     cam.activations_and_grads.release()
+    # RefineCAM over the main and the other layers, with its default base method and Grad-CAM.
+    refine_layers = [c["layer"]] + c["other_layers"]
+    for key, kw in [("cam.refine-cam", {}), ("cam.gradcam.product", {"base_method": GradCAM})]:
+        cam = RefineCAM(model, [model.get_submodule(m) for m in refine_layers], **kw)
+        tensors[key] = run_cam(cam, x, targets)
+        for base in cam.base_cam_per_layer:
+            base.activations_and_grads.release()
     # Sobel-CAM: a function of the image, not a CAM class.
     sobel = np.stack([scale_cam_image(sobel_cam(im)[None])[0] for im in u8])
     sobel = np.ascontiguousarray(np.repeat(sobel[:, None], targets.shape[1], axis=1), np.float32)
@@ -97,6 +108,7 @@ def main():
         "method_classes": json.dumps({k: v.__name__ for k, v in METHODS.items()}),
         "fem_k": "2",
         "kpca_gamma": str(KPCA_GAMMA),
+        "refine_layers": json.dumps(refine_layers),
         "tensors": json.dumps(detweights.tensor_list(model)),
         "tensor_qsums": json.dumps(mf.qsums(model, c["seed"])),
         "mean": json.dumps(mf.MEAN),

@@ -66,6 +66,7 @@ __all__ = [
     "KPCA_CAM",
     "LayerCAM",
     "RawScoresOutputTarget",
+    "RefineCAM",
     "ScoreCAM",
     "SegEigenCAM",
     "SoftmaxOutputTarget",
@@ -407,6 +408,8 @@ class BaseCAM:
     """pytorch-grad-cam's BaseCAM contract on the gradcam_wgpu engine."""
 
     _method = "gradcam"
+    # How several target layers' maps are fused (RefineCAM multiplies them).
+    _fuse = "mean"
 
     def __init__(
         self,
@@ -474,6 +477,8 @@ class BaseCAM:
             kwargs["probe_batch"] = max(1, int(self.batch_size))
         if self._method == "kpca-cam" and self.gamma is not None:
             kwargs["kpca_gamma"] = float(self.gamma)
+        if self._fuse != "mean":
+            kwargs["fuse"] = self._fuse
         if folds is not None:
             kwargs["folds"] = folds
         opts = _options(kwargs)
@@ -749,6 +754,27 @@ class KPCA_CAM(BaseCAM):
         super().__init__(model, target_layers, reshape_transform)
         self.kernel = kernel
         self.gamma = gamma
+
+
+class RefineCAM(BaseCAM):
+    """RefineCAM: the base method's map at each target layer (rescaled to [0, 1]), multiplied
+    and rescaled, as pytorch-grad-cam's refine_cam. `base_method` is one of this module's
+    classes or pytorch-grad-cam's class of the same name (default Grad-CAM++)."""
+
+    _fuse = "product"
+
+    def __init__(self, model, target_layers, reshape_transform=None, base_method=None, **kwargs):
+        name = "GradCAMPlusPlus" if base_method is None else base_method.__name__
+        ours = globals().get(name)
+        method = getattr(ours, "_method", None) if isinstance(ours, type) else None
+        if method is None or method in ("fullgrad", "ablationcam") or kwargs:
+            raise NotImplementedError(
+                f"RefineCAM(base_method={name}{', ' + ', '.join(kwargs) if kwargs else ''}): "
+                "gradcam_wgpu fuses the per-layer maps of its own CAM methods, without options"
+            )
+        super().__init__(model, target_layers, reshape_transform)
+        self._method = method
+        self.base_method = base_method
 
 
 def sobel_cam(img):

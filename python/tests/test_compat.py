@@ -71,6 +71,19 @@ def test_fixture_new_methods(new_methods_fixture):
         compat.KPCA_CAM(model=fx.model, target_layers=layers[:1], kernel="rbf")
 
 
+def test_fixture_refine_cam(new_methods_fixture):
+    """RefineCAM over several layers: Grad-CAM++ by default, any method as base_method."""
+    fx = new_methods_fixture
+    layers = json.loads(fx.meta["refine_layers"])
+    for key, kw in [("cam.refine-cam", {}), ("cam.gradcam.product", {"base_method": compat.GradCAM})]:
+        with compat.RefineCAM(model=fx.model, target_layers=layers, **kw) as cam:
+            for column in (0, 1):
+                maps = per_target_maps(cam, fx, column)
+                assert map_error(maps[:, None], fx, key, rows=[column]) < TOL, (key, column)
+    with pytest.raises(NotImplementedError, match="FullGrad"):
+        compat.RefineCAM(model=fx.model, target_layers=layers, base_method=compat.FullGrad)
+
+
 def test_sobel_cam(new_methods_fixture):
     """The drop-in's sobel_cam (host numpy) through scale_cam_image equals pgc's."""
     fx = new_methods_fixture

@@ -184,8 +184,9 @@ pub struct ExplainArgs {
     /// CAM method.
     #[arg(long, default_value = "gradcam", value_parser = methods())]
     pub method: String,
-    /// How the maps of several --layer are fused: mean (pytorch-grad-cam) or max (torch-cam).
-    #[arg(long, default_value = "mean", value_parser = ["mean", "max"])]
+    /// How the maps of several --layer are fused: mean (pytorch-grad-cam), max (torch-cam) or
+    /// product (pytorch-grad-cam's RefineCAM over any method; refine-cam uses it).
+    #[arg(long, default_value = "mean", value_parser = ["mean", "max", "product"])]
     pub fuse: String,
     /// Replace the channel sum by the first principal component of the weighted activations.
     #[arg(long)]

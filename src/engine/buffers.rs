@@ -20,7 +20,16 @@ use std::collections::HashMap;
 const BACKWARD_BUDGET: u64 = 1 << 30;
 
 impl Engine {
-    pub fn new(ctx: GpuContext, model: &Model, cfg: EngineConfig) -> Result<Self> {
+    pub fn new(ctx: GpuContext, model: &Model, mut cfg: EngineConfig) -> Result<Self> {
+        if cfg.method == Method::RefineCam {
+            if cfg.fuse == Fuse::Max {
+                return Err(Error::Invalid(
+                    "--fuse max does not apply to refine-cam: it multiplies its layers' maps"
+                        .into(),
+                ));
+            }
+            cfg.fuse = Fuse::Product;
+        }
         let graph = &model.graph;
         // A hand-built Model skips the loaders' checks; shape inference indexes by inputs.
         graph.validate()?;

@@ -110,11 +110,16 @@ impl Engine {
                     .upsample(ctx, rows, [th, tw], [h, w], &self.cam_small, up, dummy),
             );
             if layers > 1 {
+                if self.cfg.fuse == Fuse::Product {
+                    // RefineCAM multiplies its base method's outputs, rescaled at full size.
+                    d.push(ops.cam.normalize(ctx, rows, h * w, &self.layer_map, dummy));
+                }
                 let merge = match (self.cfg.fuse, li) {
                     (Fuse::Mean, 0) => Merge::Set(1.0 / layers as f32),
                     (Fuse::Mean, _) => Merge::Add(1.0 / layers as f32),
-                    (Fuse::Max, 0) => Merge::Set(1.0),
+                    (Fuse::Max | Fuse::Product, 0) => Merge::Set(1.0),
                     (Fuse::Max, _) => Merge::Max,
+                    (Fuse::Product, _) => Merge::Mul,
                 };
                 d.push(self.merge_layer_map(rows, merge));
             }

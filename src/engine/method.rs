@@ -24,6 +24,7 @@ pub enum Method {
     KpcaCam,
     SobelCam,
     LeGrad,
+    RefineCam,
 }
 
 /// (method, CLI name, one-line description).
@@ -118,6 +119,11 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "legrad",
         "ViT: mean of ReLU(d block score / d attention) over heads, queries and blocks (--layer names blocks)",
     ),
+    (
+        Method::RefineCam,
+        "refine-cam",
+        "product of the per-layer Grad-CAM++ maps over several --layer, rescaled (--fuse product)",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -157,7 +163,7 @@ impl Method {
     pub(crate) fn recipe(self) -> Option<Recipe> {
         Some(match self {
             Method::GradCam | Method::GuidedGradCam => Recipe::Weights(Weighting::Mean),
-            Method::GradCamPlusPlus => Recipe::Weights(Weighting::PlusPlus),
+            Method::GradCamPlusPlus | Method::RefineCam => Recipe::Weights(Weighting::PlusPlus),
             Method::XGradCam => Recipe::Weights(Weighting::XGrad),
             Method::Fem => Recipe::Weights(Weighting::Fem),
             Method::Cam => Recipe::Classifier,
@@ -220,6 +226,9 @@ pub enum Fuse {
     Mean,
     /// torch-cam: their element-wise maximum.
     Max,
+    /// pytorch-grad-cam's RefineCAM: their element-wise product (each map rescaled to [0, 1]
+    /// at the input size first).
+    Product,
 }
 
 impl FromStr for Fuse {
@@ -228,8 +237,9 @@ impl FromStr for Fuse {
         match s {
             "mean" => Ok(Fuse::Mean),
             "max" => Ok(Fuse::Max),
+            "product" => Ok(Fuse::Product),
             _ => Err(Error::Invalid(format!(
-                "--fuse `{s}`: expected mean or max"
+                "--fuse `{s}`: expected mean, max or product"
             ))),
         }
     }

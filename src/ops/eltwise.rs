@@ -30,6 +30,7 @@ const FLAG_MAX: u32 = 8;
 const FLAG_SCALE: u32 = 16;
 const FLAG_GUIDED: u32 = 32;
 const FLAG_BROADCAST: u32 = 64;
+const FLAG_MUL: u32 = 128;
 
 /// An element-wise activation other than ReLU (which fuses into its producer and has a guided
 /// mode): its forward and backward entry points in shaders/eltwise.wgsl. An op module
@@ -413,6 +414,8 @@ pub enum Merge {
     Add(f32),
     /// dst = max(dst, src)
     Max,
+    /// dst *= src
+    Mul,
 }
 
 impl EltwiseKernels {
@@ -430,6 +433,7 @@ impl EltwiseKernels {
             Merge::Set(s) => (FLAG_SCALE, s),
             Merge::Add(s) => (FLAG_SCALE | FLAG_ACCUMULATE, s),
             Merge::Max => (FLAG_MAX, 1.0),
+            Merge::Mul => (FLAG_MUL, 1.0),
         };
         let p = EltParams {
             len: u(len),

@@ -62,7 +62,7 @@ pub fn guided_relu_backward(dy: &[f64], y: &[f64], per_img: usize, rep: usize) -
 }
 
 /// `add_into` as [`crate::ops::eltwise::EltwiseKernels::combine_into`] merges `src` into
-/// `dst`: Set(s): s src; Add(s): dst + s src; Max: max(dst, src).
+/// `dst`: Set(s): s src; Add(s): dst + s src; Max: max(dst, src); Mul: dst src.
 pub fn combine_into(dst: &[f64], src: &[f64], merge: crate::ops::eltwise::Merge) -> Vec<f64> {
     use crate::ops::eltwise::Merge;
     assert_eq!(dst.len(), src.len());
@@ -72,6 +72,7 @@ pub fn combine_into(dst: &[f64], src: &[f64], merge: crate::ops::eltwise::Merge)
             Merge::Set(s) => s as f64 * v,
             Merge::Add(s) => d + s as f64 * v,
             Merge::Max => d.max(v),
+            Merge::Mul => d * v,
         })
         .collect()
 }
