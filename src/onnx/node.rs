@@ -135,6 +135,23 @@ pub fn axis(n: &ONode, a: i64, rank: usize) -> Result<usize> {
     Ok(a2 as usize)
 }
 
+/// Transpose's `perm` for a rank-`rank` input (reversed when absent), checked to be a
+/// permutation.
+pub fn perm(n: &ONode, rank: usize) -> Result<Vec<usize>> {
+    let perm: Vec<usize> = match n.ints("perm")? {
+        Some(p) => p.iter().map(|&a| axis(n, a, rank)).collect::<Result<_>>()?,
+        None => (0..rank).rev().collect(),
+    };
+    let mut seen = vec![false; rank];
+    for &p in &perm {
+        seen[p] = true;
+    }
+    if perm.len() != rank || seen.contains(&false) {
+        return Err(n.err(format!("perm {perm:?} is not a permutation of {rank} axes")));
+    }
+    Ok(perm)
+}
+
 /// Slice's `(starts, ends, axes, steps)` for an input of rank `rank`: attributes before
 /// opset 10, optional constant inputs 1 to 4 (`input(i)`) from it on; axes resolved, and
 /// `0..starts.len()` where none are given.

@@ -142,6 +142,7 @@ impl NodeOp for Conv2d {
             shape,
             weight,
             bias: has_bias.then(|| buffer::storage_f32(cx.ctx, "bias", &b32)),
+            per_image: 1,
         }))
     }
 
@@ -224,12 +225,15 @@ pub struct ConvStep {
     pub shape: ConvShape,
     pub weight: ConvWeight,
     pub bias: Option<wgpu::Buffer>,
+    /// Conv images per engine image: 1, or a Linear's rows run as 1x1 images
+    /// ([`super::linear::Linear`] on CPU adapters).
+    pub per_image: usize,
 }
 
 impl Lowered for ConvStep {
     fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
         let shape = ConvShape {
-            batch: f.n,
+            batch: f.n * self.per_image,
             ..self.shape
         };
         f.ops.conv.forward_chunked(
@@ -245,7 +249,7 @@ impl Lowered for ConvStep {
     }
     fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {
         let shape = ConvShape {
-            batch: b.rows,
+            batch: b.rows * self.per_image,
             ..self.shape
         };
         b.ops

@@ -2,6 +2,7 @@
 //! contracting one dim of the input: the rows are the dims before it (ConvNeXt's pointwise
 //! Linear on `[H, W, C]`, a token MLP on `[L, D, 1]`).
 
+use super::conv2d::ConvStep;
 use super::prelude::*;
 use crate::gpu::buffer;
 use crate::graph::check_dim;
@@ -118,7 +119,7 @@ impl Linear {
     /// as a 1x1 conv over 1x1 images, one per row, which is the same memory layout and runs
     /// several times the row kernel's rate on llvmpipe. `None` where that kernel is not the
     /// one the weights would get.
-    fn lower_rows(&self, cx: &Lower<'_>, rows: usize) -> Result<Option<RowsStep>> {
+    fn lower_rows(&self, cx: &Lower<'_>, rows: usize) -> Result<Option<ConvStep>> {
         if rows < 2
             || cx.how.precision != Precision::F32
             || default_variant(cx.ctx) != ConvVariant::Texture
@@ -147,11 +148,11 @@ impl Linear {
             Some(b) => Some(buffer::storage_f32(cx.ctx, b, &cx.weights.get(b)?.data)),
             None => None,
         };
-        Ok(Some(RowsStep {
+        Ok(Some(ConvStep {
             shape,
             weight,
             bias,
-            rows,
+            per_image: rows,
         }))
     }
 }
@@ -205,42 +206,5 @@ impl Lowered for LinearStep {
             b.dx,
             b.dummy(),
         )
-    }
-}
-
-/// [`Linear::lower_rows`]'s step: every row a 1x1 image of the conv kernels.
-pub struct RowsStep {
-    /// Batch 0; each dispatch sets images x rows.
-    shape: ConvShape,
-    weight: ConvWeight,
-    bias: Option<wgpu::Buffer>,
-    rows: usize,
-}
-
-impl Lowered for RowsStep {
-    fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
-        let shape = ConvShape {
-            batch: f.n * self.rows,
-            ..self.shape
-        };
-        f.ops.conv.forward_chunked(
-            f.ctx,
-            &shape,
-            f.relu,
-            f.x(0),
-            &self.weight,
-            self.bias.as_ref(),
-            f.output,
-            f.dummy(),
-        )
-    }
-    fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {
-        let shape = ConvShape {
-            batch: b.rows * self.rows,
-            ..self.shape
-        };
-        b.ops
-            .conv
-            .backward_data_chunked(b.ctx, &shape, b.dy, &self.weight, b.dx, b.dummy())
     }
 }

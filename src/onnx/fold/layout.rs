@@ -1,6 +1,6 @@
 //! Transpose and ScatterND of constants (Swin's shifted-window attention masks).
 
-use super::super::node::{ONode, axis};
+use super::super::node::{ONode, perm};
 use super::super::tensor::{Const, Data};
 use super::{count, pick, strides};
 use crate::error::Result;
@@ -8,17 +8,7 @@ use crate::error::Result;
 /// `Transpose`: output dim `i` is input dim `perm[i]` (reversed when `perm` is absent).
 pub fn transpose(n: &ONode, c: &Const) -> Result<Const> {
     let r = c.dims.len();
-    let perm: Vec<usize> = match n.ints("perm")? {
-        Some(p) => p.iter().map(|&a| axis(n, a, r)).collect::<Result<_>>()?,
-        None => (0..r).rev().collect(),
-    };
-    let mut seen = vec![false; r];
-    for &p in &perm {
-        seen[p] = true;
-    }
-    if perm.len() != r || seen.contains(&false) {
-        return Err(n.err(format!("perm {perm:?} is not a permutation of {r} axes")));
-    }
+    let perm = perm(n, r)?;
     let dims: Vec<usize> = perm.iter().map(|&p| c.dims[p]).collect();
     let st = strides(&c.dims);
     let count: usize = dims.iter().product();

@@ -6,7 +6,7 @@
 
 use super::super::builder::{Act, Builder, Value, ir_shape};
 use super::super::fold;
-use super::super::node::{ONode, axis};
+use super::super::node::{ONode, perm};
 use crate::error::Result;
 use crate::graph::{Gather, MAX_ELEMENTS, Op, Reshape, Transpose};
 
@@ -62,17 +62,7 @@ pub fn shape_op(b: &mut Builder, n: &ONode) -> Result<()> {
 fn transpose(b: &mut Builder, n: &ONode, x: Act) -> Result<()> {
     let full = x.full();
     let r = full.len();
-    let perm: Vec<usize> = match n.ints("perm")? {
-        Some(p) => p.iter().map(|&a| axis(n, a, r)).collect::<Result<_>>()?,
-        None => (0..r).rev().collect(),
-    };
-    let mut seen = vec![false; r];
-    for &p in &perm {
-        seen[p] = true;
-    }
-    if perm.len() != r || seen.contains(&false) {
-        return Err(n.err(format!("perm {perm:?} is not a permutation of {r} axes")));
-    }
+    let perm = perm(n, r)?;
     let out: Vec<usize> = perm.iter().map(|&p| full[p]).collect();
     // NCHW to NHWC makes a channels-last tensor; any other permutation, one that is not.
     let nhwc = x.plain() && !x.nhwc && perm == [0, 2, 3, 1];
