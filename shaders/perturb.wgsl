@@ -146,6 +146,16 @@ fn activation_min(@builtin(local_invocation_index) lid: u32) {
 // of 32 probes after ablating each one, so channel c gets min(A) - 1e7 applied (c % 32) + 1
 // times in float32; we reproduce that. b holds min(A).
 const ABLATION_BATCH: u32 = 32u;
+fn ablation_value(ch: u32) -> f32 {
+    let mn = b[0];
+    var value = 0.0;
+    if (mn != 0.0) {
+        value = mn;
+        for (var k = 0u; k <= ch % ABLATION_BATCH; k++) { value -= 1e7; }
+    }
+    return value;
+}
+
 @compute @workgroup_size(64)
 fn ablate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -155,13 +165,22 @@ fn ablate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let pb = i / per;
     let j = i % per;
     let ch = j / (p.h * p.w);
-    let mn = b[0];
-    var value = 0.0;
-    if (mn != 0.0) {
-        value = mn;
-        for (var k = 0u; k <= (p.c0 + pb) % ABLATION_BATCH; k++) { value -= 1e7; }
-    }
-    dst[i] = select(a[p.img * per + j], value, ch == p.c0 + pb);
+    dst[i] = select(a[p.img * per + j], ablation_value(p.c0 + pb), ch == p.c0 + pb);
+}
+
+// The same for a folded layer (a token layer read as [C, h, w]): probes copy the layer itself,
+// p.channels elements per image, and element j belongs to channel targets[j] (any value past
+// the channels for none). Every element of the channel is ablated, prefix tokens included, as
+// pytorch-grad-cam's AblationLayerVit does.
+@compute @workgroup_size(64)
+fn ablate_mapped(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    let per = p.channels;
+    if (i >= p.count * per) { return; }
+    let pb = i / per;
+    let j = i % per;
+    dst[i] = select(a[p.img * per + j], ablation_value(p.c0 + pb), targets[j] == p.c0 + pb);
 }
 
 // scores[(img, j), c0 + b] = the score of probe b's logits for target t0 + j of img.

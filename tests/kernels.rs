@@ -3466,6 +3466,54 @@ fn ablation_probes() {
     }
 }
 
+/// Ablation probes of a folded layer: ViT-like tokens `[1 + 5·3, 7]` (channels last), the
+/// class token's elements in their channel, one element in none.
+#[test]
+fn ablation_probes_mapped() {
+    let e = env();
+    let mut rng = Rng::new(43);
+    let (tokens, channels, images) = (16, 7, 2);
+    let len = tokens * channels;
+    let mut map: Vec<u32> = (0..len).map(|j| (j % channels) as u32).collect();
+    map[5] = u32::MAX;
+    let mapb = upload_u32(&map);
+    for (what, lo, hi) in [("signed", -1.0, 1.0), ("relu", 0.0, 1.0)] {
+        let mut act = rng.vec(images * len, lo, hi);
+        if lo == 0.0 {
+            act[len + 3] = 0.0;
+            act[3] = 0.0;
+        }
+        let a64 = f64s(&act);
+        let ab = upload(&act);
+        for img in 0..images {
+            let want_min = r::perturb::activation_min(&a64, img, [len, 1, 1]);
+            for (c0, count) in [(0, 3), (5, 3), (channels, 1)] {
+                let (minb, probes) = (garbage(1), garbage(count * len));
+                let k = &e.ops.perturb;
+                let ds = [
+                    k.activation_min(&e.ctx, img, [len, 1, 1], &ab, &minb, &e.ops.dummy),
+                    k.ablate_mapped(
+                        &e.ctx,
+                        img,
+                        len,
+                        &mapb,
+                        (c0, count),
+                        &ab,
+                        &minb,
+                        &probes,
+                        &e.ops.dummy,
+                    ),
+                ];
+                let got = run(&ds, &[(&minb, 1), (&probes, count * len)]);
+                let name = format!("ablate_mapped {what} image {img} c0 {c0} count {count}");
+                check_exact(&format!("{name} min"), &got[0], &[want_min]);
+                let want = r::perturb::ablate_mapped(&a64, img, &map, c0, count, want_min);
+                check_exact(&name, &got[1], &want);
+            }
+        }
+    }
+}
+
 #[test]
 fn ablation_scores_and_weights() {
     for (score, classes) in [

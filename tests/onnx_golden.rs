@@ -113,7 +113,6 @@ impl Golden {
 fn check(name: &str) {
     let g = Golden::load(name);
     let ctx = GpuContext::new().expect("a wgpu adapter");
-    let targets = g.targets();
     let want_logits = g.f32s("logits").unwrap();
     let mut worst_logit = 0f32;
     let scale = want_logits
@@ -130,31 +129,8 @@ fn check(name: &str) {
     ] {
         let Some(want) = g.f32s(key) else { continue };
         let flipped = g.f32s(&format!("{key}.flipped"));
-        let mut engine = Engine::new(ctx.clone(), &g.model, g.config(method))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let results = engine.explain_for(&g.images, &targets).unwrap();
-        let plane = g.size[0] * g.size[1];
-        let mut worst = 0f32;
-        for (i, r) in results.iter().enumerate() {
-            let k = r.logits.len();
-            for (c, &l) in r.logits.iter().enumerate() {
-                worst_logit = worst_logit.max((l - want_logits[i * k + c]).abs() / scale);
-            }
-            for (t, tr) in r.targets.iter().enumerate() {
-                assert_eq!(tr.class, targets[i][t]);
-                let row = i * 2 + t;
-                let got = tr.map.as_ref().unwrap();
-                let err = |w: &[f32]| {
-                    got.iter()
-                        .zip(&w[row * plane..(row + 1) * plane])
-                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-                };
-                let e = flipped
-                    .as_ref()
-                    .map_or(err(&want), |f| err(&want).min(err(f)));
-                worst = worst.max(e);
-            }
-        }
+        let (worst, logits) = map_error(&g, &ctx, method, &want, flipped.as_deref());
+        worst_logit = worst_logit.max(logits / scale);
         assert!(
             worst_logit <= LOGIT_TOLERANCE,
             "{name}: logits off by {worst_logit:.2e} relative"
@@ -176,6 +152,62 @@ fn check(name: &str) {
         "{name}: logits off by {worst_logit:.2e} relative"
     );
     assert!(!report.is_empty(), "{name}: no maps in the fixture");
+}
+
+/// Worst map error of `method` against `want` (or its sign-flipped twin) and worst absolute
+/// logit error, on the fixture's images and targets.
+fn map_error(
+    g: &Golden,
+    ctx: &GpuContext,
+    method: Method,
+    want: &[f32],
+    flipped: Option<&[f32]>,
+) -> (f32, f32) {
+    let targets = g.targets();
+    let want_logits = g.f32s("logits").unwrap();
+    let mut engine = Engine::new(ctx.clone(), &g.model, g.config(method))
+        .unwrap_or_else(|e| panic!("{method:?}: {e}"));
+    let results = engine.explain_for(&g.images, &targets).unwrap();
+    let plane = g.size[0] * g.size[1];
+    let (mut worst, mut worst_logit) = (0f32, 0f32);
+    for (i, r) in results.iter().enumerate() {
+        let k = r.logits.len();
+        for (c, &l) in r.logits.iter().enumerate() {
+            worst_logit = worst_logit.max((l - want_logits[i * k + c]).abs());
+        }
+        for (t, tr) in r.targets.iter().enumerate() {
+            assert_eq!(tr.class, targets[i][t]);
+            let row = i * 2 + t;
+            let got = tr.map.as_ref().unwrap();
+            let err = |w: &[f32]| {
+                got.iter()
+                    .zip(&w[row * plane..(row + 1) * plane])
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            };
+            worst = worst.max(flipped.map_or(err(want), |f| err(want).min(err(f))));
+        }
+    }
+    (worst, worst_logit)
+}
+
+/// Ablation-CAM on token layers against pytorch-grad-cam's AblationCAM with its
+/// AblationLayerVit (every token of a channel ablated, prefix tokens included):
+/// tools/make_token_ablation_fixture.py on the vit, deit and swin fixtures.
+#[test]
+fn ablation_cam_on_token_layers() {
+    let bytes =
+        std::fs::read(repo_root().join("tests/fixtures/onnx/token_ablation.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |k: &str| -> Vec<f32> { bytemuck::pod_collect_to_vec(st.tensor(k).unwrap().data()) };
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    for name in ["vit", "deit", "swin"] {
+        let g = Golden::load(name);
+        assert_eq!(f32s(&format!("{name}.logits")), g.f32s("logits").unwrap());
+        let want = f32s(&format!("{name}.cam.ablationcam"));
+        let (worst, _) = map_error(&g, &ctx, Method::AblationCam, &want, None);
+        println!("{name}: ablationcam max map error {worst:.2e}");
+        assert!(worst <= MAP_TOLERANCE, "{name} ablationcam: {worst:.2e}");
+    }
 }
 
 #[test]

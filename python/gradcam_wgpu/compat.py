@@ -423,20 +423,22 @@ class BaseCAM:
         **kwargs,
     ):
         ablation_layer = kwargs.pop("ablation_layer", None)
-        if ablation_layer is not None and type(ablation_layer).__name__ != "AblationLayer":
+        layer_kind = type(ablation_layer).__name__ if ablation_layer is not None else None
+        if layer_kind not in (None, "AblationLayer", "AblationLayerVit"):
             raise NotImplementedError(
-                f"ablation_layer {type(ablation_layer).__name__}: gradcam_wgpu ablates "
-                "[N, C, H, W] channels as pytorch-grad-cam's default AblationLayer"
+                f"ablation_layer {layer_kind}: gradcam_wgpu ablates channels as "
+                "pytorch-grad-cam's AblationLayer and AblationLayerVit do"
+            )
+        if layer_kind == "AblationLayerVit" and reshape_transform is None:
+            # pgc's AblationLayerVit would ablate the last axis of an [N, C, H, W] layer
+            raise NotImplementedError(
+                "AblationLayerVit without a reshape_transform: gradcam_wgpu ablates the "
+                "channels of token layers folded by a reshape_transform"
             )
         ratio = kwargs.pop("ratio_channels_to_ablate", 1.0)
         if ratio != 1.0:
             raise NotImplementedError(
                 f"ratio_channels_to_ablate={ratio}: gradcam_wgpu ablates every channel (1.0)"
-            )
-        if reshape_transform is not None and self._method == "ablationcam":
-            raise NotImplementedError(
-                "AblationCAM with a reshape_transform: the engine ablates channels of "
-                "[N, C, H, W] layers (pytorch-grad-cam needs AblationLayerVit there)"
             )
         self.ablation_layer = ablation_layer
         # None: aug_smooth=True runs the engine's built-in (pgc's default) augmentation

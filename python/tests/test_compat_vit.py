@@ -66,3 +66,21 @@ def test_live_vit(vit, images, name, monkeypatch):
     print(f"{name}: max |ours - pgc| {err:.2e}")
     assert err < TOL, (name, err)
     assert all(m.max() > 0.5 for m in ours), name  # no all-zero map passes vacuously
+
+
+def test_live_vit_ablation(vit, images):
+    """AblationCAM with pgc's AblationLayerVit: every token of a channel ablated, the class
+    token's included."""
+    from pytorch_grad_cam.ablation_layer import AblationLayerVit
+
+    x, classes = images
+    layer = vit.encoder.layers[-1].ln_1
+    out = []
+    for lib in (compat, pgc):
+        with lib.AblationCAM(model=vit, target_layers=[layer], reshape_transform=RESHAPE,
+                             ablation_layer=AblationLayerVit()) as cam:
+            out.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in classes]))
+    ours, theirs = out
+    err = np.abs(ours - theirs).max()
+    print(f"AblationCAM: max |ours - pgc| {err:.2e}")
+    assert err < TOL and all(m.max() > 0.5 for m in ours), err

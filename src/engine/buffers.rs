@@ -96,17 +96,10 @@ impl Engine {
         } else {
             &cfg.folds
         };
-        if folds.iter().any(Option::is_some)
-            && matches!(recipe, Recipe::Ablation | Recipe::Classifier)
-        {
-            return Err(Error::Invalid(format!(
-                "{} on a folded layer is not supported",
-                if recipe == Recipe::Ablation {
-                    "Ablation-CAM"
-                } else {
-                    "CAM"
-                }
-            )));
+        if folds.iter().any(Option::is_some) && recipe == Recipe::Classifier {
+            return Err(Error::Invalid(
+                "CAM on a folded layer is not supported".into(),
+            ));
         }
         let (folded, target_nodes) = match &legrad {
             Some((g, attention, folds)) => {
@@ -282,7 +275,7 @@ impl Engine {
         let rows = cap_rows as u64;
         let probe = match recipe {
             Recipe::Score | Recipe::Ablation => {
-                Some(Probe::new(&ctx, &plan, cap_rows, cfg.probe_batch)?)
+                Some(Probe::new(&ctx, &plan, cap_rows, cfg.probe_batch, folds)?)
             }
             _ => None,
         };

@@ -66,7 +66,7 @@ impl Engine {
                     Term::Weighted
                 }
                 Recipe::Score | Recipe::Ablation => {
-                    self.perturbation_weights(d, t, n, tc, t0);
+                    self.perturbation_weights(d, li, n, tc, t0);
                     Term::Weighted
                 }
                 Recipe::Term(term) | Recipe::Eigen(term) => term,

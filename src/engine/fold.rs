@@ -87,3 +87,75 @@ pub(super) fn fold_graph(
         .collect();
     Ok((Graph { nodes, aliases }, out))
 }
+
+impl Fold {
+    /// The channel of each of the layer's `len` per-image elements, as Ablation-CAM ablates
+    /// them: folded elements take their folded channel; the others (a ViT's prefix tokens)
+    /// the channel of the layer's own channel axis where the fold keeps one, last (tokens
+    /// `[T, C]`, Swin's `[h, w, C]`) or first; else `u32::MAX`, none.
+    pub fn channel_map(&self, len: usize) -> Vec<u32> {
+        let [c, h, w] = self.shape;
+        let plane = (h * w).max(1);
+        let mut map = vec![u32::MAX; len];
+        for (i, &j) in self.index.iter().enumerate() {
+            if let Some(m) = map.get_mut(j as usize) {
+                *m = (i / plane) as u32;
+            }
+        }
+        let folded = |axis: &dyn Fn(usize) -> usize| {
+            self.index
+                .iter()
+                .enumerate()
+                .all(|(i, &j)| axis(j as usize) == i / plane)
+        };
+        let axis: Option<Box<dyn Fn(usize) -> usize>> = if c == 0 || len % c != 0 {
+            None
+        } else if folded(&|j| j % c) {
+            Some(Box::new(move |j| j % c))
+        } else if folded(&|j| j / (len / c)) {
+            Some(Box::new(move |j| j / (len / c)))
+        } else {
+            None
+        };
+        if let Some(axis) = axis {
+            for (j, m) in map.iter_mut().enumerate() {
+                if *m == u32::MAX {
+                    *m = axis(j) as u32;
+                }
+            }
+        }
+        map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fold;
+
+    /// A ViT layer `[1 + 2·2, 3]` folded as pytorch-grad-cam's ViT recipe: the class token's
+    /// elements join their channel; a channels-first fold of `[3, 2, 2]` plus a prefix.
+    #[test]
+    fn channel_maps() {
+        let (c, grid) = (3usize, 4usize);
+        let vit = Fold {
+            shape: [c, 2, 2],
+            index: (0..c * grid)
+                .map(|i| ((1 + i % grid) * c + i / grid) as u32)
+                .collect(),
+        };
+        assert_eq!(
+            vit.channel_map(15),
+            (0..15).map(|j| (j % c) as u32).collect::<Vec<_>>()
+        );
+        let first = Fold {
+            shape: [c, 1, 2],
+            index: (0..6).map(|i| ((i / 2) * 3 + 1 + i % 2) as u32).collect(),
+        };
+        assert_eq!(first.channel_map(9), vec![0, 0, 0, 1, 1, 1, 2, 2, 2]);
+        let odd = Fold {
+            shape: [2, 1, 1],
+            index: vec![4, 0],
+        };
+        assert_eq!(odd.channel_map(5), vec![1, u32::MAX, u32::MAX, u32::MAX, 0]);
+    }
+}

@@ -44,7 +44,7 @@ pub struct EngineConfig {
     pub layers: Vec<String>,
     /// Per layer, how to read it (pytorch-grad-cam's `reshape_transform`): `None` as it is,
     /// or folded to `[C, h, w]` through an index map ([`Fold`]). Empty, or one per layer;
-    /// ignored by FullGrad; Ablation-CAM and CAM take no folds.
+    /// ignored by FullGrad; CAM takes no folds.
     pub folds: Vec<Option<Fold>>,
     /// How token layers fold where `folds` is empty (`--reshape`).
     pub reshape: Reshape,

@@ -3,6 +3,7 @@
 
 use super::Engine;
 use super::activations::Activations;
+use super::fold::Fold;
 use super::method::Recipe;
 use super::plan::{Plan, Step};
 use crate::error::Result;
@@ -10,14 +11,15 @@ use crate::gpu::{Dispatch, GpuContext, buffer};
 use crate::ops::perturb::{Selection, TargetRows};
 
 impl Engine {
-    /// Score-CAM / Ablation-CAM weights for target step `t` into `alpha`: probes of every
+    /// Score-CAM / Ablation-CAM weights for target layer `li` into `alpha`: probes of every
     /// channel of every image run through the network in batches, with no readback. With
     /// `max_channels` (Faster Score-CAM) Score-CAM probes only each image's channels of
-    /// largest spatial std; the rest weigh 0.
+    /// largest spatial std; the rest weigh 0. Ablation-CAM on a folded layer ablates the
+    /// layer it gathers from, channel by channel through the fold's channel map.
     pub(super) fn perturbation_weights(
         &self,
         d: &mut Vec<Dispatch>,
-        t: usize,
+        li: usize,
         n: usize,
         tc: usize,
         t0: usize,
@@ -29,6 +31,7 @@ impl Engine {
             .expect("perturbation methods have a probe");
         let steps = &self.plan.steps;
         let last = steps.len() - 1;
+        let t = self.plan.targets[li];
         let shape = steps[t].shape;
         let c = shape[0];
         let [h, w] = self.cfg.size;
@@ -40,7 +43,16 @@ impl Engine {
             score: self.cfg.score,
         };
         let score = self.recipe == Recipe::Score;
-        let (prefix, head) = probe_steps(&self.plan, t, score);
+        // Ablation probes replace the layer itself: a fold's source, through its channel map.
+        let mapped = probe.maps[li].as_ref().filter(|_| !score);
+        let (ablated, len) = match mapped {
+            Some(_) => {
+                let s = self.plan.sources[li];
+                (s, steps[s].shape.iter().product::<usize>())
+            }
+            None => (t, 0),
+        };
+        let (prefix, head) = probe_steps(&self.plan, ablated, score);
         let a = self.act(t);
         let keep = match self.cfg.max_channels {
             Some(k) if score => k.min(c),
@@ -69,10 +81,18 @@ impl Engine {
                     dummy,
                 ));
             } else {
-                d.push(
-                    ops.perturb
-                        .activation_min(ctx, img, shape, a, &probe.stats, dummy),
-                );
+                let (min_shape, min_of) = match mapped {
+                    Some(_) => ([len, 1, 1], self.act(ablated)),
+                    None => (shape, a),
+                };
+                d.push(ops.perturb.activation_min(
+                    ctx,
+                    img,
+                    min_shape,
+                    min_of,
+                    &probe.stats,
+                    dummy,
+                ));
                 if prefix.iter().any(|&p| p) {
                     // Steps outside the target's descendants need this image in every probe.
                     let input = [3, h, w];
@@ -104,6 +124,18 @@ impl Engine {
                         &probe.stats,
                         self.act(0),
                         probe.acts.act(0),
+                        dummy,
+                    ));
+                } else if let Some(map) = mapped {
+                    d.push(ops.perturb.ablate_mapped(
+                        ctx,
+                        img,
+                        len,
+                        map,
+                        (c0, count),
+                        self.act(ablated),
+                        &probe.stats,
+                        probe.acts.act(ablated),
                         dummy,
                     ));
                 } else {
@@ -182,6 +214,8 @@ pub(super) struct Probe {
     stats: wgpu::Buffer,
     /// Faster Score-CAM's channel order of the current image `[3 C]` ([`Selection`]).
     order: wgpu::Buffer,
+    /// Per target layer, a folded layer's channel map ([`Fold::channel_map`]).
+    maps: Vec<Option<wgpu::Buffer>>,
 }
 
 /// Memory for one batch of probes.
@@ -194,6 +228,7 @@ impl Probe {
         plan: &Plan,
         rows: usize,
         probe_batch: Option<usize>,
+        folds: &[Option<Fold>],
     ) -> Result<Self> {
         let numel = |s: &Step| s.shape.iter().product::<usize>() as u64;
         let per_image: u64 = plan.steps.iter().map(|s| numel(s) * 4).sum();
@@ -215,6 +250,18 @@ impl Probe {
             scores: buffer::storage(ctx, "scores", (rows * max_c * 4) as u64),
             stats: buffer::storage(ctx, "stats", (2 * max_c * 4) as u64),
             order: buffer::storage(ctx, "order", (3 * max_c * 4) as u64),
+            maps: (0..plan.targets.len())
+                .map(|li| {
+                    let fold = folds.get(li)?.as_ref()?;
+                    let len = numel(&plan.steps[plan.sources[li]]) as usize;
+                    let map = fold.channel_map(len);
+                    Some(buffer::storage_init(
+                        ctx,
+                        "channel map",
+                        bytemuck::cast_slice(&map),
+                    ))
+                })
+                .collect(),
         })
     }
 }

@@ -62,6 +62,7 @@ pub struct PerturbKernels {
     masked: Kernel,
     min: Kernel,
     ablate: Kernel,
+    ablate_mapped: Kernel,
     gather: Kernel,
     softmax: Kernel,
     ablation: Kernel,
@@ -84,6 +85,7 @@ impl PerturbKernels {
             masked: k("masked_input", 64),
             min: k("activation_min", 256),
             ablate: k("ablate", 64),
+            ablate_mapped: k("ablate_mapped", 64),
             gather: k("gather_scores", 64),
             softmax: k("softmax_rows", 256),
             ablation: k("ablation_weights", 64),
@@ -192,6 +194,31 @@ impl PerturbKernels {
         let n = (count * shape.iter().product::<usize>()) as u64;
         self.ablate
             .dispatch(ctx, &p, &[act, min, dummy, dummy, probes], n)
+    }
+
+    /// [`Self::ablate`] for a folded layer of `len` elements per image: element j belongs to
+    /// channel `map[j]` (u32, past the channels for none), and every element of channel
+    /// c0 + b is ablated in probe b.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ablate_mapped(
+        &self,
+        ctx: &GpuContext,
+        img: usize,
+        len: usize,
+        map: &wgpu::Buffer,
+        (c0, count): (usize, usize),
+        act: &wgpu::Buffer,
+        min: &wgpu::Buffer,
+        probes: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = params(img, [len, 1, 1], [1, 1], c0, count, None);
+        self.ablate_mapped.dispatch(
+            ctx,
+            &p,
+            &[act, min, dummy, map, probes],
+            (count * len) as u64,
+        )
     }
 
     /// scores[(img, j), c0 + b] = probe_logits[b, class of target t0 + j of img].

@@ -158,12 +158,36 @@ pub fn ablate(
     count: usize,
     min: f64,
 ) -> Vec<f64> {
-    let a = image(act, img, shape);
     let per_c = shape[1] * shape[2];
+    let a = image(act, img, shape);
+    ablate_by(a, |j| j / per_c, c0, count, min)
+}
+
+/// `ablate_mapped`: as [`ablate`] on a layer of `map.len()` elements per image, element j
+/// being in channel `map[j]`.
+pub fn ablate_mapped(
+    act: &[f64],
+    img: usize,
+    map: &[u32],
+    c0: usize,
+    count: usize,
+    min: f64,
+) -> Vec<f64> {
+    let a = image(act, img, [map.len(), 1, 1]);
+    ablate_by(a, |j| map[j] as usize, c0, count, min)
+}
+
+fn ablate_by(
+    a: &[f64],
+    channel: impl Fn(usize) -> usize + Copy,
+    c0: usize,
+    count: usize,
+    min: f64,
+) -> Vec<f64> {
     (0..count)
         .flat_map(|b| {
             a.iter().enumerate().map(move |(j, &v)| {
-                if j / per_c == c0 + b {
+                if channel(j) == c0 + b {
                     ablation_value(min, c0 + b)
                 } else {
                     v
