@@ -108,7 +108,7 @@ impl Fold {
                 .enumerate()
                 .all(|(i, &j)| axis(j as usize) == i / plane)
         };
-        let axis: Option<Box<dyn Fn(usize) -> usize>> = if c == 0 || len % c != 0 {
+        let axis: Option<Box<dyn Fn(usize) -> usize>> = if c == 0 || !len.is_multiple_of(c) {
             None
         } else if folded(&|j| j % c) {
             Some(Box::new(move |j| j % c))
