@@ -878,3 +878,60 @@ fn pipeline_cache_is_saved_and_bad_cache_data_is_ignored() {
     assert_eq!(run("three", Path::new("off")), first);
     assert!(!Path::new("off").exists(), "`off` is not a directory name");
 }
+
+/// `--mask` on a segmentation net: a mask of the output grid explains; one of another size,
+/// a missing file, a non-logit score, or a classifier are exit 2 naming the flag.
+#[test]
+fn segmentation_mask_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+    let seg = fixtures.join("segnet.onnx");
+    let img = tmp.path().join("x.png");
+    image(&img, 40, 32);
+    let wrong = tmp.path().join("wrong.png");
+    image::GrayImage::from_pixel(20, 20, image::Luma([255]))
+        .save(&wrong)
+        .unwrap();
+    let out = tmp.path().join("out");
+    let run = |model: &Path, mask: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            img.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--size",
+            "32x40",
+            "--mask",
+            mask.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        gradcam(&args)
+    };
+    let mask = fixtures.join("segnet_mask.png");
+    let o = run(&seg, &mask, &["--target", "top2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the sum inside --mask"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&seg, &wrong, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("--mask is 20x20") && e.contains("16x20"), "{e}");
+    let o = run(&seg, &tmp.path().join("none.png"), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("none.png"), "{}", stderr(&o));
+    let o = run(&seg, &mask, &["--score", "softmax"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--mask sums"), "{}", stderr(&o));
+    let o = run(&model(tmp.path()), &mask, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("score every position"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -638,6 +638,7 @@ fn explains_folded_like_the_f64_composition(
         classes: Vec::new(),
         output: gradcam_wgpu::model::Output::Softmax,
         explains: gradcam_wgpu::model::LOGITS.into(),
+        output_grid: None,
         tokens: Default::default(),
     };
     let images: Vec<image::RgbImage> = (0..n as u32)
@@ -1031,6 +1032,7 @@ fn layout_model(graph: Graph, weights: Weights, size: [usize; 2]) -> Model {
         classes: Vec::new(),
         output: gradcam_wgpu::model::Output::Softmax,
         explains: gradcam_wgpu::model::LOGITS.into(),
+        output_grid: None,
         tokens: Default::default(),
     }
 }

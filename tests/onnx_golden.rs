@@ -460,3 +460,76 @@ fn legrad_needs_a_single_linear_head() {
         .expect("legrad on DeiT fails");
     assert!(e.to_string().contains("not a Linear head"), "{e}");
 }
+
+/// `--mask` (pytorch-grad-cam's SemanticSegmentationTarget) on a fully-convolutional net
+/// with an `[N, 5, 16, 20]` output: each class's score is its map's sum inside a mask of
+/// weights 0, 1 and 128/255 (tools/make_seg_fixture.py).
+#[test]
+fn segmentation_mask() {
+    let mut g = Golden::load("segnet");
+    let grid: Vec<usize> = serde_json::from_str(&g.meta["grid"]).unwrap();
+    assert_eq!(g.model.output_grid, Some([5, grid[0], grid[1]]));
+    let png = repo_root()
+        .join("tests/fixtures/onnx")
+        .join(&g.meta["mask"]);
+    let mask = image::open(png).unwrap().to_luma8();
+    let weights: Vec<f32> = mask.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
+    let size = [mask.height() as usize, mask.width() as usize];
+    g.model = g.model.with_mask(&weights, size).unwrap();
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let scale = g
+        .f32s("logits")
+        .unwrap()
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()));
+    for (key, method) in [
+        ("cam.gradcam", Method::GradCam),
+        ("cam.gradcam++", Method::GradCamPlusPlus),
+        ("cam.hirescam", Method::HiResCam),
+        ("cam.layercam", Method::LayerCam),
+        ("cam.scorecam", Method::ScoreCam),
+        ("cam.ablationcam", Method::AblationCam),
+    ] {
+        let want = g.f32s(key).unwrap();
+        let (worst, logits) = map_error(&g, &ctx, method, &want, None);
+        println!(
+            "segnet {key}: max map error {worst:.2e}, logits {:.2e}",
+            logits / scale
+        );
+        assert!(
+            logits / scale <= LOGIT_TOLERANCE,
+            "{key}: logits {logits:.2e}"
+        );
+        assert!(worst <= MAP_TOLERANCE, "{key}: {worst:.2e}");
+    }
+}
+
+/// `--mask` errors name the flag and the expected shape.
+#[test]
+fn segmentation_mask_errors() {
+    let g = Golden::load("segnet");
+    let [_, h, w] = g.model.output_grid.unwrap();
+    let ones = vec![1f32; h * w];
+    let e = g
+        .model
+        .with_mask(&ones, [h, w + 1])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--mask is 16x21") && e.contains("output grid is 16x20"),
+        "{e}"
+    );
+    let e = g
+        .model
+        .with_mask(&vec![0.0; h * w], [h, w])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--mask is empty"), "{e}");
+    let vit = Golden::load("vit");
+    assert_eq!(vit.model.output_grid, None);
+    let e = vit.model.with_mask(&ones, [h, w]).unwrap_err().to_string();
+    assert!(
+        e.contains("--mask") && e.contains("score every position"),
+        "{e}"
+    );
+}

@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Explain images: heatmap overlays (and optionally raw maps) per target class.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
     /// Merge the shard manifests in OUT (predictions.shard-I-of-N.jsonl) into one
     /// predictions.jsonl sorted by image; exit 1 if any image is missing, duplicated or failed.
     Merge(MergeArgs),
@@ -212,6 +212,12 @@ pub struct ExplainArgs {
     /// ClassifierOutputSoftmaxTarget, ClassifierOutputReST and BinaryClassifierOutputTarget.
     #[arg(long, default_value = "logit", value_parser = clap::builder::PossibleValuesParser::new(gradcam_wgpu::engine::SCORES))]
     pub score: String,
+    /// For models that score every position (segmentation): explain, per class, the sum of
+    /// its output map inside this mask (pytorch-grad-cam's SemanticSegmentationTarget). A
+    /// grayscale PNG of the output grid's size; each pixel weighs value / 255, so a
+    /// black-and-white mask selects positions.
+    #[arg(long, value_name = "FILE.png")]
+    pub mask: Option<PathBuf>,
     /// Model input size HxW (or one number for square). Default: the model's own size
     /// (224x224 for torchvision state dicts).
     #[arg(long)]

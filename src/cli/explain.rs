@@ -74,6 +74,9 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
     if score != Score::Logit {
         model.explains = format!("{} of {}", score.describe(), model.explains);
     }
+    if let Some(path) = &a.mask {
+        model = masked(&model, path, score)?;
+    }
     let cfg = EngineConfig {
         layers: a.layer.clone(),
         method,
@@ -102,6 +105,28 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
         warnings,
         shard,
         cfg,
+    })
+}
+
+/// `model` explaining the sums inside the `--mask` PNG at `path`.
+fn masked(model: &Model, path: &Path, score: Score) -> Result<Model> {
+    if score != Score::Logit {
+        return Err(Error::Invalid(format!(
+            "--mask sums the class's logits (pytorch-grad-cam's SemanticSegmentationTarget): \
+             use it with --score logit, not {score}"
+        )));
+    }
+    let mask = image::open(path)
+        .map_err(|e| Error::File {
+            path: path.to_path_buf(),
+            message: format!("--mask: {e}"),
+        })?
+        .to_luma8();
+    let weights: Vec<f32> = mask.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
+    let size = [mask.height() as usize, mask.width() as usize];
+    model.with_mask(&weights, size).map_err(|e| match e {
+        Error::Invalid(m) => Error::Invalid(format!("{m} ({})", path.display())),
+        e => e,
     })
 }
 

@@ -2,6 +2,7 @@
 //! torchvision architectures.
 
 pub mod detweights;
+mod mask;
 pub mod meta;
 pub mod torchvision;
 
@@ -38,6 +39,9 @@ pub struct Model {
     pub explains: String,
     /// Nodes the importer knows hold transformer tokens, by name (`--reshape auto`).
     pub tokens: BTreeMap<String, Tokens>,
+    /// `[K, h, w]` where the model scores every position (a segmentation net, its output
+    /// flattened to the graph's `[K·h·w, 1, 1]`): what `--mask` ([`Model::with_mask`]) reads.
+    pub output_grid: Option<[usize; 3]>,
 }
 
 /// A layer of tokens rather than channels-first maps.
@@ -135,6 +139,7 @@ impl Model {
                 output: meta.output,
                 explains: LOGITS.into(),
                 tokens: BTreeMap::new(),
+                output_grid: None,
             });
         }
         let arch = match arch {
@@ -164,6 +169,7 @@ impl Model {
             output: Output::Softmax,
             explains: LOGITS.into(),
             tokens: BTreeMap::new(),
+            output_grid: None,
         })
     }
 

@@ -177,6 +177,11 @@ pub fn import(
             )));
         }
     };
+    // A per-position output (a segmentation net's [N, K, h, w]) keeps its grid for --mask.
+    let output_grid = match logits.dims[..] {
+        [k, h, w] if logits.plain() && !logits.nhwc && h * w > 1 => Some([k, h, w]),
+        _ => None,
+    };
     let graph = finish(&mut b, &nodes, &logits)?;
     let default_layer = default_layer(&b)?;
     let tokens = b
@@ -206,6 +211,7 @@ pub fn import(
         output: Output::Softmax,
         explains,
         tokens,
+        output_grid,
     })
 }
 
