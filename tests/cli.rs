@@ -935,3 +935,52 @@ fn segmentation_mask_from_the_cli() {
         stderr(&o)
     );
 }
+
+/// `--sess` runs SESS around the method from the CLI (few scales: lavapipe), writes what a
+/// plain run writes, and checks its flags.
+#[test]
+fn sess_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let img = tmp.path().join("x.png");
+    image(&img, 48, 48);
+    let out = tmp.path().join("out");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            img.to_str().unwrap(),
+            "--model",
+            m.to_str().unwrap(),
+            "--layer",
+            "layer2",
+            "--sess",
+            "--sess-scales",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        gradcam(&args)
+    };
+    let o = run(&["--size", "32", "--save-cam", "--sess-pool", "max"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("gradcam with SESS (2 scales)"),
+        "{}",
+        stderr(&o)
+    );
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".png")) && names.iter().any(|n| n.ends_with(".npy")),
+        "{names:?}"
+    );
+    let o = run(&["--size", "32", "--sess-prefilter", "1.5"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--sess-prefilter"), "{}", stderr(&o));
+    let o = run(&["--size", "32x40"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("must be square"), "{}", stderr(&o));
+}

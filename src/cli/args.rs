@@ -212,6 +212,27 @@ pub struct ExplainArgs {
     /// ClassifierOutputSoftmaxTarget, ClassifierOutputReST and BinaryClassifierOutputTarget.
     #[arg(long, default_value = "logit", value_parser = clap::builder::PossibleValuesParser::new(gradcam_wgpu::engine::SCORES))]
     pub score: String,
+    /// SESS (pytorch-grad-cam's Saliency Enhancing with Scaling and Sliding) around the
+    /// method: the image at --sess-scales sizes, input-sized windows slid over each, the
+    /// method on every patch (batched on the device), patch maps weighted by their softmax
+    /// score, pasted back, fused and blurred. Square inputs.
+    #[arg(long)]
+    pub sess: bool,
+    /// SESS: how many scales, from the input size up in steps of 2/7 of it.
+    #[arg(long, value_name = "N", default_value_t = 12)]
+    pub sess_scales: usize,
+    /// SESS: the windows' stride (default: the input size).
+    #[arg(long, value_name = "PX")]
+    pub sess_step: Option<usize>,
+    /// SESS: fuse patch maps by their mean over the patches above --sess-theta, or the max.
+    #[arg(long, default_value = "mean", value_parser = ["mean", "max"])]
+    pub sess_pool: String,
+    /// SESS: map values at or below this do not count in the mean.
+    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    pub sess_theta: f32,
+    /// SESS: the share of lowest-scoring patches left out, in [0, 1).
+    #[arg(long, value_name = "R", default_value_t = 0.0)]
+    pub sess_prefilter: f64,
     /// For models that score every position (segmentation): explain, per class, the sum of
     /// its output map inside this mask (pytorch-grad-cam's SemanticSegmentationTarget). A
     /// grayscale PNG of the output grid's size; each pixel weighs value / 255, so a

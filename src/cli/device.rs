@@ -4,6 +4,7 @@
 
 use super::batch::{Done, Job};
 use super::walk::Item;
+use gradcam_wgpu::engine::{Sess, SessOptions};
 use gradcam_wgpu::{Engine, EngineConfig, Error, GpuContext, ImageResult, Model, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -15,14 +16,38 @@ const INJECT_OOM: &str = "GRADCAM_TEST_INJECT_OOM";
 /// Test hook: destroy the device after N batches, as a driver reset or unplugged GPU would.
 const LOSE_DEVICE: &str = "GRADCAM_TEST_LOSE_DEVICE_AFTER";
 
+/// What explains a batch: the engine, or SESS around it.
+enum Explainer {
+    Plain(Box<Engine>),
+    Sess(Box<Sess>),
+}
+
+impl Explainer {
+    fn engine(&self) -> &Engine {
+        match self {
+            Explainer::Plain(e) => e,
+            Explainer::Sess(s) => s.engine(),
+        }
+    }
+
+    fn explain(&mut self, images: &[image::RgbImage]) -> Result<Vec<ImageResult>> {
+        match self {
+            Explainer::Plain(e) => e.explain(images),
+            Explainer::Sess(s) => s.explain(images, None),
+        }
+    }
+}
+
 /// An engine on one device, rebuilt smaller whenever a batch does not fit.
 pub struct Gpu<'a> {
     ctx: GpuContext,
     model: &'a Model,
     cfg: EngineConfig,
     watch: GpuWatch,
+    /// `--sess`: SESS around the method.
+    sess: Option<SessOptions>,
     /// `None` only between dropping an engine and building its smaller successor.
-    engine: Option<Engine>,
+    engine: Option<Explainer>,
     /// The batch of the last engine built.
     pub batch: usize,
     /// Each out-of-memory retry: the batch that failed and the one tried next.
@@ -33,7 +58,12 @@ pub struct Gpu<'a> {
 
 impl<'a> Gpu<'a> {
     /// Builds the engine for `cfg`, halving its batch while the device runs out of memory.
-    pub fn start(ctx: &GpuContext, model: &'a Model, cfg: EngineConfig) -> Result<Self> {
+    pub fn start(
+        ctx: &GpuContext,
+        model: &'a Model,
+        cfg: EngineConfig,
+        sess: Option<SessOptions>,
+    ) -> Result<Self> {
         let hook = |name| {
             std::env::var(name)
                 .ok()
@@ -45,6 +75,7 @@ impl<'a> Gpu<'a> {
             model,
             batch: cfg.batch,
             cfg,
+            sess,
             engine: None,
             halvings: Vec::new(),
             inject_oom: hook(INJECT_OOM).unwrap_or(0),
@@ -56,7 +87,7 @@ impl<'a> Gpu<'a> {
 
     /// `{adapter}; layer {names}; batch {n}`, for the start-up line.
     pub fn describe(&self) -> String {
-        match &self.engine {
+        match self.engine.as_ref().map(Explainer::engine) {
             Some(e) => format!(
                 "{}; layer {}; batch {}",
                 e.context().describe(),
@@ -140,7 +171,7 @@ impl<'a> Gpu<'a> {
                     .explain(images)
                     .and_then(|r| self.watch.check().map(|_| r))
             };
-            let batch = engine.batch_size();
+            let batch = engine.engine().batch_size();
             match r {
                 Err(Error::OutOfMemory(m)) if batch > 1 => {
                     let next = batch / 2;
@@ -164,8 +195,13 @@ impl<'a> Gpu<'a> {
                 batch,
                 ..self.cfg.clone()
             };
-            let r = Engine::new(self.ctx.clone(), self.model, cfg)
-                .and_then(|e| self.watch.check().map(|_| e));
+            let r = match &self.sess {
+                Some(o) => Sess::new(self.ctx.clone(), self.model, cfg, o.clone())
+                    .map(|s| Explainer::Sess(Box::new(s))),
+                None => Engine::new(self.ctx.clone(), self.model, cfg)
+                    .map(|e| Explainer::Plain(Box::new(e))),
+            }
+            .and_then(|e| self.watch.check().map(|_| e));
             match r {
                 Err(Error::OutOfMemory(m)) if batch > 1 => {
                     let next = batch / 2;
@@ -175,7 +211,7 @@ impl<'a> Gpu<'a> {
                 }
                 r => {
                     let engine = r?;
-                    self.batch = engine.batch_size();
+                    self.batch = engine.engine().batch_size();
                     self.engine = Some(engine);
                     return Ok(());
                 }

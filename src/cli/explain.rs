@@ -13,7 +13,7 @@ use super::device::Gpu;
 use super::manifest::{Manifest, Summary};
 use super::outputs::{self, Writer};
 use super::walk::{self, Item, Shard};
-use gradcam_wgpu::engine::{Method, Score};
+use gradcam_wgpu::engine::{Method, Score, SessOptions, SessPool};
 use gradcam_wgpu::gpu::AdapterClass;
 use gradcam_wgpu::{EngineConfig, Error, GpuContext, Model, Result, TargetSpec};
 use std::collections::HashSet;
@@ -26,7 +26,7 @@ use std::time::Instant;
 pub fn run(a: &ExplainArgs) -> Result<usize> {
     let plan = plan(a)?;
     let ctx = GpuContext::new()?;
-    let mut gpu = Gpu::start(&ctx, &plan.model, plan.cfg.clone())?;
+    let mut gpu = Gpu::start(&ctx, &plan.model, plan.cfg.clone(), plan.sess.clone())?;
     announce(&plan, &gpu);
     // Outputs are touched only once the model, arguments and device are known to work.
     let (manifest, done) = Manifest::open(&a.out, plan.shard.as_ref(), a.resume, a.fsync)?;
@@ -58,6 +58,8 @@ struct Plan {
     warnings: Vec<String>,
     shard: Option<Shard>,
     cfg: EngineConfig,
+    /// `--sess`: SESS around the method.
+    sess: Option<SessOptions>,
 }
 
 fn plan(a: &ExplainArgs) -> Result<Plan> {
@@ -77,6 +79,18 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
     if let Some(path) = &a.mask {
         model = masked(&model, path, score)?;
     }
+    let sess = a.sess.then(|| SessOptions {
+        num_scales: a.sess_scales,
+        step: a.sess_step,
+        pool: if a.sess_pool == "max" {
+            SessPool::Max
+        } else {
+            SessPool::Mean
+        },
+        theta: a.sess_theta,
+        pre_filter_ratio: a.sess_prefilter,
+        ..Default::default()
+    });
     let cfg = EngineConfig {
         layers: a.layer.clone(),
         method,
@@ -105,6 +119,7 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
         warnings,
         shard,
         cfg,
+        sess,
     })
 }
 
@@ -133,9 +148,13 @@ fn masked(model: &Model, path: &Path, score: Score) -> Result<Model> {
 /// The start-up line: model, method, device, layers, batch and shard.
 fn announce(plan: &Plan, gpu: &Gpu) {
     eprintln!(
-        "{} {} of {} on {}{}",
+        "{} {}{} of {} on {}{}",
         plan.model.arch,
         plan.method.name(),
+        match &plan.sess {
+            Some(o) => format!(" with SESS ({} scales)", o.num_scales),
+            None => String::new(),
+        },
         plan.model.explains,
         gpu.describe(),
         match &plan.shard {

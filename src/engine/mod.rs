@@ -19,6 +19,7 @@ pub mod method;
 mod perturb;
 pub mod plan;
 pub mod reshape;
+pub mod sess;
 pub mod targets;
 
 pub use crate::model::{IMAGENET_MEAN, IMAGENET_STD};
@@ -26,6 +27,7 @@ pub use fold::Fold;
 pub use method::{Fuse, METHODS, Method};
 pub use plan::{Plan, Step, WeightUpload};
 pub use reshape::Reshape;
+pub use sess::{Sess, SessOptions, SessPool};
 pub use targets::{SCORES, Score, TargetSpec};
 
 use activations::Activations;
