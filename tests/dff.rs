@@ -195,3 +195,117 @@ fn concepts_out_of_range_are_refused() {
         assert!(e.contains("concepts must be 1 to 4"), "{e}");
     }
 }
+
+fn gradcam(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gradcam"))
+        .args(args)
+        .output()
+        .expect("run gradcam")
+}
+
+/// `gradcam dff` end to end on the fixture's model and images: the maps (--save-cam), the
+/// overlays and the labels in dff.json against pgc.
+#[test]
+fn cli_dff_matches_pgc() {
+    let fx = load();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("resnet18.safetensors");
+    std::fs::write(&model, fx.model.weights.to_bytes().unwrap()).unwrap();
+    let mut paths = Vec::new();
+    for (i, img) in fx.images.iter().enumerate() {
+        let p = dir.path().join(format!("img{i}.png"));
+        img.save(&p).unwrap();
+        paths.push(p.to_str().unwrap().to_string());
+    }
+    let out = dir.path().join("out");
+    let size = format!("{}x{}", fx.size[0], fx.size[1]);
+    let k = cases(&fx)["layer4"];
+    let ks = k.to_string();
+    let mut args: Vec<&str> = paths.iter().map(String::as_str).collect();
+    args.extend([
+        "--model",
+        model.to_str().unwrap(),
+        "--arch",
+        "resnet18",
+        "--layer",
+        "layer4",
+        "--size",
+        &size,
+        "--concepts",
+        &ks,
+        "--top-k",
+        "3",
+        "--save-cam",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let o = gradcam(&["dff"].into_iter().chain(args).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("dff.json")).unwrap()).unwrap();
+    let scores = fx.f32s("dff.layer4.scores");
+    let classes = scores.len() / k;
+    let want = gradcam_wgpu::dff::top_classes(&scores, classes, 3);
+    for (t, concept) in report["labels"].as_array().unwrap().iter().enumerate() {
+        for (j, label) in concept["top"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(label["class"].as_u64().unwrap() as usize, want[t][j].0);
+            let s = label["score"].as_f64().unwrap() as f32;
+            assert!(
+                (s - want[t][j].1).abs() < 1e-4,
+                "concept {t}: {s} vs {:?}",
+                want[t][j]
+            );
+        }
+    }
+    let maps = fx.f32s("dff.layer4.maps");
+    let overlays = fx.u8s("dff.layer4.overlay");
+    let plane = fx.size[0] * fx.size[1];
+    for (i, entry) in report["images"].as_array().unwrap().iter().enumerate() {
+        let npy = std::fs::read(out.join(entry["maps"].as_str().unwrap())).unwrap();
+        let got: Vec<f32> = npyz::NpyFile::new(&npy[..]).unwrap().into_vec().unwrap();
+        let e = max_abs(&got, &maps[i * k * plane..][..k * plane]);
+        assert!(e < MAP_TOLERANCE, "image {i}: maps {e:.2e}");
+        let png = image::open(out.join(entry["overlay"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8();
+        let want = &overlays[i * plane * 3..][..plane * 3];
+        let worst = png
+            .as_raw()
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (*a as i32 - *b as i32).abs())
+            .max()
+            .unwrap();
+        assert!(worst <= 1, "image {i}: overlay off by {worst}");
+    }
+}
+
+/// Bad input is exit 2 with a message naming the flag or the missing head.
+#[test]
+fn cli_dff_refuses_bad_concepts_and_headless_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("a.png");
+    image::RgbImage::from_fn(40, 32, |x, y| {
+        image::Rgb([(x * 6) as u8, (y * 7) as u8, 90])
+    })
+    .save(&img)
+    .unwrap();
+    let out = dir.path().join("out");
+    let (img, out) = (img.to_str().unwrap(), out.to_str().unwrap());
+    for (extra, want) in [
+        (vec!["--concepts", "0"], "--concepts must be 1 to"),
+        (vec!["--concepts", "100000"], "--concepts must be 1 to"),
+        (
+            vec!["--concepts", "2", "--layer", "layer2"],
+            "global average pool",
+        ),
+    ] {
+        let mut args = vec!["dff", img, "--model", "shapes", "--out", out];
+        args.extend(&extra);
+        let o = gradcam(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+}
