@@ -85,13 +85,15 @@ pub fn nmf<T: Real>(x: &[T], rows: usize, cols: usize, cfg: &NmfConfig) -> Resul
             x.len()
         )));
     }
-    if let Some(i) = x.iter().position(|v| !(*v >= T::ZERO)) {
+    if let Some(i) = x.iter().position(|v| !v.to_f64().is_finite()) {
         return Err(Error::Invalid(format!(
-            "NMF input must be non-negative and finite (flat index {i})"
+            "NMF input must be finite (flat index {i})"
         )));
     }
-    if x.iter().any(|v| !v.to_f64().is_finite()) {
-        return Err(Error::Invalid("NMF input must be finite".into()));
+    if let Some(i) = x.iter().position(|v| *v < T::ZERO) {
+        return Err(Error::Invalid(format!(
+            "NMF input must be non-negative (flat index {i})"
+        )));
     }
     // init='random': avg = sqrt(X.mean() / k) in X's dtype; H's draws first, then W's,
     // each cast to X's dtype before scaling.
