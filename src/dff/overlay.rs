@@ -70,7 +70,8 @@ fn rgb_to_hsv([r, g, b]: [u8; 3]) -> [u8; 3] {
     [h as u8, s as u8, v as u8]
 }
 
-/// OpenCV's `COLOR_HSV2RGB` for 8 bits (through f32, rounded).
+/// OpenCV's `COLOR_HSV2RGB` for 8 bits through f32, as its SIMD path does it: truncated (the
+/// scalar path, for a row's last few pixels only, rounds instead).
 fn hsv_to_rgb([h, s, v]: [u8; 3]) -> [u8; 3] {
     let (s, v) = (s as f32 * (1.0 / 255.0), v as f32 * (1.0 / 255.0));
     let rgb = if s == 0.0 {
@@ -100,7 +101,7 @@ fn hsv_to_rgb([h, s, v]: [u8; 3]) -> [u8; 3] {
         let [bi, gi, ri] = SECTOR[sector.min(5)];
         [tab[ri], tab[gi], tab[bi]]
     };
-    rgb.map(|c| (c * 255.0).round_ties_even().clamp(0.0, 255.0) as u8)
+    rgb.map(|c| (c * 255.0) as u8)
 }
 
 /// The overlay of one image: `pixels` RGB8 `[H, W, 3]`, `maps` `[K, H, W]` in [0, 1];
