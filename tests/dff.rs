@@ -310,3 +310,25 @@ fn cli_dff_refuses_bad_concepts_and_headless_layers() {
         assert!(err.contains(want), "{extra:?}: {err}");
     }
 }
+
+/// NaN activations count as 0 (pgc's dff()); the NMF itself refuses negative or non-finite
+/// input instead of panicking.
+#[test]
+fn nan_activations_read_as_zero_and_bad_nmf_input_is_an_error() {
+    let mut acts: Vec<f32> = (0..2 * 3 * 4).map(|i| ((i * 7) % 5) as f32).collect();
+    acts[5] = 0.0;
+    let zero = factorize(&acts, 2, [3, 2, 2], 2).unwrap();
+    acts[5] = f32::NAN;
+    let nan = factorize(&acts, 2, [3, 2, 2], 2).unwrap();
+    assert_eq!(zero.explanations, nan.explanations);
+    assert_eq!(zero.concepts, nan.concepts);
+    let cfg = NmfConfig::new(1);
+    let e = nmf(&[1.0f32, -1.0], 1, 2, &cfg).unwrap_err().to_string();
+    assert!(e.contains("non-negative"), "{e}");
+    let e = nmf(&[1.0f64, f64::NAN], 1, 2, &cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("finite"), "{e}");
+    let e = nmf(&[1.0f32; 3], 2, 2, &cfg).unwrap_err().to_string();
+    assert!(e.contains("not [2, 2]"), "{e}");
+}

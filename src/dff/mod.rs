@@ -38,7 +38,8 @@ pub struct Factorization {
 pub fn factorize(acts: &[f32], n: usize, shape: Shape, k: usize) -> Result<Factorization> {
     let [c, h, w] = shape;
     let plane = h * w;
-    if n == 0 || acts.len() != n * c * plane {
+    let count = n.checked_mul(c).and_then(|v| v.checked_mul(plane));
+    if n == 0 || count != Some(acts.len()) {
         return Err(Error::Invalid(format!(
             "{} activations for {n} images of shape {shape:?}",
             acts.len()
@@ -237,7 +238,7 @@ impl ConceptHead {
 
 /// Row-wise softmax of `[rows, classes]` (run_dff_on_image's `torch.softmax`).
 pub fn softmax(x: &[f32], classes: usize) -> Vec<f32> {
-    x.chunks(classes)
+    x.chunks(classes.max(1))
         .flat_map(|row| {
             let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
             let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
@@ -251,9 +252,9 @@ pub fn softmax(x: &[f32], classes: usize) -> Vec<f32> {
 /// `(class, score)` (create_labels_legend's order).
 pub fn top_classes(scores: &[f32], classes: usize, top: usize) -> Vec<Vec<(usize, f32)>> {
     scores
-        .chunks(classes)
+        .chunks(classes.max(1))
         .map(|row| {
-            let mut idx: Vec<usize> = (0..classes).collect();
+            let mut idx: Vec<usize> = (0..row.len()).collect();
             idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
             idx.into_iter().take(top).map(|c| (c, row[c])).collect()
         })
