@@ -42,6 +42,7 @@
 //! # }
 //! ```
 
+pub mod dff;
 pub mod embed;
 pub mod engine;
 pub mod error;

@@ -27,6 +27,9 @@ pub enum Command {
     /// Measure throughput (end to end and GPU-only), per-kernel GPU time and peak GPU memory
     /// on synthetic images.
     Bench(BenchArgs),
+    /// Deep Feature Factorization: NMF of the layer's activations over all images into K
+    /// concepts, labelled through the classifier head (concept overlays and dff.json).
+    Dff(super::dff::DffArgs),
 }
 
 /// Which model to run (shared by the subcommands).

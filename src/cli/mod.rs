@@ -5,6 +5,7 @@ pub mod args;
 mod batch;
 mod bench;
 mod device;
+mod dff;
 mod eval;
 mod explain;
 mod inputs;
@@ -36,6 +37,17 @@ pub fn run(cli: args::Cli) -> u8 {
         args::Command::Merge(a) => match merge::run(&a) {
             Ok(0) => 0,
             Ok(_) => 1,
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
+        args::Command::Dff(a) => match dff::run(&a) {
+            Ok(0) => 0,
+            Ok(failed) => {
+                eprintln!("{failed} input(s) could not be read; see the errors above");
+                1
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 2

@@ -11,6 +11,7 @@ pub(crate) mod activations;
 mod backward;
 mod buffers;
 mod cam;
+mod dff;
 pub mod fold;
 mod forward;
 mod fullgrad;
