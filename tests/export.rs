@@ -1,8 +1,10 @@
-//! Self-describing model files: the exporter's golden fixture (a custom net with concat,
-//! squeeze-excitation, ReLU6, SiLU and depthwise conv, exported by tools/export.py) against
-//! PyTorch and pytorch-grad-cam, and the metadata's error handling.
+//! Self-describing model files: the exporter's golden fixtures (a custom net with concat,
+//! squeeze-excitation, ReLU6, SiLU and depthwise conv; a small torchvision ViT and a DeiT-style
+//! net, exported by tools/export.py) against PyTorch and pytorch-grad-cam, and the metadata's
+//! error handling.
 
-use gradcam_wgpu::model::{META_KEY, Model, ModelMeta, Weights, detweights, torchvision};
+use gradcam_wgpu::engine::Reshape;
+use gradcam_wgpu::model::{META_KEY, Model, ModelMeta, Tokens, Weights, detweights, torchvision};
 use gradcam_wgpu::{Engine, EngineConfig, Error, GpuContext, TargetSpec};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
@@ -42,14 +44,7 @@ fn exported_custom_net_matches_pytorch_and_pgc() {
     let [h, w] = size;
     assert_eq!(golden.meta("height"), h.to_string());
     let st = SafeTensors::deserialize(&golden.bytes).unwrap();
-    let u8s = st.tensor("input_u8").unwrap();
-    let n = u8s.shape()[0];
-    let images: Vec<image::RgbImage> = (0..n)
-        .map(|i| {
-            let px = u8s.data()[i * h * w * 3..(i + 1) * h * w * 3].to_vec();
-            image::RgbImage::from_raw(w as u32, h as u32, px).unwrap()
-        })
-        .collect();
+    let images = images(&golden, size);
     let targets: Vec<i64> = bytemuck::pod_collect_to_vec(st.tensor("targets").unwrap().data());
     let per_image: Vec<Vec<usize>> = targets
         .chunks(2)
@@ -92,6 +87,88 @@ fn exported_custom_net_matches_pytorch_and_pgc() {
             "layer {layer}: logits off by {worst_logit}"
         );
         assert!(worst_map < 2e-4, "layer {layer}: maps off by {worst_map}");
+    }
+}
+
+/// `n` RGB images of `h x w` from a golden file's `input_u8` [N, H, W, 3].
+fn images(golden: &Golden, [h, w]: [usize; 2]) -> Vec<image::RgbImage> {
+    let st = SafeTensors::deserialize(&golden.bytes).unwrap();
+    let u8s = st.tensor("input_u8").unwrap();
+    (0..u8s.shape()[0])
+        .map(|i| {
+            let px = u8s.data()[i * h * w * 3..(i + 1) * h * w * 3].to_vec();
+            image::RgbImage::from_raw(w as u32, h as u32, px).unwrap()
+        })
+        .collect()
+}
+
+/// tools/make_export_vit_fixture.py: ViT and DeiT exported with attention decomposed, against
+/// PyTorch's logits and pytorch-grad-cam's GradCAM with its ViT reshape_transform at the last
+/// ln_1; the default layer with `--reshape auto` gives the same maps as the layer named with
+/// `--reshape vit`.
+#[test]
+fn exported_vit_and_deit_match_pytorch_and_pgc() {
+    let golden = Golden {
+        bytes: std::fs::read(fixture("vit-golden.safetensors")).unwrap(),
+    };
+    let layer = golden.meta("layer");
+    let ctx = GpuContext::new().unwrap();
+    let targets: Vec<i64> = bytemuck::pod_collect_to_vec(
+        SafeTensors::deserialize(&golden.bytes)
+            .unwrap()
+            .tensor("targets")
+            .unwrap()
+            .data(),
+    );
+    let per_image: Vec<Vec<usize>> = targets
+        .chunks(2)
+        .map(|c| vec![c[0] as usize, c[1] as usize])
+        .collect();
+    for case in golden.meta("cases").split(',') {
+        let model = Model::load(&fixture(&format!("{case}.safetensors")), None).unwrap();
+        assert_eq!(model.default_layer, layer, "{case}");
+        assert_eq!(model.tokens.get(&layer), Some(&Tokens::Sequence), "{case}");
+        let size = model.input_size;
+        let [h, w] = size;
+        let images = images(&golden, size);
+        let (_, logits) = golden.f32s(&format!("{case}.logits"));
+        let (_, cams) = golden.f32s(&format!("{case}.cams"));
+        let classes = model.classes.len();
+        let run = |layers: Vec<String>, reshape: Reshape| {
+            let cfg = EngineConfig {
+                layers,
+                reshape,
+                size,
+                mean: model.mean,
+                std: model.std,
+                targets: TargetSpec::PerImage(2),
+                read_maps: true,
+                ..Default::default()
+            };
+            let mut engine = Engine::new(ctx.clone(), &model, cfg).unwrap();
+            engine.explain_for(&images, &per_image).unwrap()
+        };
+        let auto = run(Vec::new(), Reshape::Auto);
+        let named = run(vec![layer.clone()], Reshape::Vit(None));
+        let (mut worst_logit, mut worst_map) = (0f32, 0f32);
+        let scale = logits.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (r, rn)) in auto.iter().zip(&named).enumerate() {
+            for (k, &l) in r.logits.iter().enumerate() {
+                worst_logit = worst_logit.max((l - logits[i * classes + k]).abs() / scale);
+            }
+            for (t, (tr, trn)) in r.targets.iter().zip(&rn.targets).enumerate() {
+                assert_eq!(tr.class, per_image[i][t]);
+                let (map, mapn) = (tr.map.as_ref().unwrap(), trn.map.as_ref().unwrap());
+                assert_eq!(map, mapn, "{case}: default layer and --reshape auto");
+                let want = &cams[(i * 2 + t) * h * w..(i * 2 + t + 1) * h * w];
+                for (a, b) in map.iter().zip(want) {
+                    worst_map = worst_map.max((a - b).abs());
+                }
+            }
+        }
+        eprintln!("{case}: logits rel {worst_logit:.2e}, map abs {worst_map:.2e}");
+        assert!(worst_logit < 1e-4, "{case}: logits off by {worst_logit}");
+        assert!(worst_map < 1e-3, "{case}: maps off by {worst_map}");
     }
 }
 

@@ -41,7 +41,8 @@ pub struct Model {
 }
 
 /// A layer of tokens rather than channels-first maps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Tokens {
     /// `[T, C]` per image: ViT's sequence, maybe with prefix tokens.
     Sequence,
@@ -134,7 +135,7 @@ impl Model {
                 classes: meta.classes,
                 output: meta.output,
                 explains: LOGITS.into(),
-                tokens: BTreeMap::new(),
+                tokens: meta.tokens,
             });
         }
         let arch = match arch {
@@ -218,6 +219,7 @@ impl Model {
             classes: self.classes.clone(),
             default_layer: self.default_layer.clone(),
             output: self.output,
+            tokens: self.tokens.clone(),
         }
     }
 
