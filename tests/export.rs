@@ -190,7 +190,16 @@ fn with_meta(model: &Model, json: String) -> Weights {
 
 #[test]
 fn metadata_round_trips() {
-    let model = resnet_meta_model();
+    let mut model = resnet_meta_model();
+    let weights = with_meta(&model, model.meta().to_json());
+    assert!(
+        !model.meta().to_json().contains("tokens"),
+        "absent when empty"
+    );
+    let back = Model::from_weights(weights, None).unwrap();
+    assert_eq!(back.meta(), model.meta());
+    let node = model.graph.nodes[1].name.clone();
+    model.tokens.insert(node, Tokens::Grid);
     let weights = with_meta(&model, model.meta().to_json());
     let bytes = weights.to_bytes().unwrap();
     let back = Model::from_weights(Weights::from_bytes(&bytes).unwrap(), None).unwrap();
@@ -231,6 +240,14 @@ fn metadata_errors_are_clear() {
         v["graph"]["nodes"][1]["op"]["op"] = "upsample".into();
     }));
     assert!(e.contains("upsample"), "{e}");
+    let e = err(json(&|v| {
+        v["tokens"] = serde_json::json!({"layer9": "sequence"})
+    }));
+    assert!(e.contains("tokens: `layer9` is not a node"), "{e}");
+    let e = err(json(&|v| {
+        v["tokens"] = serde_json::json!({"layer4": "cube"})
+    }));
+    assert!(e.contains("unknown variant `cube`"), "{e}");
     let e = err("{not json".into());
     assert!(e.contains("not valid JSON"), "{e}");
     // A tensor the graph names but the file lacks.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Export a PyTorch CNN to a self-describing gradcam-wgpu model file.
+"""Export a PyTorch CNN or vision transformer to a self-describing gradcam-wgpu model file.
 
 The module is traced with ``torch.fx``; every node is mapped to one op of the engine's IR
 (``src/graph/``) and the file's ``__metadata__["gradcam_wgpu"]`` gets the graph, the
@@ -21,8 +21,14 @@ dims, constant padding (ZeroPad2d, ConstantPad2d, ``F.pad``; a zero pad read by 
 folded into the conv's ``padding``/``padding_end``, as TF-"SAME" ports such as
 EfficientNet-Lite write it), ``F.conv2d`` with a parameter as weight (a Conv2d subclass's own
 forward: the node is named by the module's path), and the functional forms of the
-activations and pools. Anything else is an error
-naming the module (or function) and the op. tools/ir_eval.py evaluates an exported file's
+activations and pools. Vision transformers (torchvision's VisionTransformer, DeiT-style nets):
+nn.MultiheadAttention (self-attention, batch first) is traced as one call and decomposed
+(``_Exporter.attention``), a parameter expanded to the batch joins ``torch.cat`` (class and
+distillation tokens: a zero pad plus a constant), ``x[:, i]`` and ``x[:, a:b]`` are slices;
+3-D ``[N, T, C]`` tensors are listed as token layers (``tokens``, for ``--reshape auto``) and
+the default layer is the last token LayerNorm before the last attention (``auto_layer``).
+torchvision's Swin is not supported (its fx-wrapped window functions are refused by name).
+Anything else is an error naming the module (or function) and the op. tools/ir_eval.py evaluates an exported file's
 IR in torch, to check it against the model.
 
     python tools/export.py --torchvision resnet18 --out resnet18.safetensors
@@ -95,6 +101,8 @@ _BINARY = {"add", "sub", "mul", "div"}
 # Shape-only tensor methods and functions: the same data per image under the output's shape.
 _RESHAPES_M = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 _RESHAPES_F = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
+# torchvision Swin's fx-wrapped functions (not decomposed: Swin imports through ONNX).
+_SWIN = {"shifted_window_attention", "_get_relative_position_bias", "_patch_merging_pad"}
 _IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
 
 
@@ -802,6 +810,10 @@ class _Exporter:
             self.alias(n, a[0])  # torchvision.ops.stochastic_depth is the identity in eval
         elif f in (torch.mean,):
             self.mean(n, a[0], arg(1, "dim"), arg(2, "keepdim", False))
+        elif getattr(f, "__name__", "") in _SWIN:
+            raise UnsupportedOp(f"{self.where(n)}: torchvision Swin's `{f.__name__}` is not "
+                                "supported here (shifted windows, relative position bias); "
+                                "export Swin to ONNX and load the .onnx")
         else:
             raise UnsupportedOp(f"{self.where(n)}: unsupported op")
 
