@@ -101,8 +101,6 @@ _BINARY = {"add", "sub", "mul", "div"}
 # Shape-only tensor methods and functions: the same data per image under the output's shape.
 _RESHAPES_M = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 _RESHAPES_F = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
-# torchvision Swin's fx-wrapped functions (not decomposed: Swin imports through ONNX).
-_SWIN = {"shifted_window_attention", "_get_relative_position_bias", "_patch_merging_pad"}
 _IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
 
 
@@ -140,7 +138,8 @@ class _Exporter:
         self.scope_last: dict[str, int] = {}  # container path -> last IR node inside it
         self.tensors: dict[str, torch.Tensor] = {}
         self.consts: dict[str, tuple[str, torch.Tensor]] = {}  # get_attr node -> (name, value)
-        self.tokens: set[int] = set()  # IR nodes holding transformer tokens [N, T, C]
+        self.tokens: dict[int, str] = {}  # IR node -> "sequence" [N, T, C] or "grid" (NHWC)
+        self.nhwc: set[str] = set()  # fx nodes of channels-last [N, h, w, C] tensors
 
     # -- helpers -----------------------------------------------------------------------
     def shape(self, n: torch.fx.Node) -> list[int]:
@@ -666,6 +665,122 @@ class _Exporter:
                       "bias": self.tensor(f"{p}.out_proj.bias") if m.out_proj.bias is not None
                       else None, "in_features": e, "out_features": e, "axis": 1}, [t], p)
 
+    def gather(self, n, src: int, shape: Sequence[int], index: torch.Tensor, base: str) -> int:
+        """An IR gather: output element i (row-major over `shape`) is input element index[i]."""
+        return self.emit(n, {"op": "gather", "shape": [int(v) for v in shape],
+                             "index": [int(v) for v in index.reshape(-1)]}, [src], base)
+
+    def window_attention(self, n, a, kw):
+        """torchvision's fx-wrapped `shifted_window_attention` (Swin V1) as torch computes it:
+        pad to whole windows, roll and partition (one gather), qkv, heads as batches (free
+        views and transposes, heads outermost), scaled q kᵀ plus the relative position bias
+        and the shifted windows' mask (one constant), softmax, · v, heads merged, proj, windows
+        merged, rolled back and unpadded (one gather). Named `{module}.softmax` etc."""
+        names = ("input", "qkv_weight", "proj_weight", "relative_position_bias", "window_size",
+                 "num_heads", "shift_size", "attention_dropout", "dropout", "qkv_bias",
+                 "proj_bias", "logit_scale", "training")
+        args = dict(zip(names, a)) | dict(kw)
+        if args.get("logit_scale") is not None:
+            raise UnsupportedOp(f"{self.where(n)}: Swin V2's cosine attention (logit_scale)")
+        x, p = args["input"], self.scope(n)
+        b, hh, ww, c = self.shape(x)
+        wh, wwin = (int(v) for v in args["window_size"])
+        heads, d = int(args["num_heads"]), c // int(args["num_heads"])
+        pad_b, pad_r = (wh - hh % wh) % wh, (wwin - ww % wwin) % wwin
+        ph, pw = hh + pad_b, ww + pad_r
+        s0, s1 = (int(v) for v in args.get("shift_size", [0, 0]))
+        s0, s1 = (0 if wh >= ph else s0), (0 if wwin >= pw else s1)
+        nw, t = (ph // wh) * (pw // wwin), wh * wwin
+        src = self.inp(n, x)
+        if pad_b or pad_r:
+            src = self.emit(n, {"op": "pad", "begin": [0, 0, 0], "end": [pad_b, pad_r, 0],
+                                "value": 0.0}, [src], f"{p}.pad")
+        # Window (r, q) position of each padded, rolled-back position (i, j).
+        r = (torch.arange(ph) + s0) % ph  # rolled by -shift: row i reads row i + shift
+        q = (torch.arange(pw) + s1) % pw
+        rows = r.view(ph // wh, wh, 1, 1)
+        cols = q.view(1, 1, pw // wwin, wwin)
+        pos = (rows * pw + cols).permute(0, 2, 1, 3).reshape(nw, t)  # [window, token]
+        index = pos.view(nw, t, 1) * c + torch.arange(c)
+        src = self.gather(n, src, [nw, t, c], index, f"{p}.windows")
+
+        def param(key):
+            v = args.get(key)
+            if v is None:
+                return None
+            if not isinstance(v, torch.fx.Node) or v.name not in self.consts:
+                raise UnsupportedOp(f"{self.where(n)}: {key} is not a parameter")
+            return self.tensor(self.consts[v.name][0])
+        src = self.emit(n, {"op": "linear", "weight": param("qkv_weight"),
+                            "bias": param("qkv_bias"), "in_features": c, "out_features": 3 * c,
+                            "axis": 2}, [src], f"{p}.qkv")
+        parts = []
+        for i, part in enumerate("qkv"):
+            u = self.emit(n, {"op": "slice", "axis": 2, "start": i * c, "end": (i + 1) * c},
+                          [src], f"{p}.{part}")
+            if part == "q":
+                scale = self.constant(f"{p}.scale", torch.tensor(float(d) ** -0.5).view(1, 1, 1))
+                u = self.emit(n, {"op": "binary_const", "kind": "mul", "tensor": scale,
+                                  "shape": [1, 1, 1], "reversed": False}, [u], f"{p}.q:scaled")
+            u = self.emit(n, {"op": "reshape", "shape": [nw * t, heads, d]}, [u],
+                          f"{p}.{part}:heads")
+            u = self.emit(n, {"op": "transpose", "perm": [1, 0, 2]}, [u], f"{p}.{part}:t")
+            u = self.emit(n, {"op": "reshape", "shape": [heads * nw, t, d]}, [u],
+                          f"{p}.{part}:batched")
+            if part == "k":
+                u = self.emit(n, {"op": "transpose", "perm": [0, 2, 1]}, [u], f"{p}.k:kt")
+            parts.append(u)
+        bias = args["relative_position_bias"]
+        if not isinstance(bias, torch.fx.Node) or bias.name not in self.consts:
+            raise UnsupportedOp(f"{self.where(n)}: relative_position_bias is not a constant")
+        bias = self.consts[bias.name][1].reshape(heads, 1, t, t)
+        mask = torch.zeros(ph, pw)
+        if s0 or s1:
+            count = 0
+            for h0, h1 in ((0, -wh), (-wh, -s0), (-s0, None)):
+                for w0, w1 in ((0, -wwin), (-wwin, -s1), (-s1, None)):
+                    mask[h0:h1, w0:w1] = count
+                    count += 1
+        mask = mask.view(ph // wh, wh, pw // wwin, wwin).permute(0, 2, 1, 3).reshape(nw, t)
+        mask = mask.unsqueeze(1) - mask.unsqueeze(2)
+        mask = mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+        both = (bias + mask.unsqueeze(0)).reshape(heads * nw, t, t)  # heads outermost
+        u = self.emit(n, {"op": "mat_mul"}, parts[:2], f"{p}.scores")
+        u = self.emit(n, {"op": "binary_const", "kind": "add",
+                          "tensor": self.constant(f"{p}.relative_position_bias", both),
+                          "shape": [heads * nw, t, t], "reversed": False}, [u], f"{p}.biased")
+        u = self.emit(n, {"op": "softmax", "axis": 2}, [u], f"{p}.softmax")
+        u = self.emit(n, {"op": "mat_mul"}, [u, parts[2]], f"{p}.context")
+        u = self.emit(n, {"op": "reshape", "shape": [heads, nw * t, d]}, [u], f"{p}.context:v")
+        u = self.emit(n, {"op": "transpose", "perm": [1, 0, 2]}, [u], f"{p}.context:t")
+        u = self.emit(n, {"op": "reshape", "shape": [nw, t, c]}, [u], f"{p}.context:merged")
+        u = self.emit(n, {"op": "linear", "weight": param("proj_weight"),
+                          "bias": param("proj_bias"), "in_features": c, "out_features": c,
+                          "axis": 2}, [u], f"{p}.proj")
+        # Back: output (i, j) < (H, W) reads the window element that the partition took
+        # from padded position (i, j): the inverse of `pos`.
+        inv = torch.empty(ph * pw, dtype=torch.long)
+        inv[pos.reshape(-1)] = torch.arange(nw * t)
+        inv = inv.view(ph, pw)[:hh, :ww]
+        self.gather(n, u, [hh, ww, c], inv.reshape(hh, ww, 1) * c + torch.arange(c), p)
+
+    def patch_merging_pad(self, n, x):
+        """torchvision's fx-wrapped `_patch_merging_pad`: [H, W, C] zero-padded to even sides,
+        then x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2] on channels (one
+        gather)."""
+        _, hh, ww, c = self.shape(x)
+        src, p = self.inp(n, x), self.scope(n)
+        if hh % 2 or ww % 2:
+            src = self.emit(n, {"op": "pad", "begin": [0, 0, 0], "end": [hh % 2, ww % 2, 0],
+                                "value": 0.0}, [src], f"{p}.pad")
+        ph, pw = hh + hh % 2, ww + ww % 2
+        i = torch.arange(ph // 2).view(-1, 1, 1, 1)
+        j = torch.arange(pw // 2).view(1, -1, 1, 1)
+        di = torch.tensor([0, 1, 0, 1]).view(1, 1, 4, 1)
+        dj = torch.tensor([0, 0, 1, 1]).view(1, 1, 4, 1)
+        index = ((2 * i + di) * pw + 2 * j + dj) * c + torch.arange(c).view(1, 1, 1, c)
+        self.gather(n, src, [ph // 2, pw // 2, 4 * c], index, f"{p}.merge")
+
     def call_module(self, n: torch.fx.Node):
         m = self.modules[n.target]
         x = n.args[0] if n.args else None
@@ -810,10 +925,14 @@ class _Exporter:
             self.alias(n, a[0])  # torchvision.ops.stochastic_depth is the identity in eval
         elif f in (torch.mean,):
             self.mean(n, a[0], arg(1, "dim"), arg(2, "keepdim", False))
-        elif getattr(f, "__name__", "") in _SWIN:
-            raise UnsupportedOp(f"{self.where(n)}: torchvision Swin's `{f.__name__}` is not "
-                                "supported here (shifted windows, relative position bias); "
-                                "export Swin to ONNX and load the .onnx")
+        elif getattr(f, "__name__", "") == "shifted_window_attention":
+            self.window_attention(n, a, kw)
+        elif getattr(f, "__name__", "") == "_patch_merging_pad":
+            self.patch_merging_pad(n, a[0])
+        elif getattr(f, "__name__", "") == "_get_relative_position_bias" and all(
+                isinstance(v, torch.fx.Node) and v.name in self.consts for v in a[:2]):
+            bias = f(self.consts[a[0].name][1], self.consts[a[1].name][1], *a[2:])
+            self.consts[n.name] = (f"{self.scope(n)}.relative_position_bias", bias)
         else:
             raise UnsupportedOp(f"{self.where(n)}: unsupported op")
 
@@ -868,6 +987,30 @@ class _Exporter:
             raise UnsupportedOp(f"`{n.name}` reads `{n.target}`, not a tensor")
         self.consts[n.name] = (str(n.target), value.detach())
 
+    def mark_tokens(self, n: torch.fx.Node):
+        """Token layers, as the ONNX importer marks them: [N, T, C] sequences, and [N, h, w, C]
+        grids that are channels last (a permute (0, 2, 3, 1) and what is computed from one,
+        as Swin's blocks)."""
+        meta = n.meta.get("tensor_meta")
+        shape = list(getattr(meta, "shape", ()))
+        if len(shape) == 4:
+            dims = n.args[1:] if n.target == "permute" else n.args[1:2] \
+                if n.target is torch.permute else None
+            if dims is not None:
+                dims = list(dims[0]) if len(dims) == 1 and isinstance(dims[0], (list, tuple)) \
+                    else list(dims)
+                if dims == [0, 2, 3, 1]:
+                    self.nhwc.add(n.name)
+            elif any(isinstance(v, torch.fx.Node) and v.name in self.nhwc
+                     for v in n.args + tuple(n.kwargs.values())):
+                self.nhwc.add(n.name)
+        if n.name not in self.index or min(shape[1:], default=0) <= 1:
+            return
+        if len(shape) == 3:
+            self.tokens[self.index[n.name]] = "sequence"
+        elif n.name in self.nhwc and shape[1] * shape[2] > 1:
+            self.tokens[self.index[n.name]] = "grid"
+
     def run(self) -> tuple[list[dict], dict[str, int], dict[str, str]]:
         placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != 1:
@@ -892,10 +1035,7 @@ class _Exporter:
                 self.get_attr(n)
             elif n.op == "output":
                 out = n.args[0]
-            meta = n.meta.get("tensor_meta")
-            if n.name in self.index and len(getattr(meta, "shape", ())) == 3 and \
-                    min(meta.shape[1:]) > 1:
-                self.tokens.add(self.index[n.name])  # [N, T, C]: as the ONNX importer marks
+            self.mark_tokens(n)
         if not isinstance(out, torch.fx.Node) or out.name not in self.index:
             raise UnsupportedOp("the model must return one logits tensor")
         if len(self.shape(out)) != 2:
@@ -922,7 +1062,8 @@ class _Exporter:
             # Containers only: a leaf's node already carries its path as its name.
             if path and path not in names and last in remap:
                 aliases[path] = remap[last]
-        tokens = {nodes[remap[i]]["name"]: "sequence" for i in sorted(self.tokens) if i in remap}
+        tokens = {nodes[remap[i]]["name"]: k for i, k in sorted(self.tokens.items())
+                  if i in remap}
         return nodes, dict(sorted(aliases.items())), tokens
 
 

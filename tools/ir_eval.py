@@ -198,6 +198,8 @@ STATELESS = {
     "binary": binary,
     "concat": concat,
     "softmax": lambda op, x: torch.softmax(x, op["axis"] + 1),
+    "gather": lambda op, x: x.reshape(x.shape[0], -1)[:, op["index"]].reshape(
+        x.shape[0], *op["shape"]),
     "mat_mul": mat_mul,
 }
 

@@ -16,7 +16,9 @@
 - vision transformers: the small torchvision ViT and DeiT-style net of
   tools/make_onnx_fixtures.py and vit_b_16 give the model's logits within 1e-6 (attention
   decomposed, class token cat, `x[:, 0]`), default layer the last block's ln_1, token layers
-  listed in the metadata; Swin and cross-attention fail naming the function or module;
+  listed in the metadata; torchvision's Swin (the small one of make_onnx_fixtures.py, also at
+  a size that pads windows, and swin_t) likewise, default layer the last block's norm1;
+  cross-attention fails naming the module;
 - unsupported ops fail with the module's path and the op's name.
 """
 
@@ -211,8 +213,23 @@ def check_transformers():
             return self.head(self.attn(t, t * 2, t)[0].mean(1))
 
     print("ok", expect_error(Cross(), "attn", "only self-attention"))
-    print("ok", expect_error(torchvision.models.swin_t(num_classes=10), "Swin",
-                             "_get_relative_position_bias", "ONNX"))
+    from make_onnx_fixtures import build_swin
+
+    for size in (32, 36):  # 36: windows padded, the second stage's shift kept
+        torch.manual_seed(30)
+        model = ir_eval.randomize(build_swin())
+        meta, tensors = meta_of(model, size=size, default_layer=None)
+        assert meta["default_layer"] == "features.3.1.norm1", meta["default_layer"]
+        assert meta["tokens"]["features.3.1.norm1"] == "grid" and "norm" in meta["tokens"]
+        by = {n["name"]: n["op"] for n in meta["graph"]["nodes"]}
+        assert by["features.3.1.attn.softmax"] == {"op": "softmax", "axis": 2}
+        assert by["features.2.merge"]["op"] == "gather" and "features.2.reduction" in by
+        print(f"ok swin {size}: {check_ir(model, 'swin', size=size, f32=1e-6, f64=1e-8)}")
+    torch.manual_seed(0)
+    model = ir_eval.randomize(torchvision.models.swin_t(num_classes=10))
+    meta, _ = meta_of(model, size=224, default_layer=None)
+    assert meta["default_layer"] == "features.7.1.norm1", meta["default_layer"]
+    print(f"ok swin_t: {check_ir(model, 'swin_t', size=224, f32=1e-6, f64=1e-8)}")
 
 
 def main():
