@@ -44,7 +44,7 @@ fn exported_custom_net_matches_pytorch_and_pgc() {
     let [h, w] = size;
     assert_eq!(golden.meta("height"), h.to_string());
     let st = SafeTensors::deserialize(&golden.bytes).unwrap();
-    let images = images(&golden, size);
+    let images = images(&golden, "input_u8", size);
     let targets: Vec<i64> = bytemuck::pod_collect_to_vec(st.tensor("targets").unwrap().data());
     let per_image: Vec<Vec<usize>> = targets
         .chunks(2)
@@ -90,10 +90,10 @@ fn exported_custom_net_matches_pytorch_and_pgc() {
     }
 }
 
-/// `n` RGB images of `h x w` from a golden file's `input_u8` [N, H, W, 3].
-fn images(golden: &Golden, [h, w]: [usize; 2]) -> Vec<image::RgbImage> {
+/// The RGB images of `h x w` in a golden file's tensor `key` [N, H, W, 3].
+fn images(golden: &Golden, key: &str, [h, w]: [usize; 2]) -> Vec<image::RgbImage> {
     let st = SafeTensors::deserialize(&golden.bytes).unwrap();
-    let u8s = st.tensor("input_u8").unwrap();
+    let u8s = st.tensor(key).unwrap();
     (0..u8s.shape()[0])
         .map(|i| {
             let px = u8s.data()[i * h * w * 3..(i + 1) * h * w * 3].to_vec();
@@ -102,16 +102,15 @@ fn images(golden: &Golden, [h, w]: [usize; 2]) -> Vec<image::RgbImage> {
         .collect()
 }
 
-/// tools/make_export_vit_fixture.py: ViT and DeiT exported with attention decomposed, against
-/// PyTorch's logits and pytorch-grad-cam's GradCAM with its ViT reshape_transform at the last
-/// ln_1; the default layer with `--reshape auto` gives the same maps as the layer named with
-/// `--reshape vit`.
+/// tools/make_export_vit_fixture.py: ViT, DeiT and Swin exported with attention decomposed,
+/// against PyTorch's logits and pytorch-grad-cam's GradCAM with its reshape_transforms at the
+/// last block's first norm; the default layer with `--reshape auto` gives the same maps as the
+/// layer named with `--reshape vit` (`swin`).
 #[test]
-fn exported_vit_and_deit_match_pytorch_and_pgc() {
+fn exported_vit_deit_and_swin_match_pytorch_and_pgc() {
     let golden = Golden {
         bytes: std::fs::read(fixture("vit-golden.safetensors")).unwrap(),
     };
-    let layer = golden.meta("layer");
     let ctx = GpuContext::new().unwrap();
     let targets: Vec<i64> = bytemuck::pod_collect_to_vec(
         SafeTensors::deserialize(&golden.bytes)
@@ -126,11 +125,16 @@ fn exported_vit_and_deit_match_pytorch_and_pgc() {
         .collect();
     for case in golden.meta("cases").split(',') {
         let model = Model::load(&fixture(&format!("{case}.safetensors")), None).unwrap();
+        let layer = golden.meta(&format!("layer.{case}"));
         assert_eq!(model.default_layer, layer, "{case}");
-        assert_eq!(model.tokens.get(&layer), Some(&Tokens::Sequence), "{case}");
+        let (kind, reshape) = match case {
+            "swin" => (Tokens::Grid, Reshape::Swin(None)),
+            _ => (Tokens::Sequence, Reshape::Vit(None)),
+        };
+        assert_eq!(model.tokens.get(&layer), Some(&kind), "{case}");
         let size = model.input_size;
         let [h, w] = size;
-        let images = images(&golden, size);
+        let images = images(&golden, &format!("{case}.input_u8"), size);
         let (_, logits) = golden.f32s(&format!("{case}.logits"));
         let (_, cams) = golden.f32s(&format!("{case}.cams"));
         let classes = model.classes.len();
@@ -149,7 +153,7 @@ fn exported_vit_and_deit_match_pytorch_and_pgc() {
             engine.explain_for(&images, &per_image).unwrap()
         };
         let auto = run(Vec::new(), Reshape::Auto);
-        let named = run(vec![layer.clone()], Reshape::Vit(None));
+        let named = run(vec![layer.clone()], reshape);
         let (mut worst_logit, mut worst_map) = (0f32, 0f32);
         let scale = logits.iter().fold(0f32, |m, v| m.max(v.abs()));
         for (i, (r, rn)) in auto.iter().zip(&named).enumerate() {
