@@ -27,9 +27,12 @@ nn.MultiheadAttention (self-attention, batch first) is traced as one call and de
 distillation tokens: a zero pad plus a constant), ``x[:, i]`` and ``x[:, a:b]`` are slices;
 3-D ``[N, T, C]`` tensors are listed as token layers (``tokens``, for ``--reshape auto``) and
 the default layer is the last token LayerNorm before the last attention (``auto_layer``).
-torchvision's Swin is not supported (its fx-wrapped window functions are refused by name).
-Anything else is an error naming the module (or function) and the op. tools/ir_eval.py evaluates an exported file's
-IR in torch, to check it against the model.
+torchvision's Swin V1: its fx-wrapped ``shifted_window_attention`` and ``_patch_merging_pad``
+are decomposed (``window_attention``, ``patch_merging_pad``: the window partition, shift and
+merge are gathers by index maps, stored per element), ``_get_relative_position_bias`` is
+evaluated at export, channels-last layers are grid tokens; Swin V2 (``logit_scale``) is not.
+Anything else is an error naming the module (or function) and the op. tools/ir_eval.py
+evaluates an exported file's IR in torch, to check it against the model.
 
     python tools/export.py --torchvision resnet18 --out resnet18.safetensors
     python -c 'from export import export; export(model, "m.safetensors", input_size=(128, 128),
