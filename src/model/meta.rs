@@ -130,11 +130,9 @@ impl ModelMeta {
                 self.default_layer
             ));
         }
-        if let Some(t) = self
-            .tokens
-            .keys()
-            .find(|t| !self.graph.nodes.iter().any(|n| &n.name == *t))
-        {
+        let names: std::collections::HashSet<&str> =
+            self.graph.nodes.iter().map(|n| n.name.as_str()).collect();
+        if let Some(t) = self.tokens.keys().find(|t| !names.contains(t.as_str())) {
             return bad(format!("tokens: `{t}` is not a node of the graph"));
         }
         weights.check(&self.graph.tensors())
