@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Export a PyTorch CNN to a self-describing gradcam-wgpu model file.
+"""Export a PyTorch CNN or vision transformer to a self-describing gradcam-wgpu model file.
 
 The module is traced with ``torch.fx``; every node is mapped to one op of the engine's IR
 (``src/graph/``) and the file's ``__metadata__["gradcam_wgpu"]`` gets the graph, the
@@ -21,9 +21,18 @@ dims, constant padding (ZeroPad2d, ConstantPad2d, ``F.pad``; a zero pad read by 
 folded into the conv's ``padding``/``padding_end``, as TF-"SAME" ports such as
 EfficientNet-Lite write it), ``F.conv2d`` with a parameter as weight (a Conv2d subclass's own
 forward: the node is named by the module's path), and the functional forms of the
-activations and pools. Anything else is an error
-naming the module (or function) and the op. tools/ir_eval.py evaluates an exported file's
-IR in torch, to check it against the model.
+activations and pools. Vision transformers (torchvision's VisionTransformer, DeiT-style nets):
+nn.MultiheadAttention (self-attention, batch first) is traced as one call and decomposed
+(``_Exporter.attention``), a parameter expanded to the batch joins ``torch.cat`` (class and
+distillation tokens: a zero pad plus a constant), ``x[:, i]`` and ``x[:, a:b]`` are slices;
+3-D ``[N, T, C]`` tensors are listed as token layers (``tokens``, for ``--reshape auto``) and
+the default layer is the last token LayerNorm before the last attention (``auto_layer``).
+torchvision's Swin V1: its fx-wrapped ``shifted_window_attention`` and ``_patch_merging_pad``
+are decomposed (``window_attention``, ``patch_merging_pad``: the window partition, shift and
+merge are gathers by index maps, stored per element), ``_get_relative_position_bias`` is
+evaluated at export, channels-last layers are grid tokens; Swin V2 (``logit_scale``) is not.
+Anything else is an error naming the module (or function) and the op. tools/ir_eval.py
+evaluates an exported file's IR in torch, to check it against the model.
 
     python tools/export.py --torchvision resnet18 --out resnet18.safetensors
     python -c 'from export import export; export(model, "m.safetensors", input_size=(128, 128),
@@ -106,12 +115,22 @@ def internal(shape: Sequence[int]) -> list[int]:
     return [int(v) for v in shape[1:]] + [1] * (4 - len(shape))
 
 
+class _Tracer(torch.fx.Tracer):
+    """fx cannot trace into nn.MultiheadAttention (its forward branches on tensor values):
+    it stays one call, decomposed by `_Exporter.attention`."""
+
+    def is_leaf_module(self, m: nn.Module, path: str) -> bool:
+        return isinstance(m, nn.MultiheadAttention) or super().is_leaf_module(m, path)
+
+
 class _Exporter:
     BATCH = 2  # shape propagation batch: a reshape that keeps it keeps the images apart
 
     def __init__(self, module: nn.Module, input_size: Sequence[int], in_channels: int):
         self.module = module.eval()
-        self.gm = torch.fx.symbolic_trace(self.module)
+        tracer = _Tracer()
+        graph = tracer.trace(self.module)
+        self.gm = torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
         example = torch.zeros(self.BATCH, in_channels, *input_size)
         ShapeProp(self.gm).propagate(example)
         self.modules = dict(self.gm.named_modules())
@@ -122,6 +141,8 @@ class _Exporter:
         self.scope_last: dict[str, int] = {}  # container path -> last IR node inside it
         self.tensors: dict[str, torch.Tensor] = {}
         self.consts: dict[str, tuple[str, torch.Tensor]] = {}  # get_attr node -> (name, value)
+        self.tokens: dict[int, str] = {}  # IR node -> "sequence" [N, T, C] or "grid" (NHWC)
+        self.nhwc: set[str] = set()  # fx nodes of channels-last [N, h, w, C] tensors
 
     # -- helpers -----------------------------------------------------------------------
     def shape(self, n: torch.fx.Node) -> list[int]:
@@ -197,20 +218,22 @@ class _Exporter:
 
     def emit(self, n: torch.fx.Node, op: dict, inputs: list[int], base: str | None = None
              ) -> int:
-        if base is not None:
-            pass  # the caller's name (a functional conv named by its module)
-        elif n.op == "call_module":
-            base = str(n.target)
-        else:
-            scope = self.scope(n)
-            kind = re.sub(r"_\d+$", "", n.name)  # fx numbers repeats globally; we do per scope
-            base = f"{scope}.{kind}" if scope else kind
+        if base is None:  # else the caller's (a functional conv named by its module)
+            base = self.default_name(n)
         idx = len(self.nodes)
         self.nodes.append({"name": self.unique(base), "op": op, "inputs": inputs})
         self.index[n.name] = idx
         for path in self.stack(n):
             self.scope_last[path] = idx
         return idx
+
+    def default_name(self, n: torch.fx.Node) -> str:
+        """A module's path, else the op's kind in its enclosing module's path."""
+        if n.op == "call_module":
+            return str(n.target)
+        scope = self.scope(n)
+        kind = re.sub(r"_\d+$", "", n.name)  # fx numbers repeats globally; we do per scope
+        return f"{scope}.{kind}" if scope else kind
 
     def alias(self, n: torch.fx.Node, a) -> None:
         """`n` is the same data as its input (identity at inference)."""
@@ -441,13 +464,86 @@ class _Exporter:
             [self.inp(n, x)],
         )
 
-    def concat(self, n, tensors, dim=0):
+    def concat(self, n, tensors, dim=0, base=None):
         (dim,) = self.dims(n, n, [dim])
         self.ishape(n)  # rank check
+        consts = [isinstance(t, torch.fx.Node) and t.name in self.consts for t in tensors]
+        if any(consts):
+            self.concat_const(n, tensors, consts, dim)
+            return
         op = {"op": "concat"}
         if dim != 1:
             op["axis"] = dim - 1  # absent = 0: files of the old unit `concat` stay the same
-        self.emit(n, op, [self.inp(n, t) for t in tensors])
+        self.emit(n, op, [self.inp(n, t) for t in tensors], base)
+
+    def concat_const(self, n, tensors, consts, dim):
+        """`torch.cat` of activations and constants (ViT's class token expanded to the batch):
+        the activations zero-padded along `dim`, plus the constants at their places (exact:
+        each element is a sum with 0)."""
+        xs = [i for i, c in enumerate(consts) if not c]
+        if not xs or xs != list(range(xs[0], xs[-1] + 1)):
+            raise UnsupportedOp(f"{self.where(n)}: cat of constants "
+                                + ("only" if not xs else "between activations"))
+        out = self.shape(n)
+        full = torch.zeros([1] + out[1:])
+        sizes = [self.shape(t)[dim] for t in tensors]
+        for i, t in enumerate(tensors):
+            if consts[i]:
+                name, value = self.consts[t.name]
+                if value.dim() != len(out) or value.shape[0] != 1:
+                    raise UnsupportedOp(f"{self.where(n)}: cat of `{name}` of shape "
+                                        f"{list(value.shape)}")
+                full.narrow(dim, sum(sizes[:i]), sizes[i]).copy_(value)
+        default = self.default_name(n)
+        if len(xs) > 1:
+            self.concat(n, [tensors[i] for i in xs], dim, base=f"{default}:x")
+            src = self.index[n.name]
+        else:
+            src = self.inp(n, tensors[xs[0]])
+        begin, end = [0, 0, 0], [0, 0, 0]
+        begin[dim - 1], end[dim - 1] = sum(sizes[:xs[0]]), sum(sizes[xs[-1] + 1:])
+        pad = self.emit(n, {"op": "pad", "begin": begin, "end": end, "value": 0.0}, [src],
+                        f"{default}:pad")
+        shape = internal(out)
+        tensor = self.constant(default, full.reshape(shape))
+        self.emit(n, {"op": "binary_const", "kind": "add", "tensor": tensor, "shape": shape,
+                      "reversed": False}, [pad])
+
+    def getitem(self, n, x, idx):
+        """`x[:, ...]` with ints and step-1 slices (ViT's `x[:, 0]`); an attention module's
+        output tuple's first element."""
+        if x.op == "call_module" and isinstance(self.modules[x.target], nn.MultiheadAttention):
+            if idx != 0:
+                raise UnsupportedOp(f"{self.where(x)}: reads the attention weights (output "
+                                    f"{idx}); only the attention output (0)")
+            self.index[n.name] = self.index[x.name]
+            return
+        shape = self.shape(x)
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        if not idx or idx[0] != slice(None) or len(idx) > len(shape):
+            raise UnsupportedOp(f"{self.where(n)}: index {idx!r} (only `x[:, ...]` with "
+                                "integers and slices, the batch whole)")
+        ops, kept = [], list(shape)
+        for d, s in enumerate(idx[1:], start=1):
+            if isinstance(s, int) and not isinstance(s, bool) and -shape[d] <= s < shape[d]:
+                start, end = s % shape[d], s % shape[d] + 1
+            elif isinstance(s, slice) and s.step in (None, 1) and all(
+                    v is None or isinstance(v, int) for v in (s.start, s.stop)):
+                start, end, _ = s.indices(shape[d])
+                if start >= end:
+                    raise UnsupportedOp(f"{self.where(n)}: empty slice {s!r}")
+            else:
+                raise UnsupportedOp(f"{self.where(n)}: index {s!r} of dim {d}")
+            if (start, end) != (0, shape[d]):
+                ops.append({"op": "slice", "axis": d - 1, "start": start, "end": end})
+                kept[d] = end - start
+        if internal(kept) != self.ishape(n):  # an integer index dropped a dim
+            ops.append({"op": "flatten"} if len(self.shape(n)) == 2 else
+                       {"op": "reshape", "shape": self.ishape(n)})
+        src, default = self.inp(n, x), self.default_name(n)
+        ops = ops or [{"op": "dropout"}]  # x[:, :]: an alias
+        for i, op in enumerate(ops):
+            src = self.emit(n, op, [src], None if i == len(ops) - 1 else f"{default}:{op['op']}")
 
     def mean(self, n, x, dims, keepdim=False):
         if dims is None or dims == []:
@@ -521,13 +617,182 @@ class _Exporter:
             op["axis"] = rank - 2  # the last torch dim; absent = 0 keeps old files the same
         self.emit(n, op, [self.inp(n, x)])
 
+    def attention(self, n, m: nn.MultiheadAttention):
+        """Self-attention as torch's F.multi_head_attention_forward computes it: the packed
+        in_proj split into q, k and v, q scaled by head_dim**-0.5, heads [H, L, d],
+        softmax(q kᵀ) v, heads merged back to [L, E], out_proj. The last node is named by the
+        module's path, the probabilities `{path}.softmax`."""
+        p, a, kw = str(n.target), list(n.args), n.kwargs
+        names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
+                 "average_attn_weights", "is_causal")
+        args = dict(zip(names, a)) | dict(kw)
+        x = args.get("query")
+        if not (x is args.get("key") is args.get("value")):
+            raise UnsupportedOp(f"{self.where(n)}: query, key and value differ; only "
+                                "self-attention")
+        if any(args.get(k) is not None for k in ("key_padding_mask", "attn_mask")) or \
+                args.get("is_causal", False):
+            raise UnsupportedOp(f"{self.where(n)}: attention masks")
+        if not m.batch_first or not m._qkv_same_embed_dim or m.bias_k is not None or \
+                m.add_zero_attn:
+            raise UnsupportedOp(f"{self.where(n)}: only batch_first, packed in_proj, no bias_k "
+                                "or add_zero_attn")
+        s = self.shape(x)
+        if len(s) != 3:
+            raise UnsupportedOp(f"{self.where(n)}: input of shape {s}; expected [N, L, E]")
+        e, h, length = m.embed_dim, m.num_heads, s[1]
+        d = e // h
+        src = self.emit(n, {"op": "linear", "weight": self.tensor(f"{p}.in_proj_weight"),
+                            "bias": self.tensor(f"{p}.in_proj_bias")
+                            if m.in_proj_bias is not None else None,
+                            "in_features": e, "out_features": 3 * e, "axis": 1},
+                        [self.inp(n, x)], f"{p}.in_proj")
+        heads = []
+        for i, (part, perm) in enumerate((("q", [1, 0, 2]), ("k", [1, 2, 0]), ("v", [1, 0, 2]))):
+            t = self.emit(n, {"op": "slice", "axis": 1, "start": i * e, "end": (i + 1) * e},
+                          [src], f"{p}.{part}")
+            if part == "q":
+                scale = self.constant(f"{p}.scale", torch.tensor(float(d) ** -0.5).reshape(
+                    1, 1, 1))
+                t = self.emit(n, {"op": "binary_const", "kind": "mul", "tensor": scale,
+                                  "shape": [1, 1, 1], "reversed": False}, [t], f"{p}.q:scaled")
+            t = self.emit(n, {"op": "reshape", "shape": [length, h, d]}, [t], f"{p}.{part}:heads")
+            heads.append(self.emit(n, {"op": "transpose", "perm": perm}, [t], f"{p}.{part}:t"))
+        q, k, v = heads
+        t = self.emit(n, {"op": "mat_mul"}, [q, k], f"{p}.scores")
+        t = self.emit(n, {"op": "softmax", "axis": 2}, [t], f"{p}.softmax")
+        t = self.emit(n, {"op": "mat_mul"}, [t, v], f"{p}.context")
+        t = self.emit(n, {"op": "transpose", "perm": [1, 0, 2]}, [t], f"{p}.context:t")
+        t = self.emit(n, {"op": "reshape", "shape": [length, e, 1]}, [t], f"{p}.context:merged")
+        self.emit(n, {"op": "linear", "weight": self.tensor(f"{p}.out_proj.weight"),
+                      "bias": self.tensor(f"{p}.out_proj.bias") if m.out_proj.bias is not None
+                      else None, "in_features": e, "out_features": e, "axis": 1}, [t], p)
+
+    def gather(self, n, src: int, shape: Sequence[int], index: torch.Tensor, base: str) -> int:
+        """An IR gather: output element i (row-major over `shape`) is input element index[i]."""
+        return self.emit(n, {"op": "gather", "shape": [int(v) for v in shape],
+                             "index": [int(v) for v in index.reshape(-1)]}, [src], base)
+
+    def window_attention(self, n, a, kw):
+        """torchvision's fx-wrapped `shifted_window_attention` (Swin V1) as torch computes it:
+        pad to whole windows, roll and partition (one gather), qkv, heads as batches (free
+        views and transposes, heads outermost), scaled q kᵀ plus the relative position bias
+        and the shifted windows' mask (one constant), softmax, · v, heads merged, proj, windows
+        merged, rolled back and unpadded (one gather). Named `{module}.softmax` etc."""
+        names = ("input", "qkv_weight", "proj_weight", "relative_position_bias", "window_size",
+                 "num_heads", "shift_size", "attention_dropout", "dropout", "qkv_bias",
+                 "proj_bias", "logit_scale", "training")
+        args = dict(zip(names, a)) | dict(kw)
+        if args.get("logit_scale") is not None:
+            raise UnsupportedOp(f"{self.where(n)}: Swin V2's cosine attention (logit_scale)")
+        x, p = args["input"], self.scope(n)
+        b, hh, ww, c = self.shape(x)
+        wh, wwin = (int(v) for v in args["window_size"])
+        heads, d = int(args["num_heads"]), c // int(args["num_heads"])
+        pad_b, pad_r = (wh - hh % wh) % wh, (wwin - ww % wwin) % wwin
+        ph, pw = hh + pad_b, ww + pad_r
+        s0, s1 = (int(v) for v in args.get("shift_size", [0, 0]))
+        s0, s1 = (0 if wh >= ph else s0), (0 if wwin >= pw else s1)
+        nw, t = (ph // wh) * (pw // wwin), wh * wwin
+        src = self.inp(n, x)
+        if pad_b or pad_r:
+            src = self.emit(n, {"op": "pad", "begin": [0, 0, 0], "end": [pad_b, pad_r, 0],
+                                "value": 0.0}, [src], f"{p}.pad")
+        # Window (r, q) position of each padded, rolled-back position (i, j).
+        r = (torch.arange(ph) + s0) % ph  # rolled by -shift: row i reads row i + shift
+        q = (torch.arange(pw) + s1) % pw
+        rows = r.view(ph // wh, wh, 1, 1)
+        cols = q.view(1, 1, pw // wwin, wwin)
+        pos = (rows * pw + cols).permute(0, 2, 1, 3).reshape(nw, t)  # [window, token]
+        index = pos.view(nw, t, 1) * c + torch.arange(c)
+        src = self.gather(n, src, [nw, t, c], index, f"{p}.windows")
+
+        def param(key):
+            v = args.get(key)
+            if v is None:
+                return None
+            if not isinstance(v, torch.fx.Node) or v.name not in self.consts:
+                raise UnsupportedOp(f"{self.where(n)}: {key} is not a parameter")
+            return self.tensor(self.consts[v.name][0])
+        src = self.emit(n, {"op": "linear", "weight": param("qkv_weight"),
+                            "bias": param("qkv_bias"), "in_features": c, "out_features": 3 * c,
+                            "axis": 2}, [src], f"{p}.qkv")
+        parts = []
+        for i, part in enumerate("qkv"):
+            u = self.emit(n, {"op": "slice", "axis": 2, "start": i * c, "end": (i + 1) * c},
+                          [src], f"{p}.{part}")
+            if part == "q":
+                scale = self.constant(f"{p}.scale", torch.tensor(float(d) ** -0.5).view(1, 1, 1))
+                u = self.emit(n, {"op": "binary_const", "kind": "mul", "tensor": scale,
+                                  "shape": [1, 1, 1], "reversed": False}, [u], f"{p}.q:scaled")
+            u = self.emit(n, {"op": "reshape", "shape": [nw * t, heads, d]}, [u],
+                          f"{p}.{part}:heads")
+            u = self.emit(n, {"op": "transpose", "perm": [1, 0, 2]}, [u], f"{p}.{part}:t")
+            u = self.emit(n, {"op": "reshape", "shape": [heads * nw, t, d]}, [u],
+                          f"{p}.{part}:batched")
+            if part == "k":
+                u = self.emit(n, {"op": "transpose", "perm": [0, 2, 1]}, [u], f"{p}.k:kt")
+            parts.append(u)
+        bias = args["relative_position_bias"]
+        if not isinstance(bias, torch.fx.Node) or bias.name not in self.consts:
+            raise UnsupportedOp(f"{self.where(n)}: relative_position_bias is not a constant")
+        bias = self.consts[bias.name][1].reshape(heads, 1, t, t)
+        mask = torch.zeros(ph, pw)
+        if s0 or s1:
+            count = 0
+            for h0, h1 in ((0, -wh), (-wh, -s0), (-s0, None)):
+                for w0, w1 in ((0, -wwin), (-wwin, -s1), (-s1, None)):
+                    mask[h0:h1, w0:w1] = count
+                    count += 1
+        mask = mask.view(ph // wh, wh, pw // wwin, wwin).permute(0, 2, 1, 3).reshape(nw, t)
+        mask = mask.unsqueeze(1) - mask.unsqueeze(2)
+        mask = mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+        both = (bias + mask.unsqueeze(0)).reshape(heads * nw, t, t)  # heads outermost
+        u = self.emit(n, {"op": "mat_mul"}, parts[:2], f"{p}.scores")
+        u = self.emit(n, {"op": "binary_const", "kind": "add",
+                          "tensor": self.constant(f"{p}.relative_position_bias", both),
+                          "shape": [heads * nw, t, t], "reversed": False}, [u], f"{p}.biased")
+        u = self.emit(n, {"op": "softmax", "axis": 2}, [u], f"{p}.softmax")
+        u = self.emit(n, {"op": "mat_mul"}, [u, parts[2]], f"{p}.context")
+        u = self.emit(n, {"op": "reshape", "shape": [heads, nw * t, d]}, [u], f"{p}.context:v")
+        u = self.emit(n, {"op": "transpose", "perm": [1, 0, 2]}, [u], f"{p}.context:t")
+        u = self.emit(n, {"op": "reshape", "shape": [nw, t, c]}, [u], f"{p}.context:merged")
+        u = self.emit(n, {"op": "linear", "weight": param("proj_weight"),
+                          "bias": param("proj_bias"), "in_features": c, "out_features": c,
+                          "axis": 2}, [u], f"{p}.proj")
+        # Back: output (i, j) < (H, W) reads the window element that the partition took
+        # from padded position (i, j): the inverse of `pos`.
+        inv = torch.empty(ph * pw, dtype=torch.long)
+        inv[pos.reshape(-1)] = torch.arange(nw * t)
+        inv = inv.view(ph, pw)[:hh, :ww]
+        self.gather(n, u, [hh, ww, c], inv.reshape(hh, ww, 1) * c + torch.arange(c), p)
+
+    def patch_merging_pad(self, n, x):
+        """torchvision's fx-wrapped `_patch_merging_pad`: [H, W, C] zero-padded to even sides,
+        then x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2] on channels (one
+        gather)."""
+        _, hh, ww, c = self.shape(x)
+        src, p = self.inp(n, x), self.scope(n)
+        if hh % 2 or ww % 2:
+            src = self.emit(n, {"op": "pad", "begin": [0, 0, 0], "end": [hh % 2, ww % 2, 0],
+                                "value": 0.0}, [src], f"{p}.pad")
+        ph, pw = hh + hh % 2, ww + ww % 2
+        i = torch.arange(ph // 2).view(-1, 1, 1, 1)
+        j = torch.arange(pw // 2).view(1, -1, 1, 1)
+        di = torch.tensor([0, 1, 0, 1]).view(1, 1, 4, 1)
+        dj = torch.tensor([0, 0, 1, 1]).view(1, 1, 4, 1)
+        index = ((2 * i + di) * pw + 2 * j + dj) * c + torch.arange(c).view(1, 1, 1, c)
+        self.gather(n, src, [ph // 2, pw // 2, 4 * c], index, f"{p}.merge")
+
     def call_module(self, n: torch.fx.Node):
         m = self.modules[n.target]
         x = n.args[0] if n.args else None
         p = str(n.target)
         own = lambda t: (lambda k: self.tensor(f"{p}.{t}", [k])  # noqa: E731
                          if getattr(m, t, None) is not None else None)
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.MultiheadAttention):
+            self.attention(n, m)
+        elif isinstance(m, nn.Conv2d):
             self.conv(n, m, x)
         elif isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d)):
             self.pad(n, x, m.padding, value=m.value)
@@ -595,13 +860,15 @@ class _Exporter:
             "mul": (operator.mul, operator.imul, torch.mul, torch.multiply),
             "div": (operator.truediv, operator.itruediv, torch.div, torch.true_divide),
         }
+        if "tensor_meta" not in n.meta:
+            return  # shape arithmetic and torch._assert (ViT's input checks): no tensor
         kind = next((k for k, fs in binary.items() if f in fs), None)
         if kind is not None:
             if kw.get("alpha", 1) != 1 or kw.get("rounding_mode") is not None:
                 raise UnsupportedOp(f"{self.where(n)}: {kind} with alpha or rounding_mode")
             self.binary(n, kind, a[0], a[1])
-        elif f is operator.getitem and "tensor_meta" not in a[0].meta:
-            return  # an element of x.shape, consumed by view/reshape
+        elif f is operator.getitem:
+            self.getitem(n, a[0], a[1])
         elif f in (F.conv2d, torch.conv2d):
             self.conv_fn(n, a[0], arg(1, "weight"), arg(2, "bias"), arg(3, "stride", 1),
                          arg(4, "padding", 0), arg(5, "dilation", 1), arg(6, "groups", 1))
@@ -661,6 +928,14 @@ class _Exporter:
             self.alias(n, a[0])  # torchvision.ops.stochastic_depth is the identity in eval
         elif f in (torch.mean,):
             self.mean(n, a[0], arg(1, "dim"), arg(2, "keepdim", False))
+        elif getattr(f, "__name__", "") == "shifted_window_attention":
+            self.window_attention(n, a, kw)
+        elif getattr(f, "__name__", "") == "_patch_merging_pad":
+            self.patch_merging_pad(n, a[0])
+        elif getattr(f, "__name__", "") == "_get_relative_position_bias" and all(
+                isinstance(v, torch.fx.Node) and v.name in self.consts for v in a[:2]):
+            bias = f(self.consts[a[0].name][1], self.consts[a[1].name][1], *a[2:])
+            self.consts[n.name] = (f"{self.scope(n)}.relative_position_bias", bias)
         else:
             raise UnsupportedOp(f"{self.where(n)}: unsupported op")
 
@@ -690,6 +965,12 @@ class _Exporter:
             self.swap(n, x, arg(1, "dim0"), arg(2, "dim1"))
         elif m == "contiguous":
             self.alias(n, x)
+        elif m == "expand" and isinstance(x, torch.fx.Node) and x.name in self.consts:
+            name, value = self.consts[x.name]  # a parameter broadcast to the batch (class token)
+            out = self.shape(n)
+            if value.dim() != len(out) or list(value.shape[1:]) != out[1:]:
+                raise UnsupportedOp(f"{self.where(n)}: expands `{name}` beyond the batch")
+            self.consts[n.name] = (name, value)
         elif m in ("relu", "relu_", "sigmoid", "sigmoid_"):
             self.unary(n, m.rstrip("_"), x)
         elif m in ("clamp", "clamp_", "clip", "clip_"):
@@ -709,7 +990,31 @@ class _Exporter:
             raise UnsupportedOp(f"`{n.name}` reads `{n.target}`, not a tensor")
         self.consts[n.name] = (str(n.target), value.detach())
 
-    def run(self) -> tuple[list[dict], dict[str, int]]:
+    def mark_tokens(self, n: torch.fx.Node):
+        """Token layers, as the ONNX importer marks them: [N, T, C] sequences, and [N, h, w, C]
+        grids that are channels last (a permute (0, 2, 3, 1) and what is computed from one,
+        as Swin's blocks)."""
+        meta = n.meta.get("tensor_meta")
+        shape = list(getattr(meta, "shape", ()))
+        if len(shape) == 4:
+            dims = n.args[1:] if n.target == "permute" else n.args[1:2] \
+                if n.target is torch.permute else None
+            if dims is not None:
+                dims = list(dims[0]) if len(dims) == 1 and isinstance(dims[0], (list, tuple)) \
+                    else list(dims)
+                if dims == [0, 2, 3, 1]:
+                    self.nhwc.add(n.name)
+            elif any(isinstance(v, torch.fx.Node) and v.name in self.nhwc
+                     for v in n.args + tuple(n.kwargs.values())):
+                self.nhwc.add(n.name)
+        if n.name not in self.index or min(shape[1:], default=0) <= 1:
+            return
+        if len(shape) == 3:
+            self.tokens[self.index[n.name]] = "sequence"
+        elif n.name in self.nhwc and shape[1] * shape[2] > 1:
+            self.tokens[self.index[n.name]] = "grid"
+
+    def run(self) -> tuple[list[dict], dict[str, int], dict[str, str]]:
         placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != 1:
             raise UnsupportedOp(f"the model takes {len(placeholders)} inputs; expected 1")
@@ -733,14 +1038,16 @@ class _Exporter:
                 self.get_attr(n)
             elif n.op == "output":
                 out = n.args[0]
+            self.mark_tokens(n)
         if not isinstance(out, torch.fx.Node) or out.name not in self.index:
             raise UnsupportedOp("the model must return one logits tensor")
         if len(self.shape(out)) != 2:
             raise UnsupportedOp(f"the output has shape {self.shape(out)}; expected [N, classes]")
         return self.prune(self.index[out.name])
 
-    def prune(self, out: int) -> tuple[list[dict], dict[str, int]]:
-        """Keeps the nodes the output depends on, with the output last."""
+    def prune(self, out: int) -> tuple[list[dict], dict[str, int], dict[str, str]]:
+        """Keeps the nodes the output depends on, with the output last; with the aliases and
+        the token layers (`--reshape auto`, src/model/meta.rs) by name."""
         live = {out}
         for i in range(out, -1, -1):
             if i in live:
@@ -758,21 +1065,43 @@ class _Exporter:
             # Containers only: a leaf's node already carries its path as its name.
             if path and path not in names and last in remap:
                 aliases[path] = remap[last]
-        return nodes, dict(sorted(aliases.items()))
+        tokens = {nodes[remap[i]]["name"]: k for i, k in sorted(self.tokens.items())
+                  if i in remap}
+        return nodes, dict(sorted(aliases.items())), tokens
 
 
-def to_metadata(module: nn.Module, *, input_size, mean, std, classes, default_layer, name,
+def auto_layer(nodes: list[dict], aliases: dict[str, int], tokens: dict[str, str]) -> str:
+    """The default target layer, as the ONNX importer picks it: in a transformer the last
+    token LayerNorm before the last attention softmax (the last block's `ln_1`,
+    pytorch-grad-cam's `blocks[-1].norm1`), else the outermost container of the last conv."""
+    last = max((i for i, n in enumerate(nodes) if n["op"]["op"] == "softmax"), default=None)
+    if last is not None:
+        norms = [n["name"] for n in nodes[:last]
+                 if n["op"]["op"] == "layer_norm" and n["name"] in tokens]
+        if norms:
+            return norms[-1]
+    convs = [n["name"] for n in nodes if n["op"]["op"] == "conv2d"]
+    if not convs:
+        raise UnsupportedOp("no default layer (no attention and no conv): pass default_layer")
+    return min((a for a in aliases if convs[-1].startswith(a + ".")), key=lambda a: a.count("."),
+               default=convs[-1])
+
+
+def to_metadata(module: nn.Module, *, input_size, mean, std, classes, name, default_layer=None,
                 output="softmax", in_channels=3):
-    """The metadata dict and the tensors for a self-describing file."""
+    """The metadata dict and the tensors for a self-describing file; `default_layer` None
+    picks one (`auto_layer`)."""
     if output not in ("softmax", "sigmoid"):
         raise ValueError("output must be 'softmax' or 'sigmoid'")
     ex = _Exporter(module, list(input_size), in_channels)
-    nodes, aliases = ex.run()
+    nodes, aliases, tokens = ex.run()
     n_out = ex.shape([n for n in ex.gm.graph.nodes if n.op == "output"][0].args[0])[1]
     classes = list(classes)
     if len(classes) != n_out:
         raise ValueError(f"{len(classes)} class names for {n_out} outputs")
     known = {n["name"] for n in nodes} | set(aliases)
+    if default_layer is None:
+        default_layer = auto_layer(nodes, aliases, tokens)
     if default_layer not in known:
         raise ValueError(f"default_layer `{default_layer}` is not a layer; one of {sorted(known)}")
     used = set()
@@ -793,6 +1122,8 @@ def to_metadata(module: nn.Module, *, input_size, mean, std, classes, default_la
         "default_layer": default_layer,
         "output": output,
     }
+    if tokens:  # absent in CNN files, which stay as they were
+        meta["tokens"] = tokens
     return meta, {k: v for k, v in ex.tensors.items() if k in used}
 
 
@@ -811,25 +1142,18 @@ def main():
     ap.add_argument("--num-classes", type=int, default=1000)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--seed", type=int, default=0, help="random init seed (no downloads here)")
-    ap.add_argument("--layer", help="default target layer (default: the last container)")
+    ap.add_argument("--layer", help="default target layer (default: a transformer's last "
+                    "ln_1, else the last conv's outermost container)")
     args = ap.parse_args()
     import torchvision
 
     torch.manual_seed(args.seed)
     model = getattr(torchvision.models, args.torchvision)(num_classes=args.num_classes)
-    meta, _ = to_metadata(model, input_size=(args.size, args.size), mean=(0.485, 0.456, 0.406),
-                          std=(0.229, 0.224, 0.225),
-                          classes=[str(i) for i in range(args.num_classes)],
-                          default_layer=args.layer or "input", name=args.torchvision)
-    layer = args.layer
-    if layer is None:  # the last feature container before the pooling head
-        convs = [n for n in meta["graph"]["nodes"] if n["op"]["op"] == "conv2d"]
-        last = convs[-1]["name"]
-        layer = min((a for a in meta["graph"]["aliases"] if last.startswith(a + ".")),
-                    key=lambda a: a.count("."), default=last)
-    meta = export(model, args.out, input_size=(args.size, args.size), mean=meta["mean"],
-                  std=meta["std"], classes=meta["classes"], default_layer=layer,
+    meta = export(model, args.out, input_size=(args.size, args.size),
+                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                  classes=[str(i) for i in range(args.num_classes)], default_layer=args.layer,
                   name=args.torchvision)
+    layer = meta["default_layer"]
     print(f"wrote {args.out}: {len(meta['graph']['nodes'])} nodes, default layer {layer}")
 
 

@@ -151,6 +151,13 @@ def gelu(op, x):
     return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
 
 
+def mat_mul(op, a, b):
+    """Per image [batch, m, k] by [batch, k, n], a batch of 1 broadcast."""
+    _need(a.shape[3] == b.shape[2] and 1 in (a.shape[1], b.shape[1]) or
+          a.shape[1] == b.shape[1], f"mat_mul of {list(a.shape)} and {list(b.shape)}")
+    return a @ b
+
+
 def clip(op, x):
     return torch.clamp(x, op.get("min"), op.get("max"))
 
@@ -190,6 +197,10 @@ STATELESS = {
                                    "mul shapes"), a * b)[1],
     "binary": binary,
     "concat": concat,
+    "softmax": lambda op, x: torch.softmax(x, op["axis"] + 1),
+    "gather": lambda op, x: x.reshape(x.shape[0], -1)[:, op["index"]].reshape(
+        x.shape[0], *op["shape"]),
+    "mat_mul": mat_mul,
 }
 
 

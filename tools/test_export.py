@@ -13,6 +13,12 @@
   padding/padding_end, other pads stay `pad` nodes; a TF-"SAME" Conv2d subclass (a ZeroPad2d
   and F.conv2d in its forward) is one conv named by its module path; EfficientNet-Lite0 (the
   bundled model's architecture) exports with distinct stem and head activations;
+- vision transformers: the small torchvision ViT and DeiT-style net of
+  tools/make_onnx_fixtures.py and vit_b_16 give the model's logits within 1e-6 (attention
+  decomposed, class token cat, `x[:, 0]`), default layer the last block's ln_1, token layers
+  listed in the metadata; torchvision's Swin (the small one of make_onnx_fixtures.py, also at
+  a size that pads windows, and swin_t) likewise, default layer the last block's norm1;
+  cross-attention fails naming the module;
 - unsupported ops fail with the module's path and the op's name.
 """
 
@@ -154,11 +160,76 @@ def check_efficientnet_lite():
     print(f"ok efficientnet-lite0: {check_ir(model, 'efficientnet-lite0', size=224)}")
 
 
-def check_ir(model, name, size=64):
+def check_ir(model, name, size=64, f32=1e-4, f64=1e-10):
     """The exported file's IR (tools/ir_eval.py) gives the model's logits."""
     r = ir_eval.check(model, (size, size), name=name)
-    assert r["f32"] < 1e-4 and r["f64"] < 1e-10, r
+    assert r["f32"] < f32 and r["f64"] < f64, r
     return f"{r['nodes']} nodes, max rel logits error f32 {r['f32']:.1e} f64 {r['f64']:.1e}"
+
+
+def check_transformers():
+    """ViT (torchvision, small and vit_b_16) and DeiT: attention decomposed as torch computes
+    it, the class token's cat, `x[:, 0]`; default layer the last ln_1, token layers listed;
+    the IR gives the logits within 1e-6 (f64: the attention scale is stored as an f32)."""
+    from make_onnx_fixtures import DeiT, build_vit
+
+    layer = "encoder.layers.encoder_layer_1.ln_1"
+    for name, build in (("vit", build_vit), ("deit", DeiT)):
+        torch.manual_seed(28)
+        model = ir_eval.randomize(build())
+        meta, tensors = meta_of(model, default_layer=None)
+        nodes = meta["graph"]["nodes"]
+        for i, n in enumerate(nodes):
+            assert all(j < i for j in n["inputs"]), n
+        assert meta["default_layer"] == layer, meta["default_layer"]
+        assert meta["tokens"][layer] == "sequence" and "encoder.ln" in meta["tokens"]
+        by = {n["name"]: n["op"] for n in nodes}
+        att = "encoder.layers.encoder_layer_0.self_attention"
+        assert by[att]["weight"] == f"{att}.out_proj.weight"
+        assert by[f"{att}.in_proj"]["weight"] == f"{att}.in_proj_weight"
+        assert by[f"{att}.softmax"] == {"op": "softmax", "axis": 2}
+        prefix = 1 if name == "vit" else 2
+        assert by["cat:pad"]["begin"] == [prefix, 0, 0], by["cat:pad"]
+        assert tensors["cat"][:prefix].abs().sum() > 0 and tensors["cat"][prefix:].abs().sum() == 0
+        print(f"ok {name}: {check_ir(model, name, f32=1e-6, f64=1e-8)}")
+    torch.manual_seed(0)
+    model = ir_eval.randomize(torchvision.models.vit_b_16(num_classes=10))
+    with torch.no_grad():  # torchvision zeroes the head and the class token: logits all 0
+        nn.init.normal_(model.heads.head.weight, std=0.05)
+        model.class_token.normal_()
+    meta, _ = meta_of(model, size=224, default_layer=None)
+    assert meta["default_layer"] == "encoder.layers.encoder_layer_11.ln_1"
+    print(f"ok vit_b_16: {check_ir(model, 'vit_b_16', size=224, f32=1e-6, f64=1e-8)}")
+
+    class Cross(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 8, 8)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = nn.Linear(8, 10)
+
+        def forward(self, x):
+            t = self.conv(x).flatten(2).transpose(1, 2)
+            return self.head(self.attn(t, t * 2, t)[0].mean(1))
+
+    print("ok", expect_error(Cross(), "attn", "only self-attention"))
+    from make_onnx_fixtures import build_swin
+
+    for size in (32, 36):  # 36: windows padded, the second stage's shift kept
+        torch.manual_seed(30)
+        model = ir_eval.randomize(build_swin())
+        meta, tensors = meta_of(model, size=size, default_layer=None)
+        assert meta["default_layer"] == "features.3.1.norm1", meta["default_layer"]
+        assert meta["tokens"]["features.3.1.norm1"] == "grid" and "norm" in meta["tokens"]
+        by = {n["name"]: n["op"] for n in meta["graph"]["nodes"]}
+        assert by["features.3.1.attn.softmax"] == {"op": "softmax", "axis": 2}
+        assert by["features.2.merge"]["op"] == "gather" and "features.2.reduction" in by
+        print(f"ok swin {size}: {check_ir(model, 'swin', size=size, f32=1e-6, f64=1e-8)}")
+    torch.manual_seed(0)
+    model = ir_eval.randomize(torchvision.models.swin_t(num_classes=10))
+    meta, _ = meta_of(model, size=224, default_layer=None)
+    assert meta["default_layer"] == "features.7.1.norm1", meta["default_layer"]
+    print(f"ok swin_t: {check_ir(model, 'swin_t', size=224, f32=1e-6, f64=1e-8)}")
 
 
 def main():
@@ -179,6 +250,7 @@ def main():
 
     check_padding()
     check_efficientnet_lite()
+    check_transformers()
 
     zoo = ir_eval.randomize(Zoo())
     meta, tensors = meta_of(zoo)

@@ -15,6 +15,7 @@
 //! | `classes` | `[string]` | one name per output logit |
 //! | `default_layer` | string | target layer used when none is given (a node name or alias) |
 //! | `output` | `"softmax"` or `"sigmoid"` | how logits become the scores in predictions (multi-class or multi-label) |
+//! | `tokens` | `{node: "sequence" \| "grid"}`, optional | transformer token layers by node name (`[N, T, C]`, or Swin's channels-last `[N, h, w, C]`), which `--reshape auto` folds; absent = none |
 //!
 //! Tensors are named as the graph's ops refer to them (`weight` and `bias` of convs and linear
 //! layers; `{prefix}.weight`, `.bias`, `.running_mean` and `.running_var` of batch norms),
@@ -22,10 +23,11 @@
 //! Unknown fields are rejected, so a typo cannot silently fall back to a default.
 //! `tools/export.py` writes these files from any `torch.nn.Module` that `torch.fx` can trace.
 
-use super::{Graph, Weights};
+use super::{Graph, Tokens, Weights};
 use crate::error::{Error, Result};
 use crate::input::MAX_INPUT_SIDE;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The `__metadata__` key that marks a self-describing model file.
 pub const META_KEY: &str = "gradcam_wgpu";
@@ -74,6 +76,9 @@ pub struct ModelMeta {
     pub classes: Vec<String>,
     pub default_layer: String,
     pub output: Output,
+    /// Optional (files before it have none), left out when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens: BTreeMap<String, Tokens>,
 }
 
 impl ModelMeta {
@@ -124,6 +129,11 @@ impl ModelMeta {
                 "default_layer `{}` is not a layer of the graph",
                 self.default_layer
             ));
+        }
+        let names: std::collections::HashSet<&str> =
+            self.graph.nodes.iter().map(|n| n.name.as_str()).collect();
+        if let Some(t) = self.tokens.keys().find(|t| !names.contains(t.as_str())) {
+            return bad(format!("tokens: `{t}` is not a node of the graph"));
         }
         weights.check(&self.graph.tensors())
     }

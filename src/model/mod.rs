@@ -45,7 +45,8 @@ pub struct Model {
 }
 
 /// A layer of tokens rather than channels-first maps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Tokens {
     /// `[T, C]` per image: ViT's sequence, maybe with prefix tokens.
     Sequence,
@@ -138,7 +139,7 @@ impl Model {
                 classes: meta.classes,
                 output: meta.output,
                 explains: LOGITS.into(),
-                tokens: BTreeMap::new(),
+                tokens: meta.tokens,
                 output_grid: None,
             });
         }
@@ -224,6 +225,7 @@ impl Model {
             classes: self.classes.clone(),
             default_layer: self.default_layer.clone(),
             output: self.output,
+            tokens: self.tokens.clone(),
         }
     }
 
