@@ -322,6 +322,10 @@ impl PyExplainer {
             probe_batch,
             max_channels,
             kpca_gamma,
+            samples: None,
+            noise_std: None,
+            seed: 0,
+            noise: None,
             precision,
             winograd,
             folds: folds

@@ -8,7 +8,7 @@ use super::fullgrad::fullgrad_terms;
 use super::method::Recipe;
 use super::perturb::Probe;
 use super::plan::{self, Plan, Step};
-use super::{EngineConfig, Fuse, Method, Score, fold, legrad, reshape};
+use super::{EngineConfig, Fuse, Method, Score, fold, legrad, reshape, smooth_score};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, buffer};
 use crate::model::Model;
@@ -141,12 +141,13 @@ impl Engine {
             }
             Some(_) if recipe != Recipe::Score => {
                 return Err(Error::Invalid(format!(
-                    "--max-channels applies to scorecam, not {}",
+                    "--max-channels applies to scorecam, sscam and iscam, not {}",
                     cfg.method.name()
                 )));
             }
             _ => {}
         }
+        smooth_score::check_sampling(&cfg)?;
         let aug = if cfg.aug_smooth { 6 } else { 1 };
         if cfg.aug_smooth && cfg.method == Method::GuidedGradCam {
             return Err(Error::Invalid(
@@ -281,9 +282,7 @@ impl Engine {
             .collect();
         let rows = cap_rows as u64;
         let probe = match recipe {
-            Recipe::Score | Recipe::Ablation => {
-                Some(Probe::new(&ctx, &plan, cap_rows, cfg.probe_batch)?)
-            }
+            Recipe::Score | Recipe::Ablation => Some(Probe::new(&ctx, &plan, cap_rows, &cfg)?),
             _ => None,
         };
         let (fullgrad_bias, fullgrad_input) = if fullgrad {

@@ -25,6 +25,8 @@ pub enum Method {
     SobelCam,
     LeGrad,
     RefineCam,
+    SsCam,
+    IsCam,
 }
 
 /// (method, CLI name, one-line description).
@@ -124,6 +126,16 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "refine-cam",
         "product of the per-layer Grad-CAM++ maps over several --layer, rescaled (--fuse product)",
     ),
+    (
+        Method::SsCam,
+        "sscam",
+        "torch-cam's Smoothed Score-CAM: scores of noisy masks averaged (--samples 35 --noise 2)",
+    ),
+    (
+        Method::IsCam,
+        "iscam",
+        "torch-cam's Integrated Score-CAM: scores of scaled masked inputs averaged (--samples 10)",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -174,12 +186,21 @@ impl Method {
             Method::EigenGradCam => Recipe::Eigen(Term::GradAct),
             Method::SegEigenCam => Recipe::Eigen(Term::AbsGradTimesAct),
             Method::KpcaCam => Recipe::Kpca,
-            Method::ScoreCam => Recipe::Score,
+            Method::ScoreCam | Method::SsCam | Method::IsCam => Recipe::Score,
             Method::AblationCam => Recipe::Ablation,
             Method::FullGrad => Recipe::FullGrad,
             Method::SobelCam => Recipe::Sobel,
             Method::LeGrad => Recipe::LeGrad,
         })
+    }
+
+    /// torch-cam's samples and noise std defaults: SS-CAM 35 and 2.0, IS-CAM 10 and none.
+    pub fn sample_defaults(self) -> Option<(usize, f32)> {
+        match self {
+            Method::SsCam => Some((35, 2.0)),
+            Method::IsCam => Some((10, 0.0)),
+            _ => None,
+        }
     }
 
     /// Whether the method backpropagates to the input image.
@@ -194,6 +215,8 @@ impl Method {
             Method::EigenCam
                 | Method::Cam
                 | Method::ScoreCam
+                | Method::SsCam
+                | Method::IsCam
                 | Method::AblationCam
                 | Method::Fem
                 | Method::KpcaCam

@@ -19,6 +19,7 @@ pub mod method;
 mod perturb;
 pub mod plan;
 pub mod reshape;
+mod smooth_score;
 pub mod targets;
 
 pub use crate::model::{IMAGENET_MEAN, IMAGENET_STD};
@@ -76,6 +77,17 @@ pub struct EngineConfig {
     /// largest spatial std of each image's activations, the others weigh 0; `None`, or N at
     /// least the channels, is plain Score-CAM. Score-CAM only; N = 0 is an error.
     pub max_channels: Option<usize>,
+    /// SS-CAM / IS-CAM samples (`--samples`); `None` is torch-cam's default for the method
+    /// ([`Method::sample_defaults`]).
+    pub samples: Option<usize>,
+    /// SS-CAM's noise std (`--noise`); `None` is torch-cam's 2.0.
+    pub noise_std: Option<f32>,
+    /// Seed of the noise the engine draws (`--seed`).
+    pub seed: u64,
+    /// SS-CAM's noise given instead of drawn: `[samples, C, H, W]` at the input size, added
+    /// to every image's mask of channel C in sample s (one target layer). For comparisons
+    /// with a reference whose RNG can't be reproduced (torch-cam's draws, in tests).
+    pub noise: Option<Vec<f32>>,
     /// KPCA-CAM's sigmoid-kernel gamma; `None` is sklearn's 1 / channels. Finite and > 0.
     pub kpca_gamma: Option<f32>,
     /// Storage precision of conv and linear weights (f16 needs `SHADER_F16`).
@@ -106,6 +118,10 @@ impl Default for EngineConfig {
             probe_batch: None,
             max_channels: None,
             kpca_gamma: None,
+            samples: None,
+            noise_std: None,
+            seed: 0,
+            noise: None,
             precision: Precision::F32,
             winograd: false,
         }
