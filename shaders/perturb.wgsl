@@ -13,7 +13,7 @@ struct PerturbParams {
     out_h: u32, out_w: u32, c0: u32, count: u32,
     classes: u32, k: u32, t0: u32, tc: u32,
     score: u32, keep: u32, mode: u32, coeff: f32,
-    std: f32, sample: u32, seed_lo: u32, seed_hi: u32,
+    noise_std: f32, sample: u32, seed_lo: u32, seed_hi: u32,
     scale: f32, _p1: u32, _p2: u32, _p3: u32,
 }
 
@@ -166,7 +166,7 @@ fn seeded_noise(s: u32, ch: u32) -> f32 {
     let r = philox(vec4<u32>(s, ch, p.sample, 0u), vec2<u32>(p.seed_lo, p.seed_hi));
     let u1 = (f32(r.x >> 8u) + 0.5) / 16777216.0;
     let u2 = (f32(r.y >> 8u) + 0.5) / 16777216.0;
-    return p.std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+    return p.noise_std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 // Score-CAM probes: dst[b] = input[img] * (up(A[img, ch]) - min) / (max - min + 1e-8),
