@@ -40,8 +40,9 @@ fn logit_at(i: u32, src: u32) -> f32 {
 }
 
 // torch UpsamplingBilinear2d (align_corners=True) of channel `ch` of image `img` at (y, x);
-// with MODE_TORCHCAM F.interpolate(bilinear, align_corners=False).
-fn upsampled(ch: u32, y: u32, x: u32) -> f32 {
+// with MODE_TORCHCAM F.interpolate(bilinear, align_corners=False). Each tap is (v - lo) / den
+// first: torch-cam normalises before upsampling (a constant channel is exactly 0).
+fn upsampled(ch: u32, y: u32, x: u32, lo: f32, den: f32) -> f32 {
     var sy = select(0.0, f32(y) * f32(p.h - 1u) / f32(p.out_h - 1u), p.out_h > 1u);
     var sx = select(0.0, f32(x) * f32(p.w - 1u) / f32(p.out_w - 1u), p.out_w > 1u);
     if ((p.mode & MODE_TORCHCAM) != 0u) {
@@ -55,8 +56,12 @@ fn upsampled(ch: u32, y: u32, x: u32) -> f32 {
     let fy = sy - f32(y0);
     let fx = sx - f32(x0);
     let base = (p.img * p.channels + ch) * p.h * p.w;
-    let top = a[base + y0 * p.w + x0] * (1.0 - fx) + a[base + y0 * p.w + x1] * fx;
-    let bottom = a[base + y1 * p.w + x0] * (1.0 - fx) + a[base + y1 * p.w + x1] * fx;
+    let v00 = (a[base + y0 * p.w + x0] - lo) / den;
+    let v01 = (a[base + y0 * p.w + x1] - lo) / den;
+    let v10 = (a[base + y1 * p.w + x0] - lo) / den;
+    let v11 = (a[base + y1 * p.w + x1] - lo) / den;
+    let top = v00 * (1.0 - fx) + v01 * fx;
+    let bottom = v10 * (1.0 - fx) + v11 * fx;
     return top * (1.0 - fy) + bottom * fy;
 }
 
@@ -124,7 +129,7 @@ fn mask_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         }
     } else {
         for (var i = lid; i < p.out_h * p.out_w; i += 256u) {
-            let v = upsampled(ch, i / p.out_w, i % p.out_w);
+            let v = upsampled(ch, i / p.out_w, i % p.out_w, 0.0, 1.0);
             mn = min(mn, v);
             mx = max(mx, v);
         }
@@ -183,7 +188,14 @@ fn masked_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let ch = chosen(p.c0 + pb);
     // max() keeps drivers that reassociate float adds (Mesa) from computing
     // (max + 1e-8) - min, which is 0 for a constant mask of 0.25 or more (NaN after the division).
-    var m = (upsampled(ch, s / p.out_w, s % p.out_w) - b[2u * ch]) / (max(b[2u * ch + 1u] - b[2u * ch], 0.0) + 1e-8);
+    let lo = b[2u * ch];
+    let den = max(b[2u * ch + 1u] - lo, 0.0) + 1e-8;
+    var m: f32;
+    if ((p.mode & MODE_TORCHCAM) != 0u) {
+        m = upsampled(ch, s / p.out_w, s % p.out_w, lo, den);
+    } else {
+        m = (upsampled(ch, s / p.out_w, s % p.out_w, 0.0, 1.0) - lo) / den;
+    }
     if ((p.mode & MODE_SEEDED) != 0u) {
         m += seeded_noise(s, ch);
     } else if ((p.mode & MODE_GIVEN) != 0u) {
