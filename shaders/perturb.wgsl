@@ -32,6 +32,7 @@ const MODE_ACCUMULATE: u32 = 8u;   // gather_scores adds scale * score instead o
 
 #import grid
 #import score
+#import philox
 
 // Logits for lib/score.wgsl: probe logits (src 1, in `b`) or the main pass's (`c`).
 fn logit_at(i: u32, src: u32) -> f32 {
@@ -141,37 +142,10 @@ fn mask_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
-// Philox4x32-10 (Salmon et al. 2011, Random123): 32x32 -> 64-bit products from 16-bit halves.
-fn mulhilo(a: u32, b: u32) -> vec2<u32> {
-    let al = a & 0xffffu;
-    let ah = a >> 16u;
-    let bl = b & 0xffffu;
-    let bh = b >> 16u;
-    let lh = al * bh;
-    let hl = ah * bl;
-    let mid = ((al * bl) >> 16u) + (lh & 0xffffu) + (hl & 0xffffu);
-    return vec2<u32>(ah * bh + (lh >> 16u) + (hl >> 16u) + (mid >> 16u), a * b);
-}
-
-fn philox(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
-    var c = counter;
-    var k = key;
-    for (var r = 0u; r < 10u; r++) {
-        let p0 = mulhilo(0xD2511F53u, c.x);
-        let p1 = mulhilo(0xCD9E8D57u, c.z);
-        c = vec4<u32>(p1.x ^ c.y ^ k.x, p1.y, p0.x ^ c.w ^ k.y, p0.y);
-        k += vec2<u32>(0x9E3779B9u, 0xBB67AE85u);
-    }
-    return c;
-}
-
 // N(0, std) at (pixel s, channel ch, sample) for the seed: Box-Muller of the first two words
 // of Philox at counter (s, ch, sample, 0), each a uniform in (0, 1).
 fn seeded_noise(s: u32, ch: u32) -> f32 {
-    let r = philox(vec4<u32>(s, ch, p.sample, 0u), vec2<u32>(p.seed_lo, p.seed_hi));
-    let u1 = (f32(r.x >> 8u) + 0.5) / 16777216.0;
-    let u2 = (f32(r.y >> 8u) + 0.5) / 16777216.0;
-    return p.noise_std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+    return p.noise_std * unit_normal(vec4<u32>(s, ch, p.sample, 0u), vec2<u32>(p.seed_lo, p.seed_hi));
 }
 
 // Score-CAM probes: dst[b] = input[img] * (up(A[img, ch]) - min) / (max - min + 1e-8),

@@ -8,6 +8,7 @@ use super::fullgrad::fullgrad_terms;
 use super::method::Recipe;
 use super::perturb::Probe;
 use super::plan::{self, Plan, Step};
+use super::smoothgrad::SmoothGrad;
 use super::{EngineConfig, Fuse, Method, Score, fold, legrad, reshape, smooth_score};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, buffer};
@@ -297,6 +298,10 @@ impl Engine {
             Recipe::Classifier => Some(classifier_weight(&ctx, model, &plan)?),
             _ => None,
         };
+        let smooth = match recipe {
+            Recipe::SmoothPlusPlus => Some(SmoothGrad::new(&ctx, &plan, &cfg, cap_n, per_image)?),
+            _ => None,
+        };
         let engine = Self {
             scratch_mask: buffer::storage(&ctx, "scratch", rows * region_max * 4),
             scratch_contrib: buffer::storage(&ctx, "scratch", rows * region_max * 4),
@@ -335,6 +340,7 @@ impl Engine {
             plan,
             classifier,
             probe,
+            smooth,
             fullgrad_bias,
             fullgrad_input,
             recipe,

@@ -27,6 +27,7 @@ pub enum Method {
     RefineCam,
     SsCam,
     IsCam,
+    SmoothGradCamPlusPlus,
 }
 
 /// (method, CLI name, one-line description).
@@ -136,6 +137,11 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "iscam",
         "torch-cam's Integrated Score-CAM: scores of scaled masked inputs averaged (--samples 10)",
     ),
+    (
+        Method::SmoothGradCamPlusPlus,
+        "smoothgradcam++",
+        "torch-cam's Grad-CAM++ over noisy inputs, one batch (--samples 4 --noise 0.3)",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -161,6 +167,8 @@ pub(crate) enum Recipe {
     Sobel,
     /// LeGrad: ReLU(gradients) of the blocks' attention, averaged before normalising.
     LeGrad,
+    /// SmoothGrad-CAM++: Grad-CAM++ weights from noisy samples' gradients (own passes).
+    SmoothPlusPlus,
 }
 
 impl Method {
@@ -191,14 +199,17 @@ impl Method {
             Method::FullGrad => Recipe::FullGrad,
             Method::SobelCam => Recipe::Sobel,
             Method::LeGrad => Recipe::LeGrad,
+            Method::SmoothGradCamPlusPlus => Recipe::SmoothPlusPlus,
         })
     }
 
-    /// torch-cam's samples and noise std defaults: SS-CAM 35 and 2.0, IS-CAM 10 and none.
+    /// torch-cam's samples and noise std defaults: SS-CAM 35 and 2.0, IS-CAM 10 and none,
+    /// SmoothGrad-CAM++ 4 and 0.3.
     pub fn sample_defaults(self) -> Option<(usize, f32)> {
         match self {
             Method::SsCam => Some((35, 2.0)),
             Method::IsCam => Some((10, 0.0)),
+            Method::SmoothGradCamPlusPlus => Some((4, 0.3)),
             _ => None,
         }
     }
@@ -217,6 +228,7 @@ impl Method {
                 | Method::ScoreCam
                 | Method::SsCam
                 | Method::IsCam
+                | Method::SmoothGradCamPlusPlus
                 | Method::AblationCam
                 | Method::Fem
                 | Method::KpcaCam

@@ -19,7 +19,7 @@ pub(super) fn check_sampling(cfg: &EngineConfig) -> Result<()> {
     let Some((_, _)) = cfg.method.sample_defaults() else {
         if cfg.samples.is_some() || cfg.noise_std.is_some() || cfg.noise.is_some() {
             return Err(Error::Invalid(format!(
-                "--samples and --noise apply to sscam and iscam, not {name}"
+                "--samples and --noise apply to sscam, iscam and smoothgradcam++, not {name}"
             )));
         }
         return Ok(());
@@ -31,9 +31,9 @@ pub(super) fn check_sampling(cfg: &EngineConfig) -> Result<()> {
             "--samples must be 1 to {MAX_SAMPLES}, not {s}"
         )));
     }
-    if cfg.method != Method::SsCam && (cfg.noise_std.is_some() || cfg.noise.is_some()) {
+    if cfg.method == Method::IsCam && (cfg.noise_std.is_some() || cfg.noise.is_some()) {
         return Err(Error::Invalid(format!(
-            "--noise applies to sscam, not {name}"
+            "--noise applies to sscam and smoothgradcam++, not {name}"
         )));
     }
     if let Some(std) = cfg.noise_std

@@ -260,18 +260,24 @@ pub fn philox4x32(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     c
 }
 
-/// The engine's seeded mask noise (`MaskNoise::Seeded`): N(0, std) at pixel `s` of channel
-/// `ch` in `sample`, Box-Muller of the first two words of Philox at counter
-/// (s, ch, sample, 0) under key (seed low, seed high), each word's top 24 bits a uniform in
-/// (0, 1).
-pub fn seeded_noise(seed: u64, sample: usize, ch: usize, s: usize, std: f64) -> f64 {
-    let r = philox4x32(
-        [s as u32, ch as u32, sample as u32, 0],
-        [seed as u32, (seed >> 32) as u32],
-    );
+/// N(0, 1) from Philox at `counter`: Box-Muller of its first two words, each word's top 24
+/// bits a uniform in (0, 1) (shaders/lib/philox.wgsl).
+pub fn unit_normal(counter: [u32; 4], key: [u32; 2]) -> f64 {
+    let r = philox4x32(counter, key);
     let uniform = |x: u32| ((x >> 8) as f64 + 0.5) / 16_777_216.0;
     let (u1, u2) = (uniform(r[0]), uniform(r[1]));
-    std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// The key of a 64-bit seed.
+pub fn philox_key(seed: u64) -> [u32; 2] {
+    [seed as u32, (seed >> 32) as u32]
+}
+
+/// The engine's seeded mask noise (`MaskNoise::Seeded`): std times [`unit_normal`] at
+/// counter (pixel s, channel ch, sample, 0).
+pub fn seeded_noise(seed: u64, sample: usize, ch: usize, s: usize, std: f64) -> f64 {
+    std * unit_normal([s as u32, ch as u32, sample as u32, 0], philox_key(seed))
 }
 
 /// torch-cam's Score-CAM masks of image `img` (SS-CAM, IS-CAM): each channel normalised at
