@@ -32,6 +32,7 @@ use gradcam_wgpu::ops::eltwise::Merge;
 use gradcam_wgpu::ops::linear::LinearWeight;
 use gradcam_wgpu::ops::perturb::{MaskNoise, MaskStyle, Selection, TargetRows};
 use gradcam_wgpu::ops::pool::{PoolShape, PoolWindow};
+use gradcam_wgpu::ops::smoothgrad::InputNoise;
 use gradcam_wgpu::reference as r;
 
 const VARIANTS: [ConvVariant; 2] = [ConvVariant::Blocked, ConvVariant::Tiled];
@@ -3189,6 +3190,88 @@ fn torchcam_score_masks() {
                 check_rel(&name, &got[0], &want, 1e-4);
             }
         }
+    }
+}
+
+/// SmoothGrad-CAM++'s kernels: noisy copies of an image (seeded on the device or given),
+/// torch-cam's weights from the samples' gradients (planes over the 256 threads of a
+/// workgroup, odd channels, two targets, one sample) and the last sample's activations.
+#[test]
+fn smoothgrad_kernels() {
+    let e = env();
+    let mut rng = Rng::new(40);
+    let k = &e.ops.smoothgrad;
+    let dummy = &e.ops.dummy;
+    // Noisy inputs: image 1 of 2, 3 samples of [3, 5, 7].
+    let (images, samples, each) = (2, 3, 3 * 5 * 7);
+    let x = rng.vec(images * each, -2.0, 2.0);
+    let given = rng.vec(samples * each, -1.0, 1.0);
+    let (xb, gb) = (upload(&x), upload(&given));
+    let seed = 0xfeed_0000_0000_0042;
+    for (noise, what) in [
+        (InputNoise::Seeded { seed, std: 0.3 }, "seeded"),
+        (InputNoise::Given(&gb), "given"),
+    ] {
+        let out = garbage(samples * each);
+        let d = k.noisy_inputs(&e.ctx, 1, samples, each, noise, &xb, &out, dummy);
+        let got = run(&[d], &[(&out, samples * each)]);
+        let want: Vec<f64> = (0..samples * each)
+            .map(|i| {
+                let (s, el) = (i / each, i % each);
+                let n = match what {
+                    "seeded" => r::smoothgrad::seeded_input_noise(seed, s, el, 0.3),
+                    _ => given[i] as f64,
+                };
+                x[each + el] as f64 + n
+            })
+            .collect();
+        check_rel(&format!("noisy inputs ({what})"), &got[0], &want, 1e-5);
+    }
+    // Weights and the last sample's activations: (samples, channels, plane, targets).
+    for (samples, channels, plane, tc) in [(3, 5, 7 * 6, 2), (1, 3, 17 * 19, 1), (4, 2, 1, 3)] {
+        let img = 1;
+        let act = rng.vec(2 * channels * plane, 0.0, 2.0);
+        let grads = rng.vec(samples * tc * channels * plane, -1.0, 1.0);
+        let (ab, gb) = (upload(&act), upload(&grads));
+        let weights = garbage(2 * tc * channels);
+        let last = garbage(2 * channels * plane);
+        let each = channels * plane;
+        let ds = [
+            k.plusplus_weights(
+                &e.ctx,
+                img,
+                samples,
+                [channels, plane],
+                tc,
+                &ab,
+                &gb,
+                &weights,
+            ),
+            k.copy_last(&e.ctx, img, samples, each, &gb, &last, dummy),
+        ];
+        let got = run(&ds, &[(&weights, 2 * tc * channels), (&last, 2 * each)]);
+        let name = format!("smoothgrad++ {samples} samples [{channels}, {plane}] tc {tc}");
+        for j in 0..tc {
+            // Sample s of target j is gradient row s tc + j.
+            let g: Vec<f64> = (0..samples)
+                .flat_map(|s| f64s(&grads[(s * tc + j) * each..][..each]))
+                .collect();
+            let want = r::smoothgrad::plusplus_weights(
+                &g,
+                &f64s(&act[img * each..][..each]),
+                samples,
+                channels,
+            );
+            let at = (img * tc + j) * channels;
+            check_rel(
+                &format!("{name} weights"),
+                &got[0][at..at + channels],
+                &want,
+                1e-4,
+            );
+        }
+        let want = f64s(&grads[(samples - 1) * each..][..each]);
+        check_exact(&format!("{name} last"), &got[1][each..], &want);
     }
 }
 

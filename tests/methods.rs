@@ -525,44 +525,59 @@ fn torchcam_methods_match_torch_cam() {
     assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
 }
 
-/// SS-CAM's noise is used: the recorded draws, zero draws and the engine's own seeded draws
-/// give different maps; a seed gives the same maps twice.
+/// SS-CAM's and SmoothGrad-CAM++'s noise is used: the recorded draws, zero draws and the
+/// engine's own seeded draws give different maps; a seed gives the same maps twice.
 #[test]
-fn sscam_noise_changes_the_maps() {
+fn noise_changes_the_maps() {
     let ctx = GpuContext::new().expect("a wgpu adapter");
     let fx = Fixture::load("methods/torchcam_methods.safetensors");
-    let given = fx.f32s("noise.sscam");
-    let maps = |noise: Option<Vec<f32>>, seed: u64| {
-        let cfg = EngineConfig {
-            layers: vec![fx.meta["layer"].clone()],
-            method: Method::SsCam,
-            samples: Some(3),
-            noise,
-            seed,
-            size: fx.size,
-            batch: 2,
-            read_maps: true,
-            ..Default::default()
+    let samples: std::collections::HashMap<String, usize> =
+        serde_json::from_str(&fx.meta["samples"]).unwrap();
+    for method in [Method::SsCam, Method::SmoothGradCamPlusPlus] {
+        let name = method.name();
+        let given = fx.f32s(&format!("noise.{name}"));
+        let maps = |noise: Option<Vec<f32>>, seed: u64| {
+            let cfg = EngineConfig {
+                layers: vec![fx.meta["layer"].clone()],
+                method,
+                samples: Some(samples[name]),
+                noise,
+                seed,
+                size: fx.size,
+                batch: 2,
+                read_maps: true,
+                ..Default::default()
+            };
+            let mut engine = Engine::new(ctx.clone(), &fx.model, cfg).unwrap();
+            let res = engine.explain(&fx.images).unwrap();
+            res.iter()
+                .flat_map(|ir| ir.targets.iter().flat_map(|t| t.map.clone().unwrap()))
+                .collect::<Vec<f32>>()
         };
-        let mut engine = Engine::new(ctx.clone(), &fx.model, cfg).unwrap();
-        let res = engine.explain(&fx.images).unwrap();
-        res.iter()
-            .flat_map(|ir| ir.targets.iter().flat_map(|t| t.map.clone().unwrap()))
-            .collect::<Vec<f32>>()
-    };
-    let apart = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    let recorded = maps(Some(given.clone()), 0);
-    let zero = maps(Some(vec![0.0; given.len()]), 0);
-    let seeded = maps(None, 5);
-    println!(
-        "sscam: recorded vs zero noise {:.2}, vs seeded {:.2}",
-        apart(&recorded, &zero),
-        apart(&recorded, &seeded)
-    );
-    assert!(apart(&recorded, &zero) > 1e-2, "noise is ignored");
-    assert!(apart(&recorded, &seeded) > 1e-2, "seeded noise is ignored");
-    assert!(apart(&seeded, &maps(None, 6)) > 1e-2, "the seed is ignored");
-    assert!(seeded == maps(None, 5), "a seed gives the same maps");
+        let apart =
+            |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let recorded = maps(Some(given.clone()), 0);
+        let zero = maps(Some(vec![0.0; given.len()]), 0);
+        let seeded = maps(None, 5);
+        println!(
+            "{name}: recorded vs zero noise {:.2}, vs seeded {:.2}",
+            apart(&recorded, &zero),
+            apart(&recorded, &seeded)
+        );
+        assert!(apart(&recorded, &zero) > 1e-2, "{name}: noise is ignored");
+        assert!(
+            apart(&recorded, &seeded) > 1e-2,
+            "{name}: seeded noise is ignored"
+        );
+        assert!(
+            apart(&seeded, &maps(None, 6)) > 1e-2,
+            "{name}: the seed is ignored"
+        );
+        assert!(
+            seeded == maps(None, 5),
+            "{name}: a seed gives the same maps"
+        );
+    }
 }
 
 /// `--samples`, `--noise` and given noise are refused where they don't apply or don't fit.
