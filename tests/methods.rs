@@ -580,6 +580,52 @@ fn noise_changes_the_maps() {
     }
 }
 
+/// `--max-channels` (Faster Score-CAM) applies to SS-CAM and IS-CAM: N at least the channels
+/// is the plain method bit for bit, fewer channels change the maps.
+#[test]
+fn max_channels_applies_to_sscam_and_iscam() {
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/torchcam_methods.safetensors");
+    let given = fx.f32s("noise.sscam");
+    for method in [Method::SsCam, Method::IsCam] {
+        let maps = |max_channels| {
+            let cfg = EngineConfig {
+                layers: vec![fx.meta["layer"].clone()],
+                method,
+                samples: Some(3),
+                noise: (method == Method::SsCam).then(|| given.clone()),
+                max_channels,
+                size: fx.size,
+                batch: 2,
+                read_maps: true,
+                ..Default::default()
+            };
+            let mut engine = Engine::new(ctx.clone(), &fx.model, cfg).unwrap();
+            let res = engine.explain(&fx.images).unwrap();
+            res.iter()
+                .flat_map(|ir| ir.targets.iter().flat_map(|t| t.map.clone().unwrap()))
+                .collect::<Vec<f32>>()
+        };
+        let plain = maps(None);
+        let few = maps(Some(6));
+        let apart = plain
+            .iter()
+            .zip(&few)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        println!("{}: 6 channels {apart:.2} from all", method.name());
+        assert!(
+            apart > 1e-2,
+            "{}: the selection changes the maps",
+            method.name()
+        );
+        assert!(
+            maps(Some(64)) == plain,
+            "{}: all channels is plain",
+            method.name()
+        );
+    }
+}
+
 /// `--samples`, `--noise` and given noise are refused where they don't apply or don't fit.
 #[test]
 fn sampling_options_are_checked() {
