@@ -4,13 +4,23 @@
 // Probe b of a chunk is channel c0 + b of image `img`; with a selection (Faster Score-CAM,
 // keep < channels) it is channel order[c0 + b], order from `top_channels`, read through the
 // `targets` binding.
+// torch-cam's SS-CAM and IS-CAM (mode bits, see MODE_*) normalise each channel at the layer's
+// resolution and upsample with align_corners=False, add Gaussian noise to the mask (SS-CAM)
+// or scale the probe (IS-CAM), and average their scores over samples.
 
 struct PerturbParams {
     img: u32, channels: u32, h: u32, w: u32,
     out_h: u32, out_w: u32, c0: u32, count: u32,
     classes: u32, k: u32, t0: u32, tc: u32,
-    score: u32, keep: u32, _p1: u32, _p2: u32,
+    score: u32, keep: u32, mode: u32, coeff: f32,
+    noise_std: f32, sample: u32, seed_lo: u32, seed_hi: u32,
+    scale: f32, _p1: u32, _p2: u32, _p3: u32,
 }
+
+const MODE_TORCHCAM: u32 = 1u;     // torch-cam masks: low-res stats, align_corners=False
+const MODE_SEEDED: u32 = 2u;       // mask noise drawn here (Philox4x32-10, Box-Muller)
+const MODE_GIVEN: u32 = 4u;        // mask noise read from `noise` [samples, C, H, W]
+const MODE_ACCUMULATE: u32 = 8u;   // gather_scores adds scale * score instead of writing it
 
 @group(0) @binding(0) var<uniform> p: PerturbParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;       // activations [images, C, h, w]
@@ -18,9 +28,11 @@ struct PerturbParams {
 @group(0) @binding(3) var<storage, read> c: array<f32>;       // model input, or main logits
 @group(0) @binding(4) var<storage, read> targets: array<u32>; // [images, k], or the order
 @group(0) @binding(5) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(6) var<storage, read> noise: array<f32>;   // masked_input's given noise
 
 #import grid
 #import score
+#import philox
 
 // Logits for lib/score.wgsl: probe logits (src 1, in `b`) or the main pass's (`c`).
 fn logit_at(i: u32, src: u32) -> f32 {
@@ -28,19 +40,29 @@ fn logit_at(i: u32, src: u32) -> f32 {
     return c[i];
 }
 
-// torch UpsamplingBilinear2d (align_corners=True) of channel `ch` of image `img` at (y, x).
-fn upsampled(ch: u32, y: u32, x: u32) -> f32 {
-    let sy = select(0.0, f32(y) * f32(p.h - 1u) / f32(p.out_h - 1u), p.out_h > 1u);
-    let sx = select(0.0, f32(x) * f32(p.w - 1u) / f32(p.out_w - 1u), p.out_w > 1u);
-    let y0 = u32(floor(sy));
-    let x0 = u32(floor(sx));
+// torch UpsamplingBilinear2d (align_corners=True) of channel `ch` of image `img` at (y, x);
+// with MODE_TORCHCAM F.interpolate(bilinear, align_corners=False). Each tap is (v - lo) / den
+// first: torch-cam normalises before upsampling (a constant channel is exactly 0).
+fn upsampled(ch: u32, y: u32, x: u32, lo: f32, den: f32) -> f32 {
+    var sy = select(0.0, f32(y) * f32(p.h - 1u) / f32(p.out_h - 1u), p.out_h > 1u);
+    var sx = select(0.0, f32(x) * f32(p.w - 1u) / f32(p.out_w - 1u), p.out_w > 1u);
+    if ((p.mode & MODE_TORCHCAM) != 0u) {
+        sy = max((f32(y) + 0.5) * f32(p.h) / f32(p.out_h) - 0.5, 0.0);
+        sx = max((f32(x) + 0.5) * f32(p.w) / f32(p.out_w) - 0.5, 0.0);
+    }
+    let y0 = min(u32(floor(sy)), p.h - 1u);
+    let x0 = min(u32(floor(sx)), p.w - 1u);
     let y1 = min(y0 + 1u, p.h - 1u);
     let x1 = min(x0 + 1u, p.w - 1u);
     let fy = sy - f32(y0);
     let fx = sx - f32(x0);
     let base = (p.img * p.channels + ch) * p.h * p.w;
-    let top = a[base + y0 * p.w + x0] * (1.0 - fx) + a[base + y0 * p.w + x1] * fx;
-    let bottom = a[base + y1 * p.w + x0] * (1.0 - fx) + a[base + y1 * p.w + x1] * fx;
+    let v00 = (a[base + y0 * p.w + x0] - lo) / den;
+    let v01 = (a[base + y0 * p.w + x1] - lo) / den;
+    let v10 = (a[base + y1 * p.w + x0] - lo) / den;
+    let v11 = (a[base + y1 * p.w + x1] - lo) / den;
+    let top = v00 * (1.0 - fx) + v01 * fx;
+    let bottom = v10 * (1.0 - fx) + v11 * fx;
     return top * (1.0 - fy) + bottom * fy;
 }
 
@@ -89,7 +111,8 @@ fn top_channels(@builtin(local_invocation_index) lid: u32) {
     }
 }
 
-// dst[2 ch .. 2 ch + 2] = (min, max) of the upsampled channel ch = chosen(workgroup); one
+// dst[2 ch .. 2 ch + 2] = (min, max) of the upsampled channel ch = chosen(workgroup) (with
+// MODE_TORCHCAM of the channel itself, as torch-cam normalises before upsampling); one
 // workgroup per probed channel.
 @compute @workgroup_size(256)
 fn mask_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -99,10 +122,18 @@ fn mask_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let ch = chosen(j);
     var mn = bitcast<f32>(0x7f800000u);
     var mx = bitcast<f32>(0xff800000u);
-    for (var i = lid; i < p.out_h * p.out_w; i += 256u) {
-        let v = upsampled(ch, i / p.out_w, i % p.out_w);
-        mn = min(mn, v);
-        mx = max(mx, v);
+    if ((p.mode & MODE_TORCHCAM) != 0u) {
+        let base = (p.img * p.channels + ch) * p.h * p.w;
+        for (var i = lid; i < p.h * p.w; i += 256u) {
+            mn = min(mn, a[base + i]);
+            mx = max(mx, a[base + i]);
+        }
+    } else {
+        for (var i = lid; i < p.out_h * p.out_w; i += 256u) {
+            let v = upsampled(ch, i / p.out_w, i % p.out_w, 0.0, 1.0);
+            mn = min(mn, v);
+            mx = max(mx, v);
+        }
     }
     let r = workgroup_minmax(mn, mx, lid);
     if (lid == 0u) {
@@ -111,8 +142,15 @@ fn mask_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
+// N(0, std) at (pixel s, channel ch, sample) for the seed: Box-Muller of the first two words
+// of Philox at counter (s, ch, sample, 0), each a uniform in (0, 1).
+fn seeded_noise(s: u32, ch: u32) -> f32 {
+    return p.noise_std * unit_normal(vec4<u32>(s, ch, p.sample, 0u), vec2<u32>(p.seed_lo, p.seed_hi));
+}
+
 // Score-CAM probes: dst[b] = input[img] * (up(A[img, ch]) - min) / (max - min + 1e-8),
-// ch = chosen(c0 + b).
+// ch = chosen(c0 + b). torch-cam: SS-CAM adds noise to the mask, IS-CAM scales the probe by
+// coeff.
 @compute @workgroup_size(64)
 fn masked_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
@@ -124,9 +162,21 @@ fn masked_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let ch = chosen(p.c0 + pb);
     // max() keeps drivers that reassociate float adds (Mesa) from computing
     // (max + 1e-8) - min, which is 0 for a constant mask of 0.25 or more (NaN after the division).
-    let m = (upsampled(ch, s / p.out_w, s % p.out_w) - b[2u * ch]) / (max(b[2u * ch + 1u] - b[2u * ch], 0.0) + 1e-8);
+    let lo = b[2u * ch];
+    let den = max(b[2u * ch + 1u] - lo, 0.0) + 1e-8;
+    var m: f32;
+    if ((p.mode & MODE_TORCHCAM) != 0u) {
+        m = upsampled(ch, s / p.out_w, s % p.out_w, lo, den);
+    } else {
+        m = (upsampled(ch, s / p.out_w, s % p.out_w, 0.0, 1.0) - lo) / den;
+    }
+    if ((p.mode & MODE_SEEDED) != 0u) {
+        m += seeded_noise(s, ch);
+    } else if ((p.mode & MODE_GIVEN) != 0u) {
+        m += noise[(p.sample * p.channels + ch) * plane + s];
+    }
     for (var k = 0u; k < 3u; k++) {
-        dst[(pb * 3u + k) * plane + s] = c[(p.img * 3u + k) * plane + s] * m;
+        dst[(pb * 3u + k) * plane + s] = p.coeff * (c[(p.img * 3u + k) * plane + s] * m);
     }
 }
 
@@ -192,8 +242,9 @@ fn gather_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let j = i / p.count;
     let pb = i % p.count;
     let class_id = targets[p.img * p.k + p.t0 + j];
-    dst[(p.img * p.tc + j) * p.channels + p.c0 + pb] =
-        target_score(p.score, pb * p.classes, p.classes, class_id, 1u);
+    let o = (p.img * p.tc + j) * p.channels + p.c0 + pb;
+    let v = p.scale * target_score(p.score, pb * p.classes, p.classes, class_id, 1u);
+    dst[o] = select(v, dst[o] + v, (p.mode & MODE_ACCUMULATE) != 0u);
 }
 
 // Score-CAM weights of rows c0 .. c0 + count: dst[row, ch] = softmax over the kept positions

@@ -247,10 +247,32 @@ fn bad_model_layer_and_arguments_exit_2() {
     let o = run(&["--model", m, "--max-channels", "4"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("--max-channels applies to scorecam, not gradcam"),
+        stderr(&o).contains("--max-channels applies to scorecam, sscam and iscam, not gradcam"),
         "{}",
         stderr(&o)
     );
+
+    for (args, says) in [
+        (
+            vec!["--method", "sscam", "--samples", "0"],
+            "--samples must be 1",
+        ),
+        (
+            vec!["--method", "iscam", "--noise", "1"],
+            "--noise applies to sscam",
+        ),
+        (
+            vec!["--method", "smoothgradcam++", "--noise=-1"],
+            "--noise must be",
+        ),
+        (vec!["--samples", "3"], "--samples and --noise apply"),
+    ] {
+        let mut a = vec!["--model", m];
+        a.extend(args);
+        let o = run(&a);
+        assert_eq!(o.status.code(), Some(2), "{a:?}");
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    }
 
     // Without --model the bundled model runs, which has no --arch; nor has a built-in name.
     let o = run(&["--model", "shapes", "--arch", "resnet18"]);
@@ -292,6 +314,21 @@ fn every_method_runs_from_the_cli() {
         ("cam", vec![]),
         ("kpca-cam", vec!["--kpca-gamma", "0.1"]),
         ("sobel-cam", vec![]),
+        (
+            "sscam",
+            vec![
+                "--layer",
+                "layer1",
+                "--samples",
+                "2",
+                "--max-channels",
+                "4",
+                "--seed",
+                "3",
+            ],
+        ),
+        ("iscam", vec!["--layer", "layer1", "--samples", "2"]),
+        ("smoothgradcam++", vec!["--samples", "3", "--noise", "0.2"]),
     ] {
         assert!(help.contains(method), "--help lists {method}");
         let out = tmp.path().join(format!("out-{method}"));

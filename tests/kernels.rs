@@ -30,8 +30,9 @@ use gradcam_wgpu::ops::conv::{self, ConvShape, ConvVariant};
 use gradcam_wgpu::ops::eigen::Projection;
 use gradcam_wgpu::ops::eltwise::Merge;
 use gradcam_wgpu::ops::linear::LinearWeight;
-use gradcam_wgpu::ops::perturb::{Selection, TargetRows};
+use gradcam_wgpu::ops::perturb::{MaskNoise, MaskStyle, Selection, TargetRows};
 use gradcam_wgpu::ops::pool::{PoolShape, PoolWindow};
+use gradcam_wgpu::ops::smoothgrad::InputNoise;
 use gradcam_wgpu::reference as r;
 
 const VARIANTS: [ConvVariant; 2] = [ConvVariant::Blocked, ConvVariant::Tiled];
@@ -3078,6 +3079,200 @@ fn score_cam_masks() {
     let got = run(&[d], &[(&stats, 6)]);
     let want = r::cam::map_min_max(&f64s(&act[60..]), 20);
     check_exact("mask_stats identity", &got[0], &want);
+}
+
+/// Philox4x32-10 against Random123's known-answer vectors (kat_vectors: philox4x32 10).
+#[test]
+fn philox_known_answers() {
+    assert_eq!(
+        r::perturb::philox4x32([0; 4], [0; 2]),
+        [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
+    );
+    assert_eq!(
+        r::perturb::philox4x32([u32::MAX; 4], [u32::MAX; 2]),
+        [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
+    );
+}
+
+/// torch-cam's masks (SS-CAM, IS-CAM): the channel's own min-max, align_corners=False
+/// upsampling, noise drawn on the device (Philox) or given, and IS-CAM's coefficient, on
+/// upsampling, single-row and 1x1 activations and a downsampled one.
+#[test]
+fn torchcam_score_masks() {
+    let e = env();
+    let mut rng = Rng::new(39);
+    for (images, shape, size) in [
+        (2, [5, 7, 7], [32, 40]),
+        (1, [3, 1, 4], [9, 1]),
+        (2, [4, 1, 1], [6, 5]),
+        (1, [3, 9, 6], [5, 4]),
+    ] {
+        let [channels, h, w] = shape;
+        let plane = size[0] * size[1];
+        let act = rng.vec(images * channels * h * w, -1.0, 2.0);
+        let input = rng.vec(images * 3 * plane, -2.1, 2.6);
+        let given = rng.vec(2 * channels * plane, -3.0, 3.0);
+        let (a64, in64) = (f64s(&act), f64s(&input));
+        let (ab, ib, nb) = (upload(&act), upload(&input), upload(&given));
+        let seed = 0x1234_5678_9abc_def0;
+        let styles = [
+            (
+                MaskStyle {
+                    torchcam: true,
+                    coeff: 0.3,
+                    noise: None,
+                },
+                "coeff",
+            ),
+            (
+                MaskStyle {
+                    torchcam: true,
+                    coeff: 1.0,
+                    noise: Some(MaskNoise::Seeded {
+                        seed,
+                        sample: 3,
+                        std: 2.0,
+                    }),
+                },
+                "seeded",
+            ),
+            (
+                MaskStyle {
+                    torchcam: true,
+                    coeff: 1.0,
+                    noise: Some(MaskNoise::Given {
+                        noise: &nb,
+                        sample: 1,
+                    }),
+                },
+                "given",
+            ),
+        ];
+        for img in 0..images {
+            for (style, what) in &styles {
+                let (stats, probes) = (garbage(2 * channels), garbage(channels * 3 * plane));
+                let k = &e.ops.perturb;
+                let dummy = &e.ops.dummy;
+                let ds = [
+                    k.mask_stats_with(&e.ctx, img, shape, size, None, *style, &ab, &stats, dummy),
+                    k.masked_input_with(
+                        &e.ctx,
+                        img,
+                        shape,
+                        size,
+                        (0, channels),
+                        None,
+                        *style,
+                        &ab,
+                        &stats,
+                        &ib,
+                        &probes,
+                        dummy,
+                    ),
+                ];
+                let got = run(&ds, &[(&probes, channels * 3 * plane)]);
+                let noise = |ch: usize, s: usize| match *what {
+                    "seeded" => r::perturb::seeded_noise(seed, 3, ch, s, 2.0),
+                    "given" => given[(channels + ch) * plane + s] as f64,
+                    _ => 0.0,
+                };
+                let want = r::perturb::torchcam_masked_input(
+                    &a64,
+                    &in64,
+                    img,
+                    shape,
+                    size,
+                    (0, channels),
+                    style.coeff as f64,
+                    noise,
+                );
+                let name = format!("torch-cam masks ({what}) {shape:?} -> {size:?} image {img}");
+                check_rel(&name, &got[0], &want, 1e-4);
+            }
+        }
+    }
+}
+
+/// SmoothGrad-CAM++'s kernels: noisy copies of an image (seeded on the device or given),
+/// torch-cam's weights from the samples' gradients (planes over the 256 threads of a
+/// workgroup, odd channels, two targets, one sample) and the last sample's activations.
+#[test]
+fn smoothgrad_kernels() {
+    let e = env();
+    let mut rng = Rng::new(40);
+    let k = &e.ops.smoothgrad;
+    let dummy = &e.ops.dummy;
+    // Noisy inputs: image 1 of 2, 3 samples of [3, 5, 7].
+    let (images, samples, each) = (2, 3, 3 * 5 * 7);
+    let x = rng.vec(images * each, -2.0, 2.0);
+    let given = rng.vec(samples * each, -1.0, 1.0);
+    let (xb, gb) = (upload(&x), upload(&given));
+    let seed = 0xfeed_0000_0000_0042;
+    for (noise, what) in [
+        (InputNoise::Seeded { seed, std: 0.3 }, "seeded"),
+        (InputNoise::Given(&gb), "given"),
+    ] {
+        let out = garbage(samples * each);
+        let d = k.noisy_inputs(&e.ctx, 1, samples, each, noise, &xb, &out, dummy);
+        let got = run(&[d], &[(&out, samples * each)]);
+        let want: Vec<f64> = (0..samples * each)
+            .map(|i| {
+                let (s, el) = (i / each, i % each);
+                let n = match what {
+                    "seeded" => r::smoothgrad::seeded_input_noise(seed, s, el, 0.3),
+                    _ => given[i] as f64,
+                };
+                x[each + el] as f64 + n
+            })
+            .collect();
+        check_rel(&format!("noisy inputs ({what})"), &got[0], &want, 1e-5);
+    }
+    // Weights and the last sample's activations: (samples, channels, plane, targets).
+    for (samples, channels, plane, tc) in [(3, 5, 7 * 6, 2), (1, 3, 17 * 19, 1), (4, 2, 1, 3)] {
+        let img = 1;
+        let act = rng.vec(2 * channels * plane, 0.0, 2.0);
+        let grads = rng.vec(samples * tc * channels * plane, -1.0, 1.0);
+        let (ab, gb) = (upload(&act), upload(&grads));
+        let weights = garbage(2 * tc * channels);
+        let last = garbage(2 * channels * plane);
+        let each = channels * plane;
+        let ds = [
+            k.plusplus_weights(
+                &e.ctx,
+                img,
+                samples,
+                [channels, plane],
+                tc,
+                &ab,
+                &gb,
+                &weights,
+            ),
+            k.copy_last(&e.ctx, img, samples, each, &gb, &last, dummy),
+        ];
+        let got = run(&ds, &[(&weights, 2 * tc * channels), (&last, 2 * each)]);
+        let name = format!("smoothgrad++ {samples} samples [{channels}, {plane}] tc {tc}");
+        for j in 0..tc {
+            // Sample s of target j is gradient row s tc + j.
+            let g: Vec<f64> = (0..samples)
+                .flat_map(|s| f64s(&grads[(s * tc + j) * each..][..each]))
+                .collect();
+            let want = r::smoothgrad::plusplus_weights(
+                &g,
+                &f64s(&act[img * each..][..each]),
+                samples,
+                channels,
+            );
+            let at = (img * tc + j) * channels;
+            check_rel(
+                &format!("{name} weights"),
+                &got[0][at..at + channels],
+                &want,
+                1e-4,
+            );
+        }
+        let want = f64s(&grads[(samples - 1) * each..][..each]);
+        check_exact(&format!("{name} last"), &got[1][each..], &want);
+    }
 }
 
 /// Score-CAM's masked forward passes in chunks of a probe batch, as the engine records them

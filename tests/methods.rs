@@ -22,6 +22,10 @@ struct Case<'a> {
     winograd: bool,
     score: Score,
     kpca_gamma: Option<f32>,
+    /// SS-CAM / IS-CAM samples and SS-CAM's noise (std, or given draws).
+    samples: Option<usize>,
+    noise_std: Option<f32>,
+    noise: Option<Vec<f32>>,
 }
 
 fn case(key: &str, method: Method) -> Case<'_> {
@@ -35,6 +39,9 @@ fn case(key: &str, method: Method) -> Case<'_> {
         winograd: false,
         score: Score::Logit,
         kpca_gamma: None,
+        samples: None,
+        noise_std: None,
+        noise: None,
     }
 }
 
@@ -65,6 +72,9 @@ fn run_with(fx: &Fixture, ctx: &GpuContext, c: &Case) -> (f32, Vec<image::RgbIma
         winograd: c.winograd,
         score: c.score,
         kpca_gamma: c.kpca_gamma,
+        samples: c.samples,
+        noise_std: c.noise_std,
+        noise: c.noise.clone(),
         size: fx.size,
         batch: 2,
         targets: TargetSpec::PerImage(2),
@@ -485,6 +495,196 @@ fn faster_score_cam_matches_its_f64_reference() {
     }
 }
 
+/// torch-cam 0.5's SS-CAM and IS-CAM (tools/make_torchcam_fixtures.py) on a ResNet-18:
+/// torch-cam's raw maps through pgc's ReLU -> min-max -> resize pipeline, SS-CAM given
+/// torch-cam's recorded noise (its RNG can't be reproduced).
+#[test]
+fn torchcam_methods_match_torch_cam() {
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/torchcam_methods.safetensors");
+    let methods: Vec<String> = serde_json::from_str(&fx.meta["methods"]).unwrap();
+    let samples: std::collections::HashMap<String, usize> =
+        serde_json::from_str(&fx.meta["samples"]).unwrap();
+    let mut failures = Vec::new();
+    for name in &methods {
+        let Ok(method) = name.parse::<Method>() else {
+            continue;
+        };
+        let key = format!("cam.{name}");
+        let noise_key = format!("noise.{name}");
+        let c = Case {
+            samples: Some(samples[name]),
+            noise: fx.has(&noise_key).then(|| fx.f32s(&noise_key)),
+            ..case(&key, method)
+        };
+        let err = run(&fx, &ctx, &c);
+        if err > TOLERANCE {
+            failures.push(format!("{key}: {err:.2e}"));
+        }
+    }
+    assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
+}
+
+/// SS-CAM's and SmoothGrad-CAM++'s noise is used: the recorded draws, zero draws and the
+/// engine's own seeded draws give different maps; a seed gives the same maps twice.
+#[test]
+fn noise_changes_the_maps() {
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/torchcam_methods.safetensors");
+    let samples: std::collections::HashMap<String, usize> =
+        serde_json::from_str(&fx.meta["samples"]).unwrap();
+    for method in [Method::SsCam, Method::SmoothGradCamPlusPlus] {
+        let name = method.name();
+        let given = fx.f32s(&format!("noise.{name}"));
+        let maps = |noise: Option<Vec<f32>>, seed: u64| {
+            let cfg = EngineConfig {
+                layers: vec![fx.meta["layer"].clone()],
+                method,
+                samples: Some(samples[name]),
+                noise,
+                seed,
+                size: fx.size,
+                batch: 2,
+                read_maps: true,
+                ..Default::default()
+            };
+            let mut engine = Engine::new(ctx.clone(), &fx.model, cfg).unwrap();
+            let res = engine.explain(&fx.images).unwrap();
+            res.iter()
+                .flat_map(|ir| ir.targets.iter().flat_map(|t| t.map.clone().unwrap()))
+                .collect::<Vec<f32>>()
+        };
+        let apart =
+            |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let recorded = maps(Some(given.clone()), 0);
+        let zero = maps(Some(vec![0.0; given.len()]), 0);
+        let seeded = maps(None, 5);
+        println!(
+            "{name}: recorded vs zero noise {:.2}, vs seeded {:.2}",
+            apart(&recorded, &zero),
+            apart(&recorded, &seeded)
+        );
+        assert!(apart(&recorded, &zero) > 1e-2, "{name}: noise is ignored");
+        assert!(
+            apart(&recorded, &seeded) > 1e-2,
+            "{name}: seeded noise is ignored"
+        );
+        assert!(
+            apart(&seeded, &maps(None, 6)) > 1e-2,
+            "{name}: the seed is ignored"
+        );
+        assert!(
+            seeded == maps(None, 5),
+            "{name}: a seed gives the same maps"
+        );
+    }
+}
+
+/// `--max-channels` (Faster Score-CAM) applies to SS-CAM and IS-CAM: N at least the channels
+/// is the plain method bit for bit, fewer channels change the maps.
+#[test]
+fn max_channels_applies_to_sscam_and_iscam() {
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/torchcam_methods.safetensors");
+    let given = fx.f32s("noise.sscam");
+    for method in [Method::SsCam, Method::IsCam] {
+        let maps = |max_channels| {
+            let cfg = EngineConfig {
+                layers: vec![fx.meta["layer"].clone()],
+                method,
+                samples: Some(3),
+                noise: (method == Method::SsCam).then(|| given.clone()),
+                max_channels,
+                size: fx.size,
+                batch: 2,
+                read_maps: true,
+                ..Default::default()
+            };
+            let mut engine = Engine::new(ctx.clone(), &fx.model, cfg).unwrap();
+            let res = engine.explain(&fx.images).unwrap();
+            res.iter()
+                .flat_map(|ir| ir.targets.iter().flat_map(|t| t.map.clone().unwrap()))
+                .collect::<Vec<f32>>()
+        };
+        let plain = maps(None);
+        let few = maps(Some(6));
+        let apart = plain
+            .iter()
+            .zip(&few)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        println!("{}: 6 channels {apart:.2} from all", method.name());
+        assert!(
+            apart > 1e-2,
+            "{}: the selection changes the maps",
+            method.name()
+        );
+        assert!(
+            maps(Some(64)) == plain,
+            "{}: all channels is plain",
+            method.name()
+        );
+    }
+}
+
+/// `--samples`, `--noise` and given noise are refused where they don't apply or don't fit.
+#[test]
+fn sampling_options_are_checked() {
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/torchcam_methods.safetensors");
+    let layer = fx.meta["layer"].clone();
+    let base = EngineConfig {
+        layers: vec![layer],
+        method: Method::SsCam,
+        size: fx.size,
+        ..Default::default()
+    };
+    for (cfg, says) in [
+        (
+            EngineConfig {
+                method: Method::GradCam,
+                samples: Some(2),
+                ..base.clone()
+            },
+            "--samples",
+        ),
+        (
+            EngineConfig {
+                method: Method::IsCam,
+                noise_std: Some(1.0),
+                ..base.clone()
+            },
+            "--noise",
+        ),
+        (
+            EngineConfig {
+                samples: Some(0),
+                ..base.clone()
+            },
+            "--samples",
+        ),
+        (
+            EngineConfig {
+                noise_std: Some(f32::NAN),
+                ..base.clone()
+            },
+            "--noise",
+        ),
+        (
+            EngineConfig {
+                samples: Some(2),
+                noise: Some(vec![0.0; 7]),
+                ..base.clone()
+            },
+            "noise",
+        ),
+    ] {
+        let e = Engine::new(ctx.clone(), &fx.model, cfg)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+}
+
 /// Every method the CLI offers is compared with pytorch-grad-cam: the fixtures list the
 /// methods tools/make_method_fixtures.py ran, and the two it runs apart (guided-gradcam's
 /// image, cam's classifier weights) have tests of their own above; legrad (torchcam's, on a
@@ -493,8 +693,11 @@ fn faster_score_cam_matches_its_f64_reference() {
 fn every_method_has_a_golden_fixture() {
     // refine-cam: several layers at once, in refine_cam_matches_pytorch_grad_cam.
     let separately = ["guided-gradcam", "cam", "legrad", "refine-cam"];
-    let new = Fixture::load("methods/new_methods.safetensors");
-    let new: Vec<String> = serde_json::from_str(&new.meta["methods"]).unwrap();
+    let mut new: Vec<String> = Vec::new();
+    for extra in ["new_methods", "torchcam_methods"] {
+        let fx = Fixture::load(&format!("methods/{extra}.safetensors"));
+        new.extend(serde_json::from_str::<Vec<String>>(&fx.meta["methods"]).unwrap());
+    }
     for name in ["resnet50", "vgg11_bn"] {
         let fx = Fixture::load(&format!("methods/{name}.safetensors"));
         let listed: Vec<String> = serde_json::from_str(&fx.meta["methods"]).unwrap();

@@ -258,7 +258,8 @@ impl PyExplainer {
     #[pyo3(signature = (model, layers=None, method="gradcam", targets=None, *, score="logit", size=None,
         batch=8, fuse="mean", eigen_smooth=false, aug_smooth=false, mean=None, std=None,
         precision="f32", winograd=false, overlays=false, backward_rows=None, probe_batch=None,
-        max_channels=None, kpca_gamma=None, lazy=false, folds=None, reshape="auto"))]
+        max_channels=None, kpca_gamma=None, lazy=false, folds=None, reshape="auto", samples=None,
+        noise=None, seed=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -284,6 +285,9 @@ impl PyExplainer {
         lazy: bool,
         folds: Option<Bound<'_, PyAny>>,
         reshape: &str,
+        samples: Option<usize>,
+        noise: Option<f32>,
+        seed: u64,
     ) -> PyResult<Self> {
         let m = &model.inner;
         let layers: Vec<String> = match layers {
@@ -322,6 +326,10 @@ impl PyExplainer {
             probe_batch,
             max_channels,
             kpca_gamma,
+            samples,
+            noise_std: noise,
+            seed,
+            noise: None,
             precision,
             winograd,
             folds: folds

@@ -17,6 +17,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Explain images: heatmap overlays (and optionally raw maps) per target class.
+    // Boxed: by far the largest arguments (clippy::large_enum_variant).
     Explain(Box<ExplainArgs>),
     /// Merge the shard manifests in OUT (predictions.shard-I-of-N.jsonl) into one
     /// predictions.jsonl sorted by image; exit 1 if any image is missing, duplicated or failed.
@@ -202,6 +203,16 @@ pub struct ExplainArgs {
     /// sklearn's KernelPCA).
     #[arg(long, value_name = "G")]
     pub kpca_gamma: Option<f32>,
+    /// sscam / iscam: noisy or scaled samples per channel, their scores averaged (torch-cam's
+    /// num_samples: 35 for sscam, 10 for iscam).
+    #[arg(long, value_name = "N")]
+    pub samples: Option<usize>,
+    /// sscam: std of the Gaussian noise added to every normalised mask (torch-cam's 2.0).
+    #[arg(long, value_name = "STD")]
+    pub noise: Option<f32>,
+    /// Seed of the noise the engine draws (sscam).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Test-time augmentation: horizontal flip x {0.9, 1, 1.1}, six passes in one batch,
     /// averaged (pytorch-grad-cam's aug_smooth).
     #[arg(long)]

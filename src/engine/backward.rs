@@ -3,6 +3,7 @@
 
 use super::Engine;
 use super::Method;
+use super::activations::Activations;
 use crate::gpu::Dispatch;
 use crate::graph::op::Backward;
 use crate::ops::cam::CamShape;
@@ -108,11 +109,32 @@ impl Engine {
         tc: usize,
         stop: usize,
         guided: bool,
+        fullgrad: Option<&mut bool>,
+    ) {
+        let main = Pass {
+            acts: &self.main,
+            grads: &self.grads,
+            scratch_mask: &self.scratch_mask,
+            scratch_contrib: &self.scratch_contrib,
+        };
+        self.backward_over(&main, d, rows, tc, stop, guided, fullgrad);
+    }
+
+    /// [`Engine::backward`] over the buffers of `pass`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn backward_over(
+        &self,
+        pass: &Pass,
+        d: &mut Vec<Dispatch>,
+        rows: usize,
+        tc: usize,
+        stop: usize,
+        guided: bool,
         mut fullgrad: Option<&mut bool>,
     ) {
         let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
         let steps = &self.plan.steps;
-        let grad = |s: usize| self.grads[s].as_ref().expect("region step has a gradient");
+        let grad = |s: usize| pass.grads[s].as_ref().expect("region step has a gradient");
         let numel = |s: usize| steps[s].shape[0] * steps[s].shape[1] * steps[s].shape[2];
         let mut written = vec![false; steps.len()];
         for s in (stop + 1..steps.len()).rev() {
@@ -129,17 +151,17 @@ impl Engine {
                     tc,
                     guided,
                     grad(s),
-                    self.act(s),
-                    &self.scratch_mask,
+                    pass.acts.act(s),
+                    pass.scratch_mask,
                 ));
-                &self.scratch_mask
+                pass.scratch_mask
             } else {
                 grad(s)
             };
             if let Some(first) = fullgrad.as_deref_mut() {
                 self.fullgrad_layers(d, s, rows, g, first);
             }
-            let inputs = self.main.inputs(&self.plan, s);
+            let inputs = pass.acts.inputs(&self.plan, s);
             for (k, &i) in step.inputs.iter().enumerate() {
                 if !self.plan.in_region[i] {
                     continue;
@@ -150,7 +172,7 @@ impl Engine {
                 // scratch buffer that is added after them.
                 let direct = step.op.accumulates();
                 let dx = if accumulate && !direct {
-                    &self.scratch_contrib
+                    pass.scratch_contrib
                 } else {
                     grad(i)
                 };
@@ -165,9 +187,9 @@ impl Engine {
                     dx,
                     accumulate: accumulate && direct,
                     inputs: &inputs,
-                    output: self.act(s),
+                    output: pass.acts.act(s),
                     shape: step.shape,
-                    saved: self.main.saved(s),
+                    saved: pass.acts.saved(s),
                 }));
                 if accumulate && !direct {
                     let len = rows * numel(i);
@@ -175,7 +197,7 @@ impl Engine {
                         ctx,
                         len,
                         true,
-                        &self.scratch_contrib,
+                        pass.scratch_contrib,
                         grad(i),
                         dummy,
                     ));
@@ -183,4 +205,12 @@ impl Engine {
             }
         }
     }
+}
+
+/// The buffers a backward pass runs over: the main pass's, or SmoothGrad-CAM++'s samples'.
+pub(super) struct Pass<'a> {
+    pub acts: &'a Activations,
+    pub grads: &'a [Option<wgpu::Buffer>],
+    pub scratch_mask: &'a wgpu::Buffer,
+    pub scratch_contrib: &'a wgpu::Buffer,
 }

@@ -8,7 +8,8 @@ use super::fullgrad::fullgrad_terms;
 use super::method::Recipe;
 use super::perturb::Probe;
 use super::plan::{self, Plan, Step};
-use super::{EngineConfig, Fuse, Method, Score, fold, legrad, reshape};
+use super::smoothgrad::SmoothGrad;
+use super::{EngineConfig, Fuse, Method, Score, fold, legrad, reshape, smooth_score};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, buffer};
 use crate::model::Model;
@@ -134,12 +135,13 @@ impl Engine {
             }
             Some(_) if recipe != Recipe::Score => {
                 return Err(Error::Invalid(format!(
-                    "--max-channels applies to scorecam, not {}",
+                    "--max-channels applies to scorecam, sscam and iscam, not {}",
                     cfg.method.name()
                 )));
             }
             _ => {}
         }
+        smooth_score::check_sampling(&cfg)?;
         let aug = if cfg.aug_smooth { 6 } else { 1 };
         if cfg.aug_smooth && cfg.method == Method::GuidedGradCam {
             return Err(Error::Invalid(
@@ -275,7 +277,7 @@ impl Engine {
         let rows = cap_rows as u64;
         let probe = match recipe {
             Recipe::Score | Recipe::Ablation => {
-                Some(Probe::new(&ctx, &plan, cap_rows, cfg.probe_batch, folds)?)
+                Some(Probe::new(&ctx, &plan, cap_rows, &cfg, folds)?)
             }
             _ => None,
         };
@@ -289,6 +291,10 @@ impl Engine {
         };
         let classifier = match recipe {
             Recipe::Classifier => Some(classifier_weight(&ctx, model, &plan)?),
+            _ => None,
+        };
+        let smooth = match recipe {
+            Recipe::SmoothPlusPlus => Some(SmoothGrad::new(&ctx, &plan, &cfg, cap_n, per_image)?),
             _ => None,
         };
         let engine = Self {
@@ -329,6 +335,7 @@ impl Engine {
             plan,
             classifier,
             probe,
+            smooth,
             fullgrad_bias,
             fullgrad_input,
             recipe,

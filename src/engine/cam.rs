@@ -40,7 +40,7 @@ impl Engine {
                 plane: th * tw,
                 rep: tc,
             };
-            let a = self.act(t);
+            let mut a = self.act(t);
             let g = self.grads[t]
                 .as_ref()
                 .filter(|_| self.cfg.method.needs_gradients())
@@ -67,6 +67,10 @@ impl Engine {
                 }
                 Recipe::Score | Recipe::Ablation => {
                     self.perturbation_weights(d, li, n, tc, t0);
+                    Term::Weighted
+                }
+                Recipe::SmoothPlusPlus => {
+                    a = self.smoothgrad_weights(d, t, n, tc, t0);
                     Term::Weighted
                 }
                 Recipe::Term(term) | Recipe::Eigen(term) => term,

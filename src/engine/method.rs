@@ -25,6 +25,9 @@ pub enum Method {
     SobelCam,
     LeGrad,
     RefineCam,
+    SsCam,
+    IsCam,
+    SmoothGradCamPlusPlus,
 }
 
 /// (method, CLI name, one-line description).
@@ -124,6 +127,21 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "refine-cam",
         "product of the per-layer Grad-CAM++ maps over several --layer, rescaled (--fuse product)",
     ),
+    (
+        Method::SsCam,
+        "sscam",
+        "torch-cam's Smoothed Score-CAM: scores of noisy masks averaged (--samples 35 --noise 2)",
+    ),
+    (
+        Method::IsCam,
+        "iscam",
+        "torch-cam's Integrated Score-CAM: scores of scaled masked inputs averaged (--samples 10)",
+    ),
+    (
+        Method::SmoothGradCamPlusPlus,
+        "smoothgradcam++",
+        "torch-cam's Grad-CAM++ over noisy inputs, one batch (--samples 4 --noise 0.3)",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -149,6 +167,8 @@ pub(crate) enum Recipe {
     Sobel,
     /// LeGrad: ReLU(gradients) of the blocks' attention, averaged before normalising.
     LeGrad,
+    /// SmoothGrad-CAM++: Grad-CAM++ weights from noisy samples' gradients (own passes).
+    SmoothPlusPlus,
 }
 
 impl Method {
@@ -174,12 +194,24 @@ impl Method {
             Method::EigenGradCam => Recipe::Eigen(Term::GradAct),
             Method::SegEigenCam => Recipe::Eigen(Term::AbsGradTimesAct),
             Method::KpcaCam => Recipe::Kpca,
-            Method::ScoreCam => Recipe::Score,
+            Method::ScoreCam | Method::SsCam | Method::IsCam => Recipe::Score,
             Method::AblationCam => Recipe::Ablation,
             Method::FullGrad => Recipe::FullGrad,
             Method::SobelCam => Recipe::Sobel,
             Method::LeGrad => Recipe::LeGrad,
+            Method::SmoothGradCamPlusPlus => Recipe::SmoothPlusPlus,
         })
+    }
+
+    /// torch-cam's samples and noise std defaults: SS-CAM 35 and 2.0, IS-CAM 10 and none,
+    /// SmoothGrad-CAM++ 4 and 0.3.
+    pub fn sample_defaults(self) -> Option<(usize, f32)> {
+        match self {
+            Method::SsCam => Some((35, 2.0)),
+            Method::IsCam => Some((10, 0.0)),
+            Method::SmoothGradCamPlusPlus => Some((4, 0.3)),
+            _ => None,
+        }
     }
 
     /// Whether the method backpropagates to the input image.
@@ -194,6 +226,9 @@ impl Method {
             Method::EigenCam
                 | Method::Cam
                 | Method::ScoreCam
+                | Method::SsCam
+                | Method::IsCam
+                | Method::SmoothGradCamPlusPlus
                 | Method::AblationCam
                 | Method::Fem
                 | Method::KpcaCam

@@ -21,6 +21,8 @@ mod perturb;
 pub mod plan;
 pub mod reshape;
 pub mod sess;
+mod smooth_score;
+mod smoothgrad;
 pub mod targets;
 
 pub use crate::model::{IMAGENET_MEAN, IMAGENET_STD};
@@ -79,6 +81,18 @@ pub struct EngineConfig {
     /// largest spatial std of each image's activations, the others weigh 0; `None`, or N at
     /// least the channels, is plain Score-CAM. Score-CAM only; N = 0 is an error.
     pub max_channels: Option<usize>,
+    /// SS-CAM / IS-CAM / SmoothGrad-CAM++ samples (`--samples`); `None` is torch-cam's default for the method
+    /// ([`Method::sample_defaults`]).
+    pub samples: Option<usize>,
+    /// SS-CAM's / SmoothGrad-CAM++'s noise std (`--noise`); `None` is torch-cam's 2.0 / 0.3.
+    pub noise_std: Option<f32>,
+    /// Seed of the noise the engine draws (`--seed`).
+    pub seed: u64,
+    /// Noise given instead of drawn, for comparisons with a reference whose RNG can't be
+    /// reproduced (torch-cam's draws, in tests); the same for every image. SS-CAM:
+    /// `[samples, C, H, W]`, C the target layer's channels, added to the masks at the input
+    /// size. SmoothGrad-CAM++: `[samples, 3, H, W]`, added to the normalised input.
+    pub noise: Option<Vec<f32>>,
     /// KPCA-CAM's sigmoid-kernel gamma; `None` is sklearn's 1 / channels. Finite and > 0.
     pub kpca_gamma: Option<f32>,
     /// Storage precision of conv and linear weights (f16 needs `SHADER_F16`).
@@ -109,6 +123,10 @@ impl Default for EngineConfig {
             probe_batch: None,
             max_channels: None,
             kpca_gamma: None,
+            samples: None,
+            noise_std: None,
+            seed: 0,
+            noise: None,
             precision: Precision::F32,
             winograd: false,
         }
@@ -183,6 +201,8 @@ pub struct Engine {
     /// Seed, backward, CAM stage and outputs by (forward rows, targets per pass, first target).
     backward_cache: HashMap<(usize, usize, usize), Vec<Dispatch>>,
     probe: Option<Probe>,
+    /// SmoothGrad-CAM++'s noisy samples.
+    smooth: Option<smoothgrad::SmoothGrad>,
     /// Per-dispatch timing, off unless [`Engine::set_profiler`] turned it on.
     profiler: Option<Profiler>,
     /// The current batch was written as tensors: the forward pass skips preprocessing.

@@ -2,10 +2,12 @@
 //! batches on the device, with no readback.
 
 use super::Engine;
+use super::EngineConfig;
 use super::activations::Activations;
 use super::fold::Fold;
 use super::method::Recipe;
 use super::plan::{Plan, Step};
+use super::smooth_score::{given_noise, mask_style, samples};
 use crate::error::Result;
 use crate::gpu::{Dispatch, GpuContext, buffer};
 use crate::ops::perturb::{Selection, TargetRows};
@@ -14,8 +16,10 @@ impl Engine {
     /// Score-CAM / Ablation-CAM weights for target layer `li` into `alpha`: probes of every
     /// channel of every image run through the network in batches, with no readback. With
     /// `max_channels` (Faster Score-CAM) Score-CAM probes only each image's channels of
-    /// largest spatial std; the rest weigh 0. Ablation-CAM on a folded layer ablates the
-    /// layer it gathers from, channel by channel through the fold's channel map.
+    /// largest spatial std; the rest weigh 0. SS-CAM and IS-CAM run every probe once per
+    /// sample with that sample's masks and average the scores. Ablation-CAM on a folded
+    /// layer ablates the layer it gathers from, channel by channel through the fold's
+    /// channel map.
     pub(super) fn perturbation_weights(
         &self,
         d: &mut Vec<Dispatch>,
@@ -62,6 +66,8 @@ impl Engine {
             keep,
             order: &probe.order,
         });
+        let samples = samples(&self.cfg);
+        let style = |s| mask_style(&self.cfg, s, probe.noise.as_ref());
         for img in 0..n {
             if score {
                 if sel.is_some() {
@@ -70,12 +76,13 @@ impl Engine {
                             .top_channels(ctx, img, shape, a, &probe.order, dummy),
                     );
                 }
-                d.push(ops.perturb.mask_stats(
+                d.push(ops.perturb.mask_stats_with(
                     ctx,
                     img,
                     shape,
                     [h, w],
                     sel,
+                    style(0),
                     a,
                     &probe.stats,
                     dummy,
@@ -110,16 +117,19 @@ impl Engine {
                     d.extend(probe.acts.forward(ctx, ops, &self.plan, probe.cap, &prefix));
                 }
             }
-            for c0 in (0..keep).step_by(probe.cap) {
+            for (s, c0) in
+                (0..samples).flat_map(|s| (0..keep).step_by(probe.cap).map(move |c0| (s, c0)))
+            {
                 let count = probe.cap.min(keep - c0);
                 if score {
-                    d.push(ops.perturb.masked_input(
+                    d.push(ops.perturb.masked_input_with(
                         ctx,
                         img,
                         shape,
                         [h, w],
                         (c0, count),
                         sel,
+                        style(s),
                         a,
                         &probe.stats,
                         self.act(0),
@@ -152,13 +162,13 @@ impl Engine {
                     ));
                 }
                 d.extend(probe.acts.forward(ctx, ops, &self.plan, count, &head));
-                d.push(ops.perturb.gather_scores(
+                d.push(ops.perturb.accumulate_scores(
                     ctx,
                     img,
                     c,
-                    c0,
-                    count,
+                    (c0, count),
                     rows,
+                    (1.0 / samples as f32, s > 0),
                     probe.acts.act(last),
                     &self.targets,
                     &probe.scores,
@@ -216,18 +226,20 @@ pub(super) struct Probe {
     order: wgpu::Buffer,
     /// Per target layer, a folded layer's channel map ([`Fold::channel_map`]).
     maps: Vec<Option<wgpu::Buffer>>,
+    /// SS-CAM's given noise ([`EngineConfig::noise`]).
+    noise: Option<wgpu::Buffer>,
 }
 
 /// Memory for one batch of probes.
 pub(super) const PROBE_BUDGET: u64 = 1 << 30;
 
 impl Probe {
-    /// `probe_batch` caps the probes per pass (`EngineConfig::probe_batch`).
+    /// `cfg.probe_batch` caps the probes per pass.
     pub(super) fn new(
         ctx: &GpuContext,
         plan: &Plan,
         rows: usize,
-        probe_batch: Option<usize>,
+        cfg: &EngineConfig,
         folds: &[Option<Fold>],
     ) -> Result<Self> {
         let numel = |s: &Step| s.shape.iter().product::<usize>() as u64;
@@ -242,7 +254,7 @@ impl Probe {
         let cap = ((PROBE_BUDGET / per_image.max(1)) as usize)
             .min((ctx.max_binding / largest) as usize)
             .min(max_c)
-            .min(probe_batch.unwrap_or(usize::MAX))
+            .min(cfg.probe_batch.unwrap_or(usize::MAX))
             .max(1);
         Ok(Self {
             acts: Activations::new(ctx, plan, cap),
@@ -262,6 +274,7 @@ impl Probe {
                     ))
                 })
                 .collect(),
+            noise: given_noise(ctx, cfg, plan)?,
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod linear;
 pub mod norm;
 pub mod perturb;
 pub mod pool;
+pub mod smoothgrad;
 pub mod targets;
 
 use crate::gpu::{GpuContext, buffer};
@@ -29,6 +30,7 @@ pub struct Ops {
     pub linear: linear::LinearKernels,
     pub norm: norm::NormKernels,
     pub perturb: perturb::PerturbKernels,
+    pub smoothgrad: smoothgrad::SmoothGradKernels,
     pub eltwise: eltwise::EltwiseKernels,
     pub eval: eval::EvalKernels,
     pub cam: cam::CamKernels,
@@ -50,6 +52,7 @@ impl Ops {
             linear: linear::LinearKernels::new(ctx),
             norm: norm::NormKernels::new(ctx),
             perturb: perturb::PerturbKernels::new(ctx),
+            smoothgrad: smoothgrad::SmoothGradKernels::new(ctx),
             eltwise: eltwise::EltwiseKernels::new(ctx),
             eval: eval::EvalKernels::new(ctx),
             cam: cam::CamKernels::new(ctx),
@@ -91,6 +94,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("norm.wgsl", include_str!("../../shaders/norm.wgsl")),
     ("perturb.wgsl", include_str!("../../shaders/perturb.wgsl")),
     ("pool.wgsl", include_str!("../../shaders/pool.wgsl")),
+    (
+        "smoothgrad.wgsl",
+        include_str!("../../shaders/smoothgrad.wgsl"),
+    ),
     ("targets.wgsl", include_str!("../../shaders/targets.wgsl")),
 ];
 

@@ -21,7 +21,76 @@ struct PerturbParams {
     tc: u32,
     score: u32,
     keep: u32,
-    _p: [u32; 2],
+    mode: u32,
+    coeff: f32,
+    std: f32,
+    sample: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    scale: f32,
+    _p: [u32; 3],
+}
+
+// Mode bits of shaders/perturb.wgsl.
+const MODE_TORCHCAM: u32 = 1;
+const MODE_SEEDED: u32 = 2;
+const MODE_GIVEN: u32 = 4;
+const MODE_ACCUMULATE: u32 = 8;
+
+/// Gaussian noise added to a Score-CAM mask (torch-cam's SS-CAM), for one sample.
+#[derive(Clone, Copy, Debug)]
+pub enum MaskNoise<'a> {
+    /// N(0, std) drawn on the device: Philox4x32-10 keyed by `seed` at counter (pixel,
+    /// channel, sample, 0), Box-Muller of its first two words
+    /// ([`crate::reference::perturb::seeded_noise`]); every image gets the same draws.
+    Seeded { seed: u64, sample: usize, std: f32 },
+    /// Given draws `[samples, C, H, W]` (the same for every image), e.g. a reference's.
+    Given {
+        noise: &'a wgpu::Buffer,
+        sample: usize,
+    },
+}
+
+/// How Score-CAM masks are made: pytorch-grad-cam's by default; torch-cam's SS-CAM and
+/// IS-CAM normalise each channel at the layer's resolution and upsample with
+/// align_corners=False, then add noise to the mask (SS-CAM) or scale the probe (IS-CAM).
+#[derive(Clone, Copy, Debug)]
+pub struct MaskStyle<'a> {
+    pub torchcam: bool,
+    /// Probe = coeff * input * mask.
+    pub coeff: f32,
+    pub noise: Option<MaskNoise<'a>>,
+}
+
+impl Default for MaskStyle<'_> {
+    fn default() -> Self {
+        Self {
+            torchcam: false,
+            coeff: 1.0,
+            noise: None,
+        }
+    }
+}
+
+impl MaskStyle<'_> {
+    fn apply(&self, p: &mut PerturbParams) {
+        p.coeff = self.coeff;
+        if self.torchcam {
+            p.mode |= MODE_TORCHCAM;
+        }
+        match self.noise {
+            Some(MaskNoise::Seeded { seed, sample, std }) => {
+                p.mode |= MODE_SEEDED;
+                (p.seed_lo, p.seed_hi) = (seed as u32, (seed >> 32) as u32);
+                (p.sample, p.std) = (u(sample), std);
+            }
+            Some(MaskNoise::Given { sample, .. }) => {
+                p.mode |= MODE_GIVEN;
+                p.sample = u(sample);
+            }
+            None => {}
+        }
+    }
 }
 
 /// Which rows of targets a score refers to: image `img`'s targets `t0 .. t0 + tc` of `k`.
@@ -79,10 +148,13 @@ impl PerturbKernels {
             Access::ReadWrite,
         ];
         let k = |e, wg| Kernel::new(ctx, &m, e, &st, &[], wg);
+        // masked_input also reads the given noise (binding 6).
+        let mut st6 = st.to_vec();
+        st6.push(Access::Read);
         Self {
             top: k("top_channels", 256),
             stats: k("mask_stats", 256),
-            masked: k("masked_input", 64),
+            masked: Kernel::new(ctx, &m, "masked_input", &st6, &[], 64),
             min: k("activation_min", 256),
             ablate: k("ablate", 64),
             ablate_mapped: k("ablate_mapped", 64),
@@ -124,9 +196,28 @@ impl PerturbKernels {
         stats: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Dispatch {
+        let style = MaskStyle::default();
+        self.mask_stats_with(ctx, img, shape, size, sel, style, act, stats, dummy)
+    }
+
+    /// [`Self::mask_stats`] for masks of `style` (torch-cam's: the channel's own min and max).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mask_stats_with(
+        &self,
+        ctx: &GpuContext,
+        img: usize,
+        shape: [usize; 3],
+        size: [usize; 2],
+        sel: Option<Selection>,
+        style: MaskStyle,
+        act: &wgpu::Buffer,
+        stats: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
         let (keep, order) = kept(shape[0], sel, dummy);
         let mut p = params(img, shape, size, 0, 0, None);
         p.keep = u(keep);
+        style.apply(&mut p);
         self.stats.dispatch_groups(
             ctx,
             &p,
@@ -152,12 +243,42 @@ impl PerturbKernels {
         probes: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Dispatch {
+        let style = MaskStyle::default();
+        let chunk = (c0, count);
+        self.masked_input_with(
+            ctx, img, shape, size, chunk, sel, style, act, stats, input, probes, dummy,
+        )
+    }
+
+    /// [`Self::masked_input`] with masks of `style` (noise, coefficient, torch-cam's
+    /// upsampling).
+    #[allow(clippy::too_many_arguments)]
+    pub fn masked_input_with(
+        &self,
+        ctx: &GpuContext,
+        img: usize,
+        shape: [usize; 3],
+        size: [usize; 2],
+        (c0, count): (usize, usize),
+        sel: Option<Selection>,
+        style: MaskStyle,
+        act: &wgpu::Buffer,
+        stats: &wgpu::Buffer,
+        input: &wgpu::Buffer,
+        probes: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
         let (keep, order) = kept(shape[0], sel, dummy);
         let mut p = params(img, shape, size, c0, count, None);
         p.keep = u(keep);
+        style.apply(&mut p);
+        let noise = match style.noise {
+            Some(MaskNoise::Given { noise, .. }) => noise,
+            _ => dummy,
+        };
         let n = (count * size[0] * size[1]) as u64;
         self.masked
-            .dispatch(ctx, &p, &[act, stats, input, order, probes], n)
+            .dispatch(ctx, &p, &[act, stats, input, order, probes, noise], n)
     }
 
     /// out[0] = min of image `img`'s activations.
@@ -245,6 +366,33 @@ impl PerturbKernels {
         )
     }
 
+    /// [`Self::gather_scores`] of `scale` times the score, added to the scores when `add`
+    /// (averages over samples).
+    #[allow(clippy::too_many_arguments)]
+    pub fn accumulate_scores(
+        &self,
+        ctx: &GpuContext,
+        img: usize,
+        channels: usize,
+        (c0, count): (usize, usize),
+        rows: TargetRows,
+        (scale, add): (f32, bool),
+        probe_logits: &wgpu::Buffer,
+        targets: &wgpu::Buffer,
+        scores: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let mut p = params(img, [channels, 1, 1], [1, 1], c0, count, Some(rows));
+        p.mode = if add { MODE_ACCUMULATE } else { 0 };
+        p.scale = scale;
+        self.gather.dispatch(
+            ctx,
+            &p,
+            &[dummy, probe_logits, dummy, targets, scores],
+            (rows.tc * count) as u64,
+        )
+    }
+
     /// weights[row] = softmax over channels of scores[row], for rows first .. first + rows.
     /// With a selection, scores[row, j] is the score of the j-th kept channel and the
     /// softmax runs over those; the channels not kept weigh 0.
@@ -323,6 +471,13 @@ fn params(
         tc: u(r.tc),
         score: r.score.code(),
         keep: u(shape[0]),
-        _p: [0; 2],
+        mode: 0,
+        coeff: 1.0,
+        std: 0.0,
+        sample: 0,
+        seed_lo: 0,
+        seed_hi: 0,
+        scale: 1.0,
+        _p: [0; 3],
     }
 }

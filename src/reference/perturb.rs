@@ -263,3 +263,84 @@ pub fn ablation_weights(
         })
         .collect()
 }
+
+/// Philox4x32-10 (Salmon et al. 2011, Random123's `philox4x32`): the generator behind the
+/// engine's seeded noise.
+pub fn philox4x32(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+    let (mut c, mut k) = (counter, key);
+    let mulhilo = |a: u32, b: u32| {
+        let p = a as u64 * b as u64;
+        ((p >> 32) as u32, p as u32)
+    };
+    for _ in 0..10 {
+        let (h0, l0) = mulhilo(0xD251_1F53, c[0]);
+        let (h1, l1) = mulhilo(0xCD9E_8D57, c[2]);
+        c = [h1 ^ c[1] ^ k[0], l1, h0 ^ c[3] ^ k[1], l0];
+        k = [
+            k[0].wrapping_add(0x9E37_79B9),
+            k[1].wrapping_add(0xBB67_AE85),
+        ];
+    }
+    c
+}
+
+/// N(0, 1) from Philox at `counter`: Box-Muller of its first two words, each word's top 24
+/// bits a uniform in (0, 1) (shaders/lib/philox.wgsl).
+pub fn unit_normal(counter: [u32; 4], key: [u32; 2]) -> f64 {
+    let r = philox4x32(counter, key);
+    let uniform = |x: u32| ((x >> 8) as f64 + 0.5) / 16_777_216.0;
+    let (u1, u2) = (uniform(r[0]), uniform(r[1]));
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// The key of a 64-bit seed.
+pub fn philox_key(seed: u64) -> [u32; 2] {
+    [seed as u32, (seed >> 32) as u32]
+}
+
+/// The engine's seeded mask noise (`MaskNoise::Seeded`): std times [`unit_normal`] at
+/// counter (pixel s, channel ch, sample, 0).
+pub fn seeded_noise(seed: u64, sample: usize, ch: usize, s: usize, std: f64) -> f64 {
+    std * unit_normal([s as u32, ch as u32, sample as u32, 0], philox_key(seed))
+}
+
+/// torch-cam's Score-CAM masks of image `img` (SS-CAM, IS-CAM): each channel normalised at
+/// the layer's resolution, (x - min) / (max - min + 1e-8), then upsampled to `size` with
+/// F.interpolate(bilinear, align_corners=False); `[C, H, W]`.
+pub fn torchcam_masks(act: &[f64], img: usize, shape: [usize; 3], size: [usize; 2]) -> Vec<f64> {
+    let [c, h, w] = shape;
+    let norm: Vec<f64> = image(act, img, shape)
+        .chunks(h * w)
+        .flat_map(|m| {
+            let lo = m.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = m.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            m.iter().map(move |v| (v - lo) / (hi - lo + 1e-8))
+        })
+        .collect();
+    super::image::upsample_bilinear(&norm, c, [h, w], size)
+}
+
+/// `masked_input_with` torch-cam's masks: probes b < count of image `img`,
+/// coeff * input[img] * (mask of channel c0 + b + noise(channel, pixel)); `[count, 3, H, W]`.
+#[allow(clippy::too_many_arguments)]
+pub fn torchcam_masked_input(
+    act: &[f64],
+    input: &[f64],
+    img: usize,
+    shape: [usize; 3],
+    size: [usize; 2],
+    (c0, count): (usize, usize),
+    coeff: f64,
+    noise: impl Fn(usize, usize) -> f64,
+) -> Vec<f64> {
+    let plane = size[0] * size[1];
+    assert!(c0 + count <= shape[0], "probes within the channels");
+    let masks = torchcam_masks(act, img, shape, size);
+    let x = &input[img * 3 * plane..(img + 1) * 3 * plane];
+    (0..count * 3 * plane)
+        .map(|i| {
+            let (ch, s) = (c0 + i / (3 * plane), i % plane);
+            coeff * (x[i % (3 * plane)] * (masks[ch * plane + s] + noise(ch, s)))
+        })
+        .collect()
+}
