@@ -22,6 +22,11 @@ struct Case<'a> {
     winograd: bool,
     score: Score,
     kpca_gamma: Option<f32>,
+    /// Explain these instead of the fixture's two targets per image.
+    targets: Option<TargetSpec>,
+    random_seed: u64,
+    finer_compare: Vec<usize>,
+    finer_alpha: f32,
 }
 
 fn case(key: &str, method: Method) -> Case<'_> {
@@ -35,6 +40,10 @@ fn case(key: &str, method: Method) -> Case<'_> {
         winograd: false,
         score: Score::Logit,
         kpca_gamma: None,
+        targets: None,
+        random_seed: 0,
+        finer_compare: vec![1, 2, 3],
+        finer_alpha: 1.0,
     }
 }
 
@@ -67,13 +76,19 @@ fn run_with(fx: &Fixture, ctx: &GpuContext, c: &Case) -> (f32, Vec<image::RgbIma
         kpca_gamma: c.kpca_gamma,
         size: fx.size,
         batch: 2,
-        targets: TargetSpec::PerImage(2),
+        targets: c.targets.clone().unwrap_or(TargetSpec::PerImage(2)),
         read_maps: true,
+        random_seed: c.random_seed,
+        finer_compare: c.finer_compare.clone(),
+        finer_alpha: c.finer_alpha,
         ..Default::default()
     };
     let start = std::time::Instant::now();
     let mut engine = Engine::new(ctx.clone(), &fx.model, cfg).unwrap();
-    let results = engine.explain_for(&fx.images, &targets).unwrap();
+    let results = match c.targets {
+        Some(_) => engine.explain(&fx.images).unwrap(),
+        None => engine.explain_for(&fx.images, &targets).unwrap(),
+    };
     let want = fx.f32s(c.key);
     let flipped_key = format!("{}.flipped", c.key);
     let flipped = fx.has(&flipped_key).then(|| fx.f32s(&flipped_key));
@@ -82,8 +97,10 @@ fn run_with(fx: &Fixture, ctx: &GpuContext, c: &Case) -> (f32, Vec<image::RgbIma
     let mut images = Vec::new();
     for (i, r) in results.iter().enumerate() {
         for (t, tr) in r.targets.iter().enumerate() {
-            assert_eq!(tr.class, targets[i][t]);
-            let row = i * 2 + t;
+            if c.targets.is_none() {
+                assert_eq!(tr.class, targets[i][t]);
+            }
+            let row = i * r.targets.len() + t;
             let got = tr.map.as_ref().unwrap();
             let err = |w: &[f32]| {
                 got.iter()
@@ -360,6 +377,68 @@ fn new_methods_match_pytorch_grad_cam() {
     assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
 }
 
+/// RandomCAM and FinerCAM (tools/make_more_method_fixtures.py) at two layers of the
+/// ResNet-18: RandomCAM from numpy's seeded stream (its first draws checked directly, and
+/// another seed must fail), FinerCAM with per-image classes, with pgc's own top-1 choice and
+/// with --compare/--alpha of their own.
+#[test]
+fn random_and_finer_cam_match_pytorch_grad_cam() {
+    use gradcam_wgpu::engine::random::{numpy_stream, random_sample};
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/more_methods.safetensors");
+    let seed: u64 = fx.meta["random_seed"].parse().unwrap();
+    let mut mt = numpy_stream(seed).unwrap();
+    for (i, want) in fx.f32s("random_draws").iter().enumerate() {
+        let got = (2.0 * random_sample(&mut mt) - 1.0) as f32;
+        assert_eq!(got, *want, "draw {i} of np.random.seed({seed})");
+    }
+    assert!(numpy_stream(1 << 32).is_err());
+    let others: Vec<String> = serde_json::from_str(&fx.meta["layers"]).unwrap();
+    let mut cases = Vec::new();
+    for (name, method) in [
+        ("random-cam", Method::RandomCam),
+        ("finer-cam", Method::FinerCam),
+    ] {
+        cases.push(case(&*format!("cam.{name}").leak(), method));
+        for l in &others {
+            cases.push(Case {
+                layers: vec![l.clone()],
+                ..case(format!("cam.{name}.{l}").leak(), method)
+            });
+        }
+    }
+    for c in &mut cases {
+        c.random_seed = seed;
+    }
+    cases.push(Case {
+        targets: Some(TargetSpec::TopK(1)),
+        ..case("cam.finer-cam.top1", Method::FinerCam)
+    });
+    cases.push(Case {
+        targets: Some(TargetSpec::Classes(vec![
+            fx.meta["finer_class"].parse().unwrap(),
+        ])),
+        finer_alpha: fx.meta["finer_alpha"].parse().unwrap(),
+        finer_compare: serde_json::from_str(&fx.meta["finer_compare"]).unwrap(),
+        ..case("cam.finer-cam.opts", Method::FinerCam)
+    });
+    let mut failures = Vec::new();
+    for c in &cases {
+        let err = run(&fx, &ctx, c);
+        if err > TOLERANCE {
+            failures.push(format!("{}: {err:.2e}", c.key));
+        }
+    }
+    assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
+    // The fixtures tell the variants apart: another seed, and Grad-CAM, miss them.
+    let other_seed = Case {
+        random_seed: seed + 1,
+        ..case("cam.random-cam", Method::RandomCam)
+    };
+    assert!(run(&fx, &ctx, &other_seed) > 0.05);
+    assert!(run(&fx, &ctx, &case("cam.finer-cam", Method::GradCam)) > 0.05);
+}
+
 /// RefineCAM: the base method's maps at several layers, each rescaled to [0, 1] at the input
 /// size, multiplied and rescaled; Grad-CAM++ for `refine-cam`, any method with `--fuse
 /// product`.
@@ -492,7 +571,15 @@ fn faster_score_cam_matches_its_f64_reference() {
 #[test]
 fn every_method_has_a_golden_fixture() {
     // refine-cam: several layers at once, in refine_cam_matches_pytorch_grad_cam.
-    let separately = ["guided-gradcam", "cam", "legrad", "refine-cam"];
+    // random-cam, finer-cam: methods/more_methods, in random_and_finer_cam_match_pytorch_grad_cam.
+    let separately = [
+        "guided-gradcam",
+        "cam",
+        "legrad",
+        "refine-cam",
+        "random-cam",
+        "finer-cam",
+    ];
     let new = Fixture::load("methods/new_methods.safetensors");
     let new: Vec<String> = serde_json::from_str(&new.meta["methods"]).unwrap();
     for name in ["resnet50", "vgg11_bn"] {

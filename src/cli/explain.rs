@@ -91,6 +91,9 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
         probe_batch: None,
         max_channels: a.max_channels,
         kpca_gamma: a.kpca_gamma,
+        random_seed: a.seed,
+        finer_compare: parse_ranks(&a.compare)?,
+        finer_alpha: a.alpha,
         precision: a.weights.precision(),
         winograd: a.weights.winograd,
         folds: Vec::new(),
@@ -103,6 +106,20 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
         shard,
         cfg,
     })
+}
+
+/// `--compare 1,2,3`: finer-cam's comparison ranks.
+fn parse_ranks(s: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|r| {
+            r.trim().parse().map_err(|_| {
+                Error::Invalid(format!(
+                    "--compare `{}`: expected ranks like 1,2,3",
+                    s.escape_debug()
+                ))
+            })
+        })
+        .collect()
 }
 
 /// The start-up line: model, method, device, layers, batch and shard.

@@ -45,6 +45,7 @@ impl Engine {
                 .as_ref()
                 .filter(|_| self.cfg.method.needs_gradients())
                 .unwrap_or(dummy);
+            let mut alpha = &self.alpha;
             let term = match self.recipe {
                 Recipe::Weights(how) => {
                     d.push(ops.cam.weights(ctx, &shape, how, a, g, &self.alpha, dummy));
@@ -71,15 +72,20 @@ impl Engine {
                 }
                 Recipe::Term(term) | Recipe::Eigen(term) => term,
                 Recipe::Kpca => Term::Act,
+                Recipe::Random => {
+                    alpha = &self
+                        .random
+                        .as_ref()
+                        .expect("random-cam has weights")
+                        .buffers[li];
+                    Term::Weighted
+                }
                 Recipe::FullGrad | Recipe::Sobel | Recipe::LeGrad => {
                     unreachable!("no per-layer CAM")
                 }
             };
             if self.cfg.eigen_smooth || matches!(self.recipe, Recipe::Eigen(_) | Recipe::Kpca) {
-                d.push(
-                    ops.cam
-                        .product(ctx, &shape, term, a, g, &self.alpha, &self.terms),
-                );
+                d.push(ops.cam.product(ctx, &shape, term, a, g, alpha, &self.terms));
                 d.extend(ops.eigen.project(
                     ctx,
                     rows,
@@ -93,7 +99,7 @@ impl Engine {
             } else {
                 d.push(
                     ops.cam
-                        .combine(ctx, &shape, term, a, g, &self.alpha, &self.cam_small),
+                        .combine(ctx, &shape, term, a, g, alpha, &self.cam_small),
                 );
             }
             d.push(

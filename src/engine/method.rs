@@ -25,6 +25,8 @@ pub enum Method {
     SobelCam,
     LeGrad,
     RefineCam,
+    RandomCam,
+    FinerCam,
 }
 
 /// (method, CLI name, one-line description).
@@ -124,6 +126,16 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "refine-cam",
         "product of the per-layer Grad-CAM++ maps over several --layer, rescaled (--fuse product)",
     ),
+    (
+        Method::RandomCam,
+        "random-cam",
+        "channel weights uniform in [-1, 1] from numpy's seeded stream (--seed): a baseline",
+    ),
+    (
+        Method::FinerCam,
+        "finer-cam",
+        "Grad-CAM of the class against its closest classes (--compare ranks, --alpha)",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -149,6 +161,8 @@ pub(crate) enum Recipe {
     Sobel,
     /// LeGrad: ReLU(gradients) of the blocks' attention, averaged before normalising.
     LeGrad,
+    /// Channel weights drawn on the host (RandomCAM).
+    Random,
 }
 
 impl Method {
@@ -162,7 +176,10 @@ impl Method {
 
     pub(crate) fn recipe(self) -> Option<Recipe> {
         Some(match self {
-            Method::GradCam | Method::GuidedGradCam => Recipe::Weights(Weighting::Mean),
+            // Finer-CAM is Grad-CAM of its own score (seeded in backward.rs).
+            Method::GradCam | Method::GuidedGradCam | Method::FinerCam => {
+                Recipe::Weights(Weighting::Mean)
+            }
             Method::GradCamPlusPlus | Method::RefineCam => Recipe::Weights(Weighting::PlusPlus),
             Method::XGradCam => Recipe::Weights(Weighting::XGrad),
             Method::Fem => Recipe::Weights(Weighting::Fem),
@@ -179,6 +196,7 @@ impl Method {
             Method::FullGrad => Recipe::FullGrad,
             Method::SobelCam => Recipe::Sobel,
             Method::LeGrad => Recipe::LeGrad,
+            Method::RandomCam => Recipe::Random,
         })
     }
 
@@ -198,6 +216,7 @@ impl Method {
                 | Method::Fem
                 | Method::KpcaCam
                 | Method::SobelCam
+                | Method::RandomCam
         )
     }
 }

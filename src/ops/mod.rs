@@ -85,6 +85,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("eigen.wgsl", include_str!("../../shaders/eigen.wgsl")),
     ("eltwise.wgsl", include_str!("../../shaders/eltwise.wgsl")),
     ("eval.wgsl", include_str!("../../shaders/eval.wgsl")),
+    ("finer.wgsl", include_str!("../../shaders/finer.wgsl")),
     ("image.wgsl", include_str!("../../shaders/image.wgsl")),
     ("layout.wgsl", include_str!("../../shaders/layout.wgsl")),
     ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
