@@ -439,6 +439,55 @@ fn random_and_finer_cam_match_pytorch_grad_cam() {
     assert!(run(&fx, &ctx, &case("cam.finer-cam", Method::GradCam)) > 0.05);
 }
 
+/// random-cam's weights follow the images of the run, not the batches: a batch of 2 and two
+/// calls with one image each give the same maps; finer-cam's options are checked.
+#[test]
+fn random_cam_ignores_batching_and_finer_cam_checks_its_options() {
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/more_methods.safetensors");
+    let cfg = |method, batch| EngineConfig {
+        layers: vec![fx.meta["layer"].clone()],
+        method,
+        size: fx.size,
+        batch,
+        targets: TargetSpec::TopK(2),
+        read_maps: true,
+        random_seed: 5,
+        ..Default::default()
+    };
+    let maps = |r: Vec<gradcam_wgpu::engine::ImageResult>| -> Vec<f32> {
+        r.iter()
+            .flat_map(|ir| ir.targets.iter().flat_map(|t| t.map.clone().unwrap()))
+            .collect()
+    };
+    let mut one = Engine::new(ctx.clone(), &fx.model, cfg(Method::RandomCam, 2)).unwrap();
+    let whole = maps(one.explain(&fx.images).unwrap());
+    let mut each = Engine::new(ctx.clone(), &fx.model, cfg(Method::RandomCam, 1)).unwrap();
+    let mut split = maps(each.explain(&fx.images[..1]).unwrap());
+    split.extend(maps(each.explain(&fx.images[1..]).unwrap()));
+    assert_eq!(whole, split);
+    // The next run of the same engine continues the stream.
+    assert_ne!(whole, maps(one.explain(&fx.images).unwrap()));
+    let changes: [(fn(&mut EngineConfig), &str); 4] = [
+        (|c| c.score = Score::Softmax, "--score softmax"),
+        (|c| c.finer_compare = vec![7, 9], "--compare"),
+        (|c| c.finer_compare = vec![16], "--compare rank 16"),
+        (|c| c.finer_alpha = f32::NAN, "--alpha"),
+    ];
+    for (change, needle) in changes {
+        let mut c = cfg(Method::FinerCam, 2);
+        change(&mut c);
+        let e = Engine::new(ctx.clone(), &fx.model, c)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+    let mut c = cfg(Method::RandomCam, 2);
+    c.random_seed = 1 << 32;
+    let e = Engine::new(ctx, &fx.model, c).err().expect("refused");
+    assert!(e.to_string().contains("--seed"), "{e}");
+}
+
 /// RefineCAM: the base method's maps at several layers, each rescaled to [0, 1] at the input
 /// size, multiplied and rescaled; Grad-CAM++ for `refine-cam`, any method with `--fuse
 /// product`.
