@@ -439,6 +439,36 @@ fn random_and_finer_cam_match_pytorch_grad_cam() {
     assert!(run(&fx, &ctx, &case("cam.finer-cam", Method::GradCam)) > 0.05);
 }
 
+/// ShapleyCAM on the ResNet-18 (a piecewise-linear head): with the logit score its Hessian
+/// term is zero (Grad-CAM), with the softmax score it is not, and Grad-CAM (g alone) misses
+/// that fixture.
+#[test]
+fn shapley_cam_matches_pytorch_grad_cam() {
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/more_methods.safetensors");
+    let mut failures = Vec::new();
+    for (key, score) in [
+        ("cam.shapley-cam.logit", Score::Logit),
+        ("cam.shapley-cam.softmax", Score::Softmax),
+    ] {
+        let c = Case {
+            score,
+            ..case(key, Method::ShapleyCam)
+        };
+        let err = run(&fx, &ctx, &c);
+        if err > TOLERANCE {
+            failures.push(format!("{key}: {err:.2e}"));
+        }
+    }
+    assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
+    let without_hv = Case {
+        score: Score::Softmax,
+        ..case("cam.shapley-cam.softmax", Method::GradCam)
+    };
+    let err = run(&fx, &ctx, &without_hv);
+    assert!(err > 0.05, "the Hessian term matters here ({err:.2e})");
+}
+
 /// random-cam's weights follow the images of the run, not the batches: a batch of 2 and two
 /// calls with one image each give the same maps; finer-cam's options are checked.
 #[test]
@@ -620,7 +650,7 @@ fn faster_score_cam_matches_its_f64_reference() {
 #[test]
 fn every_method_has_a_golden_fixture() {
     // refine-cam: several layers at once, in refine_cam_matches_pytorch_grad_cam.
-    // random-cam, finer-cam: methods/more_methods, in random_and_finer_cam_match_pytorch_grad_cam.
+    // random-cam, finer-cam, shapley-cam: methods/more_methods, tests of their own below.
     let separately = [
         "guided-gradcam",
         "cam",
@@ -628,6 +658,7 @@ fn every_method_has_a_golden_fixture() {
         "refine-cam",
         "random-cam",
         "finer-cam",
+        "shapley-cam",
     ];
     let new = Fixture::load("methods/new_methods.safetensors");
     let new: Vec<String> = serde_json::from_str(&new.meta["methods"]).unwrap();

@@ -105,6 +105,9 @@ impl Engine {
                 ));
             }
             m => {
+                if m == Method::ShapleyCam {
+                    self.shapley_pass(&mut d, n, tc, t0);
+                }
                 if m.needs_gradients() {
                     self.backward(&mut d, rows, tc, lowest, false, None);
                 }

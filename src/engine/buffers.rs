@@ -9,6 +9,7 @@ use super::method::Recipe;
 use super::perturb::Probe;
 use super::plan::{self, Plan, Step};
 use super::random::RandomWeights;
+use super::shapley::{self, ShapleyBuffers};
 use super::{EngineConfig, Fuse, Method, Score, fold, legrad, reshape};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, buffer};
@@ -314,6 +315,13 @@ impl Engine {
             )?),
             _ => None,
         };
+        let shapley = if cfg.method == Method::ShapleyCam {
+            shapley::check(graph, &plan)?;
+            let c = plan.steps[plan.targets[0]].shape[0];
+            Some(ShapleyBuffers::new(&ctx, cap_n, classes, cap_rows, c))
+        } else {
+            None
+        };
         let engine = Self {
             scratch_mask: buffer::storage(&ctx, "scratch", rows * region_max * 4),
             scratch_contrib: buffer::storage(&ctx, "scratch", rows * region_max * 4),
@@ -372,6 +380,7 @@ impl Engine {
             tensor_input: false,
             pixels_black: false,
             random,
+            shapley,
         };
         if let Some(e) = pollster::block_on(oom.pop()) {
             return Err(Error::OutOfMemory(format!("batch of {cap_n}: {e}")));

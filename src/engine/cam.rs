@@ -49,6 +49,17 @@ impl Engine {
             let term = match self.recipe {
                 Recipe::Weights(how) => {
                     d.push(ops.cam.weights(ctx, &shape, how, a, g, &self.alpha, dummy));
+                    if let Some(sh) = &self.shapley {
+                        // g − ½·Hv, averaged: Hv's mean weights from shapley_pass.
+                        d.push(ops.eltwise.combine_into(
+                            ctx,
+                            rows * c,
+                            Merge::Add(-0.5),
+                            &sh.alpha_hv,
+                            &self.alpha,
+                            dummy,
+                        ));
+                    }
                     Term::Weighted
                 }
                 Recipe::Classifier => {

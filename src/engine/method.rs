@@ -27,6 +27,7 @@ pub enum Method {
     RefineCam,
     RandomCam,
     FinerCam,
+    ShapleyCam,
 }
 
 /// (method, CLI name, one-line description).
@@ -136,6 +137,11 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "finer-cam",
         "Grad-CAM of the class against its closest classes (--compare ranks, --alpha)",
     ),
+    (
+        Method::ShapleyCam,
+        "shapley-cam",
+        "weights = spatial mean of gradients - 1/2 Hessian x activations (piecewise-linear heads)",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -177,7 +183,8 @@ impl Method {
     pub(crate) fn recipe(self) -> Option<Recipe> {
         Some(match self {
             // Finer-CAM is Grad-CAM of its own score (seeded in backward.rs).
-            Method::GradCam | Method::GuidedGradCam | Method::FinerCam => {
+            // Shapley-CAM subtracts its Hessian term's weights (shapley.rs).
+            Method::GradCam | Method::GuidedGradCam | Method::FinerCam | Method::ShapleyCam => {
                 Recipe::Weights(Weighting::Mean)
             }
             Method::GradCamPlusPlus | Method::RefineCam => Recipe::Weights(Weighting::PlusPlus),

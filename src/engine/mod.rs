@@ -20,6 +20,7 @@ mod perturb;
 pub mod plan;
 pub mod random;
 pub mod reshape;
+mod shapley;
 pub mod targets;
 
 pub use crate::model::{IMAGENET_MEAN, IMAGENET_STD};
@@ -199,6 +200,8 @@ pub struct Engine {
     pixels_black: bool,
     /// random-cam's weights.
     random: Option<random::RandomWeights>,
+    /// shapley-cam's J·A and Hessian-term weights.
+    shapley: Option<shapley::ShapleyBuffers>,
 }
 
 impl Engine {

@@ -15,6 +15,7 @@ pub mod linear;
 pub mod norm;
 pub mod perturb;
 pub mod pool;
+pub mod shapley;
 pub mod targets;
 
 use crate::gpu::{GpuContext, buffer};
@@ -33,6 +34,7 @@ pub struct Ops {
     pub eval: eval::EvalKernels,
     pub cam: cam::CamKernels,
     pub targets: targets::TargetKernels,
+    pub shapley: shapley::ShapleyKernels,
     pub image: image::ImageKernels,
     pub layout: layout::LayoutKernels,
     /// Bound where an entry point ignores a binding of its family's shared layout.
@@ -54,6 +56,7 @@ impl Ops {
             eval: eval::EvalKernels::new(ctx),
             cam: cam::CamKernels::new(ctx),
             targets: targets::TargetKernels::new(ctx),
+            shapley: shapley::ShapleyKernels::new(ctx),
             image: image::ImageKernels::new(ctx),
             layout: layout::LayoutKernels::new(ctx),
             dummy: buffer::storage(ctx, "dummy", 16),
@@ -92,6 +95,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("norm.wgsl", include_str!("../../shaders/norm.wgsl")),
     ("perturb.wgsl", include_str!("../../shaders/perturb.wgsl")),
     ("pool.wgsl", include_str!("../../shaders/pool.wgsl")),
+    ("shapley.wgsl", include_str!("../../shaders/shapley.wgsl")),
     ("targets.wgsl", include_str!("../../shaders/targets.wgsl")),
 ];
 

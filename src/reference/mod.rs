@@ -18,6 +18,7 @@ pub mod linear;
 pub mod norm;
 pub mod perturb;
 pub mod pool;
+pub mod shapley;
 pub mod targets;
 
 pub use broadcast::{binary, binary_backward};
