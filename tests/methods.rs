@@ -450,6 +450,7 @@ fn shapley_cam_matches_pytorch_grad_cam() {
     for (key, score) in [
         ("cam.shapley-cam.logit", Score::Logit),
         ("cam.shapley-cam.softmax", Score::Softmax),
+        ("cam.shapley-cam.rest", Score::Rest),
     ] {
         let c = Case {
             score,
@@ -460,6 +461,31 @@ fn shapley_cam_matches_pytorch_grad_cam() {
             failures.push(format!("{key}: {err:.2e}"));
         }
     }
+    // Few backward rows per pass: J·A in chunks of classes, the targets in several passes.
+    let cfg = |rows| EngineConfig {
+        layers: vec![fx.meta["layer"].clone()],
+        method: Method::ShapleyCam,
+        score: Score::Softmax,
+        size: fx.size,
+        batch: 2,
+        targets: TargetSpec::TopK(3),
+        read_maps: true,
+        backward_rows: rows,
+        ..Default::default()
+    };
+    let maps = |rows| -> Vec<f32> {
+        let mut e = Engine::new(ctx.clone(), &fx.model, cfg(rows)).unwrap();
+        let r = e.explain(&fx.images).unwrap();
+        r.iter()
+            .flat_map(|ir| ir.targets.iter().flat_map(|t| t.map.clone().unwrap()))
+            .collect()
+    };
+    let (whole, chunked) = (maps(None), maps(Some(3)));
+    let apart = whole
+        .iter()
+        .zip(&chunked)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(apart < 1e-5, "chunked passes differ by {apart:.2e}");
     assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
     let without_hv = Case {
         score: Score::Softmax,

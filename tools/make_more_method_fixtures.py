@@ -13,8 +13,9 @@ tests/fixtures/methods/more_methods.safetensors (input_u8, input, logits, target
   cam.finer-cam.top1        F32 [N, 1, H, W]  FinerCAM()(x): pgc picks the classes (argmax)
   cam.finer-cam.opts        F32 [N, 1, H, W]  FinerCAM()(x, target_idx=finer_class,
                                                alpha=finer_alpha, comparison_categories=...)
-  cam.shapley-cam.<score>   F32 [N, 2, H, W]  ShapleyCAM with ClassifierOutputTarget (logit)
-                                               or ClassifierOutputSoftmaxTarget (softmax)
+  cam.shapley-cam.<score>   F32 [N, 2, H, W]  ShapleyCAM with ClassifierOutputTarget (logit),
+                                               ClassifierOutputSoftmaxTarget (softmax) or
+                                               ClassifierOutputReST (rest)
   random_draws              F32 [8]           np.random.seed(random_seed); uniform(-1, 1, 8)
 """
 
@@ -38,7 +39,8 @@ from pytorch_grad_cam.finer_cam import FinerCAM  # noqa: E402
 from pytorch_grad_cam.random_cam import RandomCAM  # noqa: E402
 from pytorch_grad_cam.shapley_cam import ShapleyCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import (  # noqa: E402
-    ClassifierOutputSoftmaxTarget, ClassifierOutputTarget, FinerWeightedTarget)
+    ClassifierOutputReST, ClassifierOutputSoftmaxTarget, ClassifierOutputTarget,
+    FinerWeightedTarget)
 
 MAX_BYTES = 300_000
 # A seed whose maps all have a clear positive part (an all-zero map after ReLU is degenerate).
@@ -95,7 +97,8 @@ def main():
                 comparison_categories=FINER_COMPARE)[:, None]
         cam.base_cam.activations_and_grads.release()
     for score, cls in [("logit", ClassifierOutputTarget),
-                       ("softmax", ClassifierOutputSoftmaxTarget)]:
+                       ("softmax", ClassifierOutputSoftmaxTarget),
+                       ("rest", ClassifierOutputReST)]:
         cam = ShapleyCAM(model, [model.get_submodule(c["layer"])])
         tensors[f"cam.shapley-cam.{score}"] = run_cam(cam, x, targets, target_cls=cls)
         cam.activations_and_grads.release()
