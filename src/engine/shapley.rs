@@ -2,8 +2,8 @@
 //! g − ½·Hv, g the score's gradient at the layer's activations A and Hv its Hessian times
 //! v = A (pgc: `autograd.grad(grads, activations, grad_outputs=activations)`).
 //!
-//! Exact on a piecewise-linear head (conv, linear, batch norm, ReLU, pooling, add, concat,
-//! reshapes), whose own curvature is zero almost everywhere, as autograd's: Hv = Jᵀ H_s (J A)
+//! Exact on a piecewise-linear head (conv, linear, batch norm, ReLU, ReLU6, clip, pooling,
+//! add, concat, reshapes), whose own curvature is zero almost everywhere, as autograd's: Hv = Jᵀ H_s (J A)
 //! with J = dlogits/dA and H_s the score's Hessian in the logits. J A is one backward pass
 //! per class (`jv_rows` dots each class's layer gradient with A), so a pass costs
 //! `classes` extra backward rows per image; H_s (J A) seeds one more backward per target.
@@ -60,6 +60,8 @@ pub(super) fn check(graph: &Graph, plan: &Plan) -> Result<()> {
                 Op::Conv2d(_)
                     | Op::BatchNorm2d(_)
                     | Op::Relu(_)
+                    | Op::Relu6(_)
+                    | Op::Clip(_)
                     | Op::MaxPool2d(_)
                     | Op::AvgPool2d(_)
                     | Op::AdaptiveAvgPool2d(_)
