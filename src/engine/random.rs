@@ -88,3 +88,24 @@ impl RandomWeights {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// numpy 2.4: `np.random.seed(s); np.random.random_sample()`.
+    #[test]
+    fn matches_numpys_legacy_stream() {
+        let mut mt = numpy_stream(0).unwrap();
+        let got: Vec<f64> = (0..3).map(|_| random_sample(&mut mt)).collect();
+        assert_eq!(
+            got,
+            [0.5488135039273248, 0.7151893663724195, 0.6027633760716439]
+        );
+        assert_eq!(
+            random_sample(&mut numpy_stream(u32::MAX as u64).unwrap()),
+            0.0976320289940138
+        );
+        assert!(numpy_stream(1 << 32).is_err());
+    }
+}
