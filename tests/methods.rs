@@ -524,7 +524,8 @@ fn random_cam_ignores_batching_and_finer_cam_checks_its_options() {
     assert_eq!(whole, split);
     // The next run of the same engine continues the stream.
     assert_ne!(whole, maps(one.explain(&fx.images).unwrap()));
-    let changes: [(fn(&mut EngineConfig), &str); 4] = [
+    type Change = fn(&mut EngineConfig);
+    let changes: [(Change, &str); 4] = [
         (|c| c.score = Score::Softmax, "--score softmax"),
         (|c| c.finer_compare = vec![7, 9], "--compare"),
         (|c| c.finer_compare = vec![16], "--compare rank 16"),

@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Explain images: heatmap overlays (and optionally raw maps) per target class.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
     /// Merge the shard manifests in OUT (predictions.shard-I-of-N.jsonl) into one
     /// predictions.jsonl sorted by image; exit 1 if any image is missing, duplicated or failed.
     Merge(MergeArgs),
