@@ -329,6 +329,9 @@ fn every_method_runs_from_the_cli() {
         ),
         ("iscam", vec!["--layer", "layer1", "--samples", "2"]),
         ("smoothgradcam++", vec!["--samples", "3", "--noise", "0.2"]),
+        ("random-cam", vec!["--seed", "3"]),
+        ("finer-cam", vec!["--compare", "1,4", "--alpha", "0.5"]),
+        ("shapley-cam", vec!["--score", "softmax"]),
     ] {
         assert!(help.contains(method), "--help lists {method}");
         let out = tmp.path().join(format!("out-{method}"));
@@ -369,6 +372,70 @@ fn every_method_runs_from_the_cli() {
         "--aug-smooth",
     ]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// random-cam's weights follow the images of the run: --batch 1 and --batch 3 write the same
+/// maps; another --seed does not; --compare is parsed.
+#[test]
+fn random_cam_maps_do_not_depend_on_the_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let imgs = tmp.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    for (i, name) in ["a.png", "b.png", "c.png"].iter().enumerate() {
+        image(&imgs.join(name), 40 + 8 * i as u32, 32);
+    }
+    let run = |batch: &str, seed: &str| -> Vec<Vec<u8>> {
+        let out = tmp.path().join(format!("out-{batch}-{seed}"));
+        let o = gradcam(&[
+            "explain",
+            imgs.to_str().unwrap(),
+            "--model",
+            m.to_str().unwrap(),
+            "--size",
+            "32",
+            "--method",
+            "random-cam",
+            "--layer",
+            "layer1",
+            "--seed",
+            seed,
+            "--batch",
+            batch,
+            "--save-cam",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let mut npys: Vec<PathBuf> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "npy"))
+            .collect();
+        npys.sort();
+        assert_eq!(npys.len(), 3);
+        npys.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    };
+    let one = run("1", "9");
+    // (Compared with ==: a failure would print every byte.)
+    assert!(
+        one.iter().all(|m| m[128..].iter().any(|&b| b != 0)),
+        "maps are not blank"
+    );
+    assert!(one == run("3", "9"), "--batch changed the maps");
+    assert!(one != run("3", "10"), "--seed did not change the maps");
+    let o = gradcam(&[
+        "explain",
+        imgs.to_str().unwrap(),
+        "--model",
+        m.to_str().unwrap(),
+        "--method",
+        "finer-cam",
+        "--compare",
+        "1,x",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--compare"), "{}", stderr(&o));
 }
 
 #[test]

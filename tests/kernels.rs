@@ -2573,6 +2573,162 @@ fn topk_and_seed() {
     }
 }
 
+/// Finer-CAM's seed kernel against its f64 twin: odd class counts, ties (the rank order falls
+/// back to the index), ranks out of order and repeated, rank 0 (the class itself), t0 > 0.
+#[test]
+fn finer_seed() {
+    let e = env();
+    let mut rng = Rng::new(24);
+    for (images, classes, k, ties, ranks, alpha) in [
+        (3, 1000, 3, false, vec![1, 2, 3], 1.0),
+        (2, 7, 4, true, vec![3, 1], 0.5),
+        (4, 37, 2, true, vec![0, 2, 2, 15], -1.5),
+        (1, 2, 2, false, vec![1], 1.0),
+        (3, 13, 5, false, vec![4, 1, 2, 3, 5, 6, 7, 8], 2.0),
+    ] {
+        let logits: Vec<f32> = (0..images * classes)
+            .map(|_| {
+                if ties {
+                    rng.below(4) as f32 - 1.5
+                } else {
+                    rng.vec(1, -6.0, 6.0)[0]
+                }
+            })
+            .collect();
+        let targets: Vec<usize> = (0..images * k).map(|_| rng.below(classes)).collect();
+        let t32: Vec<u32> = targets.iter().map(|&t| t as u32).collect();
+        let (lb, tb) = (upload(&logits), upload_u32(&t32));
+        let (t0, tc) = (k / 3, k - k / 3);
+        let seed = garbage(images * tc * classes);
+        let d = e.ops.targets.seed_finer(
+            &e.ctx, images, classes, k, t0, tc, &ranks, alpha, &lb, &tb, &seed,
+        );
+        let got = run_bytes(&[d], &[(&seed, images * tc * classes)]);
+        let got: Vec<f32> = bytemuck::pod_collect_to_vec(&got[0]);
+        let want = r::targets::seed_finer(
+            &f64s(&logits),
+            &targets,
+            images,
+            classes,
+            k,
+            t0,
+            tc,
+            &ranks,
+            alpha as f64,
+        );
+        let case = format!("finer {images}x{classes} k={k} ranks={ranks:?} ties={ties}");
+        check_rel(&case, &got, &want, 1e-5);
+    }
+}
+
+/// Finer-CAM's closed-form gradient (softmax weights not detached) against central
+/// differences of its score, the comparison classes held fixed as pgc's targets hold them.
+#[test]
+fn finer_gradient_matches_finite_differences() {
+    let mut rng = Rng::new(25);
+    let row = f64s(&rng.vec(9, -4.0, 4.0));
+    for (c, ranks, alpha) in [(0, vec![1, 2, 3], 1.0), (4, vec![2, 2, 0], 0.3)] {
+        let k = r::targets::finer_classes(&row, c, &ranks);
+        let grad = r::targets::finer_score_grad(&row, c, &k, alpha);
+        for m in 0..row.len() {
+            let h = 1e-5;
+            let (mut up, mut down) = (row.clone(), row.clone());
+            up[m] += h;
+            down[m] -= h;
+            let fd = (r::targets::finer_score(&up, c, &k, alpha)
+                - r::targets::finer_score(&down, c, &k, alpha))
+                / (2.0 * h);
+            assert!(
+                (fd - grad[m]).abs() < 1e-8,
+                "class {c} d/dz{m}: {fd} vs {}",
+                grad[m]
+            );
+        }
+    }
+}
+
+/// Shapley-CAM's kernels against their f64 twins: J·A rows on odd lengths (several per
+/// image, written at a column offset) and the score Hessian's seed for every score.
+#[test]
+fn shapley_kernels() {
+    let e = env();
+    let mut rng = Rng::new(26);
+    for (images, rep, len, classes, col0) in
+        [(3, 2, 1001, 7, 5), (1, 1, 3, 1, 0), (2, 5, 257, 9, 0)]
+    {
+        let rows = images * rep;
+        let g = rng.vec(rows * len, -1.0, 1.0);
+        let a = rng.vec(images * len, 0.0, 2.0);
+        let out = zeros(images * classes);
+        let d = e.ops.shapley.jv_rows(
+            &e.ctx,
+            rows,
+            rep,
+            len,
+            classes,
+            col0,
+            &upload(&g),
+            &upload(&a),
+            &out,
+        );
+        let got = run(&[d], &[(&out, images * classes)]).remove(0);
+        let want = r::shapley::jv_rows(&f64s(&g), &f64s(&a), rows, rep, len);
+        let got: Vec<f32> = (0..rows)
+            .map(|row| got[(row / rep) * classes + col0 + row % rep])
+            .collect();
+        check_rel(&format!("jv_rows {rows}x{len}"), &got, &want, 1e-5);
+    }
+    for score in [Score::Logit, Score::Softmax, Score::Rest, Score::Binary] {
+        let (images, classes, k) = if score == Score::Binary {
+            (3, 1, 2)
+        } else {
+            (3, 37, 3)
+        };
+        let logits = rng.vec(images * classes, -5.0, 5.0);
+        let jv = rng.vec(images * classes, -3.0, 3.0);
+        let cats = score.categories(classes).unwrap();
+        let targets: Vec<u32> = (0..images * k).map(|_| rng.below(cats) as u32).collect();
+        let (t0, tc) = (1, k - 1);
+        let seed = garbage(images * tc * classes);
+        let d = e.ops.shapley.hessian_seed(
+            &e.ctx,
+            images,
+            classes,
+            k,
+            t0,
+            tc,
+            score,
+            &upload(&logits),
+            &upload(&jv),
+            &upload_u32(&targets),
+            &seed,
+        );
+        let got = run(&[d], &[(&seed, images * tc * classes)]).remove(0);
+        let (l, u) = (f64s(&logits), f64s(&jv));
+        let mut want = Vec::new();
+        for n in 0..images {
+            for j in 0..tc {
+                let c = targets[n * k + t0 + j] as usize;
+                let (row, un) = (&l[n * classes..][..classes], &u[n * classes..][..classes]);
+                let hv = r::shapley::score_hessian_vec(score, row, c, un);
+                let fd = r::shapley::score_hessian_vec_fd(score, row, c, un, 1e-5);
+                for (a, b) in hv.iter().zip(&fd) {
+                    assert!((a - b).abs() < 1e-7, "{score}: Hv {a} vs differences {b}");
+                }
+                want.extend(hv);
+            }
+        }
+        if matches!(score, Score::Logit | Score::Binary) {
+            assert!(
+                got.iter().all(|&v| v == 0.0),
+                "{score}: a linear score has no Hessian"
+            );
+        } else {
+            check_rel(&format!("hessian seed {score}"), &got, &want, 1e-5);
+        }
+    }
+}
+
 /// The reference's closed-form score gradients against central differences of its scores.
 #[test]
 fn score_gradients_match_finite_differences() {

@@ -26,6 +26,11 @@ struct Case<'a> {
     samples: Option<usize>,
     noise_std: Option<f32>,
     noise: Option<Vec<f32>>,
+    /// Explain these instead of the fixture's two targets per image.
+    targets: Option<TargetSpec>,
+    random_seed: u64,
+    finer_compare: Vec<usize>,
+    finer_alpha: f32,
 }
 
 fn case(key: &str, method: Method) -> Case<'_> {
@@ -42,6 +47,10 @@ fn case(key: &str, method: Method) -> Case<'_> {
         samples: None,
         noise_std: None,
         noise: None,
+        targets: None,
+        random_seed: 0,
+        finer_compare: vec![1, 2, 3],
+        finer_alpha: 1.0,
     }
 }
 
@@ -77,13 +86,19 @@ fn run_with(fx: &Fixture, ctx: &GpuContext, c: &Case) -> (f32, Vec<image::RgbIma
         noise: c.noise.clone(),
         size: fx.size,
         batch: 2,
-        targets: TargetSpec::PerImage(2),
+        targets: c.targets.clone().unwrap_or(TargetSpec::PerImage(2)),
         read_maps: true,
+        random_seed: c.random_seed,
+        finer_compare: c.finer_compare.clone(),
+        finer_alpha: c.finer_alpha,
         ..Default::default()
     };
     let start = std::time::Instant::now();
     let mut engine = Engine::new(ctx.clone(), &fx.model, cfg).unwrap();
-    let results = engine.explain_for(&fx.images, &targets).unwrap();
+    let results = match c.targets {
+        Some(_) => engine.explain(&fx.images).unwrap(),
+        None => engine.explain_for(&fx.images, &targets).unwrap(),
+    };
     let want = fx.f32s(c.key);
     let flipped_key = format!("{}.flipped", c.key);
     let flipped = fx.has(&flipped_key).then(|| fx.f32s(&flipped_key));
@@ -92,8 +107,10 @@ fn run_with(fx: &Fixture, ctx: &GpuContext, c: &Case) -> (f32, Vec<image::RgbIma
     let mut images = Vec::new();
     for (i, r) in results.iter().enumerate() {
         for (t, tr) in r.targets.iter().enumerate() {
-            assert_eq!(tr.class, targets[i][t]);
-            let row = i * 2 + t;
+            if c.targets.is_none() {
+                assert_eq!(tr.class, targets[i][t]);
+            }
+            let row = i * r.targets.len() + t;
             let got = tr.map.as_ref().unwrap();
             let err = |w: &[f32]| {
                 got.iter()
@@ -368,6 +385,174 @@ fn new_methods_match_pytorch_grad_cam() {
         failures.push(format!("cam.kpca-cam.gamma: {err:.2e}"));
     }
     assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
+}
+
+/// RandomCAM and FinerCAM (tools/make_more_method_fixtures.py) at two layers of the
+/// ResNet-18: RandomCAM from numpy's seeded stream (its first draws checked directly, and
+/// another seed must fail), FinerCAM with per-image classes, with pgc's own top-1 choice and
+/// with --compare/--alpha of their own.
+#[test]
+fn random_and_finer_cam_match_pytorch_grad_cam() {
+    use gradcam_wgpu::engine::random::{numpy_stream, random_sample};
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/more_methods.safetensors");
+    let seed: u64 = fx.meta["random_seed"].parse().unwrap();
+    let mut mt = numpy_stream(seed).unwrap();
+    for (i, want) in fx.f32s("random_draws").iter().enumerate() {
+        let got = (2.0 * random_sample(&mut mt) - 1.0) as f32;
+        assert_eq!(got, *want, "draw {i} of np.random.seed({seed})");
+    }
+    assert!(numpy_stream(1 << 32).is_err());
+    let others: Vec<String> = serde_json::from_str(&fx.meta["layers"]).unwrap();
+    let mut cases = Vec::new();
+    for (name, method) in [
+        ("random-cam", Method::RandomCam),
+        ("finer-cam", Method::FinerCam),
+    ] {
+        cases.push(case(&*format!("cam.{name}").leak(), method));
+        for l in &others {
+            cases.push(Case {
+                layers: vec![l.clone()],
+                ..case(format!("cam.{name}.{l}").leak(), method)
+            });
+        }
+    }
+    for c in &mut cases {
+        c.random_seed = seed;
+    }
+    cases.push(Case {
+        targets: Some(TargetSpec::TopK(1)),
+        ..case("cam.finer-cam.top1", Method::FinerCam)
+    });
+    cases.push(Case {
+        targets: Some(TargetSpec::Classes(vec![
+            fx.meta["finer_class"].parse().unwrap(),
+        ])),
+        finer_alpha: fx.meta["finer_alpha"].parse().unwrap(),
+        finer_compare: serde_json::from_str(&fx.meta["finer_compare"]).unwrap(),
+        ..case("cam.finer-cam.opts", Method::FinerCam)
+    });
+    let mut failures = Vec::new();
+    for c in &cases {
+        let err = run(&fx, &ctx, c);
+        if err > TOLERANCE {
+            failures.push(format!("{}: {err:.2e}", c.key));
+        }
+    }
+    assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
+    // The fixtures tell the variants apart: another seed, and Grad-CAM, miss them.
+    let other_seed = Case {
+        random_seed: seed + 1,
+        ..case("cam.random-cam", Method::RandomCam)
+    };
+    assert!(run(&fx, &ctx, &other_seed) > 0.05);
+    assert!(run(&fx, &ctx, &case("cam.finer-cam", Method::GradCam)) > 0.05);
+}
+
+/// ShapleyCAM on the ResNet-18 (a piecewise-linear head): with the logit score its Hessian
+/// term is zero (Grad-CAM), with the softmax score it is not, and Grad-CAM (g alone) misses
+/// that fixture.
+#[test]
+fn shapley_cam_matches_pytorch_grad_cam() {
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/more_methods.safetensors");
+    let mut failures = Vec::new();
+    for (key, score) in [
+        ("cam.shapley-cam.logit", Score::Logit),
+        ("cam.shapley-cam.softmax", Score::Softmax),
+        ("cam.shapley-cam.rest", Score::Rest),
+    ] {
+        let c = Case {
+            score,
+            ..case(key, Method::ShapleyCam)
+        };
+        let err = run(&fx, &ctx, &c);
+        if err > TOLERANCE {
+            failures.push(format!("{key}: {err:.2e}"));
+        }
+    }
+    // Few backward rows per pass: J·A in chunks of classes, the targets in several passes.
+    let cfg = |rows| EngineConfig {
+        layers: vec![fx.meta["layer"].clone()],
+        method: Method::ShapleyCam,
+        score: Score::Softmax,
+        size: fx.size,
+        batch: 2,
+        targets: TargetSpec::TopK(3),
+        read_maps: true,
+        backward_rows: rows,
+        ..Default::default()
+    };
+    let maps = |rows| -> Vec<f32> {
+        let mut e = Engine::new(ctx.clone(), &fx.model, cfg(rows)).unwrap();
+        let r = e.explain(&fx.images).unwrap();
+        r.iter()
+            .flat_map(|ir| ir.targets.iter().flat_map(|t| t.map.clone().unwrap()))
+            .collect()
+    };
+    let (whole, chunked) = (maps(None), maps(Some(3)));
+    let apart = whole
+        .iter()
+        .zip(&chunked)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(apart < 1e-5, "chunked passes differ by {apart:.2e}");
+    assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
+    let without_hv = Case {
+        score: Score::Softmax,
+        ..case("cam.shapley-cam.softmax", Method::GradCam)
+    };
+    let err = run(&fx, &ctx, &without_hv);
+    assert!(err > 0.05, "the Hessian term matters here ({err:.2e})");
+}
+
+/// random-cam's weights follow the images of the run, not the batches: a batch of 2 and two
+/// calls with one image each give the same maps; finer-cam's options are checked.
+#[test]
+fn random_cam_ignores_batching_and_finer_cam_checks_its_options() {
+    let ctx = GpuContext::new().expect("a wgpu adapter");
+    let fx = Fixture::load("methods/more_methods.safetensors");
+    let cfg = |method, batch| EngineConfig {
+        layers: vec![fx.meta["layer"].clone()],
+        method,
+        size: fx.size,
+        batch,
+        targets: TargetSpec::TopK(2),
+        read_maps: true,
+        random_seed: 5,
+        ..Default::default()
+    };
+    let maps = |r: Vec<gradcam_wgpu::engine::ImageResult>| -> Vec<f32> {
+        r.iter()
+            .flat_map(|ir| ir.targets.iter().flat_map(|t| t.map.clone().unwrap()))
+            .collect()
+    };
+    let mut one = Engine::new(ctx.clone(), &fx.model, cfg(Method::RandomCam, 2)).unwrap();
+    let whole = maps(one.explain(&fx.images).unwrap());
+    let mut each = Engine::new(ctx.clone(), &fx.model, cfg(Method::RandomCam, 1)).unwrap();
+    let mut split = maps(each.explain(&fx.images[..1]).unwrap());
+    split.extend(maps(each.explain(&fx.images[1..]).unwrap()));
+    assert_eq!(whole, split);
+    // The next run of the same engine continues the stream.
+    assert_ne!(whole, maps(one.explain(&fx.images).unwrap()));
+    type Change = fn(&mut EngineConfig);
+    let changes: [(Change, &str); 4] = [
+        (|c| c.score = Score::Softmax, "--score softmax"),
+        (|c| c.finer_compare = vec![7, 9], "--compare"),
+        (|c| c.finer_compare = vec![16], "--compare rank 16"),
+        (|c| c.finer_alpha = f32::NAN, "--alpha"),
+    ];
+    for (change, needle) in changes {
+        let mut c = cfg(Method::FinerCam, 2);
+        change(&mut c);
+        let e = Engine::new(ctx.clone(), &fx.model, c)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+    let mut c = cfg(Method::RandomCam, 2);
+    c.random_seed = 1 << 32;
+    let e = Engine::new(ctx, &fx.model, c).err().expect("refused");
+    assert!(e.to_string().contains("--seed"), "{e}");
 }
 
 /// RefineCAM: the base method's maps at several layers, each rescaled to [0, 1] at the input
@@ -692,7 +877,16 @@ fn sampling_options_are_checked() {
 #[test]
 fn every_method_has_a_golden_fixture() {
     // refine-cam: several layers at once, in refine_cam_matches_pytorch_grad_cam.
-    let separately = ["guided-gradcam", "cam", "legrad", "refine-cam"];
+    // random-cam, finer-cam, shapley-cam: methods/more_methods, tests of their own below.
+    let separately = [
+        "guided-gradcam",
+        "cam",
+        "legrad",
+        "refine-cam",
+        "random-cam",
+        "finer-cam",
+        "shapley-cam",
+    ];
     let mut new: Vec<String> = Vec::new();
     for extra in ["new_methods", "torchcam_methods"] {
         let fx = Fixture::load(&format!("methods/{extra}.safetensors"));

@@ -1037,6 +1037,33 @@ fn layout_model(graph: Graph, weights: Weights, size: [usize; 2]) -> Model {
     }
 }
 
+/// Shapley-CAM's Hessian term is exact on piecewise-linear heads only: a layer before the
+/// squeeze-excitation (SiLU, sigmoid, a product of activations) is refused, naming the node;
+/// the ReLU before the depthwise conv and linear head is taken; so is only one layer.
+#[test]
+fn shapley_cam_needs_a_piecewise_linear_head() {
+    let (graph, weights) = mobile_net();
+    let model = layout_model(graph, weights, [21, 19]);
+    let cfg = |layers: &[&str]| EngineConfig {
+        layers: layers.iter().map(|l| l.to_string()).collect(),
+        method: Method::ShapleyCam,
+        size: [21, 19],
+        ..Default::default()
+    };
+    let e = Engine::new(ctx(), &model, cfg(&["dw.act"]))
+        .err()
+        .expect("refused");
+    assert!(
+        e.to_string().contains("piecewise-linear") && e.to_string().contains("se."),
+        "{e}"
+    );
+    let e = Engine::new(ctx(), &model, cfg(&["head.relu", "concat"]))
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("one --layer"), "{e}");
+    Engine::new(ctx(), &model, cfg(&["head.relu"])).unwrap();
+}
+
 /// Bad folds are errors naming the layer; Ablation-CAM takes none; FullGrad ignores them.
 #[test]
 fn folds_are_checked() {

@@ -69,6 +69,7 @@ __all__ = [
     "RefineCAM",
     "ScoreCAM",
     "SegEigenCAM",
+    "ShapleyCAM",
     "SoftmaxOutputTarget",
     "XGradCAM",
     "sobel_cam",
@@ -725,6 +726,12 @@ FullGrad = _cam("FullGrad", "fullgrad", "FullGrad (target_layers is ignored).")
 
 SegEigenCAM = _cam(
     "SegEigenCAM", "seg-eigen-cam", "Seg-Eigen-CAM: first PC of |gradients| x activations."
+)
+ShapleyCAM = _cam(
+    "ShapleyCAM",
+    "shapley-cam",
+    "ShapleyCAM: weights = mean of gradients - 1/2 Hessian x activations (piecewise-linear "
+    "heads: the engine refuses others).",
 )
 
 

@@ -338,6 +338,7 @@ impl PyExplainer {
                 .transpose()?
                 .unwrap_or_default(),
             reshape: reshape.parse().map_err(to_py)?,
+            ..Default::default()
         };
         let mut ex = Self {
             model: m.clone(),

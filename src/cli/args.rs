@@ -210,9 +210,17 @@ pub struct ExplainArgs {
     /// sscam: std of the Gaussian noise added to every normalised mask (torch-cam's 2.0).
     #[arg(long, value_name = "STD")]
     pub noise: Option<f32>,
-    /// Seed of the noise the engine draws (sscam).
-    #[arg(long, default_value_t = 0)]
+    /// Seed of random-cam's weights, as numpy's np.random.seed (0 to 2^32 - 1; image i of the
+    /// run takes draws i·C .. (i + 1)·C of np.random.uniform(-1, 1), C the layers' channels),
+    /// and of the noise the engine draws (sscam, smoothgradcam++).
+    #[arg(long, default_value_t = 0, value_name = "S")]
     pub seed: u64,
+    /// finer-cam's comparison classes: ranks in the order of |y - y_class| (0 is the class).
+    #[arg(long, default_value = "1,2,3", value_name = "R,R,...")]
+    pub compare: String,
+    /// finer-cam's alpha: the score is sum_k p_k (y_class - alpha y_k) / sum_k p_k.
+    #[arg(long, default_value_t = 1.0, value_name = "A")]
+    pub alpha: f32,
     /// Test-time augmentation: horizontal flip x {0.9, 1, 1.1}, six passes in one batch,
     /// averaged (pytorch-grad-cam's aug_smooth).
     #[arg(long)]

@@ -112,6 +112,9 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
         noise_std: a.noise,
         seed: a.seed,
         noise: None,
+        random_seed: a.seed,
+        finer_compare: parse_ranks(&a.compare)?,
+        finer_alpha: a.alpha,
         precision: a.weights.precision(),
         winograd: a.weights.winograd,
         folds: Vec::new(),
@@ -147,6 +150,20 @@ fn masked(model: &Model, path: &Path, score: Score) -> Result<Model> {
         Error::Invalid(m) => Error::Invalid(format!("{m} ({})", path.display())),
         e => e,
     })
+}
+
+/// `--compare 1,2,3`: finer-cam's comparison ranks.
+fn parse_ranks(s: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|r| {
+            r.trim().parse().map_err(|_| {
+                Error::Invalid(format!(
+                    "--compare `{}`: expected ranks like 1,2,3",
+                    s.escape_debug()
+                ))
+            })
+        })
+        .collect()
 }
 
 /// The start-up line: model, method, device, layers, batch and shard.

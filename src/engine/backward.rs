@@ -17,18 +17,34 @@ impl Engine {
         let mut d = Vec::new();
         if self.cfg.method.needs_gradients() {
             let seed = self.grads[last].as_ref().expect("output is in the region");
-            d.push(ops.targets.seed(
-                ctx,
-                n,
-                self.classes,
-                self.per_image,
-                t0,
-                tc,
-                self.cfg.score,
-                self.act(last),
-                &self.targets,
-                seed,
-            ));
+            d.push(if self.cfg.method == Method::FinerCam {
+                ops.targets.seed_finer(
+                    ctx,
+                    n,
+                    self.classes,
+                    self.per_image,
+                    t0,
+                    tc,
+                    &self.cfg.finer_compare,
+                    self.cfg.finer_alpha,
+                    self.act(last),
+                    &self.targets,
+                    seed,
+                )
+            } else {
+                ops.targets.seed(
+                    ctx,
+                    n,
+                    self.classes,
+                    self.per_image,
+                    t0,
+                    tc,
+                    self.cfg.score,
+                    self.act(last),
+                    &self.targets,
+                    seed,
+                )
+            });
         }
         let lowest = *self.plan.sources.iter().min().expect("at least one target");
         let [h, w] = self.cfg.size;
@@ -90,6 +106,9 @@ impl Engine {
                 ));
             }
             m => {
+                if m == Method::ShapleyCam {
+                    self.shapley_pass(&mut d, n, tc, t0);
+                }
                 if m.needs_gradients() {
                     self.backward(&mut d, rows, tc, lowest, false, None);
                 }

@@ -8,6 +8,8 @@ use super::fullgrad::fullgrad_terms;
 use super::method::Recipe;
 use super::perturb::Probe;
 use super::plan::{self, Plan, Step};
+use super::random::RandomWeights;
+use super::shapley::{self, ShapleyBuffers};
 use super::smoothgrad::SmoothGrad;
 use super::{EngineConfig, Fuse, Method, Score, fold, legrad, reshape, smooth_score};
 use crate::error::{Error, Result};
@@ -85,18 +87,17 @@ impl Engine {
             }
         }
         // FullGrad and Sobel-CAM read no layer: their folds are ignored.
-        let inferred;
-        let folds: &[_] = if matches!(
+        let folds = if matches!(
             cfg.method,
             Method::FullGrad | Method::SobelCam | Method::LeGrad
         ) {
-            &[]
+            Vec::new()
         } else if cfg.folds.is_empty() {
-            inferred = reshape::folds(model, &layers, &target_nodes, cfg.reshape, cfg.size)?;
-            &inferred
+            reshape::folds(model, &layers, &target_nodes, cfg.reshape, cfg.size)?
         } else {
-            &cfg.folds
+            cfg.folds.clone()
         };
+        let folds = &folds[..];
         if folds.iter().any(Option::is_some) && recipe == Recipe::Classifier {
             return Err(Error::Invalid(
                 "CAM on a folded layer is not supported".into(),
@@ -180,6 +181,9 @@ impl Engine {
             )));
         }
         let per_image = cfg.targets.count(categories)?;
+        if cfg.method == Method::FinerCam {
+            finer_options(&mut cfg, classes)?;
+        }
         let ops = Ops::new(&ctx);
         ctx.save_pipeline_cache();
         let [h, w] = cfg.size;
@@ -297,6 +301,25 @@ impl Engine {
             Recipe::SmoothPlusPlus => Some(SmoothGrad::new(&ctx, &plan, &cfg, cap_n, per_image)?),
             _ => None,
         };
+        let random = match recipe {
+            Recipe::Random => Some(RandomWeights::new(
+                &ctx,
+                cfg.random_seed,
+                plan.targets
+                    .iter()
+                    .map(|&t| plan.steps[t].shape[0])
+                    .collect(),
+                cap_rows,
+            )?),
+            _ => None,
+        };
+        let shapley = if cfg.method == Method::ShapleyCam {
+            shapley::check(graph, &plan)?;
+            let c = plan.steps[plan.targets[0]].shape[0];
+            Some(ShapleyBuffers::new(&ctx, cap_n, classes, cap_rows, c))
+        } else {
+            None
+        };
         let engine = Self {
             scratch_mask: buffer::storage(&ctx, "scratch", rows * region_max * 4),
             scratch_contrib: buffer::storage(&ctx, "scratch", rows * region_max * 4),
@@ -355,10 +378,44 @@ impl Engine {
             profiler: None,
             tensor_input: false,
             pixels_black: false,
+            random,
+            shapley,
         };
         if let Some(e) = pollster::block_on(oom.pop()) {
             return Err(Error::OutOfMemory(format!("batch of {cap_n}: {e}")));
         }
         Ok(engine)
     }
+}
+
+/// Checks finer-cam's options for a model with `classes` outputs; drops the ranks at or past
+/// the classes, as pytorch-grad-cam does.
+fn finer_options(cfg: &mut EngineConfig, classes: usize) -> Result<()> {
+    use crate::ops::targets::{FINER_DEPTH, FINER_RANKS};
+    if cfg.score != Score::Logit {
+        return Err(Error::Invalid(format!(
+            "--score {}: finer-cam explains its own score (the class against its closest \
+             classes); leave --score at logit",
+            cfg.score
+        )));
+    }
+    if !cfg.finer_alpha.is_finite() {
+        return Err(Error::Invalid(format!(
+            "--alpha must be a finite number, not {}",
+            cfg.finer_alpha
+        )));
+    }
+    if let Some(bad) = cfg.finer_compare.iter().find(|&&r| r >= FINER_DEPTH) {
+        return Err(Error::Invalid(format!(
+            "--compare rank {bad}: ranks run from 0 (the class itself) to {}",
+            FINER_DEPTH - 1
+        )));
+    }
+    cfg.finer_compare.retain(|&r| r < classes);
+    if cfg.finer_compare.is_empty() || cfg.finer_compare.len() > FINER_RANKS {
+        return Err(Error::Invalid(format!(
+            "--compare takes 1 to {FINER_RANKS} ranks below the model's {classes} classes"
+        )));
+    }
+    Ok(())
 }

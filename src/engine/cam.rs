@@ -45,9 +45,21 @@ impl Engine {
                 .as_ref()
                 .filter(|_| self.cfg.method.needs_gradients())
                 .unwrap_or(dummy);
+            let mut alpha = &self.alpha;
             let term = match self.recipe {
                 Recipe::Weights(how) => {
                     d.push(ops.cam.weights(ctx, &shape, how, a, g, &self.alpha, dummy));
+                    if let Some(sh) = &self.shapley {
+                        // g − ½·Hv, averaged: Hv's mean weights from shapley_pass.
+                        d.push(ops.eltwise.combine_into(
+                            ctx,
+                            rows * c,
+                            Merge::Add(-0.5),
+                            &sh.alpha_hv,
+                            &self.alpha,
+                            dummy,
+                        ));
+                    }
                     Term::Weighted
                 }
                 Recipe::Classifier => {
@@ -75,15 +87,20 @@ impl Engine {
                 }
                 Recipe::Term(term) | Recipe::Eigen(term) => term,
                 Recipe::Kpca => Term::Act,
+                Recipe::Random => {
+                    alpha = &self
+                        .random
+                        .as_ref()
+                        .expect("random-cam has weights")
+                        .buffers[li];
+                    Term::Weighted
+                }
                 Recipe::FullGrad | Recipe::Sobel | Recipe::LeGrad => {
                     unreachable!("no per-layer CAM")
                 }
             };
             if self.cfg.eigen_smooth || matches!(self.recipe, Recipe::Eigen(_) | Recipe::Kpca) {
-                d.push(
-                    ops.cam
-                        .product(ctx, &shape, term, a, g, &self.alpha, &self.terms),
-                );
+                d.push(ops.cam.product(ctx, &shape, term, a, g, alpha, &self.terms));
                 d.extend(ops.eigen.project(
                     ctx,
                     rows,
@@ -97,7 +114,7 @@ impl Engine {
             } else {
                 d.push(
                     ops.cam
-                        .combine(ctx, &shape, term, a, g, &self.alpha, &self.cam_small),
+                        .combine(ctx, &shape, term, a, g, alpha, &self.cam_small),
                 );
             }
             d.push(

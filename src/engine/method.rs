@@ -28,6 +28,9 @@ pub enum Method {
     SsCam,
     IsCam,
     SmoothGradCamPlusPlus,
+    RandomCam,
+    FinerCam,
+    ShapleyCam,
 }
 
 /// (method, CLI name, one-line description).
@@ -142,6 +145,21 @@ pub const METHODS: &[(Method, &str, &str)] = &[
         "smoothgradcam++",
         "torch-cam's Grad-CAM++ over noisy inputs, one batch (--samples 4 --noise 0.3)",
     ),
+    (
+        Method::RandomCam,
+        "random-cam",
+        "channel weights uniform in [-1, 1] from numpy's seeded stream (--seed): a baseline",
+    ),
+    (
+        Method::FinerCam,
+        "finer-cam",
+        "Grad-CAM of the class against its closest classes (--compare ranks, --alpha)",
+    ),
+    (
+        Method::ShapleyCam,
+        "shapley-cam",
+        "weights = spatial mean of gradients - 1/2 Hessian x activations (piecewise-linear heads)",
+    ),
 ];
 
 /// How a method turns one layer's activations (and gradients) into a map.
@@ -169,6 +187,8 @@ pub(crate) enum Recipe {
     LeGrad,
     /// SmoothGrad-CAM++: Grad-CAM++ weights from noisy samples' gradients (own passes).
     SmoothPlusPlus,
+    /// Channel weights drawn on the host (RandomCAM).
+    Random,
 }
 
 impl Method {
@@ -182,7 +202,11 @@ impl Method {
 
     pub(crate) fn recipe(self) -> Option<Recipe> {
         Some(match self {
-            Method::GradCam | Method::GuidedGradCam => Recipe::Weights(Weighting::Mean),
+            // Finer-CAM is Grad-CAM of its own score (seeded in backward.rs).
+            // Shapley-CAM subtracts its Hessian term's weights (shapley.rs).
+            Method::GradCam | Method::GuidedGradCam | Method::FinerCam | Method::ShapleyCam => {
+                Recipe::Weights(Weighting::Mean)
+            }
             Method::GradCamPlusPlus | Method::RefineCam => Recipe::Weights(Weighting::PlusPlus),
             Method::XGradCam => Recipe::Weights(Weighting::XGrad),
             Method::Fem => Recipe::Weights(Weighting::Fem),
@@ -200,6 +224,7 @@ impl Method {
             Method::SobelCam => Recipe::Sobel,
             Method::LeGrad => Recipe::LeGrad,
             Method::SmoothGradCamPlusPlus => Recipe::SmoothPlusPlus,
+            Method::RandomCam => Recipe::Random,
         })
     }
 
@@ -233,6 +258,7 @@ impl Method {
                 | Method::Fem
                 | Method::KpcaCam
                 | Method::SobelCam
+                | Method::RandomCam
         )
     }
 }

@@ -19,10 +19,12 @@ mod legrad;
 pub mod method;
 mod perturb;
 pub mod plan;
+pub mod random;
 pub mod reshape;
 pub mod sess;
 mod smooth_score;
 mod smoothgrad;
+mod shapley;
 pub mod targets;
 
 pub use crate::model::{IMAGENET_MEAN, IMAGENET_STD};
@@ -100,6 +102,13 @@ pub struct EngineConfig {
     /// Run 3x3 stride-1 convs as Winograd F(4x4, 3x3) where the adapter's kernel supports
     /// it (lavapipe): up to 2.4x faster convs, about 20x the rounding error (README).
     pub winograd: bool,
+    /// random-cam's seed (`np.random.seed`, below 2^32); see [`random`].
+    pub random_seed: u64,
+    /// finer-cam's comparison classes: ranks in the order of |y - y_c| (rank 0 is the class
+    /// itself); ranks at or past the classes are dropped, as pytorch-grad-cam does.
+    pub finer_compare: Vec<usize>,
+    /// finer-cam's alpha: the score is sum_k p_k (y_c - alpha y_k) / sum_k p_k.
+    pub finer_alpha: f32,
 }
 
 impl Default for EngineConfig {
@@ -129,6 +138,9 @@ impl Default for EngineConfig {
             noise: None,
             precision: Precision::F32,
             winograd: false,
+            random_seed: 0,
+            finer_compare: vec![1, 2, 3],
+            finer_alpha: 1.0,
         }
     }
 }
@@ -209,6 +221,10 @@ pub struct Engine {
     tensor_input: bool,
     /// `pixels` holds zeros (tensor batches draw their overlays over black).
     pixels_black: bool,
+    /// random-cam's weights.
+    random: Option<random::RandomWeights>,
+    /// shapley-cam's J·A and Hessian-term weights.
+    shapley: Option<shapley::ShapleyBuffers>,
 }
 
 impl Engine {
@@ -615,6 +631,12 @@ impl Engine {
         if t0 == 0 && !self.forward_cache.contains_key(&n) {
             let f = self.forward(n);
             self.forward_cache.insert(n, f);
+        }
+        if let Some(r) = self.random.as_mut() {
+            if t0 == 0 {
+                r.draw(images);
+            }
+            r.write(&self.ctx.queue, self.aug, tc);
         }
         let key = (n, tc, t0);
         if !self.backward_cache.contains_key(&key) {

@@ -16,6 +16,7 @@ pub mod norm;
 pub mod perturb;
 pub mod pool;
 pub mod smoothgrad;
+pub mod shapley;
 pub mod targets;
 
 use crate::gpu::{GpuContext, buffer};
@@ -35,6 +36,7 @@ pub struct Ops {
     pub eval: eval::EvalKernels,
     pub cam: cam::CamKernels,
     pub targets: targets::TargetKernels,
+    pub shapley: shapley::ShapleyKernels,
     pub image: image::ImageKernels,
     pub layout: layout::LayoutKernels,
     /// Bound where an entry point ignores a binding of its family's shared layout.
@@ -57,6 +59,7 @@ impl Ops {
             eval: eval::EvalKernels::new(ctx),
             cam: cam::CamKernels::new(ctx),
             targets: targets::TargetKernels::new(ctx),
+            shapley: shapley::ShapleyKernels::new(ctx),
             image: image::ImageKernels::new(ctx),
             layout: layout::LayoutKernels::new(ctx),
             dummy: buffer::storage(ctx, "dummy", 16),
@@ -88,6 +91,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("eigen.wgsl", include_str!("../../shaders/eigen.wgsl")),
     ("eltwise.wgsl", include_str!("../../shaders/eltwise.wgsl")),
     ("eval.wgsl", include_str!("../../shaders/eval.wgsl")),
+    ("finer.wgsl", include_str!("../../shaders/finer.wgsl")),
     ("image.wgsl", include_str!("../../shaders/image.wgsl")),
     ("layout.wgsl", include_str!("../../shaders/layout.wgsl")),
     ("linear.wgsl", include_str!("../../shaders/linear.wgsl")),
@@ -98,6 +102,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         "smoothgrad.wgsl",
         include_str!("../../shaders/smoothgrad.wgsl"),
     ),
+    ("shapley.wgsl", include_str!("../../shaders/shapley.wgsl")),
     ("targets.wgsl", include_str!("../../shaders/targets.wgsl")),
 ];
 

@@ -19,6 +19,7 @@ pub mod norm;
 pub mod perturb;
 pub mod pool;
 pub mod smoothgrad;
+pub mod shapley;
 pub mod targets;
 
 pub use broadcast::{binary, binary_backward};

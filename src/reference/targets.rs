@@ -97,3 +97,72 @@ pub fn seed_scores(
     }
     seed
 }
+
+/// Finer-CAM's comparison classes for class `c` of logits `row`: the classes at `ranks` in
+/// the order of (|y - y_c|, index), rank 0 being `c` (twin of `shaders/finer.wgsl`).
+pub fn finer_classes(row: &[f64], c: usize, ranks: &[usize]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    let d = |k: usize| (row[k] - row[c]).abs();
+    order.sort_by(|&a, &b| d(a).total_cmp(&d(b)).then(a.cmp(&b)));
+    ranks.iter().map(|&r| order[r]).collect()
+}
+
+/// pytorch-grad-cam's FinerWeightedTarget of `row` for class `c` against classes `k`:
+/// sum_k p_k (y_c - alpha y_k) / (sum_k p_k + 1e-9), p = softmax(row).
+pub fn finer_score(row: &[f64], c: usize, k: &[usize], alpha: f64) -> f64 {
+    let lse = logsumexp(row);
+    let p = |i: usize| (row[i] - lse).exp();
+    let num: f64 = k.iter().map(|&i| p(i) * (row[c] - alpha * row[i])).sum();
+    let den: f64 = k.iter().map(|&i| p(i)).sum();
+    num / (den + 1e-9)
+}
+
+/// d[`finer_score`]/d`row` in closed form, the comparison classes held fixed.
+pub fn finer_score_grad(row: &[f64], c: usize, k: &[usize], alpha: f64) -> Vec<f64> {
+    let lse = logsumexp(row);
+    let p = |i: usize| (row[i] - lse).exp();
+    let num: f64 = k.iter().map(|&i| p(i) * (row[c] - alpha * row[i])).sum();
+    let den: f64 = k.iter().map(|&i| p(i)).sum();
+    let (d, s) = (den + 1e-9, finer_score(row, c, k, alpha));
+    (0..row.len())
+        .map(|m| {
+            let pm = p(m);
+            let hits = k.iter().filter(|&&i| i == m).count() as f64;
+            let dn = hits * pm * (row[c] - alpha * row[m] - alpha) - pm * num
+                + if m == c { den } else { 0.0 };
+            let dd = hits * pm - pm * den;
+            (dn - s * dd) / d
+        })
+        .collect()
+}
+
+/// Finer-CAM's seeds as [`seed_scores`] lays them out: `[images * tc, classes]`.
+#[allow(clippy::too_many_arguments)]
+pub fn seed_finer(
+    logits: &[f64],
+    targets: &[usize],
+    images: usize,
+    classes: usize,
+    k: usize,
+    t0: usize,
+    tc: usize,
+    ranks: &[usize],
+    alpha: f64,
+) -> Vec<f64> {
+    assert_eq!(targets.len(), images * k, "targets length");
+    assert_eq!(logits.len(), images * classes, "logits length");
+    let mut seed = Vec::with_capacity(images * tc * classes);
+    for n in 0..images {
+        let row = &logits[n * classes..(n + 1) * classes];
+        for j in 0..tc {
+            let c = targets[n * k + t0 + j];
+            seed.extend(finer_score_grad(
+                row,
+                c,
+                &finer_classes(row, c, ranks),
+                alpha,
+            ));
+        }
+    }
+    seed
+}
