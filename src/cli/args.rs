@@ -41,9 +41,9 @@ Columns (scores are softmax probabilities of the map's class; one row per method
   avg drop %, increase %     Grad-CAM++'s, on the map x image (pixel space)
   deletion / insertion AUC   RISE: to black / from a blur, --steps equal steps
   ROAD MoRF, ROAD LeRF       pytorch-grad-cam 1.5.7 ROADMostRelevantFirst / ROADLeastRelevantFirst:
-                             score change after its noisy linear imputer fills the pixels at or
-                             above (MoRF) / below (LeRF) each --road-percentiles percentile,
-                             averaged over them (--json: each percentile)
+                             score change after its noisy linear imputer fills the pixels whose
+                             map (MoRF) or 1 - map (LeRF) is at or above its p-th percentile, for
+                             each p of --road-percentiles, averaged (--json: each p)
   ROAD combined              ROADCombined = (LeRF average - MoRF average) / 2
   conf. change               pgc CamMultImageConfidenceChange: score(input x map) - score(input),
                              on the normalised input
@@ -138,7 +138,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "SD", default_value_t = 0.01)]
     pub road_noise: f32,
     /// Seed of the ROAD imputer's noise (ChaCha8; torch's draws are not reproduced).
-    #[arg(long, default_value_t = 0x0ad)]
+    #[arg(long, default_value_t = 0)]
     pub road_seed: u64,
     /// torch-cam deletion/insertion steps (torch-cam's default: 20; 0 skips them).
     #[arg(long, value_name = "N", default_value_t = 20)]

@@ -41,7 +41,7 @@ impl Default for NoisyLinearImputer {
     fn default() -> Self {
         Self {
             noise: DEFAULT_NOISE,
-            seed: 0x0ad,
+            seed: 0,
         }
     }
 }
