@@ -101,7 +101,7 @@ fn faith_config(a: &EvalArgs) -> Result<Option<FaithConfig>> {
     if a.tc_steps > 10_000 {
         return Err(bad("--tc-steps", format!("{} is over 10000", a.tc_steps)));
     }
-    Ok((!a.no_reference_metrics).then(|| FaithConfig {
+    Ok((!a.no_reference_metrics).then_some(FaithConfig {
         road_percentiles: percentiles,
         imputer: NoisyLinearImputer {
             noise: a.road_noise,

@@ -45,6 +45,9 @@ impl FaithConfig {
     }
 }
 
+/// Softmax probabilities `[rows, classes]` of `rows` normalised inputs.
+pub type ScoreFn<'a> = dyn FnMut(&[f32], usize) -> Result<Vec<f32>> + 'a;
+
 /// One map to measure: the normalised input `[3, H, W]`, the map `[H, W]`, the class scored.
 pub struct MapRow<'a> {
     pub input: &'a [f32],
@@ -118,7 +121,7 @@ pub fn measure(
     cfg: &FaithConfig,
     cap: usize,
     classes: usize,
-    score: &mut dyn FnMut(&[f32], usize) -> Result<Vec<f32>>,
+    score: &mut ScoreFn,
 ) -> Result<Vec<MapScores>> {
     let n = size[0] * size[1];
     let ps = cfg.all_percentiles();

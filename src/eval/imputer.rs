@@ -59,7 +59,7 @@ impl NoisyLinearImputer {
     ) -> Result<Vec<f32>> {
         let [h, w] = size;
         let n = h * w;
-        if n == 0 || keep.len() != n || img.len() % n != 0 {
+        if n == 0 || keep.len() != n || !img.len().is_multiple_of(n) {
             return Err(Error::Invalid(format!(
                 "imputer: image of {} values, mask of {} for a {h}x{w} map",
                 img.len(),
