@@ -187,3 +187,88 @@ fn the_cli_evaluates_the_shapes_model_by_default() {
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(err.contains("shapes-resnet: 2 images"), "{err}");
 }
+
+/// The reference implementations' metrics through the evaluator: every column is filled for
+/// a CAM method (ARCC only there), Grad-CAM's ROAD beats the random map's, and the per-map
+/// ROAD noise is seeded (two runs agree).
+#[test]
+fn reference_metrics_fill_their_columns() {
+    use gradcam_wgpu::eval::faithful::FaithConfig;
+    let model = Model::shapes().unwrap();
+    let ds = dataset();
+    let items = subset(&ds, 3);
+    let ctx = GpuContext::new().unwrap();
+    let cfg = EvalConfig {
+        batch: 4,
+        steps: 0,
+        faith: Some(FaithConfig {
+            road_percentiles: vec![30, 70],
+            tc_steps: 4,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut ev = Evaluator::new(&ctx, &model, &ds, items, cfg).unwrap();
+    let cam = ev.run(Source::Method(Method::GradCam)).unwrap();
+    let again = ev.run(Source::Method(Method::GradCam)).unwrap();
+    let random = ev.run(Source::Random).unwrap();
+    eprintln!("{}", metrics::table(&[cam.clone(), random.clone()]));
+    let road = cam.road.as_ref().unwrap();
+    assert_eq!(road.percentiles, vec![30, 70]);
+    assert_eq!(road.morf.len(), 2);
+    assert!((road.combined - (road.lerf_average - road.morf_average) / 2.0).abs() < 1e-12);
+    assert_eq!(road.combined, again.road.as_ref().unwrap().combined);
+    assert!(
+        road.combined > random.road.as_ref().unwrap().combined,
+        "{cam:?} {random:?}"
+    );
+    let arcc = cam.arcc.unwrap();
+    assert!((0.0..=1.0).contains(&arcc), "{arcc}");
+    assert!(random.arcc.is_none());
+    let (d, i) = (cam.tc_deletion_auc.unwrap(), cam.tc_insertion_auc.unwrap());
+    assert!(d < i, "torch-cam deletion {d} vs insertion {i}");
+    assert!(cam.confidence_change.unwrap().is_finite());
+}
+
+/// Bad reference-metric flags are exit 2 with the flag named; the JSON carries the columns.
+#[test]
+fn the_cli_checks_and_reports_the_reference_metrics() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/shapes-eval");
+    let eval = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gradcam"))
+            .args(["eval", "--data", data.to_str().unwrap()])
+            .args(["--limit", "1", "--steps", "0", "--no-baselines", "--json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for (args, flag) in [
+        (&["--road-percentiles", "0,50"][..], "--road-percentiles"),
+        (&["--road-percentiles", "100"][..], "--road-percentiles"),
+        (&["--road-percentiles", "5,x"][..], "--road-percentiles"),
+        (&["--road-noise=-0.5"][..], "--road-noise"),
+        (&["--road-noise", "NaN"][..], "--road-noise"),
+        (&["--tc-steps", "100000"][..], "--tc-steps"),
+    ] {
+        let o = eval(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+    let o = eval(&["--road-percentiles", "50", "--tc-steps", "2", "--no-arcc"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = &v[0];
+    assert_eq!(row["road"]["percentiles"], serde_json::json!([50]));
+    assert!(row["road"]["combined"].is_number(), "{row}");
+    assert!(row["tc_deletion_auc"].is_number() && row["confidence_change"].is_number());
+    assert!(row["arcc"].is_null(), "--no-arcc: {row}");
+    let o = eval(&["--no-reference-metrics"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v[0]["road"].is_null() && v[0]["tc_deletion_auc"].is_null());
+}

@@ -23,7 +23,10 @@ pub enum Command {
     /// predictions.jsonl sorted by image; exit 1 if any image is missing, duplicated or failed.
     Merge(MergeArgs),
     /// Measure explanation quality on a dataset with ground-truth boxes (pointing game,
-    /// class discrimination, localisation error, average drop, deletion/insertion AUC).
+    /// class discrimination, localisation error, average drop, deletion/insertion AUC), and
+    /// the reference implementations' metrics: ROAD, confidence change, torch-cam
+    /// deletion/insertion, ARCC.
+    #[command(after_long_help = EVAL_COLUMNS)]
     Eval(EvalArgs),
     /// Measure throughput (end to end and GPU-only), per-kernel GPU time and peak GPU memory
     /// on synthetic images.
@@ -32,6 +35,27 @@ pub enum Command {
     /// concepts, labelled through the classifier head (concept overlays and dff.json).
     Dff(super::dff::DffArgs),
 }
+
+/// `gradcam eval --help`: what each column means.
+const EVAL_COLUMNS: &str = "\
+Columns (scores are softmax probabilities of the map's class; one row per method or baseline):
+  pointing 1-obj / 2-obj %   the map's peak within 15 px (at 224 px) of the class's box
+  class-discrimination %     more map mass in the class's box than in the other object's
+  top-1 loc error %          Grad-CAM paper protocol (--loc-threshold, IoU >= 0.5)
+  avg drop %, increase %     Grad-CAM++'s, on the map x image (pixel space)
+  deletion / insertion AUC   RISE: to black / from a blur, --steps equal steps
+  ROAD MoRF, ROAD LeRF       pytorch-grad-cam 1.5.7 ROADMostRelevantFirst / ROADLeastRelevantFirst:
+                             score change after its noisy linear imputer fills the pixels whose
+                             map (MoRF) or 1 - map (LeRF) is at or above its p-th percentile, for
+                             each p of --road-percentiles, averaged (--json: each p)
+  ROAD combined              ROADCombined = (LeRF average - MoRF average) / 2
+  conf. change               pgc CamMultImageConfidenceChange: score(input x map) - score(input),
+                             on the normalised input
+  tc deletion / insertion    torch-cam 0.5 DeletionInsertionMetric (--tc-steps, baseline 0 in the
+                             normalised input, AUC over the perturbed fraction)
+  ARCC                       pgc ARCC: the harmonic mean (pgc's code; its docstring says
+                             geometric) of coherency, 1 - complexity and clip(2 ROADCombined, 0, 1)
+                             at percentiles 20, 40, 60, 80; CAM methods only";
 
 /// Which model to run (shared by the subcommands).
 #[derive(Args, Debug)]
@@ -107,6 +131,28 @@ pub struct EvalArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// ROAD percentiles, comma-separated, each in 1..=99, or `none` to skip ROAD.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "10,20,30,40,50,60,70,80,90"
+    )]
+    pub road_percentiles: String,
+    /// Standard deviation of the ROAD imputer's Gaussian noise (pytorch-grad-cam: 0.01).
+    #[arg(long, value_name = "SD", default_value_t = 0.01)]
+    pub road_noise: f32,
+    /// Seed of the ROAD imputer's noise (ChaCha8; torch's draws are not reproduced).
+    #[arg(long, default_value_t = 0)]
+    pub road_seed: u64,
+    /// torch-cam deletion/insertion steps (torch-cam's default: 20; 0 skips them).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub tc_steps: usize,
+    /// Skip ARCC (it runs the method again on every input x map).
+    #[arg(long)]
+    pub no_arcc: bool,
+    /// Skip ROAD, confidence change, torch-cam deletion/insertion and ARCC.
+    #[arg(long)]
+    pub no_reference_metrics: bool,
 }
 
 #[derive(Args, Debug)]

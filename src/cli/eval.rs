@@ -2,7 +2,9 @@
 
 use super::args::EvalArgs;
 use gradcam_wgpu::engine::{METHODS, Method};
-use gradcam_wgpu::eval::{Dataset, EvalConfig, Evaluator, Source, metrics};
+use gradcam_wgpu::eval::faithful::FaithConfig;
+use gradcam_wgpu::eval::imputer::NoisyLinearImputer;
+use gradcam_wgpu::eval::{Dataset, EvalConfig, Evaluator, Source, metrics, road};
 use gradcam_wgpu::{Error, GpuContext, Result};
 
 /// Runs the evaluation; returns how many images could not be read.
@@ -11,6 +13,7 @@ pub fn run(a: &EvalArgs) -> Result<usize> {
     if !(a.loc_threshold > 0.0 && a.loc_threshold <= 1.0) {
         return Err(Error::Invalid("--loc-threshold must be in (0, 1]".into()));
     }
+    let faith = faith_config(a)?;
     let ds = Dataset::load(&a.data)?;
     let mut sources: Vec<Source> = Vec::new();
     let names: Vec<&str> = if a.method.is_empty() {
@@ -53,6 +56,7 @@ pub fn run(a: &EvalArgs) -> Result<usize> {
         batch: a.batch,
         steps: a.steps,
         loc_threshold: a.loc_threshold,
+        faith,
         ..Default::default()
     };
     let mut evaluator = Evaluator::new(&ctx, &model, &ds, items, cfg)?;
@@ -71,4 +75,39 @@ pub fn run(a: &EvalArgs) -> Result<usize> {
         print!("{}", metrics::table(&reports));
     }
     Ok(reports.first().map_or(0, |r| r.failed_images))
+}
+
+/// The reference metrics' settings from the flags; bad values name their flag.
+fn faith_config(a: &EvalArgs) -> Result<Option<FaithConfig>> {
+    let bad = |flag: &str, why: String| Error::Invalid(format!("{flag}: {why}"));
+    let percentiles: Vec<u32> = match a.road_percentiles.trim() {
+        "none" | "" => Vec::new(),
+        list => list
+            .split(',')
+            .map(|p| {
+                p.trim()
+                    .parse::<u32>()
+                    .map_err(|_| bad("--road-percentiles", format!("`{p}` is not an integer")))
+            })
+            .collect::<Result<_>>()?,
+    };
+    road::check_percentiles(&percentiles).map_err(|e| bad("--road-percentiles", e))?;
+    if !(a.road_noise.is_finite() && a.road_noise >= 0.0) {
+        return Err(bad(
+            "--road-noise",
+            format!("{} is not a finite value >= 0", a.road_noise),
+        ));
+    }
+    if a.tc_steps > 10_000 {
+        return Err(bad("--tc-steps", format!("{} is over 10000", a.tc_steps)));
+    }
+    Ok((!a.no_reference_metrics).then_some(FaithConfig {
+        road_percentiles: percentiles,
+        imputer: NoisyLinearImputer {
+            noise: a.road_noise,
+            seed: a.road_seed,
+        },
+        tc_steps: a.tc_steps,
+        arcc: !a.no_arcc,
+    }))
 }

@@ -1,5 +1,7 @@
 //! The metrics' definitions, applied to per-map statistics computed on the device.
 
+use super::arcc;
+use super::faithful::MapScores;
 use serde::Serialize;
 
 /// The pointing game (Zhang et al., 2016): a hit when the map's maximum lies within
@@ -49,6 +51,34 @@ pub struct Tally {
     pub insertion_sum: f64,
     pub curves: usize,
     pub failed: usize,
+    /// The ROAD percentiles reported; `road_morf[i]`, `road_lerf[i]` sum their changes.
+    pub road_percentiles: Vec<u32>,
+    pub road_morf: Vec<f64>,
+    pub road_lerf: Vec<f64>,
+    pub road_n: usize,
+    pub cam_mult_sum: f64,
+    pub cam_mult_n: usize,
+    pub tc_deletion_sum: f64,
+    pub tc_insertion_sum: f64,
+    pub tc_n: usize,
+    pub arcc_sum: f64,
+    pub arcc_n: usize,
+    /// Maps the reference metrics have seen (numbers the imputer's noise streams).
+    pub maps_measured: usize,
+}
+
+/// ROAD over a table row's maps: mean score changes per percentile and their summaries.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoadReport {
+    pub percentiles: Vec<u32>,
+    /// ROADMostRelevantFirst per percentile (lower is better).
+    pub morf: Vec<f64>,
+    /// ROADLeastRelevantFirst per percentile (higher is better).
+    pub lerf: Vec<f64>,
+    pub morf_average: f64,
+    pub lerf_average: f64,
+    /// ROADCombined = (lerf_average − morf_average) / 2.
+    pub combined: f64,
 }
 
 /// One table row. Rates are percentages; AUCs are in [0, 1] (deletion: lower is better).
@@ -65,12 +95,48 @@ pub struct Report {
     pub increase_in_confidence: f64,
     pub deletion_auc: Option<f64>,
     pub insertion_auc: Option<f64>,
+    pub road: Option<RoadReport>,
+    /// pgc's CamMultImageConfidenceChange: mean score(input ⊙ map) − score(input).
+    pub confidence_change: Option<f64>,
+    /// torch-cam 0.5's DeletionInsertionMetric (steps 20 unless set).
+    pub tc_deletion_auc: Option<f64>,
+    pub tc_insertion_auc: Option<f64>,
+    /// pgc's ARCC (harmonic mean of coherency, 1 − complexity and ROAD), CAM methods only.
+    pub arcc: Option<f64>,
     pub seconds: f64,
     /// Images that could not be read (each also reported with its path).
     pub failed_images: usize,
 }
 
 impl Tally {
+    /// Adds one map's reference metrics; `coherency` is given for CAM methods (ARCC).
+    pub fn add_faithful(&mut self, s: &MapScores, cam: &[f32], coherency: Option<f64>) {
+        if let Some(curve) = &s.road {
+            let k = self.road_percentiles.len();
+            self.road_morf.resize(k, 0.0);
+            self.road_lerf.resize(k, 0.0);
+            for (i, p) in self.road_percentiles.iter().enumerate() {
+                if let Some(j) = curve.percentiles.iter().position(|q| q == p) {
+                    self.road_morf[i] += curve.morf[j];
+                    self.road_lerf[i] += curve.lerf[j];
+                }
+            }
+            self.road_n += 1;
+            if let Some(coh) = coherency {
+                let road = curve.combined(&arcc::PERCENTILES);
+                self.arcc_sum += arcc::arcc(arcc::complexity(cam), coh, road);
+                self.arcc_n += 1;
+            }
+        }
+        self.cam_mult_sum += s.cam_mult;
+        self.cam_mult_n += 1;
+        if let Some((d, i)) = s.tc {
+            self.tc_deletion_sum += d;
+            self.tc_insertion_sum += i;
+            self.tc_n += 1;
+        }
+    }
+
     pub fn report(&self, method: &str, seconds: f64) -> Report {
         let pct = |a: usize, b: usize| {
             if b == 0 {
@@ -91,9 +157,35 @@ impl Tally {
             increase_in_confidence: pct(self.increased, self.confidence),
             deletion_auc: mean(self.deletion_sum, self.curves),
             insertion_auc: mean(self.insertion_sum, self.curves),
+            road: self.road_report(),
+            confidence_change: mean(self.cam_mult_sum, self.cam_mult_n),
+            tc_deletion_auc: mean(self.tc_deletion_sum, self.tc_n),
+            tc_insertion_auc: mean(self.tc_insertion_sum, self.tc_n),
+            arcc: mean(self.arcc_sum, self.arcc_n),
             seconds,
             failed_images: self.failed,
         }
+    }
+}
+
+impl Tally {
+    fn road_report(&self) -> Option<RoadReport> {
+        if self.road_n == 0 || self.road_percentiles.is_empty() {
+            return None;
+        }
+        let n = self.road_n as f64;
+        let morf: Vec<f64> = self.road_morf.iter().map(|v| v / n).collect();
+        let lerf: Vec<f64> = self.road_lerf.iter().map(|v| v / n).collect();
+        let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (morf_average, lerf_average) = (avg(&morf), avg(&lerf));
+        Some(RoadReport {
+            percentiles: self.road_percentiles.clone(),
+            morf,
+            lerf,
+            morf_average,
+            lerf_average,
+            combined: (lerf_average - morf_average) / 2.0,
+        })
     }
 }
 
@@ -102,13 +194,19 @@ pub fn table(reports: &[Report]) -> String {
     let mut s = String::new();
     s.push_str(
         "| method | pointing 1-obj % | pointing 2-obj % | class-discrimination % | \
-         top-1 loc error % | avg drop % | increase % | deletion AUC ↓ | insertion AUC ↑ | s |\n",
+         top-1 loc error % | avg drop % | increase % | deletion AUC ↓ | insertion AUC ↑ | \
+         ROAD MoRF ↓ | ROAD LeRF ↑ | ROAD combined ↑ | conf. change ↑ | tc deletion ↓ | \
+         tc insertion ↑ | ARCC ↑ | s |\n",
     );
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
     let auc = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let fine = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     for r in reports {
+        let road = |f: fn(&RoadReport) -> f64| fine(r.road.as_ref().map(f));
         s.push_str(&format!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} |\n",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
             r.method,
             r.pointing_single,
             r.pointing_two,
@@ -118,6 +216,13 @@ pub fn table(reports: &[Report]) -> String {
             r.increase_in_confidence,
             auc(r.deletion_auc),
             auc(r.insertion_auc),
+            road(|x| x.morf_average),
+            road(|x| x.lerf_average),
+            road(|x| x.combined),
+            fine(r.confidence_change),
+            auc(r.tc_deletion_auc),
+            auc(r.tc_insertion_auc),
+            fine(r.arcc),
             r.seconds
         ));
     }

@@ -15,10 +15,26 @@
 //! - **deletion / insertion AUC** (RISE): remove the most salient pixels (to black), or
 //!   insert them into a blurred copy, in `steps` equal steps; AUC of the class's softmax
 //!   score over the fraction of pixels.
+//!
+//! And the reference implementations' own metrics, on maps read back to the host
+//! ([`faithful`], when `EvalConfig::faith` is set; the CLI sets it):
+//! - **ROAD** (pytorch-grad-cam): MoRF/LeRF score changes at percentiles with its noisy
+//!   linear imputer, their averages and ROADCombined ([`road`], [`imputer`]);
+//! - **confidence change**: pgc's `CamMultImageConfidenceChange`, score(input ⊙ map) − score(input);
+//! - **torch-cam deletion/insertion**: torch-cam 0.5's `DeletionInsertionMetric` ([`torchcam`]);
+//! - **ARCC** (pgc, CAM methods only): the harmonic mean pgc computes ([`arcc`]).
+//!
+//! Their scores are softmax probabilities of the map's class (pgc's
+//! `ClassifierOutputSoftmaxTarget`).
 
+pub mod arcc;
 pub mod dataset;
+pub mod faithful;
+pub mod imputer;
 pub mod metrics;
+pub mod road;
 pub mod scorer;
+pub mod torchcam;
 
 pub use dataset::Dataset;
 pub use metrics::{Report, Tally};
@@ -67,6 +83,8 @@ pub struct EvalConfig {
     pub loc_threshold: f32,
     /// Rows per scoring pass.
     pub score_rows: usize,
+    /// ROAD, confidence change, torch-cam deletion/insertion and ARCC; None skips them.
+    pub faith: Option<faithful::FaithConfig>,
 }
 
 impl Default for EvalConfig {
@@ -77,6 +95,7 @@ impl Default for EvalConfig {
             steps: 8,
             loc_threshold: 0.15,
             score_rows: 64,
+            faith: None,
         }
     }
 }
@@ -158,6 +177,29 @@ impl<'a> Evaluator<'a> {
     pub fn run(&mut self, source: Source) -> Result<Report> {
         let start = std::time::Instant::now();
         let mut tally = Tally::default();
+        let faith = self.cfg.faith.clone();
+        if let Some(f) = &faith {
+            tally.road_percentiles = f.road_percentiles.clone();
+        }
+        // ARCC's coherency runs the method again, one target per input.
+        let mut arcc_engine = match (source, &faith) {
+            (Source::Method(method), Some(f)) if f.arcc => Some(Engine::new(
+                self.ctx.clone(),
+                self.model,
+                EngineConfig {
+                    layers: self.cfg.layers.clone(),
+                    method,
+                    size: self.size,
+                    batch: self.cfg.batch,
+                    targets: TargetSpec::PerImage(1),
+                    mean: self.model.mean,
+                    std: self.model.std,
+                    read_maps: true,
+                    ..Default::default()
+                },
+            )?),
+            _ => None,
+        };
         for k in 1..=self.max_objects {
             let group: Vec<&Item> = self
                 .items
@@ -201,6 +243,10 @@ impl<'a> Evaluator<'a> {
                         let results = engine.explain_on_device(&b.images, Some(&classes))?;
                         let maps = results.maps();
                         self.measure(&b, maps, &mut tally)?;
+                        if let Some(f) = &faith {
+                            let maps = maps.clone();
+                            self.faithful(&b, &maps, f, arcc_engine.as_mut(), &mut tally)?;
+                        }
                     }
                     None => {
                         let rows = b.images.len() * k;
@@ -215,6 +261,9 @@ impl<'a> Evaluator<'a> {
                         self.submit(&[d])?;
                         let maps = self.maps.clone();
                         self.measure(&b, &maps, &mut tally)?;
+                        if let Some(f) = &faith {
+                            self.faithful(&b, &maps, f, None, &mut tally)?;
+                        }
                     }
                 }
             }
@@ -375,6 +424,63 @@ impl<'a> Evaluator<'a> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The reference implementations' metrics ([`faithful`], ARCC) for one batch's maps.
+    fn faithful(
+        &mut self,
+        b: &Batch,
+        maps: &wgpu::Buffer,
+        f: &faithful::FaithConfig,
+        arcc_engine: Option<&mut Engine>,
+        tally: &mut Tally,
+    ) -> Result<()> {
+        let n = self.size[0] * self.size[1];
+        let rows = b.images.len() * b.k;
+        let read =
+            buffer::submit_and_read(&self.ctx, self.encoder(), &[(maps, (rows * n * 4) as u64)])?;
+        let cams: Vec<f32> = bytemuck::pod_collect_to_vec(&read[0]);
+        let inputs: Vec<Vec<f32>> = b
+            .images
+            .iter()
+            .map(|im| faithful::normalize(im, self.model.mean, self.model.std))
+            .collect();
+        let classes: Vec<usize> = b
+            .objects
+            .iter()
+            .flat_map(|o| o.iter().map(|o| o.class))
+            .collect();
+        let map_rows: Vec<faithful::MapRow> = (0..rows)
+            .map(|r| faithful::MapRow {
+                input: &inputs[r / b.k],
+                cam: &cams[r * n..(r + 1) * n],
+                class: classes[r],
+                id: (tally.maps_measured + r) as u64,
+            })
+            .collect();
+        let (cap, nclasses) = (self.scorer.capacity(), self.scorer.classes());
+        let scorer = &mut self.scorer;
+        let scores = faithful::measure(&map_rows, self.size, f, cap, nclasses, &mut |x, rows| {
+            scorer.probabilities_of(x, rows)
+        })?;
+        let mixed = match arcc_engine {
+            Some(engine) => {
+                let mixed: Vec<Vec<f32>> = map_rows
+                    .iter()
+                    .map(|m| faithful::mult(m.input, m.cam))
+                    .collect();
+                Some(arcc::mixed_maps(engine, &mixed, &classes)?)
+            }
+            None => None,
+        };
+        for (r, s) in scores.iter().enumerate() {
+            let coherency = mixed
+                .as_ref()
+                .map(|m| arcc::coherency(&m[r], map_rows[r].cam));
+            tally.add_faithful(s, map_rows[r].cam, coherency);
+        }
+        tally.maps_measured += rows;
         Ok(())
     }
 

@@ -56,6 +56,20 @@ impl Scorer {
         self.acts.act(0)
     }
 
+    /// Probabilities `[rows, classes]` of normalised inputs given on the host (`[rows, 3, H, W]`).
+    pub fn probabilities_of(&mut self, inputs: &[f32], rows: usize) -> Result<Vec<f32>> {
+        self.ctx
+            .queue
+            .write_buffer(self.acts.act(0), 0, bytemuck::cast_slice(inputs));
+        let encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("score host inputs"),
+            });
+        self.probabilities(encoder, rows)
+    }
+
     /// Records the forward pass and softmax over the first `rows` inputs into `encoder`,
     /// submits, and returns the probabilities `[rows, classes]`.
     pub fn probabilities(
