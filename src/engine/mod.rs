@@ -22,9 +22,9 @@ pub mod plan;
 pub mod random;
 pub mod reshape;
 pub mod sess;
+mod shapley;
 mod smooth_score;
 mod smoothgrad;
-mod shapley;
 pub mod targets;
 
 pub use crate::model::{IMAGENET_MEAN, IMAGENET_STD};

@@ -15,8 +15,8 @@ pub mod linear;
 pub mod norm;
 pub mod perturb;
 pub mod pool;
-pub mod smoothgrad;
 pub mod shapley;
+pub mod smoothgrad;
 pub mod targets;
 
 use crate::gpu::{GpuContext, buffer};

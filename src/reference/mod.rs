@@ -18,8 +18,8 @@ pub mod linear;
 pub mod norm;
 pub mod perturb;
 pub mod pool;
-pub mod smoothgrad;
 pub mod shapley;
+pub mod smoothgrad;
 pub mod targets;
 
 pub use broadcast::{binary, binary_backward};
