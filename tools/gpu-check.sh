@@ -5,7 +5,7 @@
 #
 #   tools/gpu-check.sh prepare [--dest DIR] [--gradcam EXE] [--test NAME=EXE]...
 #       Here, with cargo and network. Builds the release CLI and the kernels, golden and methods
-#       test executables (or takes the ones given), strips them, downloads the Vulkan loader
+#       test executables (or takes the ones given), strips and gzips them, downloads the Vulkan loader
 #       (libvulkan1 .deb, via apt-get with private lists) and the grad-cam 1.5.7 (built from
 #       its sdist), ttach 0.0.3 and captum 0.9.0 wheels (Python 3.12, pure Python), and stages
 #       everything in DIR (default .device/, git-ignored). Refuses to stage more than 60 MiB.
@@ -131,7 +131,7 @@ prepare() {
     mkdir -p "$dest"/{bin,tests,debs,wheels}
     dest=$(cd "$dest" && pwd)
 
-    echo "# executables (stripped)"
+    echo "# executables (stripped, gzipped)"
     stage_exe "$cli" "$dest/bin/gradcam"
     for name in "${TESTS[@]}"; do stage_exe "${test_exe[$name]}" "$dest/tests/$name"; done
 
@@ -160,7 +160,7 @@ prepare() {
     {
         echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (modified)')"
         echo "prepared $(date -u +%FT%TZ) on $(uname -n) ($(uname -m))"
-        echo "gradcam $("$dest/bin/gradcam" --version 2>/dev/null || echo '?')"
+        echo "gradcam $("$cli" --version 2>/dev/null || echo '?')"
         (cd "$dest" && find . -type f ! -name manifest.txt | sort | xargs du -b)
     } >"$dest/manifest.txt"
     ls -l "$dest"/bin "$dest"/tests "$dest"/debs "$dest"/wheels | grep -v '^total'
@@ -178,6 +178,8 @@ prepare() {
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
+# stage_exe EXE DEST: EXE stripped and gzipped to DEST.gz (run unpacks it), so that the
+# executables, the bundled model inside the CLI included, fit the staged folder's limit.
 stage_exe() {
     if command -v strip >/dev/null; then
         strip -o "$2" "$1"
@@ -185,8 +187,8 @@ stage_exe() {
         echo "  (no strip here: copied as is)"
         cp "$1" "$2"
     fi
-    chmod 755 "$2"
-    printf '  %-8s %6.1f MiB  <- %s\n' "$(basename "$2")" "$(mib "$(stat -c %s "$2")")" "$1"
+    gzip -9 -n -f "$2"
+    printf '  %-8s %6.1f MiB gzipped  <- %s\n' "$(basename "$2")" "$(mib "$(stat -c %s "$2.gz")")" "$1"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -363,7 +365,7 @@ step_bench() {
 step_tests() {
     local name=$1 filter=$2 log=$WORK/$1-tests.txt
     # shellcheck disable=SC2086 # the filter is a list of names
-    GRADCAM_REPO=$ROOT "$STAGE/tests/$name" $filter 2>&1 | tee "$log"
+    GRADCAM_REPO=$ROOT "$EXE/tests/$name" $filter 2>&1 | tee "$log"
     # A filter that matched nothing must not pass for a run.
     grep -Eq '^test result: ok\. [1-9][0-9]* passed' "$log" || { echo "no test ran"; return 1; }
 }
@@ -451,7 +453,6 @@ run() {
     [[ -f $STAGE/manifest.txt ]] ||
         die "no staged folder at $STAGE: run 'tools/gpu-check.sh prepare' where cargo is, and carry .device"
     STAGE=$(cd "$STAGE" && pwd)
-    chmod +x "$STAGE"/bin/* "$STAGE"/tests/* # in case the copy lost the modes
     OUT=${OUT:-$ROOT/gpu-check-out}
     mkdir -p "$OUT"
     OUT=$(cd "$OUT" && pwd)
@@ -463,7 +464,15 @@ run() {
     : >"$WORK/steps.jsonl"
     : >"$WORK/notes.txt"
     : >"$WORK/env.sh"
-    BIN=$STAGE/bin/gradcam
+    # The staged executables are gzipped: unpack them into the run's folder.
+    EXE=$RT/exe
+    mkdir -p "$EXE"/bin "$EXE"/tests
+    local gz
+    for gz in "$STAGE"/bin/*.gz "$STAGE"/tests/*.gz; do
+        gunzip -c "$gz" >"$EXE/$(basename "$(dirname "$gz")")/$(basename "$gz" .gz)"
+    done
+    chmod +x "$EXE"/bin/* "$EXE"/tests/*
+    BIN=$EXE/bin/gradcam
     REHEARSAL=${REHEARSAL:-0}
     QUICK=${QUICK:-0}
     STEPS=${STEPS:-loader,adapter,wheels,bench,kernels,golden,methods,compare,scorecam}
@@ -491,7 +500,7 @@ run() {
         export XDG_RUNTIME_DIR=$RT/xdg
         mkdir -m 700 "$XDG_RUNTIME_DIR"
     fi
-    export WORK RT STAGE BIN REHEARSAL PYTHON BENCH_ARCH BENCH_BATCHES BENCH_SIZE \
+    export WORK RT STAGE EXE BIN REHEARSAL PYTHON BENCH_ARCH BENCH_BATCHES BENCH_SIZE \
         BENCH_ITERS BENCH_WARMUP COMPARE_DEVICE COMPARE_THREADS COMPARE_SIZE ROOT
     export -f summary_py note export_env peak_gflops nvidia_libs probe_adapter step_loader \
         step_adapter step_wheels step_bench step_tests step_compare
