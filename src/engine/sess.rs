@@ -7,7 +7,7 @@
 use super::{Engine, EngineConfig, ImageResult, TargetResult, TargetSpec};
 use crate::GpuContext;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Model, Output};
 use crate::reference::image::{overlay, upsample_bilinear};
 
 /// How patch maps are fused.
@@ -233,7 +233,7 @@ impl Sess {
                 .into_iter()
                 .enumerate()
             {
-                let prob = softmax(&r.logits);
+                let prob = Output::Softmax.scores(&r.logits);
                 for (t, &c) in targets.iter().enumerate() {
                     // Negative scores can't weigh (pgc clips them; softmax never is).
                     scores[t][p0 + j] = prob[c].max(0.0);
@@ -380,13 +380,6 @@ fn window_starts(length: usize, step: usize, window: usize) -> Vec<usize> {
         starts.push(start);
     }
     starts
-}
-
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f64> = logits.iter().map(|&l| ((l - m) as f64).exp()).collect();
-    let z: f64 = e.iter().sum();
-    e.iter().map(|v| (v / z) as f32).collect()
 }
 
 /// pgc's scale_cam_image without a resize: (x - min) / (1e-7 + max of that).
