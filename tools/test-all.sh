@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The README's test command (and CI's): the engine's tests, then the Python package built in
-# a virtualenv and its tests. Python tests that compare with pytorch-grad-cam live run only
-# where torch and grad-cam are importable; the fixture tests need neither.
+# a virtualenv and its tests, then the page in headless chromium (tools/web.sh test). Python
+# tests that compare with pytorch-grad-cam live run only where torch and grad-cam are
+# importable; the fixture tests need neither.
 #   PYTHON=python3.11   the interpreter to build the virtualenv from
 #   VENV=.venv          where the virtualenv goes
-#   SKIP_CARGO_TESTS=1  only the Python package
+#   SKIP_CARGO_TESTS=1  no cargo tests (the Python package and the browser test)
+#   SKIP_WEB_TESTS=1    no browser test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +29,9 @@ venv="$(cd "$venv" && pwd)"
 # The README's install command; it builds into the workspace's target/ (release, shared with
 # `cargo test --release` above), so only the bindings compile here.
 "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps ./python
-cd python/tests
-"$venv/bin/python" -m pytest -q -ra
+(cd python/tests && "$venv/bin/python" -m pytest -q -ra)
+
+# The page and its wasm package in headless chromium, against the native CLI.
+if [ -z "${SKIP_WEB_TESTS:-}" ]; then
+    tools/web.sh test
+fi
