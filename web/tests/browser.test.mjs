@@ -266,3 +266,23 @@ test('without WebGPU the page says what it needs', { timeout: 5 * MINUTE }, asyn
   assert.match(await page.textContent('#privacy'), /Nothing leaves this machine/);
   await page.close();
 });
+
+test('once loaded, the page works offline', { timeout: 15 * MINUTE }, async (t) => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.setDefaultTimeout(10 * MINUTE);
+  watchConsole(page, (s) => t.diagnostic(s));
+  await page.goto(server.url);
+  await page.waitForSelector('body[data-state="ready"]');
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  await context.setOffline(true);
+  try {
+    await page.reload();
+    await page.waitForSelector('body[data-state="ready"]');
+    assert.match(await page.textContent('#model-name'), /1000 classes/);
+    assert.ok(await page.locator('.example').count() >= 1);
+    assert.equal(await page.isHidden('#error'), true);
+  } finally {
+    await context.close();
+  }
+});
