@@ -19,6 +19,7 @@ struct BmmParams {
 @group(0) @binding(2) var<storage, read> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 #import grid
+#import inf
 
 // Each invocation computes a 4 x 4 block of out (rows i..i+3, columns j..j+3): 8 loads per
 // 16 multiply-adds, and on llvmpipe the 4 loads of x are the same for the 8 lanes of a
@@ -102,7 +103,7 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let line = linear_id(wid, nwg, lid);
     if (line >= q.lines) { return; }
     let base = line_base(line);
-    var m = bitcast<f32>(0xff800000u);
+    var m = neg_inf();
     for (var k = 0u; k < q.len; k++) { m = max(m, x[base + k * q.inner]); }
     var z = 0.0;
     for (var k = 0u; k < q.len; k++) { z += exp(x[base + k * q.inner] - m); }

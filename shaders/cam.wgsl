@@ -125,6 +125,7 @@ fn product(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 }
 
 #import reduce
+#import inf
 
 // In place on dst: one workgroup per map of `plane` values.
 @compute @workgroup_size(256)
@@ -133,8 +134,8 @@ fn minmax_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let row = workgroup_index(wid, nwg);
     if (row >= p.rows) { return; } // uniform per workgroup, so barriers stay uniform
     let base = row * p.plane;
-    var mn = bitcast<f32>(0x7f800000u);
-    var mx = bitcast<f32>(0xff800000u);
+    var mn = pos_inf();
+    var mx = neg_inf();
     for (var s = lid; s < p.plane; s += 256u) {
         let v = dst[base + s];
         mn = min(mn, v);
@@ -168,7 +169,7 @@ fn abs_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let row = i / p.channels;
     let c = i % p.channels;
     let bs = dst[c] * dst[p.channels + c];
-    var mn = bitcast<f32>(0x7f800000u);
+    var mn = pos_inf();
     var mx = 0.0;
     for (var s = 0u; s < p.plane; s++) {
         let v = abs_term(row, c, s, bs);

@@ -18,6 +18,7 @@ struct FinerParams {
 @group(0) @binding(2) var<storage, read> targets: array<u32>;   // [images, k]
 @group(0) @binding(3) var<storage, read_write> seed: array<f32>; // [images * tc, classes]
 #import grid
+#import inf
 
 fn rank_at(q: u32) -> u32 { return p.ranks[q / 4u][q % 4u]; }
 
@@ -50,7 +51,7 @@ fn seed_finer(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         prev_d = best_d;
         prev_i = best_i;
     }
-    var mx = bitcast<f32>(0xff800000u);
+    var mx = neg_inf();
     for (var m = 0u; m < p.classes; m++) { mx = max(mx, logits[base + m]); }
     var s = 0.0;
     for (var m = 0u; m < p.classes; m++) { s += exp(logits[base + m] - mx); }

@@ -67,6 +67,7 @@ fn upsampled(ch: u32, y: u32, x: u32, lo: f32, den: f32) -> f32 {
 }
 
 #import reduce
+#import inf
 
 // The selection buffer `order` [3 C] (f32): positions [0, C) hold the channels by decreasing
 // spatial std, [C, 2C) each channel's rank, [2C, 3C) the stds. Without a selection the
@@ -96,7 +97,7 @@ fn top_channels(@builtin(local_invocation_index) lid: u32) {
         for (var s = 0u; s < plane; s++) { let d = a[base + s] - mean; v += d * d; }
         let sd = sqrt(v / f32(plane));
         // A NaN std ranks last, so the ranks stay a permutation.
-        dst[2u * p.channels + ch] = select(bitcast<f32>(0xff800000u), sd, sd == sd);
+        dst[2u * p.channels + ch] = select(neg_inf(), sd, sd == sd);
     }
     storageBarrier();
     for (var ch = lid; ch < p.channels; ch += 256u) {
@@ -120,8 +121,8 @@ fn mask_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let j = workgroup_index(wid, nwg);
     if (j >= p.keep) { return; }
     let ch = chosen(j);
-    var mn = bitcast<f32>(0x7f800000u);
-    var mx = bitcast<f32>(0xff800000u);
+    var mn = pos_inf();
+    var mx = neg_inf();
     if ((p.mode & MODE_TORCHCAM) != 0u) {
         let base = (p.img * p.channels + ch) * p.h * p.w;
         for (var i = lid; i < p.h * p.w; i += 256u) {
@@ -185,7 +186,7 @@ fn masked_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 fn activation_min(@builtin(local_invocation_index) lid: u32) {
     let len = p.channels * p.h * p.w;
     let base = p.img * len;
-    var mn = bitcast<f32>(0x7f800000u);
+    var mn = pos_inf();
     for (var i = lid; i < len; i += 256u) { mn = min(mn, a[base + i]); }
     let r = workgroup_minmax(mn, mn, lid);
     if (lid == 0u) { dst[0] = r.x; }
@@ -256,7 +257,7 @@ fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let r = workgroup_index(wid, nwg);
     if (r >= p.count) { return; }
     let base = (p.c0 + r) * p.channels;
-    var mx = bitcast<f32>(0xff800000u);
+    var mx = neg_inf();
     for (var j = lid; j < p.keep; j += 256u) { mx = max(mx, b[base + j]); }
     let m = workgroup_minmax(mx, mx, lid).y;
     var sum = 0.0;

@@ -17,6 +17,7 @@ struct PoolParams {
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 
 #import grid
+#import inf
 
 @compute @workgroup_size(64)
 fn maxpool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -28,7 +29,7 @@ fn maxpool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let oy = (i % out_plane) / p.out_w;
     let ox = i % p.out_w;
     let base = plane * p.in_h * p.in_w;
-    var best = bitcast<f32>(0xff800000u); // -inf
+    var best = neg_inf();
     var best_i = 0xffffffffu;
     for (var kh = 0u; kh < p.k_h; kh++) {
         let iy = i32(oy * p.stride_h + kh * p.dil_h) - i32(p.pad_h);

@@ -17,6 +17,7 @@ struct ShapleyParams {
 @group(0) @binding(4) var<storage, read> targets: array<u32>;  // [images, k]
 #import grid
 #import reduce
+#import inf
 
 @compute @workgroup_size(256)
 fn jv_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -48,7 +49,7 @@ fn hessian_seed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let c = targets[image * p.k + p.t0 + row % p.rep];
-    var mx = bitcast<f32>(0xff800000u);
+    var mx = neg_inf();
     for (var k = 0u; k < p.classes; k++) { mx = max(mx, x[base + k]); }
     var s = 0.0;
     var pu = 0.0;

@@ -12,6 +12,7 @@ struct TargetParams {
 @group(0) @binding(3) var<storage, read_write> seed: array<f32>;    // [images * tc, classes]
 #import grid
 #import score
+#import inf
 
 fn logit_at(i: u32, src: u32) -> f32 { return logits[i]; }
 
@@ -30,7 +31,7 @@ fn topk(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = gid.x;
     if (n >= p.images) { return; }
     let base = n * p.classes;
-    var prev_v = bitcast<f32>(0x7f800000u);
+    var prev_v = pos_inf();
     var prev_i = 0xffffffffu;
     for (var t = 0u; t < p.k; t++) {
         var best_v = 0.0;

@@ -42,10 +42,16 @@
 //! # }
 //! ```
 
+// Host layer: blocking readbacks (and threads), so native only.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod dff;
+// Host layer: blocking readbacks (and threads), so native only.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod embed;
 pub mod engine;
 pub mod error;
+// Host layer: blocking readbacks (and threads), so native only.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
 pub mod gpu;
 pub mod graph;

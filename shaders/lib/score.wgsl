@@ -5,6 +5,7 @@
 //   2 rest     z_c - cross_entropy(z, c)          ClassifierOutputReST (= 2 z_c - logsumexp z)
 //   3 binary   z_0 for c = 1, -z_0 for c = 0      BinaryClassifierOutputTarget (one output)
 // The importing module defines `fn logit_at(i: u32, src: u32) -> f32` (src picks a buffer).
+#import inf
 
 const SCORE_LOGIT: u32 = 0u;
 const SCORE_SOFTMAX: u32 = 1u;
@@ -12,7 +13,7 @@ const SCORE_REST: u32 = 2u;
 const SCORE_BINARY: u32 = 3u;
 
 fn row_logsumexp(base: u32, classes: u32, src: u32) -> f32 {
-    var m = bitcast<f32>(0xff800000u);
+    var m = neg_inf();
     for (var k = 0u; k < classes; k++) { m = max(m, logit_at(base + k, src)); }
     var s = 0.0;
     for (var k = 0u; k < classes; k++) { s += exp(logit_at(base + k, src) - m); }

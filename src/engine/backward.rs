@@ -10,7 +10,14 @@ use crate::ops::cam::CamShape;
 use crate::ops::eltwise::Merge;
 
 impl Engine {
-    pub(super) fn backward_and_cam(&self, n: usize, tc: usize, t0: usize) -> Vec<Dispatch> {
+    /// The seed, backward and CAM dispatches of a pass, and the index where the CAM stage
+    /// (weights, sums, maps) begins: the split the stage timings report.
+    pub(super) fn backward_and_cam(
+        &self,
+        n: usize,
+        tc: usize,
+        t0: usize,
+    ) -> (Vec<Dispatch>, usize) {
         let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
         let rows = n * tc;
         let last = self.plan.steps.len() - 1;
@@ -48,10 +55,12 @@ impl Engine {
         }
         let lowest = *self.plan.sources.iter().min().expect("at least one target");
         let [h, w] = self.cfg.size;
+        let cam_start;
         match self.cfg.method {
             Method::FullGrad => {
                 let mut first = true;
                 self.backward(&mut d, rows, tc, 0, false, Some(&mut first));
+                cam_start = d.len();
                 // The input term: |x * dy/dx| per colour channel.
                 let shape = CamShape {
                     rows,
@@ -80,6 +89,7 @@ impl Engine {
                 d.push(ops.cam.normalize(ctx, rows, h * w, &self.cam_big, dummy));
             }
             Method::SobelCam => {
+                cam_start = d.len();
                 let pixels = &self.pixels;
                 d.push(
                     ops.image
@@ -89,6 +99,7 @@ impl Engine {
             }
             Method::GuidedGradCam => {
                 self.backward(&mut d, rows, tc, lowest, false, None);
+                cam_start = d.len();
                 self.cam_stage(&mut d, n, tc, t0);
                 // A second, guided pass from the same seeds down to the input.
                 self.backward(&mut d, rows, tc, 0, true, None);
@@ -112,10 +123,11 @@ impl Engine {
                 if m.needs_gradients() {
                     self.backward(&mut d, rows, tc, lowest, false, None);
                 }
+                cam_start = d.len();
                 self.cam_stage(&mut d, n, tc, t0);
             }
         }
-        d
+        (d, cam_start)
     }
 
     /// Backward from the seeded logits down to step `stop` for `rows` gradient rows. `guided`

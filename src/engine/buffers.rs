@@ -23,7 +23,14 @@ use std::collections::HashMap;
 const BACKWARD_BUDGET: u64 = 1 << 30;
 
 impl Engine {
-    pub fn new(ctx: GpuContext, model: &Model, mut cfg: EngineConfig) -> Result<Self> {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new(ctx: GpuContext, model: &Model, cfg: EngineConfig) -> Result<Self> {
+        pollster::block_on(Self::new_async(ctx, model, cfg))
+    }
+
+    /// [`Engine::new`] without blocking: allocation failures are reported through an error
+    /// scope, which the browser resolves on its event loop.
+    pub async fn new_async(ctx: GpuContext, model: &Model, mut cfg: EngineConfig) -> Result<Self> {
         if cfg.method == Method::RefineCam {
             if cfg.fuse == Fuse::Max {
                 return Err(Error::Invalid(
@@ -376,12 +383,14 @@ impl Engine {
             readback: Default::default(),
             backward_cache: HashMap::new(),
             profiler: None,
+            stage_clock: None,
+            stage_times: None,
             tensor_input: false,
             pixels_black: false,
             random,
             shapley,
         };
-        if let Some(e) = pollster::block_on(oom.pop()) {
+        if let Some(e) = oom.pop().await {
             return Err(Error::OutOfMemory(format!("batch of {cap_n}: {e}")));
         }
         Ok(engine)

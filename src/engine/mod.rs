@@ -12,6 +12,8 @@ mod backward;
 mod buffers;
 mod cam;
 mod config;
+// DFF reads activations back with a blocking wait (host layer).
+#[cfg(not(target_arch = "wasm32"))]
 mod dff;
 pub mod fold;
 mod forward;
@@ -42,7 +44,9 @@ use method::Recipe;
 use perturb::Probe;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, GpuContext, Profiler, buffer, record_all_profiled};
+use crate::gpu::{
+    Dispatch, GpuContext, Profiler, StageClock, StageTimes, buffer, record_all_profiled,
+};
 use crate::ops::Ops;
 use std::collections::HashMap;
 
@@ -112,12 +116,17 @@ pub struct Engine {
     /// Staging for the per-batch readbacks, kept across batches.
     readback: buffer::Readback,
     /// Seed, backward, CAM stage and outputs by (forward rows, targets per pass, first target).
-    backward_cache: HashMap<(usize, usize, usize), Vec<Dispatch>>,
+    /// Each pass's dispatches after the forward, and where its CAM stage starts.
+    backward_cache: HashMap<(usize, usize, usize), (Vec<Dispatch>, usize)>,
     probe: Option<Probe>,
     /// SmoothGrad-CAM++'s noisy samples.
     smooth: Option<smoothgrad::SmoothGrad>,
     /// Per-dispatch timing, off unless [`Engine::set_profiler`] turned it on.
     profiler: Option<Profiler>,
+    /// Per-stage timing, off unless [`Engine::set_stage_clock`] turned it on.
+    stage_clock: Option<StageClock>,
+    /// What the clock measured over the last explain call.
+    stage_times: Option<StageTimes>,
     /// The current batch was written as tensors: the forward pass skips preprocessing.
     tensor_input: bool,
     /// `pixels` holds zeros (tensor batches draw their overlays over black).
@@ -156,17 +165,33 @@ impl Engine {
     }
 
     /// Explains `images` (each exactly the input size) for the configured targets.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn explain(&mut self, images: &[image::RgbImage]) -> Result<Vec<ImageResult>> {
+        pollster::block_on(self.explain_async(images))
+    }
+
+    /// [`Engine::explain`] without blocking (the browser's way).
+    pub async fn explain_async(&mut self, images: &[image::RgbImage]) -> Result<Vec<ImageResult>> {
         if let TargetSpec::PerImage(_) = self.cfg.targets {
             return Err(Error::Invalid(
                 "TargetSpec::PerImage needs the classes: call explain_for".into(),
             ));
         }
-        self.explain_inner(images, None)
+        self.explain_inner(images, None).await
     }
 
     /// Explains each image for its own classes (`TargetSpec::PerImage(k)`: k classes each).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn explain_for(
+        &mut self,
+        images: &[image::RgbImage],
+        classes: &[Vec<usize>],
+    ) -> Result<Vec<ImageResult>> {
+        pollster::block_on(self.explain_for_async(images, classes))
+    }
+
+    /// [`Engine::explain_for`] without blocking.
+    pub async fn explain_for_async(
         &mut self,
         images: &[image::RgbImage],
         classes: &[Vec<usize>],
@@ -177,7 +202,7 @@ impl Engine {
             ));
         }
         self.check_classes(images.len(), classes)?;
-        self.explain_inner(images, Some(classes))
+        self.explain_inner(images, Some(classes)).await
     }
 
     /// `classes` holds one list of [`TargetSpec::PerImage`] classes per image.
@@ -216,7 +241,18 @@ impl Engine {
     /// `[n, C, H, W]` at the input size, row-major, already normalised (the engine's mean and
     /// std are not applied). `classes` as for [`Engine::explain_for`], required exactly
     /// with [`TargetSpec::PerImage`]. Overlays are drawn over black: there are no pixels.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn explain_tensor(
+        &mut self,
+        input: &[f32],
+        n: usize,
+        classes: Option<&[Vec<usize>]>,
+    ) -> Result<Vec<ImageResult>> {
+        pollster::block_on(self.explain_tensor_async(input, n, classes))
+    }
+
+    /// [`Engine::explain_tensor`] without blocking.
+    pub async fn explain_tensor_async(
         &mut self,
         input: &[f32],
         n: usize,
@@ -257,6 +293,7 @@ impl Engine {
         }
         let batch = self.batch_size();
         let mut out = Vec::with_capacity(n);
+        self.reset_stage_times();
         for b in (0..n).step_by(batch) {
             let rows = batch.min(n - b);
             let x = &input[b * each..(b + rows) * each];
@@ -274,36 +311,37 @@ impl Engine {
             }
             self.upload_targets(rows, classes.map(|cl| &cl[b..b + rows]));
             self.tensor_input = true;
-            let r = self.run_batch(rows);
+            let r = self.run_batch(rows).await;
             self.tensor_input = false;
             out.extend(r?);
         }
         Ok(out)
     }
 
-    fn explain_inner(
+    async fn explain_inner(
         &mut self,
         images: &[image::RgbImage],
         classes: Option<&[Vec<usize>]>,
     ) -> Result<Vec<ImageResult>> {
         check_sizes(images)?;
         self.check_rgb()?;
+        self.reset_stage_times();
         let mut out = Vec::with_capacity(images.len());
         let batch = self.batch_size();
         for (b, chunk) in images.chunks(batch).enumerate() {
             let c = classes.map(|c| &c[b * batch..b * batch + chunk.len()]);
-            out.extend(self.explain_batch(chunk, c)?);
+            out.extend(self.explain_batch(chunk, c).await?);
         }
         Ok(out)
     }
 
-    fn explain_batch(
+    async fn explain_batch(
         &mut self,
         images: &[image::RgbImage],
         classes: Option<&[Vec<usize>]>,
     ) -> Result<Vec<ImageResult>> {
         self.upload(images, classes);
-        self.run_batch(images.len())
+        self.run_batch(images.len()).await
     }
 
     /// Images feed a 3-channel input; other models take tensors.
@@ -317,7 +355,7 @@ impl Engine {
     }
 
     /// Runs the batch already uploaded (pixels or tensors, and targets) and reads it back.
-    fn run_batch(&mut self, images_n: usize) -> Result<Vec<ImageResult>> {
+    async fn run_batch(&mut self, images_n: usize) -> Result<Vec<ImageResult>> {
         // Forward rows: every image's augmented passes.
         let n = images_n * self.aug;
         let [h, w] = self.cfg.size;
@@ -346,9 +384,17 @@ impl Engine {
                 };
                 reads.push((maps, (rows * plane * 4) as u64));
             }
-            let bytes = readback.submit_and_read(&self.ctx, encoder, &reads);
+            let clocked = self.profiler.is_none() && self.stage_clock.is_some();
+            if let Some(clock) = self.stage_clock.as_ref().filter(|_| clocked) {
+                reads.push(clock.resolved());
+            }
+            let bytes = readback.read(&self.ctx, encoder, &reads).await;
             self.readback = readback;
-            let bytes = bytes?;
+            let mut bytes = bytes?;
+            if let Some(clock) = self.stage_clock.as_mut().filter(|_| clocked) {
+                let stamps = bytes.pop().expect("the clock's read is last");
+                clock.add(&stamps)?;
+            }
             let logits: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[0]);
             let targets: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[1]);
             let overlays: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[2]);
@@ -385,7 +431,16 @@ impl Engine {
             }
             t0 += tc;
         }
+        self.stage_times = self.stage_clock.as_ref().map(StageClock::totals);
         Ok(results)
+    }
+
+    /// Starts the stage clock's sums over for a new explain call.
+    fn reset_stage_times(&mut self) {
+        if let Some(clock) = self.stage_clock.as_mut() {
+            clock.reset();
+        }
+        self.stage_times = None;
     }
 
     fn act(&self, step: usize) -> &wgpu::Buffer {
@@ -426,22 +481,12 @@ impl Engine {
 
     /// Runs the last [`Engine::explain_on_device`] batch again on the pixels already on the
     /// device and waits for it: the GPU work alone, with no upload or readback (benchmarks).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn rerun_on_device(&mut self, images: usize) -> Result<()> {
         self.check_one_pass(images)?;
         let encoder = self.record_pass(images, self.per_image, 0);
-        let scope = self
-            .ctx
-            .device
-            .push_error_scope(wgpu::ErrorFilter::Validation);
-        self.ctx.queue.submit([encoder.finish()]);
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(e.to_string()));
-        }
-        self.ctx
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
-        Ok(())
+        pollster::block_on(buffer::submit_checked(&self.ctx, encoder))?;
+        buffer::wait_idle(&self.ctx)
     }
 
     /// Every target of `images` images fits one pass (what the on-device paths need).
@@ -464,6 +509,7 @@ impl Engine {
 
     /// The packed RGBA8 input pixels `[batch, H, W]` that the forward pass preprocesses, for
     /// a caller that writes them itself.
+    #[cfg(not(target_arch = "wasm32"))] // for embed
     pub(crate) fn pixels_buffer(&mut self) -> &wgpu::Buffer {
         self.pixels_black = false;
         &self.pixels
@@ -471,6 +517,7 @@ impl Engine {
 
     /// Writes the explained classes once, for engines whose targets don't depend on the
     /// pixels (`TopK` needs nothing: the forward pass selects them).
+    #[cfg(not(target_arch = "wasm32"))] // for embed
     pub(crate) fn write_fixed_targets(&self) -> Result<()> {
         if matches!(self.cfg.targets, TargetSpec::PerImage(_)) {
             return Err(Error::Invalid(
@@ -483,6 +530,7 @@ impl Engine {
 
     /// Records one pass over `images` images (pixels already in [`Engine::pixels_buffer`],
     /// or written earlier in `encoder`) into the caller's `encoder`; submits nothing.
+    #[cfg(not(target_arch = "wasm32"))] // for embed
     pub(crate) fn record_into(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
@@ -494,6 +542,7 @@ impl Engine {
     }
 
     /// The device buffers of a pass over `images` images (valid once that pass ran).
+    #[cfg(not(target_arch = "wasm32"))] // for embed
     pub(crate) fn on_device(&self, images: usize) -> DeviceResults<'_> {
         DeviceResults {
             engine: self,
@@ -502,6 +551,7 @@ impl Engine {
     }
 
     /// The passes each image runs (6 with aug-smooth, else 1).
+    #[cfg(not(target_arch = "wasm32"))] // for embed
     pub(crate) fn passes(&self) -> usize {
         self.aug
     }
@@ -541,9 +591,9 @@ impl Engine {
         }
         let key = (n, tc, t0);
         if !self.backward_cache.contains_key(&key) {
-            let mut b = self.backward_and_cam(n, tc, t0);
+            let (mut b, cam_start) = self.backward_and_cam(n, tc, t0);
             b.extend(self.finish(images, tc));
-            self.backward_cache.insert(key, b);
+            self.backward_cache.insert(key, (b, cam_start));
         }
         // Tensors were written to the input activation: skip preprocessing (dispatch 0).
         let forward = if t0 == 0 {
@@ -551,12 +601,33 @@ impl Engine {
         } else {
             &[]
         };
-        record_all_profiled(
-            encoder,
-            "gradcam",
-            forward.iter().chain(&self.backward_cache[&key]),
-            self.profiler.as_mut(),
-        );
+        let (rest, cam_start) = &self.backward_cache[&key];
+        match (&mut self.profiler, &self.stage_clock) {
+            (None, Some(clock)) => {
+                let (backward, cam) = rest.split_at(*cam_start);
+                clock.record(encoder, [forward, backward, cam]);
+            }
+            (profiler, _) => record_all_profiled(
+                encoder,
+                "gradcam",
+                forward.iter().chain(rest),
+                profiler.as_mut(),
+            ),
+        }
+    }
+
+    /// Times the forward, backward and CAM stages of later explain calls on the GPU (off by
+    /// default; the per-kernel profiler takes precedence). Returns whether the device can
+    /// (it needs `TIMESTAMP_QUERY`).
+    pub fn set_stage_clock(&mut self, on: bool) -> bool {
+        self.stage_clock = if on { StageClock::new(&self.ctx) } else { None };
+        self.stage_times = None;
+        self.stage_clock.is_some()
+    }
+
+    /// GPU time per stage of the last explain call, with the stage clock on.
+    pub fn stage_times(&self) -> Option<StageTimes> {
+        self.stage_times
     }
 
     /// Times every dispatch of later passes per kernel (`None` turns it off). Profiled

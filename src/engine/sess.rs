@@ -86,7 +86,18 @@ pub struct Sess {
 impl Sess {
     /// SESS over `cfg`'s method, layers and targets. The input must be square; the window
     /// is the input (pgc's default), so every patch runs at the model's input size.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(
+        ctx: GpuContext,
+        model: &Model,
+        cfg: EngineConfig,
+        opts: SessOptions,
+    ) -> Result<Self> {
+        pollster::block_on(Self::new_async(ctx, model, cfg, opts))
+    }
+
+    /// [`Sess::new`] without blocking.
+    pub async fn new_async(
         ctx: GpuContext,
         model: &Model,
         cfg: EngineConfig,
@@ -128,7 +139,7 @@ impl Sess {
         let k = cfg.targets.count(cfg.score.categories(classes)?)?;
         let spec = cfg.targets.clone();
         let (mean, std, read_maps) = (cfg.mean, cfg.std, cfg.read_maps);
-        let engine = Engine::new(
+        let engine = Engine::new_async(
             ctx,
             model,
             EngineConfig {
@@ -136,7 +147,8 @@ impl Sess {
                 read_maps: true,
                 ..cfg
             },
-        )?;
+        )
+        .await?;
         let sess = Self {
             engine,
             opts,
@@ -177,7 +189,17 @@ impl Sess {
 
     /// Explains `images` (each the input size) for the configured targets; with
     /// [`TargetSpec::PerImage`], `classes` gives them.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn explain(
+        &mut self,
+        images: &[image::RgbImage],
+        classes: Option<&[Vec<usize>]>,
+    ) -> Result<Vec<ImageResult>> {
+        pollster::block_on(self.explain_async(images, classes))
+    }
+
+    /// [`Sess::explain`] without blocking.
+    pub async fn explain_async(
         &mut self,
         images: &[image::RgbImage],
         classes: Option<&[Vec<usize>]>,
@@ -187,14 +209,17 @@ impl Sess {
                 "pass classes exactly when the engine uses TargetSpec::PerImage".into(),
             ));
         }
-        images
-            .iter()
-            .enumerate()
-            .map(|(i, img)| self.explain_one(img, classes.map(|c| c[i].as_slice())))
-            .collect()
+        let mut out = Vec::with_capacity(images.len());
+        for (i, img) in images.iter().enumerate() {
+            out.push(
+                self.explain_one(img, classes.map(|c| c[i].as_slice()))
+                    .await?,
+            );
+        }
+        Ok(out)
     }
 
-    fn explain_one(
+    async fn explain_one(
         &mut self,
         img: &image::RgbImage,
         given: Option<&[usize]>,
@@ -210,7 +235,10 @@ impl Sess {
         let x = self.normalize(img);
         // The whole image's logits, and its targets where the spec picks them.
         let probe = given.map_or_else(|| vec![0; self.k], <[usize]>::to_vec);
-        let logits = self.engine.explain_tensor(&x, 1, Some(&[probe]))?[0]
+        let logits = self
+            .engine
+            .explain_tensor_async(&x, 1, Some(&[probe]))
+            .await?[0]
             .logits
             .clone();
         let targets = match given {
@@ -229,7 +257,8 @@ impl Sess {
             let rows = vec![targets.clone(); m];
             for (j, r) in self
                 .engine
-                .explain_tensor(chunk, m, Some(&rows))?
+                .explain_tensor_async(chunk, m, Some(&rows))
+                .await?
                 .into_iter()
                 .enumerate()
             {

@@ -1,6 +1,9 @@
-//! Buffer and texture creation, upload and blocking readback. Every GPU memory object the
-//! crate creates goes through here so that [`GpuContext::allocations`] counts it and
+//! Buffer and texture creation, upload and readback. Every GPU memory object the crate
+//! creates goes through here so that [`GpuContext::allocations`] counts it and
 //! [`GpuContext::memory`]'s peak sees it.
+//!
+//! Readback is async: in the browser a map completes only when control returns to the event
+//! loop. Native code blocks on the same futures (`submit_and_read`).
 
 use super::GpuContext;
 use crate::error::{Error, Result};
@@ -127,12 +130,22 @@ pub fn texture(ctx: &GpuContext, desc: &wgpu::TextureDescriptor<'_>) -> wgpu::Te
 
 /// Copies `bytes` from the start of each source into mappable buffers, submits `encoder`
 /// and waits, returning the bytes of each source.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn submit_and_read(
     ctx: &GpuContext,
     encoder: wgpu::CommandEncoder,
     sources: &[(&wgpu::Buffer, u64)],
 ) -> Result<Vec<Vec<u8>>> {
-    Readback::default().submit_and_read(ctx, encoder, sources)
+    pollster::block_on(submit_and_read_async(ctx, encoder, sources))
+}
+
+/// [`submit_and_read`] without blocking.
+pub async fn submit_and_read_async(
+    ctx: &GpuContext,
+    encoder: wgpu::CommandEncoder,
+    sources: &[(&wgpu::Buffer, u64)],
+) -> Result<Vec<Vec<u8>>> {
+    Readback::default().read(ctx, encoder, sources).await
 }
 
 /// Mappable buffers kept across reads, one slot per source, grown when a read is larger:
@@ -144,7 +157,18 @@ pub struct Readback {
 
 impl Readback {
     /// Like [`submit_and_read`], through this set's buffers.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn submit_and_read(
+        &mut self,
+        ctx: &GpuContext,
+        encoder: wgpu::CommandEncoder,
+        sources: &[(&wgpu::Buffer, u64)],
+    ) -> Result<Vec<Vec<u8>>> {
+        pollster::block_on(self.read(ctx, encoder, sources))
+    }
+
+    /// Like [`submit_and_read_async`], through this set's buffers.
+    pub async fn read(
         &mut self,
         ctx: &GpuContext,
         mut encoder: wgpu::CommandEncoder,
@@ -163,21 +187,8 @@ impl Readback {
             encoder.copy_buffer_to_buffer(src, 0, &self.staging[i], 0, size);
         }
         let staging = &self.staging[..sources.len()];
-        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        ctx.queue.submit([encoder.finish()]);
-        if let Some(e) = pollster::block_on(oom.pop()) {
-            return Err(Error::OutOfMemory(e.to_string()));
-        }
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(e.to_string()));
-        }
-        for s in staging {
-            s.slice(..).map_async(wgpu::MapMode::Read, |_| {});
-        }
-        ctx.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
+        submit_checked(ctx, encoder).await?;
+        map_all(ctx, staging).await?;
         let mut out = Vec::with_capacity(staging.len());
         for (s, (_, bytes)) in staging.iter().zip(sources) {
             let view = s
@@ -191,7 +202,54 @@ impl Readback {
     }
 }
 
+/// Submits `encoder` inside validation and out-of-memory error scopes and reports what they
+/// caught.
+pub async fn submit_checked(ctx: &GpuContext, encoder: wgpu::CommandEncoder) -> Result<()> {
+    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    ctx.queue.submit([encoder.finish()]);
+    if let Some(e) = oom.pop().await {
+        return Err(Error::OutOfMemory(e.to_string()));
+    }
+    if let Some(e) = scope.pop().await {
+        return Err(Error::Gpu(e.to_string()));
+    }
+    Ok(())
+}
+
+/// Maps every buffer for reading and waits until all are mapped.
+async fn map_all(ctx: &GpuContext, buffers: &[wgpu::Buffer]) -> Result<()> {
+    let mut mapped = Vec::with_capacity(buffers.len());
+    for b in buffers {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        b.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        mapped.push(rx);
+    }
+    wait_idle(ctx)?;
+    for rx in mapped {
+        rx.await
+            .map_err(|_| Error::Gpu("the device was lost during a readback".into()))?
+            .map_err(|e| Error::Gpu(format!("map failed: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Natively, drives the device until its queue is empty (callbacks fire here); in the
+/// browser the event loop does that, so this returns at once.
+pub fn wait_idle(ctx: &GpuContext) -> Result<()> {
+    #[cfg(not(target_arch = "wasm32"))]
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Gpu(format!("device poll failed: {e}")))?;
+    #[cfg(target_arch = "wasm32")]
+    let _ = ctx;
+    Ok(())
+}
+
 /// Reads `len` f32 values from the start of `buffer` (blocking).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn read_f32(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
     let encoder = ctx
         .device

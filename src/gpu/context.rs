@@ -1,7 +1,9 @@
 //! Device creation (own or borrowed) and the facts about it the engine plans with.
 
 use crate::error::{Error, Result};
-use std::path::{Path, PathBuf};
+#[cfg(not(target_arch = "wasm32"))]
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -36,8 +38,9 @@ pub struct GpuContext {
     pipeline_cache: Option<Arc<PipelineCacheFile>>,
 }
 
-/// A pipeline cache and the file it is loaded from and saved to.
+/// A pipeline cache and the file it is loaded from and saved to (native only).
 #[derive(Debug)]
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 struct PipelineCacheFile {
     cache: wgpu::PipelineCache,
     path: PathBuf,
@@ -45,6 +48,7 @@ struct PipelineCacheFile {
 }
 
 /// Environment variable naming the pipeline cache directory; `off` disables the cache.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub const PIPELINE_CACHE_ENV: &str = "GRADCAM_PIPELINE_CACHE";
 
 /// Counts of GPU memory objects created through one context (and its clones).
@@ -75,10 +79,13 @@ impl GpuContext {
     /// Creates a device on the best adapter. Honours `WGPU_BACKEND` (vulkan, metal, dx12,
     /// gl) and `WGPU_ADAPTER_NAME` (substring match), prefers hardware over CPU adapters,
     /// and requests the adapter's real limits instead of the WebGPU defaults.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Self> {
         pollster::block_on(Self::new_async())
     }
 
+    /// [`GpuContext::new`] without blocking.
+    #[cfg(not(target_arch = "wasm32"))]
     pub async fn new_async() -> Result<Self> {
         // Without WGPU_BACKEND, try the native APIs first: GL is a last resort (and its EGL
         // probe is noisy on headless machines).
@@ -127,6 +134,35 @@ impl GpuContext {
                     names.join(", ")
                 ),
             })?;
+        let ctx = Self::open(adapter).await?;
+        Ok(match default_cache_dir() {
+            Some(dir) => ctx.with_pipeline_cache(&dir),
+            None => ctx,
+        })
+    }
+
+    /// In the browser: a device on the page's WebGPU adapter, with the adapter's own limits
+    /// (WebGPU's defaults are often far below them). Fails where the browser has no WebGPU.
+    #[cfg(target_arch = "wasm32")]
+    pub async fn new_async() -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::BROWSER_WEBGPU,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter {
+                detail: format!(": this browser offers no WebGPU adapter ({e})"),
+            })?;
+        Self::open(adapter).await
+    }
+
+    /// A device on `adapter` with its real limits and the optional features it has.
+    async fn open(adapter: wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let features = adapter.features() & optional_features();
@@ -144,16 +180,13 @@ impl GpuContext {
                 adapter: info.name.clone(),
                 source,
             })?;
-        let ctx = Self::from_device(device, queue, info)?;
-        Ok(match default_cache_dir() {
-            Some(dir) => ctx.with_pipeline_cache(&dir),
-            None => ctx,
-        })
+        Self::from_device(device, queue, info)
     }
 
     /// Loads compiled pipelines from (and later saves them to) a file in `dir` named by
     /// wgpu's key for this adapter and driver. Kernels created afterwards use it. A no-op
     /// where the device lacks `PIPELINE_CACHE`; unreadable or stale data is ignored.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn with_pipeline_cache(mut self, dir: &Path) -> Self {
         if !self
             .device
@@ -203,6 +236,7 @@ impl GpuContext {
         let Some(data) = c.cache.get_data() else {
             return;
         };
+        #[cfg(not(target_arch = "wasm32"))]
         let write = || -> std::io::Result<()> {
             let dir = c.path.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(dir)?;
@@ -211,9 +245,12 @@ impl GpuContext {
             tmp.persist(&c.path).map_err(|e| e.error)?;
             Ok(())
         };
+        #[cfg(not(target_arch = "wasm32"))]
         if let Err(e) = write() {
             eprintln!("warning: pipeline cache {}: {e}", c.path.display());
         }
+        #[cfg(target_arch = "wasm32")]
+        let _ = data;
     }
 
     /// Wraps a device the caller already owns (e.g. a renderer's). Fails with a clear
@@ -342,6 +379,7 @@ pub unsafe fn skip_display_probe() {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn rank(t: wgpu::DeviceType) -> u8 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 4,
@@ -362,6 +400,7 @@ fn optional_features() -> wgpu::Features {
 
 /// `$GRADCAM_PIPELINE_CACHE` (`off` or empty: none), else `$XDG_CACHE_HOME/gradcam-wgpu`,
 /// else `~/.cache/gradcam-wgpu`.
+#[cfg(not(target_arch = "wasm32"))]
 fn default_cache_dir() -> Option<PathBuf> {
     if let Some(v) = std::env::var_os(PIPELINE_CACHE_ENV) {
         return (!v.is_empty() && v != "off").then(|| PathBuf::from(v));

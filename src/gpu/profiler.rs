@@ -97,7 +97,13 @@ impl Profiler {
 
     /// Reads the timestamps of everything recorded since the last call (whose work must have
     /// been submitted) and adds them to the totals.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn collect(&mut self) -> Result<()> {
+        pollster::block_on(self.collect_async())
+    }
+
+    /// [`Profiler::collect`] without blocking.
+    pub async fn collect_async(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -117,7 +123,7 @@ impl Profiler {
             encoder.resolve_query_set(&s.set, 0..used, &s.resolve, 0);
             reads.push((&s.resolve, used as u64 * 8));
         }
-        let bytes = buffer::submit_and_read(&self.ctx, encoder, &reads)?;
+        let bytes = buffer::submit_and_read_async(&self.ctx, encoder, &reads).await?;
         let stamps: Vec<u64> = bytes
             .iter()
             .flat_map(|b| bytemuck::pod_collect_to_vec::<u8, u64>(b))

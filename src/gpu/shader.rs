@@ -19,6 +19,7 @@ pub const LIBRARY: &[(&str, &str)] = &[
     ),
     ("erf", include_str!("../../shaders/lib/erf.wgsl")),
     ("grid", include_str!("../../shaders/lib/grid.wgsl")),
+    ("inf", include_str!("../../shaders/lib/inf.wgsl")),
     ("philox", include_str!("../../shaders/lib/philox.wgsl")),
     ("reduce", include_str!("../../shaders/lib/reduce.wgsl")),
     ("score", include_str!("../../shaders/lib/score.wgsl")),

@@ -8,6 +8,8 @@
 //! [`crate::Engine`] uploads them. Maps must not contain NaN. The f64/exact twins are in
 //! [`crate::reference::eval`]. Curve AUCs are left to the host ([`trapezoid_auc`]): a curve
 //! is a handful of scores per row, already on the host after the model's logits come back.
+// The connected-components readback serves `gradcam eval` (native only).
+#![cfg_attr(target_arch = "wasm32", allow(dead_code, unused_imports))]
 
 use super::{module, u};
 use crate::error::{Error, Result};
@@ -187,6 +189,7 @@ impl EvalKernels {
     /// returned ([`Component`], zeros where no pixel is on). Runs to completion: submits
     /// batches of [`SWEEP_BATCH`] label-propagation sweeps until one sweep changes nothing,
     /// then reads the results back. Needs `rows * h * w < 2^32 - 1`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn largest_component(
         &self,
         ctx: &GpuContext,

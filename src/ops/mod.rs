@@ -126,6 +126,7 @@ pub(crate) fn module_with(
         Precision::F32 => src,
         Precision::F16 => half_source(&src).expect("shader reads its weights through weight()"),
     };
+    let src = browser_source(src);
     ctx.device
         .create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(name),
@@ -190,6 +191,18 @@ pub fn half_source(src: &str) -> Option<String> {
             "fn weight(i: u32) -> vec4<f32> { return vec4<f32>(w[i]); }",
         );
     Some(format!("enable f16;\n{body}"))
+}
+
+/// The source as the browser's WGSL compiler (Tint) wants it: subgroup builtins need
+/// `enable subgroups;` there, which naga 30 rejects as unimplemented (and needs none).
+pub fn browser_source(src: String) -> String {
+    if cfg!(target_arch = "wasm32")
+        && (src.contains("subgroupBroadcast") || src.contains("subgroup_invocation_id"))
+    {
+        format!("enable subgroups;\n{src}")
+    } else {
+        src
+    }
 }
 
 pub(crate) fn u(x: usize) -> u32 {
