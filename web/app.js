@@ -32,8 +32,9 @@ function message(err) {
   return err instanceof Error ? err.message : String(err);
 }
 
+// Stage times are null where the GPU has no timestamp queries.
 function ms(v) {
-  return `${Number(v ?? 0).toFixed(v >= 100 ? 0 : 1)} ms`;
+  return v == null ? '—' : `${Number(v).toFixed(v >= 100 ? 0 : 1)} ms`;
 }
 
 // Buttons follow the state: explain needs an engine, a model and a photo, and nothing running.
@@ -231,6 +232,8 @@ async function explain() {
       const t = r.timings || {};
       showTimings([
         ['Decode photo', state.photo.decodeMs],
+        // Compiling the GPU pipelines: the first explain with a model and method only.
+        ...(t.build_ms > 0 ? [['Build pipelines', t.build_ms]] : []),
         ['Forward', t.forward_ms],
         ['Backward', t.backward_ms],
         ['CAM', t.cam_ms],

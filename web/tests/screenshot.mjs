@@ -9,7 +9,7 @@ const out = process.argv[3] || join(REPO, 'docs', 'web-page.png');
 const server = await serve();
 const browser = await launch();
 try {
-  const page = await browser.newPage({ viewport: { width: 1200, height: 860 }, deviceScaleFactor: 1 });
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 }, deviceScaleFactor: 1 });
   page.setDefaultTimeout(15 * 60_000);
   watchConsole(page);
   await page.goto(server.url);

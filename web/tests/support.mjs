@@ -29,7 +29,7 @@ export async function serve(root = WEB, mounts = {}) {
     try {
       const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
       if (path === '/__blank') {
-        res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>blank</title>');
+        res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><link rel="icon" href="data:,"><title>blank</title>');
         return;
       }
       let base = root;
