@@ -96,20 +96,37 @@ test('the JS API equals the native CLI on the same PNG', { timeout: 20 * MINUTE 
     t0 = performance.now();
     const r = await engine.explain(model, image, { method: 'gradcam', target: 'top3' });
     ms.explain = performance.now() - t0;
+    // The overlay colours JET[trunc(255 * map)]: where 255 * map is within float noise of an
+    // integer k >= 1, the two engines may pick neighbouring JET entries (a few levels apart). Those
+    // pixels are counted apart; every other one must be within one level.
     const overlays = [];
+    const maps = r.maps;
     for (let i = 0; i < r.classes.length; i++) {
       const mine = r.overlay(i);
       const theirs = await decode(`/__native/${encodeURIComponent(pngs[i])}`);
       let maxDiff = 0;
+      let onEdge = 0;
+      const bad = [];
       if (mine.width === theirs.width && mine.height === theirs.height) {
-        for (let p = 0; p < mine.data.length; p += 4) {
-          for (let c = 0; c < 3; c++) {
-            maxDiff = Math.max(maxDiff, Math.abs(mine.data[p + c] - theirs.data[p + c]));
+        const plane = mine.width * mine.height;
+        for (let p = 0; p < plane; p++) {
+          let d = 0;
+          for (let c = 0; c < 3; c++) d = Math.max(d, Math.abs(mine.data[4 * p + c] - theirs.data[4 * p + c]));
+          if (d <= 1) continue;
+          const x = 255 * maps[i * plane + p];
+          if (x > 0.5 && Math.abs(x - Math.round(x)) < 2e-3) {
+            onEdge++;
+            continue;
+          }
+          maxDiff = Math.max(maxDiff, d);
+          if (bad.length < 4) {
+            bad.push(`(${p % mine.width},${Math.floor(p / mine.width)}) ` +
+              `${Array.from(mine.data.slice(4 * p, 4 * p + 4))} vs ${Array.from(theirs.data.slice(4 * p, 4 * p + 4))}`);
           }
         }
       }
       overlays.push({ width: mine.width, height: mine.height, nativeWidth: theirs.width,
-        nativeHeight: theirs.height, isImageData: mine instanceof ImageData, maxDiff });
+        nativeHeight: theirs.height, isImageData: mine instanceof ImageData, maxDiff, onEdge, bad });
     }
     return {
       adapter: engine.adapter,
@@ -162,13 +179,16 @@ test('the JS API equals the native CLI on the same PNG', { timeout: 20 * MINUTE 
     }
   }
   const maxOverlay = Math.max(...got.overlays.map((o) => o.maxDiff));
+  const onEdge = got.overlays.map((o) => o.onEdge).reduce((a, b) => a + b, 0);
   t.diagnostic(`against the native CLI: max |map diff| ${maxMap.toExponential(2)}, ` +
-    `max overlay diff ${maxOverlay} levels; classes ${got.classes.join(',')} (${got.labels.join(', ')})`);
+    `max overlay diff ${Math.max(1, maxOverlay)} levels (besides ${onEdge} pixel(s) on a JET ` +
+    `step); classes ${got.classes.join(',')} (${got.labels.join(', ')})`);
   assert.ok(maxMap <= 1e-3, `maps differ by ${maxMap}`);
   for (const o of got.overlays) {
     assert.ok(o.isImageData, 'r.overlay(i) is an ImageData');
     assert.deepEqual([o.width, o.height], [o.nativeWidth, o.nativeHeight]);
-    assert.ok(o.maxDiff <= 1, `overlay differs by ${o.maxDiff} levels`);
+    assert.ok(o.maxDiff <= 1, `overlay differs by ${o.maxDiff} levels at ${o.bad.join('; ')}`);
+    assert.ok(o.onEdge <= 0.001 * o.width * o.height, `${o.onEdge} pixels on a JET step`);
   }
   if (errors.length) t.diagnostic(`browser errors: ${errors.length}`);
   await page.close();
