@@ -193,13 +193,16 @@ impl Kernel {
             layout: &self.layout,
             entries: &entries,
         });
+        // In the browser wgpu's handles are not Send; Dispatch is shared, not sent, there.
+        #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+        let uniform = Arc::new(uniform);
         Dispatch {
             label: self.label,
             pipeline: self.pipeline.clone(),
             bind_group,
             workgroups,
             flops: 0,
-            _uniform: Arc::new(uniform),
+            _uniform: uniform,
         }
     }
 }

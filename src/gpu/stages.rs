@@ -51,7 +51,7 @@ impl StageClock {
 
     /// Records each stage as one timed compute pass, then resolves the timestamps into
     /// [`StageClock::resolved`] (read it back with the pass's outputs).
-    pub fn record<'a>(&self, encoder: &mut wgpu::CommandEncoder, stages: [&'a [Dispatch]; STAGES]) {
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, stages: [&[Dispatch]; STAGES]) {
         for (i, dispatches) in stages.into_iter().enumerate() {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(["forward", "backward", "cam"][i]),
