@@ -105,24 +105,24 @@ async function setPhoto(blob, name) {
   refreshControls();
 }
 
-function photoCard() {
+function photoCard(photo) {
   const fig = document.createElement('figure');
   fig.className = 'card photo';
-  fig.append(canvasOf(state.photo.image));
+  fig.append(canvasOf(photo.image));
   const cap = document.createElement('figcaption');
   const label = document.createElement('div');
   label.className = 'label';
   label.textContent = 'Photo';
   const meta = document.createElement('div');
   meta.className = 'meta';
-  meta.textContent = `${state.photo.name} · ${state.photo.image.width}×${state.photo.image.height}`;
+  meta.textContent = `${photo.name} · ${photo.image.width}×${photo.image.height}`;
   cap.append(label, meta);
   fig.append(cap);
   return fig;
 }
 
 function showPhotoOnly() {
-  $('results').replaceChildren(photoCard());
+  $('results').replaceChildren(photoCard(state.photo));
   $('timings').hidden = true;
 }
 
@@ -215,23 +215,24 @@ function showTimings(rows) {
 async function explain() {
   if (!state.photo || !state.model) return;
   clearError();
+  const photo = state.photo; // a photo chosen meanwhile waits for the next press
   const method = $('method').value;
   const layer = $('layer').value;
   const k = Math.max(1, Math.min(Number($('topk').max) || 10, Math.round(Number($('topk').value) || 1)));
   $('topk').value = String(k);
   const options = { method, target: `top${k}` };
   if (layer) options.layer = layer;
-  await exclusive(`Explaining ${state.photo.name} with ${method}…`, async () => {
+  await exclusive(`Explaining ${photo.name} with ${method}…`, async () => {
     try {
       const t0 = performance.now();
-      const r = await state.engine.explain(state.model, state.photo.image, options);
+      const r = await state.engine.explain(state.model, photo.image, options);
       const wall = performance.now() - t0;
-      const cards = [photoCard()];
+      const cards = [photoCard(photo)];
       for (let i = 0; i < r.classes.length; i++) cards.push(overlayCard(r, i));
       $('results').replaceChildren(...cards);
       const t = r.timings || {};
       showTimings([
-        ['Decode photo', state.photo.decodeMs],
+        ['Decode photo', photo.decodeMs],
         // Compiling the GPU pipelines: the first explain with a model and method only.
         ...(t.build_ms > 0 ? [['Build pipelines', t.build_ms]] : []),
         ['Forward', t.forward_ms],
@@ -244,7 +245,7 @@ async function explain() {
         `in ${ms(wall)}.`);
       r.free?.();
     } catch (err) {
-      showError(`Could not explain ${state.photo.name}: ${message(err)}`);
+      showError(`Could not explain ${photo.name}: ${message(err)}`);
       setStatus('Explain failed; change the settings and try again.');
     }
   });
