@@ -346,9 +346,13 @@ impl GpuContext {
 
     /// A one-line description for logs and benchmarks.
     pub fn describe(&self) -> String {
+        // The browser names no adapter (WebGPU hides it unless asked).
+        let name = match self.info.name.as_str() {
+            "" => "unnamed adapter",
+            n => n,
+        };
         format!(
-            "{} ({:?}, {:?}, driver {} {}), max binding {} MiB",
-            self.info.name,
+            "{name} ({:?}, {:?}, driver {} {}), max binding {} MiB",
             self.info.backend,
             self.info.device_type,
             self.info.driver,

@@ -89,27 +89,22 @@ impl Runner {
         })
     }
 
-    /// Explains one image; the stage times where they were measured.
+    /// Explains the images as one batch; the stage times where they were measured.
     async fn run(
         &mut self,
-        img: &image::RgbImage,
+        images: &[image::RgbImage],
     ) -> gradcam_wgpu::Result<(
-        gradcam_wgpu::ImageResult,
+        Vec<gradcam_wgpu::ImageResult>,
         Option<gradcam_wgpu::gpu::StageTimes>,
     )> {
-        let images = std::slice::from_ref(img);
-        let (mut out, stages) = match self {
+        Ok(match self {
             Runner::Plain { engine, clocked } => {
                 let out = engine.explain_async(images).await?;
                 (out, engine.stage_times().filter(|_| *clocked))
             }
             // SESS runs many passes per image; it reports no stage split.
             Runner::Sess(sess) => (sess.explain_async(images, None).await?, None),
-        };
-        let r = out
-            .pop()
-            .ok_or_else(|| gradcam_wgpu::Error::Gpu("no result".into()))?;
-        Ok((r, stages))
+        })
     }
 }
 
@@ -153,8 +148,17 @@ impl Engine {
 
     /// Explains `image` (ImageData, or `{data, width, height}` RGBA, any size: resized to the
     /// model's input as the CLI's `--resize host` does) with `options` named as the CLI's
-    /// flags (`method`, `layer`, `target`, ...). Resolves to an [`Explanation`].
-    pub fn explain(
+    /// flags (`method`, `layer`, `target`, ...). Resolves to an [`Explanation`]; an array of
+    /// images (up to 64) runs as one batch and resolves to an array of them.
+    pub fn explain(&self, model: &Model, image: JsValue, options: JsValue) -> js_sys::Promise {
+        // Bad options or images reject the promise, as the engine's own errors do.
+        self.start_explain(model, image, options)
+            .unwrap_or_else(|e| js_sys::Promise::reject(&JsValue::from(e)))
+    }
+}
+
+impl Engine {
+    fn start_explain(
         &self,
         model: &Model,
         image: JsValue,
@@ -173,9 +177,23 @@ impl Engine {
                 "target: give top<k>, a class index or indices; per-image lists are for batches",
             ));
         }
-        let img = image_in::from_js(&image)?;
-        let img = gradcam_wgpu::input::resize(img, cfg.size);
-        cfg.batch = 1;
+        let batch = js_sys::Array::is_array(&image);
+        let given = if batch {
+            js_sys::Array::from(&image).to_vec()
+        } else {
+            vec![image]
+        };
+        if given.is_empty() || given.len() > MAX_BATCH {
+            return Err(JsError::new(&format!(
+                "explain takes one image or an array of 1 to {MAX_BATCH}, not {}",
+                given.len()
+            )));
+        }
+        let images = given
+            .iter()
+            .map(|v| Ok(gradcam_wgpu::input::resize(image_in::from_js(v)?, cfg.size)))
+            .collect::<Result<Vec<_>, JsError>>()?;
+        cfg.batch = images.len();
         cfg.read_maps = true;
         let key = format!("{:p} {mask_key} {cfg:?} {sess:?}", Rc::as_ptr(&base));
         let (ctx, cached) = (self.ctx.clone(), self.cached.clone());
@@ -191,19 +209,29 @@ impl Engine {
                 },
             };
             let built = now_ms();
-            let out = c.runner.run(&img).await;
+            let out = c.runner.run(&images).await;
             *cached.borrow_mut() = Some(c);
-            let (r, stages) = out.map_err(err)?;
+            let (results, stages) = out.map_err(err)?;
             let timings = result::Timings {
                 build_ms: built - started,
                 stages,
                 total_ms: now_ms() - started,
             };
-            Ok(JsValue::from(Explanation::new(&model, r, timings)))
+            let mut all = results
+                .into_iter()
+                .map(|r| JsValue::from(Explanation::new(&model, r, timings)));
+            Ok(if batch {
+                all.collect::<js_sys::Array>().into()
+            } else {
+                all.next().unwrap_or(JsValue::UNDEFINED)
+            })
         };
         Ok(wasm_bindgen_futures::future_to_promise(run))
     }
 }
+
+/// The most images one `explain` call takes.
+const MAX_BATCH: usize = 64;
 
 /// Milliseconds from the page's (or worker's) clock.
 fn now_ms() -> f64 {

@@ -5,7 +5,8 @@ use gradcam_wgpu::ImageResult;
 use gradcam_wgpu::gpu::StageTimes;
 use wasm_bindgen::prelude::*;
 
-/// Wall and GPU times of one `explain` call.
+/// Wall and GPU times of one `explain` call (shared by a batch's results).
+#[derive(Clone, Copy)]
 pub struct Timings {
     /// Building the engine (kernels, weights) when the model or options changed; else ~0.
     pub build_ms: f64,
@@ -107,13 +108,11 @@ impl Explanation {
                 self.overlays.len()
             ))
         })?;
-        let rgba = crate::image_in::rgba(img);
-        web_sys::ImageData::new_with_u8_clamped_array_and_sh(
-            wasm_bindgen::Clamped(&rgba),
-            img.width(),
-            img.height(),
-        )
-        .map_err(|e| JsError::new(&format!("ImageData: {e:?}")))
+        // Copied into a JS array: ImageData keeps the array it is given, and a view into wasm
+        // memory would be overwritten once `rgba` is freed.
+        let rgba = js_sys::Uint8ClampedArray::from(crate::image_in::rgba(img).as_slice());
+        web_sys::ImageData::new_with_js_u8_clamped_array_and_sh(&rgba, img.width(), img.height())
+            .map_err(|e| JsError::new(&format!("ImageData: {e:?}")))
     }
 
     /// `{forward_ms, backward_ms, cam_ms, total_ms, build_ms}`: GPU time per stage (null

@@ -83,7 +83,7 @@ test('the JS API equals the native CLI on the same PNG', { timeout: 20 * MINUTE 
     };
     const ms = {};
     let t0 = performance.now();
-    const { default: init, Engine, methods } = await import('/pkg/gradcam_wgpu.js');
+    const { default: init, Engine, methods, shaderSources } = await import('/pkg/gradcam_wgpu.js');
     await init();
     ms.init = performance.now() - t0;
     t0 = performance.now();
@@ -96,6 +96,27 @@ test('the JS API equals the native CLI on the same PNG', { timeout: 20 * MINUTE 
     t0 = performance.now();
     const r = await engine.explain(model, image, { method: 'gradcam', target: 'top3' });
     ms.explain = performance.now() - t0;
+    // An array is one batch: each image's maps equal the single image's.
+    const rb = await engine.explain(model, [image, image], { method: 'gradcam', target: 'top3' });
+    let batchDiff = 0;
+    for (const one of rb) {
+      const m = one.maps;
+      for (let p = 0; p < m.length; p++) batchDiff = Math.max(batchDiff, Math.abs(m[p] - r.maps[p]));
+    }
+    const batch = { isArray: Array.isArray(rb), length: rb.length, maxDiff: batchDiff,
+      classes: rb.map((one) => Array.from(one.classes)) };
+    // Every module the engine can create compiles under the browser's own WGSL compiler.
+    const adapter = await navigator.gpu.requestAdapter();
+    const feats = [...adapter.features].filter((f) => ['shader-f16', 'subgroups'].includes(f));
+    const device = await adapter.requestDevice({ requiredFeatures: feats });
+    const wgsl = { modules: 0, messages: [] };
+    for (const [name, code] of shaderSources()) {
+      if (name.includes('(f16)') && !feats.includes('shader-f16')) continue;
+      wgsl.modules++;
+      const info = await device.createShaderModule({ code, label: name }).getCompilationInfo();
+      for (const m of info.messages) wgsl.messages.push(`${m.type} ${name}:${m.lineNum}: ${m.message}`);
+    }
+    device.destroy();
     // The overlay colours JET[trunc(255 * map)]: where 255 * map is within float noise of an
     // integer k >= 1, the two engines may pick neighbouring JET entries (a few levels apart). Those
     // pixels are counted apart; every other one must be within one level.
@@ -146,6 +167,8 @@ test('the JS API equals the native CLI on the same PNG', { timeout: 20 * MINUTE 
       maps: Array.from(r.maps),
       timings: { ...r.timings },
       overlays,
+      batch,
+      wgsl,
       ms,
     };
   }, native.pngs);
@@ -190,6 +213,12 @@ test('the JS API equals the native CLI on the same PNG', { timeout: 20 * MINUTE 
     assert.ok(o.maxDiff <= 1, `overlay differs by ${o.maxDiff} levels at ${o.bad.join('; ')}`);
     assert.ok(o.onEdge <= 0.001 * o.width * o.height, `${o.onEdge} pixels on a JET step`);
   }
+  assert.ok(got.batch.isArray, 'an array of images resolves to an array');
+  assert.equal(got.batch.length, 2);
+  for (const c of got.batch.classes) assert.deepEqual(c, got.classes);
+  assert.ok(got.batch.maxDiff <= 1e-5, `batched maps differ from the single image's by ${got.batch.maxDiff}`);
+  t.diagnostic(`WGSL: ${got.wgsl.modules} modules compiled by the browser, ${got.wgsl.messages.length} message(s)`);
+  assert.deepEqual(got.wgsl.messages, []);
   if (errors.length) t.diagnostic(`browser errors: ${errors.length}`);
   await page.close();
 });
