@@ -7,6 +7,7 @@ use crate::gpu::GpuContext;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 /// Bumped when the keys, the kernels or the file's shape change meaning.
 const VERSION: u32 = 1;
 
@@ -18,6 +19,7 @@ pub struct Entry {
 }
 
 #[derive(Serialize, Deserialize)]
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 struct File {
     version: u32,
     adapter: String,
@@ -25,6 +27,7 @@ struct File {
 }
 
 /// Tuned convs of one adapter and driver.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub struct TuneCache {
     adapter: String,
     convs: BTreeMap<String, Entry>,

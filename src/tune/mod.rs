@@ -54,6 +54,11 @@ impl std::str::FromStr for Tune {
 
 /// Convs [`Tune::Fast`] times (the rest keep the fixed choice).
 pub const FAST_CONVS: usize = 6;
+/// Images [`Tune::Fast`] times each conv at (the choice is kept for the real batch rows).
+const FAST_ROWS: usize = 2;
+/// Wall seconds after which [`Tune::Fast`] times no further conv (those left keep the fixed
+/// choice, uncached, so a later run tunes them).
+const FAST_SECONDS: f64 = 4.0;
 
 /// A kernel a conv direction can run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -277,9 +282,9 @@ pub async fn tune_convs(
         }
     }
     distinct.sort_by(|a, b| b.2.cmp(&a.2));
-    let (dirs, take, repeats): (&[bool], usize, usize) = match mode {
-        Tune::Full => (&[false, true], distinct.len(), 5),
-        _ => (&[false], FAST_CONVS, 2),
+    let (dirs, take, repeats, rows, budget): (&[bool], _, _, _, _) = match mode {
+        Tune::Full => (&[false, true], distinct.len(), 5, rows, f64::INFINITY),
+        _ => (&[false], FAST_CONVS, 2, rows.min(FAST_ROWS), FAST_SECONDS),
     };
     let mut timer = None;
     for (name, s, _) in distinct.into_iter().take(take) {
@@ -294,11 +299,14 @@ pub async fn tune_convs(
             };
             if row.pick == Pick::Winograd {
                 row.source = Source::Forced;
-            } else if let Some(e) = cache.get(&key) {
+            } else if let Some(e) = cache
+                .get(&key)
+                .filter(|e| candidates(ctx, &s, backward).contains(&e.pick))
+            {
                 row.pick = e.pick;
                 row.times_ms = e.times_ms.clone();
                 row.source = Source::Cache;
-            } else {
+            } else if clock.seconds() < budget {
                 let timer = match &mut timer {
                     Some(m) => m,
                     None => match measure::Timer::new(ctx) {
@@ -310,9 +318,15 @@ pub async fn tune_convs(
                     },
                 };
                 let fixed = fixed(ctx, &s, false).map(Pick::variant);
-                for pick in candidates(ctx, &s, backward) {
+                let probe = ConvShape { batch: rows, ..s };
+                // The fixed choice first: the bar the others' warm-up runs must clear.
+                let mut picks = candidates(ctx, &s, backward);
+                picks.sort_by_key(|&p| p != row.pick);
+                for pick in picks {
                     let best = row.times_ms.values().copied().fold(f64::INFINITY, f64::min);
-                    let ms = timer.time(&s, backward, pick, fixed, repeats, best).await;
+                    let ms = timer
+                        .time(&probe, backward, pick, fixed, repeats, best)
+                        .await;
                     t.measurements += 1;
                     if let Some(ms) = ms {
                         row.times_ms.insert(pick, ms);
@@ -354,7 +368,7 @@ pub async fn tune_graph(
     Ok(tune_convs(ctx, &convs, mode, winograd, &mut cache).await)
 }
 
-/// Whether `layout` is one [`Pick`] reads (for tests: a weight's packing against the pick).
+/// The packing a [`Pick`]'s weights get.
 pub fn layout_of(pick: Pick) -> ConvLayout {
     match pick {
         Pick::Blocked | Pick::Tiled => ConvLayout::Quad,
