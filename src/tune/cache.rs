@@ -108,11 +108,9 @@ impl TuneCache {
     /// Writes the file if anything changed (temporary file in the same directory, then
     /// rename); a failure is a warning.
     pub fn save(&mut self) {
-        if !std::mem::take(&mut self.dirty) {
-            return;
-        }
+        let dirty = std::mem::take(&mut self.dirty);
         #[cfg(not(target_arch = "wasm32"))]
-        if let Some(path) = &self.path {
+        if let (true, Some(path)) = (dirty, &self.path) {
             let file = File {
                 version: VERSION,
                 adapter: self.adapter.clone(),
@@ -130,5 +128,7 @@ impl TuneCache {
                 eprintln!("warning: tune cache {}: {e}", path.display());
             }
         }
+        #[cfg(target_arch = "wasm32")]
+        let _ = dirty;
     }
 }

@@ -281,7 +281,7 @@ pub async fn tune_convs(
             None => distinct.push((name.clone(), *s, s.macs())),
         }
     }
-    distinct.sort_by(|a, b| b.2.cmp(&a.2));
+    distinct.sort_by_key(|d| std::cmp::Reverse(d.2));
     let (dirs, take, repeats, rows, budget): (&[bool], _, _, _, _) = match mode {
         Tune::Full => (&[false, true], distinct.len(), 5, rows, f64::INFINITY),
         _ => (&[false], FAST_CONVS, 2, rows.min(FAST_ROWS), FAST_SECONDS),
