@@ -60,6 +60,7 @@ pub mod model;
 pub mod onnx;
 pub mod ops;
 pub mod reference;
+pub mod tune;
 pub mod weights;
 
 pub use engine::{Engine, EngineConfig, ImageResult, TargetResult, TargetSpec};

@@ -214,6 +214,7 @@ fn lowered_ops_match_the_reference_on_the_device() {
                     shape: c.shape,
                     how: Default::default(),
                     batch_norm: None,
+                    tuned: None,
                 })
                 .unwrap();
         let x32 = inputs_for(&c.in_shapes, IMAGES, &mut rng);

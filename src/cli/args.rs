@@ -34,6 +34,9 @@ pub enum Command {
     /// Deep Feature Factorization: NMF of the layer's activations over all images into K
     /// concepts, labelled through the classifier head (concept overlays and dff.json).
     Dff(super::dff::DffArgs),
+    /// Tune a model's conv kernels on this adapter ahead of time (see --tune) and print what
+    /// each conv got.
+    Tune(TuneArgs),
 }
 
 /// `gradcam eval --help`: what each column means.
@@ -88,9 +91,20 @@ pub struct WeightArgs {
     /// (lavapipe): up to 2.4x faster convs for about 20x the rounding error (README).
     #[arg(long)]
     pub winograd: bool,
+    /// Conv autotuning: time each conv's kernels on this adapter and keep the fastest,
+    /// remembered next to the pipeline cache. fast: the largest convs' forward passes (a
+    /// few seconds on a model's first run); full: every conv, both directions; off: the
+    /// fixed per-adapter choice.
+    #[arg(long, default_value = "fast", value_parser = ["off", "fast", "full"])]
+    pub tune: String,
 }
 
 impl WeightArgs {
+    /// The tune mode (clap allows only off, fast and full).
+    pub fn tune(&self) -> gradcam_wgpu::tune::Tune {
+        self.tune.parse().unwrap_or_default()
+    }
+
     /// The precision (clap allows only f32 and f16).
     pub fn precision(&self) -> gradcam_wgpu::Precision {
         match self.precision.as_str() {
@@ -354,6 +368,24 @@ pub struct ExplainArgs {
     /// memory, GPU allocations), for monitoring and tools/soak.py.
     #[arg(long, value_name = "N")]
     pub progress_json: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct TuneArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Model input size HxW (or one number). Default: the model's own.
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Images per GPU batch (the batch rows explain or bench will run at).
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Every conv, forward and backward-data (else the fast budget).
+    #[arg(long)]
+    pub full: bool,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -4,6 +4,7 @@ use super::args::BenchArgs;
 use gradcam_wgpu::engine::Method;
 use gradcam_wgpu::gpu::{KernelTime, MemoryUsage, Profiler};
 use gradcam_wgpu::model::{BUNDLED, Tensor, Weights, detweights, torchvision};
+use gradcam_wgpu::tune::Source;
 use gradcam_wgpu::{Engine, EngineConfig, Error, GpuContext, Model, Result, TargetSpec};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -33,6 +34,9 @@ struct Report {
     memory: MemoryUsage,
     /// As given by --peak-gflops.
     peak_gflops: Option<f64>,
+    /// Conv autotuning (--tune): each conv direction's kernel, where it came from, and
+    /// the seconds tuning took (part of setup_seconds).
+    tuning: gradcam_wgpu::tune::Tuning,
 }
 
 #[derive(Serialize)]
@@ -111,6 +115,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         std,
         precision: a.weights.precision(),
         winograd: a.weights.winograd,
+        tune: a.weights.tune(),
         folds: Vec::new(),
         reshape: a.reshape.parse()?,
         max_channels: a.max_channels,
@@ -206,6 +211,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         profile,
         memory: ctx.memory(),
         peak_gflops: a.peak_gflops,
+        tuning: engine.tuning().clone(),
     };
     if a.json {
         println!(
@@ -394,6 +400,20 @@ fn print_report(r: &Report) {
         r.warmup
     );
     println!("setup     {:.3} s", r.setup_seconds);
+    let t = &r.tuning;
+    println!(
+        "tuning    {}: {:.3} s, {} measurements, {} conv directions tuned ({} from the cache){}",
+        t.mode,
+        t.seconds,
+        t.measurements,
+        t.convs.len(),
+        t.convs.iter().filter(|c| c.source == Source::Cache).count(),
+        t.note
+            .as_ref()
+            .map(|n| format!("; {n}"))
+            .unwrap_or_default()
+    );
+    print!("{}", t.table());
     println!();
     println!(
         "{:<12} {:>10} {:>12} {:>12}",

@@ -117,6 +117,7 @@ fn plan(a: &ExplainArgs) -> Result<Plan> {
         finer_alpha: a.alpha,
         precision: a.weights.precision(),
         winograd: a.weights.winograd,
+        tune: a.weights.tune(),
         folds: Vec::new(),
         reshape: a.reshape.parse()?,
     };

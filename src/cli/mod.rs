@@ -12,6 +12,7 @@ mod inputs;
 mod manifest;
 mod merge;
 mod outputs;
+mod tune;
 mod walk;
 
 pub fn run(cli: args::Cli) -> u8 {
@@ -28,6 +29,13 @@ pub fn run(cli: args::Cli) -> u8 {
             }
         },
         args::Command::Bench(a) => match bench::run(&a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        },
+        args::Command::Tune(a) => match tune::run(&a) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error: {e}");

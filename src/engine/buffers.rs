@@ -167,6 +167,16 @@ impl Engine {
                 ctx.info.name
             )));
         }
+        let tuning = crate::tune::tune_graph(
+            &ctx,
+            graph,
+            cfg.size,
+            cfg.batch * aug,
+            cfg.tune,
+            cfg.winograd,
+            cfg.precision,
+        )
+        .await?;
         let plan = Plan::new_at(
             &ctx,
             graph,
@@ -178,6 +188,7 @@ impl Engine {
                 precision: cfg.precision,
                 winograd: cfg.winograd,
             },
+            Some(&tuning),
         )?;
         let classes = plan.steps.last().expect("plan has steps").shape[0];
         let categories = cfg.score.categories(classes)?;
@@ -385,6 +396,7 @@ impl Engine {
             profiler: None,
             stage_clock: None,
             stage_times: None,
+            tuning,
             tensor_input: false,
             pixels_black: false,
             random,

@@ -2,6 +2,7 @@
 
 use super::{Fold, Fuse, IMAGENET_MEAN, IMAGENET_STD, Method, Reshape, Score, TargetSpec};
 use crate::ops::Precision;
+use crate::tune::Tune;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -68,6 +69,9 @@ pub struct EngineConfig {
     pub finer_compare: Vec<usize>,
     /// finer-cam's alpha: the score is sum_k p_k (y_c - alpha y_k) / sum_k p_k.
     pub finer_alpha: f32,
+    /// Conv autotuning before the weights are uploaded ([`Tune`]). Off here, so a library
+    /// user's results never depend on timings; the CLI's default is `fast`.
+    pub tune: Tune,
 }
 
 impl Default for EngineConfig {
@@ -100,6 +104,7 @@ impl Default for EngineConfig {
             random_seed: 0,
             finer_compare: vec![1, 2, 3],
             finer_alpha: 1.0,
+            tune: Tune::Off,
         }
     }
 }

@@ -135,6 +135,8 @@ pub struct Engine {
     random: Option<random::RandomWeights>,
     /// shapley-cam's J·A and Hessian-term weights.
     shapley: Option<shapley::ShapleyBuffers>,
+    /// What conv tuning chose and cost.
+    tuning: crate::tune::Tuning,
 }
 
 impl Engine {
@@ -162,6 +164,11 @@ impl Engine {
 
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// What conv tuning chose ([`EngineConfig::tune`]) and what it cost.
+    pub fn tuning(&self) -> &crate::tune::Tuning {
+        &self.tuning
     }
 
     /// Explains `images` (each exactly the input size) for the configured targets.

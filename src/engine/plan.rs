@@ -64,10 +64,13 @@ impl Plan {
             target_nodes,
             to_input,
             WeightUpload::default(),
+            None,
         )
     }
 
-    /// [`Plan::new`] with conv and linear weights stored as `how` says.
+    /// [`Plan::new`] with conv and linear weights stored as `how` says, convs on the
+    /// kernels `tuned` chose.
+    #[allow(clippy::too_many_arguments)]
     pub fn new_at(
         ctx: &GpuContext,
         graph: &Graph,
@@ -76,6 +79,7 @@ impl Plan {
         target_nodes: &[usize],
         to_input: bool,
         how: WeightUpload,
+        tuned: Option<&crate::tune::Tuning>,
     ) -> Result<Self> {
         let shapes = graph.shapes(size)?;
         let mut consumers = vec![0usize; graph.nodes.len()];
@@ -152,6 +156,7 @@ impl Plan {
                 shape: shapes[p.node],
                 how,
                 batch_norm,
+                tuned,
             })?;
             steps.push(Step {
                 name: graph.nodes[p.out_node].name.clone(),

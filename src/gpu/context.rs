@@ -405,7 +405,7 @@ fn optional_features() -> wgpu::Features {
 /// `$GRADCAM_PIPELINE_CACHE` (`off` or empty: none), else `$XDG_CACHE_HOME/gradcam-wgpu`,
 /// else `~/.cache/gradcam-wgpu`.
 #[cfg(not(target_arch = "wasm32"))]
-fn default_cache_dir() -> Option<PathBuf> {
+pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     if let Some(v) = std::env::var_os(PIPELINE_CACHE_ENV) {
         return (!v.is_empty() && v != "off").then(|| PathBuf::from(v));
     }

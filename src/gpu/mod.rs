@@ -1,7 +1,7 @@
 //! The GPU layer: device context, buffers, kernels and dispatch recording.
 
 pub mod buffer;
-mod context;
+pub(crate) mod context;
 pub mod kernel;
 pub mod profiler;
 pub mod shader;

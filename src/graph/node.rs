@@ -91,6 +91,8 @@ pub struct Lower<'a> {
     pub how: WeightUpload,
     /// A BatchNorm folded into this op's output (only where the plan folds one: convs).
     pub batch_norm: Option<&'a BatchNorm2d>,
+    /// The tuned conv kernels, where the engine tuned (f32 weights only).
+    pub tuned: Option<&'a crate::tune::Tuning>,
 }
 
 /// The buffers of one step for one forward pass of `n` images.

@@ -258,6 +258,45 @@ pub fn default_variant(ctx: &GpuContext) -> ConvVariant {
     }
 }
 
+/// The direct kernels that can run `s` forward (`backward`: backward-data) on this device,
+/// best first for CPU adapters: the texture kernel where a 32-channel block of weights and
+/// one image of the input fit its textures, the subgroup kernel where a block fits one
+/// binding (both need 8 output channels), the Quad kernels where 4 channels fit one binding.
+pub fn conv_variants(ctx: &GpuContext, s: &ConvShape, backward: bool) -> Vec<ConvVariant> {
+    let (dir, outputs, reduction) = match backward {
+        false => (Dir::Forward, s.out_c / s.groups, s.in_c / s.groups),
+        true => (Dir::Backward, s.in_c / s.groups, s.out_c / s.groups),
+    };
+    let kk = s.kernel[0] * s.kernel[1];
+    let fits = |layout| {
+        let (_, bytes, limit) = weight_block(ctx, layout, s.groups, reduction, kk, 4);
+        bytes <= limit && (layout == ConvLayout::Quad || outputs >= 8)
+    };
+    let mut v = Vec::new();
+    if texture_conv_supported(ctx) && fits(ConvLayout::Texels) && texture_image_fits(ctx, s, dir) {
+        v.push(ConvVariant::Texture);
+    }
+    if subgroup_conv_supported(ctx) && fits(ConvLayout::Lanes) {
+        v.push(ConvVariant::Subgroup);
+    }
+    if fits(ConvLayout::Quad) {
+        v.extend([ConvVariant::Blocked, ConvVariant::Tiled]);
+    }
+    v
+}
+
+/// The variants (forward, backward-data) [`ConvWeight::upload`] packs `s` for.
+pub fn default_variants(ctx: &GpuContext, s: &ConvShape) -> [ConvVariant; 2] {
+    let pick = |backward| match default_variant(ctx) {
+        ConvVariant::Texture | ConvVariant::Subgroup => conv_variants(ctx, s, backward)
+            .into_iter()
+            .find(|&v| v != ConvVariant::Tiled)
+            .unwrap_or(ConvVariant::Blocked),
+        v => v,
+    };
+    [pick(false), pick(true)]
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 struct ConvParams {
@@ -395,6 +434,9 @@ pub struct ConvWeight {
     pub backward_layout: ConvLayout,
     /// How the weights are stored (f16 only in the Quad and Depthwise layouts).
     pub precision: Precision,
+    /// Per direction, the kernel of a Quad layout where the tuner chose one (Blocked or
+    /// Tiled); `None`: the [`ConvKernels`]' variant.
+    pub quad: [Option<ConvVariant>; 2],
 }
 
 impl ConvWeight {
@@ -425,33 +467,7 @@ impl ConvWeight {
             };
             return Self::upload_dirs(ctx, name, w, s, [v, v], precision);
         }
-        let (icg, ocg) = (s.in_c / s.groups, s.out_c / s.groups);
-        let kk = s.kernel[0] * s.kernel[1];
-        // The texture kernel where a 32-channel block of weights and one image of the input
-        // fit its textures, else the subgroup kernel where a block fits one binding, else
-        // the blocked kernel (also for fewer than 8 output channels).
-        let pick = |outputs: usize, reduction: usize, dir: Dir| {
-            let fits = |layout| {
-                let (_, bytes, limit) = weight_block(ctx, layout, s.groups, reduction, kk, 4);
-                outputs >= 8 && bytes <= limit
-            };
-            let lanes = fits(ConvLayout::Lanes);
-            let texels = fits(ConvLayout::Texels) && texture_image_fits(ctx, s, dir);
-            match default_variant(ctx) {
-                ConvVariant::Texture if texels => ConvVariant::Texture,
-                ConvVariant::Texture | ConvVariant::Subgroup if lanes => ConvVariant::Subgroup,
-                ConvVariant::Texture | ConvVariant::Subgroup => ConvVariant::Blocked,
-                v => v,
-            }
-        };
-        Self::upload_dirs(
-            ctx,
-            name,
-            w,
-            s,
-            [pick(ocg, icg, Dir::Forward), pick(icg, ocg, Dir::Backward)],
-            Precision::F32,
-        )
+        Self::upload_dirs(ctx, name, w, s, default_variants(ctx, s), Precision::F32)
     }
 
     /// [`ConvWeight::upload`], with the forward pass as Winograd F(4x4, 3x3) where the
@@ -490,6 +506,28 @@ impl ConvWeight {
         let mut weight = Self::upload_as(ctx, name, w, s, ConvVariant::Texture)?;
         weight.forward = vec![Self::winograd_chunk(ctx, name, w, s)];
         weight.layout = ConvLayout::Winograd;
+        Ok(weight)
+    }
+
+    /// Packs the forward pass for `variants[0]` (as Winograd F(4x4, 3x3) where `winograd`:
+    /// an error where not [`winograd_eligible`]) and backward-data for `variants[1]`, each dispatched with that kernel: a tuned choice.
+    pub fn upload_tuned(
+        ctx: &GpuContext,
+        name: &str,
+        w: &[f32],
+        s: &ConvShape,
+        variants: [ConvVariant; 2],
+        winograd: bool,
+    ) -> crate::Result<Self> {
+        if winograd && !winograd_eligible(ctx, s) {
+            return Self::upload_winograd(ctx, name, w, s);
+        }
+        let mut weight = Self::upload_dirs(ctx, name, w, s, variants, Precision::F32)?;
+        if winograd {
+            weight.forward = vec![Self::winograd_chunk(ctx, name, w, s)];
+            weight.layout = ConvLayout::Winograd;
+        }
+        weight.quad = variants.map(Some);
         Ok(weight)
     }
 
@@ -559,6 +597,7 @@ impl ConvWeight {
                 layout: ConvLayout::Depthwise,
                 backward_layout: ConvLayout::Depthwise,
                 precision,
+                quad: [None; 2],
             });
         }
         let layout = |variant, dir| match variant {
@@ -633,6 +672,7 @@ impl ConvWeight {
             layout: fl,
             backward_layout: bl,
             precision,
+            quad: [None; 2],
         })
     }
 }
@@ -1117,6 +1157,7 @@ impl ConvKernels {
             Dir::Forward,
             [x, w, bias.unwrap_or(dummy), y],
             Precision::F32,
+            self.variant,
         )
     }
 
@@ -1132,7 +1173,8 @@ impl ConvKernels {
         dummy: &wgpu::Buffer,
     ) -> Dispatch {
         let p = ConvParams::new(s, Dir::Backward, 0, s.in_c / s.groups, 0);
-        self.dispatch(ctx, &p, Dir::Backward, [dy, w, dummy, dx], Precision::F32)
+        let bufs = [dy, w, dummy, dx];
+        self.dispatch(ctx, &p, Dir::Backward, bufs, Precision::F32, self.variant)
     }
 
     /// The depthwise kernel's forward ([`ConvShape::is_depthwise`] shapes): like
@@ -1243,7 +1285,8 @@ impl ConvKernels {
                 let bufs = [x, packed.buffer(), bias.unwrap_or(dummy), y];
                 let (layout, precision) = (w.layout, w.precision);
                 let chunk = (*c0, *count);
-                self.dispatch_layout(ctx, s, layout, precision, Dir::Forward, chunk, flags, bufs)
+                let dir = (Dir::Forward, w.quad[0]);
+                self.dispatch_layout(ctx, s, layout, precision, dir, chunk, flags, bufs)
             })
             .collect()
     }
@@ -1277,7 +1320,8 @@ impl ConvKernels {
                 let bufs = [dy, packed.buffer(), dummy, dx];
                 let (layout, precision) = (w.backward_layout, w.precision);
                 let chunk = (*c0, *count);
-                self.dispatch_layout(ctx, s, layout, precision, Dir::Backward, chunk, 0, bufs)
+                let dir = (Dir::Backward, w.quad[1]);
+                self.dispatch_layout(ctx, s, layout, precision, dir, chunk, 0, bufs)
             })
             .collect()
     }
@@ -1288,7 +1332,8 @@ impl ConvKernels {
             .expect("Texels weights are only packed where the texture kernel exists")
     }
 
-    /// One chunk's dispatch with the kernel that reads `layout`.
+    /// One chunk's dispatch with the kernel that reads `layout` (a Quad one: `quad`, else
+    /// this variant's).
     #[allow(clippy::too_many_arguments)]
     fn dispatch_layout(
         &self,
@@ -1296,7 +1341,7 @@ impl ConvKernels {
         s: &ConvShape,
         layout: ConvLayout,
         precision: Precision,
-        dir: Dir,
+        (dir, quad): (Dir, Option<ConvVariant>),
         (c0, count): (usize, usize),
         flags: u32,
         bufs: [&wgpu::Buffer; 4],
@@ -1308,7 +1353,8 @@ impl ConvKernels {
             }
             ConvLayout::Quad => {
                 let p = ConvParams::new(s, dir, c0, count, flags);
-                self.dispatch(ctx, &p, dir, bufs, precision)
+                let variant = quad.unwrap_or(self.variant);
+                self.dispatch(ctx, &p, dir, bufs, precision, variant)
             }
             ConvLayout::Texels | ConvLayout::Winograd => {
                 unreachable!("texture convs are dispatched whole")
@@ -1338,6 +1384,7 @@ impl ConvKernels {
         dir: Dir,
         bufs: [&wgpu::Buffer; 4],
         precision: Precision,
+        variant: ConvVariant,
     ) -> Dispatch {
         let k = self.quad(ctx, precision);
         let macs = p.macs(dir);
@@ -1350,7 +1397,7 @@ impl ConvKernels {
             p.out_cg4.div_ceil(16) * p.groups,
             p.batch,
         ];
-        match self.variant {
+        match variant {
             ConvVariant::Tiled if tiled_grid.iter().all(|&d| d <= ctx.max_workgroups_per_dim) => {
                 k.tiled[dir].dispatch_groups(ctx, p, &bufs, tiled_grid)
             }

@@ -133,10 +133,19 @@ impl NodeOp for Conv2d {
         }
         let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
         let b32: Vec<f32> = b.iter().map(|&v| v as f32).collect();
-        let weight = if cx.how.winograd && cx.how.precision == Precision::F32 {
-            ConvWeight::upload_fast(cx.ctx, &self.weight, &w32, &shape)?
-        } else {
-            ConvWeight::upload_at(cx.ctx, &self.weight, &w32, &shape, cx.how.precision)?
+        // A tuned choice that fails to upload (it never should) leaves the fixed one.
+        let tuned = cx.tuned.filter(|_| cx.how.precision == Precision::F32);
+        let tuned = tuned
+            .and_then(|t| t.choice(cx.ctx, &shape))
+            .and_then(|(v, wino)| {
+                ConvWeight::upload_tuned(cx.ctx, &self.weight, &w32, &shape, v, wino).ok()
+            });
+        let weight = match tuned {
+            Some(weight) => weight,
+            None if cx.how.winograd && cx.how.precision == Precision::F32 => {
+                ConvWeight::upload_fast(cx.ctx, &self.weight, &w32, &shape)?
+            }
+            None => ConvWeight::upload_at(cx.ctx, &self.weight, &w32, &shape, cx.how.precision)?,
         };
         Ok(Box::new(ConvStep {
             shape,
