@@ -55,6 +55,7 @@ fn images() -> Vec<image::RgbImage> {
 fn explain(
     model: &Model,
     tune: Tune,
+    winograd: bool,
 ) -> (Vec<gradcam_wgpu::ImageResult>, gradcam_wgpu::tune::Tuning) {
     let cfg = EngineConfig {
         size: SIZE,
@@ -63,6 +64,7 @@ fn explain(
         std: model.std,
         read_maps: true,
         tune,
+        winograd,
         ..EngineConfig::default()
     };
     let mut engine = Engine::new(ctx().clone(), model, cfg).unwrap();
@@ -77,7 +79,7 @@ fn tuned_engines_match_the_untuned_one() {
     // SAFETY: only this test reads the variable, set before its engines.
     unsafe { std::env::set_var("GRADCAM_PIPELINE_CACHE", dir.path()) };
     let model = Model::shapes().unwrap();
-    let (want, t) = explain(&model, Tune::Off);
+    let (want, t) = explain(&model, Tune::Off, false);
     assert!(t.convs.is_empty() && t.measurements == 0);
     let convs = graph_convs(&model.graph, SIZE, BATCH).unwrap();
     for pick in [
@@ -90,19 +92,23 @@ fn tuned_engines_match_the_untuned_one() {
         let mut cache = TuneCache::open_in(ctx(), dir.path());
         for (_, s) in &convs {
             for backward in [false, true] {
-                let c = candidates(ctx(), s, backward);
+                let c = candidates(ctx(), s, backward, true);
                 let p = if c.contains(&pick) { pick } else { c[0] };
                 cache.insert(conv_key(s, backward), p, Default::default());
             }
         }
         cache.save();
-        let (got, t) = explain(&model, Tune::Full);
+        // Winograd is opt-in (`--winograd`, which also forces it on the wider convs).
+        let winograd = pick == Pick::Winograd;
+        let (got, t) = explain(&model, Tune::Full, winograd);
         assert_eq!(
             t.measurements, 0,
             "{pick:?}: everything came from the cache"
         );
         assert!(
-            t.convs.iter().all(|c| c.source == Source::Cache),
+            t.convs
+                .iter()
+                .all(|c| c.source == Source::Cache || (winograd && c.source == Source::Forced)),
             "{pick:?}"
         );
         for (w, g) in want.iter().zip(&got) {
@@ -177,9 +183,9 @@ fn choices_respect_the_device_limits() {
     let mut cramped = ctx().clone();
     // One image of the packed input (16 texels x 420 pixels) exceeds one texture row.
     cramped.max_texture_rows = 1;
-    let picks = candidates(&small, &narrow, false);
+    let picks = candidates(&small, &narrow, false, true);
     assert!(!picks.contains(&Pick::Subgroup) && picks.contains(&Pick::Blocked));
-    let picks = candidates(&cramped, &s, false);
+    let picks = candidates(&cramped, &s, false, true);
     assert!(!picks.contains(&Pick::Texture) && !picks.contains(&Pick::Winograd));
     for (c, s) in [(&small, narrow), (&cramped, s)] {
         let dir = tempfile::tempdir().unwrap();
@@ -189,7 +195,10 @@ fn choices_respect_the_device_limits() {
         let mut variants = [ConvVariant::Blocked; 2];
         let mut winograd = false;
         for (i, row) in t.convs.iter().enumerate() {
-            assert!(candidates(c, &s, i == 1).contains(&row.pick), "{row:?}");
+            assert!(
+                candidates(c, &s, i == 1, false).contains(&row.pick),
+                "{row:?}"
+            );
             variants[i] = match row.pick {
                 Pick::Blocked => ConvVariant::Blocked,
                 Pick::Tiled => ConvVariant::Tiled,

@@ -100,14 +100,16 @@ impl Pick {
     }
 }
 
-/// The kernels direction `backward` of `s` may be tuned over: [`conv_variants`], and for
-/// the forward pass Winograd where [`winograd_eligible`].
-pub fn candidates(ctx: &GpuContext, s: &ConvShape, backward: bool) -> Vec<Pick> {
+/// The kernels direction `backward` of `s` may be tuned over: [`conv_variants`], and with
+/// `winograd` (`--winograd`) for the forward pass Winograd where [`winograd_eligible`].
+/// Winograd is opt-in: its maps differ from the direct convolution's by more than 1e-3 in
+/// some pytorch-grad-cam parity cases (README, "Parity"), so tuning alone never picks it.
+pub fn candidates(ctx: &GpuContext, s: &ConvShape, backward: bool, winograd: bool) -> Vec<Pick> {
     let mut v: Vec<Pick> = conv_variants(ctx, s, backward)
         .into_iter()
         .map(Pick::of)
         .collect();
-    if !backward && winograd_eligible(ctx, s) {
+    if winograd && !backward && winograd_eligible(ctx, s) {
         v.push(Pick::Winograd);
     }
     v
@@ -301,7 +303,7 @@ pub async fn tune_convs(
                 row.source = Source::Forced;
             } else if let Some(e) = cache
                 .get(&key)
-                .filter(|e| candidates(ctx, &s, backward).contains(&e.pick))
+                .filter(|e| candidates(ctx, &s, backward, winograd).contains(&e.pick))
             {
                 row.pick = e.pick;
                 row.times_ms = e.times_ms.clone();
@@ -320,7 +322,7 @@ pub async fn tune_convs(
                 let fixed = fixed(ctx, &s, false).map(Pick::variant);
                 let probe = ConvShape { batch: rows, ..s };
                 // The fixed choice first: the bar the others' warm-up runs must clear.
-                let mut picks = candidates(ctx, &s, backward);
+                let mut picks = candidates(ctx, &s, backward, winograd);
                 picks.sort_by_key(|&p| p != row.pick);
                 for pick in picks {
                     let best = row.times_ms.values().copied().fold(f64::INFINITY, f64::min);
