@@ -1,0 +1,365 @@
+//! The conv kernels ([`ConvKernels`]) and their dispatches over packed weights.
+
+use super::texture::TextureKernels;
+use super::{
+    ConvLayout, ConvParams, ConvShape, ConvVariant, ConvWeight, Dir, FLAG_BIAS, FLAG_RELU, Packed,
+    default_variant, subgroup_conv_supported, texture_conv_supported,
+};
+use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
+use crate::ops::{Precision, module, module_with};
+use std::sync::OnceLock;
+
+pub struct ConvKernels {
+    pub variant: ConvVariant,
+    /// conv.wgsl's kernels for f32 weights.
+    quad: QuadKernels,
+    /// The same for f16 weights, built on first use.
+    quad_f16: OnceLock<QuadKernels>,
+    /// Only on devices with [`subgroup_conv_supported`].
+    subgroup: Option<[Kernel; 2]>,
+    /// Only on devices with [`texture_conv_supported`].
+    texture: Option<TextureKernels>,
+}
+
+/// conv.wgsl's kernels (forward and backward-data each) for one weight precision.
+struct QuadKernels {
+    blocked: [Kernel; 2],
+    tiled: [Kernel; 2],
+    depthwise: [Kernel; 2],
+}
+
+impl QuadKernels {
+    fn new(ctx: &GpuContext, precision: Precision) -> Self {
+        let m = module_with(ctx, "conv.wgsl", precision);
+        let st = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
+        let make = |entry, wg| {
+            [false, true].map(|backward| {
+                Kernel::new(
+                    ctx,
+                    &m,
+                    entry,
+                    &st,
+                    &[("BACKWARD", backward as u32 as f64)],
+                    wg,
+                )
+            })
+        };
+        Self {
+            blocked: make("conv_blocked", 64),
+            tiled: make("conv_tiled", 256),
+            depthwise: make("conv_depthwise", 64),
+        }
+    }
+}
+
+impl ConvKernels {
+    pub fn new(ctx: &GpuContext) -> Self {
+        let st = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
+        let subgroup = subgroup_conv_supported(ctx).then(|| {
+            let m = module(ctx, "conv_subgroup.wgsl");
+            let make = |backward: bool| {
+                Kernel::new(
+                    ctx,
+                    &m,
+                    "conv_subgroup",
+                    &st,
+                    &[("BACKWARD", backward as u32 as f64)],
+                    64,
+                )
+            };
+            [make(false), make(true)]
+        });
+        Self {
+            variant: default_variant(ctx),
+            subgroup,
+            texture: texture_conv_supported(ctx).then(|| TextureKernels::new(ctx)),
+            quad: QuadKernels::new(ctx, Precision::F32),
+            quad_f16: OnceLock::new(),
+        }
+    }
+
+    /// conv.wgsl's kernels for weights stored at `precision`.
+    fn quad(&self, ctx: &GpuContext, precision: Precision) -> &QuadKernels {
+        match precision {
+            Precision::F32 => &self.quad,
+            Precision::F16 => self
+                .quad_f16
+                .get_or_init(|| QuadKernels::new(ctx, Precision::F16)),
+        }
+    }
+
+    /// y = conv(x, w) + bias, optionally ReLU. `w` holds [`pack_forward`](super::pack_forward)
+    /// output.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        relu: bool,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        y: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let flags = (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS);
+        let p = ConvParams::new(s, Dir::Forward, 0, s.out_c / s.groups, flags);
+        self.dispatch(
+            ctx,
+            &p,
+            Dir::Forward,
+            [x, w, bias.unwrap_or(dummy), y],
+            Precision::F32,
+            self.variant,
+        )
+    }
+
+    /// dx = conv_transpose(dy, w): the gradient of a conv's input. `w` holds
+    /// [`pack_backward`](super::pack_backward) output; `dy` has `s.batch` rows.
+    pub fn backward_data(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        dy: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = ConvParams::new(s, Dir::Backward, 0, s.in_c / s.groups, 0);
+        let bufs = [dy, w, dummy, dx];
+        self.dispatch(ctx, &p, Dir::Backward, bufs, Precision::F32, self.variant)
+    }
+
+    /// The depthwise kernel's forward ([`ConvShape::is_depthwise`] shapes): like
+    /// [`ConvKernels::forward`] with `w` holding [`pack_depthwise`](super::pack_depthwise)
+    /// output.
+    #[allow(clippy::too_many_arguments)]
+    pub fn depthwise_forward(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        relu: bool,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        y: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let flags = (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS);
+        let p = ConvParams::depthwise(s, Dir::Forward, 0, s.in_c, flags);
+        self.dispatch_depthwise(
+            ctx,
+            &p,
+            Dir::Forward,
+            [x, w, bias.unwrap_or(dummy), y],
+            Precision::F32,
+        )
+    }
+
+    /// The depthwise kernel's backward-data, `w` holding
+    /// [`pack_depthwise`](super::pack_depthwise) output.
+    pub fn depthwise_backward_data(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        dy: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        dx: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = ConvParams::depthwise(s, Dir::Backward, 0, s.in_c, 0);
+        self.dispatch_depthwise(ctx, &p, Dir::Backward, [dy, w, dummy, dx], Precision::F32)
+    }
+
+    fn dispatch_depthwise(
+        &self,
+        ctx: &GpuContext,
+        p: &ConvParams,
+        dir: Dir,
+        bufs: [&wgpu::Buffer; 4],
+        precision: Precision,
+    ) -> Dispatch {
+        assert!(
+            p.groups == p.in_c && p.in_c == p.out_c,
+            "the depthwise kernel takes groups == in_c == out_c"
+        );
+        let threads =
+            p.batch as u64 * p.out_cg as u64 * p.out_h as u64 * (p.out_w as u64).div_ceil(4);
+        // One filter tap per channel and pixel; the forward's output plane in both directions.
+        let macs = p.batch as u64 * p.out_cg as u64 * p.forward_plane(dir) * (p.k_h * p.k_w) as u64;
+        self.quad(ctx, precision).depthwise[dir as usize]
+            .dispatch(ctx, p, &bufs, threads)
+            .with_macs(macs)
+    }
+
+    /// [`ConvKernels::forward`] over a chunked weight: one dispatch per chunk.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_chunked(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        relu: bool,
+        x: &wgpu::Buffer,
+        w: &ConvWeight,
+        bias: Option<&wgpu::Buffer>,
+        y: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        let flags = (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS);
+        if w.layout == ConvLayout::Winograd {
+            let p = ConvParams::new(s, Dir::Forward, 0, s.out_c, flags);
+            let Some((_, _, Packed::Texture(u))) = w.forward.first() else {
+                unreachable!("Winograd weights are one texture")
+            };
+            return self.texture_kernels().dispatch_winograd(
+                ctx,
+                s,
+                &p,
+                x,
+                u,
+                bias.unwrap_or(dummy),
+                y,
+            );
+        }
+        if w.layout == ConvLayout::Texels {
+            let p = ConvParams::new(s, Dir::Forward, 0, s.out_c / s.groups, flags);
+            return self.texture_kernels().dispatch(
+                ctx,
+                &p,
+                Dir::Forward,
+                x,
+                &w.forward,
+                |c0, count| ConvParams::new(s, Dir::Forward, c0, count, flags),
+                bias.unwrap_or(dummy),
+                y,
+            );
+        }
+        w.forward
+            .iter()
+            .map(|(c0, count, packed)| {
+                let bufs = [x, packed.buffer(), bias.unwrap_or(dummy), y];
+                let (layout, precision) = (w.layout, w.precision);
+                let chunk = (*c0, *count);
+                let dir = (Dir::Forward, w.quad[0]);
+                self.dispatch_layout(ctx, s, layout, precision, dir, chunk, flags, bufs)
+            })
+            .collect()
+    }
+
+    /// [`ConvKernels::backward_data`] over a chunked weight.
+    pub fn backward_data_chunked(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        dy: &wgpu::Buffer,
+        w: &ConvWeight,
+        dx: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        if w.backward_layout == ConvLayout::Texels {
+            let p = ConvParams::new(s, Dir::Backward, 0, s.in_c / s.groups, 0);
+            return self.texture_kernels().dispatch(
+                ctx,
+                &p,
+                Dir::Backward,
+                dy,
+                &w.backward,
+                |c0, count| ConvParams::new(s, Dir::Backward, c0, count, 0),
+                dummy,
+                dx,
+            );
+        }
+        w.backward
+            .iter()
+            .map(|(c0, count, packed)| {
+                let bufs = [dy, packed.buffer(), dummy, dx];
+                let (layout, precision) = (w.backward_layout, w.precision);
+                let chunk = (*c0, *count);
+                let dir = (Dir::Backward, w.quad[1]);
+                self.dispatch_layout(ctx, s, layout, precision, dir, chunk, 0, bufs)
+            })
+            .collect()
+    }
+
+    fn texture_kernels(&self) -> &TextureKernels {
+        self.texture
+            .as_ref()
+            .expect("Texels weights are only packed where the texture kernel exists")
+    }
+
+    /// One chunk's dispatch with the kernel that reads `layout` (a Quad one: `quad`, else
+    /// this variant's).
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_layout(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        layout: ConvLayout,
+        precision: Precision,
+        (dir, quad): (Dir, Option<ConvVariant>),
+        (c0, count): (usize, usize),
+        flags: u32,
+        bufs: [&wgpu::Buffer; 4],
+    ) -> Dispatch {
+        match layout {
+            ConvLayout::Depthwise => {
+                let p = ConvParams::depthwise(s, dir, c0, count, flags);
+                self.dispatch_depthwise(ctx, &p, dir, bufs, precision)
+            }
+            ConvLayout::Quad => {
+                let p = ConvParams::new(s, dir, c0, count, flags);
+                let variant = quad.unwrap_or(self.variant);
+                self.dispatch(ctx, &p, dir, bufs, precision, variant)
+            }
+            ConvLayout::Texels | ConvLayout::Winograd => {
+                unreachable!("texture convs are dispatched whole")
+            }
+            ConvLayout::Lanes => {
+                let p = ConvParams::new(s, dir, c0, count, flags);
+                let kernels = self
+                    .subgroup
+                    .as_ref()
+                    .expect("Lanes weights are only packed where the subgroup kernel exists");
+                // One 8-lane subgroup per 32 channels x 32 pixels.
+                // (pixels are flattened over the batch).
+                let pixels = p.batch as u64 * (p.out_h * p.out_w) as u64;
+                let threads =
+                    8 * p.groups as u64 * pixels.div_ceil(32) * p.out_cg4.div_ceil(8) as u64;
+                kernels[dir as usize]
+                    .dispatch(ctx, &p, &bufs, threads)
+                    .with_macs(p.macs(dir))
+            }
+        }
+    }
+
+    fn dispatch(
+        &self,
+        ctx: &GpuContext,
+        p: &ConvParams,
+        dir: Dir,
+        bufs: [&wgpu::Buffer; 4],
+        precision: Precision,
+        variant: ConvVariant,
+    ) -> Dispatch {
+        let k = self.quad(ctx, precision);
+        let macs = p.macs(dir);
+        let plane = (p.out_h * p.out_w) as u64;
+        let dir = dir as usize;
+        let blocked_threads =
+            p.batch as u64 * p.groups as u64 * p.out_cg4 as u64 * plane.div_ceil(4);
+        let tiled_grid = [
+            plane.div_ceil(64) as u32,
+            p.out_cg4.div_ceil(16) * p.groups,
+            p.batch,
+        ];
+        match variant {
+            ConvVariant::Tiled if tiled_grid.iter().all(|&d| d <= ctx.max_workgroups_per_dim) => {
+                k.tiled[dir].dispatch_groups(ctx, p, &bufs, tiled_grid)
+            }
+            // The blocked variant also serves grids the tiled one can't express, and
+            // Quad-packed weights under the Subgroup variant.
+            _ => k.blocked[dir].dispatch(ctx, p, &bufs, blocked_threads),
+        }
+        .with_macs(macs)
+    }
+}
