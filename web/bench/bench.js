@@ -93,9 +93,16 @@ function preprocess(list) {
 
 // Grad-CAM the way TF.js Grad-CAM code computes it (tfjs-examples' visualize-convnet): forward to
 // the target layer's activations A, tf.grad of the top-1 logit through the head w.r.t. A,
-// alpha = the gradient's spatial mean, cam = relu(sum_k alpha_k A_k); min-max per image and a
-// bilinear upsample to 224 (half-pixel centres, cv2.resize's and the engine's order: min-max,
-// then resize). The maps and classes are read back, as the engine's are.
+// alpha = the gradient's spatial mean, cam = relu(sum_k alpha_k A_k); min-max per image, a
+// bilinear upsample to 224 (half-pixel centres, as cv2.resize) and min-max again, in
+// pytorch-grad-cam's and the engine's order. The maps and classes are read back, as the
+// engine's are.
+// pytorch-grad-cam's scale_cam_image: (x - min) / (1e-7 + (max - min)) per image.
+function minmax(cam) {
+  const lo = cam.min([1, 2, 3], true);
+  return cam.sub(lo).div(cam.max([1, 2, 3], true).sub(lo).add(1e-7));
+}
+
 function tfjsGraph(list) {
   return tf.tidy(() => {
     const a = features(preprocess(list));
@@ -105,9 +112,8 @@ function tfjsGraph(list) {
     const grad = tf.grad((t) => tf.sum(tf.mul(head(t), mask)))(a);
     const alpha = tf.mean(grad, [1, 2], true);
     let cam = tf.relu(tf.sum(tf.mul(a, alpha), 3, true)); // [N, 7, 7, 1]
-    cam = cam.sub(cam.min([1, 2, 3], true));
-    cam = cam.div(cam.max([1, 2, 3], true).add(1e-7));
-    cam = tf.image.resizeBilinear(cam, [SIZE, SIZE], false, true);
+    cam = minmax(cam);
+    cam = minmax(tf.image.resizeBilinear(cam, [SIZE, SIZE], false, true));
     return { cam, classes };
   });
 }
