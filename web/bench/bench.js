@@ -186,7 +186,8 @@ export async function setup(weightsUrl, imageUrl) {
     check,
     backend: tf.getBackend(),
     tfjsVersion: tf.version.tfjs,
-    adapter: { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description },
+    adapter: { vendor: info.vendor, architecture: info.architecture, device: info.device,
+      description: info.description, fallback: info.isFallbackAdapter },
     userAgent: navigator.userAgent,
   };
 }
