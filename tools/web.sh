@@ -5,7 +5,13 @@
 #   tools/web.sh serve [PORT]  build, then serve web/ on http://127.0.0.1:PORT/ (default 8000)
 #   tools/web.sh test          build, then the browser test (headless Debian chromium, WebGPU
 #                              through SwiftShader; node packages from web/package-lock.json)
-# CHROMIUM=/path/to/chromium picks another Chromium for the test (default /usr/bin/chromium).
+#   tools/web.sh bench [N]     build, then time Grad-CAM per image (ResNet-18 at 224, batch 1 and
+#                              8; medians of N rounds, default 3) of the engine against TF.js
+#                              Grad-CAM (WebGPU backend, tf.grad) in one headless chromium, and
+#                              the native CLI on lavapipe; writes docs/bench/web.json (README, "In
+#                              the browser"). Node packages from web/bench/package-lock.json.
+# CHROMIUM=/path/to/chromium picks another Chromium for the test and the bench (default
+# /usr/bin/chromium). PYTHON=/path/to/python (default python3): the bench's weights need torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,12 +90,45 @@ browser_test() {
     (cd web && node --test tests/browser.test.mjs)
 }
 
+# A torchvision ResNet-18 state dict with tools/detweights.py weights (seed 0), saved with
+# safetensors: the engine and the TF.js ResNet-18 in web/bench/bench.js both load it. 45 MB, made
+# once into target/ (never committed).
+bench_weights() {
+    local file=target/web-bench/resnet18-seed0.safetensors
+    if [ ! -s "$file" ]; then
+        mkdir -p "$(dirname "$file")"
+        "${PYTHON:-python3}" - "$file" <<'EOF' >&2
+import sys
+sys.path.insert(0, "tools")
+import make_fixtures as mf
+from safetensors.torch import save_file
+model = mf.build("resnet18", 1000, 0)
+save_file({k: v.contiguous() for k, v in model.state_dict().items()}, sys.argv[1])
+EOF
+    fi
+    echo "$file"
+}
+
+bench() {
+    local rounds="${1:-3}"
+    build
+    cargo build --release --bin gradcam
+    command -v node >/dev/null || { echo "web.sh: the bench needs node and npm" >&2; exit 1; }
+    [ -d web/node_modules/playwright-core ] || (cd web && npm ci --no-audit --no-fund)
+    [ -d web/bench/node_modules/@tensorflow/tfjs-backend-webgpu ] ||
+        (cd web/bench && npm ci --no-audit --no-fund)
+    local weights
+    weights="$(bench_weights)"
+    node web/bench/run.mjs "$weights" --rounds "$rounds" --json docs/bench/web.json
+}
+
 case "${1:-}" in
 build) build ;;
 serve) serve "${2:-8000}" ;;
 test) browser_test ;;
+bench) bench "${2:-3}" ;;
 *)
-    echo "usage: tools/web.sh build | serve [PORT] | test" >&2
+    echo "usage: tools/web.sh build | serve [PORT] | test | bench [ROUNDS]" >&2
     exit 2
     ;;
 esac
