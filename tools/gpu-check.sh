@@ -20,8 +20,9 @@
 #                   VK_DRIVER_FILES if it is not a GPU; a CPU adapter fails it, and then the
 #                   steps that need the GPU are not run
 #         wheels    the staged wheels into a temporary site (PYTHONPATH), with --no-deps
-#         bench     `gradcam bench` of BENCH_ARCH: f32 at each of BENCH_BATCHES, f16 weights and
-#                   --winograd at the last, with the per-kernel profile against PEAK_GFLOPS
+#         bench     `gradcam bench` of BENCH_ARCH: f32 at each of BENCH_BATCHES (conv kernels
+#                   tuned, --tune fast), then at the last untuned (--tune off), f16 weights and
+#                   --winograd, with the per-kernel profile against PEAK_GFLOPS
 #         kernels, golden, methods   the staged parity test executables (GRADCAM_REPO = tree)
 #         compare   tools/compare_throughput.py --device cuda --peers pgc,captum
 #         scorecam  the same against pgc for Score-CAM, a few images
@@ -357,6 +358,7 @@ step_bench() {
         fi
     }
     for b in ${BENCH_BATCHES//,/ }; do one f32 "$b" || rc=1; done
+    one untuned "$largest" --tune off || rc=1
     one f16 "$largest" --precision f16 || rc=1
     one winograd "$largest" --winograd || rc=1
     return "$rc"
