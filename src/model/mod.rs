@@ -108,11 +108,10 @@ impl Model {
         {
             return true;
         }
-        // A safetensors file opens with its header's length (8 bytes) and then `{`.
         let mut head = [0u8; 9];
         let is_safetensors = std::fs::File::open(path)
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-            .map(|()| head[8] == b'{');
+            .map(|()| is_safetensors(&head));
         match is_safetensors {
             Ok(false) => std::fs::read(path).is_ok_and(|b| onnx::is_onnx(&b)),
             _ => false,
@@ -172,6 +171,26 @@ impl Model {
             tokens: BTreeMap::new(),
             output_grid: None,
         })
+    }
+
+    /// A model from a file's bytes, safetensors or ONNX told apart by content as
+    /// [`Model::load`] does for a file without an extension; `external` reads an ONNX
+    /// model's external-data files by location.
+    pub fn from_bytes(
+        bytes: &[u8],
+        external: &mut dyn FnMut(&str) -> Result<Vec<u8>>,
+        name: &str,
+    ) -> Result<Self> {
+        if is_safetensors(bytes) {
+            return Self::from_weights(Weights::from_bytes(bytes)?, None);
+        }
+        if onnx::is_onnx(bytes) {
+            return onnx::import(bytes, external, &OnnxOptions::default(), name);
+        }
+        Err(Error::Model(format!(
+            "the file ({} bytes) is neither a safetensors nor an ONNX model",
+            bytes.len()
+        )))
     }
 
     /// The model bundled with the crate and the default `--model` of `explain` and `bench`:
@@ -284,4 +303,9 @@ impl Model {
             .cloned()
             .unwrap_or_else(|| c.to_string())
     }
+}
+
+/// Whether `bytes` open like a safetensors file: the header's length (8 bytes), then `{`.
+pub fn is_safetensors(bytes: &[u8]) -> bool {
+    bytes.len() > 8 && bytes[8] == b'{'
 }

@@ -1,7 +1,5 @@
 //! A model loaded from a file's bytes, and what the page needs to know about it.
 
-use gradcam_wgpu::onnx::{self, OnnxOptions};
-use gradcam_wgpu::weights::Weights;
 use gradcam_wgpu::{Error, Result};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -18,23 +16,14 @@ impl Model {
     pub(crate) fn load(bytes: Option<&[u8]>) -> Result<Model> {
         let model = match bytes {
             None => gradcam_wgpu::Model::bundled()?,
-            Some(b) if is_safetensors(b) => {
-                gradcam_wgpu::Model::from_weights(Weights::from_bytes(b)?, None)?
-            }
-            Some(b) if onnx::is_onnx(b) => {
+            Some(b) => {
                 let mut external = |location: &str| -> Result<Vec<u8>> {
                     Err(Error::Invalid(format!(
                         "the model keeps its weights in an external file `{location}`, which a \
                          page cannot open: save it with the weights inside the .onnx"
                     )))
                 };
-                onnx::import(b, &mut external, &OnnxOptions::default(), "model")?
-            }
-            Some(b) => {
-                return Err(Error::Model(format!(
-                    "the file ({} bytes) is neither a safetensors nor an ONNX model",
-                    b.len()
-                )));
+                gradcam_wgpu::Model::from_bytes(b, &mut external, "model")?
             }
         };
         Ok(Model {
@@ -45,11 +34,6 @@ impl Model {
     pub(crate) fn inner(&self) -> Rc<gradcam_wgpu::Model> {
         self.inner.clone()
     }
-}
-
-/// A safetensors file opens with its header's length (8 bytes) and then `{`.
-fn is_safetensors(b: &[u8]) -> bool {
-    b.len() > 8 && b[8] == b'{'
 }
 
 #[wasm_bindgen]
