@@ -145,9 +145,7 @@ fn masked(model: &Model, path: &Path, score: Score) -> Result<Model> {
             message: format!("--mask: {e}"),
         })?
         .to_luma8();
-    let weights: Vec<f32> = mask.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
-    let size = [mask.height() as usize, mask.width() as usize];
-    model.with_mask(&weights, size).map_err(|e| match e {
+    model.with_mask_luma(&mask).map_err(|e| match e {
         Error::Invalid(m) => Error::Invalid(format!("{m} ({})", path.display())),
         e => e,
     })

@@ -11,6 +11,14 @@ use crate::graph::{Conv2d, Node, Op, Reshape};
 const MASK_WEIGHT: &str = "score_mask.weight";
 
 impl Model {
+    /// [`Model::with_mask`] from a grayscale image: each pixel's value / 255 weighs its
+    /// position (the CLI's and the page's `mask`).
+    pub fn with_mask_luma(&self, mask: &image::GrayImage) -> Result<Model> {
+        let weights: Vec<f32> = mask.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
+        let size = [mask.height() as usize, mask.width() as usize];
+        self.with_mask(&weights, size)
+    }
+
     /// This model explaining, for class c, Σ mask · output[c] (row-major `[h, w]` weights,
     /// e.g. 0 and 1): its output becomes one masked sum per class. The mask must match the
     /// model's output grid ([`Model::output_grid`]) and weigh something.

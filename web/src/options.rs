@@ -187,9 +187,7 @@ fn masked(model: &Model, img: image::RgbImage, score: Score) -> Result<Model, Js
         )));
     }
     let luma = image::DynamicImage::ImageRgb8(img).to_luma8();
-    let weights: Vec<f32> = luma.pixels().map(|p| f32::from(p.0[0]) / 255.0).collect();
-    let size = [luma.height() as usize, luma.width() as usize];
-    model.with_mask(&weights, size).map_err(js)
+    model.with_mask_luma(&luma).map_err(js)
 }
 
 fn js(e: gradcam_wgpu::Error) -> JsError {
