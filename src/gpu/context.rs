@@ -237,16 +237,7 @@ impl GpuContext {
             return;
         };
         #[cfg(not(target_arch = "wasm32"))]
-        let write = || -> std::io::Result<()> {
-            let dir = c.path.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir)?;
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-            std::io::Write::write_all(&mut tmp, &data)?;
-            tmp.persist(&c.path).map_err(|e| e.error)?;
-            Ok(())
-        };
-        #[cfg(not(target_arch = "wasm32"))]
-        if let Err(e) = write() {
+        if let Err(e) = write_atomically(&c.path, &data) {
             eprintln!("warning: pipeline cache {}: {e}", c.path.display());
         }
         #[cfg(target_arch = "wasm32")]
@@ -294,6 +285,13 @@ impl GpuContext {
             created: Arc::default(),
             pipeline_cache: None,
         })
+    }
+
+    /// Whether the device takes timestamp queries (per-kernel and per-stage GPU times).
+    pub fn has_timestamps(&self) -> bool {
+        self.device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
     /// Buffers and textures the crate has created on this context so far. Every creation
@@ -404,6 +402,18 @@ fn optional_features() -> wgpu::Features {
 
 /// `$GRADCAM_PIPELINE_CACHE` (`off` or empty: none), else `$XDG_CACHE_HOME/gradcam-wgpu`,
 /// else `~/.cache/gradcam-wgpu`.
+/// Writes `data` to `path` through a temporary file in the same directory and a rename, so a
+/// reader never sees half a file (the pipeline and tune caches).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, data)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     if let Some(v) = std::env::var_os(PIPELINE_CACHE_ENV) {

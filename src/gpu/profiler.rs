@@ -45,11 +45,7 @@ impl Profiler {
     /// `None` when the device lacks `TIMESTAMP_QUERY` (request it when creating the device;
     /// [`GpuContext::new`] does when the adapter has it).
     pub fn new(ctx: &GpuContext) -> Option<Self> {
-        if !ctx
-            .device
-            .features()
-            .contains(wgpu::Features::TIMESTAMP_QUERY)
-        {
+        if !ctx.has_timestamps() {
             return None;
         }
         Some(Self {

@@ -30,11 +30,7 @@ pub struct StageClock {
 impl StageClock {
     /// `None` when the device lacks `TIMESTAMP_QUERY`.
     pub fn new(ctx: &GpuContext) -> Option<Self> {
-        if !ctx
-            .device
-            .features()
-            .contains(wgpu::Features::TIMESTAMP_QUERY)
-        {
+        if !ctx.has_timestamps() {
             return None;
         }
         Some(Self {

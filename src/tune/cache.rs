@@ -68,9 +68,12 @@ impl TuneCache {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open_in(ctx: &GpuContext, dir: &std::path::Path) -> Self {
         let mut c = Self::memory(ctx);
-        let hash = c.adapter.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100000001b3)
-        });
+        let hash = {
+            use std::hash::Hasher;
+            let mut h = fnv::FnvHasher::default();
+            h.write(c.adapter.as_bytes());
+            h.finish()
+        };
         let path = dir.join(format!("tune-{hash:016x}.json"));
         match std::fs::read(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -117,12 +120,8 @@ impl TuneCache {
                 convs: self.convs.clone(),
             };
             let write = || -> std::io::Result<()> {
-                let dir = path.parent().unwrap_or(std::path::Path::new("."));
-                std::fs::create_dir_all(dir)?;
-                let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-                serde_json::to_writer_pretty(&mut tmp, &file)?;
-                tmp.persist(path).map_err(|e| e.error)?;
-                Ok(())
+                let json = serde_json::to_vec_pretty(&file)?;
+                crate::gpu::context::write_atomically(path, &json)
             };
             if let Err(e) = write() {
                 eprintln!("warning: tune cache {}: {e}", path.display());
