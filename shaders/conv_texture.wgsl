@@ -21,10 +21,15 @@
 
 #import conv_base
 
-// conv_pack, conv_pack4, conv_pack_copy, wino_input (writes packed), wino_output (reads x)
+// conv_pack, conv_pack4, conv_pack_copy, wino_input (writes packed), wino_output (reads x);
+// conv_texture writes its output's texels to `packed` too with FLAG_TWIN; add_pack and
+// add_pack4 read x and xb (x4 and xb4) and write y (y4) and packed.
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var packed: texture_storage_2d<rgba32float, write>;
 @group(0) @binding(7) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> xb: array<f32>;
+@group(0) @binding(9) var<storage, read> xb4: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read_write> y4: array<vec4<f32>>;
 // conv_texture (wino_input reads xt, wino_output writes y)
 @group(0) @binding(3) var xt: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(4) var wt: texture_storage_2d<rgba32float, read>;
@@ -81,6 +86,77 @@ fn conv_pack4(@builtin(global_invocation_id) gid: vec3<u32>,
     if (c + 2u < p.red_c) { v2 = x4[at + 2u * plane4]; }
     if (c + 3u < p.red_c) { v3 = x4[at + 3u * plane4]; }
     // Texels of 4 channels: the transpose of the 4 loads.
+    let t = t4 * 4u;
+    textureStore(packed, texel(t), vec4<f32>(v0.x, v1.x, v2.x, v3.x));
+    textureStore(packed, texel(t + 1u), vec4<f32>(v0.y, v1.y, v2.y, v3.y));
+    textureStore(packed, texel(t + 2u), vec4<f32>(v0.z, v1.z, v2.z, v3.z));
+    textureStore(packed, texel(t + 3u), vec4<f32>(v0.w, v1.w, v2.w, v3.w));
+}
+
+// The twin of a tensor: its texels as a conv of one group reads them (conv_pack's layout
+// over the whole batch), written by the tensor's producer so that no conv packs its input.
+// The producer's output counts as the consumer's input: in_c channels of in_h x in_w
+// pixels, red_c4 = ceil(in_c / 4) texels per pixel.
+const FLAG_TWIN: u32 = 4u;
+
+fn relu_if(v: vec4<f32>) -> vec4<f32> {
+    return select(v, max(v, vec4<f32>(0.0)), (p.flags & FLAG_RELU) != 0u);
+}
+
+// y = x + xb (then ReLU) and its twin, one invocation per texel.
+@compute @workgroup_size(64)
+fn add_pack(@builtin(global_invocation_id) gid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * 64u;
+    let plane = p.in_h * p.in_w;
+    if (t >= p.batch * p.red_c4 * plane) { return; }
+    let pix = t % plane;
+    let r = t / plane;
+    let q = r % p.red_c4;
+    let n = r / p.red_c4;
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        let c = 4u * q + j;
+        if (c < p.in_c) {
+            let at = (n * p.in_c + c) * plane + pix;
+            let s = relu_if(vec4<f32>(x[at] + xb[at]));
+            y[at] = s.x;
+            v[j] = s.x;
+        }
+    }
+    textureStore(packed, texel(t), v);
+}
+
+// add_pack for planes of a multiple of 4 pixels, 4 pixels per invocation (as conv_pack4).
+@compute @workgroup_size(64)
+fn add_pack4(@builtin(global_invocation_id) gid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t4 = gid.x + gid.y * nwg.x * 64u;
+    let plane4 = p.in_h * p.in_w / 4u;
+    if (t4 >= p.batch * p.red_c4 * plane4) { return; }
+    let pix4 = t4 % plane4;
+    let r = t4 / plane4;
+    let q = r % p.red_c4;
+    let n = r / p.red_c4;
+    let c = 4u * q;
+    let at = (n * p.in_c + c) * plane4 + pix4;
+    let v0 = relu_if(x4[at] + xb4[at]);
+    y4[at] = v0;
+    var v1 = vec4<f32>(0.0);
+    var v2 = vec4<f32>(0.0);
+    var v3 = vec4<f32>(0.0);
+    if (c + 1u < p.in_c) {
+        v1 = relu_if(x4[at + plane4] + xb4[at + plane4]);
+        y4[at + plane4] = v1;
+    }
+    if (c + 2u < p.in_c) {
+        v2 = relu_if(x4[at + 2u * plane4] + xb4[at + 2u * plane4]);
+        y4[at + 2u * plane4] = v2;
+    }
+    if (c + 3u < p.in_c) {
+        v3 = relu_if(x4[at + 3u * plane4] + xb4[at + 3u * plane4]);
+        y4[at + 3u * plane4] = v3;
+    }
     let t = t4 * 4u;
     textureStore(packed, texel(t), vec4<f32>(v0.x, v1.x, v2.x, v3.x));
     textureStore(packed, texel(t + 1u), vec4<f32>(v0.y, v1.y, v2.y, v3.y));
@@ -387,9 +463,17 @@ fn next(o: Out) -> Out {
 }
 
 // put_lane at output pixel `o`; pixels past the batch are skipped.
+// With FLAG_TWIN (one group, chunks of whole quads) also the texel of the output's twin,
+// zero past the chunk, which only the last chunk ends with.
 fn put(ch: Chans, o: Out, v: vec4<f32>) {
     if (o.n >= p.batch) { return; }
     put_lane(ch, p.img0 + o.n, o.pix, v);
+    if ((p.flags & FLAG_TWIN) != 0u) {
+        let live = vec4<f32>(vec4<u32>(ch.co) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.out_cg));
+        let q = (p.co_base + ch.co) / 4u;
+        let t = ((p.img0 + o.n) * ((p.out_c + 3u) / 4u) + q) * p.out_h * p.out_w + o.pix;
+        textureStore(packed, texel(t), relu_if(v) * live);
+    }
 }
 
 // Requires a subgroup size of 8 made of consecutive invocations (the host checks).

@@ -242,6 +242,8 @@ fn lowered_ops_match_the_reference_on_the_device() {
             shape: c.shape,
             relu: false,
             saved: saved.as_ref(),
+            twin_in: None,
+            twin_out: None,
         });
         let y = &run(&f, &[(&output, out_len)])[0];
         check_rel(&format!("{name} forward"), y, &c.forward(&x, IMAGES), 1e-5);

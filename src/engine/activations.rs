@@ -4,14 +4,16 @@ use super::plan::Plan;
 use crate::gpu::{Dispatch, GpuContext, buffer};
 use crate::graph::Shape;
 use crate::graph::op::Forward;
-use crate::ops::Ops;
+use crate::ops::{Ops, conv};
 
 /// One buffer per step output (aliases share their input's) plus the buffers steps save for
-/// their backward (max pool's argmax).
+/// their backward (max pool's argmax), and the twins convs read their inputs from.
 pub struct Activations {
     acts: Vec<wgpu::Buffer>,
     act_of: Vec<usize>,
     saved: Vec<Option<wgpu::Buffer>>,
+    /// Per step, the texture its output's twin goes to ([`crate::ops::conv::Twins`]).
+    twins: Vec<Option<wgpu::TextureView>>,
 }
 
 impl Activations {
@@ -36,6 +38,7 @@ impl Activations {
             acts,
             act_of,
             saved,
+            twins: twins(ctx, plan, cap),
         }
     }
 
@@ -58,6 +61,7 @@ impl Activations {
     }
 
     /// Forward dispatches for `n` images over the steps where `run` is true (never the input).
+    /// A conv reads its input's twin only where the twin's producer ran in this call.
     pub fn forward(
         &self,
         ctx: &GpuContext,
@@ -67,11 +71,17 @@ impl Activations {
         run: &[bool],
     ) -> Vec<Dispatch> {
         let mut d = Vec::new();
+        let mut fresh = vec![false; plan.steps.len()];
         for (s, step) in plan.steps.iter().enumerate().skip(1) {
             if !run[s] {
                 continue;
             }
             let inputs = self.inputs(plan, s);
+            let twin_in = match step.inputs.first() {
+                Some(&i) if fresh[i] && step.op.reads_twin() => self.twins[i].as_ref(),
+                _ => None,
+            };
+            let twin_out = self.twins[s].as_ref();
             d.extend(step.op.forward(&Forward {
                 ctx,
                 ops,
@@ -81,8 +91,52 @@ impl Activations {
                 shape: step.shape,
                 relu: step.relu,
                 saved: self.saved(s),
+                twin_in,
+                twin_out,
             }));
+            fresh[s] = twin_out.is_some();
         }
         d
     }
+}
+
+/// Twins for `cap` images: where a step that writes one feeds a conv that reads one and the
+/// twin fits a texture. Textures are shared by twins whose lives (producer to last reader)
+/// do not meet, so a plain ResNet holds three at a time.
+fn twins(ctx: &GpuContext, plan: &Plan, cap: usize) -> Vec<Option<wgpu::TextureView>> {
+    let steps = &plan.steps;
+    let mut last_reader = vec![None; steps.len()];
+    for (c, step) in steps.iter().enumerate() {
+        if let Some(&i) = step.inputs.first().filter(|_| step.op.reads_twin()) {
+            last_reader[i] = Some(c);
+        }
+    }
+    // Per texture: texels, and the last step that reads what it holds.
+    let mut textures: Vec<(u64, usize)> = Vec::new();
+    let mut texture_of = vec![None; steps.len()];
+    for (s, step) in steps.iter().enumerate() {
+        let Some(until) = last_reader[s].filter(|_| step.op.writes_twin()) else {
+            continue;
+        };
+        let Some(texels) = conv::twin_texels(ctx, step.shape, cap) else {
+            continue;
+        };
+        let k = match textures.iter().position(|&(_, busy)| busy < s) {
+            Some(k) => k,
+            None => {
+                textures.push((0, 0));
+                textures.len() - 1
+            }
+        };
+        textures[k] = (textures[k].0.max(texels), until);
+        texture_of[s] = Some(k);
+    }
+    let views: Vec<_> = textures
+        .iter()
+        .map(|&(texels, _)| conv::twin_texture(ctx, texels))
+        .collect();
+    texture_of
+        .iter()
+        .map(|k| k.map(|k| views[k].clone()))
+        .collect()
 }

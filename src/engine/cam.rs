@@ -166,6 +166,8 @@ impl Engine {
                 shape: steps[t].shape,
                 relu: false,
                 saved: None,
+                twin_in: None,
+                twin_out: None,
             }));
         }
     }

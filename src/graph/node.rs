@@ -108,6 +108,10 @@ pub struct Forward<'a> {
     pub relu: bool,
     /// The step's saved buffer, where [`Lowered::saved_words`] asked for one.
     pub saved: Option<&'a wgpu::Buffer>,
+    /// Input 0's twin, written earlier in this pass (only for [`Lowered::reads_twin`] ops).
+    pub twin_in: Option<&'a wgpu::TextureView>,
+    /// Where the output's twin goes (only for [`Lowered::writes_twin`] ops).
+    pub twin_out: Option<&'a wgpu::TextureView>,
 }
 
 /// One input's gradient for `rows` gradient rows (`rep` per forward image).
@@ -168,6 +172,17 @@ pub trait Lowered: Any + wgpu::WasmNotSendSync {
     /// 4-byte words per image the forward saves for the backward (max pool's argmax).
     fn saved_words(&self, _shape: Shape) -> usize {
         0
+    }
+
+    /// The forward can read input 0 from its twin ([`Forward::twin_in`]): the texels the
+    /// texture conv kernel reads, so it packs nothing.
+    fn reads_twin(&self) -> bool {
+        false
+    }
+
+    /// The forward can write its output's twin ([`Forward::twin_out`]) as it stores it.
+    fn writes_twin(&self) -> bool {
+        false
     }
 }
 

@@ -40,12 +40,21 @@ pub struct AddStep;
 
 impl Lowered for AddStep {
     fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
+        if let Some(twin) = f.twin_out {
+            let (conv, [c, h, w]) = (&f.ops.conv, f.shape);
+            let (a, b) = (f.x(0), f.x(1));
+            return vec![conv.add_pack(f.ctx, f.n, [c, h, w], f.relu, a, b, f.output, twin)];
+        }
         let len = f.n * elements(f.shape);
         vec![
             f.ops
                 .eltwise
                 .add(f.ctx, len, f.relu, f.x(0), f.x(1), f.output),
         ]
+    }
+    /// A residual sum read by convs packs itself as it adds (conv_texture.wgsl's add_pack).
+    fn writes_twin(&self) -> bool {
+        true
     }
     /// The gradient passes straight through to both inputs.
     fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {

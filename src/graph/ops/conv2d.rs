@@ -6,7 +6,7 @@ use crate::gpu::buffer;
 use crate::graph::node::tensor_f64;
 use crate::graph::{check_dim, check_pair};
 use crate::ops::Precision;
-use crate::ops::conv::{ConvShape, ConvWeight, out_size};
+use crate::ops::conv::{ConvKernels, ConvShape, ConvWeight, Twins, out_size};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv2d {
@@ -245,7 +245,11 @@ impl Lowered for ConvStep {
             batch: f.n * self.per_image,
             ..self.shape
         };
-        f.ops.conv.forward_chunked(
+        let twins = Twins {
+            input: f.twin_in,
+            output: f.twin_out,
+        };
+        f.ops.conv.forward_twinned(
             f.ctx,
             &shape,
             f.relu,
@@ -254,7 +258,14 @@ impl Lowered for ConvStep {
             self.bias.as_ref(),
             f.output,
             f.dummy(),
+            twins,
         )
+    }
+    fn reads_twin(&self) -> bool {
+        self.per_image == 1 && ConvKernels::reads_twin(&self.shape, &self.weight)
+    }
+    fn writes_twin(&self) -> bool {
+        self.per_image == 1 && ConvKernels::writes_twin(&self.shape, &self.weight)
     }
     fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {
         let shape = ConvShape {

@@ -3,7 +3,7 @@
 use super::texture::TextureKernels;
 use super::{
     ConvLayout, ConvParams, ConvShape, ConvVariant, ConvWeight, Dir, FLAG_BIAS, FLAG_RELU, Packed,
-    default_variant, subgroup_conv_supported, texture_conv_supported,
+    Twins, default_variant, subgroup_conv_supported, texture_conv_supported,
 };
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
 use crate::ops::{Precision, module, module_with};
@@ -205,6 +205,33 @@ impl ConvKernels {
         y: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
+        let twins = Twins::default();
+        self.forward_twinned(ctx, s, relu, x, w, bias, y, dummy, twins)
+    }
+
+    /// [`ConvKernels::forward_chunked`] reading the input's twin and writing the output's,
+    /// where given ([`ConvKernels::reads_twin`], [`ConvKernels::writes_twin`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_twinned(
+        &self,
+        ctx: &GpuContext,
+        s: &ConvShape,
+        relu: bool,
+        x: &wgpu::Buffer,
+        w: &ConvWeight,
+        bias: Option<&wgpu::Buffer>,
+        y: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+        twins: Twins<'_>,
+    ) -> Vec<Dispatch> {
+        debug_assert!(
+            twins.input.is_none() || Self::reads_twin(s, w),
+            "twin input for a conv that does not read one"
+        );
+        debug_assert!(
+            twins.output.is_none() || Self::writes_twin(s, w),
+            "twin output for a conv that does not write one"
+        );
         let flags = (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS);
         if w.layout == ConvLayout::Winograd {
             let p = ConvParams::new(s, Dir::Forward, 0, s.out_c, flags);
@@ -232,6 +259,7 @@ impl ConvKernels {
                 |c0, count| ConvParams::new(s, Dir::Forward, c0, count, flags),
                 bias.unwrap_or(dummy),
                 y,
+                twins,
             );
         }
         w.forward
@@ -267,6 +295,7 @@ impl ConvKernels {
                 |c0, count| ConvParams::new(s, Dir::Backward, c0, count, 0),
                 dummy,
                 dx,
+                Twins::default(),
             );
         }
         w.backward
@@ -279,6 +308,36 @@ impl ConvKernels {
                 self.dispatch_layout(ctx, s, layout, precision, dir, chunk, 0, bufs)
             })
             .collect()
+    }
+
+    /// Whether the forward conv `s` with weights `w` can read its input's twin: the direct
+    /// texture kernel, whose packed layout for `s` is the twin's (one group, or groups of
+    /// whole texels).
+    pub fn reads_twin(s: &ConvShape, w: &ConvWeight) -> bool {
+        w.layout == ConvLayout::Texels && (s.groups == 1 || (s.in_c / s.groups) % 4 == 0)
+    }
+
+    /// Whether the forward conv `s` with weights `w` can write its output's twin: the
+    /// direct texture kernel over one group, whose lanes hold 4 channels of a pixel.
+    pub fn writes_twin(s: &ConvShape, w: &ConvWeight) -> bool {
+        w.layout == ConvLayout::Texels && s.groups == 1
+    }
+
+    /// `y = a + b` (then ReLU) over `n` images of `[c, h, w]`, writing `y`'s twin too.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_pack(
+        &self,
+        ctx: &GpuContext,
+        n: usize,
+        shape: [usize; 3],
+        relu: bool,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        twin: &wgpu::TextureView,
+    ) -> Dispatch {
+        self.texture_kernels()
+            .add_pack(ctx, n, shape, relu, a, b, y, twin)
     }
 
     fn texture_kernels(&self) -> &TextureKernels {

@@ -8,6 +8,7 @@ mod weights;
 
 pub use kernels::ConvKernels;
 pub use pack::{pack_backward, pack_depthwise, pack_forward};
+pub use texture::{twin_texels, twin_texture};
 pub use weights::{ConvWeight, Packed};
 
 use super::u;
@@ -306,6 +307,18 @@ struct ConvParams {
 
 const FLAG_RELU: u32 = 1;
 const FLAG_BIAS: u32 = 2;
+/// conv_texture.wgsl: also write the output's twin.
+const FLAG_TWIN: u32 = 4;
+
+/// A tensor's twin: its texels as the texture kernel reads them (one group, the whole
+/// batch), written by its producer so that the convs reading it pack nothing.
+#[derive(Clone, Copy, Default)]
+pub struct Twins<'a> {
+    /// The input's twin, written by its producer in the same pass.
+    pub input: Option<&'a wgpu::TextureView>,
+    /// Where the output's twin goes.
+    pub output: Option<&'a wgpu::TextureView>,
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dir {

@@ -1,11 +1,11 @@
 //! The texture kernel's textures, input packing and dispatches (shaders/conv_texture.wgsl).
 
 use super::{
-    ConvParams, ConvShape, Dir, Packed, TEXTURE_WIDTH, texture_capacity, winograd_gemm,
-    winograd_per_image,
+    ConvParams, ConvShape, Dir, FLAG_RELU, FLAG_TWIN, Packed, TEXTURE_WIDTH, Twins,
+    texture_capacity, winograd_gemm, winograd_per_image,
 };
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel, Slot, buffer};
-use crate::ops::module;
+use crate::ops::{module, u};
 use std::sync::Mutex;
 
 /// conv_texture.wgsl's kernels and the texture the input is packed into, shared by every
@@ -17,6 +17,8 @@ pub(super) struct TextureKernels {
     /// `pack` where the input is its texels already (1x1 planes, one group, 4k channels).
     pack_copy: Kernel,
     conv: [Kernel; 2],
+    /// `y = a + b` (ReLU) writing its twin too: per texel, and per 4 pixels.
+    add_pack: [Kernel; 2],
     wino_input: Kernel,
     wino_output: Kernel,
     /// The packed input, grown on demand (rows).
@@ -24,6 +26,8 @@ pub(super) struct TextureKernels {
     /// Winograd's transformed input (rows) and GEMM output (bytes).
     transformed: Scratch<wgpu::TextureView>,
     gemm_out: Scratch<wgpu::Buffer>,
+    /// Bound as the twin of a conv that writes none (the kernel's flag skips it).
+    no_twin: wgpu::TextureView,
 }
 
 /// A scratch resource and its size, replaced by a bigger one when a dispatch needs more
@@ -89,11 +93,27 @@ impl TextureKernels {
                     (4, Slot::ReadTexture(wgpu::TextureFormat::Rgba32Float)),
                     (5, Slot::Buffer(Access::Read)),
                     (6, Slot::Buffer(Access::ReadWrite)),
+                    (2, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
                 ],
                 &[("BACKWARD", backward as u32 as f64)],
                 64,
             )
         };
+        let add_pack = [("add_pack", 1, 8, 6), ("add_pack4", 7, 9, 10)].map(|(entry, a, b, y)| {
+            Kernel::with_slots(
+                ctx,
+                &m,
+                entry,
+                &[
+                    (a, Slot::Buffer(Access::Read)),
+                    (b, Slot::Buffer(Access::Read)),
+                    (y, Slot::Buffer(Access::ReadWrite)),
+                    (2, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
+                ],
+                &[],
+                64,
+            )
+        });
         let wino_input = Kernel::with_slots(
             ctx,
             &m,
@@ -122,11 +142,13 @@ impl TextureKernels {
             pack4,
             pack_copy,
             conv: [conv(false), conv(true)],
+            add_pack,
             wino_input,
             wino_output,
             scratch: Mutex::new(None),
             transformed: Mutex::new(None),
             gemm_out: Mutex::new(None),
+            no_twin: twin_texture(ctx, 1),
         }
     }
 
@@ -248,6 +270,7 @@ impl TextureKernels {
                             wgpu::BindingResource::TextureView(u),
                             bias.as_entire_binding(),
                             m.as_entire_binding(),
+                            wgpu::BindingResource::TextureView(&self.no_twin),
                         ],
                         crate::gpu::grid(threads.div_ceil(64), ctx.max_workgroups_per_dim),
                     )
@@ -271,7 +294,8 @@ impl TextureKernels {
     }
 
     /// Packs `x` (the source of `p`'s gather) and runs every chunk over it, in pieces of
-    /// whole images that fit the texture.
+    /// whole images that fit the texture; with `twins.input` the producer packed the whole
+    /// batch already, and with `twins.output` the chunks write their output's twin too.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn dispatch(
         &self,
@@ -283,28 +307,41 @@ impl TextureKernels {
         chunk_params: impl Fn(usize, usize) -> ConvParams,
         bias: &wgpu::Buffer,
         y: &wgpu::Buffer,
+        twins: Twins<'_>,
     ) -> Vec<Dispatch> {
         let per_image = p.groups as u64 * p.red_c4 as u64 * p.in_h as u64 * p.in_w as u64;
         debug_assert!(
             per_image <= texture_capacity(ctx),
             "one image fits: checked at upload"
         );
-        let per_piece = (texture_capacity(ctx) / per_image).clamp(1, p.batch as u64) as u32;
-        let view = self.scratch(ctx, per_piece as u64 * per_image);
+        let (view, per_piece) = match twins.input {
+            Some(twin) => (twin.clone(), p.batch),
+            None => {
+                let per_piece = (texture_capacity(ctx) / per_image).clamp(1, p.batch as u64);
+                (self.scratch(ctx, per_piece * per_image), per_piece as u32)
+            }
+        };
+        let (out, twin_flag) = match twins.output {
+            Some(twin) => (twin, FLAG_TWIN),
+            None => (&self.no_twin, 0),
+        };
         let mut d = Vec::new();
         for img0 in (0..p.batch).step_by(per_piece as usize) {
             let batch = per_piece.min(p.batch - img0);
             let piece = ConvParams { batch, img0, ..*p };
-            d.push(self.pack_piece(ctx, &piece, x, &view));
+            if twins.input.is_none() {
+                d.push(self.pack_piece(ctx, &piece, x, &view));
+            }
             for (c0, count, w) in chunks {
                 let Packed::Texture(w) = w else {
                     unreachable!("Texels weights live in textures")
                 };
-                let cp = ConvParams {
+                let mut cp = ConvParams {
                     batch,
                     img0,
                     ..chunk_params(*c0, *count)
                 };
+                cp.flags |= twin_flag;
                 // One 8-lane subgroup per 32 channels x 32 pixels (flattened over the piece).
                 let pixels = batch as u64 * (cp.out_h * cp.out_w) as u64;
                 let threads =
@@ -320,6 +357,7 @@ impl TextureKernels {
                                 wgpu::BindingResource::TextureView(w),
                                 bias.as_entire_binding(),
                                 y.as_entire_binding(),
+                                wgpu::BindingResource::TextureView(out),
                             ],
                             crate::gpu::grid(groups, ctx.max_workgroups_per_dim),
                         )
@@ -329,6 +367,61 @@ impl TextureKernels {
         }
         d
     }
+
+    /// `y = a + b` over `n` images of `[c, h, w]`, ReLU'd with `relu`, and `y`'s twin.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn add_pack(
+        &self,
+        ctx: &GpuContext,
+        n: usize,
+        [c, h, w]: [usize; 3],
+        relu: bool,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        twin: &wgpu::TextureView,
+    ) -> Dispatch {
+        let p = ConvParams {
+            batch: u(n),
+            in_c: u(c),
+            in_h: u(h),
+            in_w: u(w),
+            groups: 1,
+            red_c: u(c),
+            red_c4: u(c.div_ceil(4)),
+            flags: relu as u32 * FLAG_RELU,
+            ..bytemuck::Zeroable::zeroed()
+        };
+        let texels = (n * c.div_ceil(4) * h * w) as u64;
+        let (kernel, threads) = match (h * w).is_multiple_of(4) {
+            true => (&self.add_pack[1], texels / 4),
+            false => (&self.add_pack[0], texels),
+        };
+        kernel.dispatch_bound(
+            ctx,
+            &p,
+            vec![
+                a.as_entire_binding(),
+                b.as_entire_binding(),
+                y.as_entire_binding(),
+                wgpu::BindingResource::TextureView(twin),
+            ],
+            crate::gpu::grid(threads.div_ceil(64), ctx.max_workgroups_per_dim),
+        )
+    }
+}
+
+/// Texels of the twin of `n` images of `[c, h, w]` ([`Twins`]) where this device has the
+/// texture kernel and the twin fits one of its textures.
+pub fn twin_texels(ctx: &GpuContext, [c, h, w]: [usize; 3], n: usize) -> Option<u64> {
+    let texels = (n * c.div_ceil(4) * h * w) as u64;
+    (super::texture_conv_supported(ctx) && texels <= texture_capacity(ctx)).then_some(texels)
+}
+
+/// A texture for a twin of `texels` texels ([`twin_texels`]).
+pub fn twin_texture(ctx: &GpuContext, texels: u64) -> wgpu::TextureView {
+    let rows = texels.div_ceil(TEXTURE_WIDTH).max(1) as u32;
+    texture(ctx, "twin", rows, wgpu::TextureUsages::STORAGE_BINDING)
 }
 
 /// An rgba32float texture of `rows` rows of [`TEXTURE_WIDTH`] texels.
