@@ -464,11 +464,12 @@ fn next(o: Out) -> Out {
 
 // put_lane at output pixel `o`; pixels past the batch are skipped.
 // With FLAG_TWIN (one group, chunks of whole quads) also the texel of the output's twin,
-// zero past the chunk, which only the last chunk ends with.
+// its channels past the chunk zero (only the last chunk ends inside a quad).
 fn put(ch: Chans, o: Out, v: vec4<f32>) {
     if (o.n >= p.batch) { return; }
     put_lane(ch, p.img0 + o.n, o.pix, v);
-    if ((p.flags & FLAG_TWIN) != 0u) {
+    // Lanes wholly past the chunk own no texel (theirs would be the next image's).
+    if ((p.flags & FLAG_TWIN) != 0u && ch.co < p.out_cg) {
         let live = vec4<f32>(vec4<u32>(ch.co) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.out_cg));
         let q = (p.co_base + ch.co) / 4u;
         let t = ((p.img0 + o.n) * ((p.out_c + 3u) / 4u) + q) * p.out_h * p.out_w + o.pix;

@@ -31,21 +31,40 @@ fn aug_factor(v: u32) -> f32 {
 
 // pixels [images, h*w] -> out_f32 [rows, 3, h, w] = (x / 255 - mean) / std, times the
 // augmentation factor; row v reads image v / rep (rep = 1 without augmentation).
-@compute @workgroup_size(64)
-fn preprocess(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wid, nwg, lid);
+// Writes pixel i (row-major over the rows' planes) and returns its 3 channels (0 after).
+fn preprocess_at(i: u32) -> vec4<f32> {
     let plane = p.in_h * p.in_w;
-    if (i >= p.rows * plane) { return; }
     let n = i / plane;
     let s = i % plane;
     var x = s % p.in_w;
     if (aug_flip(n)) { x = p.in_w - 1u - x; }
     let px = pixels[(n / p.rep) * plane + (s / p.in_w) * p.in_w + x];
+    var r = vec4<f32>(0.0);
     for (var c = 0u; c < 3u; c++) {
-        let v = (channel(px, c) / 255.0 - p.mean[c]) / p.stdev[c];
-        out_f32[(n * 3u + c) * plane + s] = v * aug_factor(n);
+        let v = (channel(px, c) / 255.0 - p.mean[c]) / p.stdev[c] * aug_factor(n);
+        out_f32[(n * 3u + c) * plane + s] = v;
+        r[c] = v;
     }
+    return r;
+}
+
+@compute @workgroup_size(64)
+fn preprocess(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= p.rows * p.in_h * p.in_w) { return; }
+    preprocess_at(i);
+}
+
+// preprocess that also writes the input's twin (conv_texture.wgsl): one texel per pixel.
+@group(0) @binding(5) var packed: texture_storage_2d<rgba32float, write>;
+
+@compute @workgroup_size(64)
+fn preprocess_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= p.rows * p.in_h * p.in_w) { return; }
+    textureStore(packed, vec2<u32>(i & 4095u, i >> 12u), preprocess_at(i));
 }
 
 // cv2.resize INTER_LINEAR on float maps: half-pixel centres, taps clamped at the edges.

@@ -19,12 +19,9 @@ struct PoolParams {
 #import grid
 #import inf
 
-@compute @workgroup_size(64)
-fn maxpool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wid, nwg, lid);
+// Max of output element i (plane, then pixel) into dst and argmax; returns it.
+fn maxpool_at(i: u32) -> f32 {
     let out_plane = p.out_h * p.out_w;
-    if (i >= p.planes * out_plane) { return; }
     let plane = i / out_plane;
     let oy = (i % out_plane) / p.out_w;
     let ox = i % p.out_w;
@@ -45,6 +42,39 @@ fn maxpool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     }
     dst[i] = best;
     argmax[i] = best_i;
+    return best;
+}
+
+@compute @workgroup_size(64)
+fn maxpool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= p.planes * p.out_h * p.out_w) { return; }
+    maxpool_at(i);
+}
+
+// maxpool_forward that also writes the output's twin (conv_texture.wgsl): one invocation
+// per texel, 4 channels of one pixel, zero past the channels.
+@group(0) @binding(4) var packed: texture_storage_2d<rgba32float, write>;
+
+@compute @workgroup_size(64)
+fn maxpool_forward_pack(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let t = linear_id(wid, nwg, lid);
+    let out_plane = p.out_h * p.out_w;
+    let c4 = (p.channels + 3u) / 4u;
+    let images = p.planes / p.channels;
+    if (t >= images * c4 * out_plane) { return; }
+    let pix = t % out_plane;
+    let q = (t / out_plane) % c4;
+    let n = t / (out_plane * c4);
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        let c = 4u * q + j;
+        if (c < p.channels) { v[j] = maxpool_at((n * p.channels + c) * out_plane + pix); }
+    }
+    textureStore(packed, vec2<u32>(t & 4095u, t >> 12u), v);
 }
 
 @compute @workgroup_size(64)

@@ -78,6 +78,18 @@ fn bench_json_reports_throughput_profile_and_memory() {
         })
         .expect("a conv kernel that computes (not a packing one)");
     assert!(f(conv, &["gflops_per_second"]) > 0.0, "{r}");
+    // Where the convs run on the texture kernel (lavapipe), each reads its input's twin,
+    // written by the producer as it stores: nothing repacks activations between layers.
+    let names: Vec<&str> = kernels
+        .iter()
+        .map(|k| k["kernel"].as_str().unwrap())
+        .collect();
+    if names.contains(&"conv_texture") {
+        assert!(
+            !names.iter().any(|n| n.starts_with("conv_pack")),
+            "{names:?}"
+        );
+    }
     assert!(conv["peak_fraction"].is_null(), "no --peak-gflops given");
 
     let mem = &r["memory"];

@@ -532,6 +532,102 @@ fn conv_chain_in_one_pass() {
     }
 }
 
+/// A conv writing its output's twin fills its images' texels (4 channels of a pixel, ReLU
+/// and bias applied, zero past the channels) and nothing else: 10 channels leave lanes of
+/// the 8-lane block with no channel, whose texels would be the next image's.
+#[test]
+fn conv_twin_texels() {
+    let e = env();
+    let ctx = &e.ctx;
+    let s = cs(2, 6, [9, 7], 10, [3, 3], [1, 1], [1, 1], [1, 1], 1);
+    let (out_c4, plane) = (s.out_c.div_ceil(4), s.out_h() * s.out_w());
+    // Four images of texels of 4 floats; the conv computes two.
+    let room = 4 * out_c4 * plane * 4;
+    let Some(texels) = conv::twin_texels(ctx, [s.out_c, s.out_h(), s.out_w()], 4) else {
+        eprintln!("no texture conv kernel on this device: nothing to check");
+        return;
+    };
+    let mut rng = Rng::new(8);
+    let x = rng.vec(s.batch * s.in_c * s.in_h * s.in_w, -1.0, 1.0);
+    let w = rng.vec(s.weight_len(), -1.0, 1.0);
+    let b = rng.vec(s.out_c, -0.5, 0.5);
+    let weight = conv::ConvWeight::upload(ctx, "w", &w, &s).unwrap();
+    assert!(conv::ConvKernels::writes_twin(&s, &weight));
+    let twin = conv::twin_texture(ctx, texels);
+    // Every texel starts as a sentinel.
+    let size = twin.texture().size();
+    let sentinel = vec![7.0f32; (size.width * size.height * 4) as usize];
+    ctx.queue.write_texture(
+        twin.texture().as_image_copy(),
+        bytemuck::cast_slice(&sentinel),
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(size.width * 16),
+            rows_per_image: None,
+        },
+        size,
+    );
+    let (xb, bb, y) = (upload(&x), upload(&b), garbage(s.batch * s.out_c * plane));
+    let twins = conv::Twins {
+        input: None,
+        output: Some(&twin),
+    };
+    let d = e.ops.conv.forward_twinned(
+        ctx,
+        &s,
+        true,
+        &xb,
+        &weight,
+        Some(&bb),
+        &y,
+        &e.ops.dummy,
+        twins,
+    );
+    run(&d, &[]);
+    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("twin readback"),
+        size: sentinel.len() as u64 * 4,
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+        mapped_at_creation: false,
+    });
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    enc.copy_texture_to_buffer(
+        twin.texture().as_image_copy(),
+        wgpu::TexelCopyBufferInfo {
+            buffer: &staging,
+            layout: wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(size.width * 16),
+                rows_per_image: None,
+            },
+        },
+        size,
+    );
+    ctx.queue.submit([enc.finish()]);
+    staging
+        .slice(..)
+        .map_async(wgpu::MapMode::Read, |r| r.unwrap());
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .unwrap();
+    let got: Vec<f32> =
+        bytemuck::pod_collect_to_vec(&staging.slice(..).get_mapped_range().unwrap());
+    let y64 = r::conv2d_forward(&f64s(&x), &f64s(&w), Some(&f64s(&b)), &s);
+    let mut want = vec![7.0f64; room];
+    for n in 0..s.batch {
+        for c in 0..4 * out_c4 {
+            for pix in 0..plane {
+                let v = match c < s.out_c {
+                    true => y64[(n * s.out_c + c) * plane + pix].max(0.0),
+                    false => 0.0,
+                };
+                want[((n * out_c4 + c / 4) * plane + pix) * 4 + c % 4] = v;
+            }
+        }
+    }
+    check_rel("conv twin texels", &got[..room], &want, 1e-5);
+}
+
 /// Depthwise shapes (groups == in_c == out_c): (name, shape, bias, relu).
 fn depthwise_cases() -> Vec<(&'static str, ConvShape, bool, bool)> {
     vec![

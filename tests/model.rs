@@ -601,6 +601,81 @@ fn mobile_ops_explain_like_the_f64_composition() {
     );
 }
 
+/// A residual net whose tensors reach the convs through their twins (the preprocessing,
+/// a max pool, convs and residual sums write them; a grouped conv reads one but writes
+/// none), with channels not a multiple of 4 and planes of both parities.
+fn residual_net() -> (Graph, Weights) {
+    use gradcam_wgpu::graph::MaxPool2d;
+    use gradcam_wgpu::model::{Node, Op};
+    let mut init = Init::new(22);
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut push = |name: &str, op: Op, inputs: Vec<usize>| {
+        nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs,
+        });
+        nodes.len() - 1
+    };
+    let x = push("input", Op::Input(Input { channels: 3 }), vec![]);
+    let stem = push("stem", init.conv("stem", 3, 12, 3, 2, 1, 1, 1), vec![x]);
+    let stem = push("stem.relu", Op::Relu(Relu), vec![stem]);
+    let window = MaxPool2d {
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        dilation: [1, 1],
+        ceil_mode: false,
+    };
+    let pool = push("pool", Op::MaxPool2d(window), vec![stem]);
+    let a = push("a", init.conv("a", 12, 6, 3, 1, 1, 1, 1), vec![pool]);
+    let a = push("a.relu", Op::Relu(Relu), vec![a]);
+    let b = push("b", init.conv("b", 6, 12, 1, 1, 0, 1, 1), vec![a]);
+    let add = push("add1", Op::Add(Add), vec![b, pool]);
+    let add = push("add1.relu", Op::Relu(Relu), vec![add]);
+    let c = push("c", init.conv("c", 12, 8, 3, 2, 0, 1, 1), vec![add]);
+    let c = push("c.relu", Op::Relu(Relu), vec![c]);
+    let d = push("d", init.conv("d", 8, 8, 3, 1, 2, 2, 2), vec![c]);
+    let e = push("e", init.conv("e", 8, 8, 1, 1, 0, 1, 1), vec![d]);
+    let add2 = push("add2", Op::Add(Add), vec![e, c]);
+    let add2 = push("add2.relu", Op::Relu(Relu), vec![add2]);
+    let f = push("f", init.conv("f", 8, 10, 1, 1, 0, 1, 1), vec![add2]);
+    let f = push("f.relu", Op::Relu(Relu), vec![f]);
+    let gap = Op::AdaptiveAvgPool2d(AdaptiveAvgPool2d { output: [1, 1] });
+    let gap = push("gap", gap, vec![f]);
+    let flat = push("flatten", Op::Flatten(Flatten), vec![gap]);
+    let fc = Op::Linear(Linear {
+        weight: init.tensor("fc.weight", vec![5, 10], 10),
+        bias: Some(init.tensor("fc.bias", vec![5], 10)),
+        in_features: 10,
+        out_features: 5,
+        axis: 0,
+    });
+    push("fc", fc, vec![flat]);
+    let g = Graph {
+        nodes,
+        aliases: Default::default(),
+    };
+    g.validate().unwrap();
+    (g, init.weights)
+}
+
+/// Twins carry the activations between the convs of a residual net exactly: 23x16 makes
+/// the stem's plane 12x8 (the 4-pixel sum kernel) and the stride-2 conv's 5x3 (the
+/// per-texel one).
+#[test]
+fn twins_explain_like_the_f64_composition() {
+    let ctx = ctx();
+    let (graph, weights) = residual_net();
+    explains_like_the_f64_composition(
+        &ctx,
+        &graph,
+        &weights,
+        [23, 16],
+        &["f.relu", "add1.relu", "a.relu", "pool", "add2.relu"],
+    );
+}
+
 /// The engine on `graph`: logits against the composed f64 forward, and Grad-CAM maps (alpha
 /// from the gradients at the layer, two targets per image so gradient rows map to images by
 /// r / 2) against the composed f64 backward, at each of `layers`.

@@ -12,9 +12,10 @@ Usage:
 Same model, batch and images on both sides:
   models   torchvision ARCH with tools/detweights.py weights (--seed), written as a state dict
            with safetensors and passed to the engine as --model FILE --arch ARCH (as
-           tools/compare_pgc.py does); `bundled` (or `shapes`) is the project's shapes model
+           tools/compare_pgc.py does); `shapes` is the project's shapes model
            (weights/shapes-resnet.pt for pgc, the engine's built-in copy, `--model shapes`),
            run at --size too (it is fully convolutional; its own size is 128);
+           `bundled` (an alias, the row says efficientnet_lite0) or
            `efficientnet_lite0` is the engine's default ImageNet model (the PyTorch port with
            its published weights for pgc, tools/make_bundled_model.py; the engine's built-in
            copy, `--model efficientnet-lite0`), explained at its default layer, the head's
@@ -32,7 +33,7 @@ Same model, batch and images on both sides:
            captum rows are n/a.
   images   tools/make_fixtures.make_images, written as PNGs that the engine reads with
            `--images DIR` (decoded once, before timing) and pgc keeps decoded in memory.
-  layer    ResNets layer4 (bundled: layer3; efficientnet_lite0: the head's ReLU6), VGG the
+  layer    ResNets layer4 (shapes: layer3; efficientnet_lite0: the head's ReLU6), VGG the
            last ReLU of `features`, the exported CNNs features[-1] (the same module path is
            passed to the engine's --layer). Transformers as pgc's tutorials: vit_b_16
            encoder.layers.encoder_layer_11.ln_1 (blocks[-1].norm1; pgc reshape_transform
@@ -56,6 +57,8 @@ and that many per batch, on both sides. A failing run prints n/a and the others 
 and reports the medians, with the ratio as the median of the rounds' ratios: on a machine
 whose speed drifts (a shared VM), a round's two sides run minutes apart at most.
 With --json the file is rewritten after every row, so a run cut short keeps what it measured.
+The header and the JSON's `host` record the machine (CPU model, cores, caches, the adapter
+and its driver, e.g. Mesa's version): a figure without its host misleads.
 Exit status: 0 when every row has its ratios, 1 when one does not, 2 on a usage error, 77 when
 --device cuda is asked for and torch sees no CUDA device (nothing is measured).
 """
@@ -317,7 +320,9 @@ def main():
                     help="comma list of " + ", ".join(PEERS) + " (captum: Grad-CAM rows only)")
     args = ap.parse_args()
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    # `bundled` is the engine's default model.
+    models = [{"bundled": "efficientnet_lite0"}.get(m.strip(), m.strip())
+              for m in args.models.split(",") if m.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     for m in models:
@@ -361,14 +366,16 @@ def main():
             for i in range(count):
                 cv2.imwrite(os.path.join(d, f"img_{i:04d}.png"), cv2.cvtColor(u8_all[i], cv2.COLOR_RGB2BGR))
             dirs[label] = d
+        host = host_info(engine)
         print(f"# {size[0]}x{size[1]}, torch {torch.__version__} ({args.device}, {torch.get_num_threads()} "
-              f"threads), {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; engine {engine}",
-              flush=True)
+              f"threads); host {host['cpu']}, {host['cores']} cores, L2 {host.get('l2', '?')}, "
+              f"L3 {host.get('l3', '?')}; adapter {host.get('adapter', '?')} "
+              f"({host.get('driver', '?')}); engine {engine}", flush=True)
         for name in models:
             export_error = None
             engine_layer = None  # the engine's name for `layer` where they differ
             reshape = None  # pgc's reshape_transform (token layers)
-            if name in ("bundled", "shapes"):
+            if name == "shapes":
                 model, layer, mean, std = load_bundled()
                 model_args = ["--model", "shapes"]
             elif name == "efficientnet_lite0":
@@ -463,7 +470,7 @@ def main():
                     row["peers"] = row_peers
                     rows.append(row)
                     if args.json:
-                        write_json(args.json, args, rows)
+                        write_json(args.json, args, rows, host)
                     print(f"#   {name} {method} batch {b}: "
                           + "".join(f"{p} {fmt(row.get(f'{p}_images_per_second'))} img/s, "
                                     for p in row_peers)
@@ -486,13 +493,46 @@ def main():
               f"{fmt(r.get('engine_compute_images_per_second'))} | "
               + " | ".join(fmt(r.get(RATIO[p]), 2) for p in peers) + " |")
     if args.json:
-        write_json(args.json, args, rows)
+        write_json(args.json, args, rows, host)
         print(f"\n# wrote {args.json}")
     return 0 if rows and all(RATIO[p] in r for r in rows for p in r["peers"]) else 1
 
 
-def write_json(path, args, rows):
-    doc = {"args": vars(args), "torch": torch.__version__, "rows": rows}
+def host_info(engine):
+    """The machine the figures belong to: CPU model, cores, caches (lscpu), and the adapter the
+    engine picks with its driver (for lavapipe, Mesa's and LLVM's versions)."""
+    host = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "platform": platform.platform()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        if names:
+            host["cpu"] = names[0]
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for ln in out.splitlines():
+            key, _, val = ln.partition(":")
+            key = {"L1d cache": "l1d", "L2 cache": "l2", "L3 cache": "l3"}.get(key.strip())
+            if key:
+                host[key] = val.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        r = subprocess.run([engine, "bench", "--json", "--no-profile", "--model", "shapes",
+                            "--size", "32", "--batch", "1", "--iters", "1", "--warmup", "0"],
+                           capture_output=True, text=True, timeout=300)
+        a = json.loads(r.stdout)["adapter"]
+        host["adapter"] = a["name"]
+        host["driver"] = f"{a['driver']} {a['driver_info']}".strip()
+    except Exception as e:  # the figures still stand; the host says what it could not read
+        host["adapter_error"] = f"{type(e).__name__}: {e}"
+    return host
+
+
+def write_json(path, args, rows, host):
+    doc = {"args": vars(args), "host": host, "torch": torch.__version__, "rows": rows}
     with open(path + ".tmp", "w") as f:
         json.dump(doc, f, indent=1)
     os.replace(path + ".tmp", path)

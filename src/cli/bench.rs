@@ -70,6 +70,9 @@ struct Throughput {
 struct Profile {
     /// Profiled batches the figures are averaged over.
     batches: usize,
+    /// How dispatches were timed: "timestamps" (one pass each) or "wall" (one submit each,
+    /// submit to idle: CPU adapters, whose timestamps miss storage-buffer work).
+    clock: &'static str,
     /// Timed GPU work per batch, summed over dispatches (each in its own pass).
     gpu_seconds_per_batch: f64,
     /// Conv and linear FLOPs per image (forward and the backward they need, perturbation
@@ -173,8 +176,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 engine.rerun_on_device(batch)?;
                 engine.profiler_mut().expect("profiler set").collect()?;
             }
-            let kernels = engine.set_profiler(None).expect("profiler set").kernels();
-            Some(profile(&kernels, a.iters, batch, a.peak_gflops))
+            let p = engine.set_profiler(None).expect("profiler set");
+            let wall = p.wall_clock();
+            Some(profile(&p.kernels(), wall, a.iters, batch, a.peak_gflops))
         }
         (false, None) if !a.json => {
             eprintln!("note: the adapter has no TIMESTAMP_QUERY; no per-kernel profile");
@@ -350,7 +354,13 @@ fn throughput(times: &[f64], batch: usize) -> Throughput {
     }
 }
 
-fn profile(kernels: &[KernelTime], batches: usize, batch: usize, peak: Option<f64>) -> Profile {
+fn profile(
+    kernels: &[KernelTime],
+    wall: bool,
+    batches: usize,
+    batch: usize,
+    peak: Option<f64>,
+) -> Profile {
     let per = |x: f64| x / batches as f64;
     let total: f64 = kernels.iter().map(|k| k.seconds).sum();
     let flops: u64 = kernels.iter().map(|k| k.flops).sum();
@@ -371,6 +381,7 @@ fn profile(kernels: &[KernelTime], batches: usize, batch: usize, peak: Option<f6
         .collect();
     Profile {
         batches,
+        clock: if wall { "wall" } else { "timestamps" },
         gpu_seconds_per_batch: per(total),
         flops_per_image: per(flops as f64) / batch as f64,
         kernels,
@@ -431,10 +442,14 @@ fn print_report(r: &Report) {
     if let Some(p) = &r.profile {
         println!();
         println!(
-            "GPU time per batch {:.2} ms over {} profiled batch(es) (one pass per dispatch); \
+            "GPU time per batch {:.2} ms over {} profiled batch(es) ({}); \
              conv+linear {:.1} MFLOP/image",
             p.gpu_seconds_per_batch * 1e3,
             p.batches,
+            match p.clock {
+                "wall" => "one submit per dispatch, wall clock",
+                _ => "one pass per dispatch, timestamps",
+            },
             p.flops_per_image / 1e6
         );
         print!(

@@ -60,6 +60,11 @@ impl Activations {
             .collect()
     }
 
+    /// Where the preprocessing may write the input's twin (see [`Activations::forward_from`]).
+    pub fn input_twin(&self) -> Option<&wgpu::TextureView> {
+        self.twins[0].as_ref()
+    }
+
     /// Forward dispatches for `n` images over the steps where `run` is true (never the input).
     /// A conv reads its input's twin only where the twin's producer ran in this call.
     pub fn forward(
@@ -70,8 +75,23 @@ impl Activations {
         n: usize,
         run: &[bool],
     ) -> Vec<Dispatch> {
+        self.forward_from(ctx, ops, plan, n, run, false)
+    }
+
+    /// [`Activations::forward`] where `input_packed` says the preprocessing just wrote the
+    /// input's twin ([`Activations::input_twin`]) too.
+    pub fn forward_from(
+        &self,
+        ctx: &GpuContext,
+        ops: &Ops,
+        plan: &Plan,
+        n: usize,
+        run: &[bool],
+        input_packed: bool,
+    ) -> Vec<Dispatch> {
         let mut d = Vec::new();
         let mut fresh = vec![false; plan.steps.len()];
+        fresh[0] = input_packed && self.twins[0].is_some();
         for (s, step) in plan.steps.iter().enumerate().skip(1) {
             if !run[s] {
                 continue;
@@ -115,7 +135,12 @@ fn twins(ctx: &GpuContext, plan: &Plan, cap: usize) -> Vec<Option<wgpu::TextureV
     let mut textures: Vec<(u64, usize)> = Vec::new();
     let mut texture_of = vec![None; steps.len()];
     for (s, step) in steps.iter().enumerate() {
-        let Some(until) = last_reader[s].filter(|_| step.op.writes_twin()) else {
+        // The input's twin comes from the preprocessing (RGB: one texel per pixel).
+        let writes = match s {
+            0 => step.shape[0] == 3,
+            _ => step.op.writes_twin(),
+        };
+        let Some(until) = last_reader[s].filter(|_| writes) else {
             continue;
         };
         let Some(texels) = conv::twin_texels(ctx, step.shape, cap) else {

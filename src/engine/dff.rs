@@ -25,9 +25,9 @@ impl Engine {
         for chunk in images.chunks(self.batch_size()) {
             let n = chunk.len();
             self.upload(chunk, None);
-            if !self.forward_cache.contains_key(&n) {
-                let f = self.forward(n);
-                self.forward_cache.insert(n, f);
+            if !self.forward_cache.contains_key(&(n, false)) {
+                let f = self.forward(n, false);
+                self.forward_cache.insert((n, false), f);
             }
             let mut encoder =
                 self.ctx
@@ -38,7 +38,7 @@ impl Engine {
             record_all_profiled(
                 &mut encoder,
                 "activations",
-                &self.forward_cache[&n],
+                &self.forward_cache[&(n, false)],
                 self.profiler.as_mut(),
             );
             let mut readback = std::mem::take(&mut self.readback);

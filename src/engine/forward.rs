@@ -7,21 +7,36 @@ use crate::gpu::{Dispatch, buffer};
 use std::borrow::Cow;
 
 impl Engine {
-    pub(super) fn forward(&self, n: usize) -> Vec<Dispatch> {
+    /// The forward pass of `n` rows; `tensor_input`: the input activation was written as it
+    /// is, so there is nothing to preprocess (and no input twin).
+    pub(super) fn forward(&self, n: usize, tensor_input: bool) -> Vec<Dispatch> {
         let (ctx, ops, dummy) = (&self.ctx, &self.ops, &self.ops.dummy);
-        let mut d = vec![ops.image.preprocess(
-            ctx,
-            n,
+        let (aug, size, mean, std, pixels) = (
             self.aug,
             self.cfg.size,
             self.cfg.mean,
             self.cfg.std,
             &self.pixels,
-            self.act(0),
-            dummy,
-        )];
+        );
+        let x = self.act(0);
+        let twin = self.main.input_twin().filter(|_| !tensor_input);
+        let mut d = match (tensor_input, twin) {
+            (true, _) => Vec::new(),
+            (false, Some(twin)) => vec![
+                ops.image
+                    .preprocess_pack(ctx, n, aug, size, mean, std, pixels, x, twin),
+            ],
+            (false, None) => vec![
+                ops.image
+                    .preprocess(ctx, n, aug, size, mean, std, pixels, x, dummy),
+            ],
+        };
         let all = vec![true; self.plan.steps.len()];
-        d.extend(self.main.forward(ctx, ops, &self.plan, n, &all));
+        let plan = &self.plan;
+        d.extend(
+            self.main
+                .forward_from(ctx, ops, plan, n, &all, twin.is_some()),
+        );
         if let TargetSpec::TopK(k) = self.cfg.targets {
             let logits = self.act(self.plan.steps.len() - 1);
             d.push(ops.targets.topk(

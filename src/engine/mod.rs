@@ -110,7 +110,9 @@ pub struct Engine {
     fullgrad_bias: Vec<Vec<wgpu::Buffer>>,
     /// FullGrad: statistics for the input term.
     fullgrad_input: wgpu::Buffer,
-    forward_cache: HashMap<usize, Vec<Dispatch>>,
+    /// Forward dispatches by (rows, tensor input): a tensor input skips the preprocessing,
+    /// and with it the input's twin.
+    forward_cache: HashMap<(usize, bool), Vec<Dispatch>>,
     /// Raw uploads of images not at the input size, resized on the device; grows on demand.
     raw: Option<wgpu::Buffer>,
     /// `resize_input` dispatches by (first row, rows) over the current `raw`.
@@ -479,9 +481,10 @@ impl Engine {
         t0: usize,
     ) {
         let n = images * self.aug;
-        if t0 == 0 && !self.forward_cache.contains_key(&n) {
-            let f = self.forward(n);
-            self.forward_cache.insert(n, f);
+        let fkey = (n, self.tensor_input);
+        if t0 == 0 && !self.forward_cache.contains_key(&fkey) {
+            let f = self.forward(n, self.tensor_input);
+            self.forward_cache.insert(fkey, f);
         }
         if let Some(r) = self.random.as_mut() {
             if t0 == 0 {
@@ -495,9 +498,8 @@ impl Engine {
             b.extend(self.finish(images, tc));
             self.backward_cache.insert(key, (b, cam_start));
         }
-        // Tensors were written to the input activation: skip preprocessing (dispatch 0).
         let forward = if t0 == 0 {
-            &self.forward_cache[&n][usize::from(self.tensor_input)..]
+            &self.forward_cache[&fkey][..]
         } else {
             &[]
         };

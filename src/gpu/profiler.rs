@@ -1,10 +1,15 @@
-//! GPU time per kernel from timestamp queries (adapters with `TIMESTAMP_QUERY`).
+//! GPU time per kernel from timestamp queries (adapters with `TIMESTAMP_QUERY`), or on CPU
+//! adapters natively from the wall clock.
 //!
 //! Each dispatch is recorded in its own compute pass with beginning/end timestamps (pass
 //! timestamps need only `TIMESTAMP_QUERY`, not the inside-passes feature), and the times are
 //! summed per kernel entry point. Splitting passes adds a little per-dispatch overhead, so
 //! profiled runs are for attribution; throughput is measured with profiling off, where the
 //! recording paths are the untouched single-pass ones.
+//!
+//! lavapipe's pass timestamps miss most of the work of kernels that write storage buffers
+//! (a conv read 5x faster than the wall clock allowed), so there each dispatch is submitted
+//! on its own and timed from submit to idle, after the work before it has finished.
 
 use super::{Dispatch, GpuContext, buffer};
 use crate::error::{Error, Result};
@@ -39,13 +44,17 @@ pub struct Profiler {
     pending: Vec<(&'static str, u64)>,
     period_ns: f64,
     totals: BTreeMap<&'static str, KernelTime>,
+    /// Time each dispatch with the wall clock instead (native CPU adapters).
+    wall: bool,
 }
 
 impl Profiler {
     /// `None` when the device lacks `TIMESTAMP_QUERY` (request it when creating the device;
     /// [`GpuContext::new`] does when the adapter has it).
+    /// On a native CPU adapter it times with the wall clock, with or without timestamps.
     pub fn new(ctx: &GpuContext) -> Option<Self> {
-        if !ctx.has_timestamps() {
+        let wall = cfg!(not(target_arch = "wasm32")) && ctx.class == super::AdapterClass::Cpu;
+        if !wall && !ctx.has_timestamps() {
             return None;
         }
         Some(Self {
@@ -54,7 +63,50 @@ impl Profiler {
             sets: Vec::new(),
             pending: Vec::new(),
             totals: BTreeMap::new(),
+            wall,
         })
+    }
+
+    /// Whether times come from the wall clock (see the module docs).
+    pub fn wall_clock(&self) -> bool {
+        self.wall
+    }
+
+    fn add(&mut self, label: &'static str, seconds: f64, flops: u64) {
+        let t = self.totals.entry(label).or_insert_with(|| KernelTime {
+            kernel: label.to_string(),
+            ..Default::default()
+        });
+        t.calls += 1;
+        t.seconds += seconds;
+        t.flops += flops;
+    }
+
+    /// Submits what `encoder` holds, then each dispatch alone, timed from submit to idle;
+    /// `encoder` is left empty for the caller's further work.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn record_wall<'a>(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        dispatches: impl IntoIterator<Item = &'a Dispatch>,
+    ) {
+        let device = self.ctx.device.clone();
+        let fresh = || device.create_command_encoder(&Default::default());
+        for d in dispatches {
+            let before = std::mem::replace(encoder, fresh());
+            self.ctx.queue.submit([before.finish()]);
+            // A failed poll surfaces again at the caller's own wait.
+            let _ = buffer::wait_idle(&self.ctx);
+            let mut one = fresh();
+            d.record(&mut one.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(d.label),
+                timestamp_writes: None,
+            }));
+            let start = std::time::Instant::now();
+            self.ctx.queue.submit([one.finish()]);
+            let _ = buffer::wait_idle(&self.ctx);
+            self.add(d.label, start.elapsed().as_secs_f64(), d.flops);
+        }
     }
 
     /// Records each dispatch into its own timed compute pass of `encoder`. Call
@@ -64,6 +116,10 @@ impl Profiler {
         encoder: &mut wgpu::CommandEncoder,
         dispatches: impl IntoIterator<Item = &'a Dispatch>,
     ) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.wall {
+            return self.record_wall(encoder, dispatches);
+        }
         for d in dispatches {
             let q = 2 * self.pending.len() as u32;
             let (set, index) = ((q / QUERIES) as usize, q % QUERIES);
@@ -130,15 +186,10 @@ impl Profiler {
                 stamps.len()
             )));
         }
-        for (i, (label, flops)) in self.pending.drain(..).enumerate() {
+        let pending = std::mem::take(&mut self.pending);
+        for (i, (label, flops)) in pending.into_iter().enumerate() {
             let ticks = stamps[2 * i + 1].saturating_sub(stamps[2 * i]);
-            let t = self.totals.entry(label).or_insert_with(|| KernelTime {
-                kernel: label.to_string(),
-                ..Default::default()
-            });
-            t.calls += 1;
-            t.seconds += ticks as f64 * self.period_ns * 1e-9;
-            t.flops += flops;
+            self.add(label, ticks as f64 * self.period_ns * 1e-9, flops);
         }
         Ok(())
     }

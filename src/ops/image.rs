@@ -1,7 +1,7 @@
 //! Preprocessing, bilinear upsampling and the JET overlay (shaders/image.wgsl).
 
 use super::{module, u};
-use crate::gpu::{Access, Dispatch, GpuContext, Kernel, grid};
+use crate::gpu::{Access, Dispatch, GpuContext, Kernel, Slot, grid};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -61,6 +61,8 @@ pub struct ImageKernels {
     /// read_write in a dispatch, so the shared `dummy` can't serve there.
     unused_out: wgpu::Buffer,
     preprocess: Kernel,
+    /// `preprocess` writing the input's twin too, built on first use.
+    preprocess_pack: std::sync::OnceLock<Kernel>,
     upsample: Kernel,
     overlay: Kernel,
     guided: Kernel,
@@ -81,6 +83,7 @@ impl ImageKernels {
         Self {
             unused_out: crate::gpu::buffer::storage(ctx, "unused", 16),
             preprocess: Kernel::new(ctx, &m, "preprocess", &st, &[], 64),
+            preprocess_pack: std::sync::OnceLock::new(),
             upsample: Kernel::new(ctx, &m, "upsample_bilinear", &st, &[], 64),
             overlay: Kernel::new(ctx, &m, "overlay", &st, &[], 256),
             guided: Kernel::new(ctx, &m, "guided", &st, &[], 256),
@@ -106,7 +109,61 @@ impl ImageKernels {
         input: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = ImageParams {
+        let p = Self::preprocess_params(rows, aug, size, mean, std);
+        self.preprocess.dispatch(
+            ctx,
+            &p,
+            &[pixels, dummy, input, &self.unused_out],
+            (rows * size[0] * size[1]) as u64,
+        )
+    }
+
+    /// [`ImageKernels::preprocess`] writing the input's twin too
+    /// ([`crate::ops::conv::Twins`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn preprocess_pack(
+        &self,
+        ctx: &GpuContext,
+        rows: usize,
+        aug: usize,
+        size: [usize; 2],
+        mean: [f32; 3],
+        std: [f32; 3],
+        pixels: &wgpu::Buffer,
+        input: &wgpu::Buffer,
+        twin: &wgpu::TextureView,
+    ) -> Dispatch {
+        let kernel = self.preprocess_pack.get_or_init(|| {
+            let m = module(ctx, "image.wgsl");
+            let slots = [
+                (1, Slot::Buffer(Access::Read)),
+                (3, Slot::Buffer(Access::ReadWrite)),
+                (5, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
+            ];
+            Kernel::with_slots(ctx, &m, "preprocess_pack", &slots, &[], 64)
+        });
+        let p = Self::preprocess_params(rows, aug, size, mean, std);
+        let texels = (rows * size[0] * size[1]) as u64;
+        kernel.dispatch_bound(
+            ctx,
+            &p,
+            vec![
+                pixels.as_entire_binding(),
+                input.as_entire_binding(),
+                wgpu::BindingResource::TextureView(twin),
+            ],
+            crate::gpu::grid(texels.div_ceil(64), ctx.max_workgroups_per_dim),
+        )
+    }
+
+    fn preprocess_params(
+        rows: usize,
+        aug: usize,
+        size: [usize; 2],
+        mean: [f32; 3],
+        std: [f32; 3],
+    ) -> ImageParams {
+        ImageParams {
             rows: u(rows),
             in_h: u(size[0]),
             in_w: u(size[1]),
@@ -114,13 +171,7 @@ impl ImageKernels {
             mean: [mean[0], mean[1], mean[2], 0.0],
             std: [std[0], std[1], std[2], 1.0],
             ..Default::default()
-        };
-        self.preprocess.dispatch(
-            ctx,
-            &p,
-            &[pixels, dummy, input, &self.unused_out],
-            (rows * size[0] * size[1]) as u64,
-        )
+        }
     }
 
     /// Resizes `rows` raw images (`raw`, laid out by [`pack_raw`]) to `to` = [H, W] like

@@ -1,7 +1,7 @@
 //! Max, average and adaptive-average pooling, forward and backward (shaders/pool.wgsl).
 
 use super::{module, u};
-use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
+use crate::gpu::{Access, Dispatch, GpuContext, Kernel, Slot};
 
 /// Pooling window, PyTorch semantics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +88,8 @@ struct PoolParams {
 
 pub struct PoolKernels {
     max_fwd: Kernel,
+    /// `max_fwd` writing the output's twin too, built on first use.
+    max_fwd_pack: std::sync::OnceLock<Kernel>,
     max_bwd: Kernel,
     avg_fwd: Kernel,
     avg_bwd: Kernel,
@@ -102,6 +104,7 @@ impl PoolKernels {
         let k = |e| Kernel::new(ctx, &m, e, &st, &[], 64);
         Self {
             max_fwd: k("maxpool_forward"),
+            max_fwd_pack: std::sync::OnceLock::new(),
             max_bwd: k("maxpool_backward"),
             avg_fwd: k("avgpool_forward"),
             avg_bwd: k("avgpool_backward"),
@@ -152,6 +155,43 @@ impl PoolKernels {
         let n = (s.planes * s.output[0] * s.output[1]) as u64;
         self.max_fwd
             .dispatch(ctx, &Self::params(s, Some(w), 1), &[x, y, argmax], n)
+    }
+
+    /// [`PoolKernels::max_forward`] writing `y`'s twin too ([`crate::ops::conv::Twins`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn max_forward_pack(
+        &self,
+        ctx: &GpuContext,
+        s: &PoolShape,
+        w: &PoolWindow,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        argmax: &wgpu::Buffer,
+        twin: &wgpu::TextureView,
+    ) -> Dispatch {
+        let kernel = self.max_fwd_pack.get_or_init(|| {
+            let m = module(ctx, "pool.wgsl");
+            let slots = [
+                (1, Slot::Buffer(Access::Read)),
+                (2, Slot::Buffer(Access::ReadWrite)),
+                (3, Slot::Buffer(Access::ReadWrite)),
+                (4, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
+            ];
+            Kernel::with_slots(ctx, &m, "maxpool_forward_pack", &slots, &[], 64)
+        });
+        let texels = (s.planes / s.channels * s.channels.div_ceil(4)) as u64
+            * (s.output[0] * s.output[1]) as u64;
+        kernel.dispatch_bound(
+            ctx,
+            &Self::params(s, Some(w), 1),
+            vec![
+                x.as_entire_binding(),
+                y.as_entire_binding(),
+                argmax.as_entire_binding(),
+                wgpu::BindingResource::TextureView(twin),
+            ],
+            crate::gpu::grid(texels.div_ceil(64), ctx.max_workgroups_per_dim),
+        )
     }
 
     /// Routes `dy` to the forward argmax. `s.planes` counts gradient rows; each forward

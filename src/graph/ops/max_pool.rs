@@ -73,11 +73,18 @@ impl Lowered for MaxPoolStep {
     fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
         let pool = super::pool_shape(f.n, f.inputs[0].1, f.shape);
         let argmax = f.saved.expect("max pool saves its argmax");
-        vec![
-            f.ops
+        let (x, y, w) = (f.x(0), f.output, &self.0);
+        vec![match f.twin_out {
+            Some(twin) => f
+                .ops
                 .pool
-                .max_forward(f.ctx, &pool, &self.0, f.x(0), f.output, argmax),
-        ]
+                .max_forward_pack(f.ctx, &pool, w, x, y, argmax, twin),
+            None => f.ops.pool.max_forward(f.ctx, &pool, w, x, y, argmax),
+        }]
+    }
+    /// A stem's max pool read by convs packs itself (pool.wgsl's maxpool_forward_pack).
+    fn writes_twin(&self) -> bool {
+        true
     }
     fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {
         let pool = super::pool_shape(b.rows, b.inputs[0].1, b.shape);

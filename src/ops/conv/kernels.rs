@@ -314,7 +314,7 @@ impl ConvKernels {
     /// texture kernel, whose packed layout for `s` is the twin's (one group, or groups of
     /// whole texels).
     pub fn reads_twin(s: &ConvShape, w: &ConvWeight) -> bool {
-        w.layout == ConvLayout::Texels && (s.groups == 1 || (s.in_c / s.groups) % 4 == 0)
+        w.layout == ConvLayout::Texels && (s.groups == 1 || (s.in_c / s.groups).is_multiple_of(4))
     }
 
     /// Whether the forward conv `s` with weights `w` can write its output's twin: the

@@ -418,10 +418,17 @@ pub fn twin_texels(ctx: &GpuContext, [c, h, w]: [usize; 3], n: usize) -> Option<
     (super::texture_conv_supported(ctx) && texels <= texture_capacity(ctx)).then_some(texels)
 }
 
-/// A texture for a twin of `texels` texels ([`twin_texels`]).
+/// A texture for a twin of `texels` texels ([`twin_texels`]), rows of [`TEXTURE_WIDTH`]
+/// texels (copyable, for tests).
 pub fn twin_texture(ctx: &GpuContext, texels: u64) -> wgpu::TextureView {
     let rows = texels.div_ceil(TEXTURE_WIDTH).max(1) as u32;
-    texture(ctx, "twin", rows, wgpu::TextureUsages::STORAGE_BINDING)
+    let copy = wgpu::TextureUsages::COPY_SRC | wgpu::TextureUsages::COPY_DST;
+    texture(
+        ctx,
+        "twin",
+        rows,
+        wgpu::TextureUsages::STORAGE_BINDING | copy,
+    )
 }
 
 /// An rgba32float texture of `rows` rows of [`TEXTURE_WIDTH`] texels.
