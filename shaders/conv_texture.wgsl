@@ -164,6 +164,110 @@ fn add_pack4(@builtin(global_invocation_id) gid: vec3<u32>,
     textureStore(packed, texel(t + 3u), vec4<f32>(v0.w, v1.w, v2.w, v3.w));
 }
 
+// y = clamp(x, lo, hi) and its twin (ReLU6, Clip), lo and hi in `bias`: per texel, and
+// per 4 pixels for planes of a multiple of 4 pixels.
+@compute @workgroup_size(64)
+fn clip_pack(@builtin(global_invocation_id) gid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * 64u;
+    let plane = p.in_h * p.in_w;
+    if (t >= p.batch * p.red_c4 * plane) { return; }
+    let pix = t % plane;
+    let r = t / plane;
+    let q = r % p.red_c4;
+    let n = r / p.red_c4;
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        let c = 4u * q + j;
+        if (c < p.in_c) {
+            let at = (n * p.in_c + c) * plane + pix;
+            let s = clamp(x[at], bias[0], bias[1]);
+            y[at] = s;
+            v[j] = s;
+        }
+    }
+    textureStore(packed, texel(t), v);
+}
+
+@compute @workgroup_size(64)
+fn clip_pack4(@builtin(global_invocation_id) gid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t4 = gid.x + gid.y * nwg.x * 64u;
+    let plane4 = p.in_h * p.in_w / 4u;
+    if (t4 >= p.batch * p.red_c4 * plane4) { return; }
+    let pix4 = t4 % plane4;
+    let r = t4 / plane4;
+    let q = r % p.red_c4;
+    let n = r / p.red_c4;
+    let c = 4u * q;
+    let at = (n * p.in_c + c) * plane4 + pix4;
+    let lo = vec4<f32>(bias[0]);
+    let hi = vec4<f32>(bias[1]);
+    let v0 = clamp(x4[at], lo, hi);
+    y4[at] = v0;
+    var v1 = vec4<f32>(0.0);
+    var v2 = vec4<f32>(0.0);
+    var v3 = vec4<f32>(0.0);
+    if (c + 1u < p.in_c) {
+        v1 = clamp(x4[at + plane4], lo, hi);
+        y4[at + plane4] = v1;
+    }
+    if (c + 2u < p.in_c) {
+        v2 = clamp(x4[at + 2u * plane4], lo, hi);
+        y4[at + 2u * plane4] = v2;
+    }
+    if (c + 3u < p.in_c) {
+        v3 = clamp(x4[at + 3u * plane4], lo, hi);
+        y4[at + 3u * plane4] = v3;
+    }
+    let t = t4 * 4u;
+    textureStore(packed, texel(t), vec4<f32>(v0.x, v1.x, v2.x, v3.x));
+    textureStore(packed, texel(t + 1u), vec4<f32>(v0.y, v1.y, v2.y, v3.y));
+    textureStore(packed, texel(t + 2u), vec4<f32>(v0.z, v1.z, v2.z, v3.z));
+    textureStore(packed, texel(t + 3u), vec4<f32>(v0.w, v1.w, v2.w, v3.w));
+}
+
+// Depthwise conv forward over the packed input (xt, the whole piece) with weights wt, texel
+// q * k_h * k_w + tap holding channels 4 q .. 4 q + 3 of that tap: one invocation per output
+// texel, 4 channels of one pixel, so every load is one texel (the storage-buffer depthwise
+// kernel makes one per value and lane). Here groups = 1 and red_c = in_c = out_c.
+@compute @workgroup_size(64)
+fn depthwise_texture(@builtin(global_invocation_id) gid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = gid.x + gid.y * nwg.x * 64u;
+    let plane = p.out_h * p.out_w;
+    if (t >= p.batch * p.red_c4 * plane) { return; }
+    let pix = t % plane;
+    let q = (t / plane) % p.red_c4;
+    let n = t / (plane * p.red_c4);
+    let oy = i32(pix / p.out_w);
+    let ox = i32(pix % p.out_w);
+    let base = (n * p.red_c4 + q) * p.in_h * p.in_w;
+    var wi = q * p.k_h * p.k_w;
+    var acc = vec4<f32>(0.0);
+    for (var kh = 0u; kh < p.k_h; kh++) {
+        let iy = src(oy, kh, p.stride_h, p.pad_h, p.dil_h, p.in_h);
+        for (var kw = 0u; kw < p.k_w; kw++) {
+            let ix = src(ox, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
+            // Taps outside the input read texel `base` and are multiplied by 0.
+            let ok = iy >= 0 && ix >= 0;
+            let at = select(base, base + u32(max(iy, 0)) * p.in_w + u32(max(ix, 0)), ok);
+            acc += textureLoad(wt, texel(wi)) * textureLoad(xt, texel(at)) * f32(ok);
+            wi++;
+        }
+    }
+    let n_abs = p.img0 + n;
+    for (var j = 0u; j < 4u; j++) {
+        let c = 4u * q + j;
+        if (c < p.out_c) {
+            var v = acc[j];
+            if ((p.flags & FLAG_BIAS) != 0u) { v += bias[c]; }
+            if ((p.flags & FLAG_RELU) != 0u) { v = max(v, 0.0); }
+            y[(n_abs * p.out_c + c) * plane + pix] = v;
+        }
+    }
+}
+
 // conv_pack where the input already is its texels: 1x1 planes of one group with a multiple of
 // 4 channels (a Linear over rows), a copy.
 @compute @workgroup_size(64)

@@ -776,9 +776,10 @@ fn conv_depthwise() {
             dot(&abs(&v), &terms_dx),
         );
 
-        // The engine's path: chunks of 2 channels, one dispatch each.
+        // The engine's path: chunks of 2 channels, one dispatch each (no texture kernel).
         let mut small = e.ctx.clone();
         small.max_binding = (2 * taps * 16) as u64;
+        small.max_texture_rows = 0;
         let cw = conv::ConvWeight::upload(&small, "w", &w, &s).expect("upload");
         assert!(
             cw.layout == conv::ConvLayout::Depthwise,
@@ -799,6 +800,59 @@ fn conv_depthwise() {
         ds.extend(k.backward_data_chunked(&small, &s, &dyb, &cw, &dx, &e.ops.dummy));
         let chunked = run(&ds, &[(&y, y_len), (&dx, x_len)]);
         assert_eq!(chunked, got, "{label}: chunked dispatches agree");
+
+        // On the texture kernel (where the device has it), packing its input itself and
+        // reading a producer's twin (the same texels, written by clip_pack here).
+        let tw = conv::ConvWeight::upload(&e.ctx, "w", &w, &s).expect("upload");
+        let texture = conv::texture_conv_supported(&e.ctx);
+        assert_eq!(
+            tw.layout == conv::ConvLayout::DepthwiseTexels,
+            texture,
+            "{name}"
+        );
+        if texture {
+            let twin_len = [s.in_c, s.in_h, s.in_w];
+            let texels = conv::twin_texels(&e.ctx, twin_len, s.batch).expect("fits");
+            let twin = conv::twin_texture(&e.ctx, texels);
+            let (y1, y2, x2) = (garbage(y_len), garbage(y_len), garbage(x_len));
+            let bounds = upload(&[-1e30, 1e30]);
+            let mut ds = k.forward_chunked(
+                &e.ctx,
+                &s,
+                relu,
+                &xb,
+                &tw,
+                bias.then_some(&bb),
+                &y1,
+                &e.ops.dummy,
+            );
+            ds.push(k.clip_pack(&e.ctx, s.batch, twin_len, &bounds, &xb, &x2, &twin));
+            let twins = conv::Twins {
+                input: Some(&twin),
+                output: None,
+            };
+            ds.extend(k.forward_twinned(
+                &e.ctx,
+                &s,
+                relu,
+                &x2,
+                &tw,
+                bias.then_some(&bb),
+                &y2,
+                &e.ops.dummy,
+                twins,
+            ));
+            let got = run(&ds, &[(&y1, y_len), (&y2, y_len), (&x2, x_len)]);
+            check_terms(
+                &format!("{label} texture"),
+                &got[0],
+                &want_y,
+                &terms_y,
+                taps,
+            );
+            assert_eq!(got[1], got[0], "{label}: the twin gives the packed result");
+            assert_eq!(got[2], x, "{label}: clip_pack passes values in bounds");
+        }
     }
     // Grouped convs that are not depthwise keep the GEMM kernels.
     let grouped = cs(1, 6, [9, 9], 12, [3, 3], [1, 1], [1, 1], [1, 1], 6);

@@ -602,8 +602,9 @@ fn mobile_ops_explain_like_the_f64_composition() {
 }
 
 /// A residual net whose tensors reach the convs through their twins (the preprocessing,
-/// a max pool, convs and residual sums write them; a grouped conv reads one but writes
-/// none), with channels not a multiple of 4 and planes of both parities.
+/// a max pool, convs, residual sums and ReLU6s write them; a grouped conv reads one but
+/// writes none; a depthwise conv reads one), with channels not a multiple of 4 and planes
+/// of both parities.
 fn residual_net() -> (Graph, Weights) {
     use gradcam_wgpu::graph::MaxPool2d;
     use gradcam_wgpu::model::{Node, Op};
@@ -639,7 +640,13 @@ fn residual_net() -> (Graph, Weights) {
     let e = push("e", init.conv("e", 8, 8, 1, 1, 0, 1, 1), vec![d]);
     let add2 = push("add2", Op::Add(Add), vec![e, c]);
     let add2 = push("add2.relu", Op::Relu(Relu), vec![add2]);
-    let f = push("f", init.conv("f", 8, 10, 1, 1, 0, 1, 1), vec![add2]);
+    // An inverted residual's middle (MobileNet, EfficientNet): ReLU6s write the twins, the
+    // depthwise conv reads one.
+    let ex = push("ex", init.conv("ex", 8, 10, 1, 1, 0, 1, 1), vec![add2]);
+    let ex = push("ex.act", Op::Relu6(Relu6), vec![ex]);
+    let dw = push("dw", init.conv("dw", 10, 10, 3, 2, 1, 1, 10), vec![ex]);
+    let dw = push("dw.act", Op::Relu6(Relu6), vec![dw]);
+    let f = push("f", init.conv("f", 10, 10, 1, 1, 0, 1, 1), vec![dw]);
     let f = push("f.relu", Op::Relu(Relu), vec![f]);
     let gap = Op::AdaptiveAvgPool2d(AdaptiveAvgPool2d { output: [1, 1] });
     let gap = push("gap", gap, vec![f]);
@@ -672,7 +679,15 @@ fn twins_explain_like_the_f64_composition() {
         &graph,
         &weights,
         [23, 16],
-        &["f.relu", "add1.relu", "a.relu", "pool", "add2.relu"],
+        &[
+            "f.relu",
+            "add1.relu",
+            "a.relu",
+            "pool",
+            "add2.relu",
+            "dw.act",
+            "dw",
+        ],
     );
 }
 

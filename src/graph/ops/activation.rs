@@ -115,8 +115,28 @@ impl ActivationStep {
     }
 }
 
+impl ActivationStep {
+    /// `[lo, hi]` of a clamp (ReLU6, Clip): the activations that write a twin.
+    fn clamp_bounds(&self) -> Option<[f32; 2]> {
+        match self.act {
+            Activation::RELU6 => Some([0.0, 6.0]),
+            a if a == super::clip::CLIP => Some(self.params),
+            _ => None,
+        }
+    }
+}
+
 impl Lowered for ActivationStep {
     fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
+        if let (Some(twin), Some(bounds)) = (f.twin_out, self.clamp_bounds()) {
+            let bounds = crate::gpu::buffer::storage_f32(f.ctx, "clamp bounds", &bounds);
+            let (x, y) = (f.x(0), f.output);
+            return vec![
+                f.ops
+                    .conv
+                    .clip_pack(f.ctx, f.n, f.shape, &bounds, x, y, twin),
+            ];
+        }
         let len = f.n * elements(f.shape);
         vec![f.ops.eltwise.activation_forward(
             f.ctx,
@@ -127,6 +147,11 @@ impl Lowered for ActivationStep {
             f.output,
             f.dummy(),
         )]
+    }
+    /// A ReLU6 or Clip read by convs (MobileNet's, EfficientNet's) packs itself as it
+    /// clamps (conv_texture.wgsl's clip_pack).
+    fn writes_twin(&self) -> bool {
+        self.clamp_bounds().is_some()
     }
     fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {
         // The derivative reads x (SiLU, GELU, ...) or the output (sigmoid, ReLU6).

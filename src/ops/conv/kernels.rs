@@ -248,6 +248,14 @@ impl ConvKernels {
                 y,
             );
         }
+        if w.layout == ConvLayout::DepthwiseTexels {
+            let p = ConvParams::depthwise_texels(s, flags);
+            let Some((_, _, Packed::Texture(wt))) = w.forward.first() else {
+                unreachable!("depthwise texels are one texture")
+            };
+            let (bias, k) = (bias.unwrap_or(dummy), self.texture_kernels());
+            return k.dispatch_depthwise(ctx, &p, x, wt, bias, y, twins.input);
+        }
         if w.layout == ConvLayout::Texels {
             let p = ConvParams::new(s, Dir::Forward, 0, s.out_c / s.groups, flags);
             return self.texture_kernels().dispatch(
@@ -314,13 +322,31 @@ impl ConvKernels {
     /// texture kernel, whose packed layout for `s` is the twin's (one group, or groups of
     /// whole texels).
     pub fn reads_twin(s: &ConvShape, w: &ConvWeight) -> bool {
-        w.layout == ConvLayout::Texels && (s.groups == 1 || (s.in_c / s.groups).is_multiple_of(4))
+        let one_layout = s.groups == 1 || (s.in_c / s.groups).is_multiple_of(4);
+        (w.layout == ConvLayout::Texels && one_layout) || w.layout == ConvLayout::DepthwiseTexels
     }
 
     /// Whether the forward conv `s` with weights `w` can write its output's twin: the
     /// direct texture kernel over one group, whose lanes hold 4 channels of a pixel.
     pub fn writes_twin(s: &ConvShape, w: &ConvWeight) -> bool {
         w.layout == ConvLayout::Texels && s.groups == 1
+    }
+
+    /// `y = clamp(x, lo, hi)` over `n` images of `[c, h, w]` (`bounds` holds lo and hi),
+    /// writing `y`'s twin too.
+    #[allow(clippy::too_many_arguments)]
+    pub fn clip_pack(
+        &self,
+        ctx: &GpuContext,
+        n: usize,
+        shape: [usize; 3],
+        bounds: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        twin: &wgpu::TextureView,
+    ) -> Dispatch {
+        self.texture_kernels()
+            .clip_pack(ctx, n, shape, bounds, x, y, twin)
     }
 
     /// `y = a + b` (then ReLU) over `n` images of `[c, h, w]`, writing `y`'s twin too.
@@ -370,7 +396,7 @@ impl ConvKernels {
                 let variant = quad.unwrap_or(self.variant);
                 self.dispatch(ctx, &p, dir, bufs, precision, variant)
             }
-            ConvLayout::Texels | ConvLayout::Winograd => {
+            ConvLayout::Texels | ConvLayout::Winograd | ConvLayout::DepthwiseTexels => {
                 unreachable!("texture convs are dispatched whole")
             }
             ConvLayout::Lanes => {

@@ -104,6 +104,9 @@ pub enum ConvLayout {
     Winograd,
     /// [`pack_depthwise`]: one vec4 per channel and tap (the depthwise kernel).
     Depthwise,
+    /// Forward only: a depthwise weight as texels of 4 channels per tap, in a texture, for
+    /// conv_texture.wgsl's `depthwise_texture` (CPU adapters with the texture kernel).
+    DepthwiseTexels,
 }
 
 /// Whether this device runs the subgroup conv kernel: the SUBGROUP feature and a fixed
@@ -167,6 +170,17 @@ fn texture_image_fits(ctx: &GpuContext, s: &ConvShape, dir: Dir) -> bool {
         Dir::Backward => (s.out_c / s.groups, s.out_h() * s.out_w()),
     };
     (s.groups * reduction.div_ceil(4) * plane) as u64 <= texture_capacity(ctx)
+}
+
+/// Whether `depthwise_texture` can run the depthwise conv `s` forward: the texture kernel,
+/// and its weights' texels and one image of its packed input within a texture.
+pub fn depthwise_texels_fit(ctx: &GpuContext, s: &ConvShape) -> bool {
+    let c4 = s.in_c.div_ceil(4) as u64;
+    let capacity = texture_capacity(ctx);
+    texture_conv_supported(ctx)
+        && s.is_depthwise()
+        && c4 * (s.kernel[0] * s.kernel[1]) as u64 <= capacity
+        && c4 * (s.in_h * s.in_w) as u64 <= capacity
 }
 
 /// Whether the texture kernel can run this forward conv as Winograd F(4x4, 3x3): 3x3,
@@ -380,6 +394,20 @@ impl ConvParams {
             * self.red_c as u64
             * (self.k_h * self.k_w) as u64
             * self.forward_plane(dir)
+    }
+
+    /// Parameters for `depthwise_texture` (forward): one group over all channels, so the
+    /// packed input is the twin's layout.
+    fn depthwise_texels(s: &ConvShape, flags: u32) -> Self {
+        Self {
+            groups: 1,
+            red_c: u(s.in_c),
+            red_c4: u(s.in_c.div_ceil(4)),
+            out_cg: u(s.out_c),
+            out_cg4: u(s.out_c.div_ceil(4)),
+            out_cg_total: u(s.out_c),
+            ..Self::new(s, Dir::Forward, 0, s.out_c, flags)
+        }
     }
 
     /// Parameters for the depthwise kernel over channels `c0 .. c0 + count`.

@@ -162,3 +162,18 @@ pub(super) fn pack_depthwise_range(w: &[f32], s: &ConvShape, c0: usize, count: u
         .flat_map(|&v| [v; 4])
         .collect()
 }
+
+/// Packs a depthwise weight `[c, 1, kh, kw]` for `depthwise_texture`: texel `q * kh * kw + tap`
+/// holds channels `4 q .. 4 q + 3` of that tap, zero past the channels.
+pub(super) fn pack_depthwise_texels(w: &[f32], s: &ConvShape) -> Vec<f32> {
+    assert!(s.is_depthwise(), "a depthwise shape");
+    let kk = s.kernel[0] * s.kernel[1];
+    let c4 = s.in_c.div_ceil(4);
+    let mut out = vec![0.0; c4 * kk * 4];
+    for c in 0..s.in_c {
+        for tap in 0..kk {
+            out[((c / 4) * kk + tap) * 4 + c % 4] = w[c * kk + tap];
+        }
+    }
+    out
+}

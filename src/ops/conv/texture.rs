@@ -19,6 +19,9 @@ pub(super) struct TextureKernels {
     conv: [Kernel; 2],
     /// `y = a + b` (ReLU) writing its twin too: per texel, and per 4 pixels.
     add_pack: [Kernel; 2],
+    /// `y = clamp(x, lo, hi)` writing its twin too: per texel, and per 4 pixels.
+    clip_pack: [Kernel; 2],
+    depthwise: Kernel,
     wino_input: Kernel,
     wino_output: Kernel,
     /// The packed input, grown on demand (rows).
@@ -114,6 +117,34 @@ impl TextureKernels {
                 64,
             )
         });
+        let clip_pack = [("clip_pack", 1, 6), ("clip_pack4", 7, 10)].map(|(entry, x, y)| {
+            Kernel::with_slots(
+                ctx,
+                &m,
+                entry,
+                &[
+                    (x, Slot::Buffer(Access::Read)),
+                    (5, Slot::Buffer(Access::Read)),
+                    (y, Slot::Buffer(Access::ReadWrite)),
+                    (2, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
+                ],
+                &[],
+                64,
+            )
+        });
+        let depthwise = Kernel::with_slots(
+            ctx,
+            &m,
+            "depthwise_texture",
+            &[
+                (3, Slot::ReadTexture(wgpu::TextureFormat::Rgba32Float)),
+                (4, Slot::ReadTexture(wgpu::TextureFormat::Rgba32Float)),
+                (5, Slot::Buffer(Access::Read)),
+                (6, Slot::Buffer(Access::ReadWrite)),
+            ],
+            &[],
+            64,
+        );
         let wino_input = Kernel::with_slots(
             ctx,
             &m,
@@ -143,6 +174,8 @@ impl TextureKernels {
             pack_copy,
             conv: [conv(false), conv(true)],
             add_pack,
+            clip_pack,
+            depthwise,
             wino_input,
             wino_output,
             scratch: Mutex::new(None),
@@ -368,6 +401,88 @@ impl TextureKernels {
         d
     }
 
+    /// The depthwise conv `p` (forward; groups 1 and red_c = in_c, see
+    /// [`ConvParams::depthwise_texels`]) with texel weights `w`, reading `twin` (the whole
+    /// batch) or else packing `x` in pieces of whole images that fit the texture.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dispatch_depthwise(
+        &self,
+        ctx: &GpuContext,
+        p: &ConvParams,
+        x: &wgpu::Buffer,
+        w: &wgpu::TextureView,
+        bias: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        twin: Option<&wgpu::TextureView>,
+    ) -> Vec<Dispatch> {
+        let per_image = p.red_c4 as u64 * p.in_h as u64 * p.in_w as u64;
+        let (view, per_piece) = match twin {
+            Some(twin) => (twin.clone(), p.batch),
+            None => {
+                let per_piece = (texture_capacity(ctx) / per_image).clamp(1, p.batch as u64);
+                (self.scratch(ctx, per_piece * per_image), per_piece as u32)
+            }
+        };
+        let mut d = Vec::new();
+        for img0 in (0..p.batch).step_by(per_piece as usize) {
+            let batch = per_piece.min(p.batch - img0);
+            let piece = ConvParams { batch, img0, ..*p };
+            if twin.is_none() {
+                d.push(self.pack_piece(ctx, &piece, x, &view));
+            }
+            let texels = batch as u64 * p.red_c4 as u64 * (p.out_h * p.out_w) as u64;
+            let macs = texels * 4 * (p.k_h * p.k_w) as u64;
+            d.push(
+                self.depthwise
+                    .dispatch_bound(
+                        ctx,
+                        &piece,
+                        vec![
+                            wgpu::BindingResource::TextureView(&view),
+                            wgpu::BindingResource::TextureView(w),
+                            bias.as_entire_binding(),
+                            y.as_entire_binding(),
+                        ],
+                        crate::gpu::grid(texels.div_ceil(64), ctx.max_workgroups_per_dim),
+                    )
+                    .with_macs(macs),
+            );
+        }
+        d
+    }
+
+    /// `y = clamp(x, lo, hi)` over `n` images of `[c, h, w]` (`bounds`: a buffer of lo, hi),
+    /// and `y`'s twin.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn clip_pack(
+        &self,
+        ctx: &GpuContext,
+        n: usize,
+        [c, h, w]: [usize; 3],
+        bounds: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        twin: &wgpu::TextureView,
+    ) -> Dispatch {
+        let p = eltwise_params(n, [c, h, w], false);
+        let texels = (n * c.div_ceil(4) * h * w) as u64;
+        let (kernel, threads) = match (h * w).is_multiple_of(4) {
+            true => (&self.clip_pack[1], texels / 4),
+            false => (&self.clip_pack[0], texels),
+        };
+        kernel.dispatch_bound(
+            ctx,
+            &p,
+            vec![
+                x.as_entire_binding(),
+                bounds.as_entire_binding(),
+                y.as_entire_binding(),
+                wgpu::BindingResource::TextureView(twin),
+            ],
+            crate::gpu::grid(threads.div_ceil(64), ctx.max_workgroups_per_dim),
+        )
+    }
+
     /// `y = a + b` over `n` images of `[c, h, w]`, ReLU'd with `relu`, and `y`'s twin.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn add_pack(
@@ -381,17 +496,7 @@ impl TextureKernels {
         y: &wgpu::Buffer,
         twin: &wgpu::TextureView,
     ) -> Dispatch {
-        let p = ConvParams {
-            batch: u(n),
-            in_c: u(c),
-            in_h: u(h),
-            in_w: u(w),
-            groups: 1,
-            red_c: u(c),
-            red_c4: u(c.div_ceil(4)),
-            flags: relu as u32 * FLAG_RELU,
-            ..bytemuck::Zeroable::zeroed()
-        };
+        let p = eltwise_params(n, [c, h, w], relu);
         let texels = (n * c.div_ceil(4) * h * w) as u64;
         let (kernel, threads) = match (h * w).is_multiple_of(4) {
             true => (&self.add_pack[1], texels / 4),
@@ -408,6 +513,21 @@ impl TextureKernels {
             ],
             crate::gpu::grid(threads.div_ceil(64), ctx.max_workgroups_per_dim),
         )
+    }
+}
+
+/// Parameters of the element-wise twin writers over `n` images of `[c, h, w]`.
+fn eltwise_params(n: usize, [c, h, w]: [usize; 3], relu: bool) -> ConvParams {
+    ConvParams {
+        batch: u(n),
+        in_c: u(c),
+        in_h: u(h),
+        in_w: u(w),
+        groups: 1,
+        red_c: u(c),
+        red_c4: u(c.div_ceil(4)),
+        flags: relu as u32 * FLAG_RELU,
+        ..bytemuck::Zeroable::zeroed()
     }
 }
 

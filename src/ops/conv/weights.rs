@@ -1,14 +1,15 @@
 //! Conv weights packed and uploaded per direction and kernel ([`ConvWeight`]).
 
 use super::pack::{
-    pack_backward_range, pack_depthwise_range, pack_forward_range, pack_lanes_backward,
-    pack_lanes_forward, pack_texels_backward, pack_texels_forward, winograd_weights,
+    pack_backward_range, pack_depthwise_range, pack_depthwise_texels, pack_forward_range,
+    pack_lanes_backward, pack_lanes_forward, pack_texels_backward, pack_texels_forward,
+    winograd_weights,
 };
 use super::texture::texels;
 use super::{
-    ConvLayout, ConvShape, ConvVariant, Dir, default_variants, subgroup_conv_supported,
-    texture_capacity, texture_conv_supported, texture_image_fits, weight_block, winograd_eligible,
-    winograd_gemm,
+    ConvLayout, ConvShape, ConvVariant, Dir, default_variants, depthwise_texels_fit,
+    subgroup_conv_supported, texture_capacity, texture_conv_supported, texture_image_fits,
+    weight_block, winograd_eligible, winograd_gemm,
 };
 use crate::gpu::{AdapterClass, GpuContext};
 use crate::ops::Precision;
@@ -202,6 +203,19 @@ impl ConvWeight {
                     )
                 })
                 .collect();
+            // Forward on the texture kernel where it exists and the texels fit.
+            if precision == Precision::F32 && depthwise_texels_fit(ctx, s) {
+                let packed = pack_depthwise_texels(w, s);
+                let view = Packed::Texture(texels(ctx, name, &packed));
+                return Ok(Self {
+                    forward: vec![(0, s.in_c, view)],
+                    backward: chunks,
+                    layout: ConvLayout::DepthwiseTexels,
+                    backward_layout: ConvLayout::Depthwise,
+                    precision,
+                    quad: [None; 2],
+                });
+            }
             return Ok(Self {
                 forward: chunks.clone(),
                 backward: chunks,
