@@ -43,8 +43,7 @@ fn store(n: u32, g: u32, co: u32, pix: u32, v: f32) {
     let c = g * p.out_cg_total + p.co_base + co;
     var r = v;
     if ((p.flags & FLAG_BIAS) != 0u) { r += bias[c]; }
-    if ((p.flags & FLAG_RELU) != 0u) { r = max(r, 0.0); }
-    y[(n * p.out_c + c) * plane + pix] = r;
+    y[(n * p.out_c + c) * plane + pix] = fused(r);
 }
 
 fn store4(n: u32, g: u32, co4: u32, pix: u32, v: vec4<f32>) {
@@ -253,11 +252,9 @@ fn conv_depthwise(@builtin(workgroup_id) wid: vec3<u32>,
     let base = ((n * p.out_c + c) * p.out_h + u32(oy)) * p.out_w + u32(ox);
     var b = 0.0;
     if ((p.flags & FLAG_BIAS) != 0u) { b = bias[c]; }
-    let relu = (p.flags & FLAG_RELU) != 0u;
     for (var j = 0u; j < 4u; j++) {
         if (u32(ox) + j < p.out_w) {
-            let v = acc[j] + b;
-            y[base + j] = select(v, max(v, 0.0), relu);
+            y[base + j] = fused(acc[j] + b);
         }
     }
 }

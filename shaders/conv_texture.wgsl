@@ -99,10 +99,6 @@ fn conv_pack4(@builtin(global_invocation_id) gid: vec3<u32>,
 // pixels, red_c4 = ceil(in_c / 4) texels per pixel.
 const FLAG_TWIN: u32 = 4u;
 
-fn relu_if(v: vec4<f32>) -> vec4<f32> {
-    return select(v, max(v, vec4<f32>(0.0)), (p.flags & FLAG_RELU) != 0u);
-}
-
 // y = x + xb (then ReLU) and its twin, one invocation per texel.
 @compute @workgroup_size(64)
 fn add_pack(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -119,7 +115,7 @@ fn add_pack(@builtin(global_invocation_id) gid: vec3<u32>,
         let c = 4u * q + j;
         if (c < p.in_c) {
             let at = (n * p.in_c + c) * plane + pix;
-            let s = relu_if(vec4<f32>(x[at] + xb[at]));
+            let s = fused4(vec4<f32>(x[at] + xb[at]));
             y[at] = s.x;
             v[j] = s.x;
         }
@@ -140,21 +136,21 @@ fn add_pack4(@builtin(global_invocation_id) gid: vec3<u32>,
     let n = r / p.red_c4;
     let c = 4u * q;
     let at = (n * p.in_c + c) * plane4 + pix4;
-    let v0 = relu_if(x4[at] + xb4[at]);
+    let v0 = fused4(x4[at] + xb4[at]);
     y4[at] = v0;
     var v1 = vec4<f32>(0.0);
     var v2 = vec4<f32>(0.0);
     var v3 = vec4<f32>(0.0);
     if (c + 1u < p.in_c) {
-        v1 = relu_if(x4[at + plane4] + xb4[at + plane4]);
+        v1 = fused4(x4[at + plane4] + xb4[at + plane4]);
         y4[at + plane4] = v1;
     }
     if (c + 2u < p.in_c) {
-        v2 = relu_if(x4[at + 2u * plane4] + xb4[at + 2u * plane4]);
+        v2 = fused4(x4[at + 2u * plane4] + xb4[at + 2u * plane4]);
         y4[at + 2u * plane4] = v2;
     }
     if (c + 3u < p.in_c) {
-        v3 = relu_if(x4[at + 3u * plane4] + xb4[at + 3u * plane4]);
+        v3 = fused4(x4[at + 3u * plane4] + xb4[at + 3u * plane4]);
         y4[at + 3u * plane4] = v3;
     }
     let t = t4 * 4u;
@@ -228,43 +224,70 @@ fn clip_pack4(@builtin(global_invocation_id) gid: vec3<u32>,
 }
 
 // Depthwise conv forward over the packed input (xt, the whole piece) with weights wt, texel
-// q * k_h * k_w + tap holding channels 4 q .. 4 q + 3 of that tap: one invocation per output
-// texel, 4 channels of one pixel, so every load is one texel (the storage-buffer depthwise
-// kernel makes one per value and lane). Here groups = 1 and red_c = in_c = out_c.
+// q * k_h * k_w + tap holding channels 4 q .. 4 q + 3 of that tap: one invocation per 4
+// output pixels along a row and 4 channels, so every load is one texel (the storage-buffer
+// depthwise kernel makes one per value and lane) and a weight texel serves 4 pixels. Here
+// groups = 1 and red_c = in_c = out_c.
 @compute @workgroup_size(64)
 fn depthwise_texture(@builtin(global_invocation_id) gid: vec3<u32>,
                      @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = gid.x + gid.y * nwg.x * 64u;
-    let plane = p.out_h * p.out_w;
-    if (t >= p.batch * p.red_c4 * plane) { return; }
-    let pix = t % plane;
-    let q = (t / plane) % p.red_c4;
-    let n = t / (plane * p.red_c4);
-    let oy = i32(pix / p.out_w);
-    let ox = i32(pix % p.out_w);
+    let qw = (p.out_w + 3u) / 4u;
+    if (t >= p.batch * p.red_c4 * p.out_h * qw) { return; }
+    let ox = i32((t % qw) * 4u);
+    let oy = i32((t / qw) % p.out_h);
+    let q = (t / (qw * p.out_h)) % p.red_c4;
+    let n = t / (qw * p.out_h * p.red_c4);
     let base = (n * p.red_c4 + q) * p.in_h * p.in_w;
     var wi = q * p.k_h * p.k_w;
-    var acc = vec4<f32>(0.0);
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
     for (var kh = 0u; kh < p.k_h; kh++) {
         let iy = src(oy, kh, p.stride_h, p.pad_h, p.dil_h, p.in_h);
+        // Rows outside the input read row 0 and are multiplied by 0.
+        let row = base + u32(max(iy, 0)) * p.in_w;
+        let my = f32(iy >= 0);
         for (var kw = 0u; kw < p.k_w; kw++) {
-            let ix = src(ox, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
-            // Taps outside the input read texel `base` and are multiplied by 0.
-            let ok = iy >= 0 && ix >= 0;
-            let at = select(base, base + u32(max(iy, 0)) * p.in_w + u32(max(ix, 0)), ok);
-            acc += textureLoad(wt, texel(wi)) * textureLoad(xt, texel(at)) * f32(ok);
+            let w = textureLoad(wt, texel(wi)) * my;
             wi++;
+            let x0 = src(ox, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
+            let x1 = src(ox + 1, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
+            let x2 = src(ox + 2, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
+            let x3 = src(ox + 3, kw, p.stride_w, p.pad_w, p.dil_w, p.in_w);
+            a0 += w * textureLoad(xt, texel(row + u32(max(x0, 0)))) * f32(x0 >= 0);
+            a1 += w * textureLoad(xt, texel(row + u32(max(x1, 0)))) * f32(x1 >= 0);
+            a2 += w * textureLoad(xt, texel(row + u32(max(x2, 0)))) * f32(x2 >= 0);
+            a3 += w * textureLoad(xt, texel(row + u32(max(x3, 0)))) * f32(x3 >= 0);
         }
     }
+    var b = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        let c = 4u * q + j;
+        if ((p.flags & FLAG_BIAS) != 0u && c < p.out_c) { b[j] = bias[c]; }
+    }
     let n_abs = p.img0 + n;
+    let plane = p.out_h * p.out_w;
+    let pix = u32(oy) * p.out_w + u32(ox);
+    depthwise_put(n_abs, q, pix, fused4(a0 + b));
+    if (u32(ox) + 1u < p.out_w) { depthwise_put(n_abs, q, pix + 1u, fused4(a1 + b)); }
+    if (u32(ox) + 2u < p.out_w) { depthwise_put(n_abs, q, pix + 2u, fused4(a2 + b)); }
+    if (u32(ox) + 3u < p.out_w) { depthwise_put(n_abs, q, pix + 3u, fused4(a3 + b)); }
+}
+
+// One output texel of depthwise_texture: its channels into y, and with FLAG_TWIN the texel
+// (zero past the channels) into the output's twin.
+fn depthwise_put(n: u32, q: u32, pix: u32, v: vec4<f32>) {
+    let plane = p.out_h * p.out_w;
+    var out = vec4<f32>(0.0);
     for (var j = 0u; j < 4u; j++) {
         let c = 4u * q + j;
         if (c < p.out_c) {
-            var v = acc[j];
-            if ((p.flags & FLAG_BIAS) != 0u) { v += bias[c]; }
-            if ((p.flags & FLAG_RELU) != 0u) { v = max(v, 0.0); }
-            y[(n_abs * p.out_c + c) * plane + pix] = v;
+            y[(n * p.out_c + c) * plane + pix] = v[j];
+            out[j] = v[j];
         }
+    }
+    if ((p.flags & FLAG_TWIN) != 0u) {
+        textureStore(packed, texel((n * p.red_c4 + q) * plane + pix), out);
     }
 }
 
@@ -502,20 +525,19 @@ fn wino_output(@builtin(global_invocation_id) gid: vec3<u32>,
     let h53 = m51 - m52 + 8.0 * m53 - 8.0 * m54 + m55;
     var b = 0.0;
     if ((p.flags & FLAG_BIAS) != 0u) { b = bias[k]; }
-    let relu = (p.flags & FLAG_RELU) != 0u;
     let tt = t % per_image;
     let oy = (tt / tw) * 4u;
     let ox = (tt % tw) * 4u;
     let plane = p.out_h * p.out_w;
     let base = ((p.img0 + t / per_image) * p.out_c + k) * plane + oy * p.out_w + ox;
     let col0 = vec4<f32>(h00 + h10 + h20 + h30 + h40, h10 - h20 + 2.0 * h30 - 2.0 * h40, h10 + h20 + 4.0 * h30 + 4.0 * h40, h10 - h20 + 8.0 * h30 - 8.0 * h40 + h50) + b;
-    let out0 = select(col0, max(col0, vec4<f32>(0.0)), relu);
+    let out0 = fused4(col0);
     let col1 = vec4<f32>(h01 + h11 + h21 + h31 + h41, h11 - h21 + 2.0 * h31 - 2.0 * h41, h11 + h21 + 4.0 * h31 + 4.0 * h41, h11 - h21 + 8.0 * h31 - 8.0 * h41 + h51) + b;
-    let out1 = select(col1, max(col1, vec4<f32>(0.0)), relu);
+    let out1 = fused4(col1);
     let col2 = vec4<f32>(h02 + h12 + h22 + h32 + h42, h12 - h22 + 2.0 * h32 - 2.0 * h42, h12 + h22 + 4.0 * h32 + 4.0 * h42, h12 - h22 + 8.0 * h32 - 8.0 * h42 + h52) + b;
-    let out2 = select(col2, max(col2, vec4<f32>(0.0)), relu);
+    let out2 = fused4(col2);
     let col3 = vec4<f32>(h03 + h13 + h23 + h33 + h43, h13 - h23 + 2.0 * h33 - 2.0 * h43, h13 + h23 + 4.0 * h33 + 4.0 * h43, h13 - h23 + 8.0 * h33 - 8.0 * h43 + h53) + b;
-    let out3 = select(col3, max(col3, vec4<f32>(0.0)), relu);
+    let out3 = fused4(col3);
     for (var r = 0u; r < 4u; r++) {
         if (oy + r >= p.out_h) { break; }
         let row = base + r * p.out_w;
@@ -577,7 +599,7 @@ fn put(ch: Chans, o: Out, v: vec4<f32>) {
         let live = vec4<f32>(vec4<u32>(ch.co) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.out_cg));
         let q = (p.co_base + ch.co) / 4u;
         let t = ((p.img0 + o.n) * ((p.out_c + 3u) / 4u) + q) * p.out_h * p.out_w + o.pix;
-        textureStore(packed, texel(t), relu_if(v) * live);
+        textureStore(packed, texel(t), fused4(v) * live);
     }
 }
 

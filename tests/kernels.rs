@@ -575,7 +575,7 @@ fn conv_twin_texels() {
     let d = e.ops.conv.forward_twinned(
         ctx,
         &s,
-        true,
+        conv::Fused::Relu,
         &xb,
         &weight,
         Some(&bb),
@@ -834,7 +834,11 @@ fn conv_depthwise() {
             ds.extend(k.forward_twinned(
                 &e.ctx,
                 &s,
-                relu,
+                if relu {
+                    conv::Fused::Relu
+                } else {
+                    conv::Fused::None
+                },
                 &x2,
                 &tw,
                 bias.then_some(&bb),

@@ -241,6 +241,7 @@ fn lowered_ops_match_the_reference_on_the_device() {
             output: &output,
             shape: c.shape,
             relu: false,
+            relu6: false,
             saved: saved.as_ref(),
             twin_in: None,
             twin_out: None,

@@ -19,8 +19,25 @@ struct ConvParams {
 
 const FLAG_RELU: u32 = 1u;
 const FLAG_BIAS: u32 = 2u;
+// With FLAG_RELU: ReLU6 (a fused MobileNet/EfficientNet activation).
+const FLAG_RELU6: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
+
+// The activation fused into a conv's store: ReLU, or ReLU6.
+fn fused(v: f32) -> f32 {
+    var r = v;
+    if ((p.flags & FLAG_RELU) != 0u) { r = max(r, 0.0); }
+    if ((p.flags & FLAG_RELU6) != 0u) { r = min(r, 6.0); }
+    return r;
+}
+
+fn fused4(v: vec4<f32>) -> vec4<f32> {
+    var r = v;
+    if ((p.flags & FLAG_RELU) != 0u) { r = max(r, vec4<f32>(0.0)); }
+    if ((p.flags & FLAG_RELU6) != 0u) { r = min(r, vec4<f32>(6.0)); }
+    return r;
+}
 
 // Source coordinate for output coordinate `o` and kernel tap `k`, or -1 if outside.
 fn src(o: i32, k: u32, stride: u32, pad: u32, dil: u32, size: u32) -> i32 {

@@ -49,11 +49,11 @@ fn bias4(ch: Chans) -> vec4<f32> {
     return r;
 }
 
-// Writes the 4 channels at pixel `pix` of image `n` (bias added) with the optional ReLU;
+// Writes the 4 channels at pixel `pix` of image `n` (bias added) with the fused activation;
 // channels past the chunk are skipped.
 fn put_lane(ch: Chans, n: u32, pix: u32, v: vec4<f32>) {
     let plane = p.out_h * p.out_w;
-    let r = select(v, max(v, vec4<f32>(0.0)), (p.flags & FLAG_RELU) != 0u);
+    let r = fused4(v);
     for (var j = 0u; j < 4u; j++) {
         if (ch.co + j < p.out_cg) {
             y[(n * p.out_c + ch.g * p.out_cg_total + p.co_base + ch.co + j) * plane + pix] = r[j];

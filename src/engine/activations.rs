@@ -110,6 +110,7 @@ impl Activations {
                 output: self.act(s),
                 shape: step.shape,
                 relu: step.relu,
+                relu6: step.relu6,
                 saved: self.saved(s),
                 twin_in,
                 twin_out,

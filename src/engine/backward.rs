@@ -7,7 +7,7 @@ use super::activations::Activations;
 use crate::gpu::Dispatch;
 use crate::graph::op::Backward;
 use crate::ops::cam::CamShape;
-use crate::ops::eltwise::Merge;
+use crate::ops::eltwise::{Activation, Merge};
 
 impl Engine {
     /// The seed, backward and CAM dispatches of a pass, and the index where the CAM stage
@@ -181,6 +181,20 @@ impl Engine {
                     per,
                     tc,
                     guided,
+                    grad(s),
+                    pass.acts.act(s),
+                    pass.scratch_mask,
+                ));
+                pass.scratch_mask
+            } else if step.relu6 {
+                // A fused ReLU6 passes the gradient where 0 < y < 6 (its own step's rule).
+                d.push(ops.eltwise.activation_backward(
+                    ctx,
+                    Activation::RELU6,
+                    [0.0; 2],
+                    rows,
+                    per,
+                    tc,
                     grad(s),
                     pass.acts.act(s),
                     pass.scratch_mask,

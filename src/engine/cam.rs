@@ -165,6 +165,7 @@ impl Engine {
                 output: grad(t),
                 shape: steps[t].shape,
                 relu: false,
+                relu6: false,
                 saved: None,
                 twin_in: None,
                 twin_out: None,

@@ -20,6 +20,8 @@ pub struct Step {
     pub shape: Shape,
     /// ReLU applied to the output (fused).
     pub relu: bool,
+    /// ReLU6 applied to the output (fused into a conv).
+    pub relu6: bool,
     /// The graph nodes this step computes, in order (e.g. conv, batch norm, ReLU).
     pub nodes: Vec<usize>,
 }
@@ -45,6 +47,7 @@ struct Pending {
     inputs: Vec<usize>,
     bn: Option<usize>,
     relu: bool,
+    relu6: bool,
 }
 
 impl Plan {
@@ -102,8 +105,18 @@ impl Plan {
                         && st.out_node == p
                         && matches!(graph.nodes[st.node].op, Op::Conv2d(_))
                         && st.bn.is_none()
-                        && !st.relu)
+                        && !st.relu
+                        && !st.relu6)
                         .then_some(s)
+                }
+                (op, Some((p, s))) if is_relu6(op) => {
+                    let st = &pending[s];
+                    (fusable(p)
+                        && st.out_node == p
+                        && !st.relu
+                        && !st.relu6
+                        && graph.nodes[st.node].op.node().stores_relu6())
+                    .then_some(s)
                 }
                 // Only producers whose kernels apply the ReLU on store; the others keep a
                 // following ReLU as its own step.
@@ -112,6 +125,7 @@ impl Plan {
                     (fusable(p)
                         && st.out_node == p
                         && !st.relu
+                        && !st.relu6
                         && graph.nodes[st.node].op.node().stores_relu())
                     .then_some(s)
                 }
@@ -121,6 +135,7 @@ impl Plan {
                 let st = &mut pending[s];
                 match n.op {
                     Op::Relu(_) => st.relu = true,
+                    ref op if is_relu6(op) => st.relu6 = true,
                     _ => st.bn = Some(i),
                 }
                 st.out_node = i;
@@ -136,6 +151,7 @@ impl Plan {
                 inputs: n.inputs.iter().map(|&j| step_of[j]).collect(),
                 bn: None,
                 relu: false,
+                relu6: false,
             });
         }
         let targets: Vec<usize> = target_nodes.iter().map(|&t| step_of[t]).collect();
@@ -164,6 +180,7 @@ impl Plan {
                 inputs: p.inputs.clone(),
                 shape: shapes[p.out_node],
                 relu: p.relu,
+                relu6: p.relu6,
                 nodes: p.nodes.clone(),
             });
         }
@@ -219,6 +236,15 @@ impl Plan {
     /// Whether target `k` is folded (its gradient is gathered from its source's).
     pub fn folded(&self, k: usize) -> bool {
         self.sources[k] != self.targets[k]
+    }
+}
+
+/// ReLU6, or a Clip to [0, 6] (ONNX exports ReLU6 as one).
+fn is_relu6(op: &Op) -> bool {
+    match op {
+        Op::Relu6(_) => true,
+        Op::Clip(c) => c.min == Some(0.0) && c.max == Some(6.0),
+        _ => false,
     }
 }
 

@@ -61,6 +61,11 @@ pub trait NodeOp {
         false
     }
 
+    /// The same for a following ReLU6 (the conv kernels).
+    fn stores_relu6(&self) -> bool {
+        false
+    }
+
     /// The executable step: weights uploaded, kernels chosen.
     fn lower(&self, cx: &Lower<'_>) -> Result<Box<dyn Lowered>>;
 
@@ -106,6 +111,8 @@ pub struct Forward<'a> {
     pub shape: Shape,
     /// Apply ReLU on store (fused; only for ops that [store it](NodeOp::stores_relu)).
     pub relu: bool,
+    /// Apply ReLU6 on store (fused; only for ops that [store it](NodeOp::stores_relu6)).
+    pub relu6: bool,
     /// The step's saved buffer, where [`Lowered::saved_words`] asked for one.
     pub saved: Option<&'a wgpu::Buffer>,
     /// Input 0's twin, written earlier in this pass (only for [`Lowered::reads_twin`] ops).

@@ -6,7 +6,7 @@ use crate::gpu::buffer;
 use crate::graph::node::tensor_f64;
 use crate::graph::{check_dim, check_pair};
 use crate::ops::Precision;
-use crate::ops::conv::{ConvKernels, ConvShape, ConvWeight, Twins, out_size};
+use crate::ops::conv::{ConvKernels, ConvShape, ConvWeight, Fused, Twins, out_size};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv2d {
@@ -111,6 +111,10 @@ impl NodeOp for Conv2d {
     }
 
     fn stores_relu(&self) -> bool {
+        true
+    }
+
+    fn stores_relu6(&self) -> bool {
         true
     }
 
@@ -249,10 +253,15 @@ impl Lowered for ConvStep {
             input: f.twin_in,
             output: f.twin_out,
         };
+        let act = match (f.relu, f.relu6) {
+            (_, true) => Fused::Relu6,
+            (true, false) => Fused::Relu,
+            (false, false) => Fused::None,
+        };
         f.ops.conv.forward_twinned(
             f.ctx,
             &shape,
-            f.relu,
+            act,
             f.x(0),
             &self.weight,
             self.bias.as_ref(),

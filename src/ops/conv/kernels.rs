@@ -2,8 +2,8 @@
 
 use super::texture::TextureKernels;
 use super::{
-    ConvLayout, ConvParams, ConvShape, ConvVariant, ConvWeight, Dir, FLAG_BIAS, FLAG_RELU, Packed,
-    Twins, default_variant, subgroup_conv_supported, texture_conv_supported,
+    ConvLayout, ConvParams, ConvShape, ConvVariant, ConvWeight, Dir, FLAG_BIAS, FLAG_RELU, Fused,
+    Packed, Twins, default_variant, subgroup_conv_supported, texture_conv_supported,
 };
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
 use crate::ops::{Precision, module, module_with};
@@ -206,7 +206,8 @@ impl ConvKernels {
         dummy: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let twins = Twins::default();
-        self.forward_twinned(ctx, s, relu, x, w, bias, y, dummy, twins)
+        let act = if relu { Fused::Relu } else { Fused::None };
+        self.forward_twinned(ctx, s, act, x, w, bias, y, dummy, twins)
     }
 
     /// [`ConvKernels::forward_chunked`] reading the input's twin and writing the output's,
@@ -216,7 +217,7 @@ impl ConvKernels {
         &self,
         ctx: &GpuContext,
         s: &ConvShape,
-        relu: bool,
+        act: Fused,
         x: &wgpu::Buffer,
         w: &ConvWeight,
         bias: Option<&wgpu::Buffer>,
@@ -232,7 +233,7 @@ impl ConvKernels {
             twins.output.is_none() || Self::writes_twin(s, w),
             "twin output for a conv that does not write one"
         );
-        let flags = (relu as u32 * FLAG_RELU) | (bias.is_some() as u32 * FLAG_BIAS);
+        let flags = act.flags() | (bias.is_some() as u32 * FLAG_BIAS);
         if w.layout == ConvLayout::Winograd {
             let p = ConvParams::new(s, Dir::Forward, 0, s.out_c, flags);
             let Some((_, _, Packed::Texture(u))) = w.forward.first() else {
@@ -254,7 +255,7 @@ impl ConvKernels {
                 unreachable!("depthwise texels are one texture")
             };
             let (bias, k) = (bias.unwrap_or(dummy), self.texture_kernels());
-            return k.dispatch_depthwise(ctx, &p, x, wt, bias, y, twins.input);
+            return k.dispatch_depthwise(ctx, &p, x, wt, bias, y, twins);
         }
         if w.layout == ConvLayout::Texels {
             let p = ConvParams::new(s, Dir::Forward, 0, s.out_c / s.groups, flags);
@@ -329,7 +330,7 @@ impl ConvKernels {
     /// Whether the forward conv `s` with weights `w` can write its output's twin: the
     /// direct texture kernel over one group, whose lanes hold 4 channels of a pixel.
     pub fn writes_twin(s: &ConvShape, w: &ConvWeight) -> bool {
-        w.layout == ConvLayout::Texels && s.groups == 1
+        (w.layout == ConvLayout::Texels && s.groups == 1) || w.layout == ConvLayout::DepthwiseTexels
     }
 
     /// `y = clamp(x, lo, hi)` over `n` images of `[c, h, w]` (`bounds` holds lo and hi),

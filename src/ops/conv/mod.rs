@@ -321,8 +321,29 @@ struct ConvParams {
 
 const FLAG_RELU: u32 = 1;
 const FLAG_BIAS: u32 = 2;
+/// With FLAG_RELU: ReLU6 (conv_base.wgsl's `fused`).
+const FLAG_RELU6: u32 = 8;
 /// conv_texture.wgsl: also write the output's twin.
 const FLAG_TWIN: u32 = 4;
+
+/// The activation a forward conv applies as it stores (a fused ReLU or ReLU6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fused {
+    #[default]
+    None,
+    Relu,
+    Relu6,
+}
+
+impl Fused {
+    fn flags(self) -> u32 {
+        match self {
+            Fused::None => 0,
+            Fused::Relu => FLAG_RELU,
+            Fused::Relu6 => FLAG_RELU | FLAG_RELU6,
+        }
+    }
+}
 
 /// A tensor's twin: its texels as the texture kernel reads them (one group, the whole
 /// batch), written by its producer so that the convs reading it pack nothing.

@@ -141,6 +141,7 @@ impl TextureKernels {
                 (4, Slot::ReadTexture(wgpu::TextureFormat::Rgba32Float)),
                 (5, Slot::Buffer(Access::Read)),
                 (6, Slot::Buffer(Access::ReadWrite)),
+                (2, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
             ],
             &[],
             64,
@@ -402,8 +403,9 @@ impl TextureKernels {
     }
 
     /// The depthwise conv `p` (forward; groups 1 and red_c = in_c, see
-    /// [`ConvParams::depthwise_texels`]) with texel weights `w`, reading `twin` (the whole
-    /// batch) or else packing `x` in pieces of whole images that fit the texture.
+    /// [`ConvParams::depthwise_texels`]) with texel weights `w`, reading the input's twin
+    /// (the whole batch) or else packing `x` in pieces of whole images that fit the texture,
+    /// and writing the output's twin where given.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn dispatch_depthwise(
         &self,
@@ -413,10 +415,10 @@ impl TextureKernels {
         w: &wgpu::TextureView,
         bias: &wgpu::Buffer,
         y: &wgpu::Buffer,
-        twin: Option<&wgpu::TextureView>,
+        twins: Twins<'_>,
     ) -> Vec<Dispatch> {
         let per_image = p.red_c4 as u64 * p.in_h as u64 * p.in_w as u64;
-        let (view, per_piece) = match twin {
+        let (view, per_piece) = match twins.input {
             Some(twin) => (twin.clone(), p.batch),
             None => {
                 let per_piece = (texture_capacity(ctx) / per_image).clamp(1, p.batch as u64);
@@ -426,12 +428,18 @@ impl TextureKernels {
         let mut d = Vec::new();
         for img0 in (0..p.batch).step_by(per_piece as usize) {
             let batch = per_piece.min(p.batch - img0);
-            let piece = ConvParams { batch, img0, ..*p };
-            if twin.is_none() {
+            let mut piece = ConvParams { batch, img0, ..*p };
+            if twins.input.is_none() {
                 d.push(self.pack_piece(ctx, &piece, x, &view));
             }
+            if twins.output.is_some() {
+                piece.flags |= FLAG_TWIN;
+            }
+            let out = twins.output.unwrap_or(&self.no_twin);
             let texels = batch as u64 * p.red_c4 as u64 * (p.out_h * p.out_w) as u64;
             let macs = texels * 4 * (p.k_h * p.k_w) as u64;
+            // One invocation per 4 pixels along a row.
+            let threads = batch as u64 * p.red_c4 as u64 * (p.out_h * p.out_w.div_ceil(4)) as u64;
             d.push(
                 self.depthwise
                     .dispatch_bound(
@@ -442,8 +450,9 @@ impl TextureKernels {
                             wgpu::BindingResource::TextureView(w),
                             bias.as_entire_binding(),
                             y.as_entire_binding(),
+                            wgpu::BindingResource::TextureView(out),
                         ],
-                        crate::gpu::grid(texels.div_ceil(64), ctx.max_workgroups_per_dim),
+                        crate::gpu::grid(threads.div_ceil(64), ctx.max_workgroups_per_dim),
                     )
                     .with_macs(macs),
             );
