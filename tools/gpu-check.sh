@@ -44,7 +44,7 @@
 #   BENCH_ARCH (resnet50), BENCH_BATCHES (16,64), BENCH_SIZE (224), BENCH_ITERS (5),
 #   BENCH_WARMUP (2)
 #   PEAK_GFLOPS    FP32 peak for the profile's "% peak" (default: known from the GPU's name)
-#   COMPARE_MODELS (resnet18,resnet50,bundled,vgg16), COMPARE_BATCHES (16,64),
+#   COMPARE_MODELS (resnet18,resnet50,shapes,vgg16), COMPARE_BATCHES (16,64),
 #   COMPARE_DEVICE (cuda), COMPARE_THREADS (torch threads, 8)
 #   KERNELS_FILTER, GOLDEN_FILTER, METHODS_FILTER   test name filters (space-separated)
 #
@@ -487,7 +487,7 @@ run() {
     BENCH_SIZE=${BENCH_SIZE:-$( ((q)) && echo 64 || echo 224)}
     BENCH_ITERS=${BENCH_ITERS:-$( ((q)) && echo 1 || echo 5)}
     BENCH_WARMUP=${BENCH_WARMUP:-$( ((q)) && echo 0 || echo 2)}
-    COMPARE_MODELS=${COMPARE_MODELS:-$( ((q)) && echo bundled || echo resnet18,resnet50,bundled,vgg16)}
+    COMPARE_MODELS=${COMPARE_MODELS:-$( ((q)) && echo shapes || echo resnet18,resnet50,shapes,vgg16)}
     COMPARE_BATCHES=${COMPARE_BATCHES:-$( ((q)) && echo 2 || echo 16,64)}
     COMPARE_SIZE=${COMPARE_SIZE:-$( ((q)) && echo 64 || echo 224)}
     COMPARE_DEVICE=${COMPARE_DEVICE:-cuda}
@@ -532,7 +532,7 @@ run() {
     step compare 200 step_compare gradcam pgc,captum --models "$COMPARE_MODELS" \
         --batches "$COMPARE_BATCHES" --iters "$( ((q)) && echo 1 || echo 3)" --warmup 1
     # Score-CAM: one forward per channel of the layer; Captum has no Score-CAM.
-    step scorecam 60 step_compare scorecam pgc --models "$( ((q)) && echo bundled || echo resnet18,bundled)" \
+    step scorecam 60 step_compare scorecam pgc --models "$( ((q)) && echo shapes || echo resnet18,shapes)" \
         --batches 4 --slow-images "$( ((q)) && echo 1 || echo 4)" --iters 1 --warmup 1
 
     summary_py summary "$WORK" "$OUT" "$((BUDGET_S + 15))" >"$WORK/summary.txt" 2>&1 ||
