@@ -102,7 +102,8 @@ impl TextureKernels {
                 64,
             )
         };
-        let add_pack = [("add_pack", 1, 8, 6), ("add_pack4", 7, 9, 10)].map(|(entry, a, b, y)| {
+        // The element-wise twin writers: two inputs and y at these bindings, then the twin.
+        let eltwise_pack = |(entry, a, b, y): (&'static str, u32, u32, u32)| {
             Kernel::with_slots(
                 ctx,
                 &m,
@@ -116,22 +117,10 @@ impl TextureKernels {
                 &[],
                 64,
             )
-        });
-        let clip_pack = [("clip_pack", 1, 6), ("clip_pack4", 7, 10)].map(|(entry, x, y)| {
-            Kernel::with_slots(
-                ctx,
-                &m,
-                entry,
-                &[
-                    (x, Slot::Buffer(Access::Read)),
-                    (5, Slot::Buffer(Access::Read)),
-                    (y, Slot::Buffer(Access::ReadWrite)),
-                    (2, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
-                ],
-                &[],
-                64,
-            )
-        });
+        };
+        let add_pack = [("add_pack", 1, 8, 6), ("add_pack4", 7, 9, 10)].map(eltwise_pack);
+        // Their second input is the bounds, in `bias`.
+        let clip_pack = [("clip_pack", 1, 5, 6), ("clip_pack4", 7, 5, 10)].map(eltwise_pack);
         let depthwise = Kernel::with_slots(
             ctx,
             &m,
@@ -467,29 +456,13 @@ impl TextureKernels {
         &self,
         ctx: &GpuContext,
         n: usize,
-        [c, h, w]: [usize; 3],
+        shape: [usize; 3],
         bounds: &wgpu::Buffer,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
         twin: &wgpu::TextureView,
     ) -> Dispatch {
-        let p = eltwise_params(n, [c, h, w], false);
-        let texels = (n * c.div_ceil(4) * h * w) as u64;
-        let (kernel, threads) = match (h * w).is_multiple_of(4) {
-            true => (&self.clip_pack[1], texels / 4),
-            false => (&self.clip_pack[0], texels),
-        };
-        kernel.dispatch_bound(
-            ctx,
-            &p,
-            vec![
-                x.as_entire_binding(),
-                bounds.as_entire_binding(),
-                y.as_entire_binding(),
-                wgpu::BindingResource::TextureView(twin),
-            ],
-            crate::gpu::grid(threads.div_ceil(64), ctx.max_workgroups_per_dim),
-        )
+        Self::eltwise_pack(&self.clip_pack, ctx, n, shape, false, [x, bounds, y], twin)
     }
 
     /// `y = a + b` over `n` images of `[c, h, w]`, ReLU'd with `relu`, and `y`'s twin.
@@ -498,25 +471,39 @@ impl TextureKernels {
         &self,
         ctx: &GpuContext,
         n: usize,
-        [c, h, w]: [usize; 3],
+        shape: [usize; 3],
         relu: bool,
         a: &wgpu::Buffer,
         b: &wgpu::Buffer,
         y: &wgpu::Buffer,
         twin: &wgpu::TextureView,
     ) -> Dispatch {
+        Self::eltwise_pack(&self.add_pack, ctx, n, shape, relu, [a, b, y], twin)
+    }
+
+    /// One of the element-wise twin writers (`kernels`: per texel, per 4 pixels) over `n`
+    /// images of `[c, h, w]`, with its two inputs and `y` bound in that order.
+    fn eltwise_pack(
+        kernels: &[Kernel; 2],
+        ctx: &GpuContext,
+        n: usize,
+        [c, h, w]: [usize; 3],
+        relu: bool,
+        [x0, x1, y]: [&wgpu::Buffer; 3],
+        twin: &wgpu::TextureView,
+    ) -> Dispatch {
         let p = eltwise_params(n, [c, h, w], relu);
         let texels = (n * c.div_ceil(4) * h * w) as u64;
         let (kernel, threads) = match (h * w).is_multiple_of(4) {
-            true => (&self.add_pack[1], texels / 4),
-            false => (&self.add_pack[0], texels),
+            true => (&kernels[1], texels / 4),
+            false => (&kernels[0], texels),
         };
         kernel.dispatch_bound(
             ctx,
             &p,
             vec![
-                a.as_entire_binding(),
-                b.as_entire_binding(),
+                x0.as_entire_binding(),
+                x1.as_entire_binding(),
                 y.as_entire_binding(),
                 wgpu::BindingResource::TextureView(twin),
             ],
