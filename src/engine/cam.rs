@@ -11,7 +11,7 @@ use crate::gpu::{Dispatch, GpuContext, buffer};
 use crate::graph::Op;
 use crate::graph::op::Forward;
 use crate::graph::ops::adaptive_avg_pool::AdaptiveAvgPoolStep;
-use crate::graph::ops::linear::{Linear, LinearStep};
+use crate::graph::ops::linear::Linear;
 use crate::model::Model;
 use crate::ops::cam::{CamShape, Term};
 use crate::ops::eigen::Projection;
@@ -248,19 +248,22 @@ pub(super) fn classifier_weight(
         .filter(|s| !s.op.aliases_input())
         .collect();
     let [c, _, _] = plan.steps[t].shape;
-    match rest[..] {
+    let lin = match rest[..] {
         [pool, lin]
             if pool.lowered::<AdaptiveAvgPoolStep>().is_some()
                 && pool.shape == [c, 1, 1]
-                && lin.lowered::<LinearStep>().is_some()
-                && !lin.relu => {}
+                && !lin.relu =>
+        {
+            lin
+        }
         _ => return Err(bad()),
-    }
+    };
+    // The linear may be lowered to either kernel (a 1x1 conv on CPU adapters): ask the graph.
     let node = model
         .graph
         .nodes
         .iter()
-        .find(|n| n.name == plan.steps.last().expect("steps").name)
+        .find(|n| n.name == lin.name)
         .ok_or_else(bad)?;
     let Op::Linear(Linear {
         weight, axis: 0, ..

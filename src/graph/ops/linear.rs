@@ -115,15 +115,13 @@ impl NodeOp for Linear {
 }
 
 impl Linear {
-    /// Many rows (tokens, channels-last positions) on a CPU adapter: the texture conv kernel
-    /// as a 1x1 conv over 1x1 images, one per row, which is the same memory layout and runs
-    /// several times the row kernel's rate on llvmpipe. `None` where that kernel is not the
+    /// On a CPU adapter: the texture conv kernel as a 1x1 conv over 1x1 images, one per row
+    /// (token, channels-last position, or image of a classifier head), which is the same
+    /// memory layout and runs several times the row kernel's rate on llvmpipe (VGG16's
+    /// classifier at batch 16: 2.0 s to 0.4 s a batch). `None` where that kernel is not the
     /// one the weights would get.
     fn lower_rows(&self, cx: &Lower<'_>, rows: usize) -> Result<Option<ConvStep>> {
-        if rows < 2
-            || cx.how.precision != Precision::F32
-            || default_variant(cx.ctx) != ConvVariant::Texture
-        {
+        if cx.how.precision != Precision::F32 || default_variant(cx.ctx) != ConvVariant::Texture {
             return Ok(None);
         }
         let shape = ConvShape {
