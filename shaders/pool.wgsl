@@ -74,7 +74,76 @@ fn maxpool_forward_pack(@builtin(workgroup_id) wid: vec3<u32>,
         let c = 4u * q + j;
         if (c < p.channels) { v[j] = maxpool_at((n * p.channels + c) * out_plane + pix); }
     }
-    textureStore(packed, vec2<u32>(t & 4095u, t >> 12u), v);
+    textureStore(packed, texel(t), v);
+}
+
+// maxpool_forward_pack reading its input's twin too: a texel load fetches 4 channels of a
+// pixel for all lanes at once, where llvmpipe makes each storage load a per-lane loop.
+@group(0) @binding(5) var xt: texture_storage_2d<rgba32float, read>;
+
+fn texel(t: u32) -> vec2<u32> {
+    return vec2<u32>(t & 4095u, t >> 12u);
+}
+
+// Output texel t (4 channels of one pixel) into dst and argmax; returns it, zero past the
+// channels.
+fn maxpool_texel(t: u32) -> vec4<f32> {
+    let out_plane = p.out_h * p.out_w;
+    let c4 = (p.channels + 3u) / 4u;
+    let pix = t % out_plane;
+    let q = (t / out_plane) % c4;
+    let n = t / (out_plane * c4);
+    let oy = pix / p.out_w;
+    let ox = pix % p.out_w;
+    let base = (n * c4 + q) * p.in_h * p.in_w;
+    var best = vec4<f32>(neg_inf());
+    var best_i = vec4<u32>(0xffffffffu);
+    for (var kh = 0u; kh < p.k_h; kh++) {
+        let iy = i32(oy * p.stride_h + kh * p.dil_h) - i32(p.pad_h);
+        if (iy < 0 || iy >= i32(p.in_h)) { continue; }
+        for (var kw = 0u; kw < p.k_w; kw++) {
+            let ix = i32(ox * p.stride_w + kw * p.dil_w) - i32(p.pad_w);
+            if (ix < 0 || ix >= i32(p.in_w)) { continue; }
+            let j = u32(iy) * p.in_w + u32(ix);
+            let v = textureLoad(xt, texel(base + j));
+            // As maxpool_at, per channel: the first maximum in scan order; NaN wins.
+            let take = best_i == vec4<u32>(0xffffffffu) | v > best | v != v;
+            best = select(best, v, take);
+            best_i = select(best_i, vec4<u32>(j), take);
+        }
+    }
+    var out = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        let c = 4u * q + j;
+        if (c < p.channels) {
+            let i = (n * p.channels + c) * out_plane + pix;
+            dst[i] = best[j];
+            argmax[i] = best_i[j];
+            out[j] = best[j];
+        }
+    }
+    return out;
+}
+
+fn texels_live(t: u32) -> bool {
+    return t < p.planes / p.channels * ((p.channels + 3u) / 4u) * p.out_h * p.out_w;
+}
+
+@compute @workgroup_size(64)
+fn maxpool_forward_texture(@builtin(workgroup_id) wid: vec3<u32>,
+                           @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let t = linear_id(wid, nwg, lid);
+    if (texels_live(t)) { textureStore(packed, texel(t), maxpool_texel(t)); }
+}
+
+// maxpool_forward_texture for an output nobody reads as texels.
+@compute @workgroup_size(64)
+fn maxpool_forward_texels(@builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let t = linear_id(wid, nwg, lid);
+    if (texels_live(t)) { maxpool_texel(t); }
 }
 
 @compute @workgroup_size(64)

@@ -88,8 +88,10 @@ struct PoolParams {
 
 pub struct PoolKernels {
     max_fwd: Kernel,
-    /// `max_fwd` writing the output's twin too, built on first use.
+    /// `max_fwd` writing the output's twin, reading the input's, or both: built on first use.
     max_fwd_pack: std::sync::OnceLock<Kernel>,
+    max_fwd_texels: std::sync::OnceLock<Kernel>,
+    max_fwd_texture: std::sync::OnceLock<Kernel>,
     max_bwd: Kernel,
     avg_fwd: Kernel,
     avg_bwd: Kernel,
@@ -105,6 +107,8 @@ impl PoolKernels {
         Self {
             max_fwd: k("maxpool_forward"),
             max_fwd_pack: std::sync::OnceLock::new(),
+            max_fwd_texels: std::sync::OnceLock::new(),
+            max_fwd_texture: std::sync::OnceLock::new(),
             max_bwd: k("maxpool_backward"),
             avg_fwd: k("avgpool_forward"),
             avg_bwd: k("avgpool_backward"),
@@ -157,39 +161,57 @@ impl PoolKernels {
             .dispatch(ctx, &Self::params(s, Some(w), 1), &[x, y, argmax], n)
     }
 
-    /// [`PoolKernels::max_forward`] writing `y`'s twin too ([`crate::ops::conv::Twins`]).
+    /// [`PoolKernels::max_forward`] reading `x` from its twin and/or writing `y`'s twin
+    /// ([`crate::ops::conv::Twins`]) where given: one invocation per texel of 4 channels.
     #[allow(clippy::too_many_arguments)]
-    pub fn max_forward_pack(
+    pub fn max_forward_twins(
         &self,
         ctx: &GpuContext,
         s: &PoolShape,
         w: &PoolWindow,
         x: &wgpu::Buffer,
+        x_twin: Option<&wgpu::TextureView>,
         y: &wgpu::Buffer,
         argmax: &wgpu::Buffer,
-        twin: &wgpu::TextureView,
+        twin: Option<&wgpu::TextureView>,
     ) -> Dispatch {
-        let kernel = self.max_fwd_pack.get_or_init(|| {
-            let m = module(ctx, "pool.wgsl");
-            let slots = [
-                (1, Slot::Buffer(Access::Read)),
-                (2, Slot::Buffer(Access::ReadWrite)),
-                (3, Slot::Buffer(Access::ReadWrite)),
-                (4, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
-            ];
-            Kernel::with_slots(ctx, &m, "maxpool_forward_pack", &slots, &[], 64)
+        if x_twin.is_none() && twin.is_none() {
+            return self.max_forward(ctx, s, w, x, y, argmax);
+        }
+        let rgba = wgpu::TextureFormat::Rgba32Float;
+        let mut slots = vec![
+            (2, Slot::Buffer(Access::ReadWrite)),
+            (3, Slot::Buffer(Access::ReadWrite)),
+        ];
+        let mut bound = vec![y.as_entire_binding(), argmax.as_entire_binding()];
+        match x_twin {
+            Some(t) => {
+                slots.push((5, Slot::ReadTexture(rgba)));
+                bound.push(wgpu::BindingResource::TextureView(t));
+            }
+            None => {
+                slots.push((1, Slot::Buffer(Access::Read)));
+                bound.push(x.as_entire_binding());
+            }
+        }
+        if let Some(t) = twin {
+            slots.push((4, Slot::StorageTexture(rgba)));
+            bound.push(wgpu::BindingResource::TextureView(t));
+        }
+        let (cell, entry) = match (x_twin.is_some(), twin.is_some()) {
+            (true, true) => (&self.max_fwd_texture, "maxpool_forward_texture"),
+            (true, false) => (&self.max_fwd_texels, "maxpool_forward_texels"),
+            (false, _) => (&self.max_fwd_pack, "maxpool_forward_pack"),
+        };
+        let kernel = cell.get_or_init(|| {
+            Kernel::with_slots(ctx, &module(ctx, "pool.wgsl"), entry, &slots, &[], 64)
         });
         let texels = (s.planes / s.channels * s.channels.div_ceil(4)) as u64
             * (s.output[0] * s.output[1]) as u64;
         kernel.dispatch_bound(
             ctx,
             &Self::params(s, Some(w), 1),
-            vec![
-                x.as_entire_binding(),
-                y.as_entire_binding(),
-                argmax.as_entire_binding(),
-                wgpu::BindingResource::TextureView(twin),
-            ],
+            bound,
             crate::gpu::grid(texels.div_ceil(64), ctx.max_workgroups_per_dim),
         )
     }

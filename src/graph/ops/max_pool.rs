@@ -74,16 +74,18 @@ impl Lowered for MaxPoolStep {
         let pool = super::pool_shape(f.n, f.inputs[0].1, f.shape);
         let argmax = f.saved.expect("max pool saves its argmax");
         let (x, y, w) = (f.x(0), f.output, &self.0);
-        vec![match f.twin_out {
-            Some(twin) => f
-                .ops
+        vec![
+            f.ops
                 .pool
-                .max_forward_pack(f.ctx, &pool, w, x, y, argmax, twin),
-            None => f.ops.pool.max_forward(f.ctx, &pool, w, x, y, argmax),
-        }]
+                .max_forward_twins(f.ctx, &pool, w, x, f.twin_in, y, argmax, f.twin_out),
+        ]
     }
-    /// A stem's max pool read by convs packs itself (pool.wgsl's maxpool_forward_pack).
+    /// A max pool read by convs packs itself (pool.wgsl's maxpool_forward_pack); it reads its
+    /// input's twin where the producer wrote one.
     fn writes_twin(&self) -> bool {
+        true
+    }
+    fn reads_twin(&self) -> bool {
         true
     }
     fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {
