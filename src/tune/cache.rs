@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 /// Bumped when the keys, the kernels or the file's shape change meaning.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Entry {

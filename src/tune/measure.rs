@@ -9,7 +9,7 @@ use crate::gpu::Profiler;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::record_all;
 use crate::gpu::{Dispatch, GpuContext, buffer};
-use crate::ops::conv::{ConvKernels, ConvShape, ConvVariant, ConvWeight};
+use crate::ops::conv::{self, ConvKernels, ConvShape, ConvVariant, ConvWeight, Fused, Twins};
 
 /// Wall time of the tuning (none in the browser, whose `Instant` panics).
 pub(super) struct Clock(#[cfg(not(target_arch = "wasm32"))] std::time::Instant);
@@ -92,8 +92,33 @@ impl Timer {
         let mut times = Vec::new();
         if let Ok(weight) = &weight {
             let k = &self.kernels;
+            // A forward that can read and write twins runs between them in the engine (its
+            // producer wrote the input's texels, its consumer reads the output's): so here.
+            let twin = |[c, h, w]: [usize; 3]| {
+                conv::twin_texels(ctx, [c, h, w], s.batch).map(|t| conv::twin_texture(ctx, t))
+            };
+            let reads = !backward && ConvKernels::reads_twin(s, weight);
+            let writes = !backward && ConvKernels::writes_twin(s, weight);
+            let input = reads.then(|| twin([s.in_c, s.in_h, s.in_w])).flatten();
+            let output = writes
+                .then(|| twin([s.out_c, s.out_h(), s.out_w()]))
+                .flatten();
+            let twins = Twins {
+                input: input.as_ref(),
+                output: output.as_ref(),
+            };
             let dispatches = match backward {
-                false => k.forward_chunked(ctx, s, false, &x, weight, None, &y, &self.dummy),
+                false => k.forward_twinned(
+                    ctx,
+                    s,
+                    Fused::None,
+                    &x,
+                    weight,
+                    None,
+                    &y,
+                    &self.dummy,
+                    twins,
+                ),
                 true => k.backward_data_chunked(ctx, s, &x, weight, &y, &self.dummy),
             };
             for rep in 0..=repeats {
