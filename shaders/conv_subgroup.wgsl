@@ -38,11 +38,22 @@ fn off(px: u32, kh: u32, kw: u32) -> i32 {
 
 #import conv_lanes
 
+// With FLAG_TWIN (forward, one group, chunks of whole quads): the output's twin, as
+// conv_texture.wgsl's put writes it. A 1x1 placeholder is bound otherwise.
+@group(0) @binding(5) var packed: texture_storage_2d<rgba32float, write>;
+
 // put_lane at flattened pixel `px`; pixels past the batch are skipped.
 fn put(ch: Chans, px: u32, v: vec4<f32>) {
     let plane = p.out_h * p.out_w;
     if (px >= p.batch * plane) { return; }
     put_lane(ch, px / plane, px % plane, v);
+    // Lanes wholly past the chunk own no texel (theirs would be the next image's).
+    if ((p.flags & FLAG_TWIN) != 0u && ch.co < p.out_cg) {
+        let live = vec4<f32>(vec4<u32>(ch.co) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.out_cg));
+        let q = (p.co_base + ch.co) / 4u;
+        let t = ((px / plane) * ((p.out_c + 3u) / 4u) + q) * plane + px % plane;
+        textureStore(packed, vec2<u32>(t & 4095u, t >> 12u), fused4(v) * live);
+    }
 }
 
 // Requires a subgroup size of 8 made of consecutive invocations (the host checks).

@@ -94,10 +94,9 @@ fn conv_pack4(@builtin(global_invocation_id) gid: vec3<u32>,
 }
 
 // The twin of a tensor: its texels as a conv of one group reads them (conv_pack's layout
-// over the whole batch), written by the tensor's producer so that no conv packs its input.
-// The producer's output counts as the consumer's input: in_c channels of in_h x in_w
-// pixels, red_c4 = ceil(in_c / 4) texels per pixel.
-const FLAG_TWIN: u32 = 4u;
+// over the whole batch), written by the tensor's producer (FLAG_TWIN) so that no conv packs
+// its input. The producer's output counts as the consumer's input: in_c channels of
+// in_h x in_w pixels, red_c4 = ceil(in_c / 4) texels per pixel.
 
 // y = x + xb (then ReLU) and its twin, one invocation per texel.
 @compute @workgroup_size(64)

@@ -534,10 +534,18 @@ fn conv_chain_in_one_pass() {
 
 /// A conv writing its output's twin fills its images' texels (4 channels of a pixel, ReLU
 /// and bias applied, zero past the channels) and nothing else: 10 channels leave lanes of
-/// the 8-lane block with no channel, whose texels would be the next image's.
+/// the 8-lane block with no channel, whose texels would be the next image's. Both kernels
+/// that write twins: texture and subgroup.
 #[test]
 fn conv_twin_texels() {
     let e = env();
+    twin_texels_of(e, ConvVariant::Texture);
+    if conv::subgroup_conv_supported(&e.ctx) {
+        twin_texels_of(e, ConvVariant::Subgroup);
+    }
+}
+
+fn twin_texels_of(e: &Env, variant: ConvVariant) {
     let ctx = &e.ctx;
     let s = cs(2, 6, [9, 7], 10, [3, 3], [1, 1], [1, 1], [1, 1], 1);
     let (out_c4, plane) = (s.out_c.div_ceil(4), s.out_h() * s.out_w());
@@ -551,8 +559,8 @@ fn conv_twin_texels() {
     let x = rng.vec(s.batch * s.in_c * s.in_h * s.in_w, -1.0, 1.0);
     let w = rng.vec(s.weight_len(), -1.0, 1.0);
     let b = rng.vec(s.out_c, -0.5, 0.5);
-    let weight = conv::ConvWeight::upload(ctx, "w", &w, &s).unwrap();
-    assert!(conv::ConvKernels::writes_twin(&s, &weight));
+    let weight = conv::ConvWeight::upload_as(ctx, "w", &w, &s, variant).unwrap();
+    assert!(conv::ConvKernels::writes_twin(&s, &weight), "{variant:?}");
     let twin = conv::twin_texture(ctx, texels);
     // Every texel starts as a sentinel.
     let size = twin.texture().size();
@@ -625,7 +633,12 @@ fn conv_twin_texels() {
             }
         }
     }
-    check_rel("conv twin texels", &got[..room], &want, 1e-5);
+    check_rel(
+        &format!("conv twin texels {variant:?}"),
+        &got[..room],
+        &want,
+        1e-5,
+    );
 }
 
 /// Depthwise shapes (groups == in_c == out_c): (name, shape, bias, relu).

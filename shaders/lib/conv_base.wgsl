@@ -19,6 +19,8 @@ struct ConvParams {
 
 const FLAG_RELU: u32 = 1u;
 const FLAG_BIAS: u32 = 2u;
+// The forward also writes its output's twin (conv_texture.wgsl, `packed`).
+const FLAG_TWIN: u32 = 4u;
 // With FLAG_RELU: ReLU6 (a fused MobileNet/EfficientNet activation).
 const FLAG_RELU6: u32 = 8u;
 

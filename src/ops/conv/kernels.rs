@@ -2,10 +2,11 @@
 
 use super::texture::TextureKernels;
 use super::{
-    ConvLayout, ConvParams, ConvShape, ConvVariant, ConvWeight, Dir, FLAG_BIAS, FLAG_RELU, Fused,
-    Packed, Twins, default_variant, subgroup_conv_supported, texture_conv_supported,
+    ConvLayout, ConvParams, ConvShape, ConvVariant, ConvWeight, Dir, FLAG_BIAS, FLAG_RELU,
+    FLAG_TWIN, Fused, Packed, Twins, default_variant, subgroup_conv_supported,
+    texture_conv_supported, twin_texture,
 };
-use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
+use crate::gpu::{Access, Dispatch, GpuContext, Kernel, Slot, grid};
 use crate::ops::{Precision, module, module_with};
 use std::sync::OnceLock;
 
@@ -16,7 +17,8 @@ pub struct ConvKernels {
     /// The same for f16 weights, built on first use.
     quad_f16: OnceLock<QuadKernels>,
     /// Only on devices with [`subgroup_conv_supported`].
-    subgroup: Option<[Kernel; 2]>,
+    /// Forward and backward, and a texture for the twin binding of convs without one.
+    subgroup: Option<([Kernel; 2], wgpu::TextureView)>,
     /// Only on devices with [`texture_conv_supported`].
     texture: Option<TextureKernels>,
 }
@@ -54,20 +56,22 @@ impl QuadKernels {
 
 impl ConvKernels {
     pub fn new(ctx: &GpuContext) -> Self {
-        let st = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
         let subgroup = subgroup_conv_supported(ctx).then(|| {
             let m = module(ctx, "conv_subgroup.wgsl");
+            let slots = [
+                (1, Slot::Buffer(Access::Read)),
+                (2, Slot::Buffer(Access::Read)),
+                (3, Slot::Buffer(Access::Read)),
+                (4, Slot::Buffer(Access::ReadWrite)),
+                (5, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
+            ];
             let make = |backward: bool| {
-                Kernel::new(
-                    ctx,
-                    &m,
-                    "conv_subgroup",
-                    &st,
-                    &[("BACKWARD", backward as u32 as f64)],
-                    64,
-                )
+                let constants = [("BACKWARD", backward as u32 as f64)];
+                Kernel::with_slots(ctx, &m, "conv_subgroup", &slots, &constants, 64)
             };
-            [make(false), make(true)]
+            // Where the output has no twin.
+            let placeholder = twin_texture(ctx, 1);
+            ([make(false), make(true)], placeholder)
         });
         Self {
             variant: default_variant(ctx),
@@ -271,6 +275,10 @@ impl ConvKernels {
                 twins,
             );
         }
+        let (flags, twin) = match twins.output {
+            Some(t) => (flags | FLAG_TWIN, Some(t)),
+            None => (flags, None),
+        };
         w.forward
             .iter()
             .map(|(c0, count, packed)| {
@@ -278,7 +286,7 @@ impl ConvKernels {
                 let (layout, precision) = (w.layout, w.precision);
                 let chunk = (*c0, *count);
                 let dir = (Dir::Forward, w.quad[0]);
-                self.dispatch_layout(ctx, s, layout, precision, dir, chunk, flags, bufs)
+                self.dispatch_layout(ctx, s, layout, precision, dir, chunk, flags, bufs, twin)
             })
             .collect()
     }
@@ -314,7 +322,7 @@ impl ConvKernels {
                 let (layout, precision) = (w.backward_layout, w.precision);
                 let chunk = (*c0, *count);
                 let dir = (Dir::Backward, w.quad[1]);
-                self.dispatch_layout(ctx, s, layout, precision, dir, chunk, 0, bufs)
+                self.dispatch_layout(ctx, s, layout, precision, dir, chunk, 0, bufs, None)
             })
             .collect()
     }
@@ -328,9 +336,11 @@ impl ConvKernels {
     }
 
     /// Whether the forward conv `s` with weights `w` can write its output's twin: the
-    /// direct texture kernel over one group, whose lanes hold 4 channels of a pixel.
+    /// direct texture and subgroup kernels over one group, whose lanes hold 4 channels of a
+    /// pixel, and the depthwise texture kernel.
     pub fn writes_twin(s: &ConvShape, w: &ConvWeight) -> bool {
-        (w.layout == ConvLayout::Texels && s.groups == 1) || w.layout == ConvLayout::DepthwiseTexels
+        let one_group = matches!(w.layout, ConvLayout::Texels | ConvLayout::Lanes) && s.groups == 1;
+        one_group || w.layout == ConvLayout::DepthwiseTexels
     }
 
     /// `y = clamp(x, lo, hi)` over `n` images of `[c, h, w]` (`bounds` holds lo and hi),
@@ -386,6 +396,7 @@ impl ConvKernels {
         (c0, count): (usize, usize),
         flags: u32,
         bufs: [&wgpu::Buffer; 4],
+        twin: Option<&wgpu::TextureView>,
     ) -> Dispatch {
         match layout {
             ConvLayout::Depthwise => {
@@ -402,7 +413,7 @@ impl ConvKernels {
             }
             ConvLayout::Lanes => {
                 let p = ConvParams::new(s, dir, c0, count, flags);
-                let kernels = self
+                let (kernels, placeholder) = self
                     .subgroup
                     .as_ref()
                     .expect("Lanes weights are only packed where the subgroup kernel exists");
@@ -411,8 +422,13 @@ impl ConvKernels {
                 let pixels = p.batch as u64 * (p.out_h * p.out_w) as u64;
                 let threads =
                     8 * p.groups as u64 * pixels.div_ceil(32) * p.out_cg4.div_ceil(8) as u64;
+                let mut bound: Vec<_> = bufs.iter().map(|b| b.as_entire_binding()).collect();
+                bound.push(wgpu::BindingResource::TextureView(
+                    twin.unwrap_or(placeholder),
+                ));
+                let groups = threads.div_ceil(64).max(1);
                 kernels[dir as usize]
-                    .dispatch(ctx, &p, &bufs, threads)
+                    .dispatch_bound(ctx, &p, bound, grid(groups, ctx.max_workgroups_per_dim))
                     .with_macs(p.macs(dir))
             }
         }
