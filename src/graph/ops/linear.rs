@@ -118,10 +118,15 @@ impl Linear {
     /// On a CPU adapter: the texture conv kernel as a 1x1 conv over 1x1 images, one per row
     /// (token, channels-last position, or image of a classifier head), which is the same
     /// memory layout and runs several times the row kernel's rate on llvmpipe (VGG16's
-    /// classifier at batch 16: 2.0 s to 0.4 s a batch). `None` where that kernel is not the
-    /// one the weights would get.
+    /// classifier at batch 16: 2.0 s to 0.4 s a batch). A head of one row per image takes it
+    /// where its weight is large enough to matter (VGG, ResNet-50, EfficientNet; not a
+    /// 10-class head, which would pack its gradient for nothing). `None` where that kernel is
+    /// not the one the weights would get.
     fn lower_rows(&self, cx: &Lower<'_>, rows: usize) -> Result<Option<ConvStep>> {
-        if cx.how.precision != Precision::F32 || default_variant(cx.ctx) != ConvVariant::Texture {
+        if (rows < 2 && self.in_features * self.out_features < 1 << 20)
+            || cx.how.precision != Precision::F32
+            || default_variant(cx.ctx) != ConvVariant::Texture
+        {
             return Ok(None);
         }
         let shape = ConvShape {
