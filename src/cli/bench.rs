@@ -335,10 +335,9 @@ fn end_to_end(engine: &mut Engine, images: &[image::RgbImage]) -> Result<usize> 
         .par_iter()
         .flat_map(|r| &r.targets)
         .map(|t| {
-            let mut png = std::io::Cursor::new(Vec::new());
-            t.overlay
-                .write_to(&mut png, image::ImageFormat::Png)
-                .map(|_| png.into_inner().len())
+            let mut png = Vec::new();
+            super::outputs::write_png(&t.overlay, &mut png)
+                .map(|_| png.len())
                 .map_err(|e| Error::Invalid(format!("PNG encoding failed: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
