@@ -23,9 +23,11 @@ fn f(v: &serde_json::Value, path: &[&str]) -> f64 {
 
 #[test]
 fn bench_json_reports_throughput_profile_and_memory() {
+    // The adapter's fixed kernels: tuned picks on 4x4 planes are timing noise, and one that
+    // writes no twin (blocked) leaves its consumer packing.
     let o = gradcam(&[
         "bench", "--json", "--model", "shapes", "--size", "32", "--batch", "2", "--iters", "2",
-        "--warmup", "1",
+        "--warmup", "1", "--tune", "off",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");

@@ -100,14 +100,15 @@ impl Timer {
             let reads = !backward && ConvKernels::reads_twin(s, weight);
             let writes = !backward && ConvKernels::writes_twin(s, weight);
             let input = reads.then(|| twin([s.in_c, s.in_h, s.in_w])).flatten();
-            let output = writes
-                .then(|| twin([s.out_c, s.out_h(), s.out_w()]))
-                .flatten();
+            let out_shape = [s.out_c, s.out_h(), s.out_w()];
+            let output = writes.then(|| twin(out_shape)).flatten();
+            // One that can't is charged the pack its consumer then runs.
+            let consumer = (!backward && !writes).then(|| twin(out_shape)).flatten();
             let twins = Twins {
                 input: input.as_ref(),
                 output: output.as_ref(),
             };
-            let dispatches = match backward {
+            let mut dispatches = match backward {
                 false => k.forward_twinned(
                     ctx,
                     s,
@@ -121,6 +122,9 @@ impl Timer {
                 ),
                 true => k.backward_data_chunked(ctx, s, &x, weight, &y, &self.dummy),
             };
+            if let Some(t) = &consumer {
+                dispatches.extend(k.pack_twin(ctx, out_shape, s.batch, &y, t));
+            }
             for rep in 0..=repeats {
                 let Some(ms) = self.run(&dispatches).await else {
                     break;

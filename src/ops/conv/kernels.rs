@@ -327,6 +327,34 @@ impl ConvKernels {
             .collect()
     }
 
+    /// Packs `n` images of `[c, h, w]` in `x` into `twin` (the layout a texture conv of one
+    /// group reads): what a conv reading this tensor runs where its producer wrote no twin.
+    /// `None` without the texture kernel.
+    pub fn pack_twin(
+        &self,
+        ctx: &GpuContext,
+        [c, h, w]: [usize; 3],
+        n: usize,
+        x: &wgpu::Buffer,
+        twin: &wgpu::TextureView,
+    ) -> Option<Dispatch> {
+        let s = ConvShape {
+            batch: n,
+            in_c: c,
+            in_h: h,
+            in_w: w,
+            out_c: 1,
+            kernel: [1, 1],
+            stride: [1, 1],
+            padding: [0, 0],
+            padding_end: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let p = ConvParams::new(&s, Dir::Forward, 0, 1, 0);
+        Some(self.texture.as_ref()?.pack_piece(ctx, &p, x, twin))
+    }
+
     /// Whether the forward conv `s` with weights `w` can read its input's twin: the direct
     /// texture kernel, whose packed layout for `s` is the twin's (one group, or groups of
     /// whole texels).

@@ -199,7 +199,7 @@ impl TextureKernels {
     }
 
     /// The pack of images `img0 .. img0 + batch` of `x` (`piece` says which) into `view`.
-    fn pack_piece(
+    pub(super) fn pack_piece(
         &self,
         ctx: &GpuContext,
         piece: &ConvParams,
