@@ -119,11 +119,12 @@ impl Linear {
     /// (token, channels-last position, or image of a classifier head), which is the same
     /// memory layout and runs several times the row kernel's rate on llvmpipe (VGG16's
     /// classifier at batch 16: 2.0 s to 0.4 s a batch). A head of one row per image takes it
-    /// where its weight is large enough to matter (VGG, ResNet-50, EfficientNet; not a
-    /// 10-class head, which would pack its gradient for nothing). `None` where that kernel is
-    /// not the one the weights would get.
+    /// only where its weight is large enough to matter (4 Mi entries: VGG's FC1 and FC2):
+    /// below that the row kernel costs about 1% of a batch (ResNet-50's head 43 ms of 2.7 s),
+    /// less than packing the head's input and gradient into textures is worth. `None` where
+    /// that kernel is not the one the weights would get.
     fn lower_rows(&self, cx: &Lower<'_>, rows: usize) -> Result<Option<ConvStep>> {
-        if (rows < 2 && self.in_features * self.out_features < 1 << 20)
+        if (rows < 2 && self.in_features * self.out_features < 1 << 22)
             || cx.how.precision != Precision::F32
             || default_variant(cx.ctx) != ConvVariant::Texture
         {
