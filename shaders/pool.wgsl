@@ -107,7 +107,7 @@ fn maxpool_texel(t: u32) -> vec4<f32> {
             let j = u32(iy) * p.in_w + u32(ix);
             let v = textureLoad(xt, texel(base + j));
             // As maxpool_at, per channel: the first maximum in scan order; NaN wins.
-            let take = best_i == vec4<u32>(0xffffffffu) | v > best | v != v;
+            let take = (best_i == vec4<u32>(0xffffffffu)) | (v > best) | (v != v);
             best = select(best, v, take);
             best_i = select(best_i, vec4<u32>(j), take);
         }
