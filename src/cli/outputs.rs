@@ -249,7 +249,7 @@ impl TempPolicy {
 
 /// An overlay as PNG at the fastest compression (OpenCV's default level, which
 /// pytorch-grad-cam users write with `cv2.imwrite`): at batch 16 the balanced level cost
-/// about a sixth of the small shapes model's end-to-end time.
+/// about a third of the small shapes model's end-to-end time.
 pub fn write_png(img: &image::RgbImage, w: impl Write) -> image::ImageResult<()> {
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
     img.write_with_encoder(PngEncoder::new_with_quality(
