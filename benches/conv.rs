@@ -67,6 +67,8 @@ fn bench(c: &mut Criterion) {
         ("r50.conv1.7x7s2", shape(batch, 3, 224, 64, 7, 2)),
         ("vgg16.conv1_2.b2", shape(2, 64, 224, 64, 3, 1)),
         ("vgg16.conv4_2.b2", shape(2, 512, 28, 512, 3, 1)),
+        // vit_b_16's MLP at batch 2: 394 tokens as 1x1 images.
+        ("vit.mlp1.b2", shape(2 * 197, 768, 1, 3072, 1, 1)),
     ];
     let mut g = c.benchmark_group("conv");
     g.sample_size(10);

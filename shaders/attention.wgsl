@@ -81,6 +81,89 @@ fn put4(base: u32, i: u32, j0: u32, v: vec4<f32>) {
     if (j0 + 3u < p.n) { out[at + 3u] = v.w; }
 }
 
+// The texture path for CPU adapters (llvmpipe gathers a vec4 texel for 8 lanes in one go,
+// but loops over the lanes for each storage load): bmm_pack copies each operand as texels
+// of 4 reduction values, then bmm_texture reads 8 texels per 64 multiply-adds (bmm: 8 loads
+// per 16). Matrix `mat` = row * batch + b of an operand of `len` rows (m for x, n for y)
+// is texels (mat * len + r) * l4 + q, zero past l.
+struct PackParams {
+    mats: u32, batch: u32, rep: u32, len: u32,
+    l: u32, l4: u32, m_row: u32, m_b: u32,
+    s_r: u32, s_l: u32, _p0: u32, _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> pk: PackParams;
+@group(0) @binding(4) var packed: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(5) var xt: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(6) var yt: texture_storage_2d<rgba32float, read>;
+
+fn texel(t: u32) -> vec2<u32> {
+    return vec2<u32>(t & 4095u, t >> 12u);
+}
+
+@compute @workgroup_size(64)
+fn bmm_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let t = linear_id(wid, nwg, lid);
+    if (t >= pk.mats * pk.len * pk.l4) { return; }
+    let q = t % pk.l4;
+    let r = (t / pk.l4) % pk.len;
+    let mat = t / (pk.l4 * pk.len);
+    let base = ((mat / pk.batch) / pk.rep) * pk.m_row + (mat % pk.batch) * pk.m_b + r * pk.s_r;
+    let l = 4u * q;
+    var v = vec4<f32>(0.0);
+    v.x = x[base + l * pk.s_l];
+    if (l + 1u < pk.l) { v.y = x[base + (l + 1u) * pk.s_l]; }
+    if (l + 2u < pk.l) { v.z = x[base + (l + 2u) * pk.s_l]; }
+    if (l + 3u < pk.l) { v.w = x[base + (l + 3u) * pk.s_l]; }
+    textureStore(packed, texel(t), v);
+}
+
+// bmm's 4 x 4 blocks from the packed operands (p.s is 1: the host packs no batch sums).
+@compute @workgroup_size(64)
+fn bmm_texture(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wid, nwg, lid);
+    let m4 = (p.m + 3u) / 4u;
+    let n4 = (p.n + 3u) / 4u;
+    if (idx >= p.rows * p.batch * m4 * n4) { return; }
+    let j0 = (idx % n4) * 4u;
+    let i0 = ((idx / n4) % m4) * 4u;
+    let mat = idx / (n4 * m4);
+    let l4 = (p.l + 3u) / 4u;
+    let x0 = (mat * p.m + min(i0, p.m - 1u)) * l4;
+    let x1 = (mat * p.m + min(i0 + 1u, p.m - 1u)) * l4;
+    let x2 = (mat * p.m + min(i0 + 2u, p.m - 1u)) * l4;
+    let x3 = (mat * p.m + min(i0 + 3u, p.m - 1u)) * l4;
+    let y0 = (mat * p.n + min(j0, p.n - 1u)) * l4;
+    let y1 = (mat * p.n + min(j0 + 1u, p.n - 1u)) * l4;
+    let y2 = (mat * p.n + min(j0 + 2u, p.n - 1u)) * l4;
+    let y3 = (mat * p.n + min(j0 + 3u, p.n - 1u)) * l4;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var q = 0u; q < l4; q++) {
+        let b0 = textureLoad(yt, texel(y0 + q));
+        let b1 = textureLoad(yt, texel(y1 + q));
+        let b2 = textureLoad(yt, texel(y2 + q));
+        let b3 = textureLoad(yt, texel(y3 + q));
+        let a0 = textureLoad(xt, texel(x0 + q));
+        acc0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
+        let a1 = textureLoad(xt, texel(x1 + q));
+        acc1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
+        let a2 = textureLoad(xt, texel(x2 + q));
+        acc2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
+        let a3 = textureLoad(xt, texel(x3 + q));
+        acc3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
+    }
+    let base = mat * p.m * p.n;
+    put4(base, i0, j0, acc0);
+    put4(base, i0 + 1u, j0, acc1);
+    put4(base, i0 + 2u, j0, acc2);
+    put4(base, i0 + 3u, j0, acc3);
+}
+
 // Softmax over lines of `len` values `inner` apart; images are [outer, len, inner].
 // Forward: x = the input, out = y. Backward: x = dy (rep rows per image), y = the forward
 // output, out = dx = y (dy - sum(dy y)).

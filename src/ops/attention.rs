@@ -2,8 +2,11 @@
 //! product of two activations with its two gradients, and Softmax along an axis. f64 twin
 //! in `reference::attention`.
 
+use super::conv::ConvVariant;
+use super::conv::{Scratch, grow, texture_capacity, twin_texture};
 use super::{module, u};
-use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
+use crate::gpu::{Access, Dispatch, GpuContext, Kernel, Slot};
+use std::sync::Mutex;
 
 /// Per-image operands of a batched product: a `[batch_a, m, k]` by b `[batch_b, k, n]`, one
 /// batch broadcast where it is 1; the product is `[max batch, m, n]`.
@@ -67,8 +70,35 @@ pub fn softmax_lines(shape: [usize; 3], axis: usize) -> [usize; 3] {
     ]
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct PackParams {
+    mats: u32,
+    batch: u32,
+    rep: u32,
+    len: u32,
+    l: u32,
+    l4: u32,
+    m_row: u32,
+    m_b: u32,
+    s_r: u32,
+    s_l: u32,
+    _p: [u32; 2],
+}
+
+/// The texture path's kernels and its two scratch textures (the packed operands), shared by
+/// every product of the dispatch lists (they run in order) and grown on demand.
+struct TexturePath {
+    pack: Kernel,
+    bmm: Kernel,
+    x: Scratch<wgpu::TextureView>,
+    y: Scratch<wgpu::TextureView>,
+}
+
 pub struct AttentionKernels {
     bmm: Kernel,
+    /// Where the texture conv kernel is the default (CPU adapters).
+    texture: Option<TexturePath>,
     softmax_forward: Kernel,
     softmax_backward: Kernel,
 }
@@ -77,8 +107,27 @@ impl AttentionKernels {
     pub fn new(ctx: &GpuContext) -> Self {
         let m = module(ctx, "attention.wgsl");
         let st = [Access::Read, Access::Read, Access::ReadWrite];
+        let rgba = wgpu::TextureFormat::Rgba32Float;
+        let texture = (super::conv::default_variant(ctx) == ConvVariant::Texture).then(|| {
+            let pack_slots = [
+                (1, Slot::Buffer(Access::Read)),
+                (4, Slot::StorageTexture(rgba)),
+            ];
+            let bmm_slots = [
+                (3, Slot::Buffer(Access::ReadWrite)),
+                (5, Slot::ReadTexture(rgba)),
+                (6, Slot::ReadTexture(rgba)),
+            ];
+            TexturePath {
+                pack: Kernel::with_slots(ctx, &m, "bmm_pack", &pack_slots, &[], 64),
+                bmm: Kernel::with_slots(ctx, &m, "bmm_texture", &bmm_slots, &[], 64),
+                x: Mutex::new(None),
+                y: Mutex::new(None),
+            }
+        });
         Self {
             bmm: Kernel::new(ctx, &m, "bmm", &st, &[], 64),
+            texture,
             softmax_forward: Kernel::new(ctx, &m, "softmax_forward", &st, &[], 64),
             softmax_backward: Kernel::new(ctx, &m, "softmax_backward", &st, &[], 64),
         }
@@ -91,11 +140,80 @@ impl AttentionKernels {
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
         out: &wgpu::Buffer,
-    ) -> Dispatch {
+    ) -> Vec<Dispatch> {
         // One invocation per 4 x 4 block of the output.
         let threads =
             p.rows as u64 * p.batch as u64 * p.m.div_ceil(4) as u64 * p.n.div_ceil(4) as u64;
-        self.bmm.dispatch(ctx, p, &[x, y, out], threads)
+        let mats = p.rows as u64 * p.batch as u64;
+        let l4 = p.l.div_ceil(4) as u64;
+        let (xt, yt) = (mats * p.m as u64 * l4, mats * p.n as u64 * l4);
+        let fits = |t: u64| t <= texture_capacity(ctx);
+        match &self.texture {
+            Some(tp) if p.s == 1 && fits(xt) && fits(yt) => {
+                let pack = |slot, texels, buf: &wgpu::Buffer, q: PackParams| {
+                    let view = grow(slot, texels, || twin_texture(ctx, texels));
+                    let d = tp.pack.dispatch_bound(
+                        ctx,
+                        &q,
+                        vec![
+                            buf.as_entire_binding(),
+                            wgpu::BindingResource::TextureView(&view),
+                        ],
+                        crate::gpu::grid(texels.div_ceil(64).max(1), ctx.max_workgroups_per_dim),
+                    );
+                    (d, view)
+                };
+                let (px, vx) = pack(
+                    &tp.x,
+                    xt,
+                    x,
+                    PackParams {
+                        mats: u(mats as usize),
+                        batch: p.batch,
+                        rep: p.x_rep,
+                        len: p.m,
+                        l: p.l,
+                        l4: l4 as u32,
+                        m_row: p.x_row,
+                        m_b: p.x_b,
+                        s_r: p.x_i,
+                        s_l: p.x_l,
+                        _p: [0; 2],
+                    },
+                );
+                let (py, vy) = pack(
+                    &tp.y,
+                    yt,
+                    y,
+                    PackParams {
+                        mats: u(mats as usize),
+                        batch: p.batch,
+                        rep: p.y_rep,
+                        len: p.n,
+                        l: p.l,
+                        l4: l4 as u32,
+                        m_row: p.y_row,
+                        m_b: p.y_b,
+                        s_r: p.y_j,
+                        s_l: p.y_l,
+                        _p: [0; 2],
+                    },
+                );
+                let bmm = tp.bmm.dispatch_bound(
+                    ctx,
+                    p,
+                    vec![
+                        out.as_entire_binding(),
+                        wgpu::BindingResource::TextureView(&vx),
+                        wgpu::BindingResource::TextureView(&vy),
+                    ],
+                    crate::gpu::grid(threads.div_ceil(64).max(1), ctx.max_workgroups_per_dim),
+                );
+                let macs = mats * p.m as u64 * p.n as u64 * p.l as u64;
+                vec![px, py, bmm.with_macs(macs)]
+            }
+            _ => vec![self.bmm.dispatch(ctx, p, &[x, y, out], threads)],
+        }
     }
 
     /// out = a b for `n` images.
@@ -107,7 +225,7 @@ impl AttentionKernels {
         a: &wgpu::Buffer,
         b: &wgpu::Buffer,
         out: &wgpu::Buffer,
-    ) -> Dispatch {
+    ) -> Vec<Dispatch> {
         let ([ba, m, k], [bb, _, nn]) = (s.a, s.b);
         let p = BmmParams {
             rows: u(n),
@@ -146,7 +264,7 @@ impl AttentionKernels {
         b: &wgpu::Buffer,
         dy: &wgpu::Buffer,
         dx: &wgpu::Buffer,
-    ) -> Dispatch {
+    ) -> Vec<Dispatch> {
         let ([ba, m, k], [bb, _, nn]) = (s.a, s.b);
         let bo = s.batch();
         let dy_row = bo * m * nn;

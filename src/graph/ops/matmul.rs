@@ -71,24 +71,14 @@ pub struct MatMulStep {
 
 impl Lowered for MatMulStep {
     fn forward(&self, f: &Forward<'_>) -> Vec<Dispatch> {
-        vec![
-            f.ops
-                .attention
-                .matmul(f.ctx, &self.shape, f.n, f.x(0), f.x(1), f.output),
-        ]
+        f.ops
+            .attention
+            .matmul(f.ctx, &self.shape, f.n, f.x(0), f.x(1), f.output)
     }
     fn backward(&self, b: &Backward<'_>) -> Vec<Dispatch> {
         let (x, y) = (b.inputs[0].0, b.inputs[1].0);
-        vec![b.ops.attention.matmul_backward(
-            b.ctx,
-            &self.shape,
-            b.k,
-            b.rows,
-            b.rep,
-            x,
-            y,
-            b.dy,
-            b.dx,
-        )]
+        b.ops
+            .attention
+            .matmul_backward(b.ctx, &self.shape, b.k, b.rows, b.rep, x, y, b.dy, b.dx)
     }
 }

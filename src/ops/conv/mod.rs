@@ -8,6 +8,7 @@ mod weights;
 
 pub use kernels::ConvKernels;
 pub use pack::{pack_backward, pack_depthwise, pack_forward};
+pub(crate) use texture::{Scratch, grow};
 pub use texture::{twin_texels, twin_texture};
 pub use weights::{ConvWeight, Packed};
 
@@ -121,7 +122,7 @@ pub fn subgroup_conv_supported(ctx: &GpuContext) -> bool {
 const TEXTURE_WIDTH: u64 = 4096;
 
 /// Texels one conv texture may hold ([`GpuContext::max_texture_rows`] rows).
-fn texture_capacity(ctx: &GpuContext) -> u64 {
+pub(crate) fn texture_capacity(ctx: &GpuContext) -> u64 {
     TEXTURE_WIDTH * ctx.max_texture_rows as u64
 }
 

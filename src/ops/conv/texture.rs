@@ -35,10 +35,10 @@ pub(super) struct TextureKernels {
 
 /// A scratch resource and its size, replaced by a bigger one when a dispatch needs more
 /// (dispatches recorded earlier keep the old one alive).
-type Scratch<T> = Mutex<Option<(u64, T)>>;
+pub(crate) type Scratch<T> = Mutex<Option<(u64, T)>>;
 
 /// `slot`'s resource if it has at least `size`, else a new one from `make`.
-fn grow<T: Clone>(slot: &Scratch<T>, size: u64, make: impl FnOnce() -> T) -> T {
+pub(crate) fn grow<T: Clone>(slot: &Scratch<T>, size: u64, make: impl FnOnce() -> T) -> T {
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
     match &*slot {
         Some((have, r)) if *have >= size => r.clone(),
