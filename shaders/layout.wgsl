@@ -67,6 +67,33 @@ fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
+// gather where the last dim is contiguous in both and every offset a multiple of 4: one
+// vec4 load and store per invocation (llvmpipe loops over the lanes for each storage
+// access, whatever its width).
+@group(0) @binding(4) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> dst4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn gather4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    let z4 = p.dims.z / 4u;
+    if (t >= p.dims.w / 4u) { return; }
+    let z = t % z4;
+    let r = t / z4;
+    let y = r % p.dims.y;
+    let x = (r / p.dims.y) % p.dims.x;
+    let row = r / (p.dims.y * p.dims.x);
+    let inside = x >= p.lo.x && x < p.hi.x && y >= p.lo.y && y < p.hi.y;
+    var v = vec4<f32>(p.fill);
+    if (inside) {
+        let base = row * p.stride.w + p.misc.x + (x - p.lo.x) * p.stride.x + (y - p.lo.y) * p.stride.y;
+        v = p.scale * src4[base / 4u + z];
+    }
+    if ((p.misc.y & FLAG_ACCUMULATE) != 0u) { v += dst4[t]; }
+    dst4[t] = v;
+}
+
 // dst[a, b] = scale * sum over l of src[a, l, b], src viewed as [outer, len, inner].
 @compute @workgroup_size(256)
 fn reduce_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -3,7 +3,7 @@
 //! over a contiguous block of dims (shaders/layout.wgsl).
 
 use super::{module, u};
-use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
+use crate::gpu::{Access, Dispatch, GpuContext, Kernel, Slot};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -52,6 +52,23 @@ impl Gather {
     }
 }
 
+impl Gather {
+    /// Whether every element of the box's last dim is read, contiguously, from offsets that
+    /// are multiples of 4, so that [`LayoutKernels::gather`] can move vec4s.
+    fn by4(&self) -> bool {
+        let aligned = [
+            self.dims[2],
+            self.stride[0],
+            self.stride[1],
+            self.row_stride,
+            self.offset,
+        ]
+        .iter()
+        .all(|v| v % 4 == 0);
+        aligned && self.stride[2] == 1 && self.lo[2] == 0 && self.hi[2] == self.dims[2]
+    }
+}
+
 /// Row-major strides of a shape.
 pub fn strides(s: [usize; 3]) -> [usize; 3] {
     [s[1] * s[2], s[2], 1]
@@ -62,6 +79,8 @@ pub const NO_INDEX: u32 = u32::MAX;
 
 pub struct LayoutKernels {
     gather: Kernel,
+    /// `gather` by vec4 where the last dim is contiguous and 4-aligned ([`Gather::by4`]).
+    gather4: Kernel,
     index_gather: Kernel,
     reduce_sum: Kernel,
 }
@@ -76,6 +95,17 @@ impl LayoutKernels {
         let st = [Access::Read, Access::ReadWrite];
         Self {
             gather: Kernel::new(ctx, &m, "gather", &st, &[], 256),
+            gather4: Kernel::with_slots(
+                ctx,
+                &m,
+                "gather4",
+                &[
+                    (4, Slot::Buffer(Access::Read)),
+                    (5, Slot::Buffer(Access::ReadWrite)),
+                ],
+                &[],
+                256,
+            ),
             index_gather: Kernel::new(
                 ctx,
                 &m,
@@ -111,7 +141,8 @@ impl LayoutKernels {
         };
         // One invocation per 4 elements along the last dim.
         let threads = rows * g.dims[0] * g.dims[1] * g.dims[2].div_ceil(4);
-        self.gather.dispatch(ctx, &p, &[src, dst], threads as u64)
+        let kernel = if g.by4() { &self.gather4 } else { &self.gather };
+        kernel.dispatch(ctx, &p, &[src, dst], threads as u64)
     }
 
     /// `dst[row, i] = src[row * src_row + index[i]]` for `rows` rows of `index.len()`

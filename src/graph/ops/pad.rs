@@ -69,6 +69,8 @@ impl Samples for Pad {
             (pad([1, 0, 0], [2, 0, 1], -1.5), vec![[2, 3, 5]]),
             (pad([0, 0, 0], [0, 0, 0], 0.25), vec![[1, 3, 1]]),
             (pad([2, 1, 3], [1, 2, 0], 7.0), vec![[1, 1, 3]]),
+            // Rows of 4 kept whole: the vec4 gather with its fill.
+            (pad([1, 2, 0], [0, 1, 0], 0.5), vec![[2, 3, 4]]),
         ]
     }
 }

@@ -79,6 +79,8 @@ impl Samples for Slice {
             (slice(1, 2, 7), vec![[3, 7, 5]]),
             (slice(2, 0, 3), vec![[3, 5, 7]]),
             (slice(2, 6, 7), vec![[2, 3, 7]]),
+            // Rows of 8: the vec4 gather (ViT's q, k, v split).
+            (slice(1, 1, 3), vec![[2, 3, 8]]),
         ]
     }
 }

@@ -63,6 +63,8 @@ impl Samples for Transpose {
             .map(|perm| (Transpose { perm }, vec![[3, 5, 7]]))
             .collect();
         v.push((Transpose { perm: [2, 0, 1] }, vec![[6, 1, 9]]));
+        // Rows of 8 moved whole: the vec4 gather (ViT's head split and merge).
+        v.push((Transpose { perm: [1, 0, 2] }, vec![[3, 5, 8]]));
         v
     }
 }
