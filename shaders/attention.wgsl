@@ -83,7 +83,7 @@ fn put4(base: u32, i: u32, j0: u32, v: vec4<f32>) {
 
 // The texture path for CPU adapters (llvmpipe gathers a vec4 texel for 8 lanes in one go,
 // but loops over the lanes for each storage load): bmm_pack copies each operand as texels
-// of 4 reduction values, then bmm_texture reads 8 texels per 64 multiply-adds (bmm: 8 loads
+// of 4 reduction values, then bmm_texture reads 12 texels per 128 multiply-adds (bmm: 8 loads
 // per 16). Matrix `mat` = row * batch + b of an operand of `len` rows (m for x, n for y)
 // is texels (mat * len + r) * l4 + q, zero past l.
 struct PackParams {
@@ -119,22 +119,29 @@ fn bmm_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     textureStore(packed, texel(t), v);
 }
 
-// bmm's 4 x 4 blocks from the packed operands (p.s is 1: the host packs no batch sums).
+// bmm's output in 8 x 4 blocks (rows i0..i0+7) from the packed operands: 12 texel loads
+// per 128 multiply-adds. p.s is 1: the host packs no batch sums.
 @compute @workgroup_size(64)
 fn bmm_texture(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let idx = linear_id(wid, nwg, lid);
-    let m4 = (p.m + 3u) / 4u;
+    let m8 = (p.m + 7u) / 8u;
     let n4 = (p.n + 3u) / 4u;
-    if (idx >= p.rows * p.batch * m4 * n4) { return; }
+    if (idx >= p.rows * p.batch * m8 * n4) { return; }
     let j0 = (idx % n4) * 4u;
-    let i0 = ((idx / n4) % m4) * 4u;
-    let mat = idx / (n4 * m4);
+    let i0 = ((idx / n4) % m8) * 8u;
+    let mat = idx / (n4 * m8);
     let l4 = (p.l + 3u) / 4u;
-    let x0 = (mat * p.m + min(i0, p.m - 1u)) * l4;
-    let x1 = (mat * p.m + min(i0 + 1u, p.m - 1u)) * l4;
-    let x2 = (mat * p.m + min(i0 + 2u, p.m - 1u)) * l4;
-    let x3 = (mat * p.m + min(i0 + 3u, p.m - 1u)) * l4;
+    let xm = mat * p.m;
+    let last = p.m - 1u;
+    let x0 = (xm + min(i0, last)) * l4;
+    let x1 = (xm + min(i0 + 1u, last)) * l4;
+    let x2 = (xm + min(i0 + 2u, last)) * l4;
+    let x3 = (xm + min(i0 + 3u, last)) * l4;
+    let x4 = (xm + min(i0 + 4u, last)) * l4;
+    let x5 = (xm + min(i0 + 5u, last)) * l4;
+    let x6 = (xm + min(i0 + 6u, last)) * l4;
+    let x7 = (xm + min(i0 + 7u, last)) * l4;
     let y0 = (mat * p.n + min(j0, p.n - 1u)) * l4;
     let y1 = (mat * p.n + min(j0 + 1u, p.n - 1u)) * l4;
     let y2 = (mat * p.n + min(j0 + 2u, p.n - 1u)) * l4;
@@ -143,6 +150,10 @@ fn bmm_texture(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
     for (var q = 0u; q < l4; q++) {
         let b0 = textureLoad(yt, texel(y0 + q));
         let b1 = textureLoad(yt, texel(y1 + q));
@@ -156,12 +167,24 @@ fn bmm_texture(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         acc2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
         let a3 = textureLoad(xt, texel(x3 + q));
         acc3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
+        let a4 = textureLoad(xt, texel(x4 + q));
+        acc4 += vec4<f32>(dot(a4, b0), dot(a4, b1), dot(a4, b2), dot(a4, b3));
+        let a5 = textureLoad(xt, texel(x5 + q));
+        acc5 += vec4<f32>(dot(a5, b0), dot(a5, b1), dot(a5, b2), dot(a5, b3));
+        let a6 = textureLoad(xt, texel(x6 + q));
+        acc6 += vec4<f32>(dot(a6, b0), dot(a6, b1), dot(a6, b2), dot(a6, b3));
+        let a7 = textureLoad(xt, texel(x7 + q));
+        acc7 += vec4<f32>(dot(a7, b0), dot(a7, b1), dot(a7, b2), dot(a7, b3));
     }
     let base = mat * p.m * p.n;
     put4(base, i0, j0, acc0);
     put4(base, i0 + 1u, j0, acc1);
     put4(base, i0 + 2u, j0, acc2);
     put4(base, i0 + 3u, j0, acc3);
+    put4(base, i0 + 4u, j0, acc4);
+    put4(base, i0 + 5u, j0, acc5);
+    put4(base, i0 + 6u, j0, acc6);
+    put4(base, i0 + 7u, j0, acc7);
 }
 
 // Softmax over lines of `len` values `inner` apart; images are [outer, len, inner].

@@ -150,7 +150,7 @@ impl AttentionKernels {
         let fits = |t: u64| t <= texture_capacity(ctx);
         match &self.texture {
             Some(tp) if p.s == 1 && fits(xt) && fits(yt) => {
-                let pack = |slot, texels, buf: &wgpu::Buffer, q: PackParams| {
+                let pack = |slot, texels: u64, buf: &wgpu::Buffer, q: PackParams| {
                     let view = grow(slot, texels, || twin_texture(ctx, texels));
                     let d = tp.pack.dispatch_bound(
                         ctx,
@@ -199,6 +199,8 @@ impl AttentionKernels {
                         _p: [0; 2],
                     },
                 );
+                // One invocation per 8 x 4 block.
+                let threads = mats * p.m.div_ceil(8) as u64 * p.n.div_ceil(4) as u64;
                 let bmm = tp.bmm.dispatch_bound(
                     ctx,
                     p,
