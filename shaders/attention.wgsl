@@ -2,7 +2,7 @@
 // activations, forward and both gradients) and Softmax along an axis (forward, backward).
 // No workgroup memory: lavapipe's barriers are slow.
 
-// out[row, b, i, j] = sum over s < S, l < L of x[xo + s x_s + l x_l] * y[yo + s y_s + l y_l],
+// out[row, b, i, j] = alpha * sum over s < S, l < L of x[xo + s x_s + l x_l] * y[yo + s y_s + l y_l],
 // xo = (row / x_rep) x_row + b x_b + i x_i, yo = (row / y_rep) y_row + b y_b + j y_j.
 // The host sets the strides for the forward (A B), dA (dY B^T) and dB (A^T dY); S > 1 sums
 // the gradient of a broadcast operand over the batch it was repeated along.
@@ -11,7 +11,7 @@ struct BmmParams {
     l: u32, s: u32, x_rep: u32, y_rep: u32,
     x_row: u32, x_b: u32, x_s: u32, x_i: u32,
     x_l: u32, y_row: u32, y_b: u32, y_s: u32,
-    y_l: u32, y_j: u32, _p0: u32, _p1: u32,
+    y_l: u32, y_j: u32, alpha: f32, _p0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: BmmParams;
@@ -72,9 +72,10 @@ fn bmm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 }
 
 // Row i, columns j0..j0+3 of one output matrix, those inside it.
-fn put4(base: u32, i: u32, j0: u32, v: vec4<f32>) {
+fn put4(base: u32, i: u32, j0: u32, w: vec4<f32>) {
     if (i >= p.m) { return; }
     let at = base + i * p.n + j0;
+    let v = p.alpha * w;
     out[at] = v.x;
     if (j0 + 1u < p.n) { out[at + 1u] = v.y; }
     if (j0 + 2u < p.n) { out[at + 2u] = v.z; }

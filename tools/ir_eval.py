@@ -152,10 +152,11 @@ def gelu(op, x):
 
 
 def mat_mul(op, a, b):
-    """Per image [batch, m, k] by [batch, k, n], a batch of 1 broadcast."""
+    """Per image alpha * [batch, m, k] by [batch, k, n], a batch of 1 broadcast."""
     _need(a.shape[3] == b.shape[2] and 1 in (a.shape[1], b.shape[1]) or
           a.shape[1] == b.shape[1], f"mat_mul of {list(a.shape)} and {list(b.shape)}")
-    return a @ b
+    alpha = op.get("alpha", 1.0)
+    return a @ b if alpha == 1.0 else alpha * (a @ b)
 
 
 def clip(op, x):

@@ -5,11 +5,12 @@
 //! rewrite the node list ([`rewrite`]: final Softmax stripped, erf-GELU, SiLU, HardSwish
 //! and Pad-into-Conv fused, dead nodes dropped); then walk it in order, folding what is
 //! constant ([`fold`]) and mapping the rest onto IR nodes, one importer per op family
-//! ([`ops`]). Value names, node names and PyTorch module paths ([`names`]) all become
-//! layer names.
+//! ([`ops`]); last, attention's scalar scales fold into its products ([`matmul_scale`]).
+//! Value names, node names and PyTorch module paths ([`names`]) all become layer names.
 
 mod builder;
 mod fold;
+mod matmul_scale;
 mod names;
 mod node;
 mod ops;
@@ -436,10 +437,11 @@ fn finish(b: &mut Builder, nodes: &[ONode], logits: &Act) -> Result<Graph> {
             }
         }
     }
-    let graph = Graph {
+    let mut graph = Graph {
         nodes: b.nodes.clone(),
         aliases,
     };
+    matmul_scale::fold(&mut graph, &b.weights);
     graph.validate()?;
     Ok(graph)
 }

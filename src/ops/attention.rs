@@ -47,7 +47,8 @@ struct BmmParams {
     y_s: u32,
     y_l: u32,
     y_j: u32,
-    _p: [u32; 2],
+    alpha: f32,
+    _p: u32,
 }
 
 #[repr(C)]
@@ -218,11 +219,13 @@ impl AttentionKernels {
         }
     }
 
-    /// out = a b for `n` images.
+    /// out = alpha a b for `n` images.
+    #[allow(clippy::too_many_arguments)]
     pub fn matmul(
         &self,
         ctx: &GpuContext,
         s: &MatMulShape,
+        alpha: f32,
         n: usize,
         a: &wgpu::Buffer,
         b: &wgpu::Buffer,
@@ -246,19 +249,21 @@ impl AttentionKernels {
             y_b: u(if bb > 1 { k * nn } else { 0 }),
             y_l: u(nn),
             y_j: 1,
+            alpha,
             ..Default::default()
         };
         self.bmm(ctx, &p, a, b, out)
     }
 
-    /// The gradient of operand `which` (0: a, 1: b) for `rows` gradient rows (`rep` per
-    /// forward image of `a` and `b`) from `dy`; a broadcast operand's gradient is summed over
+    /// The gradient of operand `which` (0: a, 1: b) of `alpha a b` for `rows` gradient rows
+    /// (`rep` per forward image of `a` and `b`) from `dy`; a broadcast operand's gradient is summed over
     /// the batch it was repeated along.
     #[allow(clippy::too_many_arguments)]
     pub fn matmul_backward(
         &self,
         ctx: &GpuContext,
         s: &MatMulShape,
+        alpha: f32,
         which: usize,
         rows: usize,
         rep: usize,
@@ -299,6 +304,7 @@ impl AttentionKernels {
                 y_s: u(if summed && other_batched { k * nn } else { 0 }),
                 y_l: 1,
                 y_j: u(nn),
+                alpha,
                 ..Default::default()
             }
         } else {
@@ -322,6 +328,7 @@ impl AttentionKernels {
                 y_s: u(if summed { m * nn } else { 0 }),
                 y_l: u(nn),
                 y_j: 1,
+                alpha,
                 ..Default::default()
             }
         };

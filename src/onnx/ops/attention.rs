@@ -42,7 +42,7 @@ pub fn matmul(b: &mut Builder, n: &ONode, x: &Act, y: &Act) -> Result<()> {
     let [_, _, k] = b.shapes[yn];
     let mut full = lead;
     full.extend([m, k]);
-    b.emit_full(n, Op::MatMul(MatMul), &[xn, yn], full, false)?;
+    b.emit_full(n, Op::MatMul(MatMul::default()), &[xn, yn], full, false)?;
     Ok(())
 }
 
