@@ -889,3 +889,39 @@ fn a_constant_that_varies_along_the_batch_does_not_concatenate() {
         assert!(e.contains("/Concat") && e.contains(what), "{e}");
     }
 }
+
+/// The import folds attention's scalar q and k scales into the product (alpha) and drops
+/// them cleanly: no scale node left before a MatMul, the model still self-consistent
+/// (every token layer a node, every tensor used), as a saved model must be.
+#[test]
+fn attention_scales_fold_into_the_product() {
+    let path = std::path::Path::new("tests/fixtures/onnx/vit.onnx");
+    let mut m = Model::load(path, None).unwrap();
+    // The file names no classes; a saved model must.
+    let outputs = m.graph.shapes(m.input_size).unwrap().last().unwrap()[0];
+    m.classes = (0..outputs).map(|i| format!("class {i}")).collect();
+    let nodes = &m.graph.nodes;
+    let alphas: Vec<f32> = nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::MatMul(mm) => Some(mm.alpha),
+            _ => None,
+        })
+        .collect();
+    // Q K^T scaled by (d^-1/4)^2 with d = 8, P V not.
+    let folded = alphas
+        .iter()
+        .filter(|&&a| (a - 8f32.powf(-0.5)).abs() < 1e-6);
+    assert_eq!(folded.count(), alphas.len() / 2, "{alphas:?}");
+    for n in nodes.iter().filter(|n| matches!(n.op, Op::MatMul(_))) {
+        for &i in &n.inputs {
+            assert!(
+                !matches!(nodes[i].op, Op::BinaryConst(_)),
+                "`{}` still reads a scale node `{}`",
+                n.name,
+                nodes[i].name
+            );
+        }
+    }
+    m.meta().check(&m.weights).unwrap();
+}

@@ -29,7 +29,8 @@ fn factor(op: &Op, weights: &Weights) -> Option<f32> {
     .filter(|f| f.is_finite())
 }
 
-pub fn fold(graph: &mut Graph, weights: &Weights) {
+/// Folds what it can; returns the dropped nodes' scalar tensors.
+pub fn fold(graph: &mut Graph, weights: &Weights) -> Vec<String> {
     let n = graph.nodes.len();
     let mut readers = vec![0usize; n];
     for node in &graph.nodes {
@@ -38,6 +39,7 @@ pub fn fold(graph: &mut Graph, weights: &Weights) {
         }
     }
     let mut dead = vec![false; n];
+    let mut dropped = Vec::new();
     for m in 0..n {
         if !matches!(graph.nodes[m].op, Op::MatMul(_)) {
             continue;
@@ -47,19 +49,23 @@ pub fn fold(graph: &mut Graph, weights: &Weights) {
             let Some(f) = factor(&graph.nodes[p].op, weights) else {
                 continue;
             };
-            if readers[p] != 1 || p == n - 1 {
+            let Op::MatMul(MatMul { alpha }) = &graph.nodes[m].op else {
+                continue;
+            };
+            let alpha = alpha * f;
+            if readers[p] != 1 || !alpha.is_finite() {
                 continue;
             }
-            let x = graph.nodes[p].inputs[0];
-            graph.nodes[m].inputs[k] = x;
-            if let Op::MatMul(MatMul { alpha }) = &mut graph.nodes[m].op {
-                *alpha *= f;
+            if let Op::BinaryConst(c) = &graph.nodes[p].op {
+                dropped.push(c.tensor.clone());
             }
+            graph.nodes[m].op = Op::MatMul(MatMul { alpha });
+            graph.nodes[m].inputs[k] = graph.nodes[p].inputs[0];
             dead[p] = true;
         }
     }
-    if !dead.contains(&true) {
-        return;
+    if dropped.is_empty() {
+        return dropped;
     }
     // Renumber what is left.
     let mut new = vec![usize::MAX; n];
@@ -86,4 +92,5 @@ pub fn fold(graph: &mut Graph, weights: &Weights) {
     for i in graph.aliases.values_mut() {
         *i = new[*i];
     }
+    dropped
 }

@@ -185,10 +185,14 @@ pub fn import(
     };
     let graph = finish(&mut b, &nodes, &logits)?;
     let default_layer = default_layer(&b)?;
+    // Nodes the last pass dropped are no layers.
+    let kept: std::collections::HashSet<&str> =
+        graph.nodes.iter().map(|n| n.name.as_str()).collect();
     let tokens = b
         .tokens
         .iter()
         .zip(&b.nodes)
+        .filter(|(_, node)| kept.contains(node.name.as_str()))
         .filter_map(|(t, node)| t.map(|t| (node.name.clone(), t)))
         .collect();
     let explains = match &rw.softmax {
@@ -441,7 +445,9 @@ fn finish(b: &mut Builder, nodes: &[ONode], logits: &Act) -> Result<Graph> {
         nodes: b.nodes.clone(),
         aliases,
     };
-    matmul_scale::fold(&mut graph, &b.weights);
+    for t in matmul_scale::fold(&mut graph, &b.weights) {
+        b.weights.tensors.remove(&t);
+    }
     graph.validate()?;
     Ok(graph)
 }
