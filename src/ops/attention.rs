@@ -142,16 +142,31 @@ impl AttentionKernels {
         y: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
-        // One invocation per 4 x 4 block of the output.
-        let threads =
-            p.rows as u64 * p.batch as u64 * p.m.div_ceil(4) as u64 * p.n.div_ceil(4) as u64;
         let mats = p.rows as u64 * p.batch as u64;
         let l4 = p.l.div_ceil(4) as u64;
         let (xt, yt) = (mats * p.m as u64 * l4, mats * p.n as u64 * l4);
         let fits = |t: u64| t <= texture_capacity(ctx);
         match &self.texture {
             Some(tp) if p.s == 1 && fits(xt) && fits(yt) => {
-                let pack = |slot, texels: u64, buf: &wgpu::Buffer, q: PackParams| {
+                // One operand of `len` rows: its batch repeat, row and batch strides, and
+                // the strides along its rows and along the reduction.
+                let pack = |slot,
+                            texels: u64,
+                            buf: &wgpu::Buffer,
+                            [rep, len, m_row, m_b, s_r, s_l]: [u32; 6]| {
+                    let q = PackParams {
+                        mats: u(mats as usize),
+                        batch: p.batch,
+                        rep,
+                        len,
+                        l: p.l,
+                        l4: l4 as u32,
+                        m_row,
+                        m_b,
+                        s_r,
+                        s_l,
+                        _p: [0; 2],
+                    };
                     let view = grow(slot, texels, || twin_texture(ctx, texels));
                     let d = tp.pack.dispatch_bound(
                         ctx,
@@ -164,42 +179,8 @@ impl AttentionKernels {
                     );
                     (d, view)
                 };
-                let (px, vx) = pack(
-                    &tp.x,
-                    xt,
-                    x,
-                    PackParams {
-                        mats: u(mats as usize),
-                        batch: p.batch,
-                        rep: p.x_rep,
-                        len: p.m,
-                        l: p.l,
-                        l4: l4 as u32,
-                        m_row: p.x_row,
-                        m_b: p.x_b,
-                        s_r: p.x_i,
-                        s_l: p.x_l,
-                        _p: [0; 2],
-                    },
-                );
-                let (py, vy) = pack(
-                    &tp.y,
-                    yt,
-                    y,
-                    PackParams {
-                        mats: u(mats as usize),
-                        batch: p.batch,
-                        rep: p.y_rep,
-                        len: p.n,
-                        l: p.l,
-                        l4: l4 as u32,
-                        m_row: p.y_row,
-                        m_b: p.y_b,
-                        s_r: p.y_j,
-                        s_l: p.y_l,
-                        _p: [0; 2],
-                    },
-                );
+                let (px, vx) = pack(&tp.x, xt, x, [p.x_rep, p.m, p.x_row, p.x_b, p.x_i, p.x_l]);
+                let (py, vy) = pack(&tp.y, yt, y, [p.y_rep, p.n, p.y_row, p.y_b, p.y_j, p.y_l]);
                 // One invocation per 8 x 4 block.
                 let threads = mats * p.m.div_ceil(8) as u64 * p.n.div_ceil(4) as u64;
                 let bmm = tp.bmm.dispatch_bound(
@@ -215,7 +196,11 @@ impl AttentionKernels {
                 let macs = mats * p.m as u64 * p.n as u64 * p.l as u64;
                 vec![px, py, bmm.with_macs(macs)]
             }
-            _ => vec![self.bmm.dispatch(ctx, p, &[x, y, out], threads)],
+            _ => {
+                // One invocation per 4 x 4 block of the output.
+                let threads = mats * p.m.div_ceil(4) as u64 * p.n.div_ceil(4) as u64;
+                vec![self.bmm.dispatch(ctx, p, &[x, y, out], threads)]
+            }
         }
     }
 
