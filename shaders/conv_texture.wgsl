@@ -21,7 +21,7 @@
 
 #import conv_base
 
-// conv_pack, conv_pack4, conv_pack_copy, wino_input (writes packed), wino_output (reads x);
+// conv_pack, conv_pack4, wino_input (writes packed), wino_output (reads x);
 // conv_texture writes its output's texels to `packed` too with FLAG_TWIN; add_pack and
 // add_pack4 read x and xb (x4 and xb4) and write y (y4) and packed.
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -288,16 +288,6 @@ fn depthwise_put(n: u32, q: u32, pix: u32, v: vec4<f32>) {
     if ((p.flags & FLAG_TWIN) != 0u) {
         textureStore(packed, texel((n * p.red_c4 + q) * plane + pix), out);
     }
-}
-
-// conv_pack where the input already is its texels: 1x1 planes of one group with a multiple of
-// 4 channels (a Linear over rows), a copy.
-@compute @workgroup_size(64)
-fn conv_pack_copy(@builtin(global_invocation_id) gid: vec3<u32>,
-                  @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = gid.x + gid.y * nwg.x * 64u;
-    if (t >= p.batch * p.red_c4) { return; }
-    textureStore(packed, texel(t), x4[p.img0 * p.red_c4 + t]);
 }
 
 // Winograd F(4x4, 3x3) for 3x3 stride-1 convs (Lavin & Gray): per 4x4 output tile,

@@ -349,6 +349,15 @@ fn conv_subgroup() {
             true,
             false,
         ),
+        // A Linear over 1100 rows: its input is copied into the texture as it is, 4400
+        // texels (a full 4096-texel row and a part row); with one-row textures in two
+        // pieces, the second from image 1024.
+        (
+            "1x1 plane 1x1 c16->40 batch1100",
+            cs(1100, 16, [1, 1], 40, [1, 1], [1, 1], [0, 0], [1, 1], 1),
+            true,
+            false,
+        ),
     ]);
     for (name, s, bias, relu) in cases {
         if s.is_depthwise() {

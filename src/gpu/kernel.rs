@@ -198,11 +198,13 @@ impl Kernel {
         let uniform = Arc::new(uniform);
         Dispatch {
             label: self.label,
-            pipeline: self.pipeline.clone(),
-            bind_group,
-            workgroups,
+            work: Work::Compute {
+                pipeline: self.pipeline.clone(),
+                bind_group,
+                workgroups,
+                _uniform: uniform,
+            },
             flops: 0,
-            _uniform: uniform,
         }
     }
 }
@@ -220,44 +222,195 @@ pub fn grid(groups: u64, max_per_dim: u32) -> [u32; 3] {
     }
 }
 
-/// A recorded dispatch: pipeline, bindings and grid, replayable across batches.
+/// A recorded step, replayable across batches: a compute dispatch (pipeline, bindings and
+/// grid), or a copy of a buffer's bytes into texels of a row-major texture.
 #[derive(Clone, Debug)]
 pub struct Dispatch {
     pub label: &'static str,
-    pipeline: wgpu::ComputePipeline,
-    bind_group: wgpu::BindGroup,
-    pub workgroups: [u32; 3],
+    work: Work,
     /// Floating-point operations it does (multiply-adds x 2), where the op states them
     /// (conv, linear); 0 otherwise. Only profiling reads it.
     pub flops: u64,
-    _uniform: Arc<wgpu::Buffer>,
+}
+
+#[derive(Clone, Debug)]
+enum Work {
+    Compute {
+        pipeline: wgpu::ComputePipeline,
+        bind_group: wgpu::BindGroup,
+        workgroups: [u32; 3],
+        _uniform: Arc<wgpu::Buffer>,
+    },
+    Copy(TexelCopy),
+}
+
+/// `texels` texels of 16 bytes from `src` at byte `offset` into texels 0.. of `dst`, texel t
+/// at (t % width, t / width).
+#[derive(Clone, Debug)]
+struct TexelCopy {
+    src: wgpu::Buffer,
+    offset: u64,
+    dst: wgpu::Texture,
+    texels: u64,
 }
 
 impl Dispatch {
+    /// A copy of `texels` 16-byte texels of `src` from byte `offset` into texel 0.. of `dst`
+    /// (rgba32float or another 16-byte format, COPY_DST, rows of `dst.width()` texels whose
+    /// bytes are a multiple of 256). On CPU adapters a copy is a memcpy where the same move
+    /// as a kernel goes through per-lane image stores.
+    pub fn copy_to_texels(
+        label: &'static str,
+        src: &wgpu::Buffer,
+        offset: u64,
+        dst: &wgpu::Texture,
+        texels: u64,
+    ) -> Self {
+        Dispatch {
+            label,
+            work: Work::Copy(TexelCopy {
+                src: src.clone(),
+                offset,
+                dst: dst.clone(),
+                texels,
+            }),
+            flops: 0,
+        }
+    }
+
     /// Sets [`Dispatch::flops`] from the multiply-adds it does.
     pub fn with_macs(mut self, macs: u64) -> Self {
         self.flops = 2 * macs;
         self
     }
 
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        let [x, y, z] = self.workgroups;
-        pass.dispatch_workgroups(x, y, z);
+    /// The workgroup grid of a compute dispatch; None for a copy.
+    pub fn workgroups(&self) -> Option<[u32; 3]> {
+        match &self.work {
+            Work::Compute { workgroups, .. } => Some(*workgroups),
+            Work::Copy(_) => None,
+        }
+    }
+
+    fn is_copy(&self) -> bool {
+        matches!(self.work, Work::Copy(_))
+    }
+
+    /// Records a compute dispatch into `pass`; a copy must go to the encoder instead
+    /// ([`record_split`]).
+    fn record_compute(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if let Work::Compute {
+            pipeline,
+            bind_group,
+            workgroups: [x, y, z],
+            ..
+        } = &self.work
+        {
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, bind_group, &[]);
+            pass.dispatch_workgroups(*x, *y, *z);
+        }
+    }
+
+    fn record_copy(&self, encoder: &mut wgpu::CommandEncoder) {
+        let Work::Copy(c) = &self.work else { return };
+        let width = c.dst.width() as u64;
+        let row_bytes = width * 16;
+        let rows = c.texels / width;
+        let tail = c.texels % width;
+        let mut copy = |offset: u64, y: u64, w: u64, h: u64| {
+            encoder.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: &c.src,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset,
+                        bytes_per_row: Some(row_bytes as u32),
+                        rows_per_image: None,
+                    },
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &c.dst,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d {
+                        x: 0,
+                        y: y as u32,
+                        z: 0,
+                    },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d {
+                    width: w as u32,
+                    height: h as u32,
+                    depth_or_array_layers: 1,
+                },
+            );
+        };
+        if rows > 0 {
+            copy(c.offset, 0, width, rows);
+        }
+        if tail > 0 {
+            copy(c.offset + rows * row_bytes, rows, tail, 1);
+        }
+    }
+
+    /// Records this step alone: a compute pass of its own, or the copy.
+    pub fn record_alone(&self, encoder: &mut wgpu::CommandEncoder) {
+        if self.is_copy() {
+            self.record_copy(encoder);
+        } else {
+            self.record_compute(
+                &mut encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(self.label),
+                    timestamp_writes: None,
+                }),
+            );
+        }
     }
 }
 
-/// Records a list of dispatches into one compute pass of `encoder`; with a profiler, each
-/// in its own timed pass instead (see [`Profiler::record`]).
-pub fn record_all(encoder: &mut wgpu::CommandEncoder, label: &str, dispatches: &[Dispatch]) {
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some(label),
-        timestamp_writes: None,
-    });
-    for d in dispatches {
-        d.record(&mut pass);
+/// Records `steps` in order as compute passes of `encoder`, one per run of dispatches, with
+/// each copy between them; `timestamps` (query set, begin and end index) go at the start
+/// of the first pass and the end of the last, which are empty passes where a copy is first
+/// or last.
+pub fn record_split(
+    encoder: &mut wgpu::CommandEncoder,
+    label: &str,
+    steps: &[&Dispatch],
+    timestamps: Option<(&wgpu::QuerySet, u32, u32)>,
+) {
+    let mut i = 0;
+    loop {
+        let end = steps[i..]
+            .iter()
+            .position(|d| d.is_copy())
+            .map_or(steps.len(), |k| i + k);
+        let last = end == steps.len();
+        let writes = timestamps.map(|(set, begin, stop)| wgpu::ComputePassTimestampWrites {
+            query_set: set,
+            beginning_of_pass_write_index: (i == 0).then_some(begin),
+            end_of_pass_write_index: last.then_some(stop),
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: writes,
+        });
+        for d in &steps[i..end] {
+            d.record_compute(&mut pass);
+        }
+        drop(pass);
+        if last {
+            return;
+        }
+        steps[end].record_copy(encoder);
+        i = end + 1;
     }
+}
+
+/// Records a list of dispatches into one compute pass of `encoder` (one per run between
+/// copies); with a profiler, each in its own timed pass instead (see [`Profiler::record`]).
+pub fn record_all(encoder: &mut wgpu::CommandEncoder, label: &str, dispatches: &[Dispatch]) {
+    let steps: Vec<&Dispatch> = dispatches.iter().collect();
+    record_split(encoder, label, &steps, None);
 }
 
 /// [`record_all`], timed per dispatch when `profiler` is given.
@@ -270,13 +423,8 @@ pub fn record_all_profiled<'a>(
     match profiler {
         Some(p) => p.record(encoder, dispatches),
         None => {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(label),
-                timestamp_writes: None,
-            });
-            for d in dispatches {
-                d.record(&mut pass);
-            }
+            let steps: Vec<&Dispatch> = dispatches.into_iter().collect();
+            record_split(encoder, label, &steps, None);
         }
     }
 }

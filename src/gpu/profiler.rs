@@ -98,10 +98,7 @@ impl Profiler {
             // A failed poll surfaces again at the caller's own wait.
             let _ = buffer::wait_idle(&self.ctx);
             let mut one = fresh();
-            d.record(&mut one.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(d.label),
-                timestamp_writes: None,
-            }));
+            d.record_alone(&mut one);
             let start = std::time::Instant::now();
             self.ctx.queue.submit([one.finish()]);
             let _ = buffer::wait_idle(&self.ctx);
@@ -134,15 +131,8 @@ impl Profiler {
                     resolve: buffer::query_resolve(ctx, "profiler", QUERIES as u64 * 8),
                 });
             }
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(d.label),
-                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &self.sets[set].set,
-                    beginning_of_pass_write_index: Some(index),
-                    end_of_pass_write_index: Some(index + 1),
-                }),
-            });
-            d.record(&mut pass);
+            let timestamps = (&self.sets[set].set, index, index + 1);
+            super::kernel::record_split(encoder, d.label, &[d], Some(timestamps));
             self.pending.push((d.label, d.flops));
         }
     }

@@ -49,17 +49,10 @@ impl StageClock {
     /// [`StageClock::resolved`] (read it back with the pass's outputs).
     pub fn record(&self, encoder: &mut wgpu::CommandEncoder, stages: [&[Dispatch]; STAGES]) {
         for (i, dispatches) in stages.into_iter().enumerate() {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(["forward", "backward", "cam"][i]),
-                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &self.set,
-                    beginning_of_pass_write_index: Some(2 * i as u32),
-                    end_of_pass_write_index: Some(2 * i as u32 + 1),
-                }),
-            });
-            for d in dispatches {
-                d.record(&mut pass);
-            }
+            let steps: Vec<&Dispatch> = dispatches.iter().collect();
+            let timestamps = (&self.set, 2 * i as u32, 2 * i as u32 + 1);
+            let label = ["forward", "backward", "cam"][i];
+            super::kernel::record_split(encoder, label, &steps, Some(timestamps));
         }
         encoder.resolve_query_set(&self.set, 0..2 * STAGES as u32, &self.resolve, 0);
     }

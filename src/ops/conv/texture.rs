@@ -15,7 +15,6 @@ pub(super) struct TextureKernels {
     /// `pack` for planes of a multiple of 4 pixels, 4 at a time.
     pack4: Kernel,
     /// `pack` where the input is its texels already (1x1 planes, one group, 4k channels).
-    pack_copy: Kernel,
     conv: [Kernel; 2],
     /// `y = a + b` (ReLU) writing its twin too: per texel, and per 4 pixels.
     add_pack: [Kernel; 2],
@@ -68,17 +67,6 @@ impl TextureKernels {
             ctx,
             &m,
             "conv_pack4",
-            &[
-                (7, Slot::Buffer(Access::Read)),
-                (2, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
-            ],
-            &[],
-            64,
-        );
-        let pack_copy = Kernel::with_slots(
-            ctx,
-            &m,
-            "conv_pack_copy",
             &[
                 (7, Slot::Buffer(Access::Read)),
                 (2, Slot::StorageTexture(wgpu::TextureFormat::Rgba32Float)),
@@ -161,7 +149,6 @@ impl TextureKernels {
         Self {
             pack,
             pack4,
-            pack_copy,
             conv: [conv(false), conv(true)],
             add_pack,
             clip_pack,
@@ -188,7 +175,7 @@ impl TextureKernels {
                 ctx,
                 label,
                 rows as u32,
-                wgpu::TextureUsages::STORAGE_BINDING,
+                wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
             )
         })
     }
@@ -212,9 +199,12 @@ impl TextureKernels {
             * piece.in_h as u64
             * piece.in_w as u64;
         let plane = piece.in_h * piece.in_w;
-        let (pack, threads) = if plane == 1 && piece.groups == 1 && piece.red_c.is_multiple_of(4) {
-            (&self.pack_copy, texels)
-        } else if plane.is_multiple_of(4) {
+        if plane == 1 && piece.groups == 1 && piece.red_c.is_multiple_of(4) {
+            // 1x1 planes of one group (a Linear over rows): x already is the texels.
+            let offset = piece.img0 as u64 * piece.red_c4 as u64 * 16;
+            return Dispatch::copy_to_texels("conv_pack_copy", x, offset, view.texture(), texels);
+        }
+        let (pack, threads) = if plane.is_multiple_of(4) {
             (&self.pack4, texels / 4)
         } else {
             (&self.pack, texels)
