@@ -24,6 +24,11 @@ const FLAG_MUL: u32 = 128u;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+// The vec4 entries (lengths a multiple of 4): llvmpipe loads and stores storage buffers lane
+// by lane, element by element, so a vec4 per invocation makes a quarter of the lane loops.
+@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> dst4: array<vec4<f32>>;
 #import grid
 #import erf
 
@@ -42,6 +47,16 @@ fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let i = index(wid, nwg, lid);
     if (i >= p.len) { return; }
     dst[i] = relu_if(a[i] + b[i]);
+}
+
+// add over vec4s.
+@compute @workgroup_size(256)
+fn add4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.len / 4u) { return; }
+    let v = a4[i] + b4[i];
+    dst4[i] = select(v, max(v, vec4<f32>(0.0)), (p.flags & FLAG_RELU) != 0u);
 }
 
 @compute @workgroup_size(256)

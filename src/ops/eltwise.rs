@@ -2,7 +2,7 @@
 //! channel slices (concatenation), and gradient accumulation (shaders/eltwise.wgsl).
 
 use super::{module, u};
-use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
+use crate::gpu::{Access, Dispatch, GpuContext, Kernel, Slot};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -80,6 +80,7 @@ pub struct Slice<'a> {
 
 pub struct EltwiseKernels {
     add: Kernel,
+    add4: Kernel,
     relu_fwd: Kernel,
     relu_bwd: Kernel,
     affine_fwd: Kernel,
@@ -100,6 +101,18 @@ impl EltwiseKernels {
         let k = |e| Kernel::new(ctx, &m, e, &st, &[], 256);
         let kernels = Self {
             add: k("add"),
+            add4: Kernel::with_slots(
+                ctx,
+                &m,
+                "add4",
+                &[
+                    (4, Slot::Buffer(Access::Read)),
+                    (5, Slot::Buffer(Access::Read)),
+                    (6, Slot::Buffer(Access::ReadWrite)),
+                ],
+                &[],
+                256,
+            ),
             relu_fwd: k("relu_forward"),
             relu_bwd: k("relu_backward"),
             affine_fwd: k("affine_forward"),
@@ -156,6 +169,9 @@ impl EltwiseKernels {
             flags: relu as u32 * FLAG_RELU,
             ..Default::default()
         };
+        if len.is_multiple_of(4) {
+            return self.add4.dispatch(ctx, &p, &[a, b, out], len as u64 / 4);
+        }
         Self::run(&self.add, ctx, p, [a, b, out])
     }
 
