@@ -73,25 +73,48 @@ fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 @group(0) @binding(4) var<storage, read> src4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> dst4: array<vec4<f32>>;
 
-@compute @workgroup_size(256)
-fn gather4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let t = index(wid, nwg, lid);
+// gather4_staged reads src as texels (src t at (t % 4096, t / 4096)): see ops/staging.rs.
+@group(0) @binding(6) var srct: texture_storage_2d<rgba32float, read>;
+
+// The src vec4 that dst vec4 `t` reads, or -1 outside the window.
+fn gather4_source(t: u32) -> i32 {
     let z4 = p.dims.z / 4u;
-    if (t >= p.dims.w / 4u) { return; }
     let z = t % z4;
     let r = t / z4;
     let y = r % p.dims.y;
     let x = (r / p.dims.y) % p.dims.x;
     let row = r / (p.dims.y * p.dims.x);
     let inside = x >= p.lo.x && x < p.hi.x && y >= p.lo.y && y < p.hi.y;
+    let base = row * p.stride.w + p.misc.x + (x - p.lo.x) * p.stride.x + (y - p.lo.y) * p.stride.y;
+    return select(-1, i32(base / 4u + z), inside);
+}
+
+fn gather4_store(t: u32, v: vec4<f32>) {
+    var out = v;
+    if ((p.misc.y & FLAG_ACCUMULATE) != 0u) { out += dst4[t]; }
+    dst4[t] = out;
+}
+
+@compute @workgroup_size(256)
+fn gather4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.dims.w / 4u) { return; }
+    let s = gather4_source(t);
     var v = vec4<f32>(p.fill);
-    if (inside) {
-        let base = row * p.stride.w + p.misc.x + (x - p.lo.x) * p.stride.x + (y - p.lo.y) * p.stride.y;
-        v = p.scale * src4[base / 4u + z];
-    }
-    if ((p.misc.y & FLAG_ACCUMULATE) != 0u) { v += dst4[t]; }
-    dst4[t] = v;
+    if (s >= 0) { v = p.scale * src4[u32(s)]; }
+    gather4_store(t, v);
+}
+
+@compute @workgroup_size(256)
+fn gather4_staged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.dims.w / 4u) { return; }
+    let s = gather4_source(t);
+    let q = u32(max(s, 0));
+    let v = p.scale * textureLoad(srct, vec2<u32>(q & 4095u, q >> 12u));
+    gather4_store(t, select(vec4<f32>(p.fill), v, s >= 0));
 }
 
 // dst[a, b] = scale * sum over l of src[a, l, b], src viewed as [outer, len, inner].

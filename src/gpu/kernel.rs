@@ -198,12 +198,13 @@ impl Kernel {
         let uniform = Arc::new(uniform);
         Dispatch {
             label: self.label,
-            work: Work::Compute {
+            copies: Vec::new(),
+            compute: Some(Compute {
                 pipeline: self.pipeline.clone(),
                 bind_group,
                 workgroups,
                 _uniform: uniform,
-            },
+            }),
             flops: 0,
         }
     }
@@ -222,26 +223,25 @@ pub fn grid(groups: u64, max_per_dim: u32) -> [u32; 3] {
     }
 }
 
-/// A recorded step, replayable across batches: a compute dispatch (pipeline, bindings and
-/// grid), or a copy of a buffer's bytes into texels of a row-major texture.
+/// A recorded step, replayable across batches: copies of buffers' bytes into texels of
+/// row-major textures (the inputs a kernel reads as textures), then a compute dispatch
+/// (pipeline, bindings and grid), either of which may be absent.
 #[derive(Clone, Debug)]
 pub struct Dispatch {
     pub label: &'static str,
-    work: Work,
+    copies: Vec<TexelCopy>,
+    compute: Option<Compute>,
     /// Floating-point operations it does (multiply-adds x 2), where the op states them
     /// (conv, linear); 0 otherwise. Only profiling reads it.
     pub flops: u64,
 }
 
 #[derive(Clone, Debug)]
-enum Work {
-    Compute {
-        pipeline: wgpu::ComputePipeline,
-        bind_group: wgpu::BindGroup,
-        workgroups: [u32; 3],
-        _uniform: Arc<wgpu::Buffer>,
-    },
-    Copy(TexelCopy),
+struct Compute {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+    _uniform: Arc<wgpu::Buffer>,
 }
 
 /// `texels` texels of 16 bytes from `src` at byte `offset` into texels 0.. of `dst`, texel t
@@ -254,74 +254,16 @@ struct TexelCopy {
     texels: u64,
 }
 
-impl Dispatch {
-    /// A copy of `texels` 16-byte texels of `src` from byte `offset` into texel 0.. of `dst`
-    /// (rgba32float or another 16-byte format, COPY_DST, rows of `dst.width()` texels whose
-    /// bytes are a multiple of 256). On CPU adapters a copy is a memcpy where the same move
-    /// as a kernel goes through per-lane image stores.
-    pub fn copy_to_texels(
-        label: &'static str,
-        src: &wgpu::Buffer,
-        offset: u64,
-        dst: &wgpu::Texture,
-        texels: u64,
-    ) -> Self {
-        Dispatch {
-            label,
-            work: Work::Copy(TexelCopy {
-                src: src.clone(),
-                offset,
-                dst: dst.clone(),
-                texels,
-            }),
-            flops: 0,
-        }
-    }
-
-    /// Sets [`Dispatch::flops`] from the multiply-adds it does.
-    pub fn with_macs(mut self, macs: u64) -> Self {
-        self.flops = 2 * macs;
-        self
-    }
-
-    /// The workgroup grid of a compute dispatch; None for a copy.
-    pub fn workgroups(&self) -> Option<[u32; 3]> {
-        match &self.work {
-            Work::Compute { workgroups, .. } => Some(*workgroups),
-            Work::Copy(_) => None,
-        }
-    }
-
-    fn is_copy(&self) -> bool {
-        matches!(self.work, Work::Copy(_))
-    }
-
-    /// Records a compute dispatch into `pass`; a copy must go to the encoder instead
-    /// ([`record_split`]).
-    fn record_compute(&self, pass: &mut wgpu::ComputePass<'_>) {
-        if let Work::Compute {
-            pipeline,
-            bind_group,
-            workgroups: [x, y, z],
-            ..
-        } = &self.work
-        {
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, bind_group, &[]);
-            pass.dispatch_workgroups(*x, *y, *z);
-        }
-    }
-
-    fn record_copy(&self, encoder: &mut wgpu::CommandEncoder) {
-        let Work::Copy(c) = &self.work else { return };
-        let width = c.dst.width() as u64;
+impl TexelCopy {
+    fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        let width = self.dst.width() as u64;
         let row_bytes = width * 16;
-        let rows = c.texels / width;
-        let tail = c.texels % width;
+        let rows = self.texels / width;
+        let tail = self.texels % width;
         let mut copy = |offset: u64, y: u64, w: u64, h: u64| {
             encoder.copy_buffer_to_texture(
                 wgpu::TexelCopyBufferInfo {
-                    buffer: &c.src,
+                    buffer: &self.src,
                     layout: wgpu::TexelCopyBufferLayout {
                         offset,
                         bytes_per_row: Some(row_bytes as u32),
@@ -329,7 +271,7 @@ impl Dispatch {
                     },
                 },
                 wgpu::TexelCopyTextureInfo {
-                    texture: &c.dst,
+                    texture: &self.dst,
                     mip_level: 0,
                     origin: wgpu::Origin3d {
                         x: 0,
@@ -346,63 +288,134 @@ impl Dispatch {
             );
         };
         if rows > 0 {
-            copy(c.offset, 0, width, rows);
+            copy(self.offset, 0, width, rows);
         }
         if tail > 0 {
-            copy(c.offset + rows * row_bytes, rows, tail, 1);
-        }
-    }
-
-    /// Records this step alone: a compute pass of its own, or the copy.
-    pub fn record_alone(&self, encoder: &mut wgpu::CommandEncoder) {
-        if self.is_copy() {
-            self.record_copy(encoder);
-        } else {
-            self.record_compute(
-                &mut encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(self.label),
-                    timestamp_writes: None,
-                }),
-            );
+            copy(self.offset + rows * row_bytes, rows, tail, 1);
         }
     }
 }
 
-/// Records `steps` in order as compute passes of `encoder`, one per run of dispatches, with
-/// each copy between them; `timestamps` (query set, begin and end index) go at the start
-/// of the first pass and the end of the last, which are empty passes where a copy is first
-/// or last.
+impl Dispatch {
+    /// A copy of `texels` 16-byte texels of `src` from byte `offset` into texel 0.. of `dst`
+    /// (rgba32float or another 16-byte format, COPY_DST, rows of `dst.width()` texels whose
+    /// bytes are a multiple of 256). On CPU adapters a copy is a memcpy where the same move
+    /// as a kernel goes through per-lane loads and stores.
+    pub fn copy_to_texels(
+        label: &'static str,
+        src: &wgpu::Buffer,
+        offset: u64,
+        dst: &wgpu::Texture,
+        texels: u64,
+    ) -> Self {
+        Dispatch {
+            label,
+            copies: Vec::new(),
+            compute: None,
+            flops: 0,
+        }
+        .after_copy(src, offset, dst, texels)
+    }
+
+    /// This step preceded by the copy [`Dispatch::copy_to_texels`] describes.
+    pub fn after_copy(
+        mut self,
+        src: &wgpu::Buffer,
+        offset: u64,
+        dst: &wgpu::Texture,
+        texels: u64,
+    ) -> Self {
+        self.copies.push(TexelCopy {
+            src: src.clone(),
+            offset,
+            dst: dst.clone(),
+            texels,
+        });
+        self
+    }
+
+    /// Sets [`Dispatch::flops`] from the multiply-adds it does.
+    pub fn with_macs(mut self, macs: u64) -> Self {
+        self.flops = 2 * macs;
+        self
+    }
+
+    /// The workgroup grid of the compute dispatch; None for a bare copy.
+    pub fn workgroups(&self) -> Option<[u32; 3]> {
+        self.compute.as_ref().map(|c| c.workgroups)
+    }
+
+    /// Records the compute dispatch into `pass`; the copies go to the encoder before it
+    /// ([`record_split`]).
+    fn record_compute(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if let Some(c) = &self.compute {
+            let [x, y, z] = c.workgroups;
+            pass.set_pipeline(&c.pipeline);
+            pass.set_bind_group(0, &c.bind_group, &[]);
+            pass.dispatch_workgroups(x, y, z);
+        }
+    }
+
+    /// Records this step alone: its copies, then a compute pass of its own.
+    pub fn record_alone(&self, encoder: &mut wgpu::CommandEncoder) {
+        record_split(encoder, self.label, &[self], None);
+    }
+}
+
+/// Records `steps` in order as compute passes of `encoder`, ending a pass before each step
+/// with copies and recording its copies between the passes; `timestamps` (query set, begin
+/// and end index) go at the start of the first pass and the end of the last (an empty first
+/// pass where the first step has copies, so that they are inside the timed span).
 pub fn record_split(
     encoder: &mut wgpu::CommandEncoder,
     label: &str,
     steps: &[&Dispatch],
     timestamps: Option<(&wgpu::QuerySet, u32, u32)>,
 ) {
+    let n = steps.len();
+    let mut begun = false;
+    if let Some((set, begin, _)) = timestamps
+        && steps.first().is_some_and(|d| !d.copies.is_empty())
+    {
+        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: Some(begin),
+                end_of_pass_write_index: None,
+            }),
+        });
+        begun = true;
+    }
     let mut i = 0;
     loop {
-        let end = steps[i..]
-            .iter()
-            .position(|d| d.is_copy())
-            .map_or(steps.len(), |k| i + k);
-        let last = end == steps.len();
+        if let Some(d) = steps.get(i) {
+            for c in &d.copies {
+                c.record(encoder);
+            }
+        }
+        let end = (i + 1..n)
+            .find(|&k| !steps[k].copies.is_empty())
+            .unwrap_or(n);
+        let last = end == n;
         let writes = timestamps.map(|(set, begin, stop)| wgpu::ComputePassTimestampWrites {
             query_set: set,
-            beginning_of_pass_write_index: (i == 0).then_some(begin),
+            beginning_of_pass_write_index: (!begun).then_some(begin),
             end_of_pass_write_index: last.then_some(stop),
         });
+        begun = true;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(label),
             timestamp_writes: writes,
         });
-        for d in &steps[i..end] {
+        for d in &steps[i.min(n)..end] {
             d.record_compute(&mut pass);
         }
         drop(pass);
         if last {
             return;
         }
-        steps[end].record_copy(encoder);
-        i = end + 1;
+        i = end;
     }
 }
 

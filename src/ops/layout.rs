@@ -2,6 +2,7 @@
 //! broadcast back of a mean), a gather by an index map (a folded target layer) and a sum
 //! over a contiguous block of dims (shaders/layout.wgsl).
 
+use super::staging::Staging;
 use super::{module, u};
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel, Slot};
 
@@ -69,6 +70,18 @@ impl Gather {
     }
 }
 
+impl Gather {
+    /// One past the last source element `rows` rows of the box read (0 if none).
+    fn source_extent(&self, rows: usize) -> usize {
+        let span = |d: usize| self.hi[d].saturating_sub(self.lo[d]);
+        if rows == 0 || (0..3).any(|d| span(d) == 0 || self.dims[d] == 0) {
+            return 0;
+        }
+        let last: usize = (0..3).map(|d| (span(d).min(self.dims[d]) - 1) * self.stride[d]).sum();
+        (rows - 1) * self.row_stride + self.offset + last + 1
+    }
+}
+
 /// Row-major strides of a shape.
 pub fn strides(s: [usize; 3]) -> [usize; 3] {
     [s[1] * s[2], s[2], 1]
@@ -81,6 +94,8 @@ pub struct LayoutKernels {
     gather: Kernel,
     /// `gather` by vec4 where the last dim is contiguous and 4-aligned ([`Gather::by4`]).
     gather4: Kernel,
+    /// `gather4` reading a texture copy of its source, where the adapter prefers textures.
+    gather4_staged: Option<(Kernel, Staging)>,
     index_gather: Kernel,
     reduce_sum: Kernel,
 }
@@ -106,6 +121,16 @@ impl LayoutKernels {
                 &[],
                 256,
             ),
+            gather4_staged: Some(Staging::new(ctx))
+                .filter(Staging::enabled)
+                .map(|staging| {
+                    let slots = [
+                        (6, Slot::ReadTexture(wgpu::TextureFormat::Rgba32Float)),
+                        (5, Slot::Buffer(Access::ReadWrite)),
+                    ];
+                    let k = Kernel::with_slots(ctx, &m, "gather4_staged", &slots, &[], 256);
+                    (k, staging)
+                }),
             index_gather: Kernel::new(
                 ctx,
                 &m,
@@ -141,8 +166,20 @@ impl LayoutKernels {
         };
         // One invocation per 4 elements along the last dim.
         let threads = rows * g.dims[0] * g.dims[1] * g.dims[2].div_ceil(4);
-        let kernel = if g.by4() { &self.gather4 } else { &self.gather };
-        kernel.dispatch(ctx, &p, &[src, dst], threads as u64)
+        if !g.by4() {
+            return self.gather.dispatch(ctx, &p, &[src, dst], threads as u64);
+        }
+        let staged = self.gather4_staged.as_ref().and_then(|(k, staging)| {
+            let (view, copy) = staging.stage(ctx, src, g.source_extent(rows) as u64)?;
+            let resources = vec![
+                wgpu::BindingResource::TextureView(&view),
+                dst.as_entire_binding(),
+            ];
+            let groups = (threads as u64).div_ceil(256);
+            let grid = crate::gpu::grid(groups, ctx.max_workgroups_per_dim);
+            Some(copy(k.dispatch_bound(ctx, &p, resources, grid)))
+        });
+        staged.unwrap_or_else(|| self.gather4.dispatch(ctx, &p, &[src, dst], threads as u64))
     }
 
     /// `dst[row, i] = src[row * src_row + index[i]]` for `rows` rows of `index.len()`

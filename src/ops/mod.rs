@@ -17,6 +17,7 @@ pub mod perturb;
 pub mod pool;
 pub mod shapley;
 pub mod smoothgrad;
+pub mod staging;
 pub mod targets;
 
 use crate::gpu::{GpuContext, buffer};
