@@ -34,6 +34,28 @@ fn row_stats(base: u32) -> vec2<f32> {
     return vec2<f32>(mean, 1.0 / sqrt(v / n + p.eps));
 }
 
+// norm_forward_staged reads x as texels (x t at (t % 4096, t / 4096)): see ops/staging.rs.
+@group(0) @binding(5) var xt: texture_storage_2d<rgba32float, read>;
+
+fn xt_at(i: u32) -> f32 {
+    let q = i >> 2u;
+    return textureLoad(xt, vec2<u32>(q & 4095u, q >> 12u))[i & 3u];
+}
+
+// row_stats over the staged x.
+fn row_stats_staged(base: u32) -> vec2<f32> {
+    let n = f32(p.len);
+    var s = 0.0;
+    for (var j = 0u; j < p.len; j++) { s += xt_at(base + j); }
+    let mean = s / n;
+    var v = 0.0;
+    for (var j = 0u; j < p.len; j++) {
+        let d = xt_at(base + j) - mean;
+        v += d * d;
+    }
+    return vec2<f32>(mean, 1.0 / sqrt(v / n + p.eps));
+}
+
 // Affine entry of value j of forward row r.
 fn affine_index(r: u32, j: u32) -> u32 {
     return ((r % p.groups) * p.len + j) / p.plane;
@@ -51,6 +73,21 @@ fn norm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     for (var j = 0u; j < p.len; j++) {
         let k = affine_index(r, j);
         dst[base + j] = (x[base + j] - st.x) * st.y * affine[k] + affine[biases + k];
+    }
+}
+
+// norm_forward reading the staged x.
+@compute @workgroup_size(64)
+fn norm_forward_staged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let r = linear_id(wid, nwg, lid);
+    if (r >= p.rows) { return; }
+    let base = r * p.len;
+    let st = row_stats_staged(base);
+    let biases = p.groups * p.len / p.plane;
+    for (var j = 0u; j < p.len; j++) {
+        let k = affine_index(r, j);
+        dst[base + j] = (xt_at(base + j) - st.x) * st.y * affine[k] + affine[biases + k];
     }
 }
 

@@ -2,7 +2,8 @@
 //! (shaders/norm.wgsl; f64 twin in `reference::norm`).
 
 use super::{module, u};
-use crate::gpu::{Access, Dispatch, GpuContext, Kernel};
+use super::staging::Staging;
+use crate::gpu::{Access, Dispatch, GpuContext, Kernel, Slot};
 
 /// How a normalisation splits an image into rows, and which affine entry each value reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -45,6 +46,8 @@ struct NormParams {
 
 pub struct NormKernels {
     forward: Kernel,
+    /// `forward` reading a texture copy of x, where the adapter prefers textures.
+    forward_staged: Option<(Kernel, Staging)>,
     backward: Kernel,
 }
 
@@ -54,6 +57,17 @@ impl NormKernels {
         let st = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
         Self {
             forward: Kernel::new(ctx, &m, "norm_forward", &st, &[], 64),
+            forward_staged: Some(Staging::new(ctx))
+                .filter(Staging::enabled)
+                .map(|staging| {
+                    let slots = [
+                        (5, Slot::ReadTexture(wgpu::TextureFormat::Rgba32Float)),
+                        (3, Slot::Buffer(Access::Read)),
+                        (4, Slot::Buffer(Access::ReadWrite)),
+                    ];
+                    let k = Kernel::with_slots(ctx, &m, "norm_forward_staged", &slots, &[], 64);
+                    (k, staging)
+                }),
             backward: Kernel::new(ctx, &m, "norm_backward", &st, &[], 64),
         }
     }
@@ -84,8 +98,20 @@ impl NormKernels {
     ) -> Dispatch {
         let rows = n * s.rows;
         let p = Self::params(s, rows, 1);
-        self.forward
-            .dispatch(ctx, &p, &[x, x, affine, y], rows as u64)
+        let staged = self.forward_staged.as_ref().and_then(|(k, staging)| {
+            let (view, copy) = staging.stage(ctx, x, (rows * s.len) as u64)?;
+            let resources = vec![
+                wgpu::BindingResource::TextureView(&view),
+                affine.as_entire_binding(),
+                y.as_entire_binding(),
+            ];
+            let grid = crate::gpu::grid((rows as u64).div_ceil(64), ctx.max_workgroups_per_dim);
+            Some(copy(k.dispatch_bound(ctx, &p, resources, grid)))
+        });
+        staged.unwrap_or_else(|| {
+            self.forward
+                .dispatch(ctx, &p, &[x, x, affine, y], rows as u64)
+        })
     }
 
     /// dx for `grads` gradient images (`rep` per forward image of `x`), from dy.
