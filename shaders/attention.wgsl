@@ -224,6 +224,29 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     }
 }
 
+// softmax_forward_staged reads x as texels (x t at (t % 4096, t / 4096)): ops/staging.rs.
+@group(0) @binding(7) var xs: texture_storage_2d<rgba32float, read>;
+
+fn xs_at(i: u32) -> f32 {
+    let q = i >> 2u;
+    return textureLoad(xs, vec2<u32>(q & 4095u, q >> 12u))[i & 3u];
+}
+
+@compute @workgroup_size(64)
+fn softmax_forward_staged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let line = linear_id(wid, nwg, lid);
+    if (line >= q.lines) { return; }
+    let base = line_base(line);
+    var m = neg_inf();
+    for (var k = 0u; k < q.len; k++) { m = max(m, xs_at(base + k * q.inner)); }
+    var z = 0.0;
+    for (var k = 0u; k < q.len; k++) { z += exp(xs_at(base + k * q.inner) - m); }
+    for (var k = 0u; k < q.len; k++) {
+        out[base + k * q.inner] = exp(xs_at(base + k * q.inner) - m) / z;
+    }
+}
+
 @compute @workgroup_size(64)
 fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {

@@ -4,6 +4,7 @@
 
 use super::conv::ConvVariant;
 use super::conv::{Scratch, grow, texture_capacity, twin_texture};
+use super::staging::Staging;
 use super::{module, u};
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel, Slot};
 use std::sync::Mutex;
@@ -101,6 +102,8 @@ pub struct AttentionKernels {
     /// Where the texture conv kernel is the default (CPU adapters).
     texture: Option<TexturePath>,
     softmax_forward: Kernel,
+    /// `softmax_forward` reading a texture copy of x, where the adapter prefers textures.
+    softmax_staged: Option<(Kernel, Staging)>,
     softmax_backward: Kernel,
 }
 
@@ -130,6 +133,16 @@ impl AttentionKernels {
             bmm: Kernel::new(ctx, &m, "bmm", &st, &[], 64),
             texture,
             softmax_forward: Kernel::new(ctx, &m, "softmax_forward", &st, &[], 64),
+            softmax_staged: Some(Staging::new(ctx))
+                .filter(Staging::enabled)
+                .map(|staging| {
+                    let slots = [
+                        (7, Slot::ReadTexture(rgba)),
+                        (3, Slot::Buffer(Access::ReadWrite)),
+                    ];
+                    let k = Kernel::with_slots(ctx, &m, "softmax_forward_staged", &slots, &[], 64);
+                    (k, staging)
+                }),
             softmax_backward: Kernel::new(ctx, &m, "softmax_backward", &st, &[], 64),
         }
     }
@@ -336,8 +349,19 @@ impl AttentionKernels {
     ) -> Dispatch {
         let count = n * lines[0] * lines[2];
         let p = softmax_params(lines, count, 1);
-        self.softmax_forward
-            .dispatch(ctx, &p, &[x, dummy, y], count as u64)
+        let staged = self.softmax_staged.as_ref().and_then(|(k, staging)| {
+            let (view, copy) = staging.stage(ctx, x, (count * lines[1]) as u64)?;
+            let resources = vec![
+                wgpu::BindingResource::TextureView(&view),
+                y.as_entire_binding(),
+            ];
+            let grid = crate::gpu::grid((count as u64).div_ceil(64), ctx.max_workgroups_per_dim);
+            Some(copy(k.dispatch_bound(ctx, &p, resources, grid)))
+        });
+        staged.unwrap_or_else(|| {
+            self.softmax_forward
+                .dispatch(ctx, &p, &[x, dummy, y], count as u64)
+        })
     }
 
     /// dx = y (dy - sum(dy y)) per line, for `rows` gradient rows (`rep` per image of `y`).
