@@ -48,7 +48,11 @@ fn bench(c: &mut Criterion) {
     let split = Gather::new([n * heads, tokens, 64], [64, n * heads * 64, 1], rows);
     let cases: Vec<(&str, usize, Dispatch)> = vec![
         ("add", rows, ops.eltwise.add(&ctx, rows, false, &a, &b, &y)),
-        ("add.tiny", 1024, ops.eltwise.add(&ctx, 1024, false, &a, &b, &y)),
+        (
+            "add.tiny",
+            1024,
+            ops.eltwise.add(&ctx, 1024, false, &a, &b, &y),
+        ),
         (
             "add_into.copy",
             rows,
@@ -60,7 +64,11 @@ fn bench(c: &mut Criterion) {
             ops.eltwise
                 .activation_forward(&ctx, GELU, [0.0; 2], mlp, &a, &y, &ops.dummy),
         ),
-        ("layernorm", rows, ops.norm.forward(&ctx, &norm, n, &a, &affine, &y)),
+        (
+            "layernorm",
+            rows,
+            ops.norm.forward(&ctx, &norm, n, &a, &affine, &y),
+        ),
         (
             "softmax",
             scores,

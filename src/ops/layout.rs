@@ -77,7 +77,9 @@ impl Gather {
         if rows == 0 || (0..3).any(|d| span(d) == 0 || self.dims[d] == 0) {
             return 0;
         }
-        let last: usize = (0..3).map(|d| (span(d).min(self.dims[d]) - 1) * self.stride[d]).sum();
+        let last: usize = (0..3)
+            .map(|d| (span(d).min(self.dims[d]) - 1) * self.stride[d])
+            .sum();
         (rows - 1) * self.row_stride + self.offset + last + 1
     }
 }

@@ -1,8 +1,8 @@
 //! Normalisation over rows of contiguous values: LayerNorm and GroupNorm
 //! (shaders/norm.wgsl; f64 twin in `reference::norm`).
 
-use super::{module, u};
 use super::staging::Staging;
+use super::{module, u};
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel, Slot};
 
 /// How a normalisation splits an image into rows, and which affine entry each value reads.

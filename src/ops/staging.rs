@@ -44,6 +44,8 @@ impl Staging {
         let view = grow(slot, texels, || twin_texture(ctx, texels));
         let texture = view.texture().clone();
         let src = src.clone();
-        Some((view, move |d: Dispatch| d.after_copy(&src, 0, &texture, texels)))
+        Some((view, move |d: Dispatch| {
+            d.after_copy(&src, 0, &texture, texels)
+        }))
     }
 }
