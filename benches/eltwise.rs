@@ -14,6 +14,7 @@ const GELU: Activation = Activation {
     forward: "gelu_forward",
     backward: "gelu_backward",
     reads_input: true,
+    staged: Some("gelu_forward_staged"),
 };
 
 fn run(ctx: &GpuContext, ds: &[Dispatch]) {

@@ -269,6 +269,20 @@ fn gelu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     dst[i] = 0.5 * x * erfc(-x * FRAC_1_SQRT_2);
 }
 
+// gelu_forward over a texture copy of x, one texel per invocation (len a multiple of 4).
+@group(0) @binding(7) var at: texture_storage_2d<rgba32float, read>;
+
+@compute @workgroup_size(256)
+fn gelu_forward_staged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.len / 4u) { return; }
+    let x = textureLoad(at, vec2<u32>(t & 4095u, t >> 12u));
+    let e = vec4<f32>(erfc(-x.x * FRAC_1_SQRT_2), erfc(-x.y * FRAC_1_SQRT_2),
+                      erfc(-x.z * FRAC_1_SQRT_2), erfc(-x.w * FRAC_1_SQRT_2));
+    dst4[t] = 0.5 * x * e;
+}
+
 // dst = a * (Phi(x) + x phi(x)); b is x.
 @compute @workgroup_size(256)
 fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,6 +1,7 @@
 //! Residual add, ReLU, the other element-wise activations, per-channel affine, products,
 //! channel slices (concatenation), and gradient accumulation (shaders/eltwise.wgsl).
 
+use super::staging::Staging;
 use super::{module, u};
 use crate::gpu::{Access, Dispatch, GpuContext, Kernel, Slot};
 use std::collections::HashMap;
@@ -43,6 +44,9 @@ pub struct Activation {
     pub backward: &'static str,
     /// The backward reads the forward input (SiLU) rather than the output.
     pub reads_input: bool,
+    /// A forward entry point that reads x as a texture copy, one texel per invocation
+    /// (see [`crate::ops::staging`]), used where the adapter prefers textures.
+    pub staged: Option<&'static str>,
 }
 
 impl Activation {
@@ -50,18 +54,21 @@ impl Activation {
         forward: "sigmoid_forward",
         backward: "sigmoid_backward",
         reads_input: false,
+        staged: None,
     };
     /// clamp(x, 0, 6)
     pub const RELU6: Self = Self {
         forward: "relu6_forward",
         backward: "relu6_backward",
         reads_input: false,
+        staged: None,
     };
     /// x * sigmoid(x)
     pub const SILU: Self = Self {
         forward: "silu_forward",
         backward: "silu_backward",
         reads_input: true,
+        staged: None,
     };
 
     /// Whether the backward pass reads the forward input rather than the output.
@@ -88,6 +95,9 @@ pub struct EltwiseKernels {
     add_into: Kernel,
     /// Forward and backward per [`Activation`] entry, built on first use.
     activations: Mutex<HashMap<&'static str, [Kernel; 2]>>,
+    /// [`Activation::staged`] entries, built on first use, and their input's texture.
+    staged: Mutex<HashMap<&'static str, Kernel>>,
+    staging: Staging,
     module: wgpu::ShaderModule,
     mul: Kernel,
     mul_reduce: Kernel,
@@ -119,6 +129,8 @@ impl EltwiseKernels {
             affine_bwd: k("affine_backward"),
             add_into: k("add_into"),
             activations: Mutex::default(),
+            staged: Mutex::default(),
+            staging: Staging::new(ctx),
             mul: k("mul"),
             mul_reduce: k("mul_reduce"),
             copy_slice: k("copy_slice"),
@@ -313,6 +325,29 @@ impl EltwiseKernels {
             shift: params[1],
             ..Default::default()
         };
+        if let Some(entry) = act.staged
+            && len.is_multiple_of(4)
+            && let Some((view, copy)) = self.staging.stage(ctx, x, len as u64)
+        {
+            let mut built = self
+                .staged
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let k = built.entry(entry).or_insert_with(|| {
+                let slots = [
+                    (7, Slot::ReadTexture(wgpu::TextureFormat::Rgba32Float)),
+                    (6, Slot::Buffer(Access::ReadWrite)),
+                ];
+                Kernel::with_slots(ctx, &self.module, entry, &slots, &[], 256)
+            });
+            let resources = vec![
+                wgpu::BindingResource::TextureView(&view),
+                y.as_entire_binding(),
+            ];
+            let groups = (len as u64 / 4).div_ceil(256);
+            let grid = crate::gpu::grid(groups, ctx.max_workgroups_per_dim);
+            return copy(k.dispatch_bound(ctx, &p, resources, grid));
+        }
         self.activation(ctx, act, |k| Self::run(&k[0], ctx, p, [x, dummy, y]))
     }
 

@@ -16,6 +16,7 @@ pub const CLIP: Activation = Activation {
     forward: "clip_forward",
     backward: "clip_backward",
     reads_input: true,
+    staged: None,
 };
 
 impl Clip {

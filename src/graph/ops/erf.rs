@@ -14,6 +14,7 @@ pub const ERF: Activation = Activation {
     forward: "erf_forward",
     backward: "erf_backward",
     reads_input: true,
+    staged: None,
 };
 
 impl NodeOp for Erf {

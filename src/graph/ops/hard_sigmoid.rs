@@ -16,6 +16,7 @@ pub const HARD_SIGMOID: Activation = Activation {
     forward: "hard_sigmoid_forward",
     backward: "hard_sigmoid_backward",
     reads_input: true,
+    staged: None,
 };
 
 impl HardSigmoid {

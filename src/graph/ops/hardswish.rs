@@ -12,6 +12,7 @@ pub const HARDSWISH: Activation = Activation {
     forward: "hardswish_forward",
     backward: "hardswish_backward",
     reads_input: true,
+    staged: None,
 };
 
 fn hardswish(x: f64) -> f64 {
