@@ -340,11 +340,6 @@ impl Dispatch {
         self
     }
 
-    /// The workgroup grid of the compute dispatch; None for a bare copy.
-    pub fn workgroups(&self) -> Option<[u32; 3]> {
-        self.compute.as_ref().map(|c| c.workgroups)
-    }
-
     /// Records the compute dispatch into `pass`; the copies go to the encoder before it
     /// ([`record_split`]).
     fn record_compute(&self, pass: &mut wgpu::ComputePass<'_>) {
